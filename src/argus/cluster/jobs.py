@@ -1,0 +1,261 @@
+"""The Ray job tool (seed 000 §4): submit, status, stop, logs, list — Ray's Jobs SDK only.
+
+Owns the one `JobSubmissionClient` (built lazily on first use, so constructing the tool never
+touches the network), the translation of Ray's exceptions into `argus.cluster.errors`, and the
+job's artifacts on shared storage (seed 000 §4.1):
+
+    <job_root>/config/{ray_config.yaml,jobspec.yaml,submit_payload.json}
+    <job_root>/logs/submit.out
+    <job_root>/debug/{ray_status_pre,ray_job_list_post}.txt
+    <job_root>/checkpoints/
+
+Invariant: the submission id is always passed to Ray, so a retried submit can never start a
+second copy of a job (Ray refuses a duplicate id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from argus.cluster.errors import ClusterUnavailable, JobNotFound, SubmissionRefused
+from argus.domain.failure import Diagnosis, classify_failure
+from argus.domain.paths import JOB_SUBDIRS
+from argus.spec.config import RayConfig
+from argus.spec.render import Rendered
+
+LOG_TAIL_LINES = 200
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What Argus shows of one Ray job."""
+
+    submission_id: str
+    status: str
+    message: str | None
+    driver_node_id: str | None
+    driver_node_ip: str | None
+    error_type: str | None
+    start_time: float | None
+    end_time: float | None
+    entrypoint: str | None
+    metadata: dict[str, str]
+    diagnosis: Diagnosis | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["diagnosis"] = (
+            {"cause": self.diagnosis.cause.value, "evidence": self.diagnosis.evidence}
+            if self.diagnosis
+            else None
+        )
+        return d
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def tail_lines(text: str, n: int | None) -> str:
+    """The last `n` lines of `text` (all of it when n is None)."""
+    if n is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-n:]) if n > 0 else ""
+
+
+class RayJobTool:
+    """Submit and follow verl jobs on one Ray cluster through `JobSubmissionClient`."""
+
+    def __init__(
+        self,
+        config: RayConfig,
+        client_factory: Callable[[str], Any] | None = None,
+        clock: Callable[[], datetime] = _now,
+    ):
+        self.config = config
+        self._client_factory = client_factory
+        self._client = None
+        self._clock = clock
+
+    # -- the SDK client -------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            factory = self._client_factory
+            if factory is None:
+                from ray.job_submission import JobSubmissionClient as factory
+            try:
+                self._client = factory(self.config.address)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ClusterUnavailable(
+                    f"cannot reach the Ray job server at {self.config.address}: {exc}"
+                ) from None
+        return self._client
+
+    def _call(self, what: str, fn: Callable[[], Any], sid: str | None = None) -> Any:
+        try:
+            return fn()
+        except RuntimeError as exc:
+            text = str(exc)
+            if sid and ("does not exist" in text or "404" in text):
+                raise JobNotFound(f"no Ray job with submission id {sid}") from None
+            if "already exists" in text:
+                raise SubmissionRefused(text) from None
+            raise ClusterUnavailable(f"{what} failed: {text}") from None
+        except (ConnectionError, OSError) as exc:
+            raise ClusterUnavailable(f"{what} failed: {exc}") from None
+
+    # -- submit ---------------------------------------------------------------------------
+    def submit(self, rendered: Rendered, spec_text: str) -> str:
+        """Write the job's config artifacts, submit it, and record what happened.
+
+        Returns:
+            The submission id.
+        Raises:
+            SubmissionRefused: Ray refused it (the id exists already).
+            ClusterUnavailable: Ray could not be reached.
+        """
+        root = Path(str(rendered.job_root))
+        for sub in JOB_SUBDIRS:
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        request = rendered.request.as_dict()
+        cfg = root / "config"
+        (cfg / "ray_config.yaml").write_text(
+            yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        )
+        (cfg / "jobspec.yaml").write_text(spec_text)
+        (cfg / "submit_payload.json").write_text(json.dumps(request, indent=2) + "\n")
+        (root / "debug" / "ray_status_pre.txt").write_text(self._debug_text(self.cluster_summary))
+
+        sid = rendered.submission_id
+        log = [f"{self._clock().isoformat()} submit {sid} to {self.config.address}",
+               f"entrypoint: {request['entrypoint']}"]
+        kwargs = {k: v for k, v in request.items() if not (k == "entrypoint_num_gpus" and not v)}
+        try:
+            self._call("submit_job", lambda: self.client.submit_job(**kwargs))
+        except Exception as exc:
+            log.append(f"{self._clock().isoformat()} refused: {exc}")
+            (root / "logs" / "submit.out").write_text("\n".join(log) + "\n")
+            raise
+        log.append(f"{self._clock().isoformat()} accepted: {sid}")
+        (root / "logs" / "submit.out").write_text("\n".join(log) + "\n")
+        (root / "debug" / "ray_job_list_post.txt").write_text(self._debug_text(self.list_text))
+        return sid
+
+    @staticmethod
+    def _debug_text(fn: Callable[[], str]) -> str:
+        try:
+            return fn()
+        except Exception as exc:  # debug snapshots never fail a submission
+            return f"unavailable: {exc}\n"
+
+    # -- read -----------------------------------------------------------------------------
+    def status(self, sid: str, diagnose: bool = True) -> JobView:
+        """Ray's view of the job; a failed job carries its diagnosed cause."""
+        info = self._call("get_job_info", lambda: self.client.get_job_info(sid), sid)
+        view = self._view(info)
+        if diagnose and view.status == "FAILED":
+            try:
+                tail = tail_lines(self.logs(sid), LOG_TAIL_LINES)
+            except Exception:
+                tail = ""
+            diag = classify_failure(view.status, view.message, tail, view.error_type)
+            view = JobView(**{**view.__dict__, "diagnosis": diag})
+        return view
+
+    @staticmethod
+    def _view(info: Any) -> JobView:
+        driver = getattr(info, "driver_info", None)
+        error_type = getattr(info, "error_type", None)
+        return JobView(
+            submission_id=info.submission_id,
+            status=str(getattr(info.status, "value", info.status)),
+            message=info.message,
+            driver_node_id=getattr(info, "driver_node_id", None),
+            driver_node_ip=getattr(driver, "node_ip_address", None) if driver else None,
+            error_type=str(getattr(error_type, "value", error_type)) if error_type else None,
+            start_time=(info.start_time / 1000) if info.start_time else None,
+            end_time=(info.end_time / 1000) if info.end_time else None,
+            entrypoint=info.entrypoint,
+            metadata=dict(info.metadata or {}),
+        )
+
+    def list(self) -> list[JobView]:
+        """Every submission-type job Ray knows, newest first."""
+        jobs = self._call("list_jobs", lambda: self.client.list_jobs())
+        views = [self._view(j) for j in jobs if getattr(j, "submission_id", None)]
+        return sorted(views, key=lambda v: v.start_time or 0, reverse=True)
+
+    def list_text(self) -> str:
+        rows = [f"{v.submission_id}\t{v.status}\t{v.driver_node_id or '-'}" for v in self.list()]
+        return "submission_id\tstatus\tdriver_node_id\n" + "\n".join(rows) + "\n"
+
+    def stop(self, sid: str) -> bool:
+        """Ask Ray to stop the job; False when it had already ended."""
+        return bool(self._call("stop_job", lambda: self.client.stop_job(sid), sid))
+
+    def logs(self, sid: str, tail: int | None = None) -> str:
+        text = self._call("get_job_logs", lambda: self.client.get_job_logs(sid), sid)
+        return tail_lines(text, tail)
+
+    def follow(self, sid: str) -> Iterator[str]:
+        """Yield log chunks as they are written, until the job ends."""
+        self.status(sid, diagnose=False)  # JobNotFound before opening the stream
+        queue: list[str] = []
+
+        async def pump() -> None:
+            async for chunk in self.client.tail_job_logs(sid):
+                queue.append(chunk)
+
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(pump())
+            while not task.done():
+                loop.run_until_complete(asyncio.wait({task}, timeout=0.2))
+                while queue:
+                    yield queue.pop(0)
+            while queue:
+                yield queue.pop(0)
+            if task.exception():
+                raise ClusterUnavailable(f"log stream of {sid} broke: {task.exception()}")
+        finally:
+            loop.close()
+
+    def cluster_summary(self) -> str:
+        """Nodes and their resources, and the placement groups holding GPUs."""
+        from ray.util.state import list_nodes, list_placement_groups
+
+        nodes = self._call("list_nodes", lambda: list_nodes(address=self.config.address, detail=True))
+        lines = [f"cluster at {self.config.address}, as seen {self._clock().isoformat()}", ""]
+        for n in sorted(nodes, key=lambda n: (not n.is_head_node, n.node_ip)):
+            res = {k: v for k, v in (n.resources_total or {}).items() if not k.startswith("node:")}
+            res.pop("memory", None)
+            res.pop("object_store_memory", None)
+            role = "head" if n.is_head_node else "worker"
+            lines.append(f"{n.node_id} {n.node_ip} {role} {n.state} {json.dumps(res, sort_keys=True)}")
+        pgs = self._call(
+            "list_placement_groups", lambda: list_placement_groups(address=self.config.address, detail=True)
+        )
+        live = [p for p in pgs if p.state not in ("REMOVED",)]
+        lines += ["", f"placement groups ({len(live)} live):"]
+        for p in live:
+            lines.append(f"  {p.placement_group_id} {p.state} {json.dumps(p.bundles)}")
+        return "\n".join(lines) + "\n"
+
+
+def env_dashboard_address() -> str | None:
+    """`RAY_API_SERVER_ADDRESS` / `RAY_ADDRESS` when they hold a dashboard URL."""
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        val = os.environ.get(name, "")
+        if val.startswith("http"):
+            return val
+    return None

@@ -1,0 +1,143 @@
+"""From RayConfig + TaskSpec to what is handed to Ray's `submit_job` (seed 000 §4.1).
+
+Owns the verl entrypoints (facts checked against verl 0.9.1):
+- PPO and GRPO: `python3 -m verl.trainer.main_ppo` (Hydra config `ppo_trainer`);
+- SFT: `python3 -m verl.trainer.sft_trainer_ray` (Hydra config `sft_trainer_engine`);
+as Hydra overrides in the seeds' style, each shell-quoted, free text and paths quoted for Hydra.
+Also owns the runtime env (config env vars, then the spec's, then `PYTHONPATH=<code_path>:...`)
+and the driver placement (`entrypoint_num_cpus`, `entrypoint_resources` from the config).
+Pure: no Ray, no I/O.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from argus.domain.paths import checkpoints_dir
+from argus.spec.config import RayConfig
+from argus.spec.taskspec import TaskSpec
+
+PPO_MODULE = "verl.trainer.main_ppo"
+SFT_MODULE = "verl.trainer.sft_trainer_ray"
+CONFIG_NAMES = {"ppo": "ppo_trainer", "grpo": "ppo_trainer", "sft": "sft_trainer_engine"}
+PROJECT_NAME = "argus"
+
+
+def hydra_str(value: str) -> str:
+    """Quote free text for Hydra's override grammar (the spec refuses ', \\ and $)."""
+    return f"'{value}'"
+
+
+def _common_trainer(spec: TaskSpec, submission_id: str, ckpt_dir: PurePosixPath) -> list[str]:
+    loggers = "['console','wandb']" if spec.wandb else "['console']"
+    project = spec.wandb.project if spec.wandb else PROJECT_NAME
+    experiment = (spec.wandb.run_name if spec.wandb else None) or spec.experiment_name or submission_id
+    out = [
+        f"trainer.logger={loggers}",
+        f"trainer.project_name={hydra_str(project)}",
+        f"trainer.experiment_name={hydra_str(experiment)}",
+        f"trainer.nnodes={spec.nnodes}",
+        f"trainer.n_gpus_per_node={spec.n_gpus_per_node}",
+        f"trainer.total_epochs={spec.total_epochs}",
+    ]
+    if spec.total_training_steps is not None:
+        out.append(f"trainer.total_training_steps={spec.total_training_steps}")
+    out += [
+        f"trainer.save_freq={spec.save_freq}",
+        f"trainer.test_freq={spec.test_freq}",
+        f"trainer.default_local_dir={hydra_str(str(ckpt_dir))}",
+        f"trainer.device={spec.trainer_device}",
+    ]
+    return out
+
+
+def build_overrides(spec: TaskSpec, submission_id: str, job_root: PurePosixPath) -> list[str]:
+    """The Hydra overrides of the run, Argus's first, then the spec's `overrides`."""
+    ckpt = checkpoints_dir(job_root)
+    val = spec.val_file or spec.train_file
+    if spec.workload == "sft":
+        out = [
+            f"model.path={hydra_str(spec.model_id)}",
+            f"data.train_files={hydra_str(spec.train_file)}",
+            f"data.val_files={hydra_str(spec.val_file)}" if spec.val_file else "data.val_files=null",
+            *_common_trainer(spec, submission_id, ckpt),
+            f"trainer.max_ckpt_to_keep={spec.max_ckpt_to_keep}",
+        ]
+        return out + list(spec.overrides)
+    out = [
+        f"algorithm.adv_estimator={'grpo' if spec.workload == 'grpo' else 'gae'}",
+        f"data.train_files={hydra_str(spec.train_file)}",
+        f"data.val_files={hydra_str(val)}",
+        f"actor_rollout_ref.model.path={hydra_str(spec.model_id)}",
+        f"actor_rollout_ref.rollout.name={spec.rollout_engine}",
+        f"actor_rollout_ref.rollout.n={spec.effective_rollout_n}",
+    ]
+    if spec.workload == "ppo":
+        out.append(f"critic.model.path={hydra_str(spec.effective_critic_model)}")
+    out += _common_trainer(spec, submission_id, ckpt)
+    out.append(f"trainer.max_actor_ckpt_to_keep={spec.max_ckpt_to_keep}")
+    if spec.workload == "ppo":
+        out.append(f"trainer.max_critic_ckpt_to_keep={spec.max_ckpt_to_keep}")
+    return out + list(spec.overrides)
+
+
+def build_entrypoint(spec: TaskSpec, submission_id: str, job_root: PurePosixPath) -> str:
+    """The shell command of the driver; every override is shell-quoted."""
+    module = SFT_MODULE if spec.workload == "sft" else PPO_MODULE
+    args = build_overrides(spec, submission_id, job_root)
+    return " ".join(["python3", "-m", module, *(shlex.quote(a) for a in args)])
+
+
+def build_runtime_env(config: RayConfig, spec: TaskSpec) -> dict[str, Any]:
+    """env_vars: the config's, then the spec's, then PYTHONPATH with the job's own code first."""
+    env = dict(config.runtime_env.env_vars)
+    env.update(spec.env_vars)
+    env["PYTHONPATH"] = f"{spec.code_path}:${{PYTHONPATH}}"
+    return {"env_vars": env}
+
+
+@dataclass(frozen=True)
+class SubmissionRequest:
+    """Exactly the keyword arguments given to `JobSubmissionClient.submit_job`."""
+
+    entrypoint: str
+    submission_id: str
+    runtime_env: dict[str, Any]
+    entrypoint_num_cpus: float
+    entrypoint_resources: dict[str, float]
+    entrypoint_num_gpus: float = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def driver_gpus(spec: TaskSpec) -> float:
+    """GPUs the driver itself needs.
+
+    verl 0.9.1's SFT driver puts tensors on `trainer.device` and resets `cpu` to the node's
+    accelerator, so on a GPU node it needs a GPU of its own; PPO/GRPO drivers need none.
+    """
+    return 1 if spec.workload == "sft" and spec.trainer_device != "cpu" else 0
+
+
+def build_submission(
+    config: RayConfig, spec: TaskSpec, submission_id: str, job_root: PurePosixPath
+) -> SubmissionRequest:
+    """Everything `submit_job` gets for this run; the driver is pinned to a worker."""
+    return SubmissionRequest(
+        entrypoint=build_entrypoint(spec, submission_id, job_root),
+        submission_id=submission_id,
+        runtime_env=build_runtime_env(config, spec),
+        entrypoint_num_cpus=config.entrypoint_num_cpus,
+        entrypoint_resources=dict(config.entrypoint_resources),
+        entrypoint_num_gpus=driver_gpus(spec),
+        metadata={
+            "argus.workload": spec.workload,
+            "argus.job_root": str(job_root),
+            "argus.code_path": spec.code_path,
+        },
+    )

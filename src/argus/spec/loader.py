@@ -1,0 +1,72 @@
+"""Reading YAML inputs into models, with `${shared_root}` expansion.
+
+Owns YAML parsing (syntax errors become a `Problem` with the line), the expansion of
+`${shared_root}` inside string values (seed 000 §3), and `parse_model`, the one way a YAML
+mapping becomes a validated model. Only names in the given mapping are expanded; anything else
+(`${PYTHONPATH}`, Hydra interpolations) is left as written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from argus.spec.errors import Problem, SpecError, problems_from_validation
+
+M = TypeVar("M", bound=BaseModel)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    """Parse `text` as a YAML mapping.
+
+    Raises:
+        SpecError: the text is not YAML, or its top level is not a mapping.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(source, [Problem("<yaml>", f"{where}{problem}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(source, [Problem("<root>", f"must be a mapping, got {type(data).__name__}")])
+    return data
+
+
+def read_text(path: str | Path) -> str:
+    """Read a YAML file; a missing or unreadable file is a `SpecError` naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), [Problem("<file>", exc.strerror or str(exc))]) from None
+
+
+def expand_vars(value: Any, variables: Mapping[str, str]) -> Any:
+    """Replace `${name}` for the names in `variables` inside every string of `value`."""
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [expand_vars(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_vars(v, variables) for k, v in value.items()}
+    return value
+
+
+def parse_model(model: type[M], data: Mapping[str, Any], source: str) -> M:
+    """Validate `data` as `model`; every problem is reported at once.
+
+    Raises:
+        SpecError: with one `Problem` per invalid or unknown field.
+    """
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(source, problems_from_validation(exc, model)) from None

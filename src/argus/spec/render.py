@@ -1,0 +1,68 @@
+"""Render and check a run without submitting it (`argus spec render|validate`, and submit).
+
+Owns choosing the submission id (the spec's, else a generated one), the job root, and the
+offline Hydra check of the rendered overrides. Pure except for reading the verl config files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from argus.domain.ids import new_submission_id
+from argus.domain.paths import job_root as compute_job_root
+from argus.spec.config import RayConfig
+from argus.spec.entrypoint import CONFIG_NAMES, SubmissionRequest, build_overrides, build_submission
+from argus.spec.errors import Problem, SpecError
+from argus.spec.hydra_check import check_overrides, find_verl_config_dir
+from argus.spec.taskspec import TaskSpec
+
+
+@dataclass(frozen=True)
+class Rendered:
+    request: SubmissionRequest
+    job_root: PurePosixPath
+    overrides: list[str]
+    config_dir: Path | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def submission_id(self) -> str:
+        return self.request.submission_id
+
+
+def render(
+    config: RayConfig,
+    spec: TaskSpec,
+    now: datetime,
+    submission_id: str | None = None,
+    user: str | None = None,
+) -> Rendered:
+    """What would be submitted for `spec`; nothing is checked against verl yet."""
+    sid = submission_id or spec.submission_id or new_submission_id(spec.workload, now)
+    root = compute_job_root(config.shared_root, sid, user)
+    request = build_submission(config, spec, sid, root)
+    config_dir = find_verl_config_dir(spec.code_path)
+    warnings = []
+    if config_dir is None:
+        warnings.append(
+            "no verl config found (neither <code_path>/verl/trainer/config nor an installed "
+            "verl): overrides were not checked"
+        )
+    return Rendered(request, root, build_overrides(spec, sid, root), config_dir, warnings)
+
+
+def check(spec: TaskSpec, rendered: Rendered, source: str = "task spec") -> None:
+    """Compose the rendered overrides against verl's config.
+
+    Raises:
+        SpecError: a key does not exist in verl's config, or a value has the wrong type.
+    """
+    if rendered.config_dir is None:
+        return
+    problems: list[Problem] = check_overrides(
+        CONFIG_NAMES[spec.workload], rendered.overrides, rendered.config_dir, spec.overrides
+    )
+    if problems:
+        raise SpecError(source, problems)
