@@ -21,6 +21,7 @@ from rich.table import Table
 from argus.cluster import local
 from argus.cluster.errors import ClusterError
 from argus.spec.config import default_shared_root, load_ray_config
+from argus.spec.entrypoint import shell_quote
 from argus.spec.errors import SpecError
 from argus.spec.render import check, render
 from argus.spec.taskspec import load_task_spec
@@ -92,7 +93,9 @@ def spec_render(
     out.print(f"[bold]driver[/]         num_cpus={req.entrypoint_num_cpus} num_gpus={req.entrypoint_num_gpus} resources={req.entrypoint_resources}")
     out.print(f"[bold]env_vars[/]       {json.dumps(req.runtime_env['env_vars'])}")
     out.print("[bold]entrypoint[/]")
-    print(req.entrypoint.replace(" '", " \\\n    '"))
+    import shlex
+
+    print(" \\\n    ".join([" ".join(shlex.split(req.entrypoint)[:3])] + [shell_quote(a) for a in rendered.overrides]))
     for w in rendered.warnings:
         err.print(f"[yellow]warning:[/] {w}")
 

@@ -84,11 +84,26 @@ def build_overrides(spec: TaskSpec, submission_id: str, job_root: PurePosixPath)
     return out + list(spec.overrides)
 
 
+_DOUBLE_QUOTE_UNSAFE = set('"$`\\!')
+
+
+def shell_quote(arg: str) -> str:
+    """Quote one argument for the shell, readably.
+
+    `key='text'` (Hydra-quoted free text) is wrapped in double quotes when nothing inside
+    would expand there; anything else gets `shlex.quote`.
+    """
+    quoted = shlex.quote(arg)
+    if quoted == arg or "'" not in arg or _DOUBLE_QUOTE_UNSAFE & set(arg):
+        return quoted
+    return f'"{arg}"'
+
+
 def build_entrypoint(spec: TaskSpec, submission_id: str, job_root: PurePosixPath) -> str:
     """The shell command of the driver; every override is shell-quoted."""
     module = SFT_MODULE if spec.workload == "sft" else PPO_MODULE
     args = build_overrides(spec, submission_id, job_root)
-    return " ".join(["python3", "-m", module, *(shlex.quote(a) for a in args)])
+    return " ".join(["python3", "-m", module, *(shell_quote(a) for a in args)])
 
 
 def build_runtime_env(config: RayConfig, spec: TaskSpec) -> dict[str, Any]:
