@@ -1,0 +1,1 @@
+"""What tests and the demo share: a sandbox of inputs on shared storage, and small fakes."""

@@ -1,0 +1,57 @@
+"""Shared fixtures: one real local Ray cluster per test session, started by the project.
+
+The cluster is only started when a test asks for it (tests/ray and tests/e2e), on free ports
+and a shared root of its own, so it never touches a demo cluster running on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from argus.cluster import local
+from argus.cluster.local import port_free
+
+
+def _free_pair(start: int) -> tuple[int, int]:
+    port = start
+    while not (port_free(port) and port_free(port + 1900)):
+        port += 1
+    return port, port + 1900
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A head (0 CPU, 0 GPU) and 2 workers x 4 logical GPUs; yields its ClusterState."""
+    root = Path(tempfile.mkdtemp(prefix="argus-test-"))
+    gcs, dash = _free_pair(6390)
+    t0 = time.monotonic()
+    state, _ = local.up(str(root), workers=2, gpus_per_worker=4, cpus_per_worker=4,
+                        gcs_port=gcs, dashboard_port=dash)
+    print(f"\nlocal Ray cluster up in {time.monotonic() - t0:.1f}s at {state.dashboard_url}")
+    try:
+        yield state
+    finally:
+        local.down(str(root))
+        if not os.environ.get("ARGUS_KEEP_TEST_ROOT"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox(ray_cluster):
+    from argus.testing.sandbox import prepare
+
+    return prepare(ray_cluster.shared_root)
+
+
+@pytest.fixture(scope="session")
+def ray_config(ray_cluster):
+    from argus.spec.config import load_ray_config
+
+    cfg, _ = load_ray_config(local.config_file(ray_cluster.shared_root))
+    return cfg
