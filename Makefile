@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VERL_VERSION := 0.9.1
 RAY_VERSION := 2.60.0
-export ARGUS_SHARED_ROOT ?= $(CURDIR)/.argus/shared
+ARGUS_SHARED_ROOT ?= $(HOME)/.argus/shared
 
 .PHONY: venv demo test test-unit down clean bench
 

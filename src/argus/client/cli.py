@@ -198,8 +198,8 @@ def cluster_up(
     gpus_per_worker: int = typer.Option(4, "--gpus-per-worker", min=0, max=64),
     cpus_per_worker: int = typer.Option(4, "--cpus-per-worker", min=1, max=256),
     shared_root: Path = _shared_root_opt(),
-    port: int = typer.Option(6379, "--port", help="Ray GCS port of the head"),
-    dashboard_port: int = typer.Option(8265, "--dashboard-port", help="Ray dashboard / job server port"),
+    port: int = typer.Option(local.DEFAULT_GCS_PORT, "--port", help="Ray GCS port of the head"),
+    dashboard_port: int = typer.Option(local.DEFAULT_DASHBOARD_PORT, "--dashboard-port", help="Ray dashboard / job server port"),
 ) -> None:
     """Start a head (0 CPU, 0 GPU) and WORKERS worker nodes; idempotent."""
     try:

@@ -43,6 +43,9 @@ NODE_PORT_KEYS = (
     "node_manager_port",
     "object_manager_port",
 )
+# Ray's usual GCS port is 6379, which is Redis's too (and Redis often runs on these machines).
+DEFAULT_GCS_PORT = 6380
+DEFAULT_DASHBOARD_PORT = 8265
 WORKER_PORTS_PER_NODE = 100
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 START_TIMEOUT_S = 90.0
@@ -168,8 +171,8 @@ def plan_cluster(
     workers: int,
     gpus_per_worker: int,
     cpus_per_worker: int,
-    gcs_port: int = 6379,
-    dashboard_port: int = 8265,
+    gcs_port: int = DEFAULT_GCS_PORT,
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT,
     drivers_per_worker: int = 100,
     port_start: int = 20000,
     is_free: Callable[[int], bool] = port_free,
@@ -398,8 +401,8 @@ def up(
     workers: int = 2,
     gpus_per_worker: int = 4,
     cpus_per_worker: int = 4,
-    gcs_port: int = 6379,
-    dashboard_port: int = 8265,
+    gcs_port: int = DEFAULT_GCS_PORT,
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT,
     drivers_per_worker: int = 100,
     timeout: float = START_TIMEOUT_S,
 ) -> tuple[ClusterState, bool]:
