@@ -470,6 +470,24 @@ def _by_temp_dir(temp_dir: str) -> list:
     return found
 
 
+def _wait_gone(procs: list, timeout: float) -> list:
+    """Wait until each process has exited (a zombie counts as exited); returns those left."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(p)
+            except psutil.Error:
+                pass
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
 def down(shared_root: str | Path, grace_s: float = 10.0) -> bool:
     """Stop the recorded cluster's processes and their descendants; False when none was recorded."""
     import psutil
@@ -491,13 +509,13 @@ def down(shared_root: str | Path, grace_s: float = 10.0) -> bool:
                 procs[node.pid].send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=grace_s)
+    alive = _wait_gone(list(procs.values()), grace_s)
     for p in alive:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(alive, 5.0)
     state_file(shared_root).unlink(missing_ok=True)
     config_file(shared_root).unlink(missing_ok=True)
     return True
