@@ -120,11 +120,6 @@ def test_validate_misspelled_override(shared, write):
     assert "  - overrides: Could not override 'trainer.totl_epochs'" in result.text_err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the CLI prints fields and reasons as Rich markup, so '[data.train_batch_size]' "
-    "in the field 'overrides[data.train_batch_size]' is eaten as a style tag",
-)
 def test_validate_wrongly_typed_override_names_the_key(shared, write):
     path = write("job.yaml", GOOD.format(workload="sft") + "overrides: ['data.train_batch_size=abc']\n")
     result = invoke("spec", "validate", path)

@@ -255,12 +255,6 @@ TORCH_EXIT_WARNING = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the NCCL rule's bare 'ProcessGroupNCCL' alternative matches torch>=2.4's "
-    "harmless exit warning, printed by every worker that used NCCL, so a user-code (or data, "
-    "config, model) failure is diagnosed as NCCL",
-)
 def test_torch_process_group_exit_warning_is_not_an_nccl_failure():
     log = STARTUP + TRACEBACK + USER + "\n" + TORCH_EXIT_WARNING + "\n"
     diag = diagnose(RAY_HEAD + log)

@@ -251,23 +251,12 @@ def _unreachable(address):
     raise ConnectionError(f"Failed to connect to Ray at address: {address}.")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _call catches RuntimeError, which includes the ClusterUnavailable raised by the "
-    "lazy `client` property, and re-wraps it ('get_job_info failed: cannot reach ...')",
-)
 def test_unreachable_cluster_message_is_not_rewrapped(config):
     with pytest.raises(ClusterUnavailable) as info:
         RayJobTool(config, client_factory=_unreachable).status("run-1")
     assert str(info.value).startswith("cannot reach the Ray job server at http://127.0.0.9:8265")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the re-wrapped ClusterUnavailable text holds the address; an address with '404' "
-    "in it (port 4040) matches _call's not-found test, so an unreachable cluster is reported as "
-    "JobNotFound",
-)
 def test_unreachable_cluster_on_port_4040_is_not_job_not_found(shared):
     cfg = parse_ray_config({"address": "http://10.0.0.7:4040", "shared_root": str(shared)})
     with pytest.raises(ClusterUnavailable):

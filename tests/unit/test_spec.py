@@ -117,21 +117,11 @@ def test_ray_config_without_shared_root_expands_the_environment_default(monkeypa
     assert cfg.user_code_path == f"{tmp_path}/code"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the *default* user_code_path '${shared_root}/user/code' is never expanded "
-    "(expansion only touches keys present in the YAML)",
-)
 def test_default_user_code_path_is_expanded():
     cfg = parse_ray_config({"shared_root": "/private"})
     assert cfg.user_code_path == "/private/user/code"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ${shared_root} is expanded with the raw value before normpath, so a trailing "
-    "slash gives '//' in expanded values",
-)
 def test_shared_root_with_trailing_slash_expands_normalized():
     cfg = parse_ray_config({"shared_root": "/private/", "user_code_path": "${shared_root}/code"})
     assert cfg.shared_root == "/private"
@@ -197,11 +187,6 @@ def test_out_of_range():
     assert "less than or equal to 64" in problems(n_gpus_per_node=65)["n_gpus_per_node"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: StrictModel promises no loose coercion, but pydantic's lax mode turns "
-    "`nnodes: true` (YAML yes/true) into 1",
-)
 def test_bool_is_not_an_integer():
     assert "nnodes" in problems(nnodes=True)
 
@@ -270,11 +255,6 @@ def test_overrides_cannot_touch_managed_keys(key, prefix):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a parent-node override `trainer={default_local_dir:/evil}` replaces the "
-    "managed trainer.default_local_dir (Hydra applies it last), but only exact keys are refused",
-)
 def test_overrides_cannot_replace_a_managed_key_through_its_parent():
     assert "overrides" in problems(overrides=["trainer={default_local_dir:/evil}"])
 
@@ -330,11 +310,6 @@ def test_every_problem_is_reported_at_once():
     assert "  - nnodes: Input should be greater than or equal to 1" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: workload rules live in one model validator that runs only after all fields "
-    "are valid and stops at the first rule, so they are not reported with the rest",
-)
 def test_cross_field_problems_are_reported_with_field_problems():
     assert set(problems("grpo", nnodes=0, rollout_n=1, critic_model_id="/c")) == {
         "nnodes",

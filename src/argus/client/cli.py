@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from argus.cluster import local
@@ -49,14 +50,14 @@ def _now() -> datetime:
 
 
 def _fail_input(exc: SpecError) -> None:
-    err.print(f"[bold red]error:[/] {exc.source} is invalid:")
+    err.print(f"[bold red]error:[/] {escape(exc.source)} is invalid:")
     for p in exc.problems:
-        err.print(f"  - [bold]{p.field}[/]: {p.reason}")
+        err.print(f"  - [bold]{escape(p.field)}[/]: {escape(p.reason)}")
     raise typer.Exit(2)
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
+    err.print(f"[bold red]error:[/] {escape(msg)}")
     raise typer.Exit(code)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from argus.cluster.errors import ClusterUnavailable, JobNotFound, SubmissionRefused
+from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.domain.failure import Diagnosis, classify_failure
 from argus.domain.paths import JOB_SUBDIRS
 from argus.spec.config import RayConfig
@@ -104,9 +103,11 @@ class RayJobTool:
     def _call(self, what: str, fn: Callable[[], Any], sid: str | None = None) -> Any:
         try:
             return fn()
+        except ClusterError:
+            raise
         except RuntimeError as exc:
             text = str(exc)
-            if sid and ("does not exist" in text or "404" in text):
+            if sid and ("does not exist" in text or "status code 404" in text.lower()):
                 raise JobNotFound(f"no Ray job with submission id {sid}") from None
             if "already exists" in text:
                 raise SubmissionRefused(text) from None
@@ -251,11 +252,3 @@ class RayJobTool:
             lines.append(f"  {p.placement_group_id} {p.state} {json.dumps(p.bundles)}")
         return "\n".join(lines) + "\n"
 
-
-def env_dashboard_address() -> str | None:
-    """`RAY_API_SERVER_ADDRESS` / `RAY_ADDRESS` when they hold a dashboard URL."""
-    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
-        val = os.environ.get(name, "")
-        if val.startswith("http"):
-            return val
-    return None

@@ -56,7 +56,7 @@ _RULES: list[tuple[FailureCause, re.Pattern[str]]] = [
         r"|Task was killed due to the node running low on memory|\bKilled\b.*oom|MemoryError", _I)),
     (FailureCause.NCCL, re.compile(
         r"NCCL (error|WARN|failure)|nccl(InternalError|SystemError|InvalidUsage|RemoteError)"
-        r"|ProcessGroupNCCL|NCCL communicator|Watchdog caught collective operation timeout")),
+        r"|DistBackendError|NCCL communicator|Watchdog caught collective operation timeout")),
     (FailureCause.PLATFORM, re.compile(
         r"RuntimeEnvSetupError|Failed to set up runtime environment|Job supervisor actor"
         r"|The actor died unexpectedly|raylet (died|is dead)|node .* (died|is dead)"

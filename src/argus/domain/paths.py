@@ -7,9 +7,12 @@ The one function that computes a job's root. Jobs submitted with the job tool li
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 JOB_SUBDIRS = ("config", "logs", "checkpoints", "debug")
+# User ids: lower-case letters, digits and '_', starting with a letter.
+_USER_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def job_root(shared_root: str, submission_id: str, user: str | None = None) -> PurePosixPath:
@@ -17,6 +20,8 @@ def job_root(shared_root: str, submission_id: str, user: str | None = None) -> P
     if not submission_id or "/" in submission_id or submission_id in (".", ".."):
         raise ValueError(f"invalid submission id {submission_id!r}")
     root = PurePosixPath(shared_root)
+    if user is not None and not _USER_RE.match(user):
+        raise ValueError(f"invalid user id {user!r}")
     if user is None:
         return root / "jobs" / submission_id
     return root / "users" / user / "jobs" / submission_id

@@ -29,7 +29,7 @@ def default_shared_root() -> str:
 class StrictModel(BaseModel):
     """Base of every input model: unknown keys are errors, values are not coerced loosely."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def check_env_vars(value: dict[str, Any]) -> dict[str, str]:
@@ -91,10 +91,13 @@ class RayConfig(StrictModel):
 def parse_ray_config(data: dict[str, Any], source: str = "ray config") -> RayConfig:
     """Validate a RayConfig mapping, expanding `${shared_root}` in its values."""
     raw = dict(data)
+    raw.setdefault("user_code_path", RayConfig.model_fields["user_code_path"].default)
     root = raw.get("shared_root")
     if root is None:
         root = default_shared_root()
     if isinstance(root, str):
+        if root.startswith("/"):
+            root = os.path.normpath(root)
         raw = expand_vars(raw, {"shared_root": root})
     return parse_model(RayConfig, raw, source)
 

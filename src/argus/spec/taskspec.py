@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from argus.spec.config import StrictModel, check_env_vars
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
@@ -146,21 +146,32 @@ class TaskSpec(StrictModel):
             if not isinstance(item, str) or "=" not in item:
                 raise ValueError(f"'{item}' is not a Hydra override of the form key=value")
             key = item.split("=", 1)[0].lstrip("+~")
-            if key in MANAGED_KEYS:
+            hit = next((m for m in MANAGED_KEYS if key == m or m.startswith(key + ".")), None)
+            if hit == key:
                 raise ValueError(f"'{key}' is set by Argus and cannot be overridden")
+            if hit:
+                raise ValueError(f"'{key}' would change '{hit}', which is set by Argus")
             if any(ord(c) < 32 for c in item):
                 raise ValueError(f"'{item}' contains control characters")
         return v
 
-    @model_validator(mode="after")
-    def _workload_rules(self) -> "TaskSpec":
-        if self.workload == "grpo" and self.rollout_n is not None and self.rollout_n < 2:
-            raise ValueError("rollout_n: GRPO needs at least 2 responses per prompt")
-        if self.workload != "ppo" and self.critic_model_id is not None:
-            raise ValueError(f"critic_model_id: only PPO has a critic, not {self.workload}")
-        if self.workload == "sft" and self.rollout_n is not None:
-            raise ValueError("rollout_n: SFT has no rollout")
-        return self
+    @field_validator("rollout_n")
+    @classmethod
+    def _rollout_n(cls, v: int | None, info: ValidationInfo) -> int | None:
+        workload = info.data.get("workload")
+        if v is not None and workload == "sft":
+            raise ValueError("SFT has no rollout")
+        if v is not None and workload == "grpo" and v < 2:
+            raise ValueError("GRPO needs at least 2 responses per prompt")
+        return v
+
+    @field_validator("critic_model_id")
+    @classmethod
+    def _critic(cls, v: str | None, info: ValidationInfo) -> str | None:
+        workload = info.data.get("workload")
+        if v is not None and workload in ("grpo", "sft"):
+            raise ValueError(f"only PPO has a critic, not {workload}")
+        return v
 
     @property
     def total_gpus(self) -> int:
