@@ -28,7 +28,7 @@ from argus.spec.render import check, render
 from argus.spec.taskspec import parse_task_spec
 from argus.testing.sandbox import prepare, task_yaml
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 RUNS = [("ppo", "sim-a"), ("grpo", "sim-b"), ("sft", "sim-a")]
 
 
@@ -82,7 +82,8 @@ def main() -> int:
 
     names = {n.node_id: n for n in list_nodes(address=cfg.address, detail=True)}
     ip_to_name = {n.ip: n.name for n in state.nodes}
-    table = Table("task", "workload", "driver node", "state", "checkpoints", "marker", title="Argus demo")
+    table = Table("task", "workload", "driver node", "state", "checkpoints (global_step_N)", "marker",
+                  title="Argus demo")
     table.columns[0].no_wrap = True
     ok = True
     for workload, marker, sid, root in submitted:
@@ -94,7 +95,7 @@ def main() -> int:
         state_txt = v.status if not v.diagnosis else f"{v.status} ({v.diagnosis.cause.value})"
         ok &= v.status == "SUCCEEDED" and seen == [marker]
         table.add_row(sid, workload, where, state_txt,
-                      f"{len(ckpts)} (last {ckpts[-1]})" if ckpts else "-", ",".join(seen) or "-")
+                      ", ".join(c.removeprefix("global_step_") for c in ckpts) or "-", ",".join(seen) or "-")
     console.print(table)
     console.print(f"job directories: {Path(state.shared_root) / 'jobs'}")
     console.print("try it yourself:")
