@@ -25,6 +25,15 @@ def _free_pair(start: int) -> tuple[int, int]:
     return port, port + 1900
 
 
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A head (0 CPU, 0 GPU) and 2 workers x 4 logical GPUs; yields its ClusterState."""
@@ -37,7 +46,11 @@ def ray_cluster():
     try:
         yield state
     finally:
-        local.down(str(root))
+        assert local.down(str(root)) is True
+        # `down` stopped exactly this cluster: none of its processes is left, nothing is recorded.
+        left = [p.pid for p in local._by_temp_dir(state.temp_dir) if _running(p)]
+        assert not left, f"processes left after cluster down: {left}"
+        assert local.status(str(root)) is None
         if not os.environ.get("ARGUS_KEEP_TEST_ROOT"):
             shutil.rmtree(root, ignore_errors=True)
 
