@@ -21,9 +21,7 @@ from pathlib import Path
 from argus.cluster import local
 from argus.cluster.jobs import RayJobTool
 from argus.spec.config import load_ray_config
-from argus.spec.loader import load_yaml_mapping
-from argus.spec.render import render
-from argus.spec.taskspec import parse_task_spec
+from argus.spec.render import prepare_submission
 from argus.testing.sandbox import prepare, task_yaml
 
 
@@ -54,8 +52,7 @@ def main() -> int:
             tool = RayJobTool(cfg)
             for j in range(3):
                 text = task_yaml(sandbox, "ppo", total_training_steps=1)
-                spec = parse_task_spec(load_yaml_mapping(text, "bench"), cfg.shared_root)
-                rendered = render(cfg, spec, datetime.now(timezone.utc))
+                _, rendered = prepare_submission(cfg, text, datetime.now(timezone.utc), "bench")
                 t0 = time.monotonic()
                 sid = tool.submit(rendered, text)
                 t_sub = time.monotonic()

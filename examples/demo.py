@@ -23,9 +23,7 @@ from argus.cluster import local
 from argus.cluster.errors import ClusterError
 from argus.cluster.jobs import RayJobTool
 from argus.spec.config import load_ray_config
-from argus.spec.loader import load_yaml_mapping
-from argus.spec.render import check, render
-from argus.spec.taskspec import parse_task_spec
+from argus.spec.render import prepare_submission
 from argus.testing.sandbox import prepare, task_yaml
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -61,9 +59,7 @@ def main() -> int:
         text = task_yaml(sandbox, workload, marker, total_training_steps=6,
                          env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})
         (spec_dir / f"{workload}.yaml").write_text(text)
-        spec = parse_task_spec(load_yaml_mapping(text, workload), cfg.shared_root, workload)
-        rendered = render(cfg, spec, datetime.now(timezone.utc))
-        check(spec, rendered)
+        _, rendered = prepare_submission(cfg, text, datetime.now(timezone.utc), workload)
         sid = tool.submit(rendered, text)
         submitted.append((workload, marker, sid, rendered.job_root))
         console.print(f"submitted {workload:<4} on {marker}: {sid}")

@@ -86,12 +86,14 @@ def test_bad_input_exits_2_and_submits_nothing(ray_cluster, sandbox, cfg_path, t
         body = task_yaml(sandbox, "ppo", **extra)
     spec = tmp_path / "bad.yaml"
     spec.write_text(body)
+    jobs_dir = Path(ray_cluster.shared_root) / "jobs"
+    dirs_before = set(jobs_dir.iterdir()) if jobs_dir.exists() else set()
     before = _job_count(ray_cluster)
     proc = argus("run", "-c", cfg_path, "-j", str(spec), "-a", "submit")
     assert proc.returncode == 2, proc.stderr
     assert field in proc.stderr
     assert _job_count(ray_cluster) == before
-    assert not list((Path(ray_cluster.shared_root) / "jobs").glob("*bad*"))
+    assert (set(jobs_dir.iterdir()) if jobs_dir.exists() else set()) == dirs_before
 
 
 def test_cluster_up_is_idempotent_and_says_when_a_port_is_taken(ray_cluster, tmp_path):

@@ -7,17 +7,13 @@ from datetime import datetime, timezone
 
 from argus.cluster.jobs import JobView, RayJobTool
 from argus.spec.config import RayConfig
-from argus.spec.render import check, render
-from argus.spec.taskspec import parse_task_spec
-from argus.spec.loader import load_yaml_mapping
+from argus.spec.render import prepare_submission
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 def submit(config: RayConfig, yaml_text: str, submission_id: str | None = None) -> tuple[RayJobTool, str, object]:
-    spec = parse_task_spec(load_yaml_mapping(yaml_text, "test"), config.shared_root)
-    rendered = render(config, spec, datetime.now(timezone.utc), submission_id=submission_id)
-    check(spec, rendered)
+    _, rendered = prepare_submission(config, yaml_text, datetime.now(timezone.utc), "test", submission_id=submission_id)
     tool = RayJobTool(config)
     return tool, tool.submit(rendered, yaml_text), rendered
 

@@ -24,7 +24,8 @@ from argus.cluster.errors import ClusterError
 from argus.spec.config import default_shared_root, load_ray_config
 from argus.spec.entrypoint import shell_quote
 from argus.spec.errors import SpecError
-from argus.spec.render import check, render
+from argus.spec.loader import read_text
+from argus.spec.render import prepare_submission
 from argus.spec.taskspec import load_task_spec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Argus: verl training on a native Ray cluster.")
@@ -61,12 +62,10 @@ def _fail(msg: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _load(jobspec: Path, config: Optional[Path], validate: bool = True):
+def _load(jobspec: Path, config: Optional[Path], validate: bool = True, submission_id: Optional[str] = None):
     cfg, _ = load_ray_config(config)
-    spec, text = load_task_spec(jobspec, cfg.shared_root)
-    rendered = render(cfg, spec, _now())
-    if validate:
-        check(spec, rendered, str(jobspec))
+    text = read_text(jobspec)
+    spec, rendered = prepare_submission(cfg, text, _now(), str(jobspec), submission_id=submission_id, validate=validate)
     return cfg, spec, text, rendered
 
 
@@ -135,9 +134,7 @@ def run(
         if action is Action.submit:
             if jobspec is None:
                 _fail("--jobspec is required for --action submit", 2)
-            cfg, spec, text, rendered = _load(jobspec, config)
-            if submission_id:
-                rendered = render(cfg, spec, _now(), submission_id=submission_id)
+            cfg, spec, text, rendered = _load(jobspec, config, submission_id=submission_id)
             sid = RayJobTool(cfg).submit(rendered, text)
             out.print(f"submitted [bold]{sid}[/]")
             out.print(f"job root: {rendered.job_root}")
@@ -158,7 +155,7 @@ def run(
         if not submission_id:
             if jobspec is None:
                 _fail(f"--submission-id (or a --jobspec naming one) is required for --action {action.value}", 2)
-            cfg, spec, _, _ = _load(jobspec, config, validate=False)
+            spec, _ = load_task_spec(jobspec, cfg.shared_root)
             submission_id = spec.submission_id or _fail("the jobspec has no submission_id; pass --submission-id", 2)
         if action is Action.status:
             v = tool.status(submission_id)

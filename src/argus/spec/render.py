@@ -16,7 +16,8 @@ from argus.spec.config import RayConfig
 from argus.spec.entrypoint import CONFIG_NAMES, SubmissionRequest, build_overrides, build_submission
 from argus.spec.errors import Problem, SpecError
 from argus.spec.hydra_check import check_overrides, find_verl_config_dir
-from argus.spec.taskspec import TaskSpec
+from argus.spec.loader import load_yaml_mapping
+from argus.spec.taskspec import TaskSpec, parse_task_spec
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,26 @@ def check(spec: TaskSpec, rendered: Rendered, source: str = "task spec") -> None
     )
     if problems:
         raise SpecError(source, problems)
+
+
+def prepare_submission(
+    config: RayConfig,
+    text: str,
+    now: datetime,
+    source: str = "task spec",
+    submission_id: str | None = None,
+    user: str | None = None,
+    validate: bool = True,
+) -> tuple[TaskSpec, Rendered]:
+    """TaskSpec YAML text to a checked submission: parse, render, compose against verl.
+
+    The one path from a user's YAML to what Ray gets, for the CLI, the demo and the tests.
+
+    Raises:
+        SpecError: the YAML, a field, or an override is invalid.
+    """
+    spec = parse_task_spec(load_yaml_mapping(text, source), config.shared_root, source)
+    rendered = render(config, spec, now, submission_id=submission_id, user=user)
+    if validate:
+        check(spec, rendered, source)
+    return spec, rendered
