@@ -1,0 +1,139 @@
+"""The server's one YAML config: `ray`, `service` and `scheduler` sections.
+
+Owns the shape of the file `argus server --config FILE` reads, its defaults, and the
+environment overrides: `ARGUS_<SECTION>_<KEY>` (for example `ARGUS_SERVICE_PORT=9000`,
+`ARGUS_SCHEDULER_RETRY_INTERVAL_S=5`, `ARGUS_RAY_ADDRESS=http://10.0.0.1:8265`) replaces that key,
+parsed as YAML scalars. The `ray` section is the foundation's RayConfig. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import Field, field_validator
+
+from argus.spec.config import RayConfig, StrictModel, default_shared_root, parse_ray_config
+from argus.spec.errors import Problem, SpecError
+from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
+
+ENV_PREFIX = "ARGUS_"
+SECTIONS = ("ray", "service", "scheduler")
+
+
+class ServiceSettings(StrictModel):
+    """The HTTP side: where it listens, its database, its limits and the admin token."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # None: SQLite at <shared_root>/common/db/argus.sqlite3.
+    db_url: str | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    admin_token_env: str = "MVP_INTERNAL_TOKEN"
+    log_level: str = "warning"
+
+
+class SchedulerSettings(StrictModel):
+    """The scheduler loop's pacing and retry policy."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=2.0, gt=0)
+    retry_interval_s: float = Field(default=30.0, ge=0)
+    # None: bounded by GPUs only (the seeds' v2.0 default was 1).
+    max_running_tasks: int | None = Field(default=None, ge=1)
+    # Attempts for a failure worth retrying (PLATFORM, NCCL); other causes end the task at once.
+    max_attempts: int = Field(default=3, ge=1)
+    # Log lines kept in memory per archive fetch, and the log tail given to the classifier.
+    log_tail_lines: int = Field(default=200, ge=1)
+
+
+class ArgusSettings(StrictModel):
+    ray: RayConfig = Field(default_factory=RayConfig)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+
+    @field_validator("ray", mode="before")
+    @classmethod
+    def _ray(cls, v: Any) -> Any:
+        return parse_ray_config(v, "ray") if isinstance(v, dict) else v
+
+    @property
+    def shared_root(self) -> str:
+        return self.ray.shared_root
+
+    @property
+    def db_url(self) -> str:
+        """The configured URL, else SQLite under `<shared_root>/common/db/`."""
+        if self.service.db_url:
+            return self.service.db_url
+        return f"sqlite:///{Path(self.shared_root) / 'common' / 'db' / 'argus.sqlite3'}"
+
+    def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        env = os.environ if environ is None else environ
+        return env.get(self.service.admin_token_env) or None
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        for section in SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1:]
+                model = {"ray": RayConfig, "service": ServiceSettings,
+                         "scheduler": SchedulerSettings}[section]
+                if key in model.model_fields:
+                    try:
+                        value = yaml.safe_load(raw) if raw != "" else None
+                    except yaml.YAMLError:
+                        value = raw
+                    field = model.model_fields[key]
+                    if field.annotation in (str, str | None) and value is not None:
+                        value = raw
+                    out.setdefault(section, {})[key] = value
+                break
+    return out
+
+
+def parse_settings(data: Mapping[str, Any], source: str = "server config",
+                   environ: Mapping[str, str] | None = None) -> ArgusSettings:
+    """Validate a server config mapping, with environment overrides applied on top.
+
+    Raises:
+        SpecError: a section or key is unknown, or a value is invalid.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, values in _env_overrides(env).items():
+        current = raw.get(section) or {}
+        if not isinstance(current, dict):
+            raise SpecError(source, [Problem(section, "must be a mapping")])
+        raw[section] = {**current, **values}
+    ray = raw.get("ray") or {}
+    if isinstance(ray, dict):
+        ray = dict(ray)
+        root = ray.get("shared_root") or default_shared_root()
+        ray.setdefault("shared_root", root)
+        raw["ray"] = ray
+        if isinstance(root, str):
+            for section in ("service",):
+                if isinstance(raw.get(section), dict):
+                    raw[section] = expand_vars(raw[section], {"shared_root": root})
+    return parse_model(ArgusSettings, raw, source)
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> ArgusSettings:
+    """Read the server config file (defaults when `path` is None)."""
+    if path is None:
+        return parse_settings({}, "default server config", environ)
+    text = read_text(path)
+    return parse_settings(load_yaml_mapping(text, str(path)), str(path), environ)
+
+
+def dump_settings(settings: ArgusSettings) -> str:
+    """The config as YAML (what `argus up` writes for the server it starts)."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
