@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from argus.client import server_cli, service_cli
 from argus.cluster import local
 from argus.cluster.errors import ClusterError
 from argus.spec.config import default_shared_root, load_ray_config
@@ -33,6 +34,8 @@ spec_app = typer.Typer(no_args_is_help=True, help="Render and validate TaskSpecs
 cluster_app = typer.Typer(no_args_is_help=True, help="A local Ray cluster (head + worker nodes) on this machine.")
 app.add_typer(spec_app, name="spec")
 app.add_typer(cluster_app, name="cluster")
+service_cli.register(app)
+server_cli.register(app)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

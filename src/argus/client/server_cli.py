@@ -1,0 +1,98 @@
+"""`argus server`, `argus up` and `argus down`: running the service.
+
+Owns the options and output of these three commands; the work is in `argus.service.launcher`
+(background cluster and server) and `argus.service.app` (the server itself).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from argus.cluster import local
+from argus.cluster.errors import ClusterError
+from argus.spec.config import default_shared_root
+from argus.spec.errors import SpecError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _shared_root_opt() -> Path:
+    return typer.Option(Path(default_shared_root()), "--shared-root",
+                        help="shared storage root ($ARGUS_SHARED_ROOT)")
+
+
+def server(
+    config: Optional[Path] = typer.Option(None, "--config", help="server config YAML (ray, service, scheduler)"),
+    host: Optional[str] = typer.Option(None, "--host", help="overrides service.host"),
+    port: Optional[int] = typer.Option(None, "--port", help="overrides service.port"),
+) -> None:
+    """Run the API and the scheduler loop in this process (foreground)."""
+    import uvicorn
+
+    from argus.service.app import create_app
+    from argus.service.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+    except SpecError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.source)} is invalid:")
+        for p in exc.problems:
+            err.print(f"  - [bold]{escape(p.field)}[/]: {escape(p.reason)}")
+        raise typer.Exit(2)
+    service = settings.service.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    settings = settings.model_copy(update={"service": service})
+    if not settings.admin_token():
+        err.print(f"[yellow]warning:[/] ${settings.service.admin_token_env} is not set: "
+                  "no admin token, so no users can be created")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level,
+                access_log=False)
+
+
+def up(
+    workers: int = typer.Option(2, "--workers", min=1, max=32),
+    gpus_per_worker: int = typer.Option(4, "--gpus-per-worker", min=0, max=64),
+    port: int = typer.Option(8080, "--port", help="the server's port"),
+    shared_root: Path = _shared_root_opt(),
+    gcs_port: int = typer.Option(local.DEFAULT_GCS_PORT, "--gcs-port", help="Ray GCS port of the head"),
+    dashboard_port: int = typer.Option(local.DEFAULT_DASHBOARD_PORT, "--dashboard-port",
+                                       help="Ray dashboard / job server port"),
+) -> None:
+    """Start the local Ray cluster and the server in the background (idempotent)."""
+    from argus.service import launcher
+
+    try:
+        info = launcher.up(str(shared_root), workers, gpus_per_worker, port,
+                           gcs_port=gcs_port, dashboard_port=dashboard_port)
+    except ClusterError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1)
+    verb = "started" if info.started_now else "already running"
+    out.print(f"server {verb}: {info.url}  (pid {info.pid}, log {info.log})")
+    out.print(f"Ray dashboard / job server: {info.dashboard_url}")
+    out.print(f"admin token: {info.admin_token}")
+    out.print(f"log in:  argus login --url {info.url} --token <admin token>")
+    out.print(f"stop:    argus down --shared-root {shared_root}")
+
+
+def down(shared_root: Path = _shared_root_opt()) -> None:
+    """Stop the server and the local cluster started by `argus up`."""
+    from argus.service import launcher
+
+    server_stopped, cluster_stopped = launcher.down(shared_root)
+    out.print("server stopped" if server_stopped else "no server was running")
+    out.print("cluster stopped" if cluster_stopped else "no local cluster was running")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server)
+    app.command("up")(up)
+    app.command("down")(down)

@@ -1,0 +1,156 @@
+"""Admission: does a task's whole gang of GPUs fit, and if not, why not (ARCHITECTURE.md,
+"Admission that does not hang").
+
+Pure. A task needs `nnodes` bundles of `n_gpus_per_node` GPUs, each bundle whole on a distinct
+schedulable node, plus `driver_gpus` for its driver on some node. Free GPUs per node are what
+the caller computed (Ray's free GPUs, less what Argus-admitted tasks hold and Ray has not yet
+placed). Aggregate free GPUs are never enough on their own: 8 free GPUs on two nodes do not run
+a 1x8 task.
+
+`plan_admission` walks candidates in the order given (FIFO), admitting each that fits and
+subtracting what it takes; a candidate that does not fit gets a reason, like Slurm's pending
+reasons, and does not block those behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one task asks of the cluster."""
+
+    nnodes: int
+    gpus_per_node: float
+    driver_gpus: float = 0.0
+
+    @property
+    def total_gpus(self) -> float:
+        return self.nnodes * self.gpus_per_node + self.driver_gpus
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where Argus counts a task's GPUs: node id -> GPUs held there."""
+
+    gpus_by_node: dict[str, float]
+
+    def to_json(self) -> dict[str, float]:
+        return dict(self.gpus_by_node)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    task_id: str
+    demand: Demand
+
+
+@dataclass(frozen=True)
+class Decision:
+    task_id: str
+    placement: Placement | None  # None: it waits
+    reason: str | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.placement is not None
+
+
+@dataclass
+class Capacity:
+    """Free GPUs per schedulable node; `fit` takes from it."""
+
+    free: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, free: Mapping[str, float]) -> "Capacity":
+        return cls({n: max(0.0, float(g)) for n, g in free.items()})
+
+    def fit(self, demand: Demand) -> Placement | None:
+        """A placement for `demand`, best fit (fullest nodes first), or None."""
+        free = dict(self.free)
+        by_node: dict[str, float] = {}
+        for _ in range(demand.nnodes):
+            options = [n for n, g in free.items() if n not in by_node and g >= demand.gpus_per_node]
+            if not options:
+                return None
+            node = min(options, key=lambda n: (free[n], n))
+            by_node[node] = demand.gpus_per_node
+            free[node] -= demand.gpus_per_node
+        if demand.driver_gpus > 0:
+            options = [n for n, g in free.items() if g >= demand.driver_gpus]
+            if not options:
+                return None
+            node = min(options, key=lambda n: (free[n], n))
+            by_node[node] = by_node.get(node, 0.0) + demand.driver_gpus
+            free[node] -= demand.driver_gpus
+        return Placement(by_node)
+
+    def take(self, placement: Placement) -> None:
+        for node, gpus in placement.gpus_by_node.items():
+            self.free[node] = self.free.get(node, 0.0) - gpus
+
+    def why_not(self, demand: Demand) -> str:
+        """The pending reason for a demand that does not fit."""
+        if not self.free:
+            return "no schedulable worker node is alive"
+        need = f"needs {demand.nnodes} node(s) x {demand.gpus_per_node:g} GPU(s)"
+        if demand.driver_gpus:
+            need += f" + {demand.driver_gpus:g} for the driver"
+        fitting = sum(1 for g in self.free.values() if g >= demand.gpus_per_node)
+        total_free = sum(self.free.values())
+        largest = max(self.free.values())
+        if fitting == 0:
+            return (f"{need}; largest free bundle is {largest:g} GPU(s) "
+                    f"({total_free:g} free on {len(self.free)} node(s))")
+        return (f"{need}; only {fitting} node(s) have {demand.gpus_per_node:g} free GPU(s) "
+                f"({total_free:g} free on {len(self.free)} node(s))")
+
+
+def plan_admission(
+    candidates: Sequence[Candidate],
+    capacity: Capacity,
+    running: int = 0,
+    max_running: int | None = None,
+) -> list[Decision]:
+    """One decision per candidate, in order.
+
+    Args:
+        candidates: waiting tasks that are due, oldest first.
+        capacity: free GPUs per schedulable node (consumed as tasks are admitted).
+        running: tasks already submitted or running.
+        max_running: the cap on those, or None for no cap beyond GPUs.
+    """
+    decisions: list[Decision] = []
+    for cand in candidates:
+        if max_running is not None and running >= max_running:
+            decisions.append(Decision(cand.task_id, None,
+                                      f"max_running_tasks ({max_running}) tasks are running"))
+            continue
+        placement = capacity.fit(cand.demand)
+        if placement is None:
+            decisions.append(Decision(cand.task_id, None, capacity.why_not(cand.demand)))
+            continue
+        capacity.take(placement)
+        running += 1
+        decisions.append(Decision(cand.task_id, placement))
+    return decisions
+
+
+def free_gpus(
+    ray_free: Mapping[str, float],
+    ray_total: Mapping[str, float],
+    held: Mapping[str, float],
+) -> dict[str, float]:
+    """Free GPUs per node: the lesser of Ray's view and Argus's own book.
+
+    Ray's view misses what was admitted but not yet placed (a driver takes seconds to create its
+    placement group); the book misses where Ray actually put a bundle. Taking the lesser never
+    admits a gang that Ray cannot place.
+    """
+    return {
+        node: max(0.0, min(float(ray_free.get(node, 0.0)), float(total) - float(held.get(node, 0.0))))
+        for node, total in ray_total.items()
+    }

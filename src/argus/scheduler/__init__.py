@@ -1,0 +1,1 @@
+"""The scheduler: `tick(now)` for tests, `run()` for production."""

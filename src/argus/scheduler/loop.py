@@ -1,0 +1,258 @@
+"""The scheduler loop: keep tasks in step with Ray, archive logs, admit and submit.
+
+Owns the order of one pass, `tick(now)`:
+
+1. sync: every SUBMITTED or RUNNING task's latest attempt is read back from Ray and the task
+   moved accordingly (an attempt written but never accepted by Ray is submitted now, once);
+2. archive: an attempt whose Ray job ended gets its full log written to
+   `<job_root>/logs/driver.log`, and a Ray job still alive under a task that was cancelled is
+   stopped;
+3. admission (only after a sync that reached Ray, so a restart never admits before it has
+   reconciled): waiting tasks that are due are planned against free GPUs per node by the pure
+   `argus.domain.admission` policy; those that fit are submitted, the others wait in
+   PENDING_RESOURCES with a reason and `next_run_at = now + retry_interval_s`.
+
+`run(stop)` paces ticks: it waits for a nudge from the API, the interval, or stop, whichever
+comes first. The decisions live in `argus.scheduler.policy` (pure); this module acts on them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
+from argus.cluster.jobs import RayJobTool
+from argus.domain.admission import Candidate, Capacity, Demand, free_gpus, plan_admission
+from argus.domain.failure import FailureCause
+from argus.domain.task import (
+    ACTIVE_STATES, FINAL_STATES, RAY_FINAL_STATUSES, TaskState, attempt_submission_id,
+)
+from argus.domain.paths import job_root as compute_job_root
+from argus.scheduler.policy import Outcome, decide_outcome
+from argus.service.settings import ArgusSettings
+from argus.spec.render import prepare_submission
+from argus.store.tasks import TaskStore
+
+log = logging.getLogger("argus.scheduler")
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+class Scheduler:
+    """One scheduler per server process."""
+
+    def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool,
+                 snapshots: Any, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.store = store
+        self.jobs = jobs
+        self.snapshots = snapshots
+        self.clock = clock
+        self.reconciled = False
+        self.last_tick_at: float | None = None
+        self.last_error: str | None = None
+        self.submit_latency: list[float] = []  # acceptance -> submit_job returned, seconds
+        self._just_deferred: set[str] = set()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- pacing ---------------------------------------------------------------------------
+    def nudge(self) -> None:
+        """Ask for a tick now (a task arrived or ended)."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until `stop` is set; a failed tick is logged and retried at the next one."""
+        interval = self.settings.scheduler.interval_s
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.tick(self.clock())
+            except Exception as exc:  # the loop must outlive any one bad pass
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("scheduler tick failed")
+            if stop.is_set():
+                break
+            self._wake.wait(interval)
+
+    def tick(self, now: float) -> None:
+        """One pass: sync with Ray, archive, then admit (see the module docstring)."""
+        with self._lock:
+            self._just_deferred: set[str] = set()
+            try:
+                ended = self.sync(now)
+                self.archive()
+                if not self.reconciled:
+                    self.reconciled = True
+                    ended = True  # after a restart, every pending task is worth a look
+                self.admit(now, all_pending=ended)
+                self.last_error = None
+            except ClusterUnavailable as exc:
+                self.last_error = str(exc)
+                log.warning("Ray is unavailable: %s", exc)
+            self.last_tick_at = now
+
+    # -- 1. sync --------------------------------------------------------------------------
+    def sync(self, now: float) -> bool:
+        """Read every active task's attempt back from Ray. Returns whether any task ended.
+
+        Raises:
+            ClusterUnavailable: Ray cannot be reached (nothing was changed).
+        """
+        active = self.store.in_states([s.value for s in ACTIVE_STATES])
+        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        ended = False
+        for task in active:
+            attempt = latest.get(task["task_id"])
+            if attempt is None:  # cannot happen: SUBMITTED is entered with its attempt
+                continue
+            if attempt["submitted_at"] is None:
+                self._resubmit_if_lost(task, attempt, now)
+                continue
+            ended |= self._sync_one(task, attempt, now)
+        return ended
+
+    def _resubmit_if_lost(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> None:
+        sid = attempt["ray_submission_id"]
+        try:
+            self.jobs.status(sid, diagnose=False)
+        except JobNotFound:
+            self._submit(task, attempt, now)
+            return
+        self.store.update_attempt(sid, submitted_at=now)
+
+    def _sync_one(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> bool:
+        sid = attempt["ray_submission_id"]
+        try:
+            view = self.jobs.status(sid)
+        except JobNotFound:
+            view = None
+        outcome = decide_outcome(
+            view, attempts=task["attempts"], max_attempts=self.settings.scheduler.max_attempts)
+        fields: dict[str, Any] = {}
+        if view is not None:
+            fields = {"ray_status": view.status, "message": view.message,
+                      "start_time": view.start_time, "end_time": view.end_time}
+            if view.diagnosis:
+                fields["failure_kind"] = view.diagnosis.cause.value
+        else:
+            fields = {"ray_status": "LOST", "message": outcome.evidence, "end_time": now,
+                      "failure_kind": FailureCause.PLATFORM.value}
+        if fields != {k: attempt.get(k) for k in fields}:
+            self.store.update_attempt(sid, **fields)
+        return self._apply(task, attempt, outcome, now)
+
+    def _apply(self, task: dict[str, Any], attempt: dict[str, Any], outcome: Outcome, now: float) -> bool:
+        tid, no = task["task_id"], attempt["attempt_no"]
+        state = TaskState(task["state"])
+        if outcome.state == state:
+            return False
+        extra: dict[str, Any] = {}
+        if outcome.state == TaskState.PENDING_RESOURCES:
+            self._just_deferred.add(tid)  # waits retry_interval_s, even if others become due
+            extra = {"pending_reason": outcome.evidence,
+                     "next_run_at": now + self.settings.scheduler.retry_interval_s}
+        if outcome.cause is not None:
+            extra.update(failure_cause=outcome.cause.value, error_summary=outcome.evidence)
+        self.store.transition(tid, outcome.state, now, outcome.reason, no, **extra)
+        return outcome.state not in ACTIVE_STATES
+
+    # -- 2. archive -----------------------------------------------------------------------
+    def archive(self) -> None:
+        """Archive ended attempts' logs; stop Ray jobs that outlived their cancelled task."""
+        for attempt in self.store.unarchived_final_attempts():
+            sid = attempt["ray_submission_id"]
+            path = Path(attempt["job_root"]) / "logs" / "driver.log"
+            try:
+                view = self.jobs.status(sid, diagnose=False)
+            except JobNotFound:
+                self.store.update_attempt(sid, log_archived=True)
+                continue
+            if view.status not in RAY_FINAL_STATUSES:
+                self.jobs.stop(sid)  # its task ended (cancelled, timed out) but the job lives
+                continue
+            text = self.jobs.logs(sid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".log.tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+            self.store.update_attempt(sid, log_archived=True, ray_status=view.status,
+                                      end_time=view.end_time)
+
+    # -- 3. admission ---------------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        """Free GPUs per schedulable node: Ray's view, less what admitted tasks hold."""
+        snap = self.snapshots.snapshot()
+        nodes = [n for n in snap.schedulable()]
+        held: dict[str, float] = {}
+        active = self.store.in_states([s.value for s in ACTIVE_STATES])
+        for attempt in self.store.latest_attempts([t["task_id"] for t in active]).values():
+            for node, gpus in json.loads(attempt["placement"] or "{}").items():
+                held[node] = held.get(node, 0.0) + float(gpus)
+        return Capacity.of(free_gpus(
+            {n.node_id: n.available_gpus for n in nodes},
+            {n.node_id: n.total_gpus for n in nodes}, held))
+
+    def admit(self, now: float, all_pending: bool = False) -> None:
+        due = [t for t in self.store.due(now, all_pending=all_pending)
+               if t["task_id"] not in self._just_deferred]
+        if not due:
+            return
+        capacity = self.capacity()
+        running = len(self.store.in_states([s.value for s in ACTIVE_STATES]))
+        cands = [Candidate(t["task_id"], Demand(t["nnodes"], t["n_gpus_per_node"], t["driver_gpus"]))
+                 for t in due]
+        decisions = plan_admission(cands, capacity, running, self.settings.scheduler.max_running_tasks)
+        by_id = {t["task_id"]: t for t in due}
+        waits = [(d.task_id, d.reason or "waiting") for d in decisions if not d.admitted]
+        if waits:
+            self.store.defer(waits, now + self.settings.scheduler.retry_interval_s, now)
+        for d in decisions:
+            if d.admitted:
+                self._admit_one(by_id[d.task_id], d.placement.to_json(), now)
+
+    def _admit_one(self, task: dict[str, Any], placement: dict[str, float], now: float) -> None:
+        tid = task["task_id"]
+        no = task["attempts"] + 1
+        root = compute_job_root(self.settings.shared_root, attempt_submission_id(tid, no), task["user_id"])
+        attempt = self.store.start_attempt(tid, task["attempts"], str(root), placement, now)
+        if attempt is None:
+            return  # cancelled meanwhile
+        self._submit(task, attempt, now)
+
+    def _submit(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> None:
+        """Call `submit_job` for an attempt already on record (never twice: Ray refuses a
+        duplicate id, and that refusal counts as accepted)."""
+        tid, sid = task["task_id"], attempt["ray_submission_id"]
+        row = self.store.get(tid)
+        if row is None or TaskState(row["state"]) in FINAL_STATES:
+            return
+        try:
+            _, rendered = prepare_submission(
+                self.settings.ray, row["jobspec_yaml"], _utc(now), source=tid,
+                submission_id=sid, user=row["user_id"], validate=False)
+            self.jobs.submit(rendered, row["jobspec_yaml"])
+        except SubmissionRefused:
+            pass  # Ray has it already: this attempt was submitted before a crash
+        except ClusterUnavailable:
+            raise
+        except (ClusterError, OSError, ValueError) as exc:
+            self.store.transition(tid, TaskState.FAILED, now, f"submission failed: {exc}",
+                                  attempt["attempt_no"], failure_cause=FailureCause.PLATFORM.value,
+                                  error_summary=str(exc))
+            return
+        done = self.clock()
+        self.store.update_attempt(sid, submitted_at=done, ray_status="PENDING")
+        self.submit_latency.append(done - row["created_at"])
+        del self.submit_latency[:-1000]
+        after = self.store.get(tid)
+        if after is not None and TaskState(after["state"]) in FINAL_STATES:
+            self.jobs.stop(sid)  # cancelled while it was being submitted

@@ -1,0 +1,150 @@
+"""`create_app(settings)`: the one place that wires the service together.
+
+Picks the concrete adapters (database from the URL, Ray job tool, cluster snapshot source) unless
+the caller hands its own in, so tests can wire theirs. The scheduler loop runs in a thread of the
+same process, started and stopped with the app (FastAPI lifespan); the API nudges it when a task
+arrives or is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any, Callable, Mapping
+
+from fastapi import FastAPI, Request
+
+from argus.cluster.jobs import RayJobTool
+from argus.scheduler.loop import Scheduler
+from argus.service import errors
+from argus.service.auth import Authenticator
+from argus.service.errors import error_response
+from argus.service.routes import tasks as task_routes
+from argus.service.routes import users as user_routes
+from argus.service.settings import ArgusSettings
+from argus.service.task_service import TaskService
+from argus.service.views import iso
+from argus.store.db import Database, open_database
+from argus.store.tasks import TaskStore
+from argus.store.users import UserStore
+
+log = logging.getLogger("argus.service")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over `limit` bytes, by header or by counting."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_large = error_response(413, f"the body is over {self.limit} bytes (service.max_body_bytes)")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await too_large(scope, receive, send)
+            return
+        if length is not None:
+            await self.app(scope, receive, send)  # the server stops reading at Content-Length
+            return
+        # A chunked body: read it here, up to the limit, and replay it.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.limit:
+                await too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def create_app(
+    settings: ArgusSettings,
+    *,
+    db: Database | None = None,
+    jobs: RayJobTool | None = None,
+    snapshots: Any = None,
+    clock: Callable[[], float] = time.time,
+    run_scheduler: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """Build the app; the database is migrated here, the scheduler starts with the app."""
+    db = db or open_database(settings.db_url)
+    store = TaskStore(db)
+    users = UserStore(db)
+    jobs = jobs or RayJobTool(settings.ray)
+    if snapshots is None:
+        from argus.cluster.snapshot import RaySnapshotSource
+
+        snapshots = RaySnapshotSource(settings.ray.address)
+    scheduler = Scheduler(settings, store, jobs, snapshots, clock)
+    run = settings.scheduler.enabled if run_scheduler is None else run_scheduler
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        thread = None
+        if run:
+            thread = threading.Thread(target=scheduler.run, args=(stop,), name="argus-scheduler",
+                                      daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            scheduler.nudge()
+            if thread is not None:
+                thread.join(timeout=30)
+
+    app = FastAPI(title="Argus", version="2", lifespan=lifespan,
+                  description="Training tasks (verl PPO, GRPO, SFT) on a native Ray cluster. "
+                              "See docs/api.md.")
+    app.state.settings = settings
+    app.state.db = db
+    app.state.users = users
+    app.state.store = store
+    app.state.scheduler = scheduler
+    app.state.scheduler_running = run
+    app.state.auth = Authenticator(users, settings.admin_token(environ))
+    app.state.tasks = TaskService(settings, store, jobs, scheduler.nudge, clock)
+    errors.install(app)
+    app.include_router(task_routes.router)
+    app.include_router(user_routes.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the database and the scheduler")
+    def healthz(request: Request) -> Any:
+        try:
+            store.get("-")
+            db_state = "ok"
+        except Exception as exc:  # report, do not raise
+            db_state = f"error: {type(exc).__name__}"
+        body = {"status": "ok" if db_state == "ok" else "degraded", "db": db_state,
+                "scheduler": {"running": run, "reconciled": scheduler.reconciled,
+                              "last_tick_at": iso(scheduler.last_tick_at),
+                              "last_error": scheduler.last_error}}
+        return body if db_state == "ok" else error_response(503, "database unavailable")
+
+    app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)
+    return app

@@ -1,0 +1,77 @@
+"""`/api/v2/tasks` and `/api/v2/queue` (seed 003 §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from argus.service.auth import Identity, current_identity
+from argus.service.errors import APIError
+from argus.spec.errors import Problem
+
+router = APIRouter(prefix="/api/v2", tags=["tasks"])
+YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
+Caller = Annotated[Identity, Depends(current_identity)]
+
+
+def _svc(request: Request):
+    return request.app.state.tasks
+
+
+@router.post("/tasks", status_code=201, summary="Submit a TaskSpec (YAML body)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/yaml": {"schema": {"type": "string"}}}}})
+async def submit(request: Request, who: Caller) -> JSONResponse:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in YAML_TYPES:
+        raise APIError(415, f"the body must be TaskSpec YAML with Content-Type {YAML_TYPES[0]} "
+                            f"or {YAML_TYPES[1]} (got '{ctype or 'none'}')")
+    body = await request.body()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise APIError(400, "the body is not UTF-8", [Problem("<body>", "must be UTF-8 text")]) from None
+    result = await run_in_threadpool(_svc(request).submit, who, text)
+    return JSONResponse(result, status_code=201)
+
+
+def _states(raw: list[str] | None) -> list[str]:
+    return [s.strip().upper() for part in (raw or []) for s in part.split(",") if s.strip()]
+
+
+@router.get("/tasks", summary="List your tasks, newest first")
+def list_tasks(request: Request, who: Caller,
+               state: Annotated[list[str] | None, Query()] = None,
+               limit: Annotated[int, Query(ge=1, le=500)] = 50,
+               cursor: str | None = None) -> dict:
+    return _svc(request).list(who, _states(state), limit, cursor)
+
+
+@router.get("/tasks/{task_id}", summary="One task")
+def get_task(request: Request, task_id: str, who: Caller) -> dict:
+    return _svc(request).get(who, task_id)
+
+
+@router.get("/tasks/{task_id}/attempts", summary="A task's attempts (one Ray job each)")
+def get_attempts(request: Request, task_id: str, who: Caller) -> dict:
+    return _svc(request).attempts(who, task_id)
+
+
+@router.post("/tasks/{task_id}:cancel", summary="Cancel a task in any non-final state")
+def cancel(request: Request, task_id: str, who: Caller) -> dict:
+    return _svc(request).cancel(who, task_id)
+
+
+@router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse,
+            summary="An attempt's driver log (text/plain)")
+def logs(request: Request, task_id: str, who: Caller, attempt: str = "latest",
+         tail: Annotated[int | None, Query(ge=0)] = None) -> PlainTextResponse:
+    return PlainTextResponse(_svc(request).logs(who, task_id, attempt, tail))
+
+
+@router.get("/queue", summary="Your waiting and running tasks")
+def queue(request: Request, who: Caller) -> dict:
+    return _svc(request).queue(who)

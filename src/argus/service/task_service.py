@@ -1,0 +1,201 @@
+"""What the task routes do: accept, show, cancel, serve logs, list the queue.
+
+Owns acceptance (the YAML parsed and checked exactly like `argus spec validate`, inputs confined
+to `<shared_root>/common/`, the task stored verbatim as QUEUED, the scheduler nudged) and the
+visibility rule: a task that is not the caller's is reported as not found, the same answer as
+for a task that does not exist.
+
+The offline verl check (a Hydra compose, about half a second) is cached per distinct
+(verl config directory, workload, overrides): the overrides are rendered with a fixed
+placeholder id for the check, so resubmitting the same spec does not compose again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+from argus.cluster.errors import ClusterError, JobNotFound
+from argus.cluster.jobs import RayJobTool, tail_lines
+from argus.domain.task import ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState, new_task_id
+from argus.service.auth import Identity
+from argus.service.errors import APIError, not_found
+from argus.service.settings import ArgusSettings
+from argus.service.views import attempt_view, iso, task_detail, task_summary
+from argus.spec.entrypoint import driver_gpus
+from argus.spec.errors import Problem, SpecError
+from argus.spec.inputs import input_problems
+from argus.spec.render import Rendered, check, prepare_submission
+from argus.spec.taskspec import TaskSpec
+from argus.store.tasks import TaskStore
+
+CHECK_ID = "mvp2-check-ppo-00000000-000000-0000--a01"
+CHECK_USER = "check"
+
+
+class CheckCache:
+    """Remembers which (config dir, workload, overrides) composed cleanly against verl."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._ok: OrderedDict[tuple, bool] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, spec: TaskSpec, rendered: Rendered, source: str) -> None:
+        key = (str(rendered.config_dir), spec.workload, tuple(rendered.overrides))
+        with self._lock:
+            if key in self._ok:
+                self._ok.move_to_end(key)
+                return
+        check(spec, rendered, source)  # raises SpecError; failures are not cached
+        with self._lock:
+            self._ok[key] = True
+            while len(self._ok) > self.size:
+                self._ok.popitem(last=False)
+
+
+class TaskService:
+    def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool,
+                 nudge: Callable[[], None], clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.store = store
+        self.jobs = jobs
+        self.nudge = nudge
+        self.clock = clock
+        self.checks = CheckCache()
+
+    # -- accept ---------------------------------------------------------------------------
+    def validate(self, text: str) -> TaskSpec:
+        """Parse and check a TaskSpec as the server will run it.
+
+        Raises:
+            SpecError: the YAML, a field, an input path or an override is invalid.
+        """
+        now = datetime.now(timezone.utc)
+        spec, rendered = prepare_submission(self.settings.ray, text, now, source="task spec",
+                                            submission_id=CHECK_ID, user=CHECK_USER, validate=False)
+        problems = input_problems(spec, self.settings.shared_root)
+        if problems:
+            raise SpecError("task spec", problems)
+        self.checks.check(spec, rendered, "task spec")
+        return spec
+
+    def submit(self, who: Identity, text: str) -> dict[str, Any]:
+        spec = self.validate(text)
+        now = self.clock()
+        when = datetime.fromtimestamp(now, tz=timezone.utc)
+        for _ in range(20):
+            task_id = new_task_id(who.user_id, spec.workload, when)
+            try:
+                self.store.create(task_id=task_id, user_id=who.user_id, workload=spec.workload,
+                                  jobspec_yaml=text, nnodes=spec.nnodes,
+                                  n_gpus_per_node=spec.n_gpus_per_node,
+                                  driver_gpus=driver_gpus(spec), now=now)
+                break
+            except sa.exc.IntegrityError:
+                continue  # the same id in the same second: draw another suffix
+        else:
+            raise APIError(503, "could not allocate a task id; try again")
+        self.nudge()
+        return {"task_id": task_id, "state": TaskState.QUEUED.value}
+
+    # -- read -----------------------------------------------------------------------------
+    def _own(self, who: Identity, task_id: str) -> dict[str, Any]:
+        row = self.store.get(task_id)
+        if row is None or not who.owns(row["user_id"]):
+            raise not_found(f"no task {task_id}")
+        return row
+
+    def get(self, who: Identity, task_id: str) -> dict[str, Any]:
+        row = self._own(who, task_id)
+        latest = self.store.latest_attempts([task_id]).get(task_id)
+        return task_detail(row, latest)
+
+    def list(self, who: Identity, states: list[str], limit: int, cursor: str | None) -> dict[str, Any]:
+        bad = [s for s in states if s not in TaskState.__members__]
+        if bad:
+            raise APIError(400, "unknown state", [Problem(
+                "state", f"'{bad[0]}' is not one of {', '.join(TaskState.__members__)}")])
+        before = None
+        if cursor:
+            if not cursor.isdigit():
+                raise APIError(400, "invalid cursor", [Problem("cursor", "must be a next_cursor value")])
+            before = int(cursor)
+        rows = self.store.list(None if who.is_admin else who.user_id, states or None, limit + 1, before)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"tasks": [task_summary(r) for r in rows],
+                "next_cursor": str(rows[-1]["seq"]) if more and rows else None}
+
+    def attempts(self, who: Identity, task_id: str) -> dict[str, Any]:
+        self._own(who, task_id)
+        return {"task_id": task_id, "attempts": [attempt_view(a) for a in self.store.attempts(task_id)]}
+
+    def queue(self, who: Identity) -> dict[str, Any]:
+        user = None if who.is_admin else who.user_id
+        waiting = self.store.in_states([s.value for s in WAITING_STATES], user)
+        active = self.store.in_states([s.value for s in ACTIVE_STATES], user)
+        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        return {
+            "pending": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
+                         "next_run_at": iso(t["next_run_at"]), "pending_reason": t["pending_reason"],
+                         "created_at": iso(t["created_at"])} for t in waiting],
+            "running": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
+                         "ray_submission_id": latest.get(t["task_id"], {}).get("ray_submission_id")}
+                        for t in active],
+        }
+
+    # -- cancel ---------------------------------------------------------------------------
+    def cancel(self, who: Identity, task_id: str) -> dict[str, Any]:
+        """Cancel in any non-final state; a live Ray job is stopped (and, should Ray be
+        unreachable now, by the scheduler's archive pass later).
+
+        Raises:
+            APIError: 404 not the caller's task, 409 it had already ended.
+        """
+        for _ in range(5):
+            row = self._own(who, task_id)
+            state = TaskState(row["state"])
+            if state in FINAL_STATES:
+                raise APIError(409, f"task {task_id} already ended ({state.value})")
+            now = self.clock()
+            if self.store.transition(task_id, TaskState.CANCELED, now, f"cancelled by {who.user_id}"):
+                if state in ACTIVE_STATES:
+                    latest = self.store.latest_attempts([task_id]).get(task_id)
+                    if latest is not None:
+                        try:
+                            self.jobs.stop(latest["ray_submission_id"])
+                        except ClusterError:
+                            pass  # the archive pass stops it once Ray answers
+                self.nudge()
+                return {"task_id": task_id, "state": TaskState.CANCELED.value}
+        raise APIError(409, f"task {task_id} kept changing state; try again")
+
+    # -- logs -----------------------------------------------------------------------------
+    def logs(self, who: Identity, task_id: str, attempt: str, tail: int | None) -> str:
+        row = self._own(who, task_id)
+        if attempt == "latest":
+            att = self.store.latest_attempts([task_id]).get(task_id)
+        elif attempt.isdigit():
+            att = self.store.attempt(task_id, int(attempt))
+        else:
+            raise APIError(400, "invalid attempt", [Problem("attempt", "must be 'latest' or a number")])
+        if att is None:
+            raise not_found(f"task {task_id} has no attempt {attempt} yet (state {row['state']})")
+        archive = Path(att["job_root"]) / "logs" / "driver.log"
+        if att["log_archived"] and archive.exists():
+            return tail_lines(archive.read_text(errors="replace"), tail)
+        try:
+            return self.jobs.logs(att["ray_submission_id"], tail)
+        except (JobNotFound, ClusterError) as exc:
+            if archive.exists():
+                return tail_lines(archive.read_text(errors="replace"), tail)
+            if isinstance(exc, JobNotFound):
+                return ""  # written but not yet accepted by Ray: nothing logged yet
+            raise APIError(503, f"Ray is unavailable and no archived log exists: {exc}") from None

@@ -1,0 +1,69 @@
+"""Rows to API bodies (docs/api.md): ISO times, the seeds' field names."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+
+
+def resources(row: dict[str, Any]) -> dict[str, Any]:
+    n, g = row["nnodes"], row["n_gpus_per_node"]
+    return {"nnodes": n, "n_gpus_per_node": g, "total_gpus": n * g}
+
+
+def attempt_view(a: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "attempt_no": a["attempt_no"],
+        "ray_submission_id": a["ray_submission_id"],
+        "ray_status": a["ray_status"],
+        "failure_kind": a["failure_kind"],
+        "message": a["message"],
+        "start_time": iso(a["start_time"]),
+        "end_time": iso(a["end_time"]),
+        "job_root": a["job_root"],
+        "created_at": iso(a["created_at"]),
+        "submitted_at": iso(a["submitted_at"]),
+    }
+
+
+def task_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task_id": row["task_id"],
+        "user_id": row["user_id"],
+        "workload": row["workload"],
+        "state": row["state"],
+        "failure_cause": row["failure_cause"],
+        "pending_reason": row["pending_reason"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "desired_resources": resources(row),
+        "attempts": row["attempts"],
+    }
+
+
+def task_detail(row: dict[str, Any], latest: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "task_id": row["task_id"],
+        "user_id": row["user_id"],
+        "workload": row["workload"],
+        "state": row["state"],
+        "desired_resources": resources(row),
+        "latest_attempt": attempt_view(latest) if latest else None,
+        "error_summary": row["error_summary"],
+        "failure_cause": row["failure_cause"],
+        "pending_reason": row["pending_reason"],
+        "next_run_at": iso(row["next_run_at"]),
+        "attempts": row["attempts"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "ended_at": iso(row["ended_at"]),
+        "jobspec_yaml": row["jobspec_yaml"],
+    }
+
+
+def user_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"user_id": row["user_id"], "state": row["state"], "created_at": iso(row["created_at"])}

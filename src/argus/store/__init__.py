@@ -1,0 +1,1 @@
+"""Persistence: tables, migrations and one named function per state transition."""

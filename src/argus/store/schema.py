@@ -1,0 +1,80 @@
+"""The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events.
+
+Times are seconds since the epoch (UTC) as floats, so SQLite and PostgreSQL sort and compare
+them the same way. `tasks.seq` is the insertion order (FIFO and the list cursor). The migration
+in `argus/store/migrations/versions/` creates exactly these tables; change both together.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("disabled_at", sa.Float),
+)
+
+tokens = sa.Table(
+    "tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.user_id"), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("workload", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("jobspec_yaml", sa.Text, nullable=False),
+    sa.Column("nnodes", sa.Integer, nullable=False),
+    sa.Column("n_gpus_per_node", sa.Integer, nullable=False),
+    sa.Column("driver_gpus", sa.Float, nullable=False, server_default="0"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failure_cause", sa.String(32)),
+    sa.Column("error_summary", sa.Text),
+    sa.Column("pending_reason", sa.Text),
+    sa.Column("next_run_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Index("ix_tasks_user_seq", "user_id", "seq"),
+    sa.Index("ix_tasks_state_seq", "state", "seq"),
+)
+
+attempts = sa.Table(
+    "attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(128), sa.ForeignKey("tasks.task_id"), nullable=False),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("ray_submission_id", sa.String(160), nullable=False, unique=True),
+    sa.Column("ray_status", sa.String(16)),
+    sa.Column("failure_kind", sa.String(32)),
+    sa.Column("message", sa.Text),
+    sa.Column("job_root", sa.Text, nullable=False),
+    sa.Column("placement", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("start_time", sa.Float),
+    sa.Column("end_time", sa.Float),
+    sa.Column("log_archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("task_id", "attempt_no", name="uq_attempts_task_no"),
+)
+
+task_events = sa.Table(
+    "task_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(128), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("from_state", sa.String(32)),
+    sa.Column("to_state", sa.String(32), nullable=False),
+    sa.Column("attempt_no", sa.Integer),
+    sa.Column("reason", sa.Text),
+)

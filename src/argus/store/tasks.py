@@ -1,0 +1,224 @@
+"""Tasks, attempts and their events: one named function per state transition.
+
+Owns every write to `tasks`, `attempts` and `task_events`. Invariants:
+
+- every state change is compare-and-set (`UPDATE … WHERE task_id=? AND state=<the state read in
+  the same transaction>`), allowed only by `argus.domain.task.ALLOWED_FROM`, and appends a
+  `task_events` row in the same transaction; a final state is never left;
+- an attempt row (with its Ray submission id) is written, and the task moved to SUBMITTED, in one
+  transaction *before* `submit_job` is called; `mark_submitted` records Ray's acceptance.
+
+Rows are returned as plain dicts keyed by column name. Times are epoch seconds passed in by the
+caller (the clock is never read here).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+
+from argus.domain.task import ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id
+from argus.store.db import Database
+from argus.store.schema import attempts, task_events, tasks
+
+
+def _row(r: Any) -> dict[str, Any] | None:
+    return None if r is None else dict(r._mapping)
+
+
+class TaskStore:
+    """Tasks and attempts in one database."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- helpers --------------------------------------------------------------------------
+    def _locked_task(self, conn: sa.Connection, task_id: str) -> dict[str, Any] | None:
+        q = sa.select(tasks).where(tasks.c.task_id == task_id)
+        if not self.db.is_sqlite:
+            q = q.with_for_update()
+        return _row(conn.execute(q).first())
+
+    @staticmethod
+    def _event(conn: sa.Connection, task_id: str, now: float, from_state: str | None,
+               to_state: str, reason: str | None = None, attempt_no: int | None = None) -> None:
+        conn.execute(task_events.insert().values(
+            task_id=task_id, at=now, from_state=from_state, to_state=to_state,
+            attempt_no=attempt_no, reason=reason))
+
+    def _move(self, conn: sa.Connection, task: dict[str, Any], to: TaskState, now: float,
+              reason: str | None, attempt_no: int | None, fields: dict[str, Any]) -> bool:
+        current = TaskState(task["state"])
+        if current not in ALLOWED_FROM[to]:
+            return False
+        values = {"state": to.value, "updated_at": now, **fields}
+        if to in FINAL_STATES:
+            values.setdefault("ended_at", now)
+        res = conn.execute(
+            tasks.update()
+            .where(tasks.c.task_id == task["task_id"], tasks.c.state == current.value)
+            .values(**values))
+        if res.rowcount != 1:
+            return False
+        self._event(conn, task["task_id"], now, current.value, to.value, reason, attempt_no)
+        return True
+
+    # -- create ---------------------------------------------------------------------------
+    def create(self, *, task_id: str, user_id: str, workload: str, jobspec_yaml: str,
+               nnodes: int, n_gpus_per_node: int, driver_gpus: float, now: float) -> None:
+        """Insert a QUEUED task and its first event."""
+        with self.db.write.begin() as conn:
+            conn.execute(tasks.insert().values(
+                task_id=task_id, user_id=user_id, workload=workload,
+                state=TaskState.QUEUED.value, jobspec_yaml=jobspec_yaml, nnodes=nnodes,
+                n_gpus_per_node=n_gpus_per_node, driver_gpus=driver_gpus, attempts=0,
+                created_at=now, updated_at=now))
+            self._event(conn, task_id, now, None, TaskState.QUEUED.value, "accepted")
+
+    # -- transitions ----------------------------------------------------------------------
+    def transition(self, task_id: str, to: TaskState, now: float, reason: str | None = None,
+                   attempt_no: int | None = None, **fields: Any) -> bool:
+        """Move the task to `to` if its current state allows it; False otherwise.
+
+        Args:
+            fields: other task columns to set in the same UPDATE (failure_cause, …).
+        """
+        with self.db.write.begin() as conn:
+            task = self._locked_task(conn, task_id)
+            if task is None:
+                return False
+            return self._move(conn, task, to, now, reason, attempt_no, fields)
+
+    def defer(self, waits: Sequence[tuple[str, str]], next_run_at: float, now: float) -> int:
+        """Waiting tasks that do not fit: PENDING_RESOURCES with a reason and `next_run_at`.
+
+        An event is written only when the state or the reason changes. Returns how many moved.
+        """
+        moved = 0
+        with self.db.write.begin() as conn:
+            for task_id, reason in waits:
+                task = self._locked_task(conn, task_id)
+                if task is None or task["state"] not in (TaskState.QUEUED, TaskState.PENDING_RESOURCES):
+                    continue
+                if task["state"] == TaskState.PENDING_RESOURCES and task["pending_reason"] == reason:
+                    conn.execute(tasks.update().where(
+                        tasks.c.task_id == task_id, tasks.c.state == task["state"]
+                    ).values(next_run_at=next_run_at))
+                    continue
+                if self._move(conn, task, TaskState.PENDING_RESOURCES, now, reason, None,
+                              {"pending_reason": reason, "next_run_at": next_run_at}):
+                    moved += 1
+        return moved
+
+    def start_attempt(self, task_id: str, expected_attempts: int, job_root: str,
+                      placement: dict[str, float], now: float) -> dict[str, Any] | None:
+        """Write attempt `expected_attempts + 1` and move the task to SUBMITTED, atomically.
+
+        Returns the attempt row, or None when the task is no longer waiting (cancelled) or
+        another attempt was started meanwhile.
+        """
+        attempt_no = expected_attempts + 1
+        sid = attempt_submission_id(task_id, attempt_no)
+        with self.db.write.begin() as conn:
+            task = self._locked_task(conn, task_id)
+            if task is None or task["attempts"] != expected_attempts:
+                return None
+            if not self._move(conn, task, TaskState.SUBMITTED, now, f"attempt {attempt_no}",
+                              attempt_no, {"attempts": attempt_no, "pending_reason": None,
+                                           "next_run_at": None, "failure_cause": None,
+                                           "error_summary": None}):
+                return None
+            conn.execute(attempts.insert().values(
+                task_id=task_id, attempt_no=attempt_no, ray_submission_id=sid,
+                job_root=job_root, placement=json.dumps(placement), created_at=now))
+            return _row(conn.execute(
+                sa.select(attempts).where(attempts.c.ray_submission_id == sid)).first())
+
+    def update_attempt(self, ray_submission_id: str, **fields: Any) -> None:
+        """Set columns of one attempt (Ray's status, times, failure kind, archive flag)."""
+        with self.db.write.begin() as conn:
+            conn.execute(attempts.update()
+                         .where(attempts.c.ray_submission_id == ray_submission_id).values(**fields))
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        with self.db.read.connect() as conn:
+            return _row(conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).first())
+
+    def list(self, user_id: str | None, states: Iterable[str] | None = None, limit: int = 50,
+             before_seq: int | None = None) -> list[dict[str, Any]]:
+        """Newest first; `user_id=None` lists everyone's."""
+        q = sa.select(tasks.c[*_SUMMARY]).order_by(tasks.c.seq.desc()).limit(limit)
+        if user_id is not None:
+            q = q.where(tasks.c.user_id == user_id)
+        if states:
+            q = q.where(tasks.c.state.in_(list(states)))
+        if before_seq is not None:
+            q = q.where(tasks.c.seq < before_seq)
+        with self.db.read.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def in_states(self, states: Iterable[str], user_id: str | None = None) -> list[dict[str, Any]]:
+        """Tasks in `states`, oldest first."""
+        q = sa.select(tasks.c[*_SUMMARY]).where(tasks.c.state.in_(list(states))).order_by(tasks.c.seq)
+        if user_id is not None:
+            q = q.where(tasks.c.user_id == user_id)
+        with self.db.read.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def due(self, now: float, all_pending: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+        """Waiting tasks to consider for admission, oldest first: every QUEUED task, and the
+        PENDING_RESOURCES ones whose `next_run_at` has come (all of them when `all_pending`)."""
+        pending = tasks.c.state == TaskState.PENDING_RESOURCES.value
+        if not all_pending:
+            pending = sa.and_(pending, sa.or_(tasks.c.next_run_at.is_(None), tasks.c.next_run_at <= now))
+        q = (sa.select(tasks.c[*_SUMMARY])
+             .where(sa.or_(tasks.c.state == TaskState.QUEUED.value, pending))
+             .order_by(tasks.c.seq).limit(limit))
+        with self.db.read.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def attempts(self, task_id: str) -> list[dict[str, Any]]:
+        with self.db.read.connect() as conn:
+            rows = conn.execute(sa.select(attempts).where(attempts.c.task_id == task_id)
+                                .order_by(attempts.c.attempt_no))
+            return [dict(r._mapping) for r in rows]
+
+    def attempt(self, task_id: str, attempt_no: int) -> dict[str, Any] | None:
+        with self.db.read.connect() as conn:
+            return _row(conn.execute(sa.select(attempts).where(
+                attempts.c.task_id == task_id, attempts.c.attempt_no == attempt_no)).first())
+
+    def latest_attempts(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The latest attempt of each task that has one."""
+        if not task_ids:
+            return {}
+        latest = (sa.select(attempts.c.task_id, sa.func.max(attempts.c.attempt_no).label("n"))
+                  .where(attempts.c.task_id.in_(list(task_ids))).group_by(attempts.c.task_id)
+                  .subquery())
+        q = sa.select(attempts).join(latest, sa.and_(attempts.c.task_id == latest.c.task_id,
+                                                     attempts.c.attempt_no == latest.c.n))
+        with self.db.read.connect() as conn:
+            return {r.task_id: dict(r._mapping) for r in conn.execute(q)}
+
+    def unarchived_final_attempts(self) -> list[dict[str, Any]]:
+        """Attempts whose Ray job ended (or whose task ended) but whose log is not archived."""
+        q = (sa.select(attempts).join(tasks, tasks.c.task_id == attempts.c.task_id)
+             .where(attempts.c.log_archived.is_(False), attempts.c.submitted_at.is_not(None),
+                    sa.or_(tasks.c.state.in_([s.value for s in FINAL_STATES]),
+                           attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED"]))))
+        with self.db.read.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        with self.db.read.connect() as conn:
+            rows = conn.execute(sa.select(task_events).where(task_events.c.task_id == task_id)
+                                .order_by(task_events.c.id))
+            return [dict(r._mapping) for r in rows]
+
+
+_SUMMARY = ("seq", "task_id", "user_id", "workload", "state", "nnodes", "n_gpus_per_node",
+            "driver_gpus", "attempts", "failure_cause", "error_summary", "pending_reason",
+            "next_run_at", "created_at", "updated_at", "ended_at")

@@ -1,0 +1,304 @@
+"""The scheduler's decisions over a real SQLite store, with the job server and the cluster faked.
+
+The same behaviours run against the real local Ray cluster in tests/ray/test_service_on_ray.py;
+here each rule is checked fast and precisely, with the clock passed in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from argus.cluster.errors import ClusterUnavailable
+from argus.domain.task import TaskState
+from argus.scheduler.loop import Scheduler
+from argus.service.settings import parse_settings
+from argus.spec.taskspec import parse_task_spec
+from argus.spec.loader import load_yaml_mapping
+from argus.spec.entrypoint import driver_gpus
+from argus.store.db import open_database
+from argus.store.tasks import TaskStore
+from argus.testing.fakes import FakeJobs, FakeSnapshots
+from argus.testing.sandbox import prepare, task_yaml
+
+T0 = 1_800_000_000.0
+GPU_MSG = "Total available GPUs 2 is less than total desired GPUs 4"
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    return prepare(tmp_path_factory.mktemp("shared"))
+
+
+class World:
+    def __init__(self, sandbox, tmp_path: Path, gpus=None, **sched):
+        self.sandbox = sandbox
+        self.settings = parse_settings(
+            {"ray": {"shared_root": str(sandbox.shared_root)},
+             "service": {"db_url": f"sqlite:///{tmp_path}/argus.sqlite3"},
+             "scheduler": {"retry_interval_s": 30, **sched}}, environ={})
+        self.db = open_database(self.settings.db_url)
+        self.store = TaskStore(self.db)
+        self.jobs = FakeJobs()
+        self.snaps = FakeSnapshots(gpus if gpus is not None else {"w1": 4, "w2": 4})
+        self.now = T0
+        self.n = 0
+        self.sched = self.new_scheduler()
+
+    def new_scheduler(self) -> Scheduler:
+        return Scheduler(self.settings, self.store, self.jobs, self.snaps, clock=lambda: self.now)
+
+    def add(self, workload="ppo", user="alice", **fields) -> str:
+        text = task_yaml(self.sandbox, workload, **fields)
+        spec = parse_task_spec(load_yaml_mapping(text, "t"), str(self.sandbox.shared_root))
+        self.n += 1
+        tid = f"mvp2-{user}-{workload}-20270115-080000-{self.n:04x}"
+        self.store.create(task_id=tid, user_id=user, workload=workload, jobspec_yaml=text,
+                          nnodes=spec.nnodes, n_gpus_per_node=spec.n_gpus_per_node,
+                          driver_gpus=driver_gpus(spec), now=self.now)
+        return tid
+
+    def tick(self, dt: float = 1.0) -> None:
+        self.now += dt
+        self.sched.tick(self.now)
+
+    def state(self, tid: str) -> str:
+        return self.store.get(tid)["state"]
+
+
+@pytest.fixture
+def world(sandbox, tmp_path):
+    w = World(sandbox, tmp_path)
+    yield w
+    w.db.dispose()
+
+
+def test_admitted_task_is_submitted_once_with_its_attempt_written_first(world):
+    tid = world.add()
+    world.tick()
+    assert world.state(tid) == "SUBMITTED"
+    [attempt] = world.store.attempts(tid)
+    assert attempt["ray_submission_id"] == f"{tid}--a01"
+    assert attempt["submitted_at"] is not None and attempt["created_at"] <= attempt["submitted_at"]
+    assert attempt["job_root"] == f"{world.sandbox.shared_root}/users/alice/jobs/{tid}--a01"
+    assert world.jobs.submits == [f"{tid}--a01"]
+    req = world.jobs.jobs[f"{tid}--a01"].request
+    assert req["entrypoint_resources"] == {"worker_node": 1.0}
+    assert f"trainer.default_local_dir='{attempt['job_root']}/checkpoints'" in req["entrypoint"]
+    world.tick()
+    assert world.jobs.submits == [f"{tid}--a01"]  # never twice
+
+
+def test_states_follow_ray_and_the_log_is_archived_at_the_end(world):
+    tid = world.add()
+    world.tick()
+    sid = f"{tid}--a01"
+    world.jobs.run(sid, "step 1\n")
+    world.tick()
+    assert world.state(tid) == "RUNNING"
+    world.jobs.finish(sid, "step 2\nMARKER=sim-a\n")
+    world.tick()
+    assert world.state(tid) == "SUCCEEDED"
+    archive = Path(world.store.attempts(tid)[0]["job_root"]) / "logs" / "driver.log"
+    assert archive.read_text() == "step 1\nstep 2\nMARKER=sim-a\n"
+    assert world.store.attempts(tid)[0]["log_archived"]
+    events = [(e["from_state"], e["to_state"]) for e in world.store.events(tid)]
+    assert events == [(None, "QUEUED"), ("QUEUED", "SUBMITTED"), ("SUBMITTED", "RUNNING"),
+                      ("RUNNING", "SUCCEEDED")]
+
+
+def test_a_gang_needs_whole_bundles_per_node_not_aggregate_gpus(world):
+    big = world.add(nnodes=1, n_gpus_per_node=8)  # 8 free GPUs, but 4 per node
+    two = world.add(nnodes=2, n_gpus_per_node=4)
+    world.tick()
+    assert world.state(big) == "PENDING_RESOURCES"
+    task = world.store.get(big)
+    assert "needs 1 node(s) x 8 GPU(s)" in task["pending_reason"]
+    assert "largest free bundle is 4" in task["pending_reason"]
+    assert task["next_run_at"] == world.now + 30
+    assert world.state(two) == "SUBMITTED"
+    assert sorted(eval_placement(world, two)) == ["w1", "w2"]
+
+
+def eval_placement(world, tid):
+    import json
+    return json.loads(world.store.attempts(tid)[-1]["placement"])
+
+
+def test_pending_task_runs_as_soon_as_another_ends(world):
+    first = world.add(n_gpus_per_node=4)
+    second = world.add(n_gpus_per_node=4)
+    third = world.add(n_gpus_per_node=4)
+    world.tick()
+    assert [world.state(t) for t in (first, second, third)] == ["SUBMITTED", "SUBMITTED", "PENDING_RESOURCES"]
+    world.jobs.finish(f"{first}--a01")
+    world.tick()  # well before next_run_at: the end of a task makes pending ones due
+    assert world.state(first) == "SUCCEEDED"
+    assert world.state(third) == "SUBMITTED"
+
+
+def test_held_gpus_count_even_before_ray_places_them(world):
+    a = world.add(n_gpus_per_node=3)
+    world.tick()
+    assert world.state(a) == "SUBMITTED"
+    b = world.add(n_gpus_per_node=3)
+    c = world.add(n_gpus_per_node=3)
+    world.tick()  # Ray still says every GPU is free; the book says w? holds 3
+    assert [world.state(b), world.state(c)] == ["SUBMITTED", "PENDING_RESOURCES"]
+
+
+def test_ray_view_counts_gpus_argus_did_not_place(world):
+    world.snaps.free = {"w1": 1, "w2": 4}  # someone else holds 3 GPUs on w1
+    a = world.add(n_gpus_per_node=2)
+    b = world.add(n_gpus_per_node=3)
+    world.tick()
+    assert eval_placement(world, a) == {"w2": 2}
+    assert world.state(b) == "PENDING_RESOURCES"
+
+
+def test_verl_gpu_message_sends_the_task_back_to_wait_and_it_is_retried(world):
+    tid = world.add(n_gpus_per_node=4)
+    world.tick()
+    world.jobs.fail(f"{tid}--a01", "Job entrypoint command failed with exit code 1",
+                    log=f"RuntimeError: {GPU_MSG}\n")
+    world.tick()
+    task = world.store.get(tid)
+    assert task["state"] == "PENDING_RESOURCES"
+    assert GPU_MSG in task["pending_reason"]
+    assert world.store.attempts(tid)[0]["failure_kind"] == "INSUFFICIENT_RESOURCES"
+    world.tick(31)
+    assert world.state(tid) == "SUBMITTED"
+    assert [a["ray_submission_id"] for a in world.store.attempts(tid)] == [f"{tid}--a01", f"{tid}--a02"]
+
+
+def test_config_failure_ends_the_task_with_its_cause(world):
+    tid = world.add()
+    world.tick()
+    world.jobs.fail(f"{tid}--a01", "exit code 1",
+                    log="omegaconf.errors.ConfigAttributeError: Key 'foo' is not in struct\n")
+    world.tick()
+    task = world.store.get(tid)
+    assert (task["state"], task["failure_cause"]) == ("FAILED", "CONFIG")
+    assert "Key 'foo' is not in struct" in task["error_summary"]
+
+
+def test_platform_failures_are_retried_up_to_max_attempts(sandbox, tmp_path):
+    world = World(sandbox, tmp_path, max_attempts=2)
+    tid = world.add()
+    world.tick()
+    world.jobs.lose_all()  # the head restarted and forgot the job
+    world.tick()
+    assert world.state(tid) == "SUBMITTED"  # attempt 2 submitted in the same pass
+    assert world.store.attempts(tid)[0]["ray_status"] == "LOST"
+    world.jobs.lose_all()
+    world.tick()
+    task = world.store.get(tid)
+    assert (task["state"], task["failure_cause"], task["attempts"]) == ("FAILED", "PLATFORM", 2)
+
+
+def test_an_attempt_written_but_never_submitted_is_submitted_once_after_a_crash(world):
+    tid = world.add()
+    attempt = world.store.start_attempt(tid, 0, "/x/root", {"w1": 2}, world.now)  # crash here
+    assert attempt is not None and world.jobs.submits == []
+    world.sched = world.new_scheduler()
+    world.tick()
+    assert world.jobs.submits == [f"{tid}--a01"]
+    assert world.store.attempts(tid)[0]["submitted_at"] is not None
+
+
+def test_an_attempt_ray_accepted_before_the_crash_is_not_submitted_again(world):
+    tid = world.add()
+    world.tick()
+    world.store.update_attempt(f"{tid}--a01", submitted_at=None)  # crash before recording
+    world.sched = world.new_scheduler()
+    world.tick()
+    assert world.jobs.submits == [f"{tid}--a01"]
+    assert world.store.attempts(tid)[0]["submitted_at"] is not None
+
+
+def test_restart_reconciles_with_ray_before_admitting(world):
+    a = world.add(n_gpus_per_node=4)
+    b = world.add(n_gpus_per_node=4)
+    world.tick()
+    world.jobs.finish(f"{a}--a01")
+    world.jobs.run(f"{b}--a01")
+    c = world.add(n_gpus_per_node=4)
+    world.sched = world.new_scheduler()  # the server restarted
+    world.tick()
+    assert [world.state(a), world.state(b), world.state(c)] == ["SUCCEEDED", "RUNNING", "SUBMITTED"]
+
+
+def test_nothing_is_admitted_while_ray_is_unreachable(world):
+    tid = world.add()
+    world.jobs.down = world.snaps.down = True
+    world.tick()
+    assert world.state(tid) == "QUEUED"
+    assert "fake: down" in world.sched.last_error
+    world.jobs.down = world.snaps.down = False
+    world.tick()
+    assert world.state(tid) == "SUBMITTED" and world.sched.last_error is None
+
+
+def test_cancel_during_submission_stops_the_job(world):
+    tid = world.add()
+    original = world.jobs.submit
+
+    def submit_then_cancel(rendered, text):
+        sid = original(rendered, text)
+        world.store.transition(tid, TaskState.CANCELED, world.now, "cancelled by alice")
+        return sid
+
+    world.jobs.submit = submit_then_cancel
+    world.tick()
+    assert world.state(tid) == "CANCELED"
+    assert world.jobs.jobs[f"{tid}--a01"].status == "STOPPED"
+
+
+def test_a_job_outliving_its_cancelled_task_is_stopped_later(world):
+    tid = world.add()
+    world.tick()
+    world.jobs.run(f"{tid}--a01")
+    world.store.transition(tid, TaskState.CANCELED, world.now, "cancelled while Ray was away")
+    world.tick()
+    assert world.jobs.jobs[f"{tid}--a01"].status == "STOPPED"
+    world.tick()
+    assert world.store.attempts(tid)[0]["log_archived"]
+
+
+def test_max_running_tasks_caps_admission(sandbox, tmp_path):
+    world = World(sandbox, tmp_path, max_running_tasks=1)
+    a, b = world.add(), world.add()
+    world.tick()
+    assert world.state(a) == "SUBMITTED"
+    task = world.store.get(b)
+    assert task["state"] == "PENDING_RESOURCES" and "max_running_tasks (1)" in task["pending_reason"]
+
+
+def test_sft_driver_gpu_is_counted(sandbox, tmp_path):
+    world = World(sandbox, tmp_path, gpus={"w1": 2})
+    tid = world.add("sft", n_gpus_per_node=2)  # 2 for the trainer + 1 for the driver
+    world.tick()
+    assert "+ 1 for the driver" in world.store.get(tid)["pending_reason"]
+
+
+def test_draining_nodes_take_no_new_work(world):
+    world.snaps.draining = {"w1", "w2"}
+    tid = world.add()
+    world.tick()
+    assert world.store.get(tid)["pending_reason"] == "no schedulable worker node is alive"
+
+
+def test_submission_failure_other_than_ray_unavailable_fails_the_task(world):
+    tid = world.add()
+    world.jobs.fail_next_submit = OSError("read-only file system")
+    world.tick()
+    task = world.store.get(tid)
+    assert (task["state"], task["failure_cause"]) == ("FAILED", "PLATFORM")
+    world.jobs.fail_next_submit = ClusterUnavailable("gone")
+    other = world.add()
+    world.tick()
+    assert world.state(other) == "SUBMITTED"  # written; submitted once Ray answers
+    assert world.store.attempts(other)[0]["submitted_at"] is None
+    world.tick()
+    assert world.store.attempts(other)[0]["submitted_at"] is not None
