@@ -29,7 +29,7 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 down: $(STAMP)
-	$(BIN)/argus cluster down --shared-root "$(ARGUS_SHARED_ROOT)"
+	$(BIN)/argus down --shared-root "$(ARGUS_SHARED_ROOT)"
 
 bench: $(STAMP)
 	$(BIN)/python bench/cluster_timing.py

@@ -1,0 +1,219 @@
+"""The service against the real local Ray cluster: a real `argus server` process, its SQLite
+file, the SDK over HTTP, and the CPU stand-in for verl as the training code (seeds v2.0, v2.5).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.job_submission import JobSubmissionClient
+
+from argus.client.sdk import ArgusAPIError, ArgusClient
+from argus.cluster import local
+from argus.cluster.local import port_free
+from argus.testing.sandbox import task_yaml
+
+pytestmark = pytest.mark.ray
+ADMIN = "test-admin-token"
+
+
+class Server:
+    """One `argus server` subprocess over a database that outlives it."""
+
+    def __init__(self, cluster, workdir: Path, **scheduler):
+        self.cluster = cluster
+        self.workdir = workdir
+        port = 18480
+        while not port_free(port):
+            port += 1
+        self.url = f"http://127.0.0.1:{port}"
+        ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
+        self.config = workdir / "server.yaml"
+        self.config.write_text(yaml.safe_dump({
+            "ray": ray,
+            "service": {"port": port, "db_url": f"sqlite:///{workdir}/argus.sqlite3"},
+            "scheduler": {"interval_s": 0.5, "retry_interval_s": 2, **scheduler},
+        }))
+        self.log = workdir / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "MVP_INTERNAL_TOKEN": ADMIN}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "argus.client.cli", "server", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        admin = ArgusClient(self.url, ADMIN, timeout=5)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                admin.health()
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise AssertionError(f"server did not answer:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server(ray_cluster, sandbox, tmp_path):
+    srv = Server(ray_cluster, tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def user_client(url: str, user: str) -> ArgusClient:
+    admin = ArgusClient(url, ADMIN)
+    try:
+        admin.create_user(user)
+    except ArgusAPIError as exc:
+        assert exc.status == 409
+    return ArgusClient(url, admin.issue_token(user)["token"])
+
+
+def wait_state(client: ArgusClient, tid: str, states: set[str], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    task = client.task(tid)
+    while time.monotonic() < deadline:
+        task = client.task(tid)
+        if task["state"] in states:
+            return task
+        time.sleep(0.3)
+    raise AssertionError(f"{tid} is {task['state']} after {timeout}s, not {states}: {task}")
+
+
+def slow(sandbox, gpus: int, steps: int = 8, step_s: float = 0.5, **fields) -> str:
+    return task_yaml(sandbox, "ppo", n_gpus_per_node=gpus, total_training_steps=steps, save_freq=steps,
+                     env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)}, **fields)
+
+
+def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server, sandbox, ray_cluster):
+    alice = user_client(server.url, "alice")
+    tid = alice.submit(task_yaml(sandbox, "ppo"))["task_id"]
+    task = wait_state(alice, tid, {"SUCCEEDED", "FAILED"})
+    assert task["state"] == "SUCCEEDED", alice.logs(tid, tail=40)
+    sid = f"{tid}--a01"
+    assert task["latest_attempt"]["ray_submission_id"] == sid
+    root = Path(ray_cluster.shared_root) / "users" / "alice" / "jobs" / sid
+    assert task["latest_attempt"]["job_root"] == str(root)
+    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["global_step_2", "global_step_4"]
+    assert (root / "config" / "jobspec.yaml").read_text() == task["jobspec_yaml"]
+    assert [a["ray_status"] for a in alice.attempts(tid)["attempts"]] == ["SUCCEEDED"]
+    # The log is archived at the end, so it is served after Ray forgot the job.
+    deadline = time.monotonic() + 20
+    archive = root / "logs" / "driver.log"
+    while not archive.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "MARKER sim-a" in archive.read_text()
+    JobSubmissionClient(ray_cluster.dashboard_url).delete_job(sid)
+    assert "MARKER sim-a" in alice.logs(tid)
+    assert alice.logs(tid, tail=1).count("\n") <= 1
+
+
+def test_task_short_of_gpus_waits_then_runs_when_another_ends(server, sandbox):
+    bob = user_client(server.url, "bob")
+    holders = [bob.submit(slow(sandbox, 4, steps=10))["task_id"] for _ in range(2)]
+    for tid in holders:
+        wait_state(bob, tid, {"RUNNING"})
+    waiting = bob.submit(task_yaml(sandbox, "grpo", n_gpus_per_node=3))["task_id"]
+    task = wait_state(bob, waiting, {"PENDING_RESOURCES"}, timeout=10)
+    assert "needs 1 node(s) x 3 GPU(s)" in task["pending_reason"]
+    assert bob.queue()["pending"][0]["task_id"] == waiting
+    done = wait_state(bob, waiting, {"SUCCEEDED", "FAILED"}, timeout=180)
+    assert done["state"] == "SUCCEEDED"
+    assert done["attempts"] == 1  # never submitted while the GPUs were short
+    ended = [bob.task(t) for t in holders]
+    assert all(t["state"] == "SUCCEEDED" for t in ended)
+    started = datetime.fromisoformat(done["latest_attempt"]["start_time"])
+    assert started >= min(datetime.fromisoformat(t["ended_at"]) for t in ended) - timedelta(seconds=1)
+
+
+def test_cancel_pending_and_running_tasks_stops_their_ray_jobs(server, sandbox, ray_cluster):
+    carol = user_client(server.url, "carol")
+    running = carol.submit(slow(sandbox, 4, steps=40))["task_id"]
+    wait_state(carol, running, {"RUNNING"})
+    other = carol.submit(slow(sandbox, 4, steps=40))["task_id"]
+    wait_state(carol, other, {"RUNNING"})
+    pending = carol.submit(slow(sandbox, 4, steps=2))["task_id"]
+    wait_state(carol, pending, {"PENDING_RESOURCES"}, timeout=10)
+
+    assert carol.cancel(pending) == {"task_id": pending, "state": "CANCELED"}
+    assert carol.attempts(pending)["attempts"] == []  # never reached Ray
+    assert carol.cancel(running)["state"] == "CANCELED"
+    assert carol.cancel(other)["state"] == "CANCELED"
+    ray = JobSubmissionClient(ray_cluster.dashboard_url)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        statuses = {str(ray.get_job_status(f"{t}--a01").value) for t in (running, other)}
+        if statuses == {"STOPPED"}:
+            break
+        time.sleep(0.5)
+    assert statuses == {"STOPPED"}
+    with pytest.raises(ArgusAPIError) as exc:
+        carol.cancel(running)
+    assert exc.value.status == 409
+    time.sleep(2)  # a cancelled task is never picked up again
+    assert carol.task(pending)["state"] == "CANCELED"
+
+
+def test_cancel_a_queued_task(ray_cluster, sandbox, tmp_path):
+    srv = Server(ray_cluster, tmp_path, enabled=False)  # nothing leaves QUEUED
+    srv.start()
+    try:
+        dave = user_client(srv.url, "dave")
+        tid = dave.submit(task_yaml(sandbox, "sft"))["task_id"]
+        assert dave.task(tid)["state"] == "QUEUED"
+        assert dave.cancel(tid)["state"] == "CANCELED"
+        assert dave.task(tid)["state"] == "CANCELED"
+    finally:
+        srv.stop()
+
+
+def test_sigkill_and_restart_loses_nothing_and_submits_nothing_twice(server, sandbox, ray_cluster):
+    erin = user_client(server.url, "erin")
+    running = [erin.submit(slow(sandbox, 4, steps=12))["task_id"] for _ in range(2)]
+    for tid in running:
+        wait_state(erin, tid, {"RUNNING"})
+    queued = erin.submit(task_yaml(sandbox, "sft", n_gpus_per_node=2))["task_id"]
+    wait_state(erin, queued, {"PENDING_RESOURCES"}, timeout=10)
+
+    server.kill()
+    ray = JobSubmissionClient(ray_cluster.dashboard_url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # Ray finishes the jobs while the server is dead
+        if all(str(ray.get_job_status(f"{t}--a01").value) == "SUCCEEDED" for t in running):
+            break
+        time.sleep(0.5)
+    server.start()
+
+    for tid in running:
+        task = wait_state(erin, tid, {"SUCCEEDED", "FAILED"}, timeout=30)
+        assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
+    task = wait_state(erin, queued, {"SUCCEEDED", "FAILED"}, timeout=120)
+    assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
+    ours = sorted(j.submission_id for j in ray.list_jobs()
+                  if (j.submission_id or "").startswith("mvp2-erin-"))
+    assert ours == sorted(f"{t}--a01" for t in [*running, queued])

@@ -1,0 +1,155 @@
+"""The control plane's pure core: states, ids, admission, outcomes, inputs, server config."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from argus.cluster.jobs import JobView
+from argus.domain.admission import Candidate, Capacity, Demand, free_gpus, plan_admission
+from argus.domain.failure import Diagnosis, FailureCause
+from argus.domain.task import (
+    ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id, can_transition, check_user_id,
+    new_task_id, parse_submission_id, parse_task_id,
+)
+from argus.scheduler.policy import decide_outcome
+from argus.service.settings import parse_settings
+from argus.spec.errors import SpecError
+from argus.spec.inputs import input_problems
+from argus.spec.taskspec import parse_task_spec
+
+NOW = datetime(2026, 11, 25, 14, 32, 1, tzinfo=timezone.utc)
+
+
+# -- states and ids ------------------------------------------------------------------------
+@pytest.mark.parametrize("final", sorted(FINAL_STATES))
+def test_a_final_state_is_never_left(final):
+    assert not any(can_transition(final, target) for target in TaskState)
+
+
+def test_every_state_but_queued_has_a_way_in_and_cancel_works_from_every_live_state():
+    for state in TaskState:
+        assert ALLOWED_FROM[state], state
+    for live in set(TaskState) - FINAL_STATES:
+        assert can_transition(live, TaskState.CANCELED)
+    assert not can_transition(TaskState.QUEUED, TaskState.RUNNING)  # only via SUBMITTED
+
+
+def test_task_and_attempt_ids_have_the_seeds_shape_and_parse_back():
+    tid = new_task_id("alice_2", "grpo", NOW, "7f3a")
+    assert tid == "mvp2-alice_2-grpo-20261125-143201-7f3a"
+    assert parse_task_id(tid) == ("alice_2", "grpo")
+    sid = attempt_submission_id(tid, 3)
+    assert sid == f"{tid}--a03"
+    assert parse_submission_id(sid) == (tid, 3)
+    assert parse_task_id("mvp2-Alice-ppo-20261125-143201-7f3a") is None
+    with pytest.raises(ValueError):
+        attempt_submission_id(tid, 0)
+
+
+@pytest.mark.parametrize("bad", ["", "Alice", "1abc", "a-b", "a b", "a" * 33, "é"])
+def test_user_ids_are_refused_with_the_rule(bad):
+    with pytest.raises(ValueError, match="lower-case letters"):
+        check_user_id(bad)
+
+
+# -- admission -----------------------------------------------------------------------------
+def test_eight_free_gpus_on_two_nodes_do_not_run_a_one_by_eight_gang():
+    cap = Capacity.of({"w1": 4, "w2": 4})
+    assert cap.fit(Demand(1, 8)) is None
+    assert "largest free bundle is 4 GPU(s) (8 free on 2 node(s))" in cap.why_not(Demand(1, 8))
+    assert cap.fit(Demand(2, 4)).gpus_by_node == {"w1": 4, "w2": 4}
+
+
+def test_best_fit_packs_the_fullest_node_first_and_counts_the_driver():
+    cap = Capacity.of({"w1": 4, "w2": 2})
+    assert cap.fit(Demand(1, 2)).gpus_by_node == {"w2": 2}
+    assert cap.fit(Demand(1, 2, driver_gpus=1)).gpus_by_node == {"w2": 2, "w1": 1}
+    assert Capacity.of({"w1": 2}).fit(Demand(1, 2, driver_gpus=1)) is None
+
+
+def test_plan_admits_in_order_without_blocking_behind_a_task_that_does_not_fit():
+    cands = [Candidate("a", Demand(1, 4)), Candidate("big", Demand(1, 8)), Candidate("b", Demand(1, 4)),
+             Candidate("c", Demand(1, 1))]
+    decisions = plan_admission(cands, Capacity.of({"w1": 4, "w2": 4}))
+    assert [(d.task_id, d.admitted) for d in decisions] == [("a", True), ("big", False), ("b", True), ("c", False)]
+    assert "only 0" not in decisions[3].reason and "largest free bundle is 0" in decisions[3].reason
+
+
+def test_plan_respects_max_running():
+    decisions = plan_admission([Candidate("a", Demand(1, 1)), Candidate("b", Demand(1, 1))],
+                               Capacity.of({"w1": 4}), running=1, max_running=2)
+    assert [d.admitted for d in decisions] == [True, False]
+    assert decisions[1].reason == "max_running_tasks (2) tasks are running"
+
+
+def test_free_gpus_takes_the_lesser_of_ray_and_the_book():
+    assert free_gpus({"w1": 4, "w2": 1}, {"w1": 4, "w2": 4}, {"w1": 3}) == {"w1": 1.0, "w2": 1.0}
+    assert Capacity.of({}).why_not(Demand(1, 1)) == "no schedulable worker node is alive"
+
+
+# -- outcomes of a Ray job -----------------------------------------------------------------
+def _view(status, cause=None, evidence="x", message=None):
+    diag = Diagnosis(cause, evidence) if cause else None
+    return JobView("s", status, message, None, None, None, None, None, None, {}, diag)
+
+
+@pytest.mark.parametrize("status,state", [("PENDING", "SUBMITTED"), ("RUNNING", "RUNNING"),
+                                          ("SUCCEEDED", "SUCCEEDED"), ("STOPPED", "CANCELED")])
+def test_ray_status_maps_to_task_state(status, state):
+    assert decide_outcome(_view(status), 1, 3).state == state
+
+
+def test_failures_wait_retry_or_end_by_cause():
+    gpu = decide_outcome(_view("FAILED", FailureCause.INSUFFICIENT_RESOURCES, "Total available GPUs 0 ..."), 5, 3)
+    assert (gpu.state, gpu.cause) == (TaskState.PENDING_RESOURCES, None)
+    assert decide_outcome(_view("FAILED", FailureCause.NCCL), 1, 3).state == TaskState.QUEUED
+    last = decide_outcome(_view("FAILED", FailureCause.NCCL), 3, 3)
+    assert (last.state, last.cause) == (TaskState.FAILED, FailureCause.NCCL)
+    cfg = decide_outcome(_view("FAILED", FailureCause.CONFIG, "Key 'x' is not in struct"), 1, 3)
+    assert (cfg.state, cfg.cause, cfg.evidence) == (TaskState.FAILED, FailureCause.CONFIG, "Key 'x' is not in struct")
+    lost = decide_outcome(None, 1, 3)
+    assert (lost.state, lost.cause) == (TaskState.QUEUED, FailureCause.PLATFORM)
+    unknown = decide_outcome(_view("FAILED", message="exit 1"), 1, 3)
+    assert (unknown.state, unknown.cause, unknown.evidence) == (TaskState.FAILED, FailureCause.UNKNOWN, "exit 1")
+
+
+# -- inputs under common/ ------------------------------------------------------------------
+def _spec(root, **fields):
+    data = {"workload": "ppo", "code_path": f"{root}/common/code/v", "model_id": "Qwen/Qwen2.5-0.5B",
+            "train_file": f"{root}/common/data/t.parquet", **fields}
+    return parse_task_spec(data, str(root))
+
+
+def test_inputs_must_lie_under_common_after_dots_and_symlinks(tmp_path):
+    common = tmp_path / "common"
+    common.mkdir()
+    (common / "escape").symlink_to("/etc")
+    assert input_problems(_spec(tmp_path), str(tmp_path)) == []
+    spec = _spec(tmp_path, code_path=f"{tmp_path}/common/../users/x", train_file=f"{tmp_path}/common/escape/passwd",
+                 val_file="/etc/hosts", model_id=f"{tmp_path}/models/m")
+    fields = {p.field for p in input_problems(spec, str(tmp_path))}
+    assert fields == {"code_path", "train_file", "val_file", "model_id"}
+    assert input_problems(_spec(tmp_path, model_id=f"{tmp_path}/common/models/m"), str(tmp_path)) == []
+
+
+# -- server config -------------------------------------------------------------------------
+def test_server_config_sections_defaults_and_environment_overrides(tmp_path):
+    s = parse_settings({"ray": {"shared_root": str(tmp_path)}, "scheduler": {"retry_interval_s": 9}},
+                       environ={"ARGUS_SERVICE_PORT": "9001", "ARGUS_SCHEDULER_MAX_RUNNING_TASKS": "2",
+                                "ARGUS_RAY_ADDRESS": "http://10.0.0.1:8265", "ARGUS_UNRELATED": "x"})
+    assert (s.service.port, s.scheduler.max_running_tasks, s.scheduler.retry_interval_s) == (9001, 2, 9)
+    assert s.ray.address == "http://10.0.0.1:8265"
+    assert s.db_url == f"sqlite:///{tmp_path}/common/db/argus.sqlite3"
+    assert s.admin_token({"MVP_INTERNAL_TOKEN": "t"}) == "t" and s.admin_token({}) is None
+
+
+def test_server_config_errors_name_the_field(tmp_path):
+    with pytest.raises(SpecError) as exc:
+        parse_settings({"ray": {"shared_root": str(tmp_path)}, "servce": {}, "scheduler": {"interval_s": 0}},
+                       environ={"ARGUS_SERVICE_PORT": "eighty"})
+    fields = {p.field for p in exc.value.problems}
+    assert fields == {"servce", "scheduler.interval_s", "service.port"}
+    assert any("did you mean 'service'" in p.reason for p in exc.value.problems)
