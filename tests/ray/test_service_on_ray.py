@@ -119,7 +119,7 @@ def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server,
     assert task["latest_attempt"]["ray_submission_id"] == sid
     root = Path(ray_cluster.shared_root) / "users" / "alice" / "jobs" / sid
     assert task["latest_attempt"]["job_root"] == str(root)
-    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["global_step_2", "global_step_4"]
+    assert sorted(p.name for p in (root / "checkpoints").glob("global_step_*")) == ["global_step_2", "global_step_4"]
     assert (root / "config" / "jobspec.yaml").read_text() == task["jobspec_yaml"]
     assert [a["ray_status"] for a in alice.attempts(tid)["attempts"]] == ["SUCCEEDED"]
     # The log is archived at the end, so it is served after Ray forgot the job.
