@@ -40,6 +40,8 @@ class SchedulerSettings(StrictModel):
 
     enabled: bool = True
     interval_s: float = Field(default=2.0, gt=0)
+    # Passes that nudges start are at least this far apart (bursts are served together).
+    min_tick_gap_s: float = Field(default=0.05, ge=0)
     retry_interval_s: float = Field(default=30.0, ge=0)
     # None: bounded by GPUs only (the seeds' v2.0 default was 1).
     max_running_tasks: int | None = Field(default=None, ge=1)

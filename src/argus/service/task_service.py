@@ -47,8 +47,17 @@ class CheckCache:
         self._ok: OrderedDict[tuple, bool] = OrderedDict()
         self._lock = threading.Lock()
 
+    @staticmethod
+    def key(spec: TaskSpec, rendered: Rendered) -> tuple:
+        return (str(rendered.config_dir), spec.workload, tuple(rendered.overrides))
+
+    def known(self, spec: TaskSpec, rendered: Rendered) -> bool:
+        """Whether this exact override set composed cleanly before."""
+        with self._lock:
+            return self.key(spec, rendered) in self._ok
+
     def check(self, spec: TaskSpec, rendered: Rendered, source: str) -> None:
-        key = (str(rendered.config_dir), spec.workload, tuple(rendered.overrides))
+        key = self.key(spec, rendered)
         with self._lock:
             if key in self._ok:
                 self._ok.move_to_end(key)
@@ -71,11 +80,11 @@ class TaskService:
         self.checks = CheckCache()
 
     # -- accept ---------------------------------------------------------------------------
-    def validate(self, text: str) -> TaskSpec:
-        """Parse and check a TaskSpec as the server will run it.
+    def parse(self, text: str) -> tuple[TaskSpec, Rendered]:
+        """Parse a TaskSpec and check its inputs; the verl check is left to `validate`.
 
         Raises:
-            SpecError: the YAML, a field, an input path or an override is invalid.
+            SpecError: the YAML, a field or an input path is invalid.
         """
         now = datetime.now(timezone.utc)
         spec, rendered = prepare_submission(self.settings.ray, text, now, source="task spec",
@@ -83,11 +92,34 @@ class TaskService:
         problems = input_problems(spec, self.settings.shared_root)
         if problems:
             raise SpecError("task spec", problems)
+        return spec, rendered
+
+    def validate(self, text: str) -> TaskSpec:
+        """Parse and check a TaskSpec as the server will run it (composed against verl).
+
+        Raises:
+            SpecError: the YAML, a field, an input path or an override is invalid.
+        """
+        spec, rendered = self.parse(text)
         self.checks.check(spec, rendered, "task spec")
         return spec
 
-    def submit(self, who: Identity, text: str) -> dict[str, Any]:
-        spec = self.validate(text)
+    def needs_compose(self, parsed: tuple[TaskSpec, Rendered]) -> bool:
+        """Whether checking `parsed` composes against verl (slow) rather than hits the cache."""
+        spec, rendered = parsed
+        return rendered.config_dir is not None and not self.checks.known(spec, rendered)
+
+    def submit(self, who: Identity, text: str,
+               parsed: tuple[TaskSpec, Rendered] | None = None) -> dict[str, Any]:
+        """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged.
+
+        Args:
+            parsed: `parse(text)`, when the caller has it already.
+        Raises:
+            SpecError: the spec is invalid (nothing is stored).
+        """
+        spec, rendered = parsed or self.parse(text)
+        self.checks.check(spec, rendered, "task spec")
         now = self.clock()
         when = datetime.fromtimestamp(now, tz=timezone.utc)
         for _ in range(20):

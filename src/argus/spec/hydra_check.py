@@ -9,6 +9,7 @@ default's type (an int key given `abc` is refused). Nothing here imports verl or
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import threading
@@ -25,6 +26,12 @@ def installed_verl_config_dir() -> Path | None:
     override = os.environ.get(CONFIG_DIR_ENV)
     if override:
         return Path(override) if Path(override).is_dir() else None
+    return _metadata_config_dir()
+
+
+@functools.lru_cache(maxsize=1)
+def _metadata_config_dir() -> Path | None:
+    """Read once per process: scanning package metadata costs milliseconds."""
     try:
         dist = importlib.metadata.distribution("verl")
     except importlib.metadata.PackageNotFoundError:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 from argus.spec.errors import Problem, SpecError, problems_from_validation
 
 M = TypeVar("M", bound=BaseModel)
+# libyaml's safe loader when PyYAML was built with it: ten times faster than the pure one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -28,7 +30,7 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
         SpecError: the text is not YAML, or its top level is not a mapping.
     """
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -5,7 +5,9 @@ Owns how a database URL becomes engines, and applying the Alembic migrations at 
 SQLite runs in WAL mode (readers never wait for the writer) with `synchronous=NORMAL` and a busy
 timeout. Writes go through their own engine whose transactions start with `BEGIN IMMEDIATE`, so a
 read-then-write transaction holds the write lock from its first statement and two writers never
-deadlock on a lock upgrade. PostgreSQL uses one pooled engine for both, at READ COMMITTED, with
+deadlock on a lock upgrade. The write engine holds a single connection, so writers in this
+process queue on the pool (woken at once) instead of in SQLite's busy handler (which sleeps and
+polls, and made tail latency seconds long under 32 concurrent writers). PostgreSQL uses one pooled engine for both, at READ COMMITTED, with
 `SELECT … FOR UPDATE` where a transition reads before it writes.
 """
 
@@ -40,10 +42,11 @@ class Database:
             self.write.dispose()
 
 
-def _sqlite_engine(url: str, begin: str) -> sa.Engine:
+def _sqlite_engine(url: str, begin: str, pool_size: int) -> sa.Engine:
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        pool_size=8, max_overflow=16, poolclass=sa.pool.QueuePool,
+        pool_size=pool_size, max_overflow=0 if pool_size == 1 else 16, pool_timeout=60,
+        poolclass=sa.pool.QueuePool,
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -70,7 +73,7 @@ def connect(url: str) -> Database:
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return Database(url, _sqlite_engine(url, "BEGIN"), _sqlite_engine(url, "BEGIN IMMEDIATE"))
+        return Database(url, _sqlite_engine(url, "BEGIN", 8), _sqlite_engine(url, "BEGIN IMMEDIATE", 1))
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     return Database(url, engine, engine)
 

@@ -94,23 +94,36 @@ class TaskStore:
     def defer(self, waits: Sequence[tuple[str, str]], next_run_at: float, now: float) -> int:
         """Waiting tasks that do not fit: PENDING_RESOURCES with a reason and `next_run_at`.
 
-        An event is written only when the state or the reason changes. Returns how many moved.
+        One transaction for all of them, written in bulk: the rows are read (and, on PostgreSQL,
+        locked) first, so each UPDATE is still a compare-and-set on the state read. An event is
+        written only when the state or the reason changes. Returns how many changed state.
         """
-        moved = 0
+        if not waits:
+            return 0
+        reasons = dict(waits)
         with self.db.write.begin() as conn:
-            for task_id, reason in waits:
-                task = self._locked_task(conn, task_id)
-                if task is None or task["state"] not in (TaskState.QUEUED, TaskState.PENDING_RESOURCES):
-                    continue
-                if task["state"] == TaskState.PENDING_RESOURCES and task["pending_reason"] == reason:
-                    conn.execute(tasks.update().where(
-                        tasks.c.task_id == task_id, tasks.c.state == task["state"]
-                    ).values(next_run_at=next_run_at))
-                    continue
-                if self._move(conn, task, TaskState.PENDING_RESOURCES, now, reason, None,
-                              {"pending_reason": reason, "next_run_at": next_run_at}):
-                    moved += 1
-        return moved
+            q = sa.select(tasks.c.task_id, tasks.c.state, tasks.c.pending_reason).where(
+                tasks.c.task_id.in_(list(reasons)),
+                tasks.c.state.in_([TaskState.QUEUED.value, TaskState.PENDING_RESOURCES.value]))
+            if not self.db.is_sqlite:
+                q = q.with_for_update()
+            rows = conn.execute(q).all()
+            if not rows:
+                return 0
+            conn.execute(
+                tasks.update().where(tasks.c.task_id == sa.bindparam("tid"),
+                                     tasks.c.state == sa.bindparam("old"))
+                .values(state=TaskState.PENDING_RESOURCES.value, pending_reason=sa.bindparam("reason"),
+                        next_run_at=next_run_at, updated_at=now),
+                [{"tid": r.task_id, "old": r.state, "reason": reasons[r.task_id]} for r in rows])
+            events = [{"task_id": r.task_id, "at": now, "from_state": r.state,
+                       "to_state": TaskState.PENDING_RESOURCES.value, "attempt_no": None,
+                       "reason": reasons[r.task_id]}
+                      for r in rows
+                      if r.state != TaskState.PENDING_RESOURCES or r.pending_reason != reasons[r.task_id]]
+            if events:
+                conn.execute(task_events.insert(), events)
+            return sum(1 for r in rows if r.state == TaskState.QUEUED)
 
     def start_attempt(self, task_id: str, expected_attempts: int, job_root: str,
                       placement: dict[str, float], now: float) -> dict[str, Any] | None:

@@ -34,7 +34,12 @@ async def submit(request: Request, who: Caller) -> JSONResponse:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise APIError(400, "the body is not UTF-8", [Problem("<body>", "must be UTF-8 text")]) from None
-    result = await run_in_threadpool(_svc(request).submit, who, text)
+    svc = _svc(request)
+    parsed = svc.parse(text)  # well under a millisecond
+    if svc.needs_compose(parsed):  # about half a second of Hydra: keep it off the event loop
+        result = await run_in_threadpool(svc.submit, who, text, parsed)
+    else:  # about a millisecond: a thread hop would cost more than it saves
+        result = svc.submit(who, text, parsed)
     return JSONResponse(result, status_code=201)
 
 

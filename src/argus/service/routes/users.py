@@ -63,6 +63,7 @@ def issue_token(request: Request, user_id: str, _: Admin) -> dict:
 def disable_user(request: Request, user_id: str, _: Admin) -> dict:
     if not _users(request).disable(user_id, time.time()):
         raise not_found(f"no user {user_id}")
+    request.app.state.auth.forget()  # the user's tokens stop working with the next request
     return {"user_id": user_id, "state": "DISABLED"}
 
 
