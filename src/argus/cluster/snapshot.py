@@ -213,7 +213,7 @@ class RaySnapshotSource:
         Raises:
             ValueError: `gcs_address` is not `host:port`, or `timeout_s` is not positive.
         """
-        if gcs_address is not None and not _HOST_PORT.match(gcs_address):
+        if gcs_address is not None and not _HOST_PORT.fullmatch(gcs_address):
             raise ValueError(f"gcs_address must be host:port, not {gcs_address!r}")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")

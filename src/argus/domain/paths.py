@@ -20,7 +20,7 @@ def job_root(shared_root: str, submission_id: str, user: str | None = None) -> P
     if not submission_id or "/" in submission_id or submission_id in (".", ".."):
         raise ValueError(f"invalid submission id {submission_id!r}")
     root = PurePosixPath(shared_root)
-    if user is not None and not _USER_RE.match(user):
+    if user is not None and not _USER_RE.fullmatch(user):
         raise ValueError(f"invalid user id {user!r}")
     if user is None:
         return root / "jobs" / submission_id

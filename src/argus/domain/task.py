@@ -78,7 +78,7 @@ def check_user_id(user_id: str) -> str:
     Raises:
         ValueError: with the reason.
     """
-    if not isinstance(user_id, str) or not _USER_RE.match(user_id) or len(user_id) > USER_ID_MAX:
+    if not isinstance(user_id, str) or not _USER_RE.fullmatch(user_id) or len(user_id) > USER_ID_MAX:
         raise ValueError(
             f"must be 1-{USER_ID_MAX} lower-case letters, digits or '_', starting with a letter"
         )
@@ -100,7 +100,7 @@ def new_task_id(user_id: str, workload: str, now: datetime, suffix: str | None =
 
 def parse_task_id(task_id: str) -> tuple[str, str] | None:
     """(user, workload) of a well-formed task id, else None."""
-    m = _TASK_ID_RE.match(task_id)
+    m = _TASK_ID_RE.fullmatch(task_id)
     return (m.group(1), m.group(2)) if m else None
 
 
@@ -113,5 +113,5 @@ def attempt_submission_id(task_id: str, attempt_no: int) -> str:
 
 def parse_submission_id(submission_id: str) -> tuple[str, int] | None:
     """(task_id, attempt_no) of an attempt's Ray submission id, else None."""
-    m = _ATTEMPT_RE.match(submission_id)
+    m = _ATTEMPT_RE.fullmatch(submission_id)
     return (m.group(1), int(m.group(2))) if m else None

@@ -43,9 +43,15 @@ def from_spec_error(exc: SpecError) -> APIError:
     return APIError(400, f"{exc.source} is invalid", exc.problems)
 
 
+def _clean(text: str) -> str:
+    """Text that can be written as UTF-8 (a lone surrogate from user input is escaped)."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(status: int, message: str, problems: list[Problem] | None = None) -> dict:
-    return {"error": CODES.get(status, "error"), "message": message,
-            "problems": [{"field": p.field, "message": p.reason} for p in (problems or [])]}
+    return {"error": CODES.get(status, "error"), "message": _clean(message),
+            "problems": [{"field": _clean(p.field), "message": _clean(p.reason)}
+                         for p in (problems or [])]}
 
 
 def error_response(status: int, message: str, problems: list[Problem] | None = None,

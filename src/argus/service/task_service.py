@@ -12,6 +12,7 @@ placeholder id for the check, so resubmitting the same spec does not compose aga
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,7 +24,9 @@ import sqlalchemy as sa
 
 from argus.cluster.errors import ClusterError, JobNotFound
 from argus.cluster.jobs import RayJobTool, tail_lines
-from argus.domain.task import ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState, new_task_id
+from argus.domain.task import (
+    ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState, new_task_id, parse_task_id,
+)
 from argus.service.auth import Identity
 from argus.service.errors import APIError, not_found
 from argus.service.settings import ArgusSettings
@@ -35,6 +38,7 @@ from argus.spec.render import Rendered, check, prepare_submission
 from argus.spec.taskspec import TaskSpec
 from argus.store.tasks import TaskStore
 
+_SMALL_INT = re.compile(r"[0-9]{1,9}")
 CHECK_ID = "mvp2-check-ppo-00000000-000000-0000--a01"
 CHECK_USER = "check"
 
@@ -139,7 +143,7 @@ class TaskService:
 
     # -- read -----------------------------------------------------------------------------
     def _own(self, who: Identity, task_id: str) -> dict[str, Any]:
-        row = self.store.get(task_id)
+        row = self.store.get(task_id) if parse_task_id(task_id) else None  # never a lookup of junk
         if row is None or not who.owns(row["user_id"]):
             raise not_found(f"no task {task_id}")
         return row
@@ -156,7 +160,7 @@ class TaskService:
                 "state", f"'{bad[0]}' is not one of {', '.join(TaskState.__members__)}")])
         before = None
         if cursor:
-            if not cursor.isdigit():
+            if not _SMALL_INT.fullmatch(cursor):
                 raise APIError(400, "invalid cursor", [Problem("cursor", "must be a next_cursor value")])
             before = int(cursor)
         rows = self.store.list(None if who.is_admin else who.user_id, states or None, limit + 1, before)
@@ -214,7 +218,7 @@ class TaskService:
         row = self._own(who, task_id)
         if attempt == "latest":
             att = self.store.latest_attempts([task_id]).get(task_id)
-        elif attempt.isdigit():
+        elif _SMALL_INT.fullmatch(attempt):
             att = self.store.attempt(task_id, int(attempt))
         else:
             raise APIError(400, "invalid attempt", [Problem("attempt", "must be 'latest' or a number")])

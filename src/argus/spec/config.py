@@ -36,7 +36,7 @@ def check_env_vars(value: dict[str, Any]) -> dict[str, str]:
     """Environment variable names must be identifiers and values scalars (kept as strings)."""
     out: dict[str, str] = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not _ENV_NAME.match(key):
+        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
             raise ValueError(f"'{key}' is not a valid environment variable name")
         if isinstance(val, (dict, list)) or val is None:
             raise ValueError(f"value of '{key}' must be a string or number")
@@ -66,7 +66,7 @@ class RayConfig(StrictModel):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s:]+(:\d+)?/?$", v):
+        if not re.fullmatch(r"https?://[^/\s:]+(:\d+)?/?", v):
             raise ValueError("must be the dashboard URL, e.g. http://127.0.0.1:8265")
         return v.rstrip("/")
 

@@ -20,6 +20,7 @@ from argus.spec.errors import Problem, SpecError, problems_from_validation
 M = TypeVar("M", bound=BaseModel)
 # libyaml's safe loader when PyYAML was built with it: ten times faster than the pure one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_DEPTH = 32
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -31,6 +32,8 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     """
     try:
         data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+    except RecursionError:
+        raise SpecError(source, [Problem("<yaml>", f"nested deeper than {MAX_DEPTH} levels")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -38,9 +41,44 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
         raise SpecError(source, [Problem("<yaml>", f"{where}{problem}")]) from None
     if data is None:
         data = {}
+    problem = tree_problem(data)
+    if problem:
+        raise SpecError(source, [Problem("<yaml>", problem)])
     if not isinstance(data, dict):
         raise SpecError(source, [Problem("<root>", f"must be a mapping, got {type(data).__name__}")])
     return data
+
+
+def _bad_text(value: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in value)
+
+
+def tree_problem(data: Any) -> str | None:
+    """Why a loaded YAML document is refused, or None.
+
+    Aliases (`&a` / `*a`, and `<<` merges) are refused: a self-referring alias would loop for
+    ever and nested ones grow exponentially when expanded, and a TaskSpec never needs them.
+    So are documents nested deeper than MAX_DEPTH and text with unpaired surrogates (a YAML
+    `\\ud800` escape), which cannot be written out as UTF-8.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _bad_text(value):
+                return "text must not contain unpaired surrogates"
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if id(value) in seen:
+            return "YAML aliases and merge keys (&name, *name, <<) are not supported"
+        seen.add(id(value))
+        if depth >= MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items)
+    return None
 
 
 def read_text(path: str | Path) -> str:

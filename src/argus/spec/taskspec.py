@@ -102,7 +102,7 @@ class TaskSpec(StrictModel):
     def _sid(cls, v: str | None) -> str | None:
         if v in (None, ""):
             return None
-        if not SUBMISSION_ID_RE.match(v):
+        if not SUBMISSION_ID_RE.fullmatch(v):
             raise ValueError(
                 "must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"

@@ -49,9 +49,17 @@ def list_users(request: Request, _: Admin) -> dict:
     return {"users": [user_view(u) for u in _users(request).list()]}
 
 
+def _known_id(user_id: str) -> bool:
+    try:
+        check_user_id(user_id)
+        return True
+    except ValueError:
+        return False
+
+
 @router.post("/users/{user_id}/tokens", status_code=201, summary="Issue a token (admin; shown once)")
 def issue_token(request: Request, user_id: str, _: Admin) -> dict:
-    user = _users(request).get(user_id)
+    user = _users(request).get(user_id) if _known_id(user_id) else None
     if user is None:
         raise not_found(f"no user {user_id}")
     if user["state"] != "ACTIVE":
@@ -61,7 +69,7 @@ def issue_token(request: Request, user_id: str, _: Admin) -> dict:
 
 @router.post("/users/{user_id}:disable", summary="Disable a user (admin); their tokens stop at once")
 def disable_user(request: Request, user_id: str, _: Admin) -> dict:
-    if not _users(request).disable(user_id, time.time()):
+    if not _known_id(user_id) or not _users(request).disable(user_id, time.time()):
         raise not_found(f"no user {user_id}")
     request.app.state.auth.forget()  # the user's tokens stop working with the next request
     return {"user_id": user_id, "state": "DISABLED"}
