@@ -34,7 +34,8 @@ from argus.client.sdk import (
     save_credentials,
 )
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (grep, less) gets wide lines rather than wrapped, cut columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 users_app = typer.Typer(no_args_is_help=True, help="Manage users (admin only).")
@@ -97,6 +98,12 @@ def _session(url: Optional[str], token: Optional[str]) -> Iterator[ArgusClient]:
         _fail(str(exc))
     finally:
         client.close()
+
+
+def _keep_ids_whole(table: Table) -> None:
+    """Ids are what users copy: the first column is never wrapped or cut; others give way."""
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = 36
 
 
 def _print_json(data: Any) -> None:
@@ -224,6 +231,7 @@ def tasks(
         out.print("no tasks")
         return
     table = Table("task id", "user", "workload", "state", "GPUs", "attempts", "created", "reason")
+    _keep_ids_whole(table)
     for t in rows:
         table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _cell(t.get("workload")),
                       _state(t.get("state")), _gpus(t.get("desired_resources")), _cell(t.get("attempts")),
@@ -285,6 +293,7 @@ def attempts(
         out.print(f"{escape(task_id)} has no attempts yet")
         return
     table = Table("#", "ray submission id", "ray status", "failure kind", "created", "started", "ended", "message")
+    table.columns[1].no_wrap = True
     for a in rows:
         table.add_row(_cell(a.get("attempt_no")), _cell(a.get("ray_submission_id")), _state(a.get("ray_status")),
                       _cell(a.get("failure_kind")), _time(a.get("created_at")), _time(a.get("start_time")),
@@ -347,12 +356,15 @@ def queue(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), 
         return
     if running:
         table = Table("task id", "user", "state", "ray submission id", title="running")
+        _keep_ids_whole(table)
+        table.columns[3].no_wrap = True
         for t in running:
             table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _state(t.get("state")),
                           _cell(t.get("ray_submission_id")))
         out.print(table)
     if pending:
         table = Table("task id", "user", "state", "created", "next run", "reason", title="waiting")
+        _keep_ids_whole(table)
         for t in pending:
             table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _state(t.get("state")),
                           _time(t.get("created_at")), _time(t.get("next_run_at")), _cell(t.get("pending_reason")))
