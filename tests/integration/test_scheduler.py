@@ -302,3 +302,27 @@ def test_submission_failure_other_than_ray_unavailable_fails_the_task(world):
     assert world.store.attempts(other)[0]["submitted_at"] is None
     world.tick()
     assert world.store.attempts(other)[0]["submitted_at"] is not None
+
+
+def test_a_nudged_pass_admits_without_reading_every_job_back(world):
+    first = world.add()
+    world.tick()  # full: reconciles, admits
+    calls = world.jobs.status_calls
+    world.jobs.finish(f"{first}--a01")
+    second = world.add()
+    world.now += 0.1
+    world.sched.tick(world.now, full=False)
+    assert world.state(second) == "SUBMITTED"
+    assert world.jobs.status_calls == calls  # nothing was read back from Ray
+    assert world.state(first) == "SUBMITTED"  # not yet seen as ended
+    world.tick()
+    assert world.state(first) == "SUCCEEDED"
+
+
+def test_the_first_pass_after_a_start_is_always_full(world):
+    tid = world.add()
+    world.tick()
+    world.jobs.finish(f"{tid}--a01")
+    world.sched = world.new_scheduler()
+    world.sched.tick(world.now + 1, full=False)
+    assert world.state(tid) == "SUCCEEDED"

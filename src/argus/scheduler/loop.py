@@ -61,23 +61,33 @@ class Scheduler:
         self.last_error: str | None = None
         self.submit_latency: list[float] = []  # acceptance -> submit_job returned, seconds
         self._just_deferred: set[str] = set()
+        self._need_sync = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
 
     # -- pacing ---------------------------------------------------------------------------
-    def nudge(self) -> None:
-        """Ask for a tick now (a task arrived or ended)."""
+    def nudge(self, sync: bool = False) -> None:
+        """Ask for a pass now: a task arrived (admit), or one was cancelled (`sync`: its GPUs
+        are free once Ray is read back)."""
+        if sync:
+            self._need_sync = True
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
         """Tick until `stop` is set; a failed tick is logged and retried at the next one."""
         interval = self.settings.scheduler.interval_s
         gap = min(self.settings.scheduler.min_tick_gap_s, interval)
+        last_full = float("-inf")
         while not stop.is_set():
             self._wake.clear()
             started = time.monotonic()
+            # A pass that a nudge starts admits; syncing every active task with Ray (one call
+            # each) happens on the interval, and whenever a nudge marked it as needed.
+            full = self._need_sync or started - last_full >= interval * 0.9
             try:
-                self.tick(self.clock())
+                self.tick(self.clock(), full=full)
+                if full:
+                    last_full = started
             except Exception as exc:  # the loop must outlive any one bad pass
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scheduler tick failed")
@@ -88,13 +98,22 @@ class Scheduler:
             if self._wake.wait(interval):
                 stop.wait(max(0.0, gap - (time.monotonic() - started)))
 
-    def tick(self, now: float) -> None:
-        """One pass: sync with Ray, archive, then admit (see the module docstring)."""
+    def tick(self, now: float, full: bool = True) -> None:
+        """One pass: sync with Ray, archive, then admit (see the module docstring).
+
+        Args:
+            full: sync and archive first; False admits only (no task is read back from Ray),
+                which is allowed only once the first full pass has reconciled.
+        """
         with self._lock:
             self._just_deferred: set[str] = set()
+            full = full or not self.reconciled
             try:
-                ended = self.sync(now)
-                self.archive()
+                ended = False
+                if full:
+                    self._need_sync = False
+                    ended = self.sync(now)
+                    self.archive()
                 if not self.reconciled:
                     self.reconciled = True
                     ended = True  # after a restart, every pending task is worth a look

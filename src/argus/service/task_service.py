@@ -75,7 +75,7 @@ class CheckCache:
 
 class TaskService:
     def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool,
-                 nudge: Callable[[], None], clock: Callable[[], float] = time.time):
+                 nudge: Callable[..., None], clock: Callable[[], float] = time.time):
         self.settings = settings
         self.store = store
         self.jobs = jobs
@@ -209,7 +209,7 @@ class TaskService:
                             self.jobs.stop(latest["ray_submission_id"])
                         except ClusterError:
                             pass  # the archive pass stops it once Ray answers
-                self.nudge()
+                self.nudge(sync=True)
                 return {"task_id": task_id, "state": TaskState.CANCELED.value}
         raise APIError(409, f"task {task_id} kept changing state; try again")
 

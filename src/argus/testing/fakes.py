@@ -35,6 +35,7 @@ class FakeJobs:
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     submits: list[str] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
+    status_calls: int = 0
     down: bool = False
     fail_next_submit: Exception | None = None
 
@@ -61,6 +62,7 @@ class FakeJobs:
         return self.jobs[sid]
 
     def status(self, sid: str, diagnose: bool = True) -> JobView:
+        self.status_calls += 1
         job = self._job(sid)
         diag = None
         if diagnose and job.status == "FAILED":
