@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -189,6 +190,7 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=30)
         local.down(str(workdir))
+        shutil.rmtree(workdir, ignore_errors=True)
         if schema:
             with engine.begin() as conn:
                 conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")

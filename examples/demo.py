@@ -49,6 +49,10 @@ def main() -> int:
     console.print(f"argus up in {time.monotonic() - t0:.1f}s: server {info.url} "
                   f"({'started' if info.started_now else 'already running'}), "
                   f"Ray dashboard {info.dashboard_url}, 2 workers x 4 GPUs")
+    if info.admin_token is None:
+        console.print("[bold red]error:[/] a server already runs with an admin token not known here; "
+                      "set MVP_INTERNAL_TOKEN to it, or run `make down` first")
+        return 1
     sandbox = prepare(root)
 
     admin = ArgusClient(info.url, info.admin_token)

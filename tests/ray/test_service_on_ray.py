@@ -4,77 +4,24 @@ file, the SDK over HTTP, and the CPU stand-in for verl as the training code (see
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 from ray.job_submission import JobSubmissionClient
 
 from argus.client.sdk import ArgusAPIError, ArgusClient
 from argus.cluster import local
-from argus.cluster.local import port_free
 from argus.testing.sandbox import task_yaml
+from argus.testing.server import ServerProcess
 
 pytestmark = pytest.mark.ray
 ADMIN = "test-admin-token"
 
 
-class Server:
-    """One `argus server` subprocess over a database that outlives it."""
-
-    def __init__(self, cluster, workdir: Path, **scheduler):
-        self.cluster = cluster
-        self.workdir = workdir
-        port = 18480
-        while not port_free(port):
-            port += 1
-        self.url = f"http://127.0.0.1:{port}"
-        ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
-        self.config = workdir / "server.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "ray": ray,
-            "service": {"port": port, "db_url": f"sqlite:///{workdir}/argus.sqlite3"},
-            "scheduler": {"interval_s": 0.5, "retry_interval_s": 2, **scheduler},
-        }))
-        self.log = workdir / "server.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "MVP_INTERNAL_TOKEN": ADMIN}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "argus.client.cli", "server", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
-        admin = ArgusClient(self.url, ADMIN, timeout=5)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                admin.health()
-                return
-            except Exception:
-                time.sleep(0.2)
-        raise AssertionError(f"server did not answer:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def Server(cluster, workdir: Path, **scheduler) -> ServerProcess:
+    return ServerProcess(local.config_file(cluster.shared_root), workdir, ADMIN, **scheduler)
 
 
 @pytest.fixture

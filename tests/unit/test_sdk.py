@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import stat
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest

@@ -78,7 +78,11 @@ def up(
     verb = "started" if info.started_now else "already running"
     out.print(f"server {verb}: {info.url}  (pid {info.pid}, log {info.log})")
     out.print(f"Ray dashboard / job server: {info.dashboard_url}")
-    out.print(f"admin token: {info.admin_token}")
+    if info.admin_token:
+        out.print(f"admin token: {info.admin_token}")
+    else:
+        out.print("admin token: the one the running server was started with (neither "
+                  "$MVP_INTERNAL_TOKEN nor the saved token matches it)")
     out.print(f"log in:  argus login --url {info.url} --token <admin token>")
     out.print(f"stop:    argus down --shared-root {shared_root}")
 

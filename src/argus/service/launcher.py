@@ -7,11 +7,13 @@ Owns the server's run files under `<shared_root>/common/run/`:
     admin_token     the admin token (mode 0600) when MVP_INTERNAL_TOKEN was not set
 
 and its log at `<shared_root>/common/logs/server.log`. `up` is idempotent: a server that answers
-`/healthz` is left running. `down` stops the server (SIGTERM, then SIGKILL) and then the cluster.
+`/healthz` is left running, and the admin token shown for it is the one it was started with
+(recognised by its SHA-256 in server.json), or none when that token is not known here. `down` stops the server (SIGTERM, then SIGKILL) and then the cluster.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -36,7 +38,7 @@ START_TIMEOUT_S = 60.0
 class ServerInfo:
     url: str
     pid: int
-    admin_token: str
+    admin_token: str | None  # None: a running server was started with a token not known here
     config: Path
     log: Path
     started_now: bool
@@ -66,14 +68,25 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def admin_token(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN") -> str:
-    """The environment's admin token, else the one saved under run/, else a new saved one."""
-    env = os.environ.get(token_env)
-    if env:
-        return env
+def _sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def known_tokens(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN") -> list[str]:
+    """The environment's admin token and the saved one, in that order (those that exist)."""
+    found = [os.environ.get(token_env) or ""]
     path = run_dir(shared_root) / "admin_token"
     if path.exists():
-        return path.read_text().strip()
+        found.append(path.read_text().strip())
+    return [t for t in found if t]
+
+
+def admin_token(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN") -> str:
+    """The environment's admin token, else the one saved under run/, else a new saved one."""
+    known = known_tokens(shared_root, token_env)
+    if known:
+        return known[0]
+    path = run_dir(shared_root) / "admin_token"
     path.parent.mkdir(parents=True, exist_ok=True)
     token = "argus_admin_" + secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -99,13 +112,15 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
     shared_root = str(Path(shared_root).resolve())
     state, _ = local.up(shared_root, workers, gpus_per_worker, gcs_port=gcs_port,
                         dashboard_port=dashboard_port)
-    token = admin_token(shared_root)
     rdir = run_dir(shared_root)
     info_path = rdir / "server.json"
     info = _read_json(info_path)
     if info and _pid_alive(info.get("pid", 0)) and healthy(info["url"]):
+        # Name the token the running server was started with, never one it would refuse.
+        token = next((t for t in known_tokens(shared_root) if _sha(t) == info.get("token_sha256")), None)
         return ServerInfo(info["url"], info["pid"], token, Path(info["config"]), Path(info["log"]),
                           False, state.dashboard_url)
+    token = admin_token(shared_root)
     if not local.port_free(port, host):
         raise PortInUse(f"port {port} is taken; pick another with --port")
     ray = load_yaml_mapping(local.config_file(shared_root).read_text(), "ray config")
@@ -129,7 +144,8 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
             break
         if healthy(url):
             info_path.write_text(json.dumps({"pid": proc.pid, "url": url, "config": str(config),
-                                             "log": str(log_path)}, indent=2) + "\n")
+                                             "log": str(log_path), "token_sha256": _sha(token)},
+                                            indent=2) + "\n")
             return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url)
         time.sleep(0.2)
     if proc.poll() is None:

@@ -1,0 +1,78 @@
+"""A real `argus server` process for tests and benchmarks, over a database that outlives it.
+
+`ServerProcess(ray_config_path, workdir, admin_token, **scheduler)` writes a server config (the
+cluster's RayConfig as its `ray` section, SQLite under `workdir` unless `db_url` is given), then
+`start()` runs `python -m argus.client.cli server` and waits for `/healthz`; `kill()` is SIGKILL
+(a crash), `stop()` a clean stop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from argus.client.sdk import ArgusClient
+from argus.cluster.local import port_free
+
+
+def free_port(start: int) -> int:
+    while not port_free(start):
+        start += 1
+    return start
+
+
+class ServerProcess:
+    def __init__(self, ray_config_path: str | Path, workdir: Path, admin_token: str,
+                 db_url: str | None = None, port: int | None = None, **scheduler):
+        self.workdir = workdir
+        self.admin_token = admin_token
+        self.port = port or free_port(18480)
+        self.url = f"http://127.0.0.1:{self.port}"
+        ray = yaml.safe_load(Path(ray_config_path).read_text())
+        self.config = workdir / "server.yaml"
+        self.config.write_text(yaml.safe_dump({
+            "ray": ray,
+            "service": {"port": self.port, "db_url": db_url or f"sqlite:///{workdir}/argus.sqlite3"},
+            "scheduler": {"interval_s": 0.5, "retry_interval_s": 2, **scheduler},
+        }))
+        self.log = workdir / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        env = {**os.environ, "MVP_INTERNAL_TOKEN": self.admin_token}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "argus.client.cli", "server", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        admin = ArgusClient(self.url, self.admin_token, timeout=5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                admin.health()
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise RuntimeError(f"the server did not answer in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
