@@ -33,6 +33,7 @@ down: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/cluster_timing.py
+	$(BIN)/python bench/api_load.py --db sqlite
 
 clean: down
 	rm -rf $(VENV) .argus

@@ -80,6 +80,14 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def _checkpoints(db: Database, stop: threading.Event, every_s: float = 1.0) -> None:
+    while not stop.wait(every_s):
+        try:
+            db.checkpoint()
+        except Exception:  # a busy or failed checkpoint is retried at the next one
+            log.debug("checkpoint failed", exc_info=True)
+
+
 def create_app(
     settings: ArgusSettings,
     *,
@@ -91,7 +99,8 @@ def create_app(
     environ: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """Build the app; the database is migrated here, the scheduler starts with the app."""
-    db = db or open_database(settings.db_url)
+    own_checkpoints = db is None
+    db = db or open_database(settings.db_url, autocheckpoint=False)
     store = TaskStore(db)
     users = UserStore(db)
     jobs = jobs or RayJobTool(settings.ray)
@@ -106,6 +115,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         thread = None
+        if own_checkpoints and db.is_sqlite:
+            threading.Thread(target=_checkpoints, args=(db, stop), name="argus-checkpoint",
+                             daemon=True).start()
         if run:
             thread = threading.Thread(target=scheduler.run, args=(stop,), name="argus-scheduler",
                                       daemon=True)

@@ -36,13 +36,21 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.read.dialect.name == "sqlite"
 
+    def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database file (PASSIVE: never waits for,
+        nor blocks, a writer). The server runs this on a thread of its own, so no request pays
+        for a checkpoint's fsync; a no-op on PostgreSQL."""
+        if self.is_sqlite:
+            with self.read.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def dispose(self) -> None:
         self.read.dispose()
         if self.write is not self.read:
             self.write.dispose()
 
 
-def _sqlite_engine(url: str, begin: str, pool_size: int) -> sa.Engine:
+def _sqlite_engine(url: str, begin: str, pool_size: int, autocheckpoint: bool = True) -> sa.Engine:
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         pool_size=pool_size, max_overflow=0 if pool_size == 1 else 16, pool_timeout=60,
@@ -57,6 +65,8 @@ def _sqlite_engine(url: str, begin: str, pool_size: int) -> sa.Engine:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
+        if not autocheckpoint:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -66,14 +76,20 @@ def _sqlite_engine(url: str, begin: str, pool_size: int) -> sa.Engine:
     return engine
 
 
-def connect(url: str) -> Database:
+def connect(url: str, autocheckpoint: bool = True) -> Database:
     """Engines for `url` (`sqlite:///path` or `postgresql+psycopg://…`); the SQLite file's
-    directory is created."""
+    directory is created.
+
+    Args:
+        autocheckpoint: False leaves SQLite's checkpoints to `Database.checkpoint`, which the
+            caller then runs regularly (the server does, off the request path).
+    """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return Database(url, _sqlite_engine(url, "BEGIN", 8), _sqlite_engine(url, "BEGIN IMMEDIATE", 1))
+        return Database(url, _sqlite_engine(url, "BEGIN", 8),
+                        _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint))
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     return Database(url, engine, engine)
 
@@ -87,8 +103,8 @@ def migrate(db: Database) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, autocheckpoint: bool = True) -> Database:
     """Connect and migrate."""
-    db = connect(url)
+    db = connect(url, autocheckpoint)
     migrate(db)
     return db

@@ -47,6 +47,7 @@ tasks = sa.Table(
     sa.Column("ended_at", sa.Float),
     sa.Index("ix_tasks_user_seq", "user_id", "seq"),
     sa.Index("ix_tasks_state_seq", "state", "seq"),
+    sa.Index("ix_tasks_state_next_run", "state", "next_run_at"),
 )
 
 attempts = sa.Table(
