@@ -1,0 +1,129 @@
+"""The scheduling policy (pure): gang fit, order, fair share, limits, EASY backfill, reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from argus.domain.scheduling import Job, Limits, PendingCode, RunningJob, order, plan
+
+NOW = 1000.0
+
+
+def job(jid, gpus=1, nnodes=1, at=0.0, limit=3600.0, user="u", priority=500, **kw):
+    return Job(jid, user, nnodes, gpus, at, limit, priority, **kw)
+
+
+def started(p):
+    return [j.id for j, _ in p.start]
+
+
+def test_gang_needs_whole_bundles_on_distinct_nodes():
+    p = plan(NOW, [job("big", gpus=8)], [], {"a": 4, "b": 4}, "easy")
+    assert started(p) == []
+    w = p.waits["big"]
+    assert w.code == PendingCode.RESOURCES
+    assert "needs 1 node(s) x 8 GPU(s); largest free bundle is 4" in w.detail
+    p = plan(NOW, [job("two", gpus=4, nnodes=2)], [], {"a": 4, "b": 4}, "easy")
+    assert started(p) == ["two"]
+    assert p.start[0][1].gpus_by_node == {"a": 4, "b": 4}
+
+
+def test_fifo_blocks_everything_behind_the_first_that_does_not_fit():
+    q = [job("small0", at=0), job("big", gpus=8, at=1), job("small1", at=2)]
+    p = plan(NOW, q, [], {"a": 4, "b": 4}, "fifo")
+    assert started(p) == ["small0"]
+    assert p.waits["small1"].code == PendingCode.PRIORITY
+    assert "behind big" in p.waits["small1"].detail
+
+
+def test_easy_backfills_a_job_that_ends_before_the_reservation():
+    # a and b each have 2 GPUs held by jobs ending at 2000 and 5000; "big" needs 4 on one node.
+    running = [RunningJob("r1", "x", {"a": 2}, 2000.0), RunningJob("r2", "x", {"b": 2}, 5000.0)]
+    free = {"a": 2, "b": 2}
+    q = [job("big", gpus=4, at=0), job("short", gpus=2, at=1, limit=500), job("long", gpus=2, at=2, limit=5000)]
+    p = plan(NOW, q, running, free, "easy")
+    assert p.reserved == ("big", 2000.0)
+    assert p.waits["big"].estimated_start == 2000.0
+    # short ends by 1500 < 2000: it may use node a; long would still hold a GPU of a at 2000,
+    # but b's GPUs are not needed by big's reservation (big goes on a), so long takes b.
+    assert started(p) == ["short", "long"]
+    placements = {j.id: pl.gpus_by_node for j, pl in p.start}
+    assert placements["long"] == {"b": 2}
+
+
+def test_easy_refuses_a_backfill_that_would_delay_the_reserved_job():
+    running = [RunningJob("r1", "x", {"a": 2}, 2000.0)]
+    free = {"a": 2}
+    q = [job("big", gpus=4, at=0), job("long", gpus=2, at=1, limit=5000)]
+    p = plan(NOW, q, running, free, "easy")
+    assert started(p) == []
+    assert p.waits["long"].code == PendingCode.PRIORITY
+    assert "would delay big" in p.waits["long"].detail
+
+
+def test_a_job_that_can_never_fit_reserves_nothing_and_blocks_nobody():
+    q = [job("huge", gpus=16, at=0), job("small", at=1)]
+    p = plan(NOW, q, [], {"a": 8}, "easy")
+    assert started(p) == ["small"]
+    assert "cannot fit on the current nodes" in p.waits["huge"].detail
+    assert p.reserved is None
+
+
+def test_default_orders_by_priority_then_fair_share_then_time():
+    q = [job("old", at=0, user="heavy"), job("light", at=5, user="light"), job("urgent", at=9, priority=900, user="heavy")]
+    assert [j.id for j in order(q, "default", {"heavy": 100.0, "light": 1.0})] == ["urgent", "light", "old"]
+    assert [j.id for j in order(q, "easy", {"heavy": 100.0})] == ["old", "light", "urgent"]
+    p = plan(NOW, q, [], {"a": 1}, "default", usage={"heavy": 100.0, "light": 1.0})
+    assert started(p) == ["urgent"]
+
+
+def test_default_backfills_shortest_limits_first_behind_the_head():
+    running = [RunningJob("r", "x", {"a": 3}, 5000.0)]
+    q = [job("head", gpus=4, at=0), job("slow", gpus=1, at=1, limit=3000), job("quick", gpus=1, at=2, limit=100)]
+    p = plan(NOW, q, running, {"a": 1}, "default")
+    assert started(p) == ["quick"]  # one free GPU: the shortest goes first
+    assert p.waits["slow"].code == PendingCode.RESOURCES
+
+
+def test_per_user_gpu_limit_and_daily_hours():
+    running = [RunningJob("r", "alice", {"a": 3}, 5000.0)]
+    q = [job("a1", gpus=2, user="alice", at=0), job("b1", gpus=2, user="bob", at=1)]
+    p = plan(NOW, q, running, {"a": 5}, "easy", Limits(user_max_gpus=4))
+    assert started(p) == ["b1"]
+    assert p.waits["a1"].code == PendingCode.QUOTA_USER
+    assert "holds 3 GPU(s); the limit is 4" in p.waits["a1"].detail
+    p = plan(NOW, q, [], {"a": 8}, "easy", Limits(user_gpu_hours_per_day=10), day_usage={"bob": 12.5})
+    assert started(p) == ["a1"] and p.waits["b1"].code == PendingCode.QUOTA_USER
+
+
+def test_max_running_and_begin_time():
+    q = [job("later", at=0, not_before=NOW + 30), job("a", at=1), job("b", at=2)]
+    p = plan(NOW, q, [RunningJob("r", "x", {"n": 1}, 9e9)], {"n": 7}, "easy", Limits(max_running=2))
+    assert started(p) == ["a"]
+    assert p.waits["later"].code == PendingCode.BEGIN_TIME and p.waits["later"].estimated_start == NOW + 30
+    assert p.waits["b"].code == PendingCode.MAX_RUNNING
+
+
+def test_the_driver_gpu_counts_in_the_gang():
+    p = plan(NOW, [job("sft", gpus=2, driver_gpus=1)], [], {"a": 2}, "easy")
+    assert started(p) == [] and "+ 1 for the driver" in p.waits["sft"].detail
+    p = plan(NOW, [job("sft", gpus=2, driver_gpus=1)], [], {"a": 2, "b": 1}, "easy")
+    assert p.start[0][1].gpus_by_node == {"a": 2, "b": 1}
+
+
+@pytest.mark.parametrize("policy", ["fifo", "easy", "default"])
+def test_nothing_admitted_exceeds_free_gpus(policy):
+    free = {"a": 8, "b": 8, "c": 4}
+    q = [job(f"j{i}", gpus=g, nnodes=n, at=i) for i, (g, n) in enumerate([(8, 2), (4, 1), (2, 1), (8, 1), (1, 1), (4, 2)])]
+    p = plan(NOW, q, [], free, policy)
+    used = {}
+    for _, pl in p.start:
+        for node, g in pl.gpus_by_node.items():
+            used[node] = used.get(node, 0) + g
+    assert all(used.get(n, 0) <= free[n] for n in free)
+    assert set(started(p)) | set(p.waits) == {j.id for j in q}
+
+
+def test_unknown_policy_is_an_error():
+    with pytest.raises(ValueError, match="unknown policy"):
+        plan(NOW, [], [], {}, "lottery")
