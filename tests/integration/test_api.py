@@ -494,7 +494,7 @@ def test_users_see_only_their_own_tasks(api):
     mine = [p for p in pending if p["task_id"] in (ta, tb)]
     assert ids(mine) == [ta, tb]
     assert set(mine[0]) == {"task_id", "user_id", "state", "next_run_at", "pending_reason",
-                            "created_at"}
+                            "created_at", "priority", "estimated_start"}
     assert [(p["user_id"], p["state"]) for p in mine] == [(a.user_id, "QUEUED"),
                                                           (b.user_id, "QUEUED")]
     assert api.get(api.admin, f"/api/v2/tasks/{ta}").json()["user_id"] == a.user_id

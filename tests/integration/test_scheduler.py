@@ -40,7 +40,7 @@ class World:
              "scheduler": {"retry_interval_s": 30, **sched}}, environ={})
         self.db = open_database(self.settings.db_url)
         self.store = TaskStore(self.db)
-        self.jobs = FakeJobs()
+        self.jobs = FakeJobs(clock=lambda: self.now)
         self.snaps = FakeSnapshots(gpus if gpus is not None else {"w1": 4, "w2": 4})
         self.now = T0
         self.n = 0
@@ -56,7 +56,8 @@ class World:
         tid = f"mvp2-{user}-{workload}-20270115-080000-{self.n:04x}"
         self.store.create(task_id=tid, user_id=user, workload=workload, jobspec_yaml=text,
                           nnodes=spec.nnodes, n_gpus_per_node=spec.n_gpus_per_node,
-                          driver_gpus=driver_gpus(spec), now=self.now)
+                          driver_gpus=driver_gpus(spec), now=self.now, priority=spec.priority,
+                          time_limit_s=spec.time_limit_s or self.settings.scheduler.default_time_limit_s)
         return tid
 
     def tick(self, dt: float = 1.0) -> None:
@@ -116,7 +117,8 @@ def test_a_gang_needs_whole_bundles_per_node_not_aggregate_gpus(world):
     task = world.store.get(big)
     assert "needs 1 node(s) x 8 GPU(s)" in task["pending_reason"]
     assert "largest free bundle is 4" in task["pending_reason"]
-    assert task["next_run_at"] == world.now + 30
+    assert "cannot fit on the current nodes" in task["pending_reason"]
+    assert (task["pending_code"], task["estimated_start"], task["next_run_at"]) == ("Resources", None, None)
     assert world.state(two) == "SUBMITTED"
     assert sorted(eval_placement(world, two)) == ["w1", "w2"]
 
@@ -286,7 +288,7 @@ def test_draining_nodes_take_no_new_work(world):
     world.snaps.draining = {"w1", "w2"}
     tid = world.add()
     world.tick()
-    assert world.store.get(tid)["pending_reason"] == "no schedulable worker node is alive"
+    assert world.store.get(tid)["pending_reason"].startswith("no schedulable worker node is alive")
 
 
 def test_submission_failure_other_than_ray_unavailable_fails_the_task(world):
@@ -326,3 +328,82 @@ def test_the_first_pass_after_a_start_is_always_full(world):
     world.sched = world.new_scheduler()
     world.sched.tick(world.now + 1, full=False)
     assert world.state(tid) == "SUCCEEDED"
+
+
+def test_a_task_is_stopped_at_its_time_limit_and_its_gpus_are_free_again(world):
+    tid = world.add(n_gpus_per_node=4, time_limit="30s")
+    other = world.add(n_gpus_per_node=4)
+    world.tick()
+    world.jobs.run(f"{tid}--a01")
+    world.tick()
+    assert world.store.get(tid)["time_limit_s"] == 30
+    waiting = world.add(n_gpus_per_node=4)
+    world.tick(10)
+    assert world.state(waiting) == "PENDING_RESOURCES"
+    assert world.state(tid) == "RUNNING"
+    world.tick(25)  # 36 s after it started
+    task = world.store.get(tid)
+    assert (task["state"], task["error_summary"]) == ("TIMEOUT", "stopped at its time limit (30s)")
+    assert world.jobs.jobs[f"{tid}--a01"].status == "STOPPED"
+    assert world.store.events(tid)[-1]["reason"] == "time limit 30s reached"
+    assert world.state(waiting) == "SUBMITTED"  # the GPUs it held are free again
+    assert world.state(other) == "SUBMITTED"
+
+
+def test_higher_priority_starts_first_and_the_blocked_head_gets_an_estimated_start(world):
+    a = world.add(n_gpus_per_node=4, time_limit="1h")
+    b = world.add(n_gpus_per_node=4, time_limit="2h")
+    world.tick()
+    for t in (a, b):
+        world.jobs.run(f"{t}--a01")
+    low = world.add(n_gpus_per_node=4)
+    high = world.add(n_gpus_per_node=4, priority=900)
+    world.tick()
+    head = world.store.get(high)
+    assert head["pending_code"] == "Resources"
+    assert head["estimated_start"] == pytest.approx(world.now - 1 + 3600, abs=2)
+    assert world.store.get(low)["pending_code"] == "Resources"
+    world.jobs.finish(f"{a}--a01")
+    world.tick()
+    assert (world.state(high), world.state(low)) == ("SUBMITTED", "PENDING_RESOURCES")
+
+
+def test_a_short_task_backfills_beside_a_blocked_big_one_without_delaying_it(world):
+    holder = world.add(n_gpus_per_node=2, time_limit="1h")
+    world.tick()
+    world.jobs.run(f"{holder}--a01")
+    big = world.add(nnodes=2, n_gpus_per_node=4)  # needs both nodes whole: waits for holder
+    long = world.add(n_gpus_per_node=2, time_limit="3h")  # would delay big
+    short = world.add(n_gpus_per_node=2, time_limit="10m")  # ends before big can start
+    world.tick()
+    assert world.state(big) == "PENDING_RESOURCES"
+    assert world.state(short) == "SUBMITTED"
+    assert world.store.get(long)["pending_code"] == "Priority"
+    assert f"would delay {big}" in world.store.get(long)["pending_reason"]
+
+
+def test_a_nudged_pass_does_not_jump_a_blocked_head(world):
+    holder = world.add(n_gpus_per_node=4, time_limit="1h")
+    other = world.add(n_gpus_per_node=2, time_limit="1h")
+    world.tick()
+    big = world.add(nnodes=2, n_gpus_per_node=4)
+    world.tick()
+    assert world.state(big) == "PENDING_RESOURCES"
+    late = world.add(n_gpus_per_node=2, time_limit="3h")  # fits now, but would delay big
+    world.now += 0.1
+    world.sched.tick(world.now, full=False)
+    assert world.state(late) == "QUEUED"
+    world.tick()
+    assert world.store.get(late)["pending_code"] == "Priority"
+    assert {world.state(holder), world.state(other)} == {"SUBMITTED"}
+
+
+def test_user_gpu_limit_holds_a_users_task_with_quota_user(sandbox, tmp_path):
+    world = World(sandbox, tmp_path, user_max_gpus=4)
+    a1 = world.add(n_gpus_per_node=4)
+    a2 = world.add(n_gpus_per_node=2)
+    b1 = world.add(n_gpus_per_node=2, user="bob")
+    world.tick()
+    assert (world.state(a1), world.state(b1)) == ("SUBMITTED", "SUBMITTED")
+    task = world.store.get(a2)
+    assert task["pending_code"] == "QuotaUser" and "the limit is 4" in task["pending_reason"]

@@ -103,6 +103,7 @@ class Plan:
     start: list[tuple[Job, Placement]] = field(default_factory=list)
     waits: dict[str, Wait] = field(default_factory=dict)
     reserved: tuple[str, float] | None = None  # (job id, reserved start)
+    blocked_by: str | None = None  # the job that waits for resources at the head of the order
 
 
 def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = None) -> list[Job]:
@@ -188,9 +189,6 @@ def plan(
         result.waits[job.id] = Wait(code, detail if explain else "", est)
 
     candidates = jobs
-    if policy == "default":
-        # The head keeps its order; behind it, the shortest limits are tried first for backfill.
-        candidates = jobs
     backfill_sorted = False
     i = 0
     while i < len(candidates):
@@ -244,6 +242,7 @@ def plan(
         # It does not fit now.
         if head is None:
             head = job
+            result.blocked_by = job.id
             reason = cap.why_not(demand) if explain else ""
             if policy == "fifo":
                 wait(job, PendingCode.RESOURCES, reason)
@@ -253,6 +252,7 @@ def plan(
             if res is None:
                 wait(job, PendingCode.RESOURCES, f"{reason}; it cannot fit on the current nodes")
                 head = None  # an impossible job reserves nothing and blocks nobody
+                result.blocked_by = None
                 continue
             shadow, future, at = res
             spare = dict(future)

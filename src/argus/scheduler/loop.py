@@ -28,10 +28,13 @@ from typing import Any, Callable
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.cluster.jobs import RayJobTool
-from argus.domain.admission import Candidate, Capacity, Demand, free_gpus, plan_admission
+from argus.domain.admission import free_gpus
+from argus.domain.durations import format_duration
+from argus.domain.scheduling import Job, Limits, RunningJob, plan
 from argus.domain.failure import FailureCause
 from argus.domain.task import (
-    ACTIVE_STATES, FINAL_STATES, RAY_FINAL_STATUSES, TaskState, attempt_submission_id,
+    ACTIVE_STATES, FINAL_STATES, RAY_FINAL_STATUSES, WAITING_STATES, TaskState,
+    attempt_submission_id,
 )
 from argus.domain.paths import job_root as compute_job_root
 from argus.scheduler.policy import Outcome, decide_outcome
@@ -62,6 +65,8 @@ class Scheduler:
         self.submit_latency: list[float] = []  # acceptance -> submit_job returned, seconds
         self._just_deferred: set[str] = set()
         self._need_sync = False
+        self._blocked_by: str | None = None
+        self._usage: tuple[dict[str, float], dict[str, float]] | None = None
         self._wake = threading.Event()
         self._lock = threading.Lock()
 
@@ -109,15 +114,13 @@ class Scheduler:
             self._just_deferred: set[str] = set()
             full = full or not self.reconciled
             try:
-                ended = False
                 if full:
                     self._need_sync = False
-                    ended = self.sync(now)
+                    self.sync(now)
                     self.archive()
                 if not self.reconciled:
                     self.reconciled = True
-                    ended = True  # after a restart, every pending task is worth a look
-                self.admit(now, all_pending=ended)
+                self.admit(now, full=full)
                 self.last_error = None
             except ClusterUnavailable as exc:
                 self.last_error = str(exc)
@@ -172,7 +175,23 @@ class Scheduler:
                       "failure_kind": FailureCause.PLATFORM.value}
         if fields != {k: attempt.get(k) for k in fields}:
             self.store.update_attempt(sid, **fields)
+            attempt = {**attempt, **fields}
+        limit = task["time_limit_s"]
+        if outcome.state in ACTIVE_STATES and now - self._started(attempt, now) >= limit:
+            return self._time_out(task, attempt, now)
         return self._apply(task, attempt, outcome, now)
+
+    def _time_out(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> bool:
+        """Stop the Ray job at the task's time limit; the task ends TIMEOUT."""
+        limit = format_duration(task["time_limit_s"])
+        if self.store.transition(task["task_id"], TaskState.TIMEOUT, now, f"time limit {limit} reached",
+                                 attempt["attempt_no"],
+                                 error_summary=f"stopped at its time limit ({limit})"):
+            try:
+                self.jobs.stop(attempt["ray_submission_id"])
+            except ClusterError:
+                pass  # the archive pass stops it once Ray answers
+        return True
 
     def _apply(self, task: dict[str, Any], attempt: dict[str, Any], outcome: Outcome, now: float) -> bool:
         tid, no = task["task_id"], attempt["attempt_no"]
@@ -182,8 +201,10 @@ class Scheduler:
         extra: dict[str, Any] = {}
         if outcome.state == TaskState.PENDING_RESOURCES:
             self._just_deferred.add(tid)  # waits retry_interval_s, even if others become due
-            extra = {"pending_reason": outcome.evidence,
-                     "next_run_at": now + self.settings.scheduler.retry_interval_s}
+            retry = self.settings.scheduler.retry_interval_s
+            extra = {"pending_code": "BeginTime", "estimated_start": now + retry,
+                     "pending_reason": f"retrying in {retry:g}s after: {outcome.evidence}",
+                     "next_run_at": now + retry}
         if outcome.cause is not None:
             extra.update(failure_cause=outcome.cause.value, error_summary=outcome.evidence)
         self.store.transition(tid, outcome.state, now, outcome.reason, no, **extra)
@@ -212,36 +233,82 @@ class Scheduler:
                                       end_time=view.end_time)
 
     # -- 3. admission ---------------------------------------------------------------------
-    def capacity(self) -> Capacity:
+    def free_gpus(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]]) -> dict[str, float]:
         """Free GPUs per schedulable node: Ray's view, less what admitted tasks hold."""
         snap = self.snapshots.snapshot()
-        nodes = [n for n in snap.schedulable()]
+        nodes = snap.schedulable()
         held: dict[str, float] = {}
-        active = self.store.in_states([s.value for s in ACTIVE_STATES])
-        for attempt in self.store.latest_attempts([t["task_id"] for t in active]).values():
-            for node, gpus in json.loads(attempt["placement"] or "{}").items():
+        for t in active:
+            attempt = latest.get(t["task_id"])
+            for node, gpus in json.loads((attempt or {}).get("placement") or "{}").items():
                 held[node] = held.get(node, 0.0) + float(gpus)
-        return Capacity.of(free_gpus(
-            {n.node_id: n.available_gpus for n in nodes},
-            {n.node_id: n.total_gpus for n in nodes}, held))
+        return free_gpus({n.node_id: n.available_gpus for n in nodes},
+                         {n.node_id: n.total_gpus for n in nodes}, held)
 
-    def admit(self, now: float, all_pending: bool = False) -> None:
-        due = [t for t in self.store.due(now, all_pending=all_pending)
-               if t["task_id"] not in self._just_deferred]
-        if not due:
+    def usage(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Per user: decayed GPU-hours (fair share) and GPU-hours over the last 24 hours."""
+        half_life = self.settings.scheduler.fair_share_half_life_h * 3600
+        decayed: dict[str, float] = {}
+        day: dict[str, float] = {}
+        for r in self.store.usage_rows(now - 10 * half_life):
+            gpus = r["nnodes"] * r["n_gpus_per_node"] + r["driver_gpus"]
+            start, end = r["start_time"], min(r["end_time"] or now, now)
+            if end <= start:
+                continue
+            hours = gpus * (end - start) / 3600
+            decayed[r["user_id"]] = decayed.get(r["user_id"], 0.0) + hours * 0.5 ** ((now - end) / half_life)
+            overlap = end - max(start, now - 86400)
+            if overlap > 0:
+                day[r["user_id"]] = day.get(r["user_id"], 0.0) + gpus * overlap / 3600
+        return decayed, day
+
+    def admit(self, now: float, full: bool = True) -> None:
+        """Plan with the policy and act on it: start what it starts, record why others wait.
+
+        A full pass plans the whole queue. A nudged pass plans only new and due tasks, and only
+        when the last full pass left no task waiting for resources at the head of the order
+        (else it could jump ahead of that task; the next full pass decides instead).
+        """
+        cfg = self.settings.scheduler
+        if full:
+            waiting = self.store.in_states([s.value for s in WAITING_STATES])
+        elif self._blocked_by is not None:
             return
-        capacity = self.capacity()
-        running = len(self.store.in_states([s.value for s in ACTIVE_STATES]))
-        cands = [Candidate(t["task_id"], Demand(t["nnodes"], t["n_gpus_per_node"], t["driver_gpus"]))
-                 for t in due]
-        decisions = plan_admission(cands, capacity, running, self.settings.scheduler.max_running_tasks)
-        by_id = {t["task_id"]: t for t in due}
-        waits = [(d.task_id, d.reason or "waiting") for d in decisions if not d.admitted]
-        if waits:
-            self.store.defer(waits, now + self.settings.scheduler.retry_interval_s, now)
-        for d in decisions:
-            if d.admitted:
-                self._admit_one(by_id[d.task_id], d.placement.to_json(), now)
+        else:
+            waiting = self.store.due(now)
+        waiting = [t for t in waiting if t["task_id"] not in self._just_deferred]
+        if not waiting:
+            if full:
+                self._blocked_by = None
+            return
+        active = self.store.in_states([s.value for s in ACTIVE_STATES])
+        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        free = self.free_gpus(active, latest)
+        if full or self._usage is None:
+            self._usage = self.usage(now)
+        running = [RunningJob(t["task_id"], t["user_id"],
+                              json.loads((latest.get(t["task_id"]) or {}).get("placement") or "{}"),
+                              self._started(latest.get(t["task_id"]), now) + t["time_limit_s"])
+                   for t in active]
+        jobs = [Job(t["task_id"], t["user_id"], t["nnodes"], t["n_gpus_per_node"], t["created_at"],
+                    t["time_limit_s"], t["priority"], t["driver_gpus"], t["next_run_at"])
+                for t in waiting]
+        limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
+        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage)
+        if full:
+            self._blocked_by = result.blocked_by
+        self.store.record_waits([(tid, w.code.value, w.detail, w.estimated_start)
+                                 for tid, w in result.waits.items()], now)
+        by_id = {t["task_id"]: t for t in waiting}
+        for job, placement in result.start:
+            self._admit_one(by_id[job.id], placement.to_json(), now)
+
+    @staticmethod
+    def _started(attempt: dict[str, Any] | None, now: float) -> float:
+        """When an attempt's time limit started counting: Ray's start, else its submission."""
+        if attempt is None:
+            return now
+        return attempt.get("start_time") or attempt.get("submitted_at") or attempt.get("created_at") or now
 
     def _admit_one(self, task: dict[str, Any], placement: dict[str, float], now: float) -> None:
         tid = task["task_id"]

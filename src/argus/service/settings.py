@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import Field, field_validator
 
+from argus.domain.durations import parse_duration
 from argus.spec.config import RayConfig, StrictModel, default_shared_root, parse_ray_config
 from argus.spec.errors import Problem, SpecError
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
@@ -49,6 +50,30 @@ class SchedulerSettings(StrictModel):
     max_attempts: int = Field(default=3, ge=1)
     # Log lines kept in memory per archive fetch, and the log tail given to the classifier.
     log_tail_lines: int = Field(default=200, ge=1)
+    # fifo (the seeds'), easy (FIFO + EASY backfill) or default (priority, fair share, backfill).
+    policy: Literal["fifo", "easy", "default"] = "default"
+    # A task without `time_limit` gets the default; none may ask for more than the maximum.
+    default_time_limit: str | int = "24h"
+    max_time_limit: str | int = "7d"
+    # Per user: GPUs held at once, and GPU-hours over the last 24 hours (None: no limit).
+    user_max_gpus: float | None = Field(default=None, gt=0)
+    user_gpu_hours_per_day: float | None = Field(default=None, gt=0)
+    # Fair share: GPU-hours used count half as much after this many hours.
+    fair_share_half_life_h: float = Field(default=168.0, gt=0)
+
+    @field_validator("default_time_limit", "max_time_limit")
+    @classmethod
+    def _duration(cls, v: str | int) -> str | int:
+        parse_duration(v)
+        return v
+
+    @property
+    def default_time_limit_s(self) -> float:
+        return parse_duration(self.default_time_limit)
+
+    @property
+    def max_time_limit_s(self) -> float:
+        return parse_duration(self.max_time_limit)
 
 
 class ArgusSettings(StrictModel):

@@ -24,13 +24,14 @@ import sqlalchemy as sa
 
 from argus.cluster.errors import ClusterError, JobNotFound
 from argus.cluster.jobs import RayJobTool, tail_lines
+from argus.domain.durations import format_duration
 from argus.domain.task import (
     ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState, new_task_id, parse_task_id,
 )
 from argus.service.auth import Identity
 from argus.service.errors import APIError, not_found
 from argus.service.settings import ArgusSettings
-from argus.service.views import attempt_view, iso, task_detail, task_summary
+from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
 from argus.spec.inputs import input_problems
@@ -108,6 +109,34 @@ class TaskService:
         self.checks.check(spec, rendered, "task spec")
         return spec
 
+    def time_limit_s(self, spec: TaskSpec) -> float:
+        """The spec's time limit, else the default; more than the maximum is refused.
+
+        Raises:
+            SpecError: `time_limit` is over `scheduler.max_time_limit`.
+        """
+        cfg = self.settings.scheduler
+        limit = spec.time_limit_s or cfg.default_time_limit_s
+        if limit > cfg.max_time_limit_s:
+            raise SpecError("task spec", [Problem(
+                "time_limit", f"must be at most {format_duration(cfg.max_time_limit_s)} "
+                              f"(the server's scheduler.max_time_limit)")])
+        return limit
+
+    def set_priority(self, who: Identity, task_id: str, priority: Any) -> dict[str, Any]:
+        """Admin only: change a waiting task's priority.
+
+        Raises:
+            APIError: 400 not an integer 0-1000, 404 unknown, 409 the task is not waiting.
+        """
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 1000:
+            raise APIError(400, "invalid priority", [Problem("priority", "must be an integer from 0 to 1000")])
+        row = self._own(who, task_id)
+        if not self.store.set_priority(task_id, priority, self.clock(), who.user_id):
+            raise APIError(409, f"task {task_id} is {row['state']}: only a waiting task's priority can change")
+        self.nudge(sync=True)
+        return {"task_id": task_id, "priority": priority}
+
     def needs_compose(self, parsed: tuple[TaskSpec, Rendered]) -> bool:
         """Whether checking `parsed` composes against verl (slow) rather than hits the cache."""
         spec, rendered = parsed
@@ -123,6 +152,7 @@ class TaskService:
             SpecError: the spec is invalid (nothing is stored).
         """
         spec, rendered = parsed or self.parse(text)
+        limit = self.time_limit_s(spec)
         self.checks.check(spec, rendered, "task spec")
         now = self.clock()
         when = datetime.fromtimestamp(now, tz=timezone.utc)
@@ -132,7 +162,8 @@ class TaskService:
                 self.store.create(task_id=task_id, user_id=who.user_id, workload=spec.workload,
                                   jobspec_yaml=text, nnodes=spec.nnodes,
                                   n_gpus_per_node=spec.n_gpus_per_node,
-                                  driver_gpus=driver_gpus(spec), now=now)
+                                  driver_gpus=driver_gpus(spec), now=now,
+                                  priority=spec.priority, time_limit_s=limit)
                 break
             except sa.exc.IntegrityError:
                 continue  # the same id in the same second: draw another suffix
@@ -180,7 +211,8 @@ class TaskService:
         latest = self.store.latest_attempts([t["task_id"] for t in active])
         return {
             "pending": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
-                         "next_run_at": iso(t["next_run_at"]), "pending_reason": t["pending_reason"],
+                         "priority": t["priority"], "next_run_at": iso(t["next_run_at"]),
+                         "pending_reason": pending_reason(t), "estimated_start": iso(t["estimated_start"]),
                          "created_at": iso(t["created_at"])} for t in waiting],
             "running": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
                          "ray_submission_id": latest.get(t["task_id"], {}).get("ray_submission_id")}

@@ -30,6 +30,14 @@ def attempt_view(a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pending_reason(row: dict[str, Any]) -> str | None:
+    """`Code: detail`, Slurm-like (Resources, Priority, QuotaUser, MaxRunning, BeginTime)."""
+    if row.get("pending_reason") is None:
+        return None
+    code = row.get("pending_code")
+    return f"{code}: {row['pending_reason']}" if code else row["pending_reason"]
+
+
 def task_summary(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "task_id": row["task_id"],
@@ -37,7 +45,8 @@ def task_summary(row: dict[str, Any]) -> dict[str, Any]:
         "workload": row["workload"],
         "state": row["state"],
         "failure_cause": row["failure_cause"],
-        "pending_reason": row["pending_reason"],
+        "pending_reason": pending_reason(row),
+        "priority": row["priority"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         "desired_resources": resources(row),
@@ -55,8 +64,12 @@ def task_detail(row: dict[str, Any], latest: dict[str, Any] | None) -> dict[str,
         "latest_attempt": attempt_view(latest) if latest else None,
         "error_summary": row["error_summary"],
         "failure_cause": row["failure_cause"],
-        "pending_reason": row["pending_reason"],
+        "pending_reason": pending_reason(row),
+        "pending_code": row["pending_code"],
+        "estimated_start": iso(row["estimated_start"]),
         "next_run_at": iso(row["next_run_at"]),
+        "priority": row["priority"],
+        "time_limit_s": row["time_limit_s"],
         "attempts": row["attempts"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),

@@ -4,7 +4,8 @@ Owns the seeds' fields exactly (`workload`, `submission_id`, `code_path`, `model
 `train_file`, `val_file`, `nnodes`, `n_gpus_per_node`, `total_epochs`, `total_training_steps`,
 `save_freq`, `test_freq`, `trainer_device`) plus what real verl needs that the seeds leave out:
 `rollout_engine`, `rollout_n`, `critic_model_id`, `max_ckpt_to_keep`, `experiment_name`,
-`wandb`, `overrides` and `env_vars`. Invariants: paths are absolute, free text is safe to quote
+`wandb`, `overrides` and `env_vars`, and for the service's scheduler `priority` (0-1000,
+default 500) and `time_limit` (`90m`, `2h`, … ). Invariants: paths are absolute, free text is safe to quote
 for Hydra, `save_freq` defaults to the seeds' disk rule (10), and `overrides` never touch the
 keys that Argus manages (the job's own directory, the gang shape).
 """
@@ -17,12 +18,14 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from argus.domain.durations import parse_duration
 from argus.spec.config import StrictModel, check_env_vars
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
 
 Workload = Literal["ppo", "grpo", "sft"]
 SUBMISSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_SAVE_FREQ = 10
+DEFAULT_PRIORITY = 500
 # Free text goes to Hydra inside single quotes: these would end the quote or interpolate.
 _UNSAFE_TEXT = ("'", "\\", "$")
 # Environment variables that Argus or verl itself sets; Ray refuses a conflicting merge.
@@ -96,6 +99,21 @@ class TaskSpec(StrictModel):
     wandb: WandbSpec | None = None
     overrides: list[str] = Field(default_factory=list)
     env_vars: dict[str, Any] = Field(default_factory=dict)
+    # Scheduling (the service): higher starts first among waiting tasks; the run is stopped
+    # (TIMEOUT) at its time limit, default and maximum set by the server's config.
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=1000)
+    time_limit: str | int | None = None
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time_limit(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @property
+    def time_limit_s(self) -> float | None:
+        return None if self.time_limit is None else parse_duration(self.time_limit)
 
     @field_validator("submission_id")
     @classmethod

@@ -67,14 +67,15 @@ class TaskStore:
 
     # -- create ---------------------------------------------------------------------------
     def create(self, *, task_id: str, user_id: str, workload: str, jobspec_yaml: str,
-               nnodes: int, n_gpus_per_node: int, driver_gpus: float, now: float) -> None:
+               nnodes: int, n_gpus_per_node: int, driver_gpus: float, now: float,
+               priority: int = 500, time_limit_s: float = 86400.0) -> None:
         """Insert a QUEUED task and its first event."""
         with self.db.write.begin() as conn:
             conn.execute(tasks.insert().values(
                 task_id=task_id, user_id=user_id, workload=workload,
                 state=TaskState.QUEUED.value, jobspec_yaml=jobspec_yaml, nnodes=nnodes,
                 n_gpus_per_node=n_gpus_per_node, driver_gpus=driver_gpus, attempts=0,
-                created_at=now, updated_at=now))
+                created_at=now, updated_at=now, priority=priority, time_limit_s=time_limit_s))
             self._event(conn, task_id, now, None, TaskState.QUEUED.value, "accepted")
 
     # -- transitions ----------------------------------------------------------------------
@@ -91,39 +92,70 @@ class TaskStore:
                 return False
             return self._move(conn, task, to, now, reason, attempt_no, fields)
 
-    def defer(self, waits: Sequence[tuple[str, str]], next_run_at: float, now: float) -> int:
-        """Waiting tasks that do not fit: PENDING_RESOURCES with a reason and `next_run_at`.
+    def record_waits(self, waits: Sequence[tuple[str, str, str, float | None]], now: float) -> int:
+        """Why waiting tasks wait: (task_id, code, detail, estimated_start) for each.
 
-        One transaction for all of them, written in bulk: the rows are read (and, on PostgreSQL,
-        locked) first, so each UPDATE is still a compare-and-set on the state read. An event is
-        written only when the state or the reason changes. Returns how many changed state.
+        A QUEUED task becomes PENDING_RESOURCES. One transaction for all of them, written in
+        bulk and only where something changed: the rows are read (and, on PostgreSQL, locked)
+        first, so each UPDATE is still a compare-and-set on the state read. An event is written
+        when the state or the reason's code changes. Returns how many changed state.
         """
         if not waits:
             return 0
-        reasons = dict(waits)
+        by_id = {w[0]: w for w in waits}
         with self.db.write.begin() as conn:
-            q = sa.select(tasks.c.task_id, tasks.c.state, tasks.c.pending_reason).where(
-                tasks.c.task_id.in_(list(reasons)),
+            q = sa.select(tasks.c.task_id, tasks.c.state, tasks.c.pending_code, tasks.c.pending_reason,
+                          tasks.c.estimated_start).where(
+                tasks.c.task_id.in_(list(by_id)),
                 tasks.c.state.in_([TaskState.QUEUED.value, TaskState.PENDING_RESOURCES.value]))
             if not self.db.is_sqlite:
                 q = q.with_for_update()
-            rows = conn.execute(q).all()
-            if not rows:
-                return 0
-            conn.execute(
-                tasks.update().where(tasks.c.task_id == sa.bindparam("tid"),
-                                     tasks.c.state == sa.bindparam("old"))
-                .values(state=TaskState.PENDING_RESOURCES.value, pending_reason=sa.bindparam("reason"),
-                        next_run_at=next_run_at, updated_at=now),
-                [{"tid": r.task_id, "old": r.state, "reason": reasons[r.task_id]} for r in rows])
-            events = [{"task_id": r.task_id, "at": now, "from_state": r.state,
-                       "to_state": TaskState.PENDING_RESOURCES.value, "attempt_no": None,
-                       "reason": reasons[r.task_id]}
-                      for r in rows
-                      if r.state != TaskState.PENDING_RESOURCES or r.pending_reason != reasons[r.task_id]]
+            changes, events = [], []
+            for r in conn.execute(q).all():
+                _, code, detail, est = by_id[r.task_id]
+                if code == "BeginTime" and r.pending_code == code:
+                    detail = r.pending_reason  # keep the evidence of the failed start
+                if (r.state, r.pending_code, r.pending_reason, r.estimated_start) == (
+                        TaskState.PENDING_RESOURCES.value, code, detail, est):
+                    continue
+                changes.append({"tid": r.task_id, "old": r.state, "code": code, "detail": detail, "est": est})
+                if r.state != TaskState.PENDING_RESOURCES or r.pending_code != code:
+                    events.append({"task_id": r.task_id, "at": now, "from_state": r.state,
+                                   "to_state": TaskState.PENDING_RESOURCES.value, "attempt_no": None,
+                                   "reason": f"{code}: {detail}"})
+            if changes:
+                conn.execute(
+                    tasks.update().where(tasks.c.task_id == sa.bindparam("tid"),
+                                         tasks.c.state == sa.bindparam("old"))
+                    .values(state=TaskState.PENDING_RESOURCES.value, pending_code=sa.bindparam("code"),
+                            pending_reason=sa.bindparam("detail"), estimated_start=sa.bindparam("est"),
+                            updated_at=now),
+                    changes)
             if events:
                 conn.execute(task_events.insert(), events)
-            return sum(1 for r in rows if r.state == TaskState.QUEUED)
+            return sum(1 for c in changes if c["old"] == TaskState.QUEUED)
+
+    def set_priority(self, task_id: str, priority: int, now: float, by: str) -> bool:
+        """Change a waiting task's priority (with an event); False when it is not waiting."""
+        with self.db.write.begin() as conn:
+            task = self._locked_task(conn, task_id)
+            if task is None or task["state"] not in (TaskState.QUEUED, TaskState.PENDING_RESOURCES):
+                return False
+            conn.execute(tasks.update().where(tasks.c.task_id == task_id, tasks.c.state == task["state"])
+                         .values(priority=priority, updated_at=now))
+            self._event(conn, task_id, now, task["state"], task["state"],
+                        f"priority {task['priority']} -> {priority} by {by}")
+            return True
+
+    def usage_rows(self, since: float) -> list[dict[str, Any]]:
+        """Attempts that ran after `since` (or still run): user, GPUs, start and end."""
+        q = (sa.select(tasks.c.user_id, tasks.c.nnodes, tasks.c.n_gpus_per_node, tasks.c.driver_gpus,
+                       attempts.c.start_time, attempts.c.end_time)
+             .join(tasks, tasks.c.task_id == attempts.c.task_id)
+             .where(attempts.c.start_time.is_not(None),
+                    sa.or_(attempts.c.end_time.is_(None), attempts.c.end_time > since)))
+        with self.db.read.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     def start_attempt(self, task_id: str, expected_attempts: int, job_root: str,
                       placement: dict[str, float], now: float) -> dict[str, Any] | None:
@@ -141,7 +173,8 @@ class TaskStore:
             if not self._move(conn, task, TaskState.SUBMITTED, now, f"attempt {attempt_no}",
                               attempt_no, {"attempts": attempt_no, "pending_reason": None,
                                            "next_run_at": None, "failure_cause": None,
-                                           "error_summary": None}):
+                                           "error_summary": None, "pending_code": None,
+                                           "estimated_start": None}):
                 return None
             conn.execute(attempts.insert().values(
                 task_id=task_id, attempt_no=attempt_no, ray_submission_id=sid,
@@ -240,4 +273,5 @@ class TaskStore:
 
 _SUMMARY = ("seq", "task_id", "user_id", "workload", "state", "nnodes", "n_gpus_per_node",
             "driver_gpus", "attempts", "failure_cause", "error_summary", "pending_reason",
-            "next_run_at", "created_at", "updated_at", "ended_at")
+            "next_run_at", "created_at", "updated_at", "ended_at", "priority", "time_limit_s",
+            "pending_code", "estimated_start")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from argus.cluster.errors import ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.cluster.jobs import JobView, tail_lines
@@ -26,6 +26,8 @@ class FakeJob:
     status: str = "PENDING"
     message: str | None = None
     log: str = ""
+    start_time: float | None = None
+    end_time: float | None = None
 
 
 @dataclass
@@ -36,6 +38,7 @@ class FakeJobs:
     submits: list[str] = field(default_factory=list)
     stops: list[str] = field(default_factory=list)
     status_calls: int = 0
+    clock: Callable[[], float] = time.time
     down: bool = False
     fail_next_submit: Exception | None = None
 
@@ -68,7 +71,7 @@ class FakeJobs:
         if diagnose and job.status == "FAILED":
             diag = classify_failure(job.status, job.message, job.log, None)
         return JobView(sid, job.status, job.message, "node-1", "127.0.0.1", None,
-                       time.time(), None, job.request.get("entrypoint"), {}, diag)
+                       job.start_time, job.end_time, job.request.get("entrypoint"), {}, diag)
 
     def stop(self, sid: str) -> bool:
         job = self._job(sid)
@@ -76,6 +79,7 @@ class FakeJobs:
         if job.status in ("SUCCEEDED", "FAILED", "STOPPED"):
             return False
         job.status = "STOPPED"
+        job.end_time = self.clock()
         return True
 
     def logs(self, sid: str, tail: int | None = None) -> str:
@@ -83,17 +87,24 @@ class FakeJobs:
 
     # -- what a test does to the "cluster" ---------------------------------------------
     def run(self, sid: str, log: str = "") -> None:
-        self.jobs[sid].status = "RUNNING"
-        self.jobs[sid].log += log
+        job = self.jobs[sid]
+        job.status = "RUNNING"
+        job.start_time = job.start_time or self.clock()
+        job.log += log
+
+    def _end(self, sid: str, status: str, log: str) -> FakeJob:
+        job = self.jobs[sid]
+        job.status = status
+        job.start_time = job.start_time or self.clock()
+        job.end_time = self.clock()
+        job.log += log
+        return job
 
     def finish(self, sid: str, log: str = "") -> None:
-        self.jobs[sid].status = "SUCCEEDED"
-        self.jobs[sid].log += log
+        self._end(sid, "SUCCEEDED", log)
 
     def fail(self, sid: str, message: str, log: str = "") -> None:
-        self.jobs[sid].status = "FAILED"
-        self.jobs[sid].message = message
-        self.jobs[sid].log += log
+        self._end(sid, "FAILED", log).message = message
 
     def lose_all(self) -> None:
         """The head restarted without persistence: Ray forgets every job."""

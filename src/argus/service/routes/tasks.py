@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from argus.service.auth import Identity, current_identity
+from argus.service.auth import Identity, admin_identity, current_identity
 from argus.service.errors import APIError
 from argus.spec.errors import Problem
 
@@ -68,6 +68,15 @@ def get_attempts(request: Request, task_id: str, who: Caller) -> dict:
 @router.post("/tasks/{task_id}:cancel", summary="Cancel a task in any non-final state")
 def cancel(request: Request, task_id: str, who: Caller) -> dict:
     return _svc(request).cancel(who, task_id)
+
+
+@router.post("/tasks/{task_id}:priority", summary="Change a waiting task's priority (admin)")
+def set_priority(request: Request, task_id: str, _: Annotated[Identity, Depends(admin_identity)],
+                 body: Annotated[Any, Body()] = None) -> dict:
+    if not isinstance(body, dict) or set(body) != {"priority"}:
+        raise APIError(400, 'the body must be {"priority": <0-1000>}',
+                       [Problem("priority", "is required, alone, as a JSON object key")])
+    return _svc(request).set_priority(_, task_id, body["priority"])
 
 
 @router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse,

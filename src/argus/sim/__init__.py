@@ -1,0 +1,14 @@
+"""The trace simulator: replays a cluster trace through the live scheduling policy.
+
+`trace` loads and checks a trace CSV; `engine` runs the discrete-event replay on a fake
+cluster with a fake clock, calling `argus.domain.scheduling.plan` unchanged, and computes
+the metrics. `argus simulate` (argus.client.sim_cli) is the command line over both.
+"""
+
+from argus.sim.engine import ClusterShape, JobRecord, Metrics, SimResult, SimulationError, measure, simulate
+from argus.sim.trace import DEFAULT_USERS, TraceError, TraceJob, load_trace, synthetic_user
+
+__all__ = [
+    "ClusterShape", "DEFAULT_USERS", "JobRecord", "Metrics", "SimResult", "SimulationError",
+    "TraceError", "TraceJob", "load_trace", "measure", "simulate", "synthetic_user",
+]
