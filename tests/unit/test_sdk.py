@@ -477,3 +477,12 @@ def test_cli_status_and_queue_render(cli, svc):
     result = cli("queue")
     assert result.exit_code == 0
     assert TID + "--a01" in result.text_out
+
+
+def test_set_priority_posts_the_value_to_the_priority_route(svc):
+    svc.route("POST", f"/api/v2/tasks/{TID}:priority", lambda r: httpx.Response(200, json={"task_id": TID, **json.loads(r.content)}))
+    assert svc.client().set_priority(TID, 900) == {"task_id": TID, "priority": 900}
+    svc.route("POST", f"/api/v2/tasks/{TID}:priority", error(409, "conflict", "only a waiting task's priority can change"))
+    with pytest.raises(ArgusAPIError) as exc:
+        svc.client().set_priority(TID, 1)
+    assert exc.value.status == 409

@@ -249,6 +249,14 @@ class ArgusClient:
         """
         return self._json("POST", task_path(task_id, ":cancel"))
 
+    def set_priority(self, task_id: str, priority: int) -> dict:
+        """Admin: change a waiting task's priority (0-1000).
+
+        Raises:
+            ArgusAPIError: 403 not the admin, 409 the task is not waiting, 400 a bad value.
+        """
+        return self._json("POST", task_path(task_id, ":priority"), json={"priority": priority})
+
     def logs(self, task_id: str, attempt: int | str = "latest", tail: int | None = None) -> str:
         """The driver log of one attempt as text.
 

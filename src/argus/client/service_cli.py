@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from argus.domain.durations import format_duration
 from argus.client.sdk import (
     STATES,
     ArgusAPIError,
@@ -262,8 +263,14 @@ def status(
                       ("pending_reason", "pending reason")):
         if t.get(key):
             _field(name, _cell(t[key]))
+    if t.get("estimated_start"):
+        _field("estimated start", _time(t["estimated_start"]))
     if t.get("next_run_at"):
         _field("next run at", _time(t["next_run_at"]))
+    if t.get("priority") is not None:
+        _field("priority", _cell(t["priority"]))
+    if t.get("time_limit_s"):
+        _field("time limit", format_duration(t["time_limit_s"]))
     _field("created", _time(t.get("created_at")))
     _field("updated", _time(t.get("updated_at")))
     a = t.get("latest_attempt")
@@ -341,6 +348,20 @@ def cancel(
         _print_json(answer)
         return
     out.print(f"{escape(str(answer.get('task_id', task_id)))}: {_state(answer.get('state'))}")
+
+
+def priority(
+    task_id: str = typer.Argument(..., help="task id"),
+    value: int = typer.Argument(..., min=0, max=1000, help="0-1000; higher starts first (default 500)"),
+    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+) -> None:
+    """Change a waiting task's priority (admin only)."""
+    with _session(url, token) as client:
+        answer = client.set_priority(task_id, value)
+    if as_json:
+        _print_json(answer)
+        return
+    out.print(f"{escape(str(answer.get('task_id', task_id)))}: priority {answer.get('priority')}")
 
 
 def queue(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt()) -> None:
@@ -432,7 +453,8 @@ def tokens_issue(
 def register(app: typer.Typer) -> None:
     """Add the service commands to the main `argus` app."""
     for name, func in (("login", login), ("me", me), ("submit", submit), ("tasks", tasks), ("status", status),
-                       ("attempts", attempts), ("logs", logs), ("cancel", cancel), ("queue", queue)):
+                       ("attempts", attempts), ("logs", logs), ("cancel", cancel), ("priority", priority),
+                       ("queue", queue)):
         app.command(name)(func)
     app.add_typer(users_app, name="users")
     app.add_typer(tokens_app, name="tokens")

@@ -221,8 +221,12 @@ def measure(records: Sequence[JobRecord], rejected: Sequence[TraceJob], shape: C
     )
 
 
-class _Usage:
-    """Per-user GPU-hours, decayed with a half-life, accrued by the jobs running between events."""
+class FairShare:
+    """Per-user GPU-hours, decayed with a half-life, accrued by the jobs running between events.
+
+    `advance(now)` brings `hours` up to `now`, exactly for GPUs held at a constant rate since
+    the last call; `hold(user, gpus)` changes what a user holds from then on (negative: release).
+    """
 
     def __init__(self, half_life_s: float) -> None:
         self.half_life_s = half_life_s
@@ -231,6 +235,7 @@ class _Usage:
         self.at = 0.0
 
     def advance(self, now: float) -> None:
+        """Decay and accrue every user's GPU-hours up to `now`."""
         dt = now - self.at
         self.at = now
         if dt <= 0:
@@ -242,6 +247,7 @@ class _Usage:
             self.hours[user] = self.hours[user] * d + self.rate.get(user, 0.0) * accrued
 
     def hold(self, user: str, gpus: float) -> None:
+        """From now on `user` holds `gpus` more GPUs (fewer when negative)."""
         self.rate[user] = self.rate.get(user, 0.0) + gpus
         self.hours.setdefault(user, 0.0)
 
@@ -295,7 +301,7 @@ def simulate(
     running: dict[str, RunningJob] = {}
     started: dict[str, float] = {}
     records: list[JobRecord] = []
-    usage = _Usage(half_life_s) if policy == "default" else None
+    usage = FairShare(half_life_s) if policy == "default" else None
     if usage is not None and heap:
         usage.at = heap[0][0]
     passes, plan_s, max_q, sum_q = 0, 0.0, 0, 0

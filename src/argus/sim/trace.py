@@ -33,6 +33,15 @@ class TraceJob:
     user: str
 
 
+@dataclass(frozen=True)
+class Trace:
+    """A loaded trace: its jobs in submission order, and where their users came from."""
+
+    path: Path
+    jobs: list[TraceJob]
+    synthetic_users: int | None  # K when users are hashed from job ids; None: the user column
+
+
 def synthetic_user(job_id: str, users: int) -> str:
     """The synthetic user of a job: a stable hash (CRC-32) of its id, modulo `users`.
 
@@ -70,7 +79,7 @@ def _gpus(text: str, where: str) -> int:
     return value
 
 
-def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None = None) -> list[TraceJob]:
+def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None = None) -> Trace:
     """Read a trace CSV, in submission order (rows with equal times keep the file's order).
 
     Args:
@@ -80,7 +89,7 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
         limit: read at most this many data rows (None: all).
 
     Returns:
-        The jobs, sorted by submission time.
+        The trace: its jobs sorted by submission time, and whether the users are synthetic.
 
     Raises:
         TraceError: the file is missing or unreadable, a column is missing, a job id repeats,
@@ -121,7 +130,9 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
                     break
                 where = f"{path}, line {line}"
                 if len(row) < len(names):
-                    raise TraceError(f"{where}: {len(row)} field(s), the header has {len(names)}")
+                    absent = [c for c, i in col.items() if i >= len(row)]
+                    raise TraceError(f"{where}: {len(row)} field(s), the header has {len(names)}"
+                                     + (f" (no {', '.join(absent)})" if absent else ""))
                 cells = {c: row[i].strip() for c, i in col.items()}
                 for c, text in cells.items():
                     if not text:
@@ -140,4 +151,4 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
         except (csv.Error, UnicodeDecodeError) as exc:
             raise TraceError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
     jobs.sort(key=lambda j: j.submitted_at)
-    return jobs
+    return Trace(path, jobs, None if "user" in col else users)

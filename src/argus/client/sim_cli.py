@@ -1,0 +1,115 @@
+"""`argus simulate`: replay a cluster trace through the scheduling policy.
+
+Owns the options, the output (a Rich table, or one JSON object with --json) and the exit codes
+of the command: 0 done, 1 the policy did something the cluster cannot do, 2 bad input (every
+problem listed). The replay itself is `argus.sim`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from argus.domain.scheduling import POLICIES
+from argus.sim import engine
+from argus.sim.trace import DEFAULT_USERS, TraceError, load_trace
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(problems: list[str], code: int) -> None:
+    if len(problems) == 1:
+        err.print(f"[bold red]error:[/] {escape(problems[0])}")
+    else:
+        err.print("[bold red]error:[/] bad input:")
+        for p in problems:
+            err.print(f"  - {escape(p)}")
+    raise typer.Exit(code)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds:,.0f} s ({seconds / 3600:,.1f} h)"
+    return f"{seconds:,.0f} s"
+
+
+def _table(result: engine.SimResult, trace: Path, users: str) -> Table:
+    m = result.metrics
+    table = Table("metric", "value", title=f"{trace.name} on {result.shape} ({result.shape.total_gpus} GPUs), "
+                  f"policy {result.policy}, time limit = {result.time_limit_factor:g} x duration")
+    rows = [
+        ("jobs", f"{m.jobs} ({m.finished} finished, {m.rejected} rejected: larger than the cluster)"),
+        ("users", users),
+        ("killed at their time limit", str(m.killed)),
+        ("avg wait", _duration(m.avg_wait_s)),
+        ("p50 / p95 / p99 wait", " / ".join(_duration(v) for v in (m.p50_wait_s, m.p95_wait_s, m.p99_wait_s))),
+        ("max wait", _duration(m.max_wait_s)),
+        (f"largest jobs ({m.largest_jobs_gpus} GPUs): worst wait", _duration(m.largest_jobs_max_wait_s)),
+        ("avg JCT (lower bound: mean run time)",
+         f"{_duration(m.avg_jct_s)}  (>= {_duration(m.jct_lower_bound_s)})"),
+        ("avg bounded slowdown (10 s)", f"{m.avg_bsld:.2f}"),
+        ("GPU utilisation", f"{m.utilization:.3f}"),
+        ("makespan (lower bound: GPU-seconds / GPUs)",
+         f"{_duration(m.makespan_s)}  (>= {_duration(m.makespan_lower_bound_s)})"),
+        ("policy passes", f"{result.passes} (queue: max {result.max_queue}, mean {result.avg_queue:.1f})"),
+        ("time in the policy / whole replay", f"{result.plan_seconds:.2f} s / {result.sim_seconds:.2f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def simulate(
+    trace: Path = typer.Option(..., "--trace", help="trace CSV: job_id, submission_time, duration, num_gpu[, user]"),
+    nodes: str = typer.Option(..., "--nodes", help="NxG: N nodes of G GPUs each, e.g. 16x8"),
+    policy: str = typer.Option("default", "--policy", help=f"scheduling policy: {', '.join(POLICIES)}"),
+    time_limit_factor: float = typer.Option(2.0, "--time-limit-factor",
+                                            help="each job's time limit is its duration times this"),
+    users: int = typer.Option(DEFAULT_USERS, "--users",
+                              help="synthetic users (hash of job_id mod K) when the trace has no user column"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Replay TRACE through the scheduling policy on a simulated cluster and print the metrics."""
+    problems: list[str] = []
+    shape = None
+    try:
+        shape = engine.ClusterShape.parse(nodes)
+    except TraceError as exc:
+        problems.append(str(exc))
+    if policy not in POLICIES:
+        problems.append(f"--policy {policy!r}: unknown; one of {', '.join(POLICIES)}")
+    if not 0 < time_limit_factor < float("inf"):
+        problems.append(f"--time-limit-factor {time_limit_factor:g}: must be a positive number")
+    if users < 1:
+        problems.append(f"--users {users}: must be at least 1")
+    loaded = None
+    try:
+        loaded = load_trace(trace, max(users, 1))
+    except TraceError as exc:
+        problems.append(str(exc))
+    if problems or shape is None or loaded is None:
+        _fail(problems, 2)
+    try:
+        result = engine.simulate(loaded.jobs, shape, policy, time_limit_factor)
+    except engine.SimulationError as exc:
+        _fail([f"the {policy} policy failed the replay: {exc}"], 1)
+    n_users = len({j.user for j in loaded.jobs})
+    synthetic = loaded.synthetic_users is not None
+    if as_json:
+        payload = result.to_json()
+        payload.update(trace=str(trace), users=n_users, synthetic_users=synthetic)
+        print(json.dumps(payload, indent=2))
+        return
+    who = f"{n_users} synthetic (hash of job_id mod {users})" if synthetic else f"{n_users} (the user column)"
+    out.print(_table(result, trace, who))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `argus simulate` to the `argus` command line."""
+    app.command("simulate")(simulate)
