@@ -179,6 +179,14 @@ def plan(
     day = day_usage or {}
     largest = max(cap.free.values(), default=0.0)
     failed: set[Demand] = set()  # demands that did not fit since capacity last changed
+    reasons: dict[Demand, str] = {}  # their reasons, for as long
+
+    def why_not(demand: Demand) -> str:
+        if not explain:
+            return ""
+        if demand not in reasons:
+            reasons[demand] = cap.why_not(demand)
+        return reasons[demand]
 
     head: Job | None = None  # the reserved job (easy, default) or the blocking one (fifo)
     shadow: float | None = None
@@ -235,6 +243,7 @@ def plan(
             cap.take(placement)
             largest = max(cap.free.values(), default=0.0)
             failed.clear()
+            reasons.clear()
             n_running += 1
             user_gpus[job.user] = user_gpus.get(job.user, 0.0) + job.gpus
             result.start.append((job, placement))
@@ -243,7 +252,7 @@ def plan(
         if head is None:
             head = job
             result.blocked_by = job.id
-            reason = cap.why_not(demand) if explain else ""
+            reason = why_not(demand)
             if policy == "fifo":
                 wait(job, PendingCode.RESOURCES, reason)
                 blocked_detail = f"behind {job.id}, which waits for resources" if explain else ""
@@ -267,5 +276,5 @@ def plan(
                 candidates = candidates[:i] + rest
                 backfill_sorted = True
             continue
-        wait(job, PendingCode.RESOURCES, cap.why_not(demand) if explain else "")
+        wait(job, PendingCode.RESOURCES, why_not(demand))
     return result
