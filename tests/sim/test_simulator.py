@@ -150,10 +150,10 @@ def test_large_jobs_take_whole_nodes_and_impossible_jobs_are_rejected():
 
 
 def test_default_orders_by_decayed_usage():
-    # 1 node x 1 GPU. alice runs a1 (0..1000); a2 (alice, t=10) and b1 (bob, t=20) wait.
-    # At t=1000 alice has used ~0.28 GPU-hours and bob none, so default starts b1 first;
-    # fifo keeps submission order.
-    trace = [job("a1", 0, 1000, 1, "alice"), job("a2", 10, 10, 1, "alice"), job("b1", 20, 10, 1, "bob")]
+    # 1 node x 1 GPU. alice runs a1 (0..1000); a2 (alice, t=20, listed first) and b1 (bob,
+    # t=20) arrive in the same pass. alice has used ~0.006 GPU-hours by then and bob none, so
+    # default reserves b1 and starts it first at 1000; fifo keeps the trace's order.
+    trace = [job("a1", 0, 1000, 1, "alice"), job("a2", 20, 10, 1, "alice"), job("b1", 20, 10, 1, "bob")]
     fair = by_id(simulate(trace, ClusterShape(1, 1), "default"))
     assert (fair["b1"].start, fair["a2"].start) == (1000, 1010)
     fifo = by_id(simulate(trace, ClusterShape(1, 1), "fifo"))
@@ -299,3 +299,12 @@ def test_first_rows_of_a_real_trace_keep_the_invariants(policy):
     assert 0 < m.utilization <= 1
     assert m.makespan_s >= m.makespan_lower_bound_s
     assert m.avg_jct_s >= m.jct_lower_bound_s
+
+
+def test_a_reservation_is_kept_until_its_job_starts():
+    # 1 node x 1 GPU. a1 (alice) runs 0..1000; a2 (alice) arrives at 10 and is reserved as the
+    # only waiting job; b1 (bob, no usage) arrives at 20 and would come first by fair share,
+    # but the reservation stays with a2: a2 starts at 1000, b1 at 1010.
+    trace = [job("a1", 0, 1000, 1, "alice"), job("a2", 10, 10, 1, "alice"), job("b1", 20, 10, 1, "bob")]
+    recs = by_id(simulate(trace, ClusterShape(1, 1), "default"))
+    assert (recs["a2"].start, recs["b1"].start) == (1000, 1010)

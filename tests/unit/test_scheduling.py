@@ -29,7 +29,7 @@ def test_gang_needs_whole_bundles_on_distinct_nodes():
 
 
 def test_fifo_blocks_everything_behind_the_first_that_does_not_fit():
-    q = [job("small0", at=0), job("big", gpus=8, at=1), job("small1", at=2)]
+    q = [job("small0", at=0), job("big", gpus=4, nnodes=2, at=1), job("small1", at=2)]
     p = plan(NOW, q, [], {"a": 4, "b": 4}, "fifo")
     assert started(p) == ["small0"]
     assert p.waits["small1"].code == PendingCode.PRIORITY
@@ -127,3 +127,47 @@ def test_nothing_admitted_exceeds_free_gpus(policy):
 def test_unknown_policy_is_an_error():
     with pytest.raises(ValueError, match="unknown policy"):
         plan(NOW, [], [], {}, "lottery")
+
+
+@pytest.mark.parametrize("policy", ["fifo", "easy", "default"])
+def test_a_job_too_big_for_every_node_blocks_nobody(policy):
+    p = plan(NOW, [job("x", gpus=4, nnodes=2, at=0), job("y", at=1)], [], {"n0": 4}, policy)
+    assert started(p) == ["y"]
+    assert "cannot fit on the current nodes" in p.waits["x"].detail and p.blocked_by is None
+
+
+def test_the_reservation_counts_jobs_started_earlier_in_the_same_pass():
+    # A starts on one node; B (2x4) must then wait for A (ends by 110), and C (a 1000 s job)
+    # would hold the other node past 110, so it must not start.
+    q = [job("A", gpus=4, at=0, limit=100), job("B", gpus=4, nnodes=2, at=1, limit=100),
+         job("C", gpus=4, at=2, limit=1000)]
+    p = plan(10.0, q, [], {"n0": 4, "n1": 4}, "easy")
+    assert started(p) == ["A"]
+    assert p.reserved == ("B", 110.0)
+    assert p.waits["C"].code == PendingCode.PRIORITY
+
+
+def test_a_reservation_is_kept_against_a_lighter_users_newcomer():
+    running = [RunningJob("r1", "carol", {"n0": 4}, 100.0), RunningJob("r2", "carol", {"n1": 4}, 200.0)]
+    b = Job("B", "alice", 2, 4.0, submitted_at=0, time_limit_s=100)
+    s = Job("S", "bob", 1, 4.0, submitted_at=5, time_limit_s=1000)
+    first = plan(50.0, [b, s], running, {"n0": 0, "n1": 0}, "default", usage={"alice": 0, "bob": 1})
+    assert first.reserved == ("B", 200.0)
+    # alice has now used more than bob: without `keep`, S would take the reservation.
+    usage = {"alice": 2, "bob": 1}
+    assert plan(50.0, [b, s], running, {"n0": 0, "n1": 0}, "default", usage=usage).reserved[0] == "S"
+    kept = plan(50.0, [b, s], running, {"n0": 0, "n1": 0}, "default", usage=usage, keep="B")
+    assert kept.reserved == ("B", 200.0)
+    # A higher priority still goes first.
+    urgent = Job("U", "bob", 1, 4.0, submitted_at=6, time_limit_s=10, priority=900)
+    assert plan(50.0, [b, s, urgent], running, {"n0": 0, "n1": 0}, "default", usage=usage,
+                keep="B").reserved[0] == "U"
+
+
+def test_age_lifts_a_heavy_users_job_that_has_waited_long():
+    old = job("old", at=0, user="heavy")
+    new = job("new", at=90_000, user="light")
+    usage = {"heavy": 10.0, "light": 0.0}
+    assert [j.id for j in order([old, new], "default", usage, now=90_000)] == ["old", "new"]
+    recent = job("recent", at=500, user="light")
+    assert [j.id for j in order([old, recent], "default", usage, now=1_000)] == ["recent", "old"]

@@ -106,12 +106,31 @@ class Plan:
     blocked_by: str | None = None  # the job that waits for resources at the head of the order
 
 
-def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = None) -> list[Job]:
-    """The queue order of `policy` (see the module docstring)."""
-    if policy == "default":
-        use = usage or {}
-        return sorted(jobs, key=lambda j: (-j.priority, use.get(j.user, 0.0), j.submitted_at, j.id))
-    return sorted(jobs, key=lambda j: (j.submitted_at, j.id))
+AGE_HORIZON_S = 6 * 3600.0
+
+
+def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = None,
+          now: float | None = None, keep: str | None = None) -> list[Job]:
+    """The queue order of `policy` (see the module docstring).
+
+    For `default`: priority first; among equal priorities the job reserved by the previous pass
+    (`keep`) stays first, so a reservation is never taken away by a newcomer; then a score of
+    fair share (1 for a user with no usage, halving with each mean user's worth of decayed
+    GPU-hours) plus age (0 to 1 over AGE_HORIZON_S of waiting), so light users go first among
+    equals and no job waits for ever behind newer ones; then submission time.
+    """
+    if policy != "default":
+        return sorted(jobs, key=lambda j: (j.submitted_at, j.id))
+    use = usage or {}
+    mean = (sum(use.values()) / len(use)) if use else 0.0
+    t = now if now is not None else max((j.submitted_at for j in jobs), default=0.0)
+
+    def key(j: Job) -> tuple:
+        fair = 0.5 ** (use.get(j.user, 0.0) / mean) if mean > 0 else 1.0
+        age = max(0.0, t - j.submitted_at) / AGE_HORIZON_S * j.nnodes
+        return (-j.priority, j.id != keep, -(fair + age), j.submitted_at, j.id)
+
+    return sorted(jobs, key=key)
 
 
 def _reservation(job: Job, now: float, free: Mapping[str, float],
@@ -150,6 +169,7 @@ def plan(
     usage: Mapping[str, float] | None = None,
     day_usage: Mapping[str, float] | None = None,
     explain: bool = True,
+    keep: str | None = None,
 ) -> Plan:
     """Decide one scheduling pass.
 
@@ -163,6 +183,7 @@ def plan(
         usage: decayed GPU-hours per user (fair share; `default` only).
         day_usage: GPU-hours per user over the last 24 h (for the daily limit).
         explain: build the waits' details (the simulator turns it off for speed).
+        keep: the job the previous pass reserved (`Plan.reserved`), which keeps its place.
 
     Returns:
         The jobs to start now in order, each with its placement, and a wait for every other job.
@@ -171,7 +192,13 @@ def plan(
         raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
     result = Plan()
     cap = Capacity.of(free)
-    jobs = order(queue, policy, usage)
+    jobs = order(queue, policy, usage, now, keep)
+    capacity_total = dict(free)  # what each node would have free with nothing running
+    for r in running:
+        for node, g in r.gpus_by_node.items():
+            if node in capacity_total:
+                capacity_total[node] += g
+    started: list[RunningJob] = []  # this pass's starts, as running jobs for the reservation
     n_running = len(running)
     user_gpus: dict[str, float] = {}
     for r in running:
@@ -179,6 +206,7 @@ def plan(
     day = day_usage or {}
     largest = max(cap.free.values(), default=0.0)
     failed: set[Demand] = set()  # demands that did not fit since capacity last changed
+    spare_failed: set[Demand] = set()  # long demands that did not fit in the spare GPUs
     reasons: dict[Demand, str] = {}  # their reasons, for as long
 
     def why_not(demand: Demand) -> str:
@@ -224,6 +252,9 @@ def plan(
             continue
         demand = job.demand
         placement = None
+        if shadow is not None and now + job.time_limit_s > shadow and demand in spare_failed:
+            wait(job, PendingCode.PRIORITY, f"would delay {head.id}, reserved to start by {shadow:.0f}")
+            continue
         if demand.gpus_per_node <= largest and demand not in failed:
             placement = cap.fit(demand)
             if placement is None:
@@ -234,6 +265,7 @@ def plan(
                 limited = Capacity({n: min(g, spare.get(n, 0.0)) for n, g in cap.free.items()})
                 placement = limited.fit(demand)
                 if placement is None:
+                    spare_failed.add(demand)
                     wait(job, PendingCode.PRIORITY,
                          f"would delay {head.id}, reserved to start by {shadow:.0f}", None)
                     continue
@@ -243,12 +275,18 @@ def plan(
             cap.take(placement)
             largest = max(cap.free.values(), default=0.0)
             failed.clear()
+            spare_failed.clear()
             reasons.clear()
             n_running += 1
             user_gpus[job.user] = user_gpus.get(job.user, 0.0) + job.gpus
             result.start.append((job, placement))
+            started.append(RunningJob(job.id, job.user, placement.gpus_by_node, now + job.time_limit_s))
             continue
         # It does not fit now.
+        if head is None and Capacity(dict(capacity_total)).fit(demand) is None:
+            # Not even on empty nodes: it reserves nothing and blocks nobody, in any policy.
+            wait(job, PendingCode.RESOURCES, f"{why_not(demand)}; it cannot fit on the current nodes")
+            continue
         if head is None:
             head = job
             result.blocked_by = job.id
@@ -257,12 +295,8 @@ def plan(
                 wait(job, PendingCode.RESOURCES, reason)
                 blocked_detail = f"behind {job.id}, which waits for resources" if explain else ""
                 continue
-            res = _reservation(job, now, cap.free, running)
-            if res is None:
-                wait(job, PendingCode.RESOURCES, f"{reason}; it cannot fit on the current nodes")
-                head = None  # an impossible job reserves nothing and blocks nobody
-                result.blocked_by = None
-                continue
+            res = _reservation(job, now, cap.free, [*running, *started])
+            assert res is not None  # it fits on empty nodes, checked above
             shadow, future, at = res
             spare = dict(future)
             for node, g in at.gpus_by_node.items():

@@ -66,6 +66,7 @@ class Scheduler:
         self._just_deferred: set[str] = set()
         self._need_sync = False
         self._blocked_by: str | None = None
+        self._kept: str | None = None  # the task the last full pass reserved: it keeps its place
         self._usage: tuple[dict[str, float], dict[str, float]] | None = None
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -294,9 +295,10 @@ class Scheduler:
                     t["time_limit_s"], t["priority"], t["driver_gpus"], t["next_run_at"])
                 for t in waiting]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
-        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage)
+        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept)
         if full:
             self._blocked_by = result.blocked_by
+            self._kept = result.reserved[0] if result.reserved else None
         self.store.record_waits([(tid, w.code.value, w.detail, w.estimated_start)
                                  for tid, w in result.waits.items()], now)
         by_id = {t["task_id"]: t for t in waiting}

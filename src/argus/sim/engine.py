@@ -21,7 +21,7 @@ import heapq
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from argus.domain.scheduling import POLICIES, Job, RunningJob, plan
@@ -147,7 +147,6 @@ class SimResult:
     max_queue: int = 0
     avg_queue: float = 0.0
     sim_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """One flat JSON-able object: the metrics, the inputs and the cost of the replay."""
@@ -157,7 +156,6 @@ class SimResult:
         out.update(passes=self.passes, plan_seconds=round(self.plan_seconds, 3),
                    max_queue=self.max_queue, avg_queue=round(self.avg_queue, 1),
                    sim_seconds=round(self.sim_seconds, 3))
-        out.update(self.extra)
         return out
 
 
@@ -272,7 +270,7 @@ def simulate(
         Every finished job's record, the rejected jobs, the metrics and the policy's cost.
 
     Raises:
-        TraceError: an unknown policy or a factor that is not positive.
+        TraceError: an unknown policy, a factor that is not positive, or repeated job ids.
         SimulationError: the policy over-committed a node, placed a job in a shape other than
             its gang, started a job that was not waiting, or left jobs waiting forever.
     """
@@ -297,6 +295,8 @@ def simulate(
         heap.append((tj.submitted_at, _ARRIVE, i))
     heapq.heapify(heap)
     index = {tj.id: i for i, tj in enumerate(jobs)}
+    if len(index) != len(jobs):
+        raise TraceError("job ids repeat: every job of a trace needs an id of its own")
     queue: dict[str, Job] = {}
     running: dict[str, RunningJob] = {}
     started: dict[str, float] = {}
@@ -305,6 +305,7 @@ def simulate(
     if usage is not None and heap:
         usage.at = heap[0][0]
     passes, plan_s, max_q, sum_q = 0, 0.0, 0, 0
+    kept: str | None = None  # the job the last pass reserved
 
     while heap:
         now = heap[0][0]
@@ -327,10 +328,13 @@ def simulate(
         if not queue:
             continue
         waiting = list(queue.values())
+        kept = kept if kept in queue else None
         max_q, sum_q, passes = max(max_q, len(waiting)), sum_q + len(waiting), passes + 1
         p0 = time.perf_counter()
         decision = plan(now, waiting, list(running.values()), free, policy,
-                        usage=usage.hours if usage is not None else None, explain=False)
+                        usage=usage.hours if usage is not None else None, explain=False,
+                        keep=kept)
+        kept = decision.reserved[0] if decision.reserved else None  # as the live loop does
         plan_s += time.perf_counter() - p0
         for job, placement in decision.start:
             _start(job, placement.gpus_by_node, now, queue, free, running, started)
