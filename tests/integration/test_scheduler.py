@@ -116,7 +116,6 @@ def test_a_gang_needs_whole_bundles_per_node_not_aggregate_gpus(world):
     assert world.state(big) == "PENDING_RESOURCES"
     task = world.store.get(big)
     assert "needs 1 node(s) x 8 GPU(s)" in task["pending_reason"]
-    assert "largest free bundle is 4" in task["pending_reason"]
     assert "cannot fit on the current nodes" in task["pending_reason"]
     assert (task["pending_code"], task["estimated_start"], task["next_run_at"]) == ("Resources", None, None)
     assert world.state(two) == "SUBMITTED"
