@@ -34,6 +34,7 @@ down: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/cluster_timing.py
 	$(BIN)/python bench/api_load.py --db sqlite
+	$(BIN)/python bench/sim_traces.py
 
 clean: down
 	rm -rf $(VENV) .argus
