@@ -29,16 +29,23 @@ def api(tmp_path_factory, backend) -> Iterator[Api]:
 
 def test_priority_and_time_limit_are_stored_and_shown(api):
     user = api.new_user()
-    tid = api.submit(user, api.spec(priority=700, time_limit="1h30m"))
+    tid = api.submit(user, api.spec(priority=300, time_limit="1h30m"))
     task = api.get(user, f"/api/v2/tasks/{tid}").json()
-    assert (task["priority"], task["time_limit_s"]) == (700, 5400)
+    assert (task["priority"], task["time_limit_s"]) == (300, 5400)
+    # Raising a priority above the default is the admin's to do.
+    r = api.post_yaml(user, api.spec(priority=700))
+    assert r.status_code == 400 and "is for the admin" in r.json()["problems"][0]["message"]
+    boss = api.post_yaml(api.admin, api.spec(priority=700))
+    assert boss.status_code == 201
+    assert api.get(api.admin, f"/api/v2/tasks/{boss.json()['task_id']}").json()["priority"] == 700
     plain = api.get(user, f"/api/v2/tasks/{api.submit(user, api.spec())}").json()
     assert (plain["priority"], plain["time_limit_s"]) == (500, 24 * 3600)  # the defaults
 
 
 def test_time_limit_over_the_maximum_and_bad_values_are_400(api):
     user = api.new_user()
-    for value, words in (("8d", "at most 7d"), ("soon", "not a duration"), (0, "more than 0")):
+    for value, words in (("8d", "at most 7d"), ("soon", "not a duration"), (0, "more than 0"),
+                         (10 ** 400, "at most 365 days")):
         r = api.post_yaml(user, api.spec(time_limit=value))
         assert r.status_code == 400, r.text
         [p] = [p for p in r.json()["problems"] if p["field"] == "time_limit"]

@@ -406,3 +406,87 @@ def test_user_gpu_limit_holds_a_users_task_with_quota_user(sandbox, tmp_path):
     assert (world.state(a1), world.state(b1)) == ("SUBMITTED", "SUBMITTED")
     task = world.store.get(a2)
     assert task["pending_code"] == "QuotaUser" and "the limit is 4" in task["pending_reason"]
+
+
+def test_an_attempt_whose_log_cannot_be_archived_does_not_stop_admission(world):
+    broken = world.add(n_gpus_per_node=4)
+    world.tick()
+    sid = f"{broken}--a01"
+    world.jobs.fail(sid, "exit 1", log="Traceback (most recent call last):\nValueError: boom\n")
+    original = world.jobs.logs
+
+    def logs(s, tail=None):
+        if s == sid:  # its driver's node died: Ray cannot fetch the log
+            raise ClusterUnavailable("get_job_logs failed: 500")
+        return original(s, tail)
+
+    world.jobs.logs = logs
+    world.tick()
+    assert world.state(broken) == "FAILED"
+    later = world.add(n_gpus_per_node=4)
+    world.tick()
+    assert world.state(later) == "SUBMITTED"  # admission went on
+    for _ in range(5):
+        world.tick()
+    attempt = world.store.attempts(broken)[0]
+    assert attempt["log_archived"]
+    archive = Path(attempt["job_root"]) / "logs" / "driver.log"
+    assert "could not be archived" in archive.read_text()
+
+
+def test_a_head_found_by_a_nudged_pass_is_protected_too(world):
+    holder = world.add(n_gpus_per_node=2, time_limit="1h")
+    world.tick()
+    world.jobs.run(f"{holder}--a01")
+    world.tick()
+    big = world.add(nnodes=2, n_gpus_per_node=4)
+    world.now += 0.1
+    world.sched.tick(world.now, full=False)
+    assert world.store.get(big)["pending_code"] == "Resources"
+    late = world.add(n_gpus_per_node=2, time_limit="3h")
+    world.now += 0.1
+    world.sched.tick(world.now, full=False)
+    assert world.state(late) == "QUEUED"  # left to the full pass, which keeps big's reservation
+    world.tick()
+    assert world.store.get(late)["pending_code"] == "Priority"
+
+
+def test_after_the_grace_ray_alone_says_where_a_running_task_is(world):
+    a = world.add(n_gpus_per_node=4)
+    world.tick()
+    [attempt] = world.store.attempts(a)
+    booked = next(iter(eval_placement(world, a)))
+    other = "w2" if booked == "w1" else "w1"
+    world.jobs.run(f"{a}--a01")
+    world.snaps.free = {booked: 4, other: 0}  # Ray placed it on the other node
+    world.tick()
+    b = world.add(n_gpus_per_node=4)
+    world.tick()
+    assert world.state(b) == "PENDING_RESOURCES"  # within the grace: both counts hold
+    world.tick(130)
+    assert world.state(b) == "SUBMITTED"  # after it: Ray's view, and booked node is free
+
+
+def test_a_cancelled_task_whose_submission_was_never_confirmed_gets_its_job_stopped(world):
+    tid = world.add()
+    world.tick()
+    sid = f"{tid}--a01"
+    world.store.update_attempt(sid, submitted_at=None)  # Ray's reply was lost
+    world.jobs.run(sid)
+    world.store.transition(tid, TaskState.CANCELED, world.now, "cancelled while Ray was away")
+    world.tick()
+    assert world.jobs.jobs[sid].status == "STOPPED"
+
+
+def test_gpu_shortages_do_not_use_up_the_retries_of_real_failures(sandbox, tmp_path):
+    world = World(sandbox, tmp_path, max_attempts=2, retry_interval_s=5)
+    tid = world.add(n_gpus_per_node=4)
+    for n in (1, 2):
+        world.tick(6)
+        world.jobs.fail(f"{tid}--a{n:02d}", "exit 1", log=f"RuntimeError: {GPU_MSG}\n")
+        world.tick()
+        assert world.state(tid) == "PENDING_RESOURCES"
+    world.tick(6)
+    world.jobs.fail(f"{tid}--a03", "exit 1", log="NCCL error: unhandled system error\n")
+    world.tick()
+    assert world.state(tid) == "QUEUED" or world.state(tid) == "SUBMITTED"  # retried: 1 of 2 used

@@ -152,3 +152,36 @@ def test_server_config_errors_name_the_field(tmp_path):
     fields = {p.field for p in exc.value.problems}
     assert fields == {"servce", "scheduler.interval_s", "service.port"}
     assert any("did you mean 'service'" in p.reason for p in exc.value.problems)
+
+
+def test_a_token_looked_up_while_its_user_is_disabled_is_not_remembered():
+    from argus.service.auth import Authenticator
+    from argus.service.errors import APIError
+
+    class Users:
+        active = True
+
+        def user_for_token(self, token):
+            answer = "alice" if self.active else None
+            if self.active:  # the admin disables alice while this lookup is on its way
+                self.active = False
+                auth.forget()
+            return answer
+
+    users = Users()
+    auth = Authenticator(users, admin_token=None, ttl_s=60)
+    assert auth.identify("Bearer tok").user_id == "alice"  # answered before the disable
+    with pytest.raises(APIError) as exc:
+        auth.identify("Bearer tok")  # not served from memory: refused at once
+    assert exc.value.status == 401
+
+
+def test_durations_parse_and_refuse_clearly():
+    from argus.domain.durations import format_duration, parse_duration
+
+    assert [parse_duration(v) for v in ("90m", "2h", "1h30m", "45s", "2d", 30, "30")] == \
+        [5400, 7200, 5400, 45, 172800, 30, 30]
+    assert format_duration(5400) == "1h30m" and format_duration(30) == "30s"
+    for bad in ("soon", "1h1h", 0, -5, 10 ** 400, True, "", "400d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)

@@ -116,8 +116,10 @@ def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = 
     For `default`: priority first; among equal priorities the job reserved by the previous pass
     (`keep`) stays first, so a reservation is never taken away by a newcomer; then a score of
     fair share (1 for a user with no usage, halving with each mean user's worth of decayed
-    GPU-hours) plus age (0 to 1 over AGE_HORIZON_S of waiting), so light users go first among
-    equals and no job waits for ever behind newer ones; then submission time.
+    GPU-hours, so between 0 and 1) plus age (1 for every AGE_HORIZON_S waited, times the nodes
+    the job needs, without bound), so light users go first among equals, and a job that has
+    waited long, the more so a big one, overtakes newer ones whatever its user's usage; then
+    submission time.
     """
     if policy != "default":
         return sorted(jobs, key=lambda j: (j.submitted_at, j.id))

@@ -37,12 +37,17 @@ from argus.domain.task import (
     attempt_submission_id,
 )
 from argus.domain.paths import job_root as compute_job_root
-from argus.scheduler.policy import Outcome, decide_outcome
+from argus.scheduler.policy import RETRYABLE, Outcome, decide_outcome
 from argus.service.settings import ArgusSettings
 from argus.spec.render import prepare_submission
 from argus.store.tasks import TaskStore
 
 log = logging.getLogger("argus.scheduler")
+ARCHIVE_TRIES = 5
+RETRIED = frozenset(c.value for c in RETRYABLE)
+# Argus's own count of where a task's GPUs are is trusted until Ray has had this long after the
+# job started to place them; after that, Ray's view alone (it knows where they really went).
+PLACEMENT_GRACE_S = 120.0
 
 
 def _utc(ts: float) -> datetime:
@@ -67,6 +72,7 @@ class Scheduler:
         self._need_sync = False
         self._blocked_by: str | None = None
         self._kept: str | None = None  # the task the last full pass reserved: it keeps its place
+        self._archive_failures: dict[str, int] = {}
         self._usage: tuple[dict[str, float], dict[str, float]] | None = None
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -90,10 +96,10 @@ class Scheduler:
             # A pass that a nudge starts admits; syncing every active task with Ray (one call
             # each) happens on the interval, and whenever a nudge marked it as needed.
             full = self._need_sync or started - last_full >= interval * 0.9
+            if full:
+                last_full = started  # a failed full pass is retried at the interval, not at once
             try:
                 self.tick(self.clock(), full=full)
-                if full:
-                    last_full = started
             except Exception as exc:  # the loop must outlive any one bad pass
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scheduler tick failed")
@@ -142,10 +148,15 @@ class Scheduler:
             attempt = latest.get(task["task_id"])
             if attempt is None:  # cannot happen: SUBMITTED is entered with its attempt
                 continue
-            if attempt["submitted_at"] is None:
-                self._resubmit_if_lost(task, attempt, now)
-                continue
-            ended |= self._sync_one(task, attempt, now)
+            try:
+                if attempt["submitted_at"] is None:
+                    self._resubmit_if_lost(task, attempt, now)
+                    continue
+                ended |= self._sync_one(task, attempt, now)
+            except ClusterUnavailable:
+                raise  # Ray is away: no pass may admit before it has reconciled
+            except Exception:  # one task's trouble must not stop every other task's pass
+                log.exception("syncing %s failed; it is retried at the next pass", task["task_id"])
         return ended
 
     def _resubmit_if_lost(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> None:
@@ -163,8 +174,11 @@ class Scheduler:
             view = self.jobs.status(sid)
         except JobNotFound:
             view = None
-        outcome = decide_outcome(
-            view, attempts=task["attempts"], max_attempts=self.settings.scheduler.max_attempts)
+        tries = task["attempts"]
+        if view is None or view.status == "FAILED":  # only failures worth retrying use up tries
+            tries = 1 + sum(1 for a in self.store.attempts(task["task_id"])
+                            if a["attempt_no"] < attempt["attempt_no"] and a["failure_kind"] in RETRIED)
+        outcome = decide_outcome(view, attempts=tries, max_attempts=self.settings.scheduler.max_attempts)
         fields: dict[str, Any] = {}
         if view is not None:
             fields = {"ray_status": view.status, "message": view.message,
@@ -213,35 +227,64 @@ class Scheduler:
 
     # -- 2. archive -----------------------------------------------------------------------
     def archive(self) -> None:
-        """Archive ended attempts' logs; stop Ray jobs that outlived their cancelled task."""
+        """Archive ended attempts' logs; stop Ray jobs that outlived their cancelled task.
+
+        Each attempt on its own: one whose log cannot be read (its driver's node died) or
+        written is retried at later passes and, after ARCHIVE_TRIES, recorded as archived with
+        the reason in `logs/driver.log`, so it never holds up the rest of the pass.
+        """
         for attempt in self.store.unarchived_final_attempts():
             sid = attempt["ray_submission_id"]
-            path = Path(attempt["job_root"]) / "logs" / "driver.log"
             try:
-                view = self.jobs.status(sid, diagnose=False)
-            except JobNotFound:
-                self.store.update_attempt(sid, log_archived=True)
-                continue
-            if view.status not in RAY_FINAL_STATUSES:
-                self.jobs.stop(sid)  # its task ended (cancelled, timed out) but the job lives
-                continue
-            text = self.jobs.logs(sid)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".log.tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-            self.store.update_attempt(sid, log_archived=True, ray_status=view.status,
-                                      end_time=view.end_time)
+                self._archive_one(attempt)
+                self._archive_failures.pop(sid, None)
+            except (ClusterError, OSError) as exc:
+                tries = self._archive_failures.get(sid, 0) + 1
+                self._archive_failures[sid] = tries
+                log.warning("archiving the log of %s failed (%d of %d): %s", sid, tries, ARCHIVE_TRIES, exc)
+                if tries >= ARCHIVE_TRIES:
+                    self._archive_failures.pop(sid, None)
+                    try:
+                        self._write_log(attempt, f"[argus] the driver log could not be archived: {exc}\n")
+                    except OSError:
+                        pass
+                    self.store.update_attempt(sid, log_archived=True)
+
+    def _archive_one(self, attempt: dict[str, Any]) -> None:
+        sid = attempt["ray_submission_id"]
+        try:
+            view = self.jobs.status(sid, diagnose=False)
+        except JobNotFound:
+            self.store.update_attempt(sid, log_archived=True)
+            return
+        if view.status not in RAY_FINAL_STATUSES:
+            self.jobs.stop(sid)  # its task ended (cancelled, timed out) but the job lives
+            return
+        self._write_log(attempt, self.jobs.logs(sid))
+        self.store.update_attempt(sid, log_archived=True, ray_status=view.status, end_time=view.end_time)
+
+    @staticmethod
+    def _write_log(attempt: dict[str, Any], text: str) -> None:
+        path = Path(attempt["job_root"]) / "logs" / "driver.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".log.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
     # -- 3. admission ---------------------------------------------------------------------
-    def free_gpus(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]]) -> dict[str, float]:
-        """Free GPUs per schedulable node: Ray's view, less what admitted tasks hold."""
+    def free_gpus(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
+                  now: float) -> dict[str, float]:
+        """Free GPUs per schedulable node: Ray's view, less what admitted tasks hold and Ray may
+        not show yet (submitted, or started less than PLACEMENT_GRACE_S ago)."""
         snap = self.snapshots.snapshot()
         nodes = snap.schedulable()
         held: dict[str, float] = {}
         for t in active:
-            attempt = latest.get(t["task_id"])
-            for node, gpus in json.loads((attempt or {}).get("placement") or "{}").items():
+            attempt = latest.get(t["task_id"]) or {}
+            started = attempt.get("start_time")
+            if t["state"] == TaskState.RUNNING and started and now - started > PLACEMENT_GRACE_S:
+                continue  # Ray has placed it by now: its view alone is right
+            for node, gpus in json.loads(attempt.get("placement") or "{}").items():
                 held[node] = held.get(node, 0.0) + float(gpus)
         return free_gpus({n.node_id: n.available_gpus for n in nodes},
                          {n.node_id: n.total_gpus for n in nodes}, held)
@@ -284,7 +327,7 @@ class Scheduler:
             return
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
         latest = self.store.latest_attempts([t["task_id"] for t in active])
-        free = self.free_gpus(active, latest)
+        free = self.free_gpus(active, latest, now)
         if full or self._usage is None:
             self._usage = self.usage(now)
         running = [RunningJob(t["task_id"], t["user_id"],
@@ -296,7 +339,7 @@ class Scheduler:
                 for t in waiting]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
         result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept)
-        if full:
+        if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None
         self.store.record_waits([(tid, w.code.value, w.detail, w.estimated_start)

@@ -44,8 +44,10 @@ class Authenticator:
         self.ttl_s = ttl_s
         self.clock = clock
         self._known: dict[str, tuple[str, float]] = {}
+        self._generation = 0  # bumped by forget(): a lookup that began before is not kept
 
     def forget(self) -> None:
+        self._generation += 1
         self._known.clear()
 
     def _user(self, token: str) -> str | None:
@@ -53,8 +55,9 @@ class Authenticator:
         now = self.clock()
         if hit is not None and hit[1] > now:
             return hit[0]
+        generation = self._generation
         user = self.users.user_for_token(token)
-        if user is not None:
+        if user is not None and generation == self._generation:
             if len(self._known) > 10_000:
                 self._known.clear()
             self._known[token] = (user, now + self.ttl_s)

@@ -48,8 +48,6 @@ class SchedulerSettings(StrictModel):
     max_running_tasks: int | None = Field(default=None, ge=1)
     # Attempts for a failure worth retrying (PLATFORM, NCCL); other causes end the task at once.
     max_attempts: int = Field(default=3, ge=1)
-    # Log lines kept in memory per archive fetch, and the log tail given to the classifier.
-    log_tail_lines: int = Field(default=200, ge=1)
     # fifo (the seeds'), easy (FIFO + EASY backfill) or default (priority, fair share, backfill).
     policy: Literal["fifo", "easy", "default"] = "default"
     # A task without `time_limit` gets the default; none may ask for more than the maximum.

@@ -36,7 +36,7 @@ from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
 from argus.spec.inputs import input_problems
 from argus.spec.render import Rendered, check, prepare_submission
-from argus.spec.taskspec import TaskSpec
+from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec
 from argus.store.tasks import TaskStore
 
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
@@ -153,6 +153,10 @@ class TaskService:
         """
         spec, rendered = parsed or self.parse(text)
         limit = self.time_limit_s(spec)
+        if spec.priority > DEFAULT_PRIORITY and not who.is_admin:
+            raise SpecError("task spec", [Problem(
+                "priority", f"above {DEFAULT_PRIORITY} is for the admin (`argus priority`); "
+                            f"users may lower their own tasks' priority")])
         self.checks.check(spec, rendered, "task spec")
         now = self.clock()
         when = datetime.fromtimestamp(now, tz=timezone.utc)

@@ -256,11 +256,13 @@ class TaskStore:
             return {r.task_id: dict(r._mapping) for r in conn.execute(q)}
 
     def unarchived_final_attempts(self) -> list[dict[str, Any]]:
-        """Attempts whose Ray job ended (or whose task ended) but whose log is not archived."""
+        """Attempts whose Ray job ended, or whose task ended (even if Ray never confirmed the
+        submission: a job it did accept is then found and stopped), with no archived log."""
         q = (sa.select(attempts).join(tasks, tasks.c.task_id == attempts.c.task_id)
-             .where(attempts.c.log_archived.is_(False), attempts.c.submitted_at.is_not(None),
+             .where(attempts.c.log_archived.is_(False),
                     sa.or_(tasks.c.state.in_([s.value for s in FINAL_STATES]),
-                           attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED"]))))
+                           sa.and_(attempts.c.submitted_at.is_not(None),
+                                   attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED"])))))
         with self.db.read.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
