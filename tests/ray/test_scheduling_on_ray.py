@@ -91,7 +91,9 @@ def test_higher_priority_starts_first_and_a_short_task_backfills_beside_a_blocke
     holder = c.submit(spec(sandbox, 2, 12, nnodes=2, time_limit="2m"))["task_id"]
     wait_state(c, holder, {"RUNNING"}, timeout=60)
     low = c.submit(spec(sandbox, 4, 2))["task_id"]
-    high = c.submit(spec(sandbox, 4, 2, priority=900))["task_id"]
+    high = c.submit(spec(sandbox, 4, 2))["task_id"]
+    # Raising a priority above the default is the admin's: here through the API, while it waits.
+    assert ArgusClient(server.url, ADMIN).set_priority(high, 900) == {"task_id": high, "priority": 900}
     long = c.submit(spec(sandbox, 2, 2, nnodes=2, time_limit="1h"))["task_id"]  # needs the head's node
     time.sleep(2)  # full passes (every 0.5 s) have planned them all
     head = c.task(high)
