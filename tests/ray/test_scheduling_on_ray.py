@@ -9,10 +9,11 @@ from datetime import datetime
 import pytest
 from ray.job_submission import JobSubmissionClient
 
-from argus.client.sdk import ArgusAPIError, ArgusClient
+from argus.client.sdk import ArgusClient
 from argus.cluster import local
 from argus.testing.sandbox import task_yaml
 from argus.testing.server import ServerProcess
+from helpers import user_client, wait_state
 
 pytestmark = pytest.mark.ray
 ADMIN = "sched-admin-token"
@@ -26,25 +27,6 @@ def server(ray_cluster, sandbox, tmp_path):
     srv.stop()
 
 
-def client_for(url: str, user: str) -> ArgusClient:
-    admin = ArgusClient(url, ADMIN)
-    try:
-        admin.create_user(user)
-    except ArgusAPIError as exc:
-        assert exc.status == 409
-    return ArgusClient(url, admin.issue_token(user)["token"])
-
-
-def wait_state(c: ArgusClient, tid: str, states: set[str], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        task = c.task(tid)
-        if task["state"] in states or time.monotonic() > deadline:
-            assert task["state"] in states, f"{tid} is {task['state']}, not {states}: {task}"
-            return task
-        time.sleep(0.3)
-
-
 def spec(sandbox, gpus: int, steps: int, step_s: float = 0.5, nnodes: int = 1, **fields) -> str:
     return task_yaml(sandbox, "ppo", nnodes=nnodes, n_gpus_per_node=gpus, total_training_steps=steps,
                      save_freq=-1, env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)}, **fields)
@@ -55,7 +37,7 @@ def at(value: str) -> float:
 
 
 def test_a_one_by_eight_gang_is_not_admitted_on_four_plus_four(server, sandbox):
-    c = client_for(server.url, "gang")
+    c = user_client(server.url, ADMIN, "gang")
     tid = c.submit(spec(sandbox, 8, 2))["task_id"]
     task = wait_state(c, tid, {"PENDING_RESOURCES"}, timeout=15)
     assert task["pending_code"] == "Resources"
@@ -67,7 +49,7 @@ def test_a_one_by_eight_gang_is_not_admitted_on_four_plus_four(server, sandbox):
 
 
 def test_a_task_at_its_time_limit_ends_timeout_and_frees_its_gpus(server, sandbox, ray_cluster):
-    c = client_for(server.url, "limited")
+    c = user_client(server.url, ADMIN, "limited")
     tid = c.submit(spec(sandbox, 4, 200, nnodes=2, time_limit="30s"))["task_id"]
     running = wait_state(c, tid, {"RUNNING"}, timeout=60)
     behind = c.submit(spec(sandbox, 4, 2))["task_id"]
@@ -86,7 +68,7 @@ def test_a_task_at_its_time_limit_ends_timeout_and_frees_its_gpus(server, sandbo
 
 
 def test_higher_priority_starts_first_and_a_short_task_backfills_beside_a_blocked_one(server, sandbox):
-    c = client_for(server.url, "prio")
+    c = user_client(server.url, ADMIN, "prio")
     # One holder with 2 GPUs on each node; it ends after about ten seconds (limit 2 minutes).
     holder = c.submit(spec(sandbox, 2, 12, nnodes=2, time_limit="2m"))["task_id"]
     wait_state(c, holder, {"RUNNING"}, timeout=60)

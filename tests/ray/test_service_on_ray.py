@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from ray.job_submission import JobSubmissionClient
 
-from argus.client.sdk import ArgusAPIError, ArgusClient
+from argus.client.sdk import ArgusAPIError
 from argus.cluster import local
 from argus.testing.sandbox import task_yaml
 from argus.testing.server import ServerProcess
+from helpers import user_client, wait_state
 
 pytestmark = pytest.mark.ray
 ADMIN = "test-admin-token"
@@ -32,33 +33,13 @@ def server(ray_cluster, sandbox, tmp_path):
     srv.stop()
 
 
-def user_client(url: str, user: str) -> ArgusClient:
-    admin = ArgusClient(url, ADMIN)
-    try:
-        admin.create_user(user)
-    except ArgusAPIError as exc:
-        assert exc.status == 409
-    return ArgusClient(url, admin.issue_token(user)["token"])
-
-
-def wait_state(client: ArgusClient, tid: str, states: set[str], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    task = client.task(tid)
-    while time.monotonic() < deadline:
-        task = client.task(tid)
-        if task["state"] in states:
-            return task
-        time.sleep(0.3)
-    raise AssertionError(f"{tid} is {task['state']} after {timeout}s, not {states}: {task}")
-
-
 def slow(sandbox, gpus: int, steps: int = 8, step_s: float = 0.5, **fields) -> str:
     return task_yaml(sandbox, "ppo", n_gpus_per_node=gpus, total_training_steps=steps, save_freq=steps,
                      env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)}, **fields)
 
 
 def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server, sandbox, ray_cluster):
-    alice = user_client(server.url, "alice")
+    alice = user_client(server.url, ADMIN, "alice")
     tid = alice.submit(task_yaml(sandbox, "ppo"))["task_id"]
     task = wait_state(alice, tid, {"SUCCEEDED", "FAILED"})
     assert task["state"] == "SUCCEEDED", alice.logs(tid, tail=40)
@@ -81,7 +62,7 @@ def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server,
 
 
 def test_task_short_of_gpus_waits_then_runs_when_another_ends(server, sandbox):
-    bob = user_client(server.url, "bob")
+    bob = user_client(server.url, ADMIN, "bob")
     holders = [bob.submit(slow(sandbox, 4, steps=10))["task_id"] for _ in range(2)]
     for tid in holders:
         wait_state(bob, tid, {"RUNNING"})
@@ -99,7 +80,7 @@ def test_task_short_of_gpus_waits_then_runs_when_another_ends(server, sandbox):
 
 
 def test_cancel_pending_and_running_tasks_stops_their_ray_jobs(server, sandbox, ray_cluster):
-    carol = user_client(server.url, "carol")
+    carol = user_client(server.url, ADMIN, "carol")
     running = carol.submit(slow(sandbox, 4, steps=40))["task_id"]
     wait_state(carol, running, {"RUNNING"})
     other = carol.submit(slow(sandbox, 4, steps=40))["task_id"]
@@ -130,7 +111,7 @@ def test_cancel_a_queued_task(ray_cluster, sandbox, tmp_path):
     srv = Server(ray_cluster, tmp_path, enabled=False)  # nothing leaves QUEUED
     srv.start()
     try:
-        dave = user_client(srv.url, "dave")
+        dave = user_client(srv.url, ADMIN, "dave")
         tid = dave.submit(task_yaml(sandbox, "sft"))["task_id"]
         assert dave.task(tid)["state"] == "QUEUED"
         assert dave.cancel(tid)["state"] == "CANCELED"
@@ -140,7 +121,7 @@ def test_cancel_a_queued_task(ray_cluster, sandbox, tmp_path):
 
 
 def test_sigkill_and_restart_loses_nothing_and_submits_nothing_twice(server, sandbox, ray_cluster):
-    erin = user_client(server.url, "erin")
+    erin = user_client(server.url, ADMIN, "erin")
     running = [erin.submit(slow(sandbox, 4, steps=12))["task_id"] for _ in range(2)]
     for tid in running:
         wait_state(erin, tid, {"RUNNING"})

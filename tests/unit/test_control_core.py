@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from argus.cluster.jobs import JobView
-from argus.domain.admission import Candidate, Capacity, Demand, free_gpus, plan_admission
+from argus.domain.admission import Capacity, Demand, free_gpus
 from argus.domain.failure import Diagnosis, FailureCause
 from argus.domain.task import (
     ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id, can_transition, check_user_id,
@@ -67,21 +67,6 @@ def test_best_fit_packs_the_fullest_node_first_and_counts_the_driver():
     assert cap.fit(Demand(1, 2)).gpus_by_node == {"w2": 2}
     assert cap.fit(Demand(1, 2, driver_gpus=1)).gpus_by_node == {"w2": 2, "w1": 1}
     assert Capacity.of({"w1": 2}).fit(Demand(1, 2, driver_gpus=1)) is None
-
-
-def test_plan_admits_in_order_without_blocking_behind_a_task_that_does_not_fit():
-    cands = [Candidate("a", Demand(1, 4)), Candidate("big", Demand(1, 8)), Candidate("b", Demand(1, 4)),
-             Candidate("c", Demand(1, 1))]
-    decisions = plan_admission(cands, Capacity.of({"w1": 4, "w2": 4}))
-    assert [(d.task_id, d.admitted) for d in decisions] == [("a", True), ("big", False), ("b", True), ("c", False)]
-    assert "only 0" not in decisions[3].reason and "largest free bundle is 0" in decisions[3].reason
-
-
-def test_plan_respects_max_running():
-    decisions = plan_admission([Candidate("a", Demand(1, 1)), Candidate("b", Demand(1, 1))],
-                               Capacity.of({"w1": 4}), running=1, max_running=2)
-    assert [d.admitted for d in decisions] == [True, False]
-    assert decisions[1].reason == "max_running_tasks (2) tasks are running"
 
 
 def test_free_gpus_takes_the_lesser_of_ray_and_the_book():

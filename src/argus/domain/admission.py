@@ -7,15 +7,14 @@ the caller computed (Ray's free GPUs, less what Argus-admitted tasks hold and Ra
 placed). Aggregate free GPUs are never enough on their own: 8 free GPUs on two nodes do not run
 a 1x8 task.
 
-`plan_admission` walks candidates in the order given (FIFO), admitting each that fits and
-subtracting what it takes; a candidate that does not fit gets a reason, like Slurm's pending
-reasons, and does not block those behind it.
+`Capacity` answers where a demand fits (best fit: the fullest nodes first) and, when it does
+not, why, like Slurm's pending reasons; `argus.domain.scheduling.plan` decides the order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -39,23 +38,6 @@ class Placement:
 
     def to_json(self) -> dict[str, float]:
         return dict(self.gpus_by_node)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    task_id: str
-    demand: Demand
-
-
-@dataclass(frozen=True)
-class Decision:
-    task_id: str
-    placement: Placement | None  # None: it waits
-    reason: str | None = None
-
-    @property
-    def admitted(self) -> bool:
-        return self.placement is not None
 
 
 @dataclass
@@ -107,36 +89,6 @@ class Capacity:
                     f"({total_free:g} free on {len(self.free)} node(s))")
         return (f"{need}; only {fitting} node(s) have {demand.gpus_per_node:g} free GPU(s) "
                 f"({total_free:g} free on {len(self.free)} node(s))")
-
-
-def plan_admission(
-    candidates: Sequence[Candidate],
-    capacity: Capacity,
-    running: int = 0,
-    max_running: int | None = None,
-) -> list[Decision]:
-    """One decision per candidate, in order.
-
-    Args:
-        candidates: waiting tasks that are due, oldest first.
-        capacity: free GPUs per schedulable node (consumed as tasks are admitted).
-        running: tasks already submitted or running.
-        max_running: the cap on those, or None for no cap beyond GPUs.
-    """
-    decisions: list[Decision] = []
-    for cand in candidates:
-        if max_running is not None and running >= max_running:
-            decisions.append(Decision(cand.task_id, None,
-                                      f"max_running_tasks ({max_running}) tasks are running"))
-            continue
-        placement = capacity.fit(cand.demand)
-        if placement is None:
-            decisions.append(Decision(cand.task_id, None, capacity.why_not(cand.demand)))
-            continue
-        capacity.take(placement)
-        running += 1
-        decisions.append(Decision(cand.task_id, placement))
-    return decisions
 
 
 def free_gpus(

@@ -67,8 +67,6 @@ class Scheduler:
         self.reconciled = False
         self.last_tick_at: float | None = None
         self.last_error: str | None = None
-        self.submit_latency: list[float] = []  # acceptance -> submit_job returned, seconds
-        self._just_deferred: set[str] = set()
         self._need_sync = False
         self._blocked_by: str | None = None
         self._kept: str | None = None  # the task the last full pass reserved: it keeps its place
@@ -118,7 +116,6 @@ class Scheduler:
                 which is allowed only once the first full pass has reconciled.
         """
         with self._lock:
-            self._just_deferred: set[str] = set()
             full = full or not self.reconciled
             try:
                 if full:
@@ -215,7 +212,6 @@ class Scheduler:
             return False
         extra: dict[str, Any] = {}
         if outcome.state == TaskState.PENDING_RESOURCES:
-            self._just_deferred.add(tid)  # waits retry_interval_s, even if others become due
             retry = self.settings.scheduler.retry_interval_s
             extra = {"pending_code": "BeginTime", "estimated_start": now + retry,
                      "pending_reason": f"retrying in {retry:g}s after: {outcome.evidence}",
@@ -320,7 +316,6 @@ class Scheduler:
             return
         else:
             waiting = self.store.due(now)
-        waiting = [t for t in waiting if t["task_id"] not in self._just_deferred]
         if not waiting:
             if full:
                 self._blocked_by = None
@@ -387,8 +382,6 @@ class Scheduler:
             return
         done = self.clock()
         self.store.update_attempt(sid, submitted_at=done, ray_status="PENDING")
-        self.submit_latency.append(done - row["created_at"])
-        del self.submit_latency[:-1000]
         after = self.store.get(tid)
         if after is not None and TaskState(after["state"]) in FINAL_STATES:
             self.jobs.stop(sid)  # cancelled while it was being submitted

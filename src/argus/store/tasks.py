@@ -214,18 +214,16 @@ class TaskStore:
         with self.db.read.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
-    def due(self, now: float, all_pending: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
-        """Waiting tasks to consider for admission, oldest first: every QUEUED task, and the
-        PENDING_RESOURCES ones whose `next_run_at` has come (all of them when `all_pending`).
+    def due(self, now: float, limit: int = 1000) -> list[dict[str, Any]]:
+        """New and due waiting tasks, oldest first: every QUEUED task, and the
+        PENDING_RESOURCES ones whose `next_run_at` (a retry after a failed start) has come.
 
         Two indexed queries merged by age, rather than one OR that reads every waiting row."""
         queued = (sa.select(tasks.c[*_SUMMARY]).where(tasks.c.state == TaskState.QUEUED.value)
                   .order_by(tasks.c.seq).limit(limit))
-        pending = sa.select(tasks.c[*_SUMMARY]).where(
-            tasks.c.state == TaskState.PENDING_RESOURCES.value)
-        if not all_pending:
-            pending = pending.where(tasks.c.next_run_at <= now)
-        pending = pending.order_by(tasks.c.seq).limit(limit)
+        pending = (sa.select(tasks.c[*_SUMMARY])
+                   .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= now)
+                   .order_by(tasks.c.seq).limit(limit))
         with self.db.read.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(queued)]
             rows += [dict(r._mapping) for r in conn.execute(pending)]
