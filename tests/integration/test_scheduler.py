@@ -21,6 +21,7 @@ from argus.store.db import open_database
 from argus.store.tasks import TaskStore
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import prepare, task_yaml
+from api_support import open_backend
 
 T0 = 1_800_000_000.0
 GPU_MSG = "Total available GPUs 2 is less than total desired GPUs 4"
@@ -32,11 +33,11 @@ def sandbox(tmp_path_factory):
 
 
 class World:
-    def __init__(self, sandbox, tmp_path: Path, gpus=None, **sched):
+    def __init__(self, sandbox, tmp_path: Path, gpus=None, db_url: str | None = None, **sched):
         self.sandbox = sandbox
         self.settings = parse_settings(
             {"ray": {"shared_root": str(sandbox.shared_root)},
-             "service": {"db_url": f"sqlite:///{tmp_path}/argus.sqlite3"},
+             "service": {"db_url": db_url or f"sqlite:///{tmp_path}/argus.sqlite3"},
              "scheduler": {"retry_interval_s": 30, **sched}}, environ={})
         self.db = open_database(self.settings.db_url)
         self.store = TaskStore(self.db)
@@ -68,11 +69,14 @@ class World:
         return self.store.get(tid)["state"]
 
 
-@pytest.fixture
-def world(sandbox, tmp_path):
-    w = World(sandbox, tmp_path)
-    yield w
-    w.db.dispose()
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(request, sandbox, tmp_path):
+    """The same rules over a SQLite file and over PostgreSQL (when ARGUS_TEST_DATABASE_URL is set),
+    whose compare-and-set transitions lock rows instead of the whole database."""
+    with open_backend(request.param, tmp_path) as backend:
+        w = World(sandbox, tmp_path, db_url=backend.url)
+        yield w
+        w.db.dispose()
 
 
 def test_admitted_task_is_submitted_once_with_its_attempt_written_first(world):
