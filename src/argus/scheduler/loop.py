@@ -8,12 +8,14 @@ Owns the order of one pass, `tick(now)`:
    `<job_root>/logs/driver.log`, and a Ray job still alive under a task that was cancelled is
    stopped;
 3. admission (only after a sync that reached Ray, so a restart never admits before it has
-   reconciled): waiting tasks that are due are planned against free GPUs per node by the pure
-   `argus.domain.admission` policy; those that fit are submitted, the others wait in
-   PENDING_RESOURCES with a reason and `next_run_at = now + retry_interval_s`.
+   reconciled): the waiting tasks, the running ones (with their time limits) and the free GPUs
+   per node go to the pure policy `argus.domain.scheduling.plan`; the tasks it starts are
+   submitted, and every other waiting task records the policy's reason (PENDING_RESOURCES).
 
-`run(stop)` paces ticks: it waits for a nudge from the API, the interval, or stop, whichever
-comes first. The decisions live in `argus.scheduler.policy` (pure); this module acts on them.
+Time limits are enforced in the sync: a task past its limit is stopped and ends TIMEOUT.
+`run(stop)` paces passes: a nudge from the API starts one that only admits; a full pass (sync,
+archive, admit) runs every `interval_s`. What a Ray status means for a task is decided in
+`argus.scheduler.policy` (pure); this module acts on the decisions.
 """
 
 from __future__ import annotations

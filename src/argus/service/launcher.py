@@ -101,8 +101,7 @@ def _pid_alive(pid: int) -> bool:
 
 def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int = 8080,
        host: str = "127.0.0.1", gcs_port: int = local.DEFAULT_GCS_PORT,
-       dashboard_port: int = local.DEFAULT_DASHBOARD_PORT,
-       scheduler: dict | None = None) -> ServerInfo:
+       dashboard_port: int = local.DEFAULT_DASHBOARD_PORT) -> ServerInfo:
     """Start (or find) the local cluster and the server.
 
     Raises:
@@ -124,8 +123,8 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
     if not local.port_free(port, host):
         raise PortInUse(f"port {port} is taken; pick another with --port")
     ray = load_yaml_mapping(local.config_file(shared_root).read_text(), "ray config")
-    settings = parse_settings({"ray": ray, "service": {"host": host, "port": port},
-                               "scheduler": scheduler or {}}, "server config", environ={})
+    settings = parse_settings({"ray": ray, "service": {"host": host, "port": port}},
+                              "server config", environ={})
     rdir.mkdir(parents=True, exist_ok=True)
     config = rdir / "server.yaml"
     config.write_text(dump_settings(settings))

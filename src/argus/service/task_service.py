@@ -99,16 +99,6 @@ class TaskService:
             raise SpecError("task spec", problems)
         return spec, rendered
 
-    def validate(self, text: str) -> TaskSpec:
-        """Parse and check a TaskSpec as the server will run it (composed against verl).
-
-        Raises:
-            SpecError: the YAML, a field, an input path or an override is invalid.
-        """
-        spec, rendered = self.parse(text)
-        self.checks.check(spec, rendered, "task spec")
-        return spec
-
     def time_limit_s(self, spec: TaskSpec) -> float:
         """The spec's time limit, else the default; more than the maximum is refused.
 
