@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from argus.client import server_cli, service_cli, sim_cli
+from argus.client import head_cli, nodes_cli, server_cli, service_cli, sim_cli
 from argus.cluster import local
 from argus.cluster.errors import ClusterError
 from argus.spec.config import default_shared_root, load_ray_config
@@ -37,6 +37,8 @@ app.add_typer(cluster_app, name="cluster")
 service_cli.register(app)
 server_cli.register(app)
 sim_cli.register(app)
+head_cli.register(app)
+nodes_cli.register(app)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,0 +1,9 @@
+"""Placeholder: filled in by the node-pool work."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Adds this module's commands to `app`."""
