@@ -8,16 +8,24 @@ VERL_VERSION := 0.9.1
 RAY_VERSION := 2.60.0
 ARGUS_SHARED_ROOT ?= $(HOME)/.argus/shared
 
-.PHONY: venv demo test test-unit down clean bench
+.PHONY: venv sshd demo test test-unit down clean bench
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# `sshd` is order-only: checked on every run (cheap), never a reason to reinstall the venv.
+$(STAMP): pyproject.toml Makefile | sshd
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "ray[default]==$(RAY_VERSION)" -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps "verl==$(VERL_VERSION)"
 	@touch $(STAMP)
+
+# OpenSSH's server, for the managed-node tests (they start their own sshd on 127.0.0.1).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+sshd:
+	@command -v /usr/sbin/sshd >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server; }
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --shared-root "$(ARGUS_SHARED_ROOT)"

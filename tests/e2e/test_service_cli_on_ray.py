@@ -243,9 +243,12 @@ def test_logs_follow_streams_a_running_task_until_it_ends(alice, sandbox, tmp_pa
     alice.wait(tid, {"RUNNING"} | FINAL)
 
     queue = alice.json("queue")
-    assert set(queue) == {"pending", "running"}
+    assert set(queue) == {"pools", "pools_error", "pending", "running"}
+    # The session cluster's two workers have no pool label: both count under "-".
+    assert list(queue["pools"]) == ["-"] and queue["pools"]["-"]["nodes"] == 2
+    assert queue["pools"]["-"]["gpus_total"] == 8 and queue["pools_error"] is None
     running = [t for t in queue["running"] if t["task_id"] == tid]
-    assert running == [{"task_id": tid, "user_id": "alice", "state": "RUNNING",
+    assert running == [{"task_id": tid, "user_id": "alice", "state": "RUNNING", "pool": None,
                         "ray_submission_id": f"{tid}--a01"}], queue
     assert all(t["task_id"] != tid for t in queue["pending"])
 

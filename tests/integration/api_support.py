@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from argus.service.app import create_app
 from argus.service.settings import ArgusSettings, parse_settings
+from argus.testing.fakes import FakeSnapshots
 from argus.testing.sandbox import Sandbox, task_yaml
 
 DATABASE_URL_ENV = "ARGUS_TEST_DATABASE_URL"
@@ -36,11 +37,10 @@ ADMIN_TOKEN = "admin-" + secrets.token_hex(16)
 YAML = "application/yaml"
 
 
-class NoSnapshots:
-    """Stands in for the cluster snapshot source: the scheduler is not part of this suite."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the API suite must not read cluster snapshots (asked for {name!r})")
+# The cluster the API suite's views see (the scheduler does not run here): two pools and a
+# node without one.
+SNAPSHOTS = FakeSnapshots({"w1": 4, "w2": 4, "w3": 8}, free={"w1": 1, "w2": 4, "w3": 8},
+                          labels={"w1": {"pool": "h20"}, "w2": {"pool": "h20"}, "w3": {}})
 
 
 @dataclass
@@ -121,7 +121,7 @@ class AppFactory:
 
     def __call__(self) -> TestClient:
         app = create_app(make_settings(self.sandbox, self.backend.url), run_scheduler=False,
-                         snapshots=NoSnapshots(), environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN})
+                         snapshots=SNAPSHOTS, environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN})
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         self._open.append((app, client))

@@ -36,7 +36,7 @@ SUMMARY_KEYS = {"task_id", "user_id", "workload", "state", "failure_cause", "cre
 DETAIL_KEYS = {"task_id", "user_id", "workload", "state", "desired_resources", "latest_attempt",
                "error_summary", "failure_cause", "pending_reason", "next_run_at", "created_at",
                "updated_at", "jobspec_yaml"}
-RESOURCES = {"nnodes": 1, "n_gpus_per_node": 2, "total_gpus": 2}
+RESOURCES = {"nnodes": 1, "n_gpus_per_node": 2, "total_gpus": 2, "pool": None}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -483,7 +483,11 @@ def test_users_see_only_their_own_tasks(api):
     assert ids(api.list_all(a)) == [ta]
     assert {t["user_id"] for t in api.list_all(b)} == {b.user_id}
     qb = api.get(b, "/api/v2/queue").json()
-    assert set(qb) == {"pending", "running"}
+    assert set(qb) == {"pools", "pools_error", "pending", "running"}
+    # Free GPUs per pool, as admission counts them (Ray's free GPUs of schedulable nodes).
+    assert qb["pools"] == {"-": {"nodes": 1, "gpus_total": 8, "gpus_free": 8},
+                           "h20": {"nodes": 2, "gpus_total": 8, "gpus_free": 5}}
+    assert qb["pools_error"] is None
     assert ids(qb["pending"]) == [tb] and qb["running"] == []
     assert ids(api.get(a, "/api/v2/queue").json()["pending"]) == [ta]
 
@@ -494,7 +498,7 @@ def test_users_see_only_their_own_tasks(api):
     mine = [p for p in pending if p["task_id"] in (ta, tb)]
     assert ids(mine) == [ta, tb]
     assert set(mine[0]) == {"task_id", "user_id", "state", "next_run_at", "pending_reason",
-                            "created_at", "priority", "estimated_start"}
+                            "created_at", "priority", "estimated_start", "pool"}
     assert [(p["user_id"], p["state"]) for p in mine] == [(a.user_id, "QUEUED"),
                                                           (b.user_id, "QUEUED")]
     assert api.get(api.admin, f"/api/v2/tasks/{ta}").json()["user_id"] == a.user_id

@@ -58,7 +58,8 @@ class World:
         self.store.create(task_id=tid, user_id=user, workload=workload, jobspec_yaml=text,
                           nnodes=spec.nnodes, n_gpus_per_node=spec.n_gpus_per_node,
                           driver_gpus=driver_gpus(spec), now=self.now, priority=spec.priority,
-                          time_limit_s=spec.time_limit_s or self.settings.scheduler.default_time_limit_s)
+                          time_limit_s=spec.time_limit_s or self.settings.scheduler.default_time_limit_s,
+                          pool=spec.pool)
         return tid
 
     def tick(self, dt: float = 1.0) -> None:
@@ -494,3 +495,43 @@ def test_gpu_shortages_do_not_use_up_the_retries_of_real_failures(sandbox, tmp_p
     world.jobs.fail(f"{tid}--a03", "exit 1", log="NCCL error: unhandled system error\n")
     world.tick()
     assert world.state(tid) == "QUEUED" or world.state(tid) == "SUBMITTED"  # retried: 1 of 2 used
+
+
+def test_a_pool_task_runs_only_in_its_pool_and_its_driver_is_pinned_there(world):
+    world.snaps.gpus = {"w1": 4, "w2": 4, "w3": 4}
+    world.snaps.labels = {"w1": {"pool": "h20"}, "w2": {"pool": "a100"}, "w3": {}}
+    first = world.add(pool="a100", n_gpus_per_node=4)
+    second = world.add(pool="a100", n_gpus_per_node=2)
+    anywhere = world.add(n_gpus_per_node=4)
+    world.tick()
+    assert world.state(first) == "SUBMITTED"
+    [attempt] = world.store.attempts(first)
+    assert attempt["placement"] == '{"w2": 4}'  # the pool's only node, though w1 and w3 are free
+    req = world.jobs.jobs[f"{first}--a01"].request
+    assert req["entrypoint_label_selector"] == {"pool": "a100"}
+    assert req["entrypoint_resources"] == {"worker_node": 1.0}
+    # The pool is full: the second waits, naming its pool, while nodes elsewhere are free.
+    task = world.store.get(second)
+    assert task["state"] == "PENDING_RESOURCES" and task["pending_code"] == "Resources"
+    assert task["pending_reason"].startswith("in pool a100: needs 1 node(s) x 2 GPU(s); "
+                                             "largest free bundle is 0 GPU(s) (0 free on 1 node(s))")
+    assert world.state(anywhere) == "SUBMITTED"  # no pool: any node (w1 or w3)
+    assert world.jobs.jobs[f"{anywhere}--a01"].request["entrypoint_label_selector"] is None
+    # When the pool frees up, the waiting task takes it.
+    sid = f"{first}--a01"
+    world.jobs.run(sid)
+    world.tick()
+    world.jobs.finish(sid)
+    world.tick()
+    world.tick()
+    assert world.state(second) == "SUBMITTED"
+    assert world.store.attempts(second)[0]["placement"] == '{"w2": 2}'
+
+
+def test_a_pool_with_no_alive_node_says_so(world):
+    world.snaps.labels = {"w1": {"pool": "h20"}, "w2": {"pool": "h20"}}
+    tid = world.add(pool="v100")
+    world.tick()
+    task = world.store.get(tid)
+    assert task["state"] == "PENDING_RESOURCES"
+    assert task["pending_reason"].startswith("no schedulable worker node is alive in pool v100")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from argus.domain.discovery import Action, HeadFileError, HeadInfo, decide, discovery_file, parse_head
+from argus.domain.discovery import (
+    Action,
+    HeadFileError,
+    HeadInfo,
+    decide,
+    discovery_file,
+    hold_file,
+    parse_head,
+)
 
 HEAD = HeadInfo("prod", "10.0.0.5", 6380, "http://10.0.0.5:8265", updated_at=1000.0, ttl_s=30.0)
 
@@ -52,3 +60,35 @@ def test_a_new_head_address_or_a_dead_raylet_rejoins():
     assert (d.action, d.address) == (Action.REJOIN, "10.0.0.5:6390") and "moved" in d.reason
     d = decide(1001, HEAD, None, "10.0.0.5:6380", False)
     assert (d.action, d.reason) == (Action.REJOIN, "the local raylet died")
+
+
+def test_the_temp_dir_round_trips_and_is_optional():
+    with_temp = HeadInfo(**{**HEAD.__dict__, "temp_dir": "/tmp/argus-ray-1234abcd"})
+    assert parse_head(with_temp.to_json()) == with_temp
+    old = '{"cluster_name": "c", "head_ip": "h", "gcs_port": 1, "dashboard_url": "u", "updated_at": 1, "ttl_s": 5}'
+    assert parse_head(old).temp_dir is None
+
+
+def test_the_hold_file_is_per_node_and_refuses_paths():
+    assert str(hold_file("/private", "prod", "gpu-7")) == "/private/ray/discovery/prod/hold/gpu-7"
+    for bad in ("", ".", "..", "a/b"):
+        with pytest.raises(ValueError):
+            hold_file("/private", "prod", bad)
+
+
+def test_a_held_node_never_joins():
+    d = decide(1010, HEAD, None, None, False, held="drained by admin")
+    assert (d.action, d.reason) == (Action.WAIT, "held: drained by admin; not joining")
+    moved = HeadInfo(**{**HEAD.__dict__, "gcs_port": 6390})
+    assert decide(1010, moved, None, "10.0.0.5:6380", True, held="x").action == Action.WAIT
+    # A raylet that Ray's drain shut down is not started again while held.
+    d = decide(1010, HEAD, None, "10.0.0.5:6380", False, held="x")
+    assert (d.action, d.reason) == (Action.WAIT, "held: x; not joining")
+
+
+def test_a_held_joined_node_keeps_its_raylet_while_ray_drains_it():
+    d = decide(1010, HEAD, None, "10.0.0.5:6380", True, held="drain #12\n")
+    assert (d.action, d.reason) == (Action.WAIT, "held: drain #12; keeping the raylet while Ray drains it")
+    assert decide(1010, HEAD, None, None, False, held="").reason == "held: no reason given; not joining"
+    # Without the hold, the same node joins again.
+    assert decide(1010, HEAD, None, None, False, held=None).action == Action.JOIN

@@ -252,11 +252,25 @@ def test_submission_request_carries_driver_placement():
     d = req.as_dict()
     assert set(d) == {
         "entrypoint", "submission_id", "runtime_env", "entrypoint_num_cpus",
-        "entrypoint_resources", "entrypoint_num_gpus", "metadata",
+        "entrypoint_resources", "entrypoint_num_gpus", "metadata", "entrypoint_label_selector",
     }
+    assert req.entrypoint_label_selector is None  # no pool: any worker node
     # The request owns a copy: mutating it does not touch the config.
     req.entrypoint_resources["x"] = 1
     assert cfg.entrypoint_resources == {"worker_node": 1, "argus_driver": 0.5}
+
+
+def test_pool_pins_the_driver_inside_it():
+    req = build_submission(config(), spec("grpo", pool="h20"), "run-1", ROOT)
+    assert req.entrypoint_label_selector == {"pool": "h20"}
+    assert req.entrypoint_resources == {"worker_node": 1}  # still on a worker, never the head
+
+
+@pytest.mark.parametrize("pool", ["", "-a", "a b", "x" * 64, "a/b", "ä"])
+def test_pool_must_be_a_label_value(pool):
+    with pytest.raises(Exception) as info:
+        spec("ppo", pool=pool)
+    assert "pool" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,7 @@ def test_submit_writes_artifacts_and_passes_everything_to_ray(tool, fake, config
     assert kwargs["metadata"]["argus.job_root"] == str(root)
     # A PPO driver needs no GPU, so Ray is not even asked for zero GPUs.
     assert "entrypoint_num_gpus" not in kwargs
+    assert "entrypoint_label_selector" not in kwargs  # no pool: not even an empty selector
 
 
 def test_sft_submission_asks_ray_for_one_driver_gpu(tool, fake, config):

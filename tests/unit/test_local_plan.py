@@ -1,13 +1,14 @@
-"""The pure parts of the local cluster: node layout, ports, `ray start` args, GPU slices."""
+"""The pure parts of the local cluster: node layout, ports, the head's `ray start` and the
+workers' `argus node-agent` command lines, GPU slices, temp dirs."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 
 import pytest
 
 from argus.cluster.errors import ClusterError, PortInUse
+from argus.cluster.head import HeadRecord, head_start_args, temp_dir_for
 from argus.cluster.local import (
     DEFAULT_DASHBOARD_PORT,
     DEFAULT_GCS_PORT,
@@ -15,12 +16,13 @@ from argus.cluster.local import (
     WORKER_PORTS_PER_NODE,
     ClusterState,
     PortFinder,
+    agent_args,
     gpu_slices,
     loopback_prefix,
     plan_cluster,
-    ray_start_args,
     ray_temp_dir,
 )
+from argus.cluster.procs import PORT_BASE, PORT_SLOT, default_port_start, node_ports
 
 SHARED = "/srv/shared"
 
@@ -32,10 +34,6 @@ def all_free(port: int) -> bool:
 def taken(*ports: int):
     busy = set(ports)
     return lambda port: port not in busy
-
-
-def node_ports(node) -> set[int]:
-    return set(node.ports.values()) | set(range(node.min_worker_port, node.max_worker_port + 1))
 
 
 def flag(args: list[str], name: str) -> str:
@@ -60,24 +58,26 @@ def test_head_has_no_resources_and_workers_do():
      lambda p: not (20000 <= p < 20300 and p % 7 == 0)],
     ids=["all-free", "some-taken", "every-7th-taken-at-the-start"],
 )
-def test_every_port_is_distinct_and_worker_ranges_do_not_overlap(is_free):
+def test_each_node_finds_distinct_free_ports_in_its_own_region(is_free):
     state = plan_cluster(SHARED, workers=4, gpus_per_worker=1, cpus_per_worker=2, is_free=is_free)
+    starts = [n.port_start for n in state.nodes]
+    assert starts == [default_port_start(n.ip) for n in state.nodes]
+    assert all(b - a == PORT_SLOT for a, b in zip(starts, starts[1:]))  # 127.0.X.k: neighbours
     seen: dict[int, str] = {state.gcs_port: "gcs", state.dashboard_port: "dashboard"}
-    for node in state.nodes:
-        assert set(node.ports) >= set(NODE_PORT_KEYS)
-        assert node.max_worker_port - node.min_worker_port + 1 == WORKER_PORTS_PER_NODE
-        for port in node_ports(node):
+    for node in state.nodes:  # what each node finds at its (re)join, each in its own region
+        finder = PortFinder(node.port_start, {state.gcs_port, state.dashboard_port}, is_free)
+        ports, lo, hi = node_ports(finder)
+        assert set(ports) == set(NODE_PORT_KEYS) and hi - lo + 1 == WORKER_PORTS_PER_NODE
+        for port in {*ports.values(), *range(lo, hi + 1)}:
             assert port not in seen, f"{node.name} reuses port {port} of {seen.get(port)}"
             assert is_free(port), f"{node.name} got taken port {port}"
             seen[port] = node.name
-    assert "ray_client_server_port" in state.head.ports
-    assert all("ray_client_server_port" not in n.ports for n in state.nodes[1:])
 
 
-def test_ports_skip_gcs_and_dashboard_when_start_overlaps_them():
-    state = plan_cluster(SHARED, 2, 1, 1, gcs_port=20005, dashboard_port=20110, port_start=20000, is_free=all_free)
-    for node in state.nodes:
-        assert 20005 not in node_ports(node) and 20110 not in node_ports(node)
+def test_port_regions_stay_below_the_ephemeral_range():
+    for ip in ("127.0.2.1", "127.0.251.33", "10.1.2.3"):
+        assert PORT_BASE <= default_port_start(ip) <= 32768 - PORT_SLOT
+    assert default_port_start(None) == default_port_start("not-an-ip") == PORT_BASE
 
 
 def test_node_ips_are_distinct_loopback_addresses():
@@ -134,6 +134,7 @@ def test_gpu_slices_are_assigned_to_workers_only():
 def test_state_json_round_trip():
     state = plan_cluster(SHARED, 2, 4, 4, is_free=all_free)
     state.nodes[1].pid = 1234
+    state.nodes[0].pid = 99
     again = ClusterState.from_json(state.to_json())
     assert again == state
     assert again.nodes[1].pid == 1234
@@ -168,39 +169,43 @@ def test_port_finder_gives_up_above_65000():
         finder.one()
 
 
-# -- ray start ----------------------------------------------------------------------------------
-def test_ray_start_args_head_and_worker():
+# -- command lines ------------------------------------------------------------------------------
+def test_workers_are_node_agents_that_find_the_head_through_head_json():
     state = plan_cluster(SHARED, 2, 4, 8, gcs_port=6379, dashboard_port=8265,
                          drivers_per_worker=100, is_free=all_free)
-    head_args = ray_start_args(state, state.head)
     worker = state.nodes[1]
-    worker_args = ray_start_args(state, worker)
-
-    assert head_args[:2] == ["start", "--block"]
-    assert "--head" in head_args and "--head" not in worker_args
-    assert flag(head_args, "--port") == "6379"
-    assert flag(head_args, "--dashboard-port") == "8265"
-    assert flag(head_args, "--dashboard-host") == state.head.ip
-    assert flag(head_args, "--num-cpus") == "0" and flag(head_args, "--num-gpus") == "0"
-    assert "--resources" not in head_args and "--address" not in head_args
-
-    assert flag(worker_args, "--resources") == '{"worker_node": 100}'
-    assert json.loads(flag(worker_args, "--resources")) == {"worker_node": 100}
-    assert flag(worker_args, "--address") == f"{state.head.ip}:6379"
-    assert flag(worker_args, "--node-ip-address") == worker.ip
-    assert flag(worker_args, "--num-cpus") == "8" and flag(worker_args, "--num-gpus") == "4"
-    assert flag(worker_args, "--min-worker-port") == str(worker.min_worker_port)
-    assert flag(worker_args, "--max-worker-port") == str(worker.max_worker_port)
-    for key, port in worker.ports.items():
-        assert flag(worker_args, "--" + key.replace("_", "-")) == str(port)
-
+    args = agent_args(state, worker)
+    assert args[0] == "node-agent"
+    assert "--address" not in args and "6379" not in args  # no head address: head.json says it
+    assert flag(args, "--shared-root") == SHARED and flag(args, "--cluster") == "local"
+    assert flag(args, "--name") == "worker-1" and flag(args, "--node-ip") == worker.ip
+    assert flag(args, "--gpus") == "4" and flag(args, "--cpus") == "8"
+    assert flag(args, "--drivers") == "100"
+    assert flag(args, "--port-start") == str(worker.port_start)
     # Every node shares the head's temp dir, so agents find the drivers' logs.
-    assert flag(head_args, "--temp-dir") == flag(worker_args, "--temp-dir") == state.temp_dir
+    assert flag(args, "--temp-dir") == state.temp_dir == temp_dir_for(SHARED, "local")
 
 
 def test_drivers_per_worker_sets_worker_node_resource():
     state = plan_cluster(SHARED, 1, 1, 1, drivers_per_worker=7, is_free=all_free)
-    assert json.loads(flag(ray_start_args(state, state.nodes[1]), "--resources")) == {"worker_node": 7}
+    assert flag(agent_args(state, state.nodes[1]), "--drivers") == "7"
+
+
+def test_the_head_has_no_cpus_or_gpus_and_serves_the_dashboard_on_its_ip():
+    rec = HeadRecord(SHARED, "local", "127.0.131.1", 6379, 8265, "/tmp/argus-ray-x", 30.0, 5.0,
+                     {"node_manager_port": 20004, "ray_client_server_port": 20006}, 20007, 20106)
+    args = head_start_args(rec)
+    assert args[:3] == ["start", "--head", "--block"]
+    assert flag(args, "--port") == "6379" and flag(args, "--dashboard-port") == "8265"
+    assert flag(args, "--dashboard-host") == flag(args, "--node-ip-address") == "127.0.131.1"
+    assert flag(args, "--num-cpus") == "0" and flag(args, "--num-gpus") == "0"
+    assert flag(args, "--temp-dir") == "/tmp/argus-ray-x"
+    assert flag(args, "--node-manager-port") == "20004" and flag(args, "--ray-client-server-port") == "20006"
+    assert flag(args, "--min-worker-port") == "20007" and flag(args, "--max-worker-port") == "20106"
+    assert "--resources" not in args and "--address" not in args
+    assert rec.dashboard_url == "http://127.0.131.1:8265" and rec.address == "127.0.131.1:6379"
+    info = rec.info(123.0)
+    assert (info.address, info.temp_dir, info.stopped, info.updated_at) == (rec.address, rec.temp_dir, False, 123.0)
 
 
 # -- GPUs and temp dir --------------------------------------------------------------------------
@@ -216,13 +221,14 @@ def test_gpu_slices_too_few_gpus():
     assert str(info.value) == "2 workers x 4 GPUs need 8 GPUs; this machine has 6"
 
 
-def test_ray_temp_dir_is_short_and_unique(tmp_path):
+def test_ray_temp_dir_is_short_and_unique_per_root_and_cluster_not_per_port(tmp_path):
     long_root = tmp_path / ("very-long-directory-name-" * 6)
-    a = ray_temp_dir(str(long_root), 6379)
+    a = temp_dir_for(str(long_root), "local")
     assert len(a) < 30
     assert a.startswith("/tmp/argus-ray-")
-    assert a == ray_temp_dir(str(long_root), 6379)
-    assert a != ray_temp_dir(str(long_root), 6380)
-    assert a != ray_temp_dir(str(tmp_path), 6379)
+    assert a == ray_temp_dir(str(long_root))
+    assert a != temp_dir_for(str(long_root), "prod")
+    assert a != temp_dir_for(str(tmp_path), "local")
     state = plan_cluster(str(long_root), 1, 1, 1, gcs_port=6379, is_free=all_free)
-    assert state.temp_dir == a
+    again = plan_cluster(str(long_root), 1, 1, 1, gcs_port=6400, is_free=all_free)
+    assert state.temp_dir == again.temp_dir == a  # a head started again on another port keeps it

@@ -171,3 +171,50 @@ def test_age_lifts_a_heavy_users_job_that_has_waited_long():
     assert [j.id for j in order([old, new], "default", usage, now=90_000)] == ["old", "new"]
     recent = job("recent", at=500, user="light")
     assert [j.id for j in order([old, recent], "default", usage, now=1_000)] == ["recent", "old"]
+
+
+# -- pools ------------------------------------------------------------------------------------
+POOLS = {"a1": "h20", "a2": "h20", "b1": "a100", "c1": None}
+
+
+@pytest.mark.parametrize("policy", ["fifo", "easy", "default"])
+def test_a_pool_task_is_placed_only_on_its_pool(policy):
+    free = {"a1": 4, "a2": 4, "b1": 8, "c1": 8}
+    p = plan(NOW, [job("t", gpus=4, nnodes=2, pool="h20")], [], free, policy, pools=POOLS)
+    assert started(p) == ["t"]
+    assert p.start[0][1].gpus_by_node == {"a1": 4, "a2": 4}
+    # One node of 8 would be the best fit by size, but it is in another pool.
+    p = plan(NOW, [job("t", gpus=8, pool="a100")], [], free, policy, pools=POOLS)
+    assert p.start[0][1].gpus_by_node == {"b1": 8}
+
+
+def test_a_full_pool_waits_for_resources_naming_the_pool_while_others_are_free():
+    free = {"a1": 0, "a2": 2, "b1": 8, "c1": 8}
+    p = plan(NOW, [job("t", gpus=4, pool="h20")], [RunningJob("r", "x", {"a1": 4, "a2": 2}, 5000.0)],
+             free, "default", pools=POOLS)
+    assert started(p) == []
+    w = p.waits["t"]
+    assert w.code == PendingCode.RESOURCES
+    assert w.detail.startswith("in pool h20: needs 1 node(s) x 4 GPU(s); largest free bundle is 2")
+    assert "(2 free on 2 node(s))" in w.detail  # counts only the pool's nodes
+    assert w.estimated_start == 5000.0
+
+
+def test_a_pool_with_no_node_says_so_and_reserves_nothing():
+    free = {"a1": 4, "b1": 8}
+    q = [job("t", gpus=1, pool="v100", at=0), job("u", gpus=8, at=1)]
+    p = plan(NOW, q, [], free, "fifo", pools=POOLS)
+    assert p.waits["t"].detail.startswith("no schedulable worker node is alive in pool v100")
+    assert started(p) == ["u"]  # a task that cannot fit anywhere blocks nobody, even in FIFO
+
+
+def test_a_task_without_pool_uses_any_node_and_a_waiting_pool_does_not_block_another():
+    free = {"a1": 0, "a2": 0, "b1": 8, "c1": 8}
+    running = [RunningJob("r", "x", {"a1": 4, "a2": 4}, 9000.0)]
+    q = [job("h20-wait", gpus=4, pool="h20", at=0, limit=86400),
+         job("a100", gpus=8, pool="a100", at=1, limit=86400),
+         job("any", gpus=8, at=2, limit=86400)]
+    p = plan(NOW, q, running, free, "default", pools=POOLS)
+    assert p.reserved == ("h20-wait", 9000.0)
+    assert started(p) == ["a100", "any"]
+    assert {j.id: pl.gpus_by_node for j, pl in p.start} == {"a100": {"b1": 8}, "any": {"c1": 8}}

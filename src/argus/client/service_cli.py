@@ -372,23 +372,33 @@ def queue(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), 
         _print_json(answer)
         return
     pending, running = answer.get("pending", []), answer.get("running", [])
+    pools = answer.get("pools")
+    if pools:
+        table = Table("pool", "nodes", "GPUs free", "GPUs total", title="free GPUs per pool")
+        for name, row in pools.items():
+            table.add_row(_cell(name), _cell(row.get("nodes")), f"{row.get('gpus_free', 0):g}",
+                          f"{row.get('gpus_total', 0):g}")
+        out.print(table)
+    elif answer.get("pools_error"):
+        err.print(f"[yellow]free GPUs unknown:[/] {escape(str(answer['pools_error']))}")
     if not pending and not running:
         out.print("no waiting or running tasks")
         return
     if running:
-        table = Table("task id", "user", "state", "ray submission id", title="running")
+        table = Table("task id", "user", "state", "pool", "ray submission id", title="running")
         _keep_ids_whole(table)
-        table.columns[3].no_wrap = True
+        table.columns[4].no_wrap = True
         for t in running:
             table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _state(t.get("state")),
-                          _cell(t.get("ray_submission_id")))
+                          _cell(t.get("pool") or "-"), _cell(t.get("ray_submission_id")))
         out.print(table)
     if pending:
-        table = Table("task id", "user", "state", "created", "next run", "reason", title="waiting")
+        table = Table("task id", "user", "state", "pool", "created", "next run", "reason", title="waiting")
         _keep_ids_whole(table)
         for t in pending:
             table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _state(t.get("state")),
-                          _time(t.get("created_at")), _time(t.get("next_run_at")), _cell(t.get("pending_reason")))
+                          _cell(t.get("pool") or "-"), _time(t.get("created_at")),
+                          _time(t.get("next_run_at")), _cell(t.get("pending_reason")))
         out.print(table)
 
 

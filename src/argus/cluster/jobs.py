@@ -80,24 +80,39 @@ class RayJobTool:
         client_factory: Callable[[str], Any] | None = None,
         clock: Callable[[], datetime] = _now,
     ):
+        from argus.cluster.locate import HeadLocator
+
         self.config = config
+        self.locator = HeadLocator(config)
         self._client_factory = client_factory
         self._client = None
+        self._client_address: str | None = None
         self._clock = clock
+
+    @property
+    def address(self) -> str:
+        """The dashboard URL in use now (followed through head.json when discovery is on).
+
+        Raises:
+            ClusterUnavailable: discovery is on and no live head is published.
+        """
+        return self.locator.current().dashboard_url
 
     # -- the SDK client -------------------------------------------------------------------
     @property
     def client(self):
-        if self._client is None:
+        address = self.address
+        if self._client is None or self._client_address != address:
             factory = self._client_factory
             if factory is None:
                 from ray.job_submission import JobSubmissionClient as factory
             try:
-                self._client = factory(self.config.address)
+                self._client = factory(address)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ClusterUnavailable(
-                    f"cannot reach the Ray job server at {self.config.address}: {exc}"
+                    f"cannot reach the Ray job server at {address}: {exc}"
                 ) from None
+            self._client_address = address
         return self._client
 
     def _call(self, what: str, fn: Callable[[], Any], sid: str | None = None) -> Any:
@@ -138,9 +153,10 @@ class RayJobTool:
         (root / "debug" / "ray_status_pre.txt").write_text(self._debug_text(self.cluster_summary))
 
         sid = rendered.submission_id
-        log = [f"{self._clock().isoformat()} submit {sid} to {self.config.address}",
+        log = [f"{self._clock().isoformat()} submit {sid} to {self.address}",
                f"entrypoint: {request['entrypoint']}"]
-        kwargs = {k: v for k, v in request.items() if not (k == "entrypoint_num_gpus" and not v)}
+        kwargs = {k: v for k, v in request.items()
+                  if not (k in ("entrypoint_num_gpus", "entrypoint_label_selector") and not v)}
         try:
             self._call("submit_job", lambda: self.client.submit_job(**kwargs))
         except Exception as exc:
@@ -235,8 +251,8 @@ class RayJobTool:
         """Nodes and their resources, and the placement groups holding GPUs."""
         from ray.util.state import list_nodes, list_placement_groups
 
-        nodes = self._call("list_nodes", lambda: list_nodes(address=self.config.address, detail=True))
-        lines = [f"cluster at {self.config.address}, as seen {self._clock().isoformat()}", ""]
+        nodes = self._call("list_nodes", lambda: list_nodes(address=self.address, detail=True))
+        lines = [f"cluster at {self._client_address or self.config.address}, as seen {self._clock().isoformat()}", ""]
         for n in sorted(nodes, key=lambda n: (not n.is_head_node, n.node_ip)):
             res = {k: v for k, v in (n.resources_total or {}).items() if not k.startswith("node:")}
             res.pop("memory", None)
@@ -244,7 +260,7 @@ class RayJobTool:
             role = "head" if n.is_head_node else "worker"
             lines.append(f"{n.node_id} {n.node_ip} {role} {n.state} {json.dumps(res, sort_keys=True)}")
         pgs = self._call(
-            "list_placement_groups", lambda: list_placement_groups(address=self.config.address, detail=True)
+            "list_placement_groups", lambda: list_placement_groups(address=self.address, detail=True)
         )
         live = [p for p in pgs if p.state not in ("REMOVED",)]
         lines += ["", f"placement groups ({len(live)} live):"]

@@ -1,29 +1,26 @@
-"""A local Ray cluster for the embedded default, the demo and the tests.
+"""A local Ray cluster for the embedded default, the demo and the tests, run the production way.
 
-Owns `argus cluster up|status|down`: a head with 0 CPU and 0 GPU (control only, seed
-principle 4) and N worker nodes, each offering the `worker_node` resource and G GPUs (logical
-where the machine has none; on a machine with GPUs each worker gets its own slice through
-CUDA_VISIBLE_DEVICES).
+Owns `argus cluster up|status|down` (and the cluster half of `argus up|down`): the head is
+`argus.cluster.head.start` (cluster name `local`, 0 CPU and 0 GPU, its head.json published on
+`shared_root`), and each worker is a detached `argus node-agent` that finds the head through
+head.json and joins with its GPUs (logical where the machine has none; on a machine with GPUs
+each worker gets its own slice through CUDA_VISIBLE_DEVICES): what production runs.
 
 Several Ray nodes on one host work only when each node has
-- its own loopback address (127.0.X.k): a driver attaches to a raylet by IP, and the job log
-  endpoint is reached through the driver node's agent;
+- its own loopback address (127.0.X.k, X from the GCS port): a driver attaches to a raylet by
+  IP, and the job log endpoint is reached through the driver node's agent;
 - its own dashboard-agent, metrics, runtime-env-agent, node-manager, object-manager and worker
-  ports (found free at start and recorded);
+  ports: each node looks for free ones in a port region of its own at each (re)join;
 - the same temp dir as the head, so every agent reads job logs where the drivers write them.
-Each node runs as `ray start --block` in its own session; its pid and ports are recorded in
-`<shared_root>/ray/local/cluster.json`, which `status` and `down` read. `down` stops exactly
-these processes and their descendants (never `ray stop`, which would kill every Ray on the host).
+The head's record, the agents' pids and the layout are in `<shared_root>/ray/local/cluster.json`,
+which `status` and `down` read. `down` stops the agents (each stops its raylet), then the head,
+then whatever still names this cluster's temp dir; never `ray stop`, which would kill every Ray
+on the host.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,22 +30,34 @@ from typing import Callable
 
 import yaml
 
+from argus.cluster import head as head_mod
 from argus.cluster.errors import ClusterError, PortInUse
-
-NODE_PORT_KEYS = (
-    "dashboard_agent_listen_port",
-    "dashboard_agent_grpc_port",
-    "metrics_export_port",
-    "runtime_env_agent_port",
-    "node_manager_port",
-    "object_manager_port",
+from argus.cluster.procs import (  # noqa: F401  (re-exported: tests and callers use local.*)
+    NODE_PORT_KEYS,
+    WORKER_PORTS_PER_NODE,
+    PortFinder,
+    alive_node_ips,
+    by_temp_dir,
+    default_port_start,
+    detect_gpus,
+    log_tail,
+    node_env,
+    owned,
+    pid_alive,
+    port_free,
+    stop_trees,
+    wait_gone,
 )
+
 # Ray's usual GCS port is 6379, which is Redis's too (and Redis often runs on these machines).
-DEFAULT_GCS_PORT = 6380
-DEFAULT_DASHBOARD_PORT = 8265
-WORKER_PORTS_PER_NODE = 100
+DEFAULT_GCS_PORT = head_mod.DEFAULT_GCS_PORT
+DEFAULT_DASHBOARD_PORT = head_mod.DEFAULT_DASHBOARD_PORT
+LOCAL_CLUSTER = "local"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
+AGENT_POLL_S = 1.0
 START_TIMEOUT_S = 90.0
+
+_by_temp_dir = by_temp_dir  # the name the tests use
 
 
 @dataclass
@@ -58,11 +67,9 @@ class NodeState:
     is_head: bool
     gpus: int
     cpus: int
-    ports: dict[str, int]
-    min_worker_port: int
-    max_worker_port: int
+    port_start: int  # where the node looks for its free ports at each (re)join
     cuda_visible_devices: str | None = None
-    pid: int | None = None
+    pid: int | None = None  # the head's `ray start`, or the worker's node agent
 
 
 @dataclass
@@ -77,6 +84,7 @@ class ClusterState:
     drivers_per_worker: int
     nodes: list[NodeState] = field(default_factory=list)
     started_at: float | None = None
+    cluster: str = LOCAL_CLUSTER
 
     @property
     def head(self) -> NodeState:
@@ -114,10 +122,9 @@ def config_file(shared_root: str | Path) -> Path:
     return state_dir(shared_root) / "ray_config.yaml"
 
 
-def ray_temp_dir(shared_root: str | Path, gcs_port: int) -> str:
-    """Short (unix socket paths are limited to 107 bytes) and unique per cluster."""
-    digest = hashlib.sha1(f"{Path(shared_root).resolve()}:{gcs_port}".encode()).hexdigest()[:8]
-    return f"/tmp/argus-ray-{digest}"
+def ray_temp_dir(shared_root: str | Path) -> str:
+    """The local head's temp dir: short, one per shared root (not per port)."""
+    return head_mod.temp_dir_for(shared_root, LOCAL_CLUSTER)
 
 
 def loopback_prefix(gcs_port: int) -> str:
@@ -125,47 +132,7 @@ def loopback_prefix(gcs_port: int) -> str:
     return f"127.0.{gcs_port % 250 + 2}."
 
 
-# -- ports -------------------------------------------------------------------------------
-def port_free(port: int, host: str = "0.0.0.0") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-class PortFinder:
-    """Hands out free ports from `start` upward, never the same one twice."""
-
-    def __init__(self, start: int, taken: set[int], is_free: Callable[[int], bool] = port_free):
-        self.next = start
-        self.taken = set(taken)
-        self.is_free = is_free
-
-    def one(self) -> int:
-        while self.next in self.taken or not self.is_free(self.next):
-            self.next += 1
-            if self.next > 65000:
-                raise ClusterError("no free port left below 65000")
-        port = self.next
-        self.taken.add(port)
-        self.next += 1
-        return port
-
-    def block(self, size: int) -> tuple[int, int]:
-        """`size` consecutive free ports."""
-        while True:
-            start = self.one()
-            ok = all(p not in self.taken and self.is_free(p) for p in range(start + 1, start + size))
-            if ok:
-                self.taken.update(range(start, start + size))
-                self.next = start + size
-                return start, start + size - 1
-            self.next = start + 1
-
-
+# -- planning (pure) -----------------------------------------------------------------------
 def plan_cluster(
     shared_root: str,
     workers: int,
@@ -174,11 +141,10 @@ def plan_cluster(
     gcs_port: int = DEFAULT_GCS_PORT,
     dashboard_port: int = DEFAULT_DASHBOARD_PORT,
     drivers_per_worker: int = 100,
-    port_start: int = 20000,
     is_free: Callable[[int], bool] = port_free,
     gpu_slices: list[str] | None = None,
 ) -> ClusterState:
-    """Lay out the nodes of a new cluster: addresses, ports, GPU slices.
+    """Lay out the nodes of a new cluster: names, addresses, port regions, GPU slices.
 
     Raises:
         PortInUse: the GCS or dashboard port is taken.
@@ -189,80 +155,32 @@ def plan_cluster(
                 f"port {port} ({what}) is already in use by another process; "
                 f"stop it or choose another port with {flag}"
             )
-    finder = PortFinder(port_start, {gcs_port, dashboard_port}, is_free)
     prefix = loopback_prefix(gcs_port)
     nodes = []
     for k in range(workers + 1):
-        head = k == 0
-        ports = {key: finder.one() for key in NODE_PORT_KEYS}
-        if head:
-            ports["ray_client_server_port"] = finder.one()
-        lo, hi = finder.block(WORKER_PORTS_PER_NODE)
-        nodes.append(
-            NodeState(
-                name="head" if head else f"worker-{k}",
-                ip=f"{prefix}{k + 1}",
-                is_head=head,
-                gpus=0 if head else gpus_per_worker,
-                cpus=0 if head else cpus_per_worker,
-                ports=ports,
-                min_worker_port=lo,
-                max_worker_port=hi,
-                cuda_visible_devices=None if head or gpu_slices is None else gpu_slices[k - 1],
-            )
-        )
+        is_head = k == 0
+        ip = f"{prefix}{k + 1}"
+        nodes.append(NodeState(
+            name="head" if is_head else f"worker-{k}", ip=ip, is_head=is_head,
+            gpus=0 if is_head else gpus_per_worker, cpus=0 if is_head else cpus_per_worker,
+            port_start=default_port_start(ip),
+            cuda_visible_devices=None if is_head or gpu_slices is None else gpu_slices[k - 1]))
     return ClusterState(
-        shared_root=shared_root,
-        temp_dir=ray_temp_dir(shared_root, gcs_port),
-        gcs_port=gcs_port,
-        dashboard_port=dashboard_port,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker,
-        drivers_per_worker=drivers_per_worker,
-        nodes=nodes,
-    )
+        shared_root=shared_root, temp_dir=ray_temp_dir(shared_root), gcs_port=gcs_port,
+        dashboard_port=dashboard_port, workers=workers, gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker, drivers_per_worker=drivers_per_worker, nodes=nodes)
 
 
-def ray_start_args(state: ClusterState, node: NodeState) -> list[str]:
-    """The `ray start --block` command line of one node."""
-    args = [
-        "start", "--block", "--disable-usage-stats",
-        "--node-ip-address", node.ip,
-        "--temp-dir", state.temp_dir,
-        "--num-cpus", str(node.cpus),
-        "--num-gpus", str(node.gpus),
+def agent_args(state: ClusterState, node: NodeState) -> list[str]:
+    """The `argus node-agent` arguments of one worker (no head address: it reads head.json)."""
+    return [
+        "node-agent", "--shared-root", state.shared_root, "--cluster", state.cluster,
+        "--name", node.name, "--node-ip", node.ip,
+        "--gpus", str(node.gpus), "--cpus", str(node.cpus),
+        "--temp-dir", state.temp_dir, "--drivers", str(state.drivers_per_worker),
         "--object-store-memory", str(OBJECT_STORE_BYTES),
-        "--min-worker-port", str(node.min_worker_port),
-        "--max-worker-port", str(node.max_worker_port),
+        "--port-start", str(node.port_start), "--poll-s", str(AGENT_POLL_S),
     ]
-    for key, port in node.ports.items():
-        args += ["--" + key.replace("_", "-"), str(port)]
-    if node.is_head:
-        args += [
-            "--head", "--port", str(state.gcs_port),
-            "--dashboard-host", node.ip, "--dashboard-port", str(state.dashboard_port),
-            "--include-dashboard", "true",
-        ]
-    else:
-        args += [
-            "--address", state.gcs_address,
-            "--resources", json.dumps({"worker_node": state.drivers_per_worker}),
-        ]
-    return args
-
-
-# -- GPUs --------------------------------------------------------------------------------
-def detect_gpus() -> int:
-    """Physical NVIDIA GPUs on this machine (0 without nvidia-smi)."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return 0
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def gpu_slices(workers: int, gpus_per_worker: int, physical: int) -> list[str] | None:
@@ -280,75 +198,7 @@ def gpu_slices(workers: int, gpus_per_worker: int, physical: int) -> list[str] |
     ]
 
 
-# -- processes ---------------------------------------------------------------------------
-def _ray_exe() -> str:
-    exe = Path(sys.executable).parent / "ray"
-    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
-
-
-def _node_env(node: NodeState) -> dict[str, str]:
-    env = dict(os.environ)
-    # Drivers run `python3 -m verl...`: make it this environment's Python.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
-        env.pop(name, None)
-    if node.cuda_visible_devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = node.cuda_visible_devices
-    return env
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except Exception:
-        return False
-
-
-def _alive_node_ips(dashboard_url: str) -> set[str]:
-    from ray.util.state import list_nodes
-
-    try:
-        nodes = list_nodes(address=dashboard_url, timeout=5, raise_on_missing_output=False)
-    except Exception:
-        return set()
-    return {n.node_ip for n in nodes if n.state == "ALIVE"}
-
-
-def _log_tail(path: Path, n: int = 15) -> str:
-    try:
-        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-n:])
-    except OSError:
-        return ""
-
-
-def _start_node(state: ClusterState, node: NodeState, log_dir: Path, timeout: float) -> None:
-    log = log_dir / f"{node.name}.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [_ray_exe(), *ray_start_args(state, node)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_node_env(node), start_new_session=True,
-        )
-    node.pid = proc.pid
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ClusterError(
-                f"ray start for {node.name} exited with code {proc.returncode}; "
-                f"end of {log}:\n{_log_tail(log)}"
-            )
-        if node.ip in _alive_node_ips(state.dashboard_url):
-            return
-        time.sleep(0.5)
-    raise ClusterError(f"{node.name} did not join within {timeout:.0f}s; see {log}")
-
-
+# -- state ---------------------------------------------------------------------------------
 def load_state(shared_root: str | Path) -> ClusterState | None:
     path = state_file(shared_root)
     if not path.exists():
@@ -357,6 +207,10 @@ def load_state(shared_root: str | Path) -> ClusterState | None:
         return ClusterState.from_json(path.read_text())
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def _save(state: ClusterState) -> None:
+    state_file(state.shared_root).write_text(state.to_json())
 
 
 def write_config(state: ClusterState) -> Path:
@@ -376,7 +230,7 @@ def write_config(state: ClusterState) -> Path:
 @dataclass(frozen=True)
 class ClusterStatus:
     state: ClusterState
-    processes_alive: dict[str, bool]
+    processes_alive: dict[str, bool]  # head: its `ray start` and its publisher; workers: agents
     nodes_alive: set[str]
 
     @property
@@ -391,9 +245,40 @@ def status(shared_root: str | Path) -> ClusterStatus | None:
     state = load_state(shared_root)
     if state is None:
         return None
-    procs = {n.name: pid_alive(n.pid) for n in state.nodes}
-    alive = _alive_node_ips(state.dashboard_url) if procs.get("head") else set()
+    hs = head_mod.status(state.shared_root, state.cluster)
+    procs = {"head": hs is not None and hs.head_alive and hs.publisher_alive}
+    for n in state.nodes[1:]:
+        procs[n.name] = owned(n.pid, "node-agent")
+    alive = alive_node_ips(state.dashboard_url) if procs["head"] else set()
     return ClusterStatus(state, procs, alive)
+
+
+# -- up and down ---------------------------------------------------------------------------
+def _start_agent(state: ClusterState, node: NodeState, log_dir: Path) -> subprocess.Popen:
+    log = log_dir / f"{node.name}.log"
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "argus.client.cli", *agent_args(state, node)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=node_env(node.cuda_visible_devices), start_new_session=True)
+
+
+def _wait_workers(state: ClusterState, agents: dict[str, subprocess.Popen], log_dir: Path,
+                  timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    want = {n.ip: n.name for n in state.nodes[1:]}
+    while time.monotonic() < deadline:
+        for name, proc in agents.items():
+            if proc.poll() is not None:
+                log = log_dir / f"{name}.log"
+                raise ClusterError(f"the node agent of {name} exited with code {proc.returncode}; "
+                                   f"end of {log}:\n{log_tail(log)}")
+        if set(want) <= alive_node_ips(state.dashboard_url):
+            return
+        time.sleep(0.5)
+    missing = sorted(set(want) - alive_node_ips(state.dashboard_url))
+    raise ClusterError(f"{', '.join(want[ip] for ip in missing)} did not join within {timeout:.0f}s; "
+                       f"see the logs in {log_dir} and {head_mod.log_dir(state.shared_root, state.cluster)}")
 
 
 def up(
@@ -406,7 +291,10 @@ def up(
     drivers_per_worker: int = 100,
     timeout: float = START_TIMEOUT_S,
 ) -> tuple[ClusterState, bool]:
-    """Start the cluster, or find it running; returns (state, started_now).
+    """Start the cluster (head, then one node agent per worker), or find it running.
+
+    Returns:
+        (state, started_now), once every worker is ALIVE in Ray.
 
     Raises:
         PortInUse: a port it needs is taken by something else.
@@ -427,95 +315,53 @@ def up(
     if current is not None:
         down(shared_root)  # a half-dead cluster: clear it, then start clean
     slices = gpu_slices(workers, gpus_per_worker, detect_gpus())
-    state = plan_cluster(
-        shared_root, workers, gpus_per_worker, cpus_per_worker,
-        gcs_port, dashboard_port, drivers_per_worker, gpu_slices=slices,
-    )
-    sdir = state_dir(shared_root)
-    (sdir / "logs").mkdir(parents=True, exist_ok=True)
+    state = plan_cluster(shared_root, workers, gpus_per_worker, cpus_per_worker,
+                         gcs_port, dashboard_port, drivers_per_worker, gpu_slices=slices)
+    log_dir = state_dir(shared_root) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
     state.started_at = time.time()
+    deadline = time.monotonic() + timeout
     try:
-        for node in state.nodes:
-            _start_node(state, node, sdir / "logs", timeout)
-            state_file(shared_root).write_text(state.to_json())
+        _save(state)
+        rec = head_mod.start(shared_root, state.cluster, gcs_port, dashboard_port,
+                             node_ip=state.head.ip, timeout=timeout)
+        state.head.pid, state.temp_dir = rec.head_pid, rec.temp_dir
+        _save(state)
+        agents = {}
+        for node in state.nodes[1:]:
+            agents[node.name] = _start_agent(state, node, log_dir)
+            node.pid = agents[node.name].pid
+            _save(state)
+        _wait_workers(state, agents, log_dir, max(deadline - time.monotonic(), 10.0))
     except BaseException:
-        state_file(shared_root).write_text(state.to_json())
+        _save(state)
         down(shared_root)
         raise
     write_config(state)
     return state, True
 
 
-def _descendants(pid: int) -> list:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def _by_temp_dir(temp_dir: str) -> list:
-    """Processes whose command line names this cluster's temp dir (orphans included)."""
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(temp_dir in part for part in (proc.info["cmdline"] or [])):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
-def _wait_gone(procs: list, timeout: float) -> list:
-    """Wait until each process has exited (a zombie counts as exited); returns those left."""
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while True:
-        left = []
-        for p in procs:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    left.append(p)
-            except psutil.Error:
-                pass
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
-
-
 def down(shared_root: str | Path, grace_s: float = 10.0) -> bool:
-    """Stop the recorded cluster's processes and their descendants; False when none was recorded."""
-    import psutil
-
+    """Stop the agents (each stops its raylet), the head and its publisher, then whatever
+    still names this cluster's temp dir. Returns False when no cluster was recorded."""
     shared_root = str(Path(shared_root).resolve())
     state = load_state(shared_root)
     if state is None:
         return False
-    procs = {}
-    for node in reversed(state.nodes):
-        for p in _descendants(node.pid) if node.pid else []:
-            procs[p.pid] = p
-    for p in _by_temp_dir(state.temp_dir):
-        procs.setdefault(p.pid, p)
-    # `ray start --block` stops its own children on SIGTERM; then anything left is killed.
-    for node in reversed(state.nodes):
-        if node.pid and node.pid in procs:
-            try:
-                procs[node.pid].send_signal(signal.SIGTERM)
-            except psutil.Error:
-                pass
-    alive = _wait_gone(list(procs.values()), grace_s)
-    for p in alive:
+    agents = [n.pid for n in state.nodes[1:] if owned(n.pid, "node-agent")]
+    stop_trees(agents, grace_s + 5.0)  # an agent gives its raylet up to 10 s
+    head_mod.stop(shared_root, state.cluster, grace_s)
+    left = by_temp_dir(state.temp_dir)
+    for p in left:
+        try:
+            p.terminate()
+        except Exception:
+            pass
+    for p in wait_gone(left, 3.0):
         try:
             p.kill()
-        except psutil.Error:
+        except Exception:
             pass
-    _wait_gone(alive, 5.0)
     state_file(shared_root).unlink(missing_ok=True)
     config_file(shared_root).unlink(missing_ok=True)
     return True

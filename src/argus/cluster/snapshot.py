@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from argus.cluster.errors import ClusterUnavailable
 
@@ -201,7 +201,8 @@ def _strings(items: Iterable[Any]) -> Iterable[str]:
 class RaySnapshotSource:
     """Reads `ClusterSnapshot`s of one Ray cluster without joining it as a driver."""
 
-    def __init__(self, dashboard_url: str, gcs_address: str | None = None, timeout_s: float = 5.0):
+    def __init__(self, dashboard_url: str, gcs_address: str | None = None, timeout_s: float = 5.0,
+                 locate: Callable[[], str | None] | None = None):
         """
         Args:
             dashboard_url: the dashboard, e.g. `http://10.0.0.1:8265`; used only to learn the
@@ -209,6 +210,8 @@ class RaySnapshotSource:
             gcs_address: the GCS, `host:port` (for the local cluster,
                 `ClusterState.gcs_address`). Learnt from the dashboard when None.
             timeout_s: the most one `snapshot()` may take.
+            locate: asked at each call for the GCS address (head discovery); it may raise
+                `ClusterUnavailable`. Used when `gcs_address` is None.
 
         Raises:
             ValueError: `gcs_address` is not `host:port`, or `timeout_s` is not positive.
@@ -220,8 +223,34 @@ class RaySnapshotSource:
         self.dashboard_url = dashboard_url.rstrip("/")
         self.timeout_s = float(timeout_s)
         self._given_gcs = gcs_address
+        self._locate = locate
         self._learnt_gcs: str | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: Any, timeout_s: float = 5.0) -> "RaySnapshotSource":
+        """A source for a RayConfig: through head.json when it names a `cluster_name`."""
+        if not getattr(config, "cluster_name", None):
+            return cls(config.address, timeout_s=timeout_s)
+        from argus.cluster.locate import HeadLocator
+
+        locator = HeadLocator(config)
+        return cls(config.address, timeout_s=timeout_s,
+                   locate=lambda: locator.current().gcs_address)
+
+    def gcs(self, deadline: float) -> str:
+        """The GCS address to use now (given, located through head.json, or learnt).
+
+        Raises:
+            ClusterUnavailable: it cannot be found before `deadline` (monotonic seconds).
+        """
+        if self._given_gcs:
+            return self._given_gcs
+        if self._locate is not None:
+            found = self._locate()
+            if found:
+                return found
+        return self._learn_gcs_address(deadline)
 
     @property
     def gcs_address(self) -> str | None:
@@ -239,7 +268,7 @@ class RaySnapshotSource:
                 dashboard) answered in time, or it answered with an error.
         """
         deadline = time.monotonic() + self.timeout_s
-        address = self._given_gcs or self._learn_gcs_address(deadline)
+        address = self.gcs(deadline)
         try:
             state, taken_at = _read_resource_state(address, deadline)
         except ClusterUnavailable:

@@ -24,6 +24,7 @@ class Demand:
     nnodes: int
     gpus_per_node: float
     driver_gpus: float = 0.0
+    pool: str | None = None  # only nodes of this pool; None: any node
 
     @property
     def total_gpus(self) -> float:
@@ -42,17 +43,28 @@ class Placement:
 
 @dataclass
 class Capacity:
-    """Free GPUs per schedulable node; `fit` takes from it."""
+    """Free GPUs per schedulable node, and each node's pool; `fit` takes from it."""
 
     free: dict[str, float] = field(default_factory=dict)
+    pools: Mapping[str, str | None] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, free: Mapping[str, float]) -> "Capacity":
-        return cls({n: max(0.0, float(g)) for n, g in free.items()})
+    def of(cls, free: Mapping[str, float], pools: Mapping[str, str | None] | None = None) -> "Capacity":
+        return cls({n: max(0.0, float(g)) for n, g in free.items()}, pools or {})
+
+    def with_free(self, free: Mapping[str, float]) -> "Capacity":
+        """The same nodes and pools with other free GPUs (a copy of `free` is kept)."""
+        return Capacity(dict(free), self.pools)
+
+    def eligible(self, demand: Demand) -> dict[str, float]:
+        """Free GPUs of the nodes `demand` may use: its pool's, or every node's."""
+        if demand.pool is None:
+            return dict(self.free)
+        return {n: g for n, g in self.free.items() if self.pools.get(n) == demand.pool}
 
     def fit(self, demand: Demand) -> Placement | None:
-        """A placement for `demand`, best fit (fullest nodes first), or None."""
-        free = dict(self.free)
+        """A placement for `demand`, best fit (fullest nodes first) within its pool, or None."""
+        free = self.eligible(demand)
         by_node: dict[str, float] = {}
         for _ in range(demand.nnodes):
             options = [n for n, g in free.items() if n not in by_node and g >= demand.gpus_per_node]
@@ -75,20 +87,26 @@ class Capacity:
             self.free[node] = self.free.get(node, 0.0) - gpus
 
     def why_not(self, demand: Demand) -> str:
-        """The pending reason for a demand that does not fit."""
-        if not self.free:
+        """The pending reason for a demand that does not fit (its pool named, if any)."""
+        free = self.eligible(demand)
+        where = f"in pool {demand.pool}" if demand.pool is not None else ""
+        if not free:
+            if demand.pool is not None:
+                return f"no schedulable worker node is alive in pool {demand.pool}"
             return "no schedulable worker node is alive"
         need = f"needs {demand.nnodes} node(s) x {demand.gpus_per_node:g} GPU(s)"
         if demand.driver_gpus:
             need += f" + {demand.driver_gpus:g} for the driver"
-        fitting = sum(1 for g in self.free.values() if g >= demand.gpus_per_node)
-        total_free = sum(self.free.values())
-        largest = max(self.free.values())
+        if where:
+            need = f"{where}: {need}"
+        fitting = sum(1 for g in free.values() if g >= demand.gpus_per_node)
+        total_free = sum(free.values())
+        largest = max(free.values())
         if fitting == 0:
             return (f"{need}; largest free bundle is {largest:g} GPU(s) "
-                    f"({total_free:g} free on {len(self.free)} node(s))")
+                    f"({total_free:g} free on {len(free)} node(s))")
         return (f"{need}; only {fitting} node(s) have {demand.gpus_per_node:g} free GPU(s) "
-                f"({total_free:g} free on {len(self.free)} node(s))")
+                f"({total_free:g} free on {len(free)} node(s))")
 
 
 def free_gpus(

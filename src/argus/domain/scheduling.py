@@ -57,10 +57,11 @@ class Job:
     priority: int = 500
     driver_gpus: float = 0.0
     not_before: float | None = None  # next_run_at: not considered before this time
+    pool: str | None = None  # runs only on nodes of this pool
 
     @property
     def demand(self) -> Demand:
-        return Demand(self.nnodes, self.gpus_per_node, self.driver_gpus)
+        return Demand(self.nnodes, self.gpus_per_node, self.driver_gpus, self.pool)
 
     @property
     def gpus(self) -> float:
@@ -136,14 +137,15 @@ def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = 
 
 
 def _reservation(job: Job, now: float, free: Mapping[str, float],
-                 running: Sequence[RunningJob]) -> tuple[float, dict[str, float], Placement] | None:
+                 running: Sequence[RunningJob],
+                 pools: Mapping[str, str | None]) -> tuple[float, dict[str, float], Placement] | None:
     """When and where `job` could start at the latest, releasing running jobs by their limits.
 
     Returns (start, free GPUs per node at that time, the job's placement then), or None when
     it cannot fit even on an empty cluster.
     """
     future = dict(free)
-    cap = Capacity(dict(future))
+    cap = Capacity(dict(future), pools)
     placement = cap.fit(job.demand)
     if placement is not None:
         return now, future, placement
@@ -151,7 +153,7 @@ def _reservation(job: Job, now: float, free: Mapping[str, float],
         for node, gpus in r.gpus_by_node.items():
             if node in future:
                 future[node] += gpus
-        placement = Capacity(dict(future)).fit(job.demand)
+        placement = Capacity(dict(future), pools).fit(job.demand)
         if placement is not None:
             return max(now, r.ends_by), future, placement
     return None
@@ -172,6 +174,7 @@ def plan(
     day_usage: Mapping[str, float] | None = None,
     explain: bool = True,
     keep: str | None = None,
+    pools: Mapping[str, str | None] | None = None,
 ) -> Plan:
     """Decide one scheduling pass.
 
@@ -186,6 +189,8 @@ def plan(
         day_usage: GPU-hours per user over the last 24 h (for the daily limit).
         explain: build the waits' details (the simulator turns it off for speed).
         keep: the job the previous pass reserved (`Plan.reserved`), which keeps its place.
+        pools: each node's pool (its `pool` label); a job that names a pool fits only on
+            nodes of that pool, a job that names none on any node.
 
     Returns:
         The jobs to start now in order, each with its placement, and a wait for every other job.
@@ -193,7 +198,8 @@ def plan(
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
     result = Plan()
-    cap = Capacity.of(free)
+    pools = pools or {}
+    cap = Capacity.of(free, pools)
     jobs = order(queue, policy, usage, now, keep)
     capacity_total = dict(free)  # what each node would have free with nothing running
     for r in running:
@@ -264,7 +270,7 @@ def plan(
         if placement is not None and head is not None and shadow is not None and spare is not None:
             # Backfill: only if it cannot delay the reservation.
             if now + job.time_limit_s > shadow:
-                limited = Capacity({n: min(g, spare.get(n, 0.0)) for n, g in cap.free.items()})
+                limited = cap.with_free({n: min(g, spare.get(n, 0.0)) for n, g in cap.free.items()})
                 placement = limited.fit(demand)
                 if placement is None:
                     spare_failed.add(demand)
@@ -285,7 +291,7 @@ def plan(
             started.append(RunningJob(job.id, job.user, placement.gpus_by_node, now + job.time_limit_s))
             continue
         # It does not fit now.
-        if head is None and Capacity(dict(capacity_total)).fit(demand) is None:
+        if head is None and cap.with_free(capacity_total).fit(demand) is None:
             # Not even on empty nodes: it reserves nothing and blocks nobody, in any policy.
             wait(job, PendingCode.RESOURCES, f"{why_not(demand)}; it cannot fit on the current nodes")
             continue
@@ -297,7 +303,7 @@ def plan(
                 wait(job, PendingCode.RESOURCES, reason)
                 blocked_detail = f"behind {job.id}, which waits for resources" if explain else ""
                 continue
-            res = _reservation(job, now, cap.free, [*running, *started])
+            res = _reservation(job, now, cap.free, [*running, *started], pools)
             assert res is not None  # it fits on empty nodes, checked above
             shadow, future, at = res
             spare = dict(future)

@@ -42,6 +42,7 @@ from argus.domain.paths import job_root as compute_job_root
 from argus.scheduler.policy import RETRYABLE, Outcome, decide_outcome
 from argus.service.settings import ArgusSettings
 from argus.spec.render import prepare_submission
+from argus.spec.taskspec import POOL_LABEL
 from argus.store.tasks import TaskStore
 
 log = logging.getLogger("argus.scheduler")
@@ -270,10 +271,11 @@ class Scheduler:
         tmp.replace(path)
 
     # -- 3. admission ---------------------------------------------------------------------
-    def free_gpus(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
-                  now: float) -> dict[str, float]:
-        """Free GPUs per schedulable node: Ray's view, less what admitted tasks hold and Ray may
-        not show yet (submitted, or started less than PLACEMENT_GRACE_S ago)."""
+    def capacity(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
+                 now: float) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
+        """Per schedulable node: free GPUs (Ray's view, less what admitted tasks hold and Ray
+        may not show yet: submitted, or started less than PLACEMENT_GRACE_S ago), its pool
+        (the `pool` label) and its total GPUs."""
         snap = self.snapshots.snapshot()
         nodes = snap.schedulable()
         held: dict[str, float] = {}
@@ -284,8 +286,28 @@ class Scheduler:
                 continue  # Ray has placed it by now: its view alone is right
             for node, gpus in json.loads(attempt.get("placement") or "{}").items():
                 held[node] = held.get(node, 0.0) + float(gpus)
-        return free_gpus({n.node_id: n.available_gpus for n in nodes},
-                         {n.node_id: n.total_gpus for n in nodes}, held)
+        total = {n.node_id: n.total_gpus for n in nodes}
+        free = free_gpus({n.node_id: n.available_gpus for n in nodes}, total, held)
+        return free, {n.node_id: n.labels.get(POOL_LABEL) for n in nodes}, total
+
+    def pool_capacity(self) -> dict[str, dict[str, float]]:
+        """GPUs per pool of the schedulable nodes, as admission counts them: `{pool: {nodes,
+        gpus_total, gpus_free}}`, nodes without a pool under "-" (for the queue and nodes views).
+
+        Raises:
+            ClusterUnavailable: Ray cannot be read.
+        """
+        now = self.clock()
+        active = self.store.in_states([s.value for s in ACTIVE_STATES])
+        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        free, pools, total = self.capacity(active, latest, now)
+        out: dict[str, dict[str, float]] = {}
+        for node, gpus in total.items():
+            row = out.setdefault(pools.get(node) or "-", {"nodes": 0, "gpus_total": 0.0, "gpus_free": 0.0})
+            row["nodes"] += 1
+            row["gpus_total"] += gpus
+            row["gpus_free"] += free.get(node, 0.0)
+        return dict(sorted(out.items()))
 
     def usage(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
         """Per user: decayed GPU-hours (fair share) and GPU-hours over the last 24 hours."""
@@ -324,7 +346,7 @@ class Scheduler:
             return
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
         latest = self.store.latest_attempts([t["task_id"] for t in active])
-        free = self.free_gpus(active, latest, now)
+        free, pools, _ = self.capacity(active, latest, now)
         if full or self._usage is None:
             self._usage = self.usage(now)
         running = [RunningJob(t["task_id"], t["user_id"],
@@ -332,10 +354,11 @@ class Scheduler:
                               self._started(latest.get(t["task_id"]), now) + t["time_limit_s"])
                    for t in active]
         jobs = [Job(t["task_id"], t["user_id"], t["nnodes"], t["n_gpus_per_node"], t["created_at"],
-                    t["time_limit_s"], t["priority"], t["driver_gpus"], t["next_run_at"])
+                    t["time_limit_s"], t["priority"], t["driver_gpus"], t["next_run_at"], t.get("pool"))
                 for t in waiting]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
-        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept)
+        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept,
+                      pools=pools)
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None

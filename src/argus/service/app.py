@@ -1,9 +1,9 @@
 """`create_app(settings)`: the one place that wires the service together.
 
-Picks the concrete adapters (database from the URL, Ray job tool, cluster snapshot source) unless
-the caller hands its own in, so tests can wire theirs. The scheduler loop runs in a thread of the
-same process, started and stopped with the app (FastAPI lifespan); the API nudges it when a task
-arrives or is cancelled.
+Picks the concrete adapters (database from the URL, Ray job tool, cluster snapshot source, SSH
+connector, Ray drain) unless the caller hands its own in, so tests can wire theirs. The scheduler
+loop and the node reconciler run in threads of the same process, started and stopped with the app
+(FastAPI lifespan); the API nudges the scheduler when a task arrives or is cancelled.
 """
 
 from __future__ import annotations
@@ -16,17 +16,21 @@ from typing import Any, Callable, Mapping
 
 from fastapi import FastAPI, Request
 
+from argus.cluster.drain import RayDrain
 from argus.cluster.jobs import RayJobTool
 from argus.scheduler.loop import Scheduler
 from argus.service import errors
 from argus.service.auth import Authenticator
 from argus.service.errors import error_response
+from argus.service.node_service import Drainer, NodeService
+from argus.service.routes import nodes as node_routes
 from argus.service.routes import tasks as task_routes
 from argus.service.routes import users as user_routes
 from argus.service.settings import ArgusSettings
 from argus.service.task_service import TaskService
 from argus.service.views import iso
 from argus.store.db import Database, open_database
+from argus.store.nodes import NodeStore
 from argus.store.tasks import TaskStore
 from argus.store.users import UserStore
 
@@ -97,8 +101,17 @@ def create_app(
     clock: Callable[[], float] = time.time,
     run_scheduler: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    ssh: Any = None,
+    drainer: Drainer | None = None,
+    run_nodes: bool | None = None,
 ) -> FastAPI:
-    """Build the app; the database is migrated here, the scheduler starts with the app."""
+    """Build the app; the database is migrated here, the scheduler starts with the app.
+
+    Args:
+        ssh: the SSH connector of managed nodes (default: `SSHConnector` over `nodes.key_dir`).
+        drainer: what asks Ray to drain a node (default: `RayDrain` through `snapshots`).
+        run_nodes: run the node reconciler thread (default: when the scheduler runs).
+    """
     own_checkpoints = db is None
     db = db or open_database(settings.db_url, autocheckpoint=False)
     store = TaskStore(db)
@@ -107,9 +120,17 @@ def create_app(
     if snapshots is None:
         from argus.cluster.snapshot import RaySnapshotSource
 
-        snapshots = RaySnapshotSource(settings.ray.address)
+        snapshots = RaySnapshotSource.for_config(settings.ray)
     scheduler = Scheduler(settings, store, jobs, snapshots, clock)
     run = settings.scheduler.enabled if run_scheduler is None else run_scheduler
+    if ssh is None:
+        from argus.cluster.ssh import SSHConnector
+
+        ssh = SSHConnector(settings.nodes.key_dir, settings.nodes.ssh_connect_timeout_s)
+    nodes = NodeService(settings, NodeStore(db), store, snapshots, ssh,
+                        drainer or RayDrain(snapshots), clock,
+                        pool_capacity=scheduler.pool_capacity)
+    reconcile = run if run_nodes is None else run_nodes
     stop = threading.Event()
 
     @asynccontextmanager
@@ -122,13 +143,22 @@ def create_app(
             thread = threading.Thread(target=scheduler.run, args=(stop,), name="argus-scheduler",
                                       daemon=True)
             thread.start()
+        node_thread = None
+        if reconcile:
+            node_thread = threading.Thread(target=nodes.run, args=(stop,), name="argus-nodes",
+                                           daemon=True)
+            node_thread.start()
         try:
             yield
         finally:
             stop.set()
             scheduler.nudge()
+            nodes.nudge()
             if thread is not None:
                 thread.join(timeout=30)
+            if node_thread is not None:
+                node_thread.join(timeout=30)
+            nodes.close()
 
     app = FastAPI(title="Argus", version="2", lifespan=lifespan,
                   description="Training tasks (verl PPO, GRPO, SFT) on a native Ray cluster. "
@@ -140,10 +170,13 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.scheduler_running = run
     app.state.auth = Authenticator(users, settings.admin_token(environ))
-    app.state.tasks = TaskService(settings, store, jobs, scheduler.nudge, clock)
+    app.state.tasks = TaskService(settings, store, jobs, scheduler.nudge, clock,
+                                  pool_capacity=scheduler.pool_capacity)
+    app.state.nodes = nodes
     errors.install(app)
     app.include_router(task_routes.router)
     app.include_router(user_routes.router)
+    app.include_router(node_routes.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the database and the scheduler")
     def healthz(request: Request) -> Any:
@@ -155,7 +188,8 @@ def create_app(
         body = {"status": "ok" if db_state == "ok" else "degraded", "db": db_state,
                 "scheduler": {"running": run, "reconciled": scheduler.reconciled,
                               "last_tick_at": iso(scheduler.last_tick_at),
-                              "last_error": scheduler.last_error}}
+                              "last_error": scheduler.last_error},
+                "nodes": {"reconciling": reconcile, "last_error": nodes.last_error}}
         return body if db_state == "ok" else error_response(503, "database unavailable")
 
     app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)

@@ -1,4 +1,4 @@
-"""The server's one YAML config: `ray`, `service` and `scheduler` sections.
+"""The server's one YAML config: `ray`, `service`, `scheduler` and `nodes` sections.
 
 Owns the shape of the file `argus server --config FILE` reads, its defaults, and the
 environment overrides: `ARGUS_<SECTION>_<KEY>` (for example `ARGUS_SERVICE_PORT=9000`,
@@ -21,7 +21,7 @@ from argus.spec.errors import Problem, SpecError
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
 
 ENV_PREFIX = "ARGUS_"
-SECTIONS = ("ray", "service", "scheduler")
+SECTIONS = ("ray", "service", "scheduler", "nodes")
 
 
 class ServiceSettings(StrictModel):
@@ -74,10 +74,35 @@ class SchedulerSettings(StrictModel):
         return parse_duration(self.max_time_limit)
 
 
+class NodesSettings(StrictModel):
+    """Managed nodes: how Argus reaches them over SSH and starts their node agent."""
+
+    # The command that runs Argus on a node (`<agent_command> node-agent …`); a path or a word.
+    agent_command: str = Field(default="argus", min_length=1)
+    # The shared root as the nodes see it; None: the same path as `ray.shared_root`.
+    shared_root: str | None = None
+    # Where the private keys that registrations name live (and `known_hosts`).
+    key_dir: str = "~/.argus/keys"
+    ssh_connect_timeout_s: float = Field(default=10.0, gt=0)
+    # A started agent whose node has not joined Ray by then fails the node.
+    join_timeout_s: float = Field(default=120.0, gt=0)
+    reconcile_interval_s: float = Field(default=2.0, gt=0)
+    # How long `offline` waits for the agent to exit after SIGTERM.
+    agent_stop_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("shared_root")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return v
+
+
 class ArgusSettings(StrictModel):
     ray: RayConfig = Field(default_factory=RayConfig)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    nodes: NodesSettings = Field(default_factory=NodesSettings)
 
     @field_validator("ray", mode="before")
     @classmethod
@@ -87,6 +112,16 @@ class ArgusSettings(StrictModel):
     @property
     def shared_root(self) -> str:
         return self.ray.shared_root
+
+    @property
+    def cluster_name(self) -> str:
+        """The Ray cluster's name (head discovery, hold files); `argus` when not configured."""
+        return self.ray.cluster_name or "argus"
+
+    @property
+    def nodes_shared_root(self) -> str:
+        """The shared root as the nodes see it."""
+        return self.nodes.shared_root or self.ray.shared_root
 
     @property
     def db_url(self) -> str:
@@ -110,7 +145,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1:]
                 model = {"ray": RayConfig, "service": ServiceSettings,
-                         "scheduler": SchedulerSettings}[section]
+                         "scheduler": SchedulerSettings, "nodes": NodesSettings}[section]
                 if key in model.model_fields:
                     try:
                         value = yaml.safe_load(raw) if raw != "" else None
@@ -145,7 +180,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "server config",
         ray.setdefault("shared_root", root)
         raw["ray"] = ray
         if isinstance(root, str):
-            for section in ("service",):
+            for section in ("service", "nodes"):
                 if isinstance(raw.get(section), dict):
                     raw[section] = expand_vars(raw[section], {"shared_root": root})
     return parse_model(ArgusSettings, raw, source)

@@ -76,8 +76,10 @@ class CheckCache:
 
 class TaskService:
     def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool,
-                 nudge: Callable[..., None], clock: Callable[[], float] = time.time):
+                 nudge: Callable[..., None], clock: Callable[[], float] = time.time,
+                 pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None):
         self.settings = settings
+        self.pool_capacity = pool_capacity
         self.store = store
         self.jobs = jobs
         self.nudge = nudge
@@ -157,7 +159,7 @@ class TaskService:
                                   jobspec_yaml=text, nnodes=spec.nnodes,
                                   n_gpus_per_node=spec.n_gpus_per_node,
                                   driver_gpus=driver_gpus(spec), now=now,
-                                  priority=spec.priority, time_limit_s=limit)
+                                  priority=spec.priority, time_limit_s=limit, pool=spec.pool)
                 break
             except sa.exc.IntegrityError:
                 continue  # the same id in the same second: draw another suffix
@@ -203,12 +205,23 @@ class TaskService:
         waiting = self.store.in_states([s.value for s in WAITING_STATES], user)
         active = self.store.in_states([s.value for s in ACTIVE_STATES], user)
         latest = self.store.latest_attempts([t["task_id"] for t in active])
+        pools: dict[str, dict[str, float]] | None = None
+        pools_error = None
+        if self.pool_capacity is not None:
+            try:
+                pools = self.pool_capacity()
+            except ClusterError as exc:
+                pools_error = str(exc)
         return {
+            "pools": pools,
+            "pools_error": pools_error,
             "pending": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
+                         "pool": t.get("pool"),
                          "priority": t["priority"], "next_run_at": iso(t["next_run_at"]),
                          "pending_reason": pending_reason(t), "estimated_start": iso(t["estimated_start"]),
                          "created_at": iso(t["created_at"])} for t in waiting],
             "running": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
+                         "pool": t.get("pool"),
                          "ray_submission_id": latest.get(t["task_id"], {}).get("ray_submission_id")}
                         for t in active],
         }

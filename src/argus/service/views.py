@@ -12,7 +12,7 @@ def iso(ts: float | None) -> str | None:
 
 def resources(row: dict[str, Any]) -> dict[str, Any]:
     n, g = row["nnodes"], row["n_gpus_per_node"]
-    return {"nnodes": n, "n_gpus_per_node": g, "total_gpus": n * g}
+    return {"nnodes": n, "n_gpus_per_node": g, "total_gpus": n * g, "pool": row.get("pool")}
 
 
 def attempt_view(a: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,9 @@ class RayConfig(StrictModel):
     """How to reach the cluster and where the driver may run."""
 
     address: str = "http://127.0.0.1:8265"
+    # When set, the head is found through `<shared_root>/ray/discovery/<cluster_name>/head.json`
+    # (seed 004 §M4) at each use, and `address` is only the fallback for tools that need one.
+    cluster_name: str | None = None
     shared_root: str = Field(default_factory=default_shared_root)
     entrypoint_num_cpus: float = Field(default=1, ge=0)
     entrypoint_resources: dict[str, float] = Field(default_factory=lambda: {"worker_node": 1})
@@ -69,6 +72,13 @@ class RayConfig(StrictModel):
         if not re.fullmatch(r"https?://[^/\s:]+(:\d+)?/?", v):
             raise ValueError("must be the dashboard URL, e.g. http://127.0.0.1:8265")
         return v.rstrip("/")
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", v):
+            raise ValueError("must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
 
     @field_validator("shared_root")
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any
 
 from argus.domain.paths import checkpoints_dir
 from argus.spec.config import RayConfig
-from argus.spec.taskspec import TaskSpec
+from argus.spec.taskspec import POOL_LABEL, TaskSpec
 
 PPO_MODULE = "verl.trainer.main_ppo"
 SFT_MODULE = "verl.trainer.sft_trainer_ray"
@@ -125,6 +125,8 @@ class SubmissionRequest:
     entrypoint_resources: dict[str, float]
     entrypoint_num_gpus: float = 0
     metadata: dict[str, str] = field(default_factory=dict)
+    # {"pool": <name>} for a task that names a pool: the driver starts inside it.
+    entrypoint_label_selector: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +152,7 @@ def build_submission(
         entrypoint_num_cpus=config.entrypoint_num_cpus,
         entrypoint_resources=dict(config.entrypoint_resources),
         entrypoint_num_gpus=driver_gpus(spec),
+        entrypoint_label_selector={POOL_LABEL: spec.pool} if spec.pool else None,
         metadata={
             "argus.workload": spec.workload,
             "argus.job_root": str(job_root),

@@ -5,7 +5,7 @@ Owns the seeds' fields exactly (`workload`, `submission_id`, `code_path`, `model
 `save_freq`, `test_freq`, `trainer_device`) plus what real verl needs that the seeds leave out:
 `rollout_engine`, `rollout_n`, `critic_model_id`, `max_ckpt_to_keep`, `experiment_name`,
 `wandb`, `overrides` and `env_vars`, and for the service's scheduler `priority` (0-1000,
-default 500) and `time_limit` (`90m`, `2h`, … ). Invariants: paths are absolute, free text is safe to quote
+default 500), `time_limit` (`90m`, `2h`, … ) and `pool` (the node pool to run in). Invariants: paths are absolute, free text is safe to quote
 for Hydra, `save_freq` defaults to the seeds' disk rule (10), and `overrides` never touch the
 keys that Argus manages (the job's own directory, the gang shape).
 """
@@ -26,6 +26,9 @@ Workload = Literal["ppo", "grpo", "sft"]
 SUBMISSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_SAVE_FREQ = 10
 DEFAULT_PRIORITY = 500
+# The node label that names a node's pool, and what its values may be (Ray label values).
+POOL_LABEL = "pool"
+POOL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 # Free text goes to Hydra inside single quotes: these would end the quote or interpolate.
 _UNSAFE_TEXT = ("'", "\\", "$")
 # Environment variables that Argus or verl itself sets; Ray refuses a conflicting merge.
@@ -103,6 +106,16 @@ class TaskSpec(StrictModel):
     # (TIMEOUT) at its time limit, default and maximum set by the server's config.
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=1000)
     time_limit: str | int | None = None
+    # The pool (nodes labelled `pool=<name>`) the whole task runs in; None: any worker node.
+    pool: str | None = None
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, v: str | None) -> str | None:
+        if v is not None and not POOL_RE.fullmatch(v):
+            raise ValueError("must be 1-63 letters, digits, '-', '_' or '.', starting and ending "
+                             "with a letter or digit (a Ray node label value)")
+        return v
 
     @field_validator("time_limit")
     @classmethod

@@ -1,4 +1,4 @@
-"""The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events.
+"""The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events, nodes, node_events.
 
 Times are seconds since the epoch (UTC) as floats, so SQLite and PostgreSQL sort and compare
 them the same way. `tasks.seq` is the insertion order (FIFO and the list cursor). The migration
@@ -49,6 +49,7 @@ tasks = sa.Table(
     sa.Column("time_limit_s", sa.Float, nullable=False, server_default="86400"),
     sa.Column("pending_code", sa.String(16)),
     sa.Column("estimated_start", sa.Float),
+    sa.Column("pool", sa.String(64)),
     sa.Index("ix_tasks_user_seq", "user_id", "seq"),
     sa.Index("ix_tasks_state_seq", "state", "seq"),
     sa.Index("ix_tasks_state_next_run", "state", "next_run_at"),
@@ -81,5 +82,35 @@ task_events = sa.Table(
     sa.Column("from_state", sa.String(32)),
     sa.Column("to_state", sa.String(32), nullable=False),
     sa.Column("attempt_no", sa.Integer),
+    sa.Column("reason", sa.Text),
+)
+
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("ssh_user", sa.String(64), nullable=False),
+    sa.Column("key_ref", sa.String(255), nullable=False),
+    sa.Column("labels", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("gpus", sa.Integer),
+    sa.Column("cpus", sa.Integer),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("agent_pid", sa.Integer),
+    sa.Column("agent_started_at", sa.Float),
+    sa.Column("ray_node_id", sa.String(64)),
+    sa.Column("offline_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+node_events = sa.Table(
+    "node_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(63), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("from_state", sa.String(16)),
+    sa.Column("to_state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
 )

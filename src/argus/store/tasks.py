@@ -68,14 +68,15 @@ class TaskStore:
     # -- create ---------------------------------------------------------------------------
     def create(self, *, task_id: str, user_id: str, workload: str, jobspec_yaml: str,
                nnodes: int, n_gpus_per_node: int, driver_gpus: float, now: float,
-               priority: int = 500, time_limit_s: float = 86400.0) -> None:
+               priority: int = 500, time_limit_s: float = 86400.0, pool: str | None = None) -> None:
         """Insert a QUEUED task and its first event."""
         with self.db.write.begin() as conn:
             conn.execute(tasks.insert().values(
                 task_id=task_id, user_id=user_id, workload=workload,
                 state=TaskState.QUEUED.value, jobspec_yaml=jobspec_yaml, nnodes=nnodes,
                 n_gpus_per_node=n_gpus_per_node, driver_gpus=driver_gpus, attempts=0,
-                created_at=now, updated_at=now, priority=priority, time_limit_s=time_limit_s))
+                created_at=now, updated_at=now, priority=priority, time_limit_s=time_limit_s,
+                pool=pool))
             self._event(conn, task_id, now, None, TaskState.QUEUED.value, "accepted")
 
     # -- transitions ----------------------------------------------------------------------
@@ -274,4 +275,4 @@ class TaskStore:
 _SUMMARY = ("seq", "task_id", "user_id", "workload", "state", "nnodes", "n_gpus_per_node",
             "driver_gpus", "attempts", "failure_cause", "error_summary", "pending_reason",
             "next_run_at", "created_at", "updated_at", "ended_at", "priority", "time_limit_s",
-            "pending_code", "estimated_start")
+            "pending_code", "estimated_start", "pool")

@@ -5,6 +5,8 @@ the tests against the real local Ray cluster. `FakeJobs` has the job tool's inte
 rules: a duplicate submission id is refused, a stopped job ends STOPPED, logs of an unknown id
 raise `JobNotFound`; a test moves jobs along with `run`, `finish`, `fail` and `lose_all` (a head
 restart that forgets every job). `FakeSnapshots` holds GPUs per node and can be made unreachable.
+`FakeRayNodes` (labelled nodes, Ray's drain) and `FakeSSH` (a connector whose node agents join
+and leave `FakeRayNodes`) stand in for the managed nodes' side.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class FakeSnapshots:
     free: dict[str, float] | None = None
     draining: set[str] = field(default_factory=set)
     down: bool = False
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> its Ray labels
 
     def snapshot(self) -> ClusterSnapshot:
         if self.down:
@@ -126,10 +129,129 @@ class FakeSnapshots:
         free = self.free if self.free is not None else self.gpus
         head = NodeCapacity("head", "127.0.0.1", True, True, False, 0, 0, 0, 0)
         nodes = [NodeCapacity(n, f"127.0.1.{i + 1}", False, True, n in self.draining, g,
-                              free.get(n, g), 4, 4, {"GPU": g, "worker_node": 100})
+                              free.get(n, g), 4, 4, {"GPU": g, "worker_node": 100},
+                              dict(self.labels.get(n, {})))
                  for i, (n, g) in enumerate(sorted(self.gpus.items()))]
         return ClusterSnapshot((head, *nodes), time.time())
 
 
 def with_free(snap: FakeSnapshots, **free: float) -> FakeSnapshots:
     return replace(snap, free={**snap.gpus, **free})
+
+
+# -- managed nodes: Ray's node view with labels and drains, and SSH to the nodes ----------------
+@dataclass
+class FakeRayNodes:
+    """Ray's view of worker nodes with labels (a snapshot source) and Ray's drain (a drainer).
+
+    `join` adds an alive node (as an agent joining does), `leave` makes it dead, `drain` marks it
+    DRAINING (as Ray's DrainNode does) and records the call; `down` makes both unreachable.
+    """
+
+    nodes: dict[str, NodeCapacity] = field(default_factory=dict)
+    drains: list[tuple[str, str]] = field(default_factory=list)
+    down: bool = False
+    _serial: int = 0
+
+    def join(self, name: str | None = None, gpus: float = 4, cpus: float = 4,
+             labels: dict[str, str] | None = None, node_ip: str = "127.0.0.1") -> str:
+        """A new alive Ray node labelled `argus.io/node=<name>` (when named); its node id."""
+        self._serial += 1
+        node_id = f"{self._serial:02x}" * 28
+        all_labels = {**(labels or {}), **({"argus.io/node": name} if name else {})}
+        self.nodes[node_id] = NodeCapacity(node_id, node_ip, False, True, False, gpus, gpus, cpus, cpus,
+                                           {"GPU": gpus, "CPU": cpus, "worker_node": 100}, all_labels)
+        return node_id
+
+    def by_name(self, name: str) -> NodeCapacity | None:
+        return next((n for n in self.nodes.values()
+                     if n.labels.get("argus.io/node") == name and n.alive), None)
+
+    def leave(self, node_id: str) -> None:
+        self.nodes[node_id] = replace(self.nodes[node_id], alive=False, draining=False)
+
+    def use(self, node_id: str, gpus: float = 0, cpus: float = 0) -> None:
+        """Work takes `gpus` and `cpus` of the node (0, 0 frees it)."""
+        n = self.nodes[node_id]
+        self.nodes[node_id] = replace(n, available_gpus=n.total_gpus - gpus, available_cpus=n.total_cpus - cpus)
+
+    def snapshot(self) -> ClusterSnapshot:
+        if self.down:
+            raise ClusterUnavailable("cannot reach the GCS (fake: down)")
+        head = NodeCapacity("ff" * 28, "127.0.0.1", True, True, False, 0, 0, 0, 0)
+        return ClusterSnapshot((head, *self.nodes.values()), time.time())
+
+    def drain(self, node_id_hex: str, reason: str) -> None:
+        if self.down:
+            raise ClusterUnavailable("cannot reach the GCS (fake: down)")
+        self.drains.append((node_id_hex, reason))
+        if node_id_hex in self.nodes:
+            self.nodes[node_id_hex] = replace(self.nodes[node_id_hex], draining=True)
+
+
+@dataclass
+class FakeSSH:
+    """SSH to managed nodes: the connector and its sessions, with the node agent's effects.
+
+    Scripts are recognised by what they run: the host check answers `host=<host>` (or exits
+    `check_rc`), the agent start answers a new pid and, when `ray` is given, the node joins it
+    with its labels (`join=False`: it never joins), the agent stop answers `stopped` and the node
+    leaves Ray. `fail[host]` is the `SSHError` that connecting to that host raises; `gate`, when
+    set, holds every connect until it is set. `commands` records (host, script).
+    """
+
+    ray: FakeRayNodes | None = None
+    fail: dict[str, Exception] = field(default_factory=dict)
+    check_rc: int = 0
+    join: bool = True
+    stop_rc: int = 0
+    gate: Any = None
+    commands: list[tuple[str, str]] = field(default_factory=list)
+    agents: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # pid -> (name, node id)
+    _pid: int = 4000
+
+    def connect(self, target: Any) -> "FakeSSHSession":
+        if self.gate is not None:
+            self.gate.wait(30)
+        if target.host in self.fail:
+            raise self.fail[target.host]
+        return FakeSSHSession(self, target)
+
+
+@dataclass
+class FakeSSHSession:
+    ssh: FakeSSH
+    target: Any
+    closed: bool = False
+
+    def run(self, command: str, timeout_s: float = 30.0) -> Any:
+        import shlex
+
+        from argus.cluster.ssh import CommandResult
+
+        s = self.ssh
+        s.commands.append((self.target.host, command))
+        if "uname -n" in command:
+            return CommandResult(s.check_rc, f"host={self.target.host}\n", "")
+        if "nohup setsid" in command:
+            argv = shlex.split(command.split("nohup setsid", 1)[1].split(" > ", 1)[0])
+            opts = dict(zip(argv[argv.index("node-agent") + 1::2], argv[argv.index("node-agent") + 2::2]))
+            s._pid += 1
+            node_id = None
+            if s.ray is not None and s.join:
+                labels = dict(p.split("=", 1) for p in opts.get("--labels", "").split(",") if p)
+                node_id = s.ray.join(opts["--name"], float(opts.get("--gpus", 0)), labels=labels)
+            s.agents[s._pid] = (opts["--name"], node_id)
+            return CommandResult(0, f"{s._pid}\n", "")
+        if "kill -TERM" in command:
+            pid = int(command.split("p=", 1)[1].split(";", 1)[0])
+            if s.stop_rc:
+                return CommandResult(s.stop_rc, "", f"the agent (pid {pid}) is still running")
+            gone = s.agents.pop(pid, None)
+            if gone and gone[1] and s.ray is not None and gone[1] in s.ray.nodes:
+                s.ray.leave(gone[1])
+            return CommandResult(0, "stopped\n" if gone else "gone\n", "")
+        return CommandResult(0, "", "")
+
+    def close(self) -> None:
+        self.closed = True

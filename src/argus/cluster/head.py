@@ -1,0 +1,359 @@
+"""The Ray head of a cluster and its publisher of head.json (`argus head start|stop|status`).
+
+Owns, per (shared_root, cluster name):
+- the head: `ray start --head --block` with 0 CPU and 0 GPU (control only, seed principle 4),
+  its dashboard / job server on `node_ip:dashboard_port`, ports of its own found free at start,
+  and a temp dir that depends only on (shared_root, cluster), so a head started again on
+  another port keeps it (every node on the head's host must share it);
+- the publisher: `python -m argus.cluster.head publish …`, a detached process that rewrites
+  `<shared_root>/ray/discovery/<cluster>/head.json` atomically (temp file + rename) every
+  `refresh_s` while the head process lives and its GCS port accepts connections, so the file
+  goes stale (past `ttl_s`) when the head dies, and says `stopped: true` after a clean stop;
+- the record `head-state.json` next to head.json (pids, ports), which `stop` and `status` read.
+`stop` ends exactly the recorded process trees (never `ray stop`, which would kill every Ray on
+the host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from argus.cluster.errors import ClusterError, PortInUse
+from argus.cluster.procs import (
+    PortFinder,
+    default_port_start,
+    log_tail,
+    node_env,
+    owned,
+    node_ports,
+    pid_alive,
+    port_args,
+    port_free,
+    alive_node_ips,
+    routable_ip,
+    start_ray,
+    stop_trees,
+    tcp_open,
+)
+from argus.domain.discovery import HeadFileError, HeadInfo, discovery_dir, discovery_file, parse_head
+
+DEFAULT_GCS_PORT = 6380   # Ray's usual 6379 is Redis's too
+DEFAULT_DASHBOARD_PORT = 8265
+OBJECT_STORE_BYTES = 256 * 1024 * 1024
+STATE_NAME = "head-state.json"
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+log = logging.getLogger("argus.head")
+
+
+@dataclass
+class HeadRecord:
+    """What `start` started: enough for `stop` and `status`, and for the publisher."""
+
+    shared_root: str
+    cluster: str
+    head_ip: str
+    gcs_port: int
+    dashboard_port: int
+    temp_dir: str
+    ttl_s: float
+    refresh_s: float
+    ports: dict[str, int] = field(default_factory=dict)
+    min_worker_port: int = 0
+    max_worker_port: int = 0
+    head_pid: int | None = None
+    publisher_pid: int | None = None
+    started_at: float | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.head_ip}:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.head_ip}:{self.dashboard_port}"
+
+    def info(self, now: float, stopped: bool = False) -> HeadInfo:
+        """The head.json content at `now`."""
+        return HeadInfo(cluster_name=self.cluster, head_ip=self.head_ip, gcs_port=self.gcs_port,
+                        dashboard_url=self.dashboard_url, updated_at=now, ttl_s=self.ttl_s,
+                        stopped=stopped, temp_dir=self.temp_dir)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "HeadRecord":
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class HeadStatus:
+    record: HeadRecord
+    head_alive: bool
+    publisher_alive: bool
+    published: HeadInfo | None
+    problem: str | None  # why `published` is None or not this head's
+    now: float
+
+    @property
+    def fresh(self) -> bool:
+        return self.published is not None and self.published.fresh(self.now)
+
+    @property
+    def healthy(self) -> bool:
+        return self.head_alive and self.publisher_alive and self.fresh and self.problem is None
+
+
+# -- paths -------------------------------------------------------------------------------
+def check_cluster_name(cluster: str) -> None:
+    """Raises: ValueError unless `cluster` is 1-63 letters, digits, `.`, `_`, `-`."""
+    if not _CLUSTER_NAME.fullmatch(cluster or ""):
+        raise ValueError(f"cluster name {cluster!r}: use 1-63 letters, digits, '.', '_' or '-'")
+
+
+def state_file(shared_root: str | Path, cluster: str) -> Path:
+    return Path(discovery_dir(str(shared_root), cluster)) / STATE_NAME
+
+
+def log_dir(shared_root: str | Path, cluster: str) -> Path:
+    return Path(discovery_dir(str(shared_root), cluster)) / "logs"
+
+
+def temp_dir_for(shared_root: str | Path, cluster: str) -> str:
+    """Short (unix socket paths are limited to 107 bytes), one per (shared_root, cluster)."""
+    digest = hashlib.sha1(f"{Path(shared_root).resolve()}:{cluster}".encode()).hexdigest()[:8]
+    return f"/tmp/argus-ray-{digest}"
+
+
+def load_record(shared_root: str | Path, cluster: str) -> HeadRecord | None:
+    try:
+        return HeadRecord.from_json(state_file(shared_root, cluster).read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _save(rec: HeadRecord) -> None:
+    _atomic_write(state_file(rec.shared_root, rec.cluster), rec.to_json())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_head(shared_root: str, cluster: str, info: HeadInfo) -> Path:
+    """Publish `info` as head.json, atomically (readers see the old file or the new one)."""
+    path = Path(discovery_file(shared_root, cluster))
+    _atomic_write(path, info.to_json())
+    return path
+
+
+def read_head(shared_root: str, cluster: str) -> tuple[HeadInfo | None, str | None]:
+    """(head.json parsed, None) or (None, why not)."""
+    path = Path(discovery_file(shared_root, cluster))
+    try:
+        return parse_head(path.read_text()), None
+    except FileNotFoundError:
+        return None, f"{path} does not exist"
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc}"
+    except HeadFileError as exc:
+        return None, f"{path}: {exc}"
+
+
+# -- processes ---------------------------------------------------------------------------
+def head_start_args(rec: HeadRecord) -> list[str]:
+    """The `ray start --head --block` command line of this head."""
+    return [
+        "start", "--head", "--block", "--disable-usage-stats",
+        "--node-ip-address", rec.head_ip, "--port", str(rec.gcs_port),
+        "--temp-dir", rec.temp_dir, "--num-cpus", "0", "--num-gpus", "0",
+        "--object-store-memory", str(OBJECT_STORE_BYTES),
+        "--include-dashboard", "true",
+        "--dashboard-host", rec.head_ip, "--dashboard-port", str(rec.dashboard_port),
+        *port_args(rec.ports, rec.min_worker_port, rec.max_worker_port),
+    ]
+
+
+def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+
+
+def _wait(what: str, ready, proc: subprocess.Popen, log_path: Path, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"{what} exited with code {proc.returncode}; end of {log_path}:\n"
+                               f"{log_tail(log_path)}")
+        if ready():
+            return
+        time.sleep(0.3)
+    raise ClusterError(f"{what} was not up in time; see {log_path}")
+
+
+# -- the API -----------------------------------------------------------------------------
+def start(shared_root: str, cluster: str, port: int = DEFAULT_GCS_PORT,
+          dashboard_port: int = DEFAULT_DASHBOARD_PORT, node_ip: str | None = None,
+          ttl_s: float = 30.0, refresh_s: float = 5.0, timeout: float = 90.0) -> HeadRecord:
+    """Start the head and its publisher; return once Ray sees the head and head.json is out.
+
+    Args:
+        shared_root: the shared storage root (head.json goes under `ray/discovery/<cluster>`).
+        cluster: the cluster's name.
+        port, dashboard_port: the GCS and the dashboard / job server ports.
+        node_ip: the head's IP; default this host's routable IP.
+        ttl_s, refresh_s: how long head.json is trusted, and how often it is rewritten.
+        timeout: seconds for the head and the first publication.
+
+    Returns:
+        The record of the head (the running one when the same head already runs).
+
+    Raises:
+        ValueError: a bad cluster name, TTL or refresh interval.
+        PortInUse: the GCS or dashboard port is taken.
+        ClusterError: another head of this cluster runs, or the head failed to start.
+    """
+    check_cluster_name(cluster)
+    if not 0 < refresh_s < ttl_s:
+        raise ValueError(f"refresh_s ({refresh_s:g}) must be positive and below ttl_s ({ttl_s:g})")
+    root = str(Path(shared_root).resolve())
+    ip = node_ip or routable_ip()
+    current = status(root, cluster)
+    if current is not None:
+        old = current.record
+        if current.head_alive:
+            if current.healthy and (old.head_ip, old.gcs_port, old.dashboard_port) == (ip, port, dashboard_port):
+                return old
+            raise ClusterError(
+                f"a head of cluster {cluster!r} already runs at {old.address} (pid {old.head_pid}); "
+                f"stop it first: argus head stop --shared-root {root} --cluster {cluster}")
+        stop(root, cluster, grace_s=5.0)  # what is left of a head that died
+    for p, what, flag in ((port, "Ray GCS", "--port"), (dashboard_port, "Ray dashboard", "--dashboard-port")):
+        if not port_free(p):
+            raise PortInUse(f"port {p} ({what}) is already in use by another process; "
+                            f"stop it or choose another port with {flag}")
+    finder = PortFinder(default_port_start(ip), {port, dashboard_port})
+    ports, lo, hi = node_ports(finder, ("ray_client_server_port",))
+    rec = HeadRecord(root, cluster, ip, port, dashboard_port, temp_dir_for(root, cluster), ttl_s,
+                     refresh_s, ports, lo, hi, started_at=time.time())
+    logs = log_dir(root, cluster)
+    deadline = time.monotonic() + timeout
+    try:
+        proc = start_ray(head_start_args(rec), logs / "head.log", node_env(), rec.temp_dir,
+                         timeout=max(deadline - time.monotonic(), 1.0))
+        rec.head_pid = proc.pid
+        _save(rec)
+        _wait("the Ray head", lambda: ip in alive_node_ips(rec.dashboard_url), proc,
+              logs / "head.log", deadline)
+        pub = _spawn([sys.executable, "-m", "argus.cluster.head", "publish", "--shared-root", root,
+                      "--cluster", cluster], logs / "publisher.log")
+        rec.publisher_pid = pub.pid
+        _save(rec)
+
+        def published() -> bool:
+            info, _ = read_head(root, cluster)
+            return (info is not None and info.address == rec.address and not info.stopped
+                    and info.fresh(time.time()))
+
+        _wait("the head.json publisher", published, pub, logs / "publisher.log", deadline)
+    except BaseException:
+        stop(root, cluster, grace_s=5.0)
+        raise
+    return rec
+
+
+def stop(shared_root: str, cluster: str, grace_s: float = 10.0) -> bool:
+    """Stop the publisher, then the head (their process trees), and mark head.json stopped.
+
+    Returns:
+        False when no head was recorded for this cluster.
+    """
+    root = str(Path(shared_root).resolve())
+    rec = load_record(root, cluster)
+    if rec is None:
+        return False
+    if owned(rec.publisher_pid, "argus.cluster.head"):
+        stop_trees([rec.publisher_pid], grace_s)
+    if owned(rec.head_pid, rec.temp_dir):
+        stop_trees([rec.head_pid], grace_s)
+    write_head(root, cluster, rec.info(time.time(), stopped=True))
+    state_file(root, cluster).unlink(missing_ok=True)
+    return True
+
+
+def status(shared_root: str, cluster: str) -> HeadStatus | None:
+    """The recorded head, whether its processes live and what head.json says; None if none."""
+    root = str(Path(shared_root).resolve())
+    rec = load_record(root, cluster)
+    if rec is None:
+        return None
+    info, problem = read_head(root, cluster)
+    if info is not None and info.address != rec.address:
+        problem = f"head.json names {info.address}, not {rec.address}"
+    elif info is not None and info.stopped:
+        problem = "head.json says the head stopped"
+    return HeadStatus(rec, owned(rec.head_pid, rec.temp_dir),
+                      owned(rec.publisher_pid, "argus.cluster.head"), info, problem, time.time())
+
+
+# -- the publisher process ----------------------------------------------------------------
+def publish(shared_root: str, cluster: str, stop_event: threading.Event) -> int:
+    """Rewrite head.json every refresh_s while the head lives and its GCS answers.
+
+    Returns:
+        0 when asked to stop, 1 when the head is gone or no head is recorded.
+    """
+    rec = load_record(shared_root, cluster)
+    if rec is None:
+        log.error("no head recorded for cluster %s under %s", cluster, shared_root)
+        return 1
+    reachable = None
+    while not stop_event.is_set():
+        if not pid_alive(rec.head_pid):
+            log.error("the head (pid %s) is gone: no longer publishing", rec.head_pid)
+            return 1
+        ok = tcp_open(rec.head_ip, rec.gcs_port)
+        if ok:
+            write_head(shared_root, cluster, rec.info(time.time()))
+        if ok != reachable:
+            log.info("GCS %s %s", rec.address, "answers: publishing head.json" if ok
+                     else "does not answer: not refreshing head.json")
+            reachable = ok
+        stop_event.wait(rec.refresh_s)
+    return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m argus.cluster.head")
+    parser.add_argument("command", choices=["publish"])
+    parser.add_argument("--shared-root", required=True)
+    parser.add_argument("--cluster", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    return publish(args.shared_root, args.cluster, done)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
