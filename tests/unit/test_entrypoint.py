@@ -264,6 +264,38 @@ def test_pool_pins_the_driver_inside_it():
     req = build_submission(config(), spec("grpo", pool="h20"), "run-1", ROOT)
     assert req.entrypoint_label_selector == {"pool": "h20"}
     assert req.entrypoint_resources == {"worker_node": 1}  # still on a worker, never the head
+    # The job's own placement groups are kept in the pool by the shim on its PYTHONPATH.
+    env = req.runtime_env["env_vars"]
+    assert env["ARGUS_POOL"] == "h20"
+    assert env["PYTHONPATH"] == "/srv/shared/user/code:/srv/shared/common/argus/pool-shim:${PYTHONPATH}"
+    plain = build_submission(config(), spec("grpo"), "run-1", ROOT).runtime_env["env_vars"]
+    assert "ARGUS_POOL" not in plain and plain["PYTHONPATH"] == "/srv/shared/user/code:${PYTHONPATH}"
+
+
+def test_the_pool_shim_labels_placement_groups_made_without_a_selector(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from argus.runtime.pool_shim import ensure_shim
+
+    d = ensure_shim(str(tmp_path))
+    assert ensure_shim(str(tmp_path)) == d  # idempotent
+    # Ray's own function is replaced (in the shim's globals) by a recorder: no cluster needed.
+    probe = (
+        "from ray.util import placement_group as pg\n"
+        "calls = []\n"
+        "if hasattr(pg, '_argus_pool'):\n"
+        "    pg.__globals__['_orig'] = lambda bundles, *a, **kw: calls.append(kw.get('bundle_label_selector'))\n"
+        "    pg([{'GPU': 1}, {'GPU': 1}], strategy='PACK')\n"
+        "    pg([{'GPU': 1}], bundle_label_selector=[{'zone': 'x'}])\n"
+        "print(getattr(pg, '_argus_pool', None), calls)\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(d), "ARGUS_POOL": "h20"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "h20 [[{'pool': 'h20'}, {'pool': 'h20'}], [{'zone': 'x'}]]", out.stderr
+    env.pop("ARGUS_POOL")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "None []", out.stderr
 
 
 @pytest.mark.parametrize("pool", ["", "-a", "a b", "x" * 64, "a/b", "ä"])

@@ -150,11 +150,33 @@ class RayNodeRunner:
         return start_ray(args, self.log_path, node_env(), temp_dir)
 
     def alive(self, handle: subprocess.Popen) -> bool:
-        return handle.poll() is None  # poll() reaps: no zombie counts as alive
+        """Whether this node's raylet still runs. `ray start --block` outlives a raylet that
+        exits cleanly (as a drained raylet does once idle), so the raylet itself is looked for
+        among its descendants."""
+        if handle.poll() is not None:  # poll() reaps: no zombie counts as alive
+            return False
+        return raylet_running(handle.pid)
 
     def stop(self, handle: subprocess.Popen, graceful: bool = True) -> None:
         stop_trees([handle.pid], self.grace_s if graceful else self.quick_s)
         handle.poll()
+
+
+def raylet_running(pid: int) -> bool:
+    """Whether a live `raylet` process descends from `pid`."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return False
+    for child in children:
+        try:
+            if child.name() == "raylet" and child.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            continue
+    return False
 
 
 def read_text_or_none(path: str) -> str | None:

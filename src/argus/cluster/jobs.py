@@ -27,6 +27,7 @@ import yaml
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.domain.failure import Diagnosis, classify_failure
 from argus.domain.paths import JOB_SUBDIRS
+from argus.runtime.pool_shim import POOL_ENV, ensure_shim
 from argus.spec.config import RayConfig
 from argus.spec.render import Rendered
 
@@ -141,6 +142,8 @@ class RayJobTool:
             ClusterUnavailable: Ray could not be reached.
         """
         root = Path(str(rendered.job_root))
+        if POOL_ENV in rendered.request.runtime_env.get("env_vars", {}):
+            ensure_shim(self.config.shared_root)
         for sub in JOB_SUBDIRS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         request = rendered.request.as_dict()

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import yaml
 
@@ -70,6 +70,7 @@ class NodeState:
     port_start: int  # where the node looks for its free ports at each (re)join
     cuda_visible_devices: str | None = None
     pid: int | None = None  # the head's `ray start`, or the worker's node agent
+    labels: dict[str, str] = field(default_factory=dict)  # the worker's Ray labels (`pool`, ...)
 
 
 @dataclass
@@ -143,8 +144,10 @@ def plan_cluster(
     drivers_per_worker: int = 100,
     is_free: Callable[[int], bool] = port_free,
     gpu_slices: list[str] | None = None,
+    worker_labels: Sequence[Mapping[str, str]] | None = None,
 ) -> ClusterState:
-    """Lay out the nodes of a new cluster: names, addresses, port regions, GPU slices.
+    """Lay out the nodes of a new cluster: names, addresses, port regions, GPU slices, labels
+    (`worker_labels[k]` for worker k+1; workers without an entry have none).
 
     Raises:
         PortInUse: the GCS or dashboard port is taken.
@@ -164,7 +167,9 @@ def plan_cluster(
             name="head" if is_head else f"worker-{k}", ip=ip, is_head=is_head,
             gpus=0 if is_head else gpus_per_worker, cpus=0 if is_head else cpus_per_worker,
             port_start=default_port_start(ip),
-            cuda_visible_devices=None if is_head or gpu_slices is None else gpu_slices[k - 1]))
+            cuda_visible_devices=None if is_head or gpu_slices is None else gpu_slices[k - 1],
+            labels={} if is_head or not worker_labels or k > len(worker_labels)
+            else dict(worker_labels[k - 1])))
     return ClusterState(
         shared_root=shared_root, temp_dir=ray_temp_dir(shared_root), gcs_port=gcs_port,
         dashboard_port=dashboard_port, workers=workers, gpus_per_worker=gpus_per_worker,
@@ -173,6 +178,7 @@ def plan_cluster(
 
 def agent_args(state: ClusterState, node: NodeState) -> list[str]:
     """The `argus node-agent` arguments of one worker (no head address: it reads head.json)."""
+    labels = ["--labels", ",".join(f"{k}={v}" for k, v in node.labels.items())] if node.labels else []
     return [
         "node-agent", "--shared-root", state.shared_root, "--cluster", state.cluster,
         "--name", node.name, "--node-ip", node.ip,
@@ -180,6 +186,7 @@ def agent_args(state: ClusterState, node: NodeState) -> list[str]:
         "--temp-dir", state.temp_dir, "--drivers", str(state.drivers_per_worker),
         "--object-store-memory", str(OBJECT_STORE_BYTES),
         "--port-start", str(node.port_start), "--poll-s", str(AGENT_POLL_S),
+        *labels,
     ]
 
 
@@ -218,6 +225,7 @@ def write_config(state: ClusterState) -> Path:
     path = config_file(state.shared_root)
     cfg = {
         "address": state.dashboard_url,
+        "cluster_name": state.cluster,
         "shared_root": state.shared_root,
         "entrypoint_num_cpus": 1,
         "entrypoint_resources": {"worker_node": 1},
@@ -290,6 +298,7 @@ def up(
     dashboard_port: int = DEFAULT_DASHBOARD_PORT,
     drivers_per_worker: int = 100,
     timeout: float = START_TIMEOUT_S,
+    worker_labels: Sequence[Mapping[str, str]] | None = None,
 ) -> tuple[ClusterState, bool]:
     """Start the cluster (head, then one node agent per worker), or find it running.
 
@@ -316,7 +325,8 @@ def up(
         down(shared_root)  # a half-dead cluster: clear it, then start clean
     slices = gpu_slices(workers, gpus_per_worker, detect_gpus())
     state = plan_cluster(shared_root, workers, gpus_per_worker, cpus_per_worker,
-                         gcs_port, dashboard_port, drivers_per_worker, gpu_slices=slices)
+                         gcs_port, dashboard_port, drivers_per_worker, gpu_slices=slices,
+                         worker_labels=worker_labels)
     log_dir = state_dir(shared_root) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     state.started_at = time.time()

@@ -117,6 +117,23 @@ class NodeService:
         tmp.write_text(reason.replace("\n", " ") + "\n")
         tmp.replace(path)
 
+    def _held(self, n: NodeCapacity) -> str | None:
+        """The reason of the hold on an unmanaged node's name, or None when it is not held."""
+        name = n.labels.get(NODE_LABEL)
+        if not name:
+            return None
+        try:
+            return hold_path(self.settings.shared_root, self.cluster, name).read_text().strip() or "held"
+        except (OSError, ValueError):
+            return None
+
+    def _release_if_held(self, name: str) -> bool:
+        path = hold_path(self.settings.shared_root, self.cluster, name)
+        if not path.exists():
+            return False
+        path.unlink(missing_ok=True)
+        return True
+
     def _release(self, name: str) -> None:
         hold_path(self.settings.shared_root, self.cluster, name).unlink(missing_ok=True)
 
@@ -177,7 +194,7 @@ class NodeService:
         pools: dict[str, dict[str, float]] | None = None
         if snap is not None:
             names = {r["name"] for r in rows}
-            views += [unmanaged_view(n, running) for n in self._unmanaged(snap, names)]
+            views += [unmanaged_view(n, running, self._held(n)) for n in self._unmanaged(snap, names)]
             try:
                 pools = self.pool_capacity() if self.pool_capacity else pools_of(snap)
             except ClusterUnavailable as exc:
@@ -217,7 +234,7 @@ class NodeService:
         n = self._find_unmanaged(node_id, snap) if snap is not None else None
         if n is None:
             raise not_found(f"no node {node_id}")
-        return {**unmanaged_view(n, running), "events": []}
+        return {**unmanaged_view(n, running, self._held(n)), "events": []}
 
     def _row(self, name: str) -> dict[str, Any]:
         row = self.store.get(name)
@@ -351,7 +368,7 @@ class NodeService:
         if n.labels.get(NODE_LABEL):
             self._hold(n.labels[NODE_LABEL], reason)
         after = self._find_unmanaged(node_id, self._snapshot()) or n
-        return unmanaged_view(after, self._running_by_node())
+        return unmanaged_view(after, self._running_by_node(), reason)
 
     def undrain(self, node_id: str) -> dict[str, Any]:
         """draining -> online: the hold file is removed (and a pending offline cancelled).
@@ -366,13 +383,19 @@ class NodeService:
         if row is None:
             n = self._find_unmanaged(node_id, self._snapshot())
             if n is None:
+                # A drained node whose raylet Ray stopped is gone from Ray; its hold is what
+                # keeps its agent out, and lifting it lets the agent join again.
+                if rules.check_name(node_id) is None and self._release_if_held(node_id):
+                    return {"id": node_id, "name": node_id, "managed": False,
+                            "state": NodeState.OFFLINE.value,
+                            "reason": "hold lifted: its agent joins again"}
                 raise not_found(f"no node {node_id}")
             name = n.labels.get(NODE_LABEL)
             if not name:
                 raise APIError(409, f"node {node_id} is not managed and has no {NODE_LABEL} label: "
                                     "there is no hold file to remove, and Ray cannot cancel a drain")
             self._release(name)
-            return unmanaged_view(n, self._running_by_node())
+            return unmanaged_view(n, self._running_by_node())  # Ray may still drain it
         with self._lock(node_id):
             row = self._row(node_id)
             if row["state"] != NodeState.DRAINING:

@@ -44,14 +44,16 @@ def node_view(row: dict[str, Any], ray: NodeCapacity | None, running: dict[str, 
     }
 
 
-def unmanaged_view(n: NodeCapacity, running: dict[str, list[str]]) -> dict[str, Any]:
+def unmanaged_view(n: NodeCapacity, running: dict[str, list[str]],
+                   held: str | None = None) -> dict[str, Any]:
     """A Ray worker that joined by itself: named by its `argus.io/node` label or its node id,
-    its state Ray's."""
+    its state Ray's, or `draining` while Argus holds it (`held`: the hold's reason)."""
     name = n.labels.get(NODE_LABEL)
-    state = NodeState.DRAINING if n.draining else NodeState.ONLINE if n.alive else NodeState.OFFLINE
+    state = (NodeState.DRAINING if n.draining or (held is not None and n.alive)
+             else NodeState.ONLINE if n.alive else NodeState.OFFLINE)
     return {
         "id": name or n.node_id, "name": name, "managed": False, "state": state.value,
-        "reason": None, "offline_requested": False, "pool": n.labels.get(POOL_LABEL),
+        "reason": held, "offline_requested": False, "pool": n.labels.get(POOL_LABEL),
         "labels": dict(n.labels), "gpus": n.total_gpus, "cpus": n.total_cpus, "ssh": None,
         "agent_pid": None, "agent_started_at": None, "created_at": None, "updated_at": None,
         "ray": ray_view(n), "running_tasks": sorted(running.get(n.node_id, [])),

@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from argus.domain.paths import checkpoints_dir
+from argus.runtime.pool_shim import POOL_ENV, shim_dir
 from argus.spec.config import RayConfig
 from argus.spec.taskspec import POOL_LABEL, TaskSpec
 
@@ -110,7 +111,12 @@ def build_runtime_env(config: RayConfig, spec: TaskSpec) -> dict[str, Any]:
     """env_vars: the config's, then the spec's, then PYTHONPATH with the job's own code first."""
     env = dict(config.runtime_env.env_vars)
     env.update(spec.env_vars)
-    env["PYTHONPATH"] = f"{spec.code_path}:${{PYTHONPATH}}"
+    if spec.pool:
+        # The job's own placement groups stay in the pool too (argus.runtime.pool_shim).
+        env[POOL_ENV] = spec.pool
+        env["PYTHONPATH"] = f"{spec.code_path}:{shim_dir(config.shared_root)}:${{PYTHONPATH}}"
+    else:
+        env["PYTHONPATH"] = f"{spec.code_path}:${{PYTHONPATH}}"
     return {"env_vars": env}
 
 

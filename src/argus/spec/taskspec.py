@@ -34,6 +34,7 @@ _UNSAFE_TEXT = ("'", "\\", "$")
 # Environment variables that Argus or verl itself sets; Ray refuses a conflicting merge.
 RESERVED_ENV_VARS = {
     "PYTHONPATH": "set by Argus from code_path",
+    "ARGUS_POOL": "set by Argus from pool",
     "RAY_ADDRESS": "set by Ray for the job driver",
     "VERL_FULL_DETERMINISM": "set by verl in ray.init; a conflicting value makes Ray refuse the job",
     "PYTHONHASHSEED": "set by verl in ray.init; a conflicting value makes Ray refuse the job",

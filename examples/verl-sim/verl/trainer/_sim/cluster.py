@@ -6,7 +6,8 @@
   and the same ``ValueError`` text, which Argus' classifier and scheduler match.
 - :func:`acquire_gpus` / :func:`release`: the GPUs as a placement group of
   ``nnodes`` bundles of ``{"GPU": n_gpus_per_node}``.
-- :func:`run_step`: one zero-CPU task per bundle holding that bundle's GPUs.
+- :func:`start_workers` / :func:`run_step`: one zero-CPU actor per bundle holding that
+  bundle's GPUs for the whole run (as verl's workers are), called once per step.
 """
 
 from __future__ import annotations
@@ -64,19 +65,26 @@ def release(pg: PlacementGroup) -> None:
 
 
 @ray.remote
-def _fake_step(seconds: float) -> tuple[str, str | None]:
-    time.sleep(seconds)
-    return ray.get_runtime_context().get_node_id(), os.environ.get("CUDA_VISIBLE_DEVICES")
+class _BundleWorker:
+    """One worker per bundle, holding its GPUs for the whole run, like verl's worker actors."""
+
+    def step(self, seconds: float) -> tuple[str, str | None]:
+        time.sleep(seconds)
+        return ray.get_runtime_context().get_node_id(), os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
-def run_step(pg: PlacementGroup, nnodes: int, n_gpus_per_node: int, seconds: float) -> list[tuple[str, str | None]]:
-    """One fake step: a task per bundle; returns (node id, CUDA_VISIBLE_DEVICES) per bundle."""
-    refs = [
-        _fake_step.options(
+def start_workers(pg: PlacementGroup, nnodes: int, n_gpus_per_node: int) -> list:
+    """One zero-CPU actor per bundle, holding that bundle's GPUs until the run ends."""
+    return [
+        _BundleWorker.options(
             num_cpus=0,
             num_gpus=n_gpus_per_node,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i),
-        ).remote(seconds)
+        ).remote()
         for i in range(nnodes)
     ]
-    return ray.get(refs)
+
+
+def run_step(workers: list, seconds: float) -> list[tuple[str, str | None]]:
+    """One fake step: a call on every bundle's worker; returns (node id, CUDA_VISIBLE_DEVICES) each."""
+    return ray.get([w.step.remote(seconds) for w in workers])

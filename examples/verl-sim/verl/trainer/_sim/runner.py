@@ -77,7 +77,7 @@ def plan_steps(s: Settings, train: list[Path]) -> int:
     return total
 
 
-def train(flavor: Flavor, s: Settings, pg, total: int, ckpt_root: Path | None, has_val: bool) -> None:
+def train(flavor: Flavor, s: Settings, workers: list, total: int, ckpt_root: Path | None, has_val: bool) -> None:
     from . import cluster
     from .flavors import metrics_line
 
@@ -85,7 +85,7 @@ def train(flavor: Flavor, s: Settings, pg, total: int, ckpt_root: Path | None, h
     fail_at_step = int(env_number(FAIL_AT_STEP_ENV, 0)) or None
     for step in range(1, total + 1):
         started = time.monotonic()
-        placed = cluster.run_step(pg, s.nnodes, s.n_gpus_per_node, step_seconds)
+        placed = cluster.run_step(workers, step_seconds)
         elapsed = time.monotonic() - started
         if step == 1:
             for i, (node_id, visible) in enumerate(placed):
@@ -134,7 +134,8 @@ def run(flavor_name: str, overrides: Sequence[str]) -> None:
     pg = cluster.acquire_gpus(s.nnodes, s.n_gpus_per_node, timeout_s)
     say(f"verl-sim: placement group ready: {s.nnodes} x {{'GPU': {s.n_gpus_per_node}}}")
     try:
-        train(flavor, s, pg, total, ckpt_root, has_val=bool(val_files))
+        workers = cluster.start_workers(pg, s.nnodes, s.n_gpus_per_node)
+        train(flavor, s, workers, total, ckpt_root, has_val=bool(val_files))
     finally:
         cluster.release(pg)
     say(f"verl-sim: training finished after {total} steps")
