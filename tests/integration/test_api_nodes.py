@@ -280,12 +280,13 @@ def test_an_agent_that_never_joins_fails_after_the_join_timeout_and_can_be_clean
     node = api.node("lost-1")
     assert node["state"] == "failed", node
     assert node["reason"].startswith("agent started but the node did not join Ray within 120 s")
-    pid = node["agent_pid"]
-    assert pid in api.ssh.agents
-    # offline stops the leftover agent
+    assert "looks for the head in /private/ray/discovery/argus/head.json" in node["reason"]
+    # A late join must not put a failed node in service: its agent is stopped, and held out.
+    assert node["agent_pid"] not in api.ssh.agents
+    assert api.svc._held_name("lost-1")
     r = api.post(api.admin, "/api/v2/nodes/lost-1:offline")
     assert r.status_code == 200 and r.json()["state"] == "offline", r.text
-    assert pid not in api.ssh.agents and r.json()["agent_pid"] is None
+    assert r.json()["agent_pid"] is None
 
 
 def test_registering_a_failed_node_again_stops_its_leftover_agent_first(api):
@@ -295,11 +296,13 @@ def test_registering_a_failed_node_again_stops_its_leftover_agent_first(api):
         api.svc.wait_idle()
     finally:
         api.ssh.join = True
+    api.ssh.stop_rc = 1  # when it fails, its agent cannot be stopped (it is held out instead)
     api.clock.now += 121
     try:
         api.svc.reconcile()
     finally:
         api.clock.now -= 121
+        api.ssh.stop_rc = 0
     old = api.node("again-1")
     assert old["state"] == "failed" and old["agent_pid"] in api.ssh.agents
     r = api.register("again-1", host="10.0.0.22")
@@ -367,6 +370,9 @@ def test_offline_of_an_empty_node_stops_its_agent(api, backend):
     assert pid not in api.ssh.agents and not api.ray.nodes[node["ray"]["node_id"]].alive
     assert any(f"p={pid};" in c and "kill -TERM" in c for _, c in api.ssh.commands)
     assert api.hold("off-1").exists()
+    # Drained in Ray before its agent is stopped: nothing is placed there in between.
+    assert [d for d in api.ray.drains if d[0] == node["ray"]["node_id"]] == [
+        (node["ray"]["node_id"], "argus: taken offline by the admin")]
     body = assert_error(api.post(api.admin, "/api/v2/nodes/off-1:offline"), 409, "conflict")
     assert "is offline" in body["message"]
     assert_error(api.post(api.admin, "/api/v2/nodes/off-1:drain"), 409, "conflict")

@@ -299,3 +299,19 @@ def test_head_start_bad_cluster_name_exits_2(tmp_path):
     assert result.exit_code == 2 and "--cluster" in result.output
     result = CliRunner().invoke(app, ["head", "status", "--shared-root", str(tmp_path), "--cluster", "none"])
     assert result.exit_code == 1 and "no head of cluster none" in result.output
+
+
+def test_a_failed_read_while_joined_keeps_the_raylet_until_the_last_record_goes_stale(world):
+    agent, files, clock, runner, caplog = world
+    files[HEAD_PATH] = head(at=1000.0)
+    assert agent.poll().action == Action.JOIN
+    files[HEAD_PATH] = "{half written"  # a shared filesystem's hiccup, or a rename in flight
+    clock.now = 1010.0
+    assert agent.poll().action == Action.WAIT
+    del files[HEAD_PATH]
+    clock.now = 1025.0
+    assert agent.poll().action == Action.WAIT
+    assert [c[0] for c in runner.calls] == ["start"]  # never stopped meanwhile
+    clock.now = 1031.0  # the last good record is now past its TTL: the head is gone
+    assert agent.poll().action == Action.LEAVE
+    assert [c[0] for c in runner.calls] == ["start", "stop"]

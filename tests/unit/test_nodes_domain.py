@@ -43,9 +43,9 @@ def test_the_lifecycle_and_what_it_refuses():
 def test_a_minimal_registration_takes_the_defaults():
     reg = parse_registration(GOOD)
     assert reg == NodeRegistration("gpu-1", "10.0.0.5", "root", "gpu1.pem", 22, {}, None, None)
-    full = parse_registration({**GOOD, "port": 2222, "gpus": 8, "cpus": 0, "host": "node-1.example.com",
+    full = parse_registration({**GOOD, "port": 2222, "gpus": 8, "cpus": 1, "host": "node-1.example.com",
                                "labels": {"pool": "a100", "example.com/rack": "r1", "empty": ""}})
-    assert (full.port, full.gpus, full.cpus, full.pool) == (2222, 8, 0, "a100")
+    assert (full.port, full.gpus, full.cpus, full.pool) == (2222, 8, 1, "a100")
 
 
 @pytest.mark.parametrize("field,value", [
@@ -53,7 +53,7 @@ def test_a_minimal_registration_takes_the_defaults():
     ("name", 5), ("host", "bad host"), ("host", "-oProxyCommand=x"), ("host", ""),
     ("host", "a..b"), ("user", "Root"), ("user", "x y"), ("user", "a" * 33), ("key", "../id"),
     ("key", "keys/id"), ("key", ".."), ("key", ".hidden"), ("key", ""), ("port", 0),
-    ("port", 65536), ("port", "22"), ("port", True), ("gpus", -1), ("gpus", 1.5), ("cpus", -2),
+    ("port", 65536), ("port", "22"), ("port", True), ("gpus", -1), ("gpus", 1.5), ("cpus", -2), ("cpus", 0), ("gpus", 1025), ("gpus", 2**40),
     ("labels", ["pool=a"]),
 ])
 def test_each_bad_field_is_named(field, value):

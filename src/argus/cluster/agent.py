@@ -211,6 +211,7 @@ class NodeAgent:
         self._not_before = 0.0
         self._last_line: str | None = None
         self._head_usable = False  # the last poll saw a fresh head.json
+        self._last_good: HeadInfo | None = None  # the last valid head.json read
 
     # one poll ---------------------------------------------------------------------------
     def _read(self) -> tuple[HeadInfo | None, str | None, str | None]:
@@ -236,6 +237,13 @@ class NodeAgent:
         """Read, decide, act once; returns the decision."""
         now = self.clock()
         head, problem, held = self._read()
+        if head is None and self._last_good is not None and not self._last_good.stopped:
+            # A failed read (a shared filesystem's hiccup, a rename in flight) is not a head
+            # gone: the last good record stands until its own TTL runs out.
+            self._say(f"wait: {problem}; using the last record read", always=False)
+            head = self._last_good
+        elif head is not None:
+            self._last_good = head
         alive = self.handle is not None and self.runner.alive(self.handle)
         if self.handle is not None and not alive and self._started_at:
             self._failures = self._failures + 1 if now - self._started_at < STABLE_AFTER_S else 0

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -75,6 +76,7 @@ class HeadRecord:
     head_pid: int | None = None
     publisher_pid: int | None = None
     started_at: float | None = None
+    host: str = ""  # the machine the head and its publisher run on (their pids are its)
 
     @property
     def address(self) -> str:
@@ -135,6 +137,20 @@ def temp_dir_for(shared_root: str | Path, cluster: str) -> str:
     """Short (unix socket paths are limited to 107 bytes), one per (shared_root, cluster)."""
     digest = hashlib.sha1(f"{Path(shared_root).resolve()}:{cluster}".encode()).hexdigest()[:8]
     return f"/tmp/argus-ray-{digest}"
+
+
+def _same_host(rec: HeadRecord, what: str) -> None:
+    """The record's pids are those of the host that started it: act on them only there.
+
+    Raises:
+        ClusterError: the head was started on another machine.
+    """
+    here = socket.gethostname()
+    if rec.host and rec.host != here:
+        raise ClusterError(
+            f"the head of cluster {rec.cluster!r} was started on {rec.host}, not on this machine "
+            f"({here}); run this there to {what} (if that machine is gone for good, remove "
+            f"{state_file(rec.shared_root, rec.cluster)})")
 
 
 def load_record(shared_root: str | Path, cluster: str) -> HeadRecord | None:
@@ -240,6 +256,7 @@ def start(shared_root: str, cluster: str, port: int = DEFAULT_GCS_PORT,
     current = status(root, cluster)
     if current is not None:
         old = current.record
+        _same_host(old, "start another head")
         if current.head_alive:
             if current.healthy and (old.head_ip, old.gcs_port, old.dashboard_port) == (ip, port, dashboard_port):
                 return old
@@ -254,7 +271,7 @@ def start(shared_root: str, cluster: str, port: int = DEFAULT_GCS_PORT,
     finder = PortFinder(default_port_start(ip), {port, dashboard_port})
     ports, lo, hi = node_ports(finder, ("ray_client_server_port",))
     rec = HeadRecord(root, cluster, ip, port, dashboard_port, temp_dir_for(root, cluster), ttl_s,
-                     refresh_s, ports, lo, hi, started_at=time.time())
+                     refresh_s, ports, lo, hi, started_at=time.time(), host=socket.gethostname())
     logs = log_dir(root, cluster)
     deadline = time.monotonic() + timeout
     try:
@@ -291,6 +308,7 @@ def stop(shared_root: str, cluster: str, grace_s: float = 10.0) -> bool:
     rec = load_record(root, cluster)
     if rec is None:
         return False
+    _same_host(rec, "stop it")
     if owned(rec.publisher_pid, "argus.cluster.head"):
         stop_trees([rec.publisher_pid], grace_s)
     if owned(rec.head_pid, rec.temp_dir):

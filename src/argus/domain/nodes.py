@@ -201,8 +201,9 @@ def parse_registration(body: Any) -> NodeRegistration:
     port = body.get("port", DEFAULT_SSH_PORT)
     if (why := _int(port, 1, 65535)):
         problems.append(("port", why))
-    for name_ in ("gpus", "cpus"):
-        if body.get(name_) is not None and (why := _int(body[name_], 0)):
+    # The same bounds as `argus node-agent --gpus/--cpus`, so a node is never refused there.
+    for name_, lo, hi in (("gpus", 0, 1024), ("cpus", 1, 4096)):
+        if body.get(name_) is not None and (why := _int(body[name_], lo, hi)):
             problems.append((name_, why))
     labels = body.get("labels")
     if labels is None:
@@ -273,8 +274,9 @@ def agent_command(agent: str, shared_root: str, cluster: str, reg: NodeRegistrat
 
 
 def _is_ip(host: str) -> bool:
+    """An IPv4 address (what `ray start --node-ip-address` and the agent take)."""
     try:
-        ipaddress.ip_address(host)
+        ipaddress.IPv4Address(host)
         return True
     except ValueError:
         return False

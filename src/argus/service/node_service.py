@@ -127,6 +127,10 @@ class NodeService:
         except (OSError, ValueError):
             return None
 
+    def _held_name(self, name: str) -> bool:
+        """Whether node `name`'s hold file exists."""
+        return hold_path(self.settings.shared_root, self.cluster, name).exists()
+
     def _release_if_held(self, name: str) -> bool:
         path = hold_path(self.settings.shared_root, self.cluster, name)
         if not path.exists():
@@ -440,6 +444,8 @@ class NodeService:
             n = self._ray_node(snap, node_id)
             running = self._running_by_node().get(n.node_id, []) if n is not None else []
             if rules.is_idle(_decision_view(n), len(running)):
+                # Drained first, so nothing is placed there while the agent is being stopped.
+                self._ray_drain(n, f"argus: {reason}")
                 self._take_offline(row, n, reason)
                 return self._answer(node_id, snap)
             why = f"{reason}: draining first ({len(running)} task(s) placed there)"
@@ -490,10 +496,10 @@ class NodeService:
         """One pass: pending nodes that joined go online (or fail after the join timeout),
         busy nodes asked to go offline go once empty; a pending node whose bring-up was lost
         (the server restarted before its agent started) fails."""
+        with self._guard:  # before the rows: a bring-up that ends in between is then seen done
+            busy = set(self._busy)
         rows = self.store.list([NodeState.PENDING.value, NodeState.ONLINE.value,
                                 NodeState.DRAINING.value])
-        with self._guard:
-            busy = set(self._busy)
         todo = []
         for row in rows:
             if row["state"] == NodeState.PENDING and row["agent_started_at"] is None:
@@ -524,7 +530,15 @@ class NodeService:
                                       expect=[NodeState.PENDING], ray_node_id=n.node_id if n else None)
             elif decision.step == Step.FAIL:
                 log_path = rules.agent_log_path(self.settings.nodes_shared_root, name)
-                self._fail(name, f"{decision.reason} (the agent's log on the node: {log_path})")
+                watched = hold_path(self.settings.nodes_shared_root, self.cluster, name).parent.parent
+                self._fail(name, f"{decision.reason} (the agent's log on the node: {log_path}; it "
+                                 f"looks for the head in {watched}/head.json)")
+                # A late join must not bring a failed node into service: hold it, stop its agent.
+                self._hold(name, "failed: did not join in time")
+                with self._lock(name):
+                    note = self.agents.stop(self._row(name))
+                if note:
+                    log.warning("node %s: its agent could not be stopped: %s", name, note)
             elif decision.step == Step.STOP:
                 with self._lock(name):
                     fresh = self._row(name)
