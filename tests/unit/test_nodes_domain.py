@@ -178,7 +178,8 @@ def test_the_started_pid_is_the_agent_itself(tmp_path):
         for _ in range(100):  # the forked shell execs nohup, setsid and the agent in turn
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-            if b"node-agent" in argv:
+            # nohup's and setsid's own command lines name the agent too: wait for the agent.
+            if b"node-agent" in argv and os.path.basename(argv[0]) not in (b"nohup", b"setsid"):
                 break
             time.sleep(0.02)
         assert argv[-4:] == [b"node-agent", b"--name", b"n1", b""], argv  # the agent, no shell around it
