@@ -9,13 +9,11 @@ import pytest
 
 from argus.cluster.errors import ClusterError, PortInUse
 from argus.cluster.head import HeadRecord, head_start_args, temp_dir_for
+from argus.cluster.procs import NODE_PORT_KEYS, WORKER_PORTS_PER_NODE, PortFinder
 from argus.cluster.local import (
     DEFAULT_DASHBOARD_PORT,
     DEFAULT_GCS_PORT,
-    NODE_PORT_KEYS,
-    WORKER_PORTS_PER_NODE,
     ClusterState,
-    PortFinder,
     agent_args,
     gpu_slices,
     loopback_prefix,

@@ -32,10 +32,7 @@ import yaml
 
 from argus.cluster import head as head_mod
 from argus.cluster.errors import ClusterError, PortInUse
-from argus.cluster.procs import (  # noqa: F401  (re-exported: tests and callers use local.*)
-    NODE_PORT_KEYS,
-    WORKER_PORTS_PER_NODE,
-    PortFinder,
+from argus.cluster.procs import (
     alive_node_ips,
     by_temp_dir,
     default_port_start,
@@ -43,7 +40,7 @@ from argus.cluster.procs import (  # noqa: F401  (re-exported: tests and callers
     log_tail,
     node_env,
     owned,
-    pid_alive,
+    pid_alive,  # noqa: F401  (callers use local.pid_alive and local.port_free)
     port_free,
     stop_trees,
     wait_gone,
