@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from argus.testing.cli import invoke as run_cli
 from api_support import ADMIN_TOKEN, Api, Backend, open_backend
 from fastapi.testclient import TestClient
 
@@ -490,11 +492,6 @@ def test_routes_are_in_the_openapi_schema(api):
 @pytest.fixture
 def cli(api, monkeypatch):
     """`argus …` against this module's app, as the admin."""
-    import json
-    import re
-
-    from typer.testing import CliRunner
-
     from argus.client import service_cli
     from argus.client.cli import app
     from argus.client.sdk import ArgusClient
@@ -503,18 +500,8 @@ def cli(api, monkeypatch):
         url, token, transport=api.client._transport))
     monkeypatch.setenv("ARGUS_URL", "http://testserver")
     monkeypatch.setenv("ARGUS_TOKEN", ADMIN_TOKEN)
-    ansi = re.compile(r"\x1b\[[0-9;]*m")
-
     def invoke(*args: Any):
-        try:
-            runner = CliRunner(mix_stderr=False)
-        except TypeError:
-            runner = CliRunner()
-        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        result.out_text = ansi.sub("", result.stdout)  # type: ignore[attr-defined]
-        result.err_text = ansi.sub("", result.stderr)  # type: ignore[attr-defined]
-        result.json = lambda: json.loads(result.stdout)  # type: ignore[attr-defined]
-        return result
+        return run_cli(app, *args)
 
     return invoke
 

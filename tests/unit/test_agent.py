@@ -315,3 +315,14 @@ def test_a_failed_read_while_joined_keeps_the_raylet_until_the_last_record_goes_
     clock.now = 1031.0  # the last good record is now past its TTL: the head is gone
     assert agent.poll().action == Action.LEAVE
     assert [c[0] for c in runner.calls] == ["start", "stop"]
+
+
+@pytest.mark.parametrize("command", [["head", "start"], ["node-agent"]])
+def test_a_node_ip_that_is_not_ipv4_is_refused_naming_the_option(tmp_path, command):
+    from argus.client.cli import app
+    from argus.testing.cli import invoke
+
+    result = invoke(app, *command, "--shared-root", tmp_path, "--cluster", "c1", "--node-ip", "::1")
+    assert result.exit_code == 2
+    assert "--node-ip: '::1' is not an IPv4 address" in result.err_text
+    assert not (tmp_path / "ray").exists()  # nothing was started or written

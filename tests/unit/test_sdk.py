@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
+
+from argus.testing.cli import invoke as run_cli
 
 from argus.client import service_cli
 from argus.client.cli import app
@@ -29,7 +30,6 @@ from argus.client.sdk import (
     save_credentials,
 )
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 URL = "http://argus.test:8080"
 TID = "mvp2-alice-ppo-20261125-021000-7f3a"
 
@@ -305,14 +305,7 @@ def cli(svc, monkeypatch):
     monkeypatch.setenv("ARGUS_TOKEN", "env-token")
 
     def invoke(*args: Any):
-        try:
-            runner = CliRunner(mix_stderr=False)
-        except TypeError:
-            runner = CliRunner()
-        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        result.text_out = ANSI.sub("", result.stdout)  # type: ignore[attr-defined]
-        result.text_err = ANSI.sub("", result.stderr)  # type: ignore[attr-defined]
-        return result
+        return run_cli(app, *args)
 
     invoke.made = made  # type: ignore[attr-defined]
     return invoke
@@ -324,7 +317,7 @@ def test_cli_submit_prints_the_task_id_and_json(cli, svc, tmp_path):
     svc.route("POST", "/api/v2/tasks", httpx.Response(201, json={"task_id": TID, "state": "QUEUED"}))
     result = cli("submit", spec)
     assert result.exit_code == 0, result.output
-    assert TID in result.text_out
+    assert TID in result.out_text
     assert svc.requests[-1].content == b"workload: ppo\n# verbatim\n"
     result = cli("submit", spec, "--json")
     assert json.loads(result.stdout) == {"task_id": TID, "state": "QUEUED"}
@@ -338,14 +331,14 @@ def test_cli_bad_input_answers_exit_2_listing_problems(cli, svc, tmp_path, statu
                                              [{"field": "nnodes", "message": "Input should be >= 1"}]))
     result = cli("submit", spec)
     assert result.exit_code == 2
-    assert "nnodes: Input should be >= 1" in result.text_err
-    assert result.text_out == ""
+    assert "nnodes: Input should be >= 1" in result.err_text
+    assert result.out_text == ""
 
 
 def test_cli_missing_file_is_exit_2_naming_it(cli, svc, tmp_path):
     result = cli("submit", tmp_path / "nope.yaml")
     assert result.exit_code == 2
-    assert str(tmp_path / "nope.yaml") in result.text_err
+    assert str(tmp_path / "nope.yaml") in result.err_text
     assert svc.requests == []
 
 
@@ -362,7 +355,7 @@ def test_cli_refusals_exit_1_with_the_message(cli, svc, status, code, args):
         svc.route(method, path, answer)
     result = cli(*args)
     assert result.exit_code == 1
-    assert f"the {code} message" in result.text_err
+    assert f"the {code} message" in result.err_text
 
 
 def test_cli_unreachable_service_exits_1(cli, monkeypatch):
@@ -373,7 +366,7 @@ def test_cli_unreachable_service_exits_1(cli, monkeypatch):
                         lambda url, token: ArgusClient(url, token, transport=httpx.MockTransport(refuse)))
     result = cli("queue")
     assert result.exit_code == 1
-    assert f"cannot reach the Argus service at {URL}" in result.text_err
+    assert f"cannot reach the Argus service at {URL}" in result.err_text
 
 
 def test_cli_without_credentials_exits_2(cli, monkeypatch):
@@ -381,7 +374,7 @@ def test_cli_without_credentials_exits_2(cli, monkeypatch):
     monkeypatch.delenv("ARGUS_TOKEN")
     result = cli("me")
     assert result.exit_code == 2
-    assert "argus login --url URL --token TOKEN" in result.text_err
+    assert "argus login --url URL --token TOKEN" in result.err_text
 
 
 def test_cli_flags_beat_env_which_beats_the_saved_login(cli, svc):
@@ -397,7 +390,7 @@ def test_cli_login_checks_then_saves_privately(cli, svc):
     svc.route("GET", "/api/v2/me", httpx.Response(200, json={"user_id": "admin", "is_admin": True}))
     result = cli("login", "--url", "http://argus.test:8080/", "--token", "argus_t")
     assert result.exit_code == 0, result.output
-    assert "as admin (admin)" in result.text_out
+    assert "as admin (admin)" in result.out_text
     path = credentials_path()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {"url": URL, "token": "argus_t"}
@@ -407,7 +400,7 @@ def test_cli_login_with_a_bad_token_saves_nothing(cli, svc):
     svc.route("GET", "/api/v2/me", error(401, "unauthorized", "unknown token"))
     result = cli("login", "--url", URL, "--token", "wrong")
     assert result.exit_code == 1
-    assert "unknown token" in result.text_err
+    assert "unknown token" in result.err_text
     assert not credentials_path().exists()
 
 
@@ -424,19 +417,19 @@ def test_cli_tasks_all_pages_table_and_state_filter(cli, svc):
     svc.route("GET", "/api/v2/tasks", page)
     result = cli("tasks", "--state", "failed,running", "--all")
     assert result.exit_code == 0, result.output
-    assert TID in result.text_out and "mvp2-bob-sft-20261125-021001-0b0b" in result.text_out
-    assert "2026-11-25 02:10:00" in result.text_out and "OOM" in result.text_out
+    assert TID in result.out_text and "mvp2-bob-sft-20261125-021001-0b0b" in result.out_text
+    assert "2026-11-25 02:10:00" in result.out_text and "OOM" in result.out_text
     assert svc.requests[0].url.params.get_list("state") == ["FAILED", "RUNNING"]
 
     result = cli("tasks", "--json")
     assert json.loads(result.stdout)["next_cursor"] == "c1"
     result = cli("tasks")
-    assert TID in result.text_out and "bob" not in result.text_out
-    assert "--all" in result.text_err
+    assert TID in result.out_text and "bob" not in result.out_text
+    assert "--all" in result.err_text
 
     result = cli("tasks", "--state", "DONE")
     assert result.exit_code == 2
-    assert "DONE" in result.text_err
+    assert "DONE" in result.err_text
 
 
 def test_cli_logs_options_and_follow(cli, svc):
@@ -459,7 +452,7 @@ def test_cli_tokens_issue_prints_only_the_token_on_stdout(cli, svc):
     result = cli("tokens", "issue", "alice")
     assert result.exit_code == 0
     assert result.stdout == "argus_X\n"
-    assert "shown once" in result.text_err
+    assert "shown once" in result.err_text
 
 
 def test_cli_status_and_queue_render(cli, svc):
@@ -470,13 +463,13 @@ def test_cli_status_and_queue_render(cli, svc):
         "created_at": "2026-11-25T02:10:00+00:00", "updated_at": "2026-11-25T02:11:00+00:00"}))
     result = cli("status", TID)
     assert result.exit_code == 0, result.output
-    assert "needs 1 node(s) x 4 GPU(s) [not markup]" in result.text_out
-    assert "PENDING_RESOURCES" in result.text_out
+    assert "needs 1 node(s) x 4 GPU(s) [not markup]" in result.out_text
+    assert "PENDING_RESOURCES" in result.out_text
     svc.route("GET", "/api/v2/queue", httpx.Response(200, json={"pending": [], "running": [
         {"task_id": TID, "user_id": "alice", "state": "RUNNING", "ray_submission_id": TID + "--a01"}]}))
     result = cli("queue")
     assert result.exit_code == 0
-    assert TID + "--a01" in result.text_out
+    assert TID + "--a01" in result.out_text
 
 
 def test_set_priority_posts_the_value_to_the_priority_route(svc):

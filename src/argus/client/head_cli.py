@@ -39,6 +39,18 @@ def _cluster_opt() -> str:
     return typer.Option(..., "--cluster", help="the cluster's name (head.json lives under it)")
 
 
+def _check_node_ip(node_ip: Optional[str]) -> None:
+    """Exit 2 unless `--node-ip` is absent or an IPv4 address (what `ray start` takes)."""
+    if node_ip is None:
+        return
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(node_ip)
+    except ValueError:
+        _fail(f"--node-ip: {node_ip!r} is not an IPv4 address", 2)
+
+
 def _check_cluster(cluster: str) -> None:
     from argus.cluster.head import check_cluster_name
 
@@ -65,13 +77,7 @@ def head_start(
     _check_cluster(cluster)
     if not 0 < refresh_s < ttl_s:
         _fail(f"--refresh ({refresh_s:g}) must be positive and below --ttl ({ttl_s:g})", 2)
-    if node_ip is not None:
-        import ipaddress
-
-        try:
-            ipaddress.IPv4Address(node_ip)
-        except ValueError:
-            _fail(f"--node-ip: {node_ip!r} is not an IPv4 address", 2)
+    _check_node_ip(node_ip)
     try:
         rec = head.start(str(shared_root), cluster, port, dashboard_port, node_ip, ttl_s, refresh_s)
     except ClusterError as exc:
@@ -157,13 +163,7 @@ def node_agent(
         node_labels = agent.parse_labels(labels)
     except ValueError as exc:
         _fail(f"--labels: {exc}", 2)
-    if node_ip is not None:
-        import ipaddress
-
-        try:
-            ipaddress.IPv4Address(node_ip)
-        except ValueError:
-            _fail(f"--node-ip: {node_ip!r} is not an IPv4 address", 2)
+    _check_node_ip(node_ip)
     spec = agent.NodeSpec(name=node_name, gpus=detect_gpus() if gpus is None else gpus, cpus=cpus,
                           labels=node_labels, node_ip=node_ip, temp_dir=temp_dir, drivers=drivers,
                           object_store_memory=object_store_memory, port_start=port_start)
