@@ -55,6 +55,15 @@ def ray_cluster():
             shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def idle_cluster(ray_cluster):
+    """The session cluster with no live job and every GPU free."""
+    from argus.testing.cluster import quiesce
+
+    quiesce(ray_cluster)
+    return ray_cluster
+
+
 @pytest.fixture(scope="session")
 def sandbox(ray_cluster):
     from argus.testing.sandbox import prepare

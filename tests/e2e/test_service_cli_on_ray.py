@@ -25,6 +25,7 @@ import pytest
 from argus.client.sdk import ArgusClient
 from argus.cluster import local
 from argus.cluster.local import port_free
+from argus.testing.cluster import quiesce
 from argus.testing.sandbox import task_yaml
 from argus.testing.server import ServerProcess
 
@@ -105,6 +106,7 @@ def Server(cluster, workdir: Path) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(ray_cluster, sandbox, tmp_path_factory):
+    quiesce(ray_cluster)  # whatever an earlier module left running is stopped first
     srv = Server(ray_cluster, tmp_path_factory.mktemp("cli-server"))
     srv.start()
     try:

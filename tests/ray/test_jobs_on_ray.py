@@ -77,7 +77,8 @@ def _gpus_held(cluster) -> float:
                for p in pgs if p.state == "CREATED" for b in p.bundles)
 
 
-def test_stop_ends_a_running_task_and_frees_its_gpus(ray_cluster, ray_config, sandbox):
+def test_stop_ends_a_running_task_and_frees_its_gpus(idle_cluster, ray_config, sandbox):
+    ray_cluster = idle_cluster
     long = task_yaml(sandbox, "ppo", nnodes=2, n_gpus_per_node=4, total_training_steps=500,
                      env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})
     tool, sid, _ = submit(ray_config, long)

@@ -20,8 +20,8 @@ ADMIN = "sched-admin-token"
 
 
 @pytest.fixture
-def server(ray_cluster, sandbox, tmp_path):
-    srv = ServerProcess(local.config_file(ray_cluster.shared_root), tmp_path, ADMIN)
+def server(idle_cluster, sandbox, tmp_path):
+    srv = ServerProcess(local.config_file(idle_cluster.shared_root), tmp_path, ADMIN)
     srv.start()
     yield srv
     srv.stop()

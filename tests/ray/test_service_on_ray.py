@@ -26,8 +26,8 @@ def Server(cluster, workdir: Path, **scheduler) -> ServerProcess:
 
 
 @pytest.fixture
-def server(ray_cluster, sandbox, tmp_path):
-    srv = Server(ray_cluster, tmp_path)
+def server(idle_cluster, sandbox, tmp_path):
+    srv = Server(idle_cluster, tmp_path)
     srv.start()
     yield srv
     srv.stop()
@@ -43,13 +43,14 @@ def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server,
     tid = alice.submit(task_yaml(sandbox, "ppo"))["task_id"]
     task = wait_state(alice, tid, {"SUCCEEDED", "FAILED"})
     assert task["state"] == "SUCCEEDED", alice.logs(tid, tail=40)
+    attempts = alice.attempts(tid)["attempts"]
+    assert [a["ray_status"] for a in attempts] == ["SUCCEEDED"], attempts
     sid = f"{tid}--a01"
     assert task["latest_attempt"]["ray_submission_id"] == sid
     root = Path(ray_cluster.shared_root) / "users" / "alice" / "jobs" / sid
     assert task["latest_attempt"]["job_root"] == str(root)
     assert sorted(p.name for p in (root / "checkpoints").glob("global_step_*")) == ["global_step_2", "global_step_4"]
     assert (root / "config" / "jobspec.yaml").read_text() == task["jobspec_yaml"]
-    assert [a["ray_status"] for a in alice.attempts(tid)["attempts"]] == ["SUCCEEDED"]
     # The log is archived at the end, so it is served after Ray forgot the job.
     deadline = time.monotonic() + 20
     archive = root / "logs" / "driver.log"

@@ -87,7 +87,8 @@ def test_snapshot_does_not_make_the_caller_a_driver(ray_cluster):
     assert not ray.is_initialized()
 
 
-def test_placement_group_takes_gpus_and_gives_them_back(ray_cluster):
+def test_placement_group_takes_gpus_and_gives_them_back(idle_cluster):
+    ray_cluster = idle_cluster
     src = _source(ray_cluster)
     all_free = lambda s: all(w.available_gpus == w.total_gpus for w in _workers(s).values())  # noqa: E731
     assert all_free(_wait_until(src, all_free)), "GPUs still taken before the test began"
