@@ -78,7 +78,6 @@ def _gpus_held(cluster) -> float:
 
 
 def test_stop_ends_a_running_task_and_frees_its_gpus(idle_cluster, ray_config, sandbox):
-    ray_cluster = idle_cluster
     long = task_yaml(sandbox, "ppo", nnodes=2, n_gpus_per_node=4, total_training_steps=500,
                      env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})
     tool, sid, _ = submit(ray_config, long)
@@ -86,16 +85,16 @@ def test_stop_ends_a_running_task_and_frees_its_gpus(idle_cluster, ray_config, s
     import time
 
     deadline = time.monotonic() + 60
-    while _gpus_held(ray_cluster) < 8 and time.monotonic() < deadline:
+    while _gpus_held(idle_cluster) < 8 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _gpus_held(ray_cluster) == 8
+    assert _gpus_held(idle_cluster) == 8
     assert tool.stop(sid) is True
     view = wait_for(tool, sid, {"STOPPED"}, timeout=60)
     assert view.diagnosis is None
     deadline = time.monotonic() + 30
-    while _gpus_held(ray_cluster) > 0 and time.monotonic() < deadline:
+    while _gpus_held(idle_cluster) > 0 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _gpus_held(ray_cluster) == 0
+    assert _gpus_held(idle_cluster) == 0
     # And they are usable: a job that needs all 8 GPUs runs to the end.
     tool, sid2, _ = submit(ray_config, task_yaml(sandbox, "grpo", nnodes=2, n_gpus_per_node=4, total_training_steps=1))
     wait_for(tool, sid2, {"SUCCEEDED"})
