@@ -74,6 +74,16 @@ class NodesApi(Api):
         assert node["state"] == "online", node
         return node
 
+    def unjoined(self, name: str, **fields: Any) -> None:
+        """Register `name` with an agent that starts but never joins Ray (the node stays pending)."""
+        self.ssh.join = False
+        try:
+            r = self.register(name, **fields)
+            assert r.status_code == 201, r.text
+            self.svc.wait_idle()
+        finally:
+            self.ssh.join = True
+
     def hold(self, name: str) -> Path:
         return self.shared / "ray" / "discovery" / "argus" / "hold" / name
 
@@ -266,12 +276,7 @@ def test_a_host_check_failure_names_what_is_missing(api):
 
 
 def test_an_agent_that_never_joins_fails_after_the_join_timeout_and_can_be_cleaned_up(api, backend):
-    api.ssh.join = False
-    try:
-        api.register("lost-1")
-        api.svc.wait_idle()
-    finally:
-        api.ssh.join = True
+    api.unjoined("lost-1")
     api.svc.reconcile()
     assert api.node("lost-1")["state"] == "pending"
     api.clock.now += 121
@@ -292,12 +297,7 @@ def test_an_agent_that_never_joins_fails_after_the_join_timeout_and_can_be_clean
 
 
 def test_registering_a_failed_node_again_stops_its_leftover_agent_first(api):
-    api.ssh.join = False
-    try:
-        api.register("again-1", host="10.0.0.21")
-        api.svc.wait_idle()
-    finally:
-        api.ssh.join = True
+    api.unjoined("again-1", host="10.0.0.21")
     api.ssh.stop_rc = 1  # when it fails, its agent cannot be stopped (it is held out instead)
     api.clock.now += 121
     try:
@@ -353,12 +353,7 @@ def test_drain_and_undrain(api, backend):
 
 
 def test_drain_of_a_pending_or_failed_node_is_409_naming_the_state(api):
-    api.ssh.join = False
-    try:
-        api.register("pend-1")
-        api.svc.wait_idle()
-    finally:
-        api.ssh.join = True
+    api.unjoined("pend-1")
     body = assert_error(api.post(api.admin, "/api/v2/nodes/pend-1:drain"), 409, "conflict")
     assert body["message"] == "node pend-1 is pending: only an online node can be drained"
 
