@@ -1,4 +1,4 @@
-"""Control-plane benchmark: task submissions per second, their latency, and acceptance -> submit_job.
+"""Control-plane benchmark: submissions and reads under load, acceptance -> submit_job, fairness.
 
 Starts its own local Ray cluster (2 workers x 4 GPUs) and an `argus server` process (scheduler
 on) over a fresh database, then:
@@ -6,10 +6,16 @@ on) over a fresh database, then:
 1. acceptance -> submission: submits small tasks one at a time while the GPUs are free and reads,
    per task, the time from acceptance (`created_at`) to the attempt row (`attempts[].created_at`,
    written just before `submit_job`) and to Ray's acceptance (`submitted_at`);
-2. throughput: CLIENTS concurrent clients, each with one keep-alive connection and one request in
-   flight, post TaskSpec YAML for DURATION seconds; it prints accepted tasks per second and the
-   p50/p95/p99/max latency. These tasks ask for more GPUs than any node has, so the scheduler
-   takes each one, finds it cannot fit, and parks it in PENDING_RESOURCES, as in production.
+2. load: SUBMITTERS clients post TaskSpec YAML and READERS clients loop over `GET /healthz`,
+   `GET /api/v2/tasks` and `GET /api/v2/tasks/<id>` for DURATION seconds, each client with one
+   keep-alive connection and one request in flight, spread over USERS users. It prints p50/p99/max
+   per kind, the 429s of the per-user rate limit apart from errors, and the size of SQLite's
+   write-ahead log (largest seen and at the end). The submitted tasks ask for more GPUs than any
+   node has, so the scheduler parks each one in PENDING_RESOURCES, as in production;
+3. flood (`--flood-seconds`, 0 skips it): one user posts specs whose overrides were never seen
+   (each an uncached verl check) from FLOOD_CLIENTS clients while another user submits one
+   uncached spec at a time; it prints the other user's latency next to the same submit without
+   the flood.
 
 Usage:
     python bench/api_load.py --db sqlite
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import secrets
 import shutil
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +46,7 @@ from argus.cluster import local
 from argus.testing.sandbox import prepare, task_yaml
 
 ADMIN = "bench-admin-" + secrets.token_hex(8)
+_unique = itertools.count(1000)
 
 
 def free_port(start: int) -> int:
@@ -95,37 +104,140 @@ def accept_to_submit(client: ArgusClient, sandbox, samples: int) -> None:
     print(f"acceptance -> submit_job returned:                     {ms(to_ray)}  (n={samples})")
 
 
-async def one_client(host: str, port: int, request: bytes, stop_at: float, lat: list[float], errors: list[str]) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+class Tally:
+    """Latencies of answered requests per kind; 429s and errors apart."""
+
+    def __init__(self) -> None:
+        self.lat: dict[str, list[float]] = defaultdict(list)
+        self.limited: dict[str, int] = defaultdict(int)
+        self.errors: list[str] = []
+
+    def report(self, kinds: list[str], elapsed: float) -> None:
+        for kind in kinds:
+            xs = self.lat.get(kind, [])
+            if not xs:
+                print(f"  {kind:<12} n 0  (none answered)  429s {self.limited[kind]}")
+                continue
+            print(f"  {kind:<12} n {len(xs):>6} ({len(xs) / elapsed:6.0f}/s)  p50 {pct(xs, 50):7.1f} ms  "
+                  f"p99 {pct(xs, 99):7.1f} ms  max {max(xs) * 1000:7.1f} ms  429s {self.limited[kind]}")
+
+
+def http_request(method: str, path: str, port: int, token: str, body: bytes = b"") -> bytes:
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {len(body)}\r\n")
+    if body:
+        head += "Content-Type: application/yaml\r\n"
+    return (head + "\r\n").encode() + body
+
+
+async def exchange(reader, writer, request: bytes, timeout: float) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    body = await asyncio.wait_for(reader.readexactly(length), timeout)
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def client_loop(port: int, requests, stop_at: float, tally: Tally, timeout: float = 30.0) -> None:
+    """Send `requests()` -> (kind, request bytes, expected status) one at a time until `stop_at`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while time.monotonic() < stop_at:
+            kind, request, ok = requests()
             t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            body = await reader.readexactly(length)
-            status = int(head.split(b" ", 2)[1])
-            if status == 201:
-                lat.append(time.perf_counter() - t0)
+            try:
+                status, body = await exchange(reader, writer, request, timeout)
+            except asyncio.TimeoutError:
+                tally.errors.append(f"{kind}: no answer in {timeout:.0f} s")
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            took = time.perf_counter() - t0
+            if status == ok:
+                tally.lat[kind].append(took)
+            elif status == 429:
+                tally.limited[kind] += 1
+                tally.lat[kind + " 429"].append(took)
             else:
-                errors.append(f"{status} {body[:200]!r}")
+                tally.errors.append(f"{kind}: {status} {body[:200]!r}")
     finally:
         writer.close()
 
 
-async def load(port: int, token: str, spec: str, clients: int, duration: float) -> tuple[list[float], list[str], float]:
+def wal_size(db_path: Path | None) -> int:
+    if db_path is None:
+        return 0
+    wal = db_path.with_name(db_path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def watch_wal(db_path: Path | None, stop_at: float, seen: list[int]) -> None:
+    while time.monotonic() < stop_at:
+        seen.append(wal_size(db_path))
+        await asyncio.sleep(0.5)
+
+
+async def load(port: int, tokens: list[str], spec: str, task_ids: dict[str, str], submitters: int,
+               readers: int, duration: float, db_path: Path | None) -> tuple[Tally, float, list[int]]:
     body = spec.encode()
-    request = (f"POST /api/v2/tasks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
-               f"Content-Type: application/yaml\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-    lat: list[float] = []
-    errors: list[str] = []
+    tally = Tally()
+    wal_seen: list[int] = []
     t0 = time.monotonic()
-    await asyncio.gather(*(one_client("127.0.0.1", port, request, t0 + duration, lat, errors)
-                           for _ in range(clients)))
-    return lat, errors, time.monotonic() - t0
+    stop_at = t0 + duration
+
+    def submitter(token: str):
+        request = http_request("POST", "/api/v2/tasks", port, token, body)
+        return lambda: ("submit", request, 201)
+
+    def reader(token: str):
+        cycle = itertools.cycle([
+            ("/healthz", http_request("GET", "/healthz", port, token)),
+            ("list", http_request("GET", "/api/v2/tasks?limit=50", port, token)),
+            ("get task", http_request("GET", f"/api/v2/tasks/{task_ids[token]}", port, token)),
+        ])
+        return lambda: (*next(cycle), 200)
+
+    jobs = [client_loop(port, submitter(tokens[i % len(tokens)]), stop_at, tally) for i in range(submitters)]
+    jobs += [client_loop(port, reader(tokens[i % len(tokens)]), stop_at, tally) for i in range(readers)]
+    await asyncio.gather(watch_wal(db_path, stop_at, wal_seen), *jobs)
+    return tally, time.monotonic() - t0, wal_seen
+
+
+def uncached(sandbox, n: int | None = None) -> str:
+    """A spec whose overrides were never composed (a distinct batch size)."""
+    n = next(_unique) if n is None else n
+    return task_yaml(sandbox, "ppo", n_gpus_per_node=64, overrides=[f"data.train_batch_size={n}"])
+
+
+async def flood(port: int, sandbox, flooder: str, victim: str, clients: int, seconds: float) -> tuple[Tally, list[float]]:
+    tally = Tally()
+    stop_at = time.monotonic() + seconds
+
+    def flood_requests():
+        return "flood", http_request("POST", "/api/v2/tasks", port, flooder, uncached(sandbox).encode()), 201
+
+    async def victim_loop(out: list[float]) -> None:
+        await asyncio.sleep(1.0)  # let the flood build its backlog first
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < stop_at:
+                request = http_request("POST", "/api/v2/tasks", port, victim, uncached(sandbox).encode())
+                t0 = time.perf_counter()
+                status, body = await exchange(reader, writer, request, 60)
+                if status != 201:
+                    tally.errors.append(f"victim: {status} {body[:200]!r}")
+                out.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.5)
+        finally:
+            writer.close()
+
+    victim_lat: list[float] = []
+    await asyncio.gather(victim_loop(victim_lat),
+                         *(client_loop(port, flood_requests, stop_at, tally, timeout=60) for _ in range(clients)))
+    return tally, victim_lat
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -138,13 +250,18 @@ def main() -> int:
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--postgres-url", default=os.environ.get("ARGUS_TEST_DATABASE_URL",
                                                             "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-    ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument("--samples", type=int, default=10, help="acceptance -> submission samples")
+    ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
+    ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
+    ap.add_argument("--users", type=int, default=16, help="users the clients are spread over")
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--samples", type=int, default=10, help="acceptance -> submission samples (0 skips)")
+    ap.add_argument("--flood-seconds", type=float, default=15.0, help="the fairness phase (0 skips it)")
+    ap.add_argument("--flood-clients", type=int, default=8)
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="argus-bench-"))
     schema = None
+    db_path: Path | None = None
     if args.db == "postgres":
         import sqlalchemy as sa
 
@@ -155,7 +272,8 @@ def main() -> int:
         sep = "&" if "?" in args.postgres_url else "?"
         db_url = f"{args.postgres_url}{sep}options=-csearch_path%3D{schema}"
     else:
-        db_url = f"sqlite:///{workdir}/argus.sqlite3"
+        db_path = workdir / "argus.sqlite3"
+        db_url = f"sqlite:///{db_path}"
     gcs = free_port(6500)
     cluster, _ = local.up(str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500))
     proc = None
@@ -163,27 +281,61 @@ def main() -> int:
         sandbox = prepare(workdir)
         port = free_port(18600)
         proc = start_server(cluster, workdir, db_url, port)
-        admin = ArgusClient(f"http://127.0.0.1:{port}", ADMIN)
-        admin.create_user("bench")
-        token = admin.issue_token("bench")["token"]
-        client = ArgusClient(f"http://127.0.0.1:{port}", token)
+        base = f"http://127.0.0.1:{port}"
+        admin = ArgusClient(base, ADMIN)
+        tokens: list[str] = []
+        for i in range(args.users):
+            admin.create_user(f"bench{i}")
+            tokens.append(admin.issue_token(f"bench{i}")["token"])
+        client = ArgusClient(base, tokens[0])
         print(f"machine: {os.cpu_count()} cores; database: {args.db}; server: 1 process (API + scheduler), "
               f"Ray: head + 2 workers x 4 GPUs")
-        accept_to_submit(client, sandbox, args.samples)
+        if args.samples:
+            accept_to_submit(client, sandbox, args.samples)
 
         spec = task_yaml(sandbox, "ppo", n_gpus_per_node=64)  # fits no node: parked by the scheduler
-        client.submit(spec)  # warm the verl check cache
-        lat, errors, elapsed = asyncio.run(load(port, token, spec, args.clients, args.duration))
-        n = len(lat)
-        print(f"throughput: {n} tasks accepted in {elapsed:.1f}s by {args.clients} clients = "
-              f"{n / elapsed:.0f} tasks/s; errors {len(errors)}")
-        print(f"latency: p50 {pct(lat, 50):.1f} ms, p95 {pct(lat, 95):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
-              f"max {max(lat) * 1000:.1f} ms")
-        if errors:
-            print("first error:", errors[0])
+        task_ids = {t: ArgusClient(base, t).submit(spec)["task_id"] for t in tokens}  # warms the check cache
+        print(f"load: {args.submitters} submitters + {args.readers} readers over {args.users} users, "
+              f"{args.duration:.0f} s; WAL before {wal_size(db_path) / 2**20:.1f} MiB")
+        tally, elapsed, wal_seen = asyncio.run(load(port, tokens, spec, task_ids, args.submitters,
+                                                     args.readers, args.duration, db_path))
+        tally.report(["submit", "/healthz", "list", "get task", "submit 429"], elapsed)
+        print(f"  accepted {len(tally.lat['submit']) / elapsed:.0f} tasks/s; 429s {sum(tally.limited.values())}; "
+              f"errors {len(tally.errors)}")
+        if tally.errors:
+            print("  first error:", tally.errors[0])
+        if db_path is not None:
+            print(f"  WAL: largest {max(wal_seen, default=0) / 2**20:.1f} MiB while loaded, "
+                  f"{wal_size(db_path) / 2**20:.1f} MiB at the end")
+        errors = len(tally.errors)
+
+        if args.flood_seconds > 0:
+            admin.create_user("flooder")
+            admin.create_user("victim")
+            flooder = admin.issue_token("flooder")["token"]
+            victim = admin.issue_token("victim")["token"]
+            alone = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                ArgusClient(base, victim, timeout=60).submit(uncached(sandbox))
+                alone.append(time.perf_counter() - t0)
+            ftally, victim_lat = asyncio.run(flood(port, sandbox, flooder, victim, args.flood_clients,
+                                                   args.flood_seconds))
+            print(f"flood: 1 user x {args.flood_clients} clients posting uncached specs for "
+                  f"{args.flood_seconds:.0f} s; another user submits an uncached spec every 0.5 s")
+            print(f"  other user's uncached submit alone:      p50 {statistics.median(alone) * 1000:7.0f} ms  "
+                  f"max {max(alone) * 1000:7.0f} ms  (n={len(alone)})")
+            if victim_lat:
+                print(f"  other user's uncached submit in the flood: p50 {statistics.median(victim_lat) * 1000:7.0f} ms  "
+                      f"max {max(victim_lat) * 1000:7.0f} ms  (n={len(victim_lat)})")
+            fl = ftally.lat.get("flood", [])
+            print(f"  flooder: {len(fl)} accepted, {ftally.limited['flood']} answered 429, errors {len(ftally.errors)}")
+            if ftally.errors:
+                print("  first error:", ftally.errors[0])
+            errors += len(ftally.errors)
         queue = client.queue()
         parked = sum(1 for t in queue["pending"] if t["state"] == "PENDING_RESOURCES")
-        print(f"scheduler: {parked} of {len(queue['pending'])} waiting tasks already parked in PENDING_RESOURCES")
+        print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
         return 0 if not errors else 1
     finally:
         if proc is not None:

@@ -34,14 +34,47 @@ def _running(proc) -> bool:
         return False
 
 
+# What a careless or hostile caller of `argus up` may have around it: the admin token in its
+# environment and modules in its working directory named like a task's or Python's own. The
+# session cluster is started from there, so every Ray test runs on nodes that must ignore both.
+HOSTILE_ADMIN_TOKEN = "hostile-admin-token-in-the-callers-environment"
+SHADOW_MARKER = "shadow-from-the-callers-cwd"
+
+
+def hostile_cwd(directory: Path) -> Path:
+    """A working directory whose `mvp_marker.py` and `secrets.py` would shadow a task's own
+    marker and Python's `secrets` for any process that put it first on `sys.path`; each writes
+    a file named after itself into `directory/imported/` when imported."""
+    (directory / "imported").mkdir(parents=True, exist_ok=True)
+    for name, body in (("mvp_marker", f'MARKER = "{SHADOW_MARKER}"\n'), ("secrets", "")):
+        (directory / f"{name}.py").write_text(
+            "import pathlib\n"
+            f"pathlib.Path(__file__).with_name('imported').joinpath('{name}').write_text('x')\n"
+            + body)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A head (0 CPU, 0 GPU) and 2 workers x 4 logical GPUs; yields its ClusterState."""
+    """A head (0 CPU, 0 GPU) and 2 workers x 4 logical GPUs; yields its ClusterState.
+
+    Started from a hostile caller (`hostile_cwd`, the admin token in the environment), as a
+    careless operator might run `argus up`."""
     root = Path(tempfile.mkdtemp(prefix="argus-test-"))
     gcs, dash = _free_pair(6390)
     t0 = time.monotonic()
-    state, _ = local.up(str(root), workers=2, gpus_per_worker=4, cpus_per_worker=4,
-                        gcs_port=gcs, dashboard_port=dash)
+    cwd, token = os.getcwd(), os.environ.get("MVP_INTERNAL_TOKEN")
+    os.environ["MVP_INTERNAL_TOKEN"] = HOSTILE_ADMIN_TOKEN
+    os.chdir(hostile_cwd(root / "caller-cwd"))
+    try:
+        state, _ = local.up(str(root), workers=2, gpus_per_worker=4, cpus_per_worker=4,
+                            gcs_port=gcs, dashboard_port=dash)
+    finally:
+        os.chdir(cwd)
+        if token is None:
+            os.environ.pop("MVP_INTERNAL_TOKEN", None)
+        else:
+            os.environ["MVP_INTERNAL_TOKEN"] = token
     print(f"\nlocal Ray cluster up in {time.monotonic() - t0:.1f}s at {state.dashboard_url}")
     try:
         yield state

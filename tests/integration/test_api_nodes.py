@@ -32,7 +32,7 @@ from argus.testing.fakes import FakeRayNodes, FakeSSH
 ERROR_KEYS = {"error", "message", "problems"}
 VIEW_KEYS = {"id", "name", "managed", "state", "reason", "offline_requested", "pool", "labels",
              "gpus", "cpus", "ssh", "agent_pid", "agent_started_at", "created_at", "updated_at",
-             "ray", "running_tasks"}
+             "ray", "running_tasks", "running_tasks_other"}
 RAY_KEYS = {"node_id", "node_ip", "alive", "draining", "gpus_total", "gpus_free", "cpus_total",
             "cpus_free", "labels"}
 

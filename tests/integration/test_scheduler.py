@@ -456,10 +456,11 @@ def test_a_head_found_by_a_nudged_pass_is_protected_too(world):
     assert world.store.get(late)["pending_code"] == "Priority"
 
 
-def test_after_the_grace_ray_alone_says_where_a_running_task_is(world):
+def test_where_ray_placed_a_running_gang_wins_over_argus_book(world):
+    """Argus booked the gang on one node, Ray placed it on the other: the booked node is free
+    at once (the probe's "0 free on 2 node(s)" with 4 GPUs idle)."""
     a = world.add(n_gpus_per_node=4)
     world.tick()
-    [attempt] = world.store.attempts(a)
     booked = next(iter(eval_placement(world, a)))
     other = "w2" if booked == "w1" else "w1"
     world.jobs.run(f"{a}--a01")
@@ -467,9 +468,24 @@ def test_after_the_grace_ray_alone_says_where_a_running_task_is(world):
     world.tick()
     b = world.add(n_gpus_per_node=4)
     world.tick()
-    assert world.state(b) == "PENDING_RESOURCES"  # within the grace: both counts hold
-    world.tick(130)
-    assert world.state(b) == "SUBMITTED"  # after it: Ray's view, and booked node is free
+    assert world.state(b) == "SUBMITTED"
+    assert eval_placement(world, b) == {booked: 4}
+
+
+def test_a_started_gang_ray_has_not_placed_yet_keeps_its_gpus(world):
+    a = world.add(n_gpus_per_node=4)
+    world.tick()
+    booked = next(iter(eval_placement(world, a)))
+    world.jobs.run(f"{a}--a01")  # its driver runs, but has not created its placement group
+    world.tick()
+    b = world.add(n_gpus_per_node=4)
+    c = world.add(n_gpus_per_node=4)
+    world.tick()
+    assert world.state(b) == "SUBMITTED" and booked not in eval_placement(world, b)
+    assert world.state(c) == "PENDING_RESOURCES"  # a's GPUs are not offered twice
+    assert "0 free on 2 node(s)" in world.store.get(c)["pending_reason"]
+    world.tick(130)  # past the grace Ray's view alone counts (nothing ever took a's GPUs)
+    assert world.state(c) == "SUBMITTED"
 
 
 def test_a_cancelled_task_whose_submission_was_never_confirmed_gets_its_job_stopped(world):

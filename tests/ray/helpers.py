@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from argus.cluster.jobs import JobView, RayJobTool
 from argus.spec.config import RayConfig
 from argus.spec.render import prepare_submission
+from argus.testing.server import user_client, wait_state  # noqa: F401  (re-exported)
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -34,26 +35,3 @@ def wait_for(tool: RayJobTool, sid: str, statuses: set[str], timeout: float = 12
 
 def markers(log: str) -> list[str]:
     return [line.split(" ", 1)[1].strip() for line in log.splitlines() if line.startswith("MARKER ")]
-
-
-def user_client(url: str, admin_token: str, user: str):
-    """A client for `user` (created if new) with a fresh token issued by the admin."""
-    from argus.client.sdk import ArgusAPIError, ArgusClient
-
-    admin = ArgusClient(url, admin_token)
-    try:
-        admin.create_user(user)
-    except ArgusAPIError as exc:
-        assert exc.status == 409
-    return ArgusClient(url, admin.issue_token(user)["token"])
-
-
-def wait_state(client, tid: str, states: set[str], timeout: float = 120) -> dict:
-    """Poll the task until its state is one of `states`; fail with the task after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        task = client.task(tid)
-        if task["state"] in states or time.monotonic() > deadline:
-            assert task["state"] in states, f"{tid} is {task['state']} after {timeout}s, not {states}: {task}"
-            return task
-        time.sleep(0.3)

@@ -150,7 +150,7 @@ def test_render_json(shared, write):
     assert payload["entrypoint_resources"] == {"worker_node": 1}
     assert payload["entrypoint_num_gpus"] == 0
     assert payload["runtime_env"] == {
-        "env_vars": {"A": "1", "PYTHONPATH": f"{shared}/no-such-code:${{PYTHONPATH}}"}
+        "env_vars": {"A": "1", "PYTHONSAFEPATH": "1", "PYTHONPATH": f"{shared}/no-such-code"}
     }
     argv = shlex.split(payload["entrypoint"])
     assert f"trainer.default_local_dir='{shared}/jobs/my-run/checkpoints'" in argv
@@ -204,7 +204,7 @@ def no_cluster(monkeypatch):
     [
         ("nnodes: 0\n", "nnodes"),
         ("overrides: ['trainer.totl_epochs=3']\n", "overrides"),
-        ("overrides: ['trainer.default_local_dir=/x']\n", "overrides"),
+        ("overrides: ['trainer.default_local_dir=/x']\n", "overrides[0]"),
     ],
 )
 def test_run_submit_invalid_spec_exits_2_without_contacting_cluster(

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from argus.cluster.jobs import JobView
-from argus.domain.admission import Capacity, Demand, free_gpus
+from argus.domain.admission import Booked, Capacity, Demand, free_gpus
 from argus.domain.failure import Diagnosis, FailureCause
 from argus.domain.task import (
     ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id, can_transition, check_user_id,
@@ -69,8 +69,17 @@ def test_best_fit_packs_the_fullest_node_first_and_counts_the_driver():
     assert Capacity.of({"w1": 2}).fit(Demand(1, 2, driver_gpus=1)) is None
 
 
-def test_free_gpus_takes_the_lesser_of_ray_and_the_book():
-    assert free_gpus({"w1": 4, "w2": 1}, {"w1": 4, "w2": 4}, {"w1": 3}) == {"w1": 1.0, "w2": 1.0}
+def test_free_gpus_follow_ray_less_only_the_gangs_it_has_not_placed():
+    total = {"w1": 4, "w2": 4}
+    # Booked on w1, placed by Ray on w2 (Ray shows 4 taken): w1 is free.
+    assert free_gpus({"w1": 4, "w2": 0}, total, [Booked({"w1": 4}, None)]) == {"w1": 4.0, "w2": 0.0}
+    assert free_gpus({"w1": 4, "w2": 0}, total, [Booked({"w1": 4}, True)]) == {"w1": 4.0, "w2": 0.0}
+    # Not started, or started and not shown taken by Ray: kept off its booked node.
+    assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w1": 3}, False)]) == {"w1": 1.0, "w2": 4.0}
+    assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w1": 3}, None)]) == {"w1": 1.0, "w2": 4.0}
+    # Two recent gangs, Ray shows one gang's worth taken: the older counts as placed.
+    two = [Booked({"w1": 2}, None), Booked({"w2": 2}, None)]
+    assert free_gpus({"w1": 4, "w2": 2}, total, two) == {"w1": 4.0, "w2": 0.0}
     assert Capacity.of({}).why_not(Demand(1, 1)) == "no schedulable worker node is alive"
 
 

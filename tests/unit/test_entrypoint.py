@@ -222,16 +222,48 @@ def test_runtime_env_order_config_then_spec_then_pythonpath():
             "B": "spec",
             "HF_HOME": "/hf",
             "C": "3",
-            "PYTHONPATH": "/srv/shared/user/code:${PYTHONPATH}",
+            "PYTHONSAFEPATH": "1",
+            "PYTHONPATH": "/srv/shared/user/code",
         }
     }
-    assert list(env["env_vars"])[-1] == "PYTHONPATH"
+    assert list(env["env_vars"])[-2:] == ["PYTHONSAFEPATH", "PYTHONPATH"]
 
 
 def test_pythonpath_from_config_is_replaced_by_code_path():
-    cfg = config(runtime_env={"env_vars": {"PYTHONPATH": "/elsewhere"}})
+    cfg = config(runtime_env={"env_vars": {"PYTHONPATH": "/elsewhere", "PYTHONSAFEPATH": ""}})
     env = build_runtime_env(cfg, spec(code_path="/code/v2"))
-    assert env["env_vars"]["PYTHONPATH"] == "/code/v2:${PYTHONPATH}"
+    assert env["env_vars"]["PYTHONPATH"] == "/code/v2"
+    assert env["env_vars"]["PYTHONSAFEPATH"] == "1"
+
+
+def test_the_job_imports_its_code_path_first_never_its_working_directory(tmp_path):
+    """What Ray does with the runtime env (`${X}` of an unset X becomes "", as in
+    `ray._private.utils.update_envs`), then the entrypoint's `python3 -m`, run in a working
+    directory holding shadow modules: sys.path[0] is the code path, no shadow is seen."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    code = tmp_path / "code"
+    (code / "probe").mkdir(parents=True)
+    (code / "probe" / "__init__.py").write_text("")
+    (code / "probe" / "__main__.py").write_text(
+        "import secrets, sys, mvp_marker\n"
+        "print(sys.path[0], mvp_marker.MARKER, hasattr(secrets, 'token_hex'))\n")
+    (code / "mvp_marker.py").write_text("MARKER = 'mine'\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "mvp_marker.py").write_text("MARKER = 'shadow'\n")
+    (cwd / "secrets.py").write_text("raise SystemExit('a shadow secrets.py was imported')\n")
+    env_vars = build_runtime_env(config(), spec(code_path=str(code)))["env_vars"]
+    env = {"PATH": os.environ["PATH"]}  # a node's environment: no PYTHONPATH of its own
+    for key, value in env_vars.items():
+        env[key] = re.sub(r"\$\{[A-Z0-9_]+\}", "", os.path.expandvars(value))
+    out = subprocess.run([sys.executable, "-m", "probe"], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(code), "mine", "True"]
 
 
 def test_submission_request_carries_driver_placement():
@@ -267,9 +299,9 @@ def test_pool_pins_the_driver_inside_it():
     # The job's own placement groups are kept in the pool by the shim on its PYTHONPATH.
     env = req.runtime_env["env_vars"]
     assert env["ARGUS_POOL"] == "h20"
-    assert env["PYTHONPATH"] == "/srv/shared/user/code:/srv/shared/common/argus/pool-shim:${PYTHONPATH}"
+    assert env["PYTHONPATH"] == "/srv/shared/user/code:/srv/shared/common/argus/pool-shim"
     plain = build_submission(config(), spec("grpo"), "run-1", ROOT).runtime_env["env_vars"]
-    assert "ARGUS_POOL" not in plain and plain["PYTHONPATH"] == "/srv/shared/user/code:${PYTHONPATH}"
+    assert "ARGUS_POOL" not in plain and plain["PYTHONPATH"] == "/srv/shared/user/code"
 
 
 def test_the_pool_shim_labels_placement_groups_made_without_a_selector(tmp_path, monkeypatch):

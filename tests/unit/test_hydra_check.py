@@ -120,8 +120,11 @@ def test_every_typed_problem_is_listed_with_its_key():
 
 
 def test_hydra_grammar_error_is_a_problem(verl_dir):
-    # A space before '=' passes the spec's key check but is not Hydra syntax.
-    (problem,) = check_problems(spec("ppo", overrides=["data.train_batch_size =8"]))
+    # A space before '=' is not Hydra syntax: the spec refuses it, and so does the compose.
+    with pytest.raises(SpecError) as info:
+        spec("ppo", overrides=["data.train_batch_size =8"])
+    assert [p.field for p in info.value.problems] == ["overrides[0]"]
+    (problem,) = check_overrides("ppo_trainer", ["data.train_batch_size =8"], verl_dir)
     assert problem.field == "overrides"
     assert "data.train_batch_size =8" in problem.reason
 

@@ -166,9 +166,8 @@ def test_submit_writes_artifacts_and_passes_everything_to_ray(tool, fake, config
         f"{NOW.isoformat()} accepted: run-1",
     ]
     assert (root / "debug" / "ray_status_pre.txt").read_text() == "cluster at fake: 3 nodes\n"
-    post = (root / "debug" / "ray_job_list_post.txt").read_text().splitlines()
-    assert post[0] == "submission_id\tstatus\tdriver_node_id"
-    assert post[1] == "run-1\tPENDING\t-"
+    post = json.loads((root / "debug" / "ray_job_list_post.txt").read_text())  # this job only
+    assert (post["submission_id"], post["status"]) == ("run-1", "PENDING")
 
     assert tool.made == ["http://127.0.0.9:8265"]
     (kwargs,) = fake.submitted
@@ -177,7 +176,8 @@ def test_submit_writes_artifacts_and_passes_everything_to_ray(tool, fake, config
     assert kwargs["entrypoint"].startswith("python3 -m verl.trainer.main_ppo ")
     assert kwargs["entrypoint_num_cpus"] == 1
     assert kwargs["entrypoint_resources"] == {"worker_node": 1}
-    assert kwargs["runtime_env"]["env_vars"]["PYTHONPATH"] == "/srv/shared/user/code:${PYTHONPATH}"
+    assert kwargs["runtime_env"]["env_vars"]["PYTHONPATH"] == "/srv/shared/user/code"
+    assert kwargs["runtime_env"]["env_vars"]["PYTHONSAFEPATH"] == "1"
     assert kwargs["metadata"]["argus.job_root"] == str(root)
     # A PPO driver needs no GPU, so Ray is not even asked for zero GPUs.
     assert "entrypoint_num_gpus" not in kwargs

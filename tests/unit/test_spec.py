@@ -251,17 +251,17 @@ def test_sft_has_no_rollout():
 @pytest.mark.parametrize("prefix", ["", "+", "++", "~"])
 def test_overrides_cannot_touch_managed_keys(key, prefix):
     assert problems(overrides=[f"{prefix}{key}=/x"]) == {
-        "overrides": f"'{key}' is set by Argus and cannot be overridden"
+        "overrides[0]": f"'{key}' is set by Argus and cannot be overridden"
     }
 
 
 def test_overrides_cannot_replace_a_managed_key_through_its_parent():
-    assert "overrides" in problems(overrides=["trainer={default_local_dir:/evil}"])
+    assert "overrides[0]" in problems(overrides=["trainer={default_local_dir:/evil}"])
 
 
 def test_override_without_equals_is_refused():
     assert problems(overrides=["trainer.total_epochs"]) == {
-        "overrides": "'trainer.total_epochs' is not a Hydra override of the form key=value"
+        "overrides[0]": "'trainer.total_epochs' is not a Hydra override of the form key=value"
     }
 
 
@@ -276,7 +276,7 @@ def test_unmanaged_overrides_are_kept_in_order():
 
 @pytest.mark.parametrize("name", sorted(RESERVED_ENV_VARS))
 def test_reserved_env_vars_are_refused(name):
-    reason = problems(env_vars={name: "x"})["env_vars"]
+    reason = problems(env_vars={name: "x"})[f"env_vars.{name}"]
     assert reason == f"'{name}' cannot be set: {RESERVED_ENV_VARS[name]}"
 
 

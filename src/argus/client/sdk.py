@@ -354,8 +354,18 @@ class ArgusClient:
         return self._json("POST", "/api/v2/users", json={"user_id": user_id})
 
     def disable_user(self, user_id: str) -> dict:
-        """Disable a user; their tokens stop working at once (admin only)."""
+        """Disable a user; every token of theirs is revoked at once, for good (admin only)."""
         return self._json("POST", f"/api/v2/users/{quote(user_id, safe='')}:disable")
+
+    def enable_user(self, user_id: str) -> dict:
+        """Re-enable a disabled user (admin only); their old tokens stay revoked.
+
+        Returns:
+            `{"user_id", "state": "ACTIVE"}`.
+        Raises:
+            ArgusAPIError: 404 no such user, 403 not the admin.
+        """
+        return self._json("POST", f"/api/v2/users/{quote(user_id, safe='')}:enable")
 
     def issue_token(self, user_id: str) -> dict:
         """Issue a new token for a user (admin only).

@@ -1,12 +1,16 @@
 """`argus server`, `argus up` and `argus down`: running the service.
 
 Owns the options and output of these three commands; the work is in `argus.service.launcher`
-(background cluster and server) and `argus.service.app` (the server itself).
+(background cluster and server) and `argus.service.app` (the server itself). `server` and `up`
+first narrow the process's umask to at least 027 (`private_umask`): what the server, the local
+cluster and their jobs create (under `users/`, `common/db`, `common/run`, `common/logs`) is never
+readable by other users of the machine.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +27,20 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+PRIVATE_UMASK = 0o027
+
+
+def private_umask() -> int:
+    """Narrow this process's umask to at least PRIVATE_UMASK (a stricter one is kept).
+
+    Returns:
+        The umask now in force (children inherit it).
+    """
+    old = os.umask(PRIVATE_UMASK)
+    os.umask(old | PRIVATE_UMASK)
+    return old | PRIVATE_UMASK
+
+
 def _shared_root_opt() -> Path:
     return typer.Option(Path(default_shared_root()), "--shared-root",
                         help="shared storage root ($ARGUS_SHARED_ROOT)")
@@ -35,6 +53,8 @@ def server(
 ) -> None:
     """Run the API and the scheduler loop in this process (foreground)."""
     import uvicorn
+
+    private_umask()
 
     from argus.service.app import create_app
     from argus.service.settings import load_settings
@@ -69,6 +89,8 @@ def up(
     """Start the local Ray cluster and the server in the background (idempotent)."""
     from argus.service import launcher
 
+    private_umask()  # the cluster's processes, its jobs and the server inherit it
+
     try:
         info = launcher.up(str(shared_root), workers, gpus_per_worker, port,
                            gcs_port=gcs_port, dashboard_port=dashboard_port)
@@ -85,6 +107,9 @@ def up(
                   "$MVP_INTERNAL_TOKEN nor the saved token matches it)")
     out.print(f"log in:  argus login --url {info.url} --token <admin token>")
     out.print(f"stop:    argus down --shared-root {shared_root}")
+    if info.degraded:  # the server runs, but cannot run tasks: not a success
+        err.print(f"[bold red]error:[/] the server reports itself degraded: {escape(info.degraded)}")
+        raise typer.Exit(1)
 
 
 def down(shared_root: Path = _shared_root_opt()) -> None:

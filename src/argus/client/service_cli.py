@@ -1,7 +1,7 @@
 """The `argus` commands that talk to the Argus service through the SDK.
 
 Owns `login`, `me`, `submit`, `tasks`, `status`, `attempts`, `logs`, `cancel`, `queue`,
-`users create|list|disable` and `tokens issue`: their options, tables and exit codes
+`users create|list|disable|enable` and `tokens issue`: their options, tables and exit codes
 (0 done; 1 the service refused or failed the request, or cannot be reached; 2 bad input,
 including a 400/413/415 answer, each problem listed as `field: message`). Every command takes
 `--url` and `--token`, which win over `ARGUS_URL` / `ARGUS_TOKEN`, which win over the file
@@ -436,9 +436,23 @@ def users_disable(
     user_id: str = typer.Argument(..., help="user id"),
     url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
 ) -> None:
-    """Disable a user; their tokens stop working at once."""
+    """Disable a user; every token of theirs is revoked at once, for good."""
     with _session(url, token) as client:
         answer = client.disable_user(user_id)
+    if as_json:
+        _print_json(answer)
+        return
+    out.print(f"{escape(str(answer.get('user_id', user_id)))}: {_cell(answer.get('state'))}")
+
+
+@users_app.command("enable")
+def users_enable(
+    user_id: str = typer.Argument(..., help="user id"),
+    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+) -> None:
+    """Re-enable a disabled user; their old tokens stay revoked (issue a new one)."""
+    with _session(url, token) as client:
+        answer = client.enable_user(user_id)
     if as_json:
         _print_json(answer)
         return

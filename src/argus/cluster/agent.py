@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -26,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from argus.cluster.errors import ClusterError
 from argus.cluster.procs import (
     PortFinder,
     default_port_start,
     node_env,
     node_ports,
+    node_workdir,
     port_args,
     start_ray,
     stop_trees,
@@ -127,7 +130,9 @@ class Runner(Protocol):
 
 
 class RayNodeRunner:
-    """Runs this node's `ray start --block` as a child in its own session.
+    """Runs this node's `ray start --block` as a child in its own session, with the allow-list
+    environment, umask 027 and an empty working directory of this node's own
+    (`argus.cluster.nodeenv`).
 
     Its stop SIGTERMs the `ray start` (which stops its raylet and agents in order), and kills
     the tree after `grace_s`, or after `quick_s` when the head is gone: a raylet that cannot
@@ -147,7 +152,10 @@ class RayNodeRunner:
         ports, lo, hi = node_ports(finder)
         temp_dir = self.spec.temp_dir or head.temp_dir
         args = worker_start_args(self.spec, address, temp_dir, ports, lo, hi)
-        return start_ray(args, self.log_path, node_env(), temp_dir)
+        # The agent's own GPU slice (its environment is the node's) is the raylet's too.
+        env = node_env(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        cwd = node_workdir(temp_dir, f"node-{self.spec.name}")
+        return start_ray(args, self.log_path, env, temp_dir, cwd=cwd)
 
     def alive(self, handle: subprocess.Popen) -> bool:
         """Whether this node's raylet still runs. `ray start --block` outlives a raylet that
@@ -318,6 +326,11 @@ def run_agent(shared_root: str, cluster: str, spec: NodeSpec, poll_s: float = 2.
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s node-agent[{spec.name}]: %(message)s")
     root = str(Path(shared_root).resolve())
+    try:
+        node_env()  # a bad ARGUS_NODE_ENV_PASS stops the agent now, not at each join
+    except ClusterError as exc:
+        logging.getLogger("argus.node-agent").error("%s", exc)
+        return 2
     runner = RayNodeRunner(spec, log_dir(root, cluster) / f"node-{spec.name}.log")
     agent = NodeAgent(root, cluster, spec.name, runner, poll_s=poll_s)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,8 @@ Owns, per (shared_root, cluster name):
   `refresh_s` while the head process lives and its GCS port accepts connections, so the file
   goes stale (past `ttl_s`) when the head dies, and says `stopped: true` after a clean stop;
 - the record `head-state.json` next to head.json (pids, ports), which `stop` and `status` read.
+Both processes get the allow-list environment, umask and an empty working directory of their
+own (`argus.cluster.nodeenv`), never the caller's.
 `stop` ends exactly the recorded process trees (never `ray stop`, which would kill every Ray on
 the host).
 """
@@ -37,6 +39,7 @@ from argus.cluster.procs import (
     default_port_start,
     log_tail,
     node_env,
+    node_workdir,
     owned,
     node_ports,
     pid_alive,
@@ -44,6 +47,7 @@ from argus.cluster.procs import (
     port_free,
     alive_node_ips,
     routable_ip,
+    spawn,
     start_ray,
     stop_trees,
     tcp_open,
@@ -208,13 +212,6 @@ def head_start_args(rec: HeadRecord) -> list[str]:
     ]
 
 
-def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
-
-
 def _wait(what: str, ready, proc: subprocess.Popen, log_path: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -276,13 +273,15 @@ def start(shared_root: str, cluster: str, port: int = DEFAULT_GCS_PORT,
     deadline = time.monotonic() + timeout
     try:
         proc = start_ray(head_start_args(rec), logs / "head.log", node_env(), rec.temp_dir,
-                         timeout=max(deadline - time.monotonic(), 1.0))
+                         timeout=max(deadline - time.monotonic(), 1.0),
+                         cwd=node_workdir(rec.temp_dir, "head-ray"))
         rec.head_pid = proc.pid
         _save(rec)
         _wait("the Ray head", lambda: ip in alive_node_ips(rec.dashboard_url), proc,
               logs / "head.log", deadline)
-        pub = _spawn([sys.executable, "-m", "argus.cluster.head", "publish", "--shared-root", root,
-                      "--cluster", cluster], logs / "publisher.log")
+        pub = spawn([sys.executable, "-m", "argus.cluster.head", "publish", "--shared-root", root,
+                     "--cluster", cluster], logs / "publisher.log", node_env(),
+                    cwd=node_workdir(rec.temp_dir, "head-publisher"))
         rec.publisher_pid = pub.pid
         _save(rec)
 

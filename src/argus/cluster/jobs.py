@@ -9,14 +9,20 @@ job's artifacts on shared storage (seed 000 §4.1):
     <job_root>/debug/{ray_status_pre,ray_job_list_post}.txt
     <job_root>/checkpoints/
 
-Invariant: the submission id is always passed to Ray, so a retried submit can never start a
-second copy of a job (Ray refuses a duplicate id).
+Invariants: the submission id is always passed to Ray, so a retried submit can never start a
+second copy of a job (Ray refuses a duplicate id). The job's directories are 0750 and its files
+0640, whatever the umask: nothing of a job is readable by other users of the machine. No file
+here carries an env_vars value of the TaskSpec (`jobspec.yaml` and `submit_payload.json` keep
+the names, each value `<redacted>`), and `ray_job_list_post.txt` holds only this job's own
+details as Ray reports them after the submit (its environment's values redacted), never other
+jobs of the cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,9 +35,67 @@ from argus.domain.failure import Diagnosis, classify_failure
 from argus.domain.paths import JOB_SUBDIRS
 from argus.runtime.pool_shim import POOL_ENV, ensure_shim
 from argus.spec.config import RayConfig
+from argus.spec.redact import REDACTED, redact_runtime_env, redact_spec_text
 from argus.spec.render import Rendered
 
 LOG_TAIL_LINES = 200
+DIR_MODE = 0o750
+FILE_MODE = 0o640
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create `path` and its missing parents with mode 0750 (whatever the umask); `path`
+    itself is set to 0750 even when it existed."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(d, DIR_MODE)
+    os.chmod(path, DIR_MODE)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 0640 (whatever the umask, and an older file's mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, FILE_MODE)
+        f.write(text)
+
+
+def _spec_env_names(spec_text: str) -> set[str]:
+    """The names in the TaskSpec's env_vars (the user's environment)."""
+    try:
+        env = yaml.safe_load(spec_text).get("env_vars")
+    except (yaml.YAMLError, AttributeError):
+        return set()
+    return {str(k) for k in env} if isinstance(env, dict) else set()
+
+
+def redacted_payload(request: dict[str, Any], spec_text: str) -> dict[str, Any]:
+    """The submission as written to `submit_payload.json`: each env var the TaskSpec set shows
+    `<redacted>` for its value (those Argus and the cluster's config set are kept)."""
+    names = _spec_env_names(spec_text)
+    env = (request.get("runtime_env") or {}).get("env_vars")
+    if not names or not isinstance(env, dict):
+        return request
+    return {**request, "runtime_env": {**request["runtime_env"],
+                                       "env_vars": {k: REDACTED if k in names else v for k, v in env.items()}}}
+
+
+def _plain(value: Any) -> Any:
+    """Ray's JobDetails (a pydantic model) or a stand-in, as JSON-ready data."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dict__"):
+        return {k: _plain(v) for k, v in vars(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -144,16 +208,17 @@ class RayJobTool:
         root = Path(str(rendered.job_root))
         if POOL_ENV in rendered.request.runtime_env.get("env_vars", {}):
             ensure_shim(self.config.shared_root)
+        make_private_dirs(root)
         for sub in JOB_SUBDIRS:
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            make_private_dirs(root / sub)
         request = rendered.request.as_dict()
         cfg = root / "config"
-        (cfg / "ray_config.yaml").write_text(
-            yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
-        )
-        (cfg / "jobspec.yaml").write_text(spec_text)
-        (cfg / "submit_payload.json").write_text(json.dumps(request, indent=2) + "\n")
-        (root / "debug" / "ray_status_pre.txt").write_text(self._debug_text(self.cluster_summary))
+        write_private(cfg / "ray_config.yaml",
+                      yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        write_private(cfg / "jobspec.yaml", redact_spec_text(spec_text))
+        write_private(cfg / "submit_payload.json",
+                      json.dumps(redacted_payload(request, spec_text), indent=2) + "\n")
+        write_private(root / "debug" / "ray_status_pre.txt", self._debug_text(self.cluster_summary))
 
         sid = rendered.submission_id
         log = [f"{self._clock().isoformat()} submit {sid} to {self.address}",
@@ -164,12 +229,24 @@ class RayJobTool:
             self._call("submit_job", lambda: self.client.submit_job(**kwargs))
         except Exception as exc:
             log.append(f"{self._clock().isoformat()} refused: {exc}")
-            (root / "logs" / "submit.out").write_text("\n".join(log) + "\n")
+            write_private(root / "logs" / "submit.out", "\n".join(log) + "\n")
             raise
         log.append(f"{self._clock().isoformat()} accepted: {sid}")
-        (root / "logs" / "submit.out").write_text("\n".join(log) + "\n")
-        (root / "debug" / "ray_job_list_post.txt").write_text(self._debug_text(self.list_text))
+        write_private(root / "logs" / "submit.out", "\n".join(log) + "\n")
+        write_private(root / "debug" / "ray_job_list_post.txt",
+                      self._debug_text(lambda: self.own_job_text(sid)))
         return sid
+
+    def own_job_text(self, sid: str) -> str:
+        """This job's details as Ray reports them (JSON), its environment's values redacted.
+
+        Raises:
+            JobNotFound, ClusterUnavailable: as `status`.
+        """
+        info = _plain(self._call("get_job_info", lambda: self.client.get_job_info(sid), sid))
+        if isinstance(info, dict) and isinstance(info.get("runtime_env"), dict):
+            info["runtime_env"] = redact_runtime_env(info["runtime_env"])
+        return json.dumps(info, indent=2, sort_keys=True, default=str) + "\n"
 
     @staticmethod
     def _debug_text(fn: Callable[[], str]) -> str:

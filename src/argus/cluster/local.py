@@ -39,9 +39,11 @@ from argus.cluster.procs import (
     detect_gpus,
     log_tail,
     node_env,
+    node_workdir,
     owned,
     pid_alive,  # noqa: F401  (callers use local.pid_alive and local.port_free)
     port_free,
+    spawn,
     stop_trees,
     wait_gone,
 )
@@ -260,12 +262,12 @@ def status(shared_root: str | Path) -> ClusterStatus | None:
 
 # -- up and down ---------------------------------------------------------------------------
 def _start_agent(state: ClusterState, node: NodeState, log_dir: Path) -> subprocess.Popen:
-    log = log_dir / f"{node.name}.log"
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "argus.client.cli", *agent_args(state, node)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=node_env(node.cuda_visible_devices), start_new_session=True)
+    """A worker's node agent: the allow-list environment (its GPU slice included), umask 027,
+    an empty working directory of its own; never the caller's environment or directory."""
+    return spawn([sys.executable, "-m", "argus.client.cli", *agent_args(state, node)],
+                 log_dir / f"{node.name}.log",
+                 node_env(node.cuda_visible_devices, keep_pass_list=True),
+                 cwd=node_workdir(state.temp_dir, f"agent-{node.name}"))
 
 
 def _wait_workers(state: ClusterState, agents: dict[str, subprocess.Popen], log_dir: Path,

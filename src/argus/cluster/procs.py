@@ -8,7 +8,9 @@ cluster (`argus.cluster.local`). Invariants:
 - ports are handed out by a `PortFinder` that checks each one is free when it is picked;
 - `ray start`s that share a temp dir on this host run one at a time (`start_ray`): Ray names
   each node's sockets and log files there by probing which names exist, so two nodes starting
-  at once take the same ones and one raylet dies ("bind: Address already in use").
+  at once take the same ones and one raylet dies ("bind: Address already in use");
+- `ray start` runs with the environment, umask and working directory of
+  `argus.cluster.nodeenv`, never the caller's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from argus.cluster.errors import ClusterError
+from argus.cluster.nodeenv import (  # noqa: F401  (re-exported for the node modules)
+    DEFAULT_RAY_TEMP_DIR,
+    NODE_UMASK,
+    node_env,
+    node_workdir,
+    spawn,
+)
 
 NODE_PORT_KEYS = (
     "dashboard_agent_listen_port",
@@ -154,19 +163,6 @@ def ray_exe() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def node_env(cuda_visible_devices: str | None = None) -> dict[str, str]:
-    """The environment of a `ray start`: this Python first on PATH, no usage stats, no address."""
-    env = dict(os.environ)
-    # Drivers run `python3 -m verl...`: make it this environment's Python.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
-        env.pop(name, None)
-    if cuda_visible_devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
-    return env
-
-
 def pid_alive(pid: int | None) -> bool:
     """Whether `pid` runs (a zombie does not)."""
     if not pid:
@@ -272,7 +268,6 @@ def stop_trees(roots: list[int], grace_s: float, extra: Iterable = ()) -> None:
 
 # -- ray start ---------------------------------------------------------------------------
 RAY_STARTED = "Ray runtime started"
-DEFAULT_RAY_TEMP_DIR = "/tmp/ray"
 
 
 @contextmanager
@@ -301,16 +296,15 @@ def start_lock(temp_dir: str | None, timeout: float = 120.0) -> Iterator[None]:
 
 
 def start_ray(args: list[str], log_path: Path, env: dict[str, str], temp_dir: str | None,
-              timeout: float = 60.0) -> subprocess.Popen:
+              timeout: float = 60.0, cwd: Path | str | None = None) -> subprocess.Popen:
     """Run `ray <args>` (a `ray start --block`) in its own session, its output appended to
     `log_path`, under the temp dir's start lock until it says it started, exits or `timeout`
-    passes. The caller checks whether it lives."""
+    passes. It runs with `env`, umask NODE_UMASK and in `cwd` (give it `node_workdir(...)`;
+    default `/`), never in the caller's working directory. The caller checks whether it lives."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with start_lock(temp_dir, timeout=max(timeout * 2, 120.0)):
         offset = log_path.stat().st_size if log_path.exists() else 0
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen([ray_exe(), *args], stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = spawn([ray_exe(), *args], log_path, env, cwd)
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             with open(log_path, "rb") as f:

@@ -3,9 +3,9 @@
 
 Pure. A task needs `nnodes` bundles of `n_gpus_per_node` GPUs, each bundle whole on a distinct
 schedulable node, plus `driver_gpus` for its driver on some node. Free GPUs per node are what
-the caller computed (Ray's free GPUs, less what Argus-admitted tasks hold and Ray has not yet
-placed). Aggregate free GPUs are never enough on their own: 8 free GPUs on two nodes do not run
-a 1x8 task.
+the caller computed with `free_gpus` (Ray's free GPUs, less only what Argus admitted and Ray
+has not placed yet). Aggregate free GPUs are never enough on their own: 8 free GPUs on two
+nodes do not run a 1x8 task.
 
 `Capacity` answers where a demand fits (best fit: the fullest nodes first) and, when it does
 not, why, like Slurm's pending reasons; `argus.domain.scheduling.plan` decides the order.
@@ -14,7 +14,7 @@ not, why, like Slurm's pending reasons; `argus.domain.scheduling.plan` decides t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -109,18 +109,54 @@ class Capacity:
                 f"({total_free:g} free on {len(free)} node(s))")
 
 
+@dataclass(frozen=True)
+class Booked:
+    """An admitted task's GPUs as Argus counted them at admission (`Placement`), and whether
+    Ray has placed them: True (running past the grace: surely), False (not started: surely
+    not; its driver creates the placement groups), None (started lately: Ray's totals say)."""
+
+    gpus_by_node: Mapping[str, float]
+    placed: bool | None
+
+    @property
+    def gpus(self) -> float:
+        return float(sum(self.gpus_by_node.values()))
+
+
 def free_gpus(
     ray_free: Mapping[str, float],
     ray_total: Mapping[str, float],
-    held: Mapping[str, float],
+    booked: Sequence[Booked] = (),
+    ray_used: float | None = None,
 ) -> dict[str, float]:
-    """Free GPUs per node: the lesser of Ray's view and Argus's own book.
+    """Free GPUs per node: Ray's view, less only the admitted gangs Ray has not placed yet.
 
-    Ray's view misses what was admitted but not yet placed (a driver takes seconds to create its
-    placement group); the book misses where Ray actually put a bundle. Taking the lesser never
-    admits a gang that Ray cannot place.
+    Ray's free GPUs are right for every gang it has placed, wherever it put them: Argus's
+    own count of a gang's nodes is never held against Ray's (when Ray shows GPUs free, they
+    are free). What Ray cannot show is a gang admitted but not yet placed (its driver takes
+    seconds to create its placement groups): each such gang's GPUs are taken off the nodes
+    Argus counted it on. A gang that started lately (`placed=None`) counts as placed when
+    Ray shows enough GPUs taken beyond those of the surely placed gangs, oldest first.
+
+    Args:
+        ray_free: Ray's free GPUs per schedulable node.
+        ray_total: each schedulable node's GPUs.
+        booked: every admitted task's GPUs, those of unknown placement oldest first.
+        ray_used: GPUs Ray shows taken on all alive worker nodes (default: on these nodes).
+
+    Returns:
+        node -> free GPUs (never below 0), for every node of `ray_total`.
     """
-    return {
-        node: max(0.0, min(float(ray_free.get(node, 0.0)), float(total) - float(held.get(node, 0.0))))
-        for node, total in ray_total.items()
-    }
+    if ray_used is None:
+        ray_used = sum(max(0.0, float(t) - float(ray_free.get(n, 0.0))) for n, t in ray_total.items())
+    seen = ray_used - sum(b.gpus for b in booked if b.placed is True)
+    unplaced: dict[str, float] = {}
+    for b in booked:
+        if b.placed is True:
+            continue
+        if b.placed is None and b.gpus <= seen + 1e-9:
+            seen -= b.gpus
+            continue
+        for node, gpus in b.gpus_by_node.items():
+            unplaced[node] = unplaced.get(node, 0.0) + float(gpus)
+    return {node: max(0.0, float(ray_free.get(node, 0.0)) - unplaced.get(node, 0.0)) for node in ray_total}

@@ -110,6 +110,17 @@ class Plan:
 AGE_HORIZON_S = 6 * 3600.0
 
 
+def _name_for(blocker: Job, job: Job, otherwise: str) -> str:
+    """How `job`'s reason names `blocker`: by id when both are the same user's, else as
+    `otherwise`, so that no reason shows a user another user's task."""
+    return blocker.id if blocker.user == job.user else otherwise
+
+
+def _would_delay(head: Job, job: Job, shadow: float) -> str:
+    return (f"would delay {_name_for(head, job, 'a higher-priority task')}, "
+            f"reserved to start by {shadow:.0f}")
+
+
 def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = None,
           now: float | None = None, keep: str | None = None) -> list[Job]:
     """The queue order of `policy` (see the module docstring).
@@ -256,12 +267,12 @@ def plan(
                  f"the limit is {limits.user_gpu_hours_per_day:g}")
             continue
         if head is not None and policy == "fifo":
-            wait(job, PendingCode.PRIORITY, blocked_detail)
+            wait(job, PendingCode.PRIORITY, blocked_detail.format(_name_for(head, job, "an earlier task")))
             continue
         demand = job.demand
         placement = None
         if shadow is not None and now + job.time_limit_s > shadow and demand in spare_failed:
-            wait(job, PendingCode.PRIORITY, f"would delay {head.id}, reserved to start by {shadow:.0f}")
+            wait(job, PendingCode.PRIORITY, _would_delay(head, job, shadow))
             continue
         if demand.gpus_per_node <= largest and demand not in failed:
             placement = cap.fit(demand)
@@ -274,8 +285,7 @@ def plan(
                 placement = limited.fit(demand)
                 if placement is None:
                     spare_failed.add(demand)
-                    wait(job, PendingCode.PRIORITY,
-                         f"would delay {head.id}, reserved to start by {shadow:.0f}", None)
+                    wait(job, PendingCode.PRIORITY, _would_delay(head, job, shadow), None)
                     continue
                 for node, g in placement.gpus_by_node.items():
                     spare[node] = spare.get(node, 0.0) - g
@@ -301,7 +311,7 @@ def plan(
             reason = why_not(demand)
             if policy == "fifo":
                 wait(job, PendingCode.RESOURCES, reason)
-                blocked_detail = f"behind {job.id}, which waits for resources" if explain else ""
+                blocked_detail = "behind {}, which waits for resources" if explain else ""
                 continue
             res = _reservation(job, now, cap.free, [*running, *started], pools)
             assert res is not None  # it fits on empty nodes, checked above
@@ -311,7 +321,7 @@ def plan(
                 spare[node] -= g
             result.reserved = (job.id, shadow)
             wait(job, PendingCode.RESOURCES, reason, shadow)
-            blocked_detail = f"behind {job.id}, reserved to start by {shadow:.0f}"
+            blocked_detail = f"behind {{}}, reserved to start by {shadow:.0f}"
             if policy == "default" and not backfill_sorted:
                 # Backfill candidates: shortest time limit first (they free GPUs soonest).
                 rest = sorted(candidates[i:], key=lambda j: (j.time_limit_s, j.submitted_at, j.id))

@@ -5,8 +5,9 @@ Owns the order of one pass, `tick(now)`:
 1. sync: every SUBMITTED or RUNNING task's latest attempt is read back from Ray and the task
    moved accordingly (an attempt written but never accepted by Ray is submitted now, once);
 2. archive: an attempt whose Ray job ended gets its full log written to
-   `<job_root>/logs/driver.log`, and a Ray job still alive under a task that was cancelled is
-   stopped;
+   `<job_root>/logs/driver.log` (one lost with its Ray head: the log left in the old Ray
+   session directory, else a line saying it was lost), and a Ray job still alive under a task
+   that was cancelled is stopped;
 3. admission (only after a sync that reached Ray, so a restart never admits before it has
    reconciled): the waiting tasks, the running ones (with their time limits) and the free GPUs
    per node go to the pure policy `argus.domain.scheduling.plan`; the tasks it starts are
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -30,7 +32,8 @@ from typing import Any, Callable
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.cluster.jobs import RayJobTool
-from argus.domain.admission import free_gpus
+from argus.cluster.session_logs import find_driver_log, lost_log_text, ray_temp_dirs
+from argus.domain.admission import Booked, free_gpus
 from argus.domain.durations import format_duration
 from argus.domain.scheduling import Job, Limits, RunningJob, plan
 from argus.domain.failure import FailureCause
@@ -41,15 +44,19 @@ from argus.domain.task import (
 from argus.domain.paths import job_root as compute_job_root
 from argus.scheduler.policy import RETRYABLE, Outcome, decide_outcome
 from argus.service.settings import ArgusSettings
+from argus.spec.errors import SpecError
+from argus.spec.inputs import check_inputs
 from argus.spec.render import prepare_submission
 from argus.spec.taskspec import POOL_LABEL
-from argus.store.tasks import TaskStore
+from argus.store.tasks import TaskStore, wait_changed
 
 log = logging.getLogger("argus.scheduler")
 ARCHIVE_TRIES = 5
+LOST = "LOST"  # an attempt's ray_status once Ray no longer knows its job (its head restarted)
 RETRIED = frozenset(c.value for c in RETRYABLE)
-# Argus's own count of where a task's GPUs are is trusted until Ray has had this long after the
-# job started to place them; after that, Ray's view alone (it knows where they really went).
+# A started task whose GPUs Ray does not show taken yet is counted as not placed (its GPUs kept
+# off the nodes Argus counted it on) for this long after it started; after that, Ray's view
+# alone (its driver has created its placement groups, or never will).
 PLACEMENT_GRACE_S = 120.0
 
 
@@ -70,6 +77,11 @@ class Scheduler:
         self.reconciled = False
         self.last_tick_at: float | None = None
         self.last_error: str | None = None
+        # What the last pass learnt of Ray, for /healthz (which never calls Ray itself): why
+        # it was unreachable (None: it answered), and when it last answered a pass.
+        self.ray_error: str | None = None
+        self.ray_ok_at: float | None = None
+        self._snapshot_at: float | None = None
         self._need_sync = False
         self._blocked_by: str | None = None
         self._kept: str | None = None  # the task the last full pass reserved: it keeps its place
@@ -128,9 +140,13 @@ class Scheduler:
                 if not self.reconciled:
                     self.reconciled = True
                 self.admit(now, full=full)
+                if full and self._snapshot_at != now:
+                    self.snapshots.snapshot()  # nothing to admit: is the GCS there at all?
                 self.last_error = None
+                if full or self._snapshot_at == now:
+                    self.ray_error, self.ray_ok_at = None, now
             except ClusterUnavailable as exc:
-                self.last_error = str(exc)
+                self.last_error = self.ray_error = str(exc)
                 log.warning("Ray is unavailable: %s", exc)
             self.last_tick_at = now
 
@@ -186,7 +202,7 @@ class Scheduler:
             if view.diagnosis:
                 fields["failure_kind"] = view.diagnosis.cause.value
         else:
-            fields = {"ray_status": "LOST", "message": outcome.evidence, "end_time": now,
+            fields = {"ray_status": LOST, "message": outcome.evidence, "end_time": now,
                       "failure_kind": FailureCause.PLATFORM.value}
         if fields != {k: attempt.get(k) for k in fields}:
             self.store.update_attempt(sid, **fields)
@@ -254,6 +270,9 @@ class Scheduler:
         try:
             view = self.jobs.status(sid, diagnose=False)
         except JobNotFound:
+            if attempt.get("ray_status") == LOST:  # lost with its head: its old session may hold it
+                found = find_driver_log(sid, ray_temp_dirs(self.settings.ray))
+                self._write_log(attempt, lost_log_text(sid, attempt.get("end_time"), found))
             self.store.update_attempt(sid, log_archived=True)
             return
         if view.status not in RAY_FINAL_STATUSES:
@@ -265,29 +284,43 @@ class Scheduler:
     @staticmethod
     def _write_log(attempt: dict[str, Any], text: str) -> None:
         path = Path(attempt["job_root"]) / "logs" / "driver.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         tmp = path.with_suffix(".log.tmp")
-        tmp.write_text(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(fd, 0o640)  # the user's own: not world-readable whatever the umask
+            f.write(text)
         tmp.replace(path)
 
     # -- 3. admission ---------------------------------------------------------------------
     def capacity(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
                  now: float) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
-        """Per schedulable node: free GPUs (Ray's view, less what admitted tasks hold and Ray
-        may not show yet: submitted, or started less than PLACEMENT_GRACE_S ago), its pool
-        (the `pool` label) and its total GPUs."""
+        """Per schedulable node: free GPUs, its pool (the `pool` label) and its total GPUs.
+
+        Free GPUs are Ray's live view less only the admitted gangs Ray has not placed yet
+        (`argus.domain.admission.free_gpus`): a SUBMITTED task's (its driver has not started),
+        and a task's that started less than PLACEMENT_GRACE_S ago unless Ray shows its GPUs
+        taken. Where Argus counted a placed gang never matters: Ray knows where it went.
+        """
         snap = self.snapshots.snapshot()
+        self._snapshot_at = now
         nodes = snap.schedulable()
-        held: dict[str, float] = {}
+        booked: list[tuple[float, Booked]] = []
         for t in active:
             attempt = latest.get(t["task_id"]) or {}
             started = attempt.get("start_time")
-            if t["state"] == TaskState.RUNNING and started and now - started > PLACEMENT_GRACE_S:
-                continue  # Ray has placed it by now: its view alone is right
-            for node, gpus in json.loads(attempt.get("placement") or "{}").items():
-                held[node] = held.get(node, 0.0) + float(gpus)
+            gpus = json.loads(attempt.get("placement") or "{}")
+            if t["state"] != TaskState.RUNNING or not started:
+                placed = False  # not started: its placement groups do not exist yet
+            else:
+                placed = True if now - started > PLACEMENT_GRACE_S else None
+            booked.append((started or now, Booked(gpus, placed)))
+        booked.sort(key=lambda b: b[0])
+        used = sum(max(0.0, n.total_gpus - n.available_gpus)
+                   for n in snap.nodes if n.alive and not n.is_head)
         total = {n.node_id: n.total_gpus for n in nodes}
-        free = free_gpus({n.node_id: n.available_gpus for n in nodes}, total, held)
+        free = free_gpus({n.node_id: n.available_gpus for n in nodes}, total,
+                         [b for _, b in booked], ray_used=used)
         return free, {n.node_id: n.labels.get(POOL_LABEL) for n in nodes}, total
 
     def pool_capacity(self) -> dict[str, dict[str, float]]:
@@ -362,9 +395,12 @@ class Scheduler:
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None
-        self.store.record_waits([(tid, w.code.value, w.detail, w.estimated_start)
-                                 for tid, w in result.waits.items()], now)
         by_id = {t["task_id"]: t for t in waiting}
+        # Only the waits whose reason or estimate changed are written (none: no transaction).
+        self.store.record_waits([(tid, w.code.value, w.detail, w.estimated_start)
+                                 for tid, w in result.waits.items()
+                                 if wait_changed(by_id[tid], w.code.value, w.detail, w.estimated_start)],
+                                now)
         for job, placement in result.start:
             self._admit_one(by_id[job.id], placement.to_json(), now)
 
@@ -392,14 +428,22 @@ class Scheduler:
         if row is None or TaskState(row["state"]) in FINAL_STATES:
             return
         try:
-            _, rendered = prepare_submission(
+            spec, rendered = prepare_submission(
                 self.settings.ray, row["jobspec_yaml"], _utc(now), source=tid,
                 submission_id=sid, user=row["user_id"], validate=False)
+            # Again right before submission: a link under common/ may have changed since.
+            check_inputs(spec, self.settings.shared_root, row["user_id"], source=tid)
             self.jobs.submit(rendered, row["jobspec_yaml"])
         except SubmissionRefused:
             pass  # Ray has it already: this attempt was submitted before a crash
         except ClusterUnavailable:
             raise
+        except SpecError as exc:
+            why = "; ".join(str(p) for p in exc.problems)
+            self.store.transition(tid, TaskState.FAILED, now, f"inputs refused at submission: {why}",
+                                  attempt["attempt_no"], failure_cause=FailureCause.CONFIG.value,
+                                  error_summary=f"inputs refused at submission: {why}")
+            return
         except (ClusterError, OSError, ValueError) as exc:
             self.store.transition(tid, TaskState.FAILED, now, f"submission failed: {exc}",
                                   attempt["attempt_no"], failure_cause=FailureCause.PLATFORM.value,

@@ -23,6 +23,7 @@ from argus.service import errors
 from argus.service.auth import Authenticator
 from argus.service.errors import error_response
 from argus.service.node_service import Drainer, NodeService
+from argus.service.ratelimit import RateLimited
 from argus.service.routes import nodes as node_routes
 from argus.service.routes import tasks as task_routes
 from argus.service.routes import users as user_routes
@@ -113,7 +114,8 @@ def create_app(
         run_nodes: run the node reconciler thread (default: when the scheduler runs).
     """
     own_checkpoints = db is None
-    db = db or open_database(settings.db_url, autocheckpoint=False)
+    db = db or open_database(settings.db_url, autocheckpoint=False,
+                             wal_max_bytes=settings.service.sqlite_wal_max_bytes)
     store = TaskStore(db)
     users = UserStore(db)
     jobs = jobs or RayJobTool(settings.ray)
@@ -159,6 +161,7 @@ def create_app(
             if node_thread is not None:
                 node_thread.join(timeout=30)
             nodes.close()
+            app.state.tasks.close()
 
     app = FastAPI(title="Argus", version="2", lifespan=lifespan,
                   description="Training tasks (verl PPO, GRPO, SFT) on a native Ray cluster. "
@@ -174,6 +177,11 @@ def create_app(
                                   pool_capacity=scheduler.pool_capacity)
     app.state.nodes = nodes
     errors.install(app)
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited) -> Any:
+        return error_response(429, exc.message, exc.problems, {"Retry-After": exc.retry_after})
+
     app.include_router(task_routes.router)
     app.include_router(user_routes.router)
     app.include_router(node_routes.router)
@@ -185,9 +193,19 @@ def create_app(
             db_state = "ok"
         except Exception as exc:  # report, do not raise
             db_state = f"error: {type(exc).__name__}"
-        body = {"status": "ok" if db_state == "ok" else "degraded", "db": db_state,
+        # Ray as the scheduler's last pass found it (never a Ray call here): unreachable makes
+        # the service degraded, still 200 (the process and its database work; tasks wait).
+        if not run:
+            ray_state = "not checked: the scheduler is off"
+        elif scheduler.ray_error is not None:
+            ray_state = f"unreachable: {scheduler.ray_error}"
+        else:
+            ray_state = "ok" if scheduler.ray_ok_at is not None else "unknown: no pass yet"
+        ok = db_state == "ok" and not ray_state.startswith("unreachable")
+        body = {"status": "ok" if ok else "degraded", "db": db_state, "ray": ray_state,
                 "scheduler": {"running": run, "reconciled": scheduler.reconciled,
                               "last_tick_at": iso(scheduler.last_tick_at),
+                              "ray_ok_at": iso(scheduler.ray_ok_at),
                               "last_error": scheduler.last_error},
                 "nodes": {"reconciling": reconcile, "last_error": nodes.last_error}}
         return body if db_state == "ok" else error_response(503, "database unavailable")

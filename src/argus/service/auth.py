@@ -1,8 +1,10 @@
 """Who is calling: `Authorization: Bearer <token>` to an `Identity`.
 
 The admin token is the value of the variable named by `service.admin_token_env`, compared in
-constant time; user tokens are looked up by their SHA-256 joined with the user's state on every
-request, so disabling a user takes effect at once.
+constant time; user tokens are looked up by their SHA-256 joined with the user's state, so disabling a user
+(which also revokes their tokens) takes effect at once. The short memory of token -> user is
+dropped by every change to a user made through this server (`Authenticator.forget`), and a
+lookup that raced such a change is never remembered, so a revoked token is never served from it.
 """
 
 from __future__ import annotations

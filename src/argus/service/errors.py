@@ -20,7 +20,7 @@ log = logging.getLogger("argus.service")
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
          405: "method_not_allowed", 409: "conflict", 413: "too_large",
-         415: "unsupported_media_type", 503: "unavailable"}
+         415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable"}
 
 
 class APIError(Exception):

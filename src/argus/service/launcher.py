@@ -3,17 +3,19 @@
 Owns the server's run files under `<shared_root>/common/run/`:
 
     server.yaml     the config the server was started with (ray section from the local cluster)
-    server.json     pid, URL and log path of the running server
+    server.json     pid, URL and log path of the running server (nothing of the admin token)
     admin_token     the admin token (mode 0600) when MVP_INTERNAL_TOKEN was not set
 
-and its log at `<shared_root>/common/logs/server.log`. `up` is idempotent: a server that answers
-`/healthz` is left running, and the admin token shown for it is the one it was started with
-(recognised by its SHA-256 in server.json), or none when that token is not known here. `down` stops the server (SIGTERM, then SIGKILL) and then the cluster.
+and its log at `<shared_root>/common/logs/server.log`. The run and log directories are 0750 and
+the files 0640 (the token 0600), whatever the caller's umask. `up` is idempotent: a server that
+answers `/healthz` is left running, and the admin token shown for it is the one it was started
+with: the first of $MVP_INTERNAL_TOKEN and the saved token that the server itself accepts as
+the admin's (asked over `/api/v2/me`), or none when neither is. No file holds the token but
+`admin_token`, not even hashed. `down` stops the server (SIGTERM, then SIGKILL) and then the cluster.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -32,6 +34,8 @@ from argus.service.settings import dump_settings, parse_settings
 from argus.spec.loader import load_yaml_mapping
 
 START_TIMEOUT_S = 60.0
+# How long `up` waits for the server's first scheduler pass to say whether Ray answers.
+RAY_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class ServerInfo:
     log: Path
     started_now: bool
     dashboard_url: str
+    degraded: str | None = None  # why the server reports itself degraded (Ray unreachable)
 
 
 def run_dir(shared_root: str | Path) -> Path:
@@ -54,11 +59,38 @@ def server_log(shared_root: str | Path) -> Path:
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
+    """Whether a server answers `/healthz` at `url` with 200 (alive, even if degraded)."""
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def ray_verdict(url: str, wait_s: float = RAY_WAIT_S, timeout: float = 2.0) -> str | None:
+    """Wait (at most `wait_s`) for the server's scheduler to have reached Ray once, as its
+    `/healthz` tells; the server itself never blocks on Ray to answer.
+
+    Returns:
+        None when Ray answered (or the server does not say); else why the server is degraded:
+        `Ray is unreachable: ...`, or that no scheduler pass has reached Ray yet.
+    """
+    deadline = time.monotonic() + wait_s
+    ray = "unknown"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as resp:
+                ray = str(json.loads(resp.read()).get("ray") or "ok")
+        except (urllib.error.URLError, OSError, ValueError, AttributeError):
+            pass
+        if not ray.startswith("unknown") or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if ray.startswith("unreachable"):
+        return f"Ray is {ray}"
+    if ray.startswith("unknown"):
+        return f"no scheduler pass reached Ray within {wait_s:g} s"
+    return None
 
 
 def _read_json(path: Path) -> dict | None:
@@ -68,8 +100,34 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _sha(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def _private_dir(path: Path) -> None:
+    """`path` and its missing parents, 0750 (the existing ones left as they are)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o750, exist_ok=True)
+        os.chmod(d, 0o750)
+
+
+def _write_private(path: Path, text: str, mode: int = 0o640) -> None:
+    """Write `text` to `path` with `mode` (whatever the umask, and an older file's mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, mode)
+        f.write(text)
+
+
+def accepts_as_admin(url: str, token: str, timeout: float = 3.0) -> bool:
+    """Whether the server at `url` takes `token` as the admin's (`GET /api/v2/me`)."""
+    req = urllib.request.Request(f"{url}/api/v2/me", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status == 200 and json.loads(resp.read()).get("is_admin") is True
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return False
 
 
 def known_tokens(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN") -> list[str]:
@@ -77,6 +135,8 @@ def known_tokens(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN")
     found = [os.environ.get(token_env) or ""]
     path = run_dir(shared_root) / "admin_token"
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)  # an older or careless copy: the owner's only
         found.append(path.read_text().strip())
     return [t for t in found if t]
 
@@ -87,11 +147,9 @@ def admin_token(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN") 
     if known:
         return known[0]
     path = run_dir(shared_root) / "admin_token"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_dir(path.parent)
     token = "argus_admin_" + secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    _write_private(path, token + "\n", 0o600)
     return token
 
 
@@ -99,10 +157,21 @@ def _pid_alive(pid: int) -> bool:
     return local.pid_alive(pid)
 
 
+def server_command(config: str | Path) -> list[str]:
+    """The `argus server` command line: this Python in safe-path mode (`-P`), so that neither
+    the caller's working directory nor the script's enters `sys.path` ahead of the installed
+    packages (a `secrets.py` there would otherwise replace Python's own in the server)."""
+    return [sys.executable, "-P", "-m", "argus.client.cli", "server", "--config", str(config)]
+
+
 def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int = 8080,
        host: str = "127.0.0.1", gcs_port: int = local.DEFAULT_GCS_PORT,
        dashboard_port: int = local.DEFAULT_DASHBOARD_PORT) -> ServerInfo:
     """Start (or find) the local cluster and the server.
+
+    Once the server answers, waits (at most RAY_WAIT_S) for its scheduler's first verdict on
+    Ray; when Ray is unreachable the server is left running (it follows Ray when it comes
+    back) and `ServerInfo.degraded` says why, for the caller to report and fail on.
 
     Raises:
         PortInUse: the server port is taken by something that is not this server.
@@ -116,36 +185,40 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
     info = _read_json(info_path)
     if info and _pid_alive(info.get("pid", 0)) and healthy(info["url"]):
         # Name the token the running server was started with, never one it would refuse.
-        token = next((t for t in known_tokens(shared_root) if _sha(t) == info.get("token_sha256")), None)
+        token = next((t for t in known_tokens(shared_root) if accepts_as_admin(info["url"], t)), None)
+        if "token_sha256" in info:  # written by an older `up`: the hash goes
+            _write_private(info_path, json.dumps({k: v for k, v in info.items() if k != "token_sha256"},
+                                                 indent=2) + "\n")
         return ServerInfo(info["url"], info["pid"], token, Path(info["config"]), Path(info["log"]),
-                          False, state.dashboard_url)
+                          False, state.dashboard_url, ray_verdict(info["url"]))
     token = admin_token(shared_root)
     if not local.port_free(port, host):
         raise PortInUse(f"port {port} is taken; pick another with --port")
     ray = load_yaml_mapping(local.config_file(shared_root).read_text(), "ray config")
     settings = parse_settings({"ray": ray, "service": {"host": host, "port": port}},
                               "server config", environ={})
-    rdir.mkdir(parents=True, exist_ok=True)
+    _private_dir(rdir)
     config = rdir / "server.yaml"
-    config.write_text(dump_settings(settings))
+    _write_private(config, dump_settings(settings))
     log_path = server_log(shared_root)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _private_dir(log_path.parent)
+    if not log_path.exists():
+        _write_private(log_path, "")
+    os.chmod(log_path, 0o640)
     env = {**os.environ, settings.service.admin_token_env: token, "ARGUS_SHARED_ROOT": shared_root}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "argus.client.cli", "server", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)
+        proc = subprocess.Popen(server_command(config), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, cwd=rdir, start_new_session=True)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
         if healthy(url):
-            info_path.write_text(json.dumps({"pid": proc.pid, "url": url, "config": str(config),
-                                             "log": str(log_path), "token_sha256": _sha(token)},
-                                            indent=2) + "\n")
-            return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url)
+            _write_private(info_path, json.dumps({"pid": proc.pid, "url": url, "config": str(config),
+                                                  "log": str(log_path)}, indent=2) + "\n")
+            return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url,
+                              ray_verdict(url))
         time.sleep(0.2)
     if proc.poll() is None:
         proc.kill()

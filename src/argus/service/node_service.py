@@ -50,7 +50,7 @@ from argus.domain.task import ACTIVE_STATES
 from argus.service.auth import Identity
 from argus.service.errors import APIError, not_found
 from argus.service.node_agents import AgentError, AgentOps
-from argus.service.node_views import event_view, node_view, pools_of, unmanaged_view
+from argus.service.node_views import Running, event_view, node_view, pools_of, unmanaged_view
 from argus.service.settings import ArgusSettings
 from argus.spec.errors import Problem
 from argus.store.nodes import NodeExists, NodeStore
@@ -167,15 +167,16 @@ class NodeService:
         alive = [n for n in found if n.alive]
         return (alive or found or [None])[0]
 
-    def _running_by_node(self) -> dict[str, list[str]]:
-        """Ray node id -> the active tasks whose latest attempt is placed there."""
+    def _running_by_node(self) -> Running:
+        """Ray node id -> (task id, user id) of the active tasks whose latest attempt is placed
+        there (node_views shows a user only their own)."""
         active = self.tasks.in_states([s.value for s in ACTIVE_STATES])
         latest = self.tasks.latest_attempts([t["task_id"] for t in active])
-        out: dict[str, list[str]] = {}
+        out: Running = {}
         for t in active:
             placement = json.loads((latest.get(t["task_id"]) or {}).get("placement") or "{}")
             for node_id in placement:
-                out.setdefault(node_id, []).append(t["task_id"])
+                out.setdefault(node_id, []).append((t["task_id"], t["user_id"]))
         return out
 
     # -- reads ----------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class NodeService:
         pools: dict[str, dict[str, float]] | None = None
         if snap is not None:
             names = {r["name"] for r in rows}
-            views += [unmanaged_view(n, running, self._held(n)) for n in self._unmanaged(snap, names)]
+            views += [unmanaged_view(n, running, self._held(n), who) for n in self._unmanaged(snap, names)]
             try:
                 pools = self.pool_capacity() if self.pool_capacity else pools_of(snap)
             except ClusterUnavailable as exc:
@@ -238,7 +239,7 @@ class NodeService:
         n = self._find_unmanaged(node_id, snap) if snap is not None else None
         if n is None:
             raise not_found(f"no node {node_id}")
-        return {**unmanaged_view(n, running, self._held(n)), "events": []}
+        return {**unmanaged_view(n, running, self._held(n), who), "events": []}
 
     def _row(self, name: str) -> dict[str, Any]:
         row = self.store.get(name)

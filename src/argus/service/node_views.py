@@ -1,7 +1,9 @@
 """Node rows and Ray's nodes to API bodies (docs/api.md, Nodes).
 
 Pure: a registry row (or a Ray node that joined by itself) and what Ray says about it become
-the node body; SSH details and the agent's pid are shown to the admin only.
+the node body; SSH details and the agent's pid are shown to the admin only, and so are other
+users' tasks: a user's `running_tasks` lists only their own, `running_tasks_other` counts the
+rest.
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ def ray_view(n: NodeCapacity | None) -> dict[str, Any] | None:
             "labels": dict(n.labels)}
 
 
-def node_view(row: dict[str, Any], ray: NodeCapacity | None, running: dict[str, list[str]],
+Running = dict[str, list[tuple[str, str]]]  # Ray node id -> (task id, user id) placed there
+
+
+def running_view(placed: list[tuple[str, str]], who: Identity | None) -> dict[str, Any]:
+    """`running_tasks` (the ids `who` may see, sorted) and `running_tasks_other` (how many
+    other users' tasks are there besides; 0 for the admin, `who` None)."""
+    mine = sorted(t for t, user in placed if who is None or who.owns(user))
+    return {"running_tasks": mine, "running_tasks_other": len(placed) - len(mine)}
+
+
+def node_view(row: dict[str, Any], ray: NodeCapacity | None, running: Running,
               who: Identity | None) -> dict[str, Any]:
     """A registered node with its Ray node (`who` None: the admin's view)."""
     show_ssh = who is None or who.is_admin
@@ -40,14 +52,15 @@ def node_view(row: dict[str, Any], ray: NodeCapacity | None, running: dict[str, 
         "agent_started_at": iso(row["agent_started_at"]),
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         "ray": ray_view(ray),
-        "running_tasks": sorted(running.get(ray.node_id, [])) if ray is not None and ray.alive else [],
+        **running_view(running.get(ray.node_id, []) if ray is not None and ray.alive else [], who),
     }
 
 
-def unmanaged_view(n: NodeCapacity, running: dict[str, list[str]],
-                   held: str | None = None) -> dict[str, Any]:
+def unmanaged_view(n: NodeCapacity, running: Running, held: str | None = None,
+                   who: Identity | None = None) -> dict[str, Any]:
     """A Ray worker that joined by itself: named by its `argus.io/node` label or its node id,
-    its state Ray's, or `draining` while Argus holds it (`held`: the hold's reason)."""
+    its state Ray's, or `draining` while Argus holds it (`held`: the hold's reason); `who`
+    None: the admin's view."""
     name = n.labels.get(NODE_LABEL)
     state = (NodeState.DRAINING if n.draining or (held is not None and n.alive)
              else NodeState.ONLINE if n.alive else NodeState.OFFLINE)
@@ -56,7 +69,7 @@ def unmanaged_view(n: NodeCapacity, running: dict[str, list[str]],
         "reason": held, "offline_requested": False, "pool": n.labels.get(POOL_LABEL),
         "labels": dict(n.labels), "gpus": n.total_gpus, "cpus": n.total_cpus, "ssh": None,
         "agent_pid": None, "agent_started_at": None, "created_at": None, "updated_at": None,
-        "ray": ray_view(n), "running_tasks": sorted(running.get(n.node_id, [])),
+        "ray": ray_view(n), **running_view(running.get(n.node_id, []), who),
     }
 
 

@@ -34,6 +34,16 @@ class ServiceSettings(StrictModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     admin_token_env: str = "MVP_INTERNAL_TOKEN"
     log_level: str = "warning"
+    # Per user (the admin is not limited): submissions a second, and how many may come at once
+    # after a pause; past it, 429 with Retry-After. None: no limit.
+    submit_rate_per_s: float | None = Field(default=20.0, gt=0)
+    submit_burst: int = Field(default=40, ge=1)
+    # Uncached verl checks (a Hydra compose each): worker processes, and how many checks a
+    # user may have waiting before submissions get 429.
+    check_workers: int = Field(default=2, ge=1, le=64)
+    check_queue_per_user: int = Field(default=64, ge=1)
+    # SQLite: a write-ahead log past this size is checkpointed and truncated.
+    sqlite_wal_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
 
 
 class SchedulerSettings(StrictModel):

@@ -7,19 +7,27 @@ for a task that does not exist.
 
 The offline verl check (a Hydra compose, about half a second) is cached per distinct
 (verl config directory, workload, overrides): the overrides are rendered with a fixed
-placeholder id for the check, so resubmitting the same spec does not compose again.
+placeholder id for the check, so resubmitting the same spec does not compose again. A check not
+in the cache runs in the `CheckPool` (worker processes, fair between users), awaited without
+holding a thread. The rest of acceptance (parse, cached check, insert) runs on a few threads of
+its own (`ACCEPT_THREADS`): never on the event loop, which would then wait on the database's one
+writer, and never in the thread pool the read routes use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import anyio
 import sqlalchemy as sa
 
 from argus.cluster.errors import ClusterError, JobNotFound
@@ -29,25 +37,31 @@ from argus.domain.task import (
     ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState, new_task_id, parse_task_id,
 )
 from argus.service.auth import Identity
+from argus.service.checks import CheckBacklog, CheckPool
 from argus.service.errors import APIError, not_found
+from argus.service.ratelimit import RateLimited, RateLimiter
 from argus.service.settings import ArgusSettings
 from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
 from argus.spec.inputs import input_problems
-from argus.spec.render import Rendered, check, prepare_submission
+from argus.spec.entrypoint import CONFIG_NAMES
+from argus.spec.render import Rendered, prepare_submission
 from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec
 from argus.store.tasks import TaskStore
 
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
 CHECK_ID = "mvp2-check-ppo-00000000-000000-0000--a01"
 CHECK_USER = "check"
+ACCEPT_THREADS = 2  # SQLite has one writer: more threads would only wait on it
 
 
 class CheckCache:
-    """Remembers which (config dir, workload, overrides) composed cleanly against verl."""
+    """Remembers which (config dir, workload, overrides) composed cleanly against verl; what
+    it has not seen is composed in `pool`."""
 
-    def __init__(self, size: int = 1024):
+    def __init__(self, pool: CheckPool, size: int = 1024):
+        self.pool = pool
         self.size = size
         self._ok: OrderedDict[tuple, bool] = OrderedDict()
         self._lock = threading.Lock()
@@ -57,46 +71,94 @@ class CheckCache:
         return (str(rendered.config_dir), spec.workload, tuple(rendered.overrides))
 
     def known(self, spec: TaskSpec, rendered: Rendered) -> bool:
-        """Whether this exact override set composed cleanly before."""
-        with self._lock:
-            return self.key(spec, rendered) in self._ok
-
-    def check(self, spec: TaskSpec, rendered: Rendered, source: str) -> None:
+        """Whether this exact override set composed cleanly before (or needs no compose)."""
+        if rendered.config_dir is None:
+            return True
         key = self.key(spec, rendered)
         with self._lock:
             if key in self._ok:
                 self._ok.move_to_end(key)
-                return
-        check(spec, rendered, source)  # raises SpecError; failures are not cached
+                return True
+            return False
+
+    def _start(self, user: str, spec: TaskSpec, rendered: Rendered) -> Future:
+        try:
+            return self.pool.submit(user, self.key(spec, rendered), CONFIG_NAMES[spec.workload],
+                                    list(rendered.overrides), str(rendered.config_dir),
+                                    list(spec.overrides))
+        except CheckBacklog as exc:
+            raise RateLimited(
+                f"too many new override sets waiting for their verl check: user {user} has "
+                f"{exc.waiting} (service.check_queue_per_user); retry later", 2.0,
+                [Problem("service.check_queue_per_user",
+                         f"at most {self.pool.max_queued} checks of one user wait at once")]) from None
+
+    def _finish(self, spec: TaskSpec, rendered: Rendered, problems: list[Problem], source: str) -> None:
+        if problems:
+            raise SpecError(source, problems)  # failures are not cached
         with self._lock:
-            self._ok[key] = True
+            self._ok[self.key(spec, rendered)] = True
             while len(self._ok) > self.size:
                 self._ok.popitem(last=False)
+
+    async def acheck(self, user: str, spec: TaskSpec, rendered: Rendered, source: str) -> None:
+        """`check`, awaited on the event loop without holding a thread."""
+        if self.known(spec, rendered):
+            return
+        problems = await asyncio.wrap_future(self._start(user, spec, rendered))
+        self._finish(spec, rendered, problems, source)
+
+    def check(self, user: str, spec: TaskSpec, rendered: Rendered, source: str) -> None:
+        """Compose the overrides against verl unless known clean; blocks until done.
+
+        Raises:
+            SpecError: an override does not compose.
+            RateLimited: `user` has too many checks waiting.
+        """
+        if self.known(spec, rendered):
+            return
+        self._finish(spec, rendered, self._start(user, spec, rendered).result(), source)
 
 
 class TaskService:
     def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool,
                  nudge: Callable[..., None], clock: Callable[[], float] = time.time,
-                 pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None):
+                 pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
+                 check_pool: CheckPool | None = None, rate: RateLimiter | None = None):
+        """Args:
+            check_pool: runs uncached verl checks (default: `service.check_workers` processes).
+            rate: the per-user submission rate (default: from `service.submit_*`).
+        """
         self.settings = settings
         self.pool_capacity = pool_capacity
         self.store = store
         self.jobs = jobs
         self.nudge = nudge
         self.clock = clock
-        self.checks = CheckCache()
+        svc = settings.service
+        self.checks = CheckCache(check_pool or CheckPool(
+            svc.check_workers, max_queued=svc.check_queue_per_user,
+            scrub_env=[svc.admin_token_env]))
+        self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)
+        self._accepting: anyio.CapacityLimiter | None = None
+
+    def close(self) -> None:
+        """Stop the check pool's worker processes."""
+        self.checks.pool.close()
 
     # -- accept ---------------------------------------------------------------------------
-    def parse(self, text: str) -> tuple[TaskSpec, Rendered]:
+    def parse(self, text: str, user: str | None = None) -> tuple[TaskSpec, Rendered]:
         """Parse a TaskSpec and check its inputs; the verl check is left to `validate`.
 
+        Args:
+            user: the submitting user: paths in overrides may lie in their own directory.
         Raises:
             SpecError: the YAML, a field or an input path is invalid.
         """
         now = datetime.now(timezone.utc)
         spec, rendered = prepare_submission(self.settings.ray, text, now, source="task spec",
                                             submission_id=CHECK_ID, user=CHECK_USER, validate=False)
-        problems = input_problems(spec, self.settings.shared_root)
+        problems = input_problems(spec, self.settings.shared_root, user)
         if problems:
             raise SpecError("task spec", problems)
         return spec, rendered
@@ -132,24 +194,68 @@ class TaskService:
     def needs_compose(self, parsed: tuple[TaskSpec, Rendered]) -> bool:
         """Whether checking `parsed` composes against verl (slow) rather than hits the cache."""
         spec, rendered = parsed
-        return rendered.config_dir is not None and not self.checks.known(spec, rendered)
+        return not self.checks.known(spec, rendered)
+
+    def take_rate(self, who: Identity) -> None:
+        """Count one submission of `who` against the per-user rate (the admin is not limited).
+
+        Raises:
+            RateLimited: over `service.submit_rate_per_s` (429 with Retry-After).
+        """
+        if not who.is_admin:
+            self.rate.take(who.user_id)
+
+    def _admissible(self, who: Identity, spec: TaskSpec) -> float:
+        """The checks of a spec that need no compose; returns its time limit in seconds."""
+        limit = self.time_limit_s(spec)
+        if spec.priority > DEFAULT_PRIORITY and not who.is_admin:
+            raise SpecError("task spec", [Problem(
+                "priority", f"above {DEFAULT_PRIORITY} is for the admin (`argus priority`); "
+                            f"users may lower their own tasks' priority")])
+        return limit
+
+    async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._accepting is None:  # made on the loop that uses it
+            self._accepting = anyio.CapacityLimiter(ACCEPT_THREADS)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._accepting)
+
+    async def accept(self, who: Identity, text: str) -> dict[str, Any]:
+        """`submit`, for the event loop: the work runs on the accept threads, an uncached verl
+        check in the check pool; the loop is never blocked and no thread waits on a check.
+
+        Raises:
+            SpecError: the spec is invalid (nothing is stored).
+            RateLimited: the user has too many checks waiting.
+        """
+        def prepare() -> tuple[Any, dict[str, Any] | None]:
+            spec, rendered = self.parse(text, who.user_id)
+            limit = self._admissible(who, spec)
+            if self.checks.known(spec, rendered):
+                return None, self._store(who, text, spec, limit)
+            return (spec, rendered, limit), None
+
+        pending, result = await self._off_loop(prepare)
+        if result is not None:
+            return result
+        spec, rendered, limit = pending
+        await self.checks.acheck(who.user_id, spec, rendered, "task spec")
+        return await self._off_loop(self._store, who, text, spec, limit)
 
     def submit(self, who: Identity, text: str,
                parsed: tuple[TaskSpec, Rendered] | None = None) -> dict[str, Any]:
-        """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged.
+        """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged (blocking).
 
         Args:
             parsed: `parse(text)`, when the caller has it already.
         Raises:
             SpecError: the spec is invalid (nothing is stored).
         """
-        spec, rendered = parsed or self.parse(text)
-        limit = self.time_limit_s(spec)
-        if spec.priority > DEFAULT_PRIORITY and not who.is_admin:
-            raise SpecError("task spec", [Problem(
-                "priority", f"above {DEFAULT_PRIORITY} is for the admin (`argus priority`); "
-                            f"users may lower their own tasks' priority")])
-        self.checks.check(spec, rendered, "task spec")
+        spec, rendered = parsed or self.parse(text, who.user_id)
+        limit = self._admissible(who, spec)
+        self.checks.check(who.user_id, spec, rendered, "task spec")
+        return self._store(who, text, spec, limit)
+
+    def _store(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> dict[str, Any]:
         now = self.clock()
         when = datetime.fromtimestamp(now, tz=timezone.utc)
         for _ in range(20):

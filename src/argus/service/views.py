@@ -1,9 +1,15 @@
-"""Rows to API bodies (docs/api.md): ISO times, the seeds' field names."""
+"""Rows to API bodies (docs/api.md): ISO times, the seeds' field names.
+
+A task's `jobspec_yaml` is shown with its `env_vars` values redacted (argus.spec.redact); the
+database keeps the text verbatim.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
+
+from argus.spec.redact import redact_spec_text
 
 
 def iso(ts: float | None) -> str | None:
@@ -74,7 +80,7 @@ def task_detail(row: dict[str, Any], latest: dict[str, Any] | None) -> dict[str,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         "ended_at": iso(row["ended_at"]),
-        "jobspec_yaml": row["jobspec_yaml"],
+        "jobspec_yaml": redact_spec_text(row["jobspec_yaml"]),
     }
 
 

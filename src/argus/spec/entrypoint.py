@@ -4,7 +4,8 @@ Owns the verl entrypoints (facts checked against verl 0.9.1):
 - PPO and GRPO: `python3 -m verl.trainer.main_ppo` (Hydra config `ppo_trainer`);
 - SFT: `python3 -m verl.trainer.sft_trainer_ray` (Hydra config `sft_trainer_engine`);
 as Hydra overrides in the seeds' style, each shell-quoted, free text and paths quoted for Hydra.
-Also owns the runtime env (config env vars, then the spec's, then `PYTHONPATH=<code_path>:...`)
+Also owns the runtime env (config env vars, then the spec's, then `PYTHONSAFEPATH=1` and
+`PYTHONPATH=<code_path>`: a job imports its own code first, never its working directory's)
 and the driver placement (`entrypoint_num_cpus`, `entrypoint_resources` from the config).
 Pure: no Ray, no I/O.
 """
@@ -107,16 +108,26 @@ def build_entrypoint(spec: TaskSpec, submission_id: str, job_root: PurePosixPath
     return " ".join(["python3", "-m", module, *(shell_quote(a) for a in args)])
 
 
+SAFE_PATH_ENV = "PYTHONSAFEPATH"
+
+
 def build_runtime_env(config: RayConfig, spec: TaskSpec) -> dict[str, Any]:
-    """env_vars: the config's, then the spec's, then PYTHONPATH with the job's own code first."""
+    """env_vars: the config's, then the spec's, then what makes the job import only what it
+    was given: `PYTHONSAFEPATH=1` (Python 3.11: no working directory or script directory is
+    put on `sys.path`) and `PYTHONPATH=<code_path>` (then the pool shim for a pool task), so
+    `sys.path[0]` is the job's `code_path` in the driver and in every process it starts. The
+    node's own PYTHONPATH is not appended: unset there (the node's environment is an
+    allow-list), `${PYTHONPATH}` would leave an empty entry, which Python reads as the working
+    directory."""
     env = dict(config.runtime_env.env_vars)
     env.update(spec.env_vars)
+    env[SAFE_PATH_ENV] = "1"
     if spec.pool:
         # The job's own placement groups stay in the pool too (argus.runtime.pool_shim).
         env[POOL_ENV] = spec.pool
-        env["PYTHONPATH"] = f"{spec.code_path}:{shim_dir(config.shared_root)}:${{PYTHONPATH}}"
+        env["PYTHONPATH"] = f"{spec.code_path}:{shim_dir(config.shared_root)}"
     else:
-        env["PYTHONPATH"] = f"{spec.code_path}:${{PYTHONPATH}}"
+        env["PYTHONPATH"] = spec.code_path
     return {"env_vars": env}
 
 

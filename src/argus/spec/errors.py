@@ -53,6 +53,16 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return current
 
 
+def field_name(loc: tuple) -> str:
+    """`("overrides", 2)` -> `overrides[2]`, `("env_vars", "LD_PRELOAD", "[key]")` -> `env_vars.LD_PRELOAD`."""
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def problems_from_validation(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
     """Translate a pydantic `ValidationError` of `model` into `Problem`s.
 
@@ -62,7 +72,7 @@ def problems_from_validation(exc: ValidationError, model: type[BaseModel]) -> li
     problems: list[Problem] = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
-        field = ".".join(str(p) for p in loc) or "<root>"
+        field = field_name(loc) or "<root>"
         if err.get("type") == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             names = sorted(parent.model_fields) if parent else []

@@ -6,21 +6,28 @@ Owns the seeds' fields exactly (`workload`, `submission_id`, `code_path`, `model
 `rollout_engine`, `rollout_n`, `critic_model_id`, `max_ckpt_to_keep`, `experiment_name`,
 `wandb`, `overrides` and `env_vars`, and for the service's scheduler `priority` (0-1000,
 default 500), `time_limit` (`90m`, `2h`, … ) and `pool` (the node pool to run in). Invariants: paths are absolute, free text is safe to quote
-for Hydra, `save_freq` defaults to the seeds' disk rule (10), and `overrides` never touch the
-keys that Argus manages (the job's own directory, the gang shape).
+for Hydra, `save_freq` defaults to the seeds' disk rule (10), `overrides` never touch the
+keys that Argus manages (the job's own directory, the gang shape) nor escape the run
+(`argus.spec.overrides`), a model id is a hub id or an absolute path, and `env_vars` never
+set the loader, the interpreter, the shell, the GPUs or Ray's hooks. Paths are compared with
+the roots the user may read by `argus.spec.inputs` (that needs the filesystem).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from argus.domain.durations import parse_duration
 from argus.spec.config import StrictModel, check_env_vars
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
+from argus.spec.overrides import MANAGED_KEYS, check_model_id, check_override
+
+__all__ = ["MANAGED_KEYS", "RESERVED_ENV_VARS", "DENIED_ENV_VARS", "DENIED_ENV_PREFIXES",
+           "TaskSpec", "WandbSpec", "check_free_text", "load_task_spec", "parse_task_spec"]
 
 Workload = Literal["ppo", "grpo", "sft"]
 SUBMISSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -39,15 +46,31 @@ RESERVED_ENV_VARS = {
     "VERL_FULL_DETERMINISM": "set by verl in ray.init; a conflicting value makes Ray refuse the job",
     "PYTHONHASHSEED": "set by verl in ray.init; a conflicting value makes Ray refuse the job",
 }
-# Hydra keys that Argus derives from the TaskSpec and the job root; overriding them would
-# break isolation (outputs) or the gang the scheduler admitted.
-MANAGED_KEYS = (
-    "trainer.default_local_dir",
-    "trainer.nnodes",
-    "trainer.n_gpus_per_node",
-    "trainer.device",
-    "trainer.logger",
-)
+_LOADER = "loads code into every process of the job (dynamic loader)"
+_PYTHON = "changes how the job's Python interpreter starts or what it imports"
+_SHELL = "changes what the job's shell runs"
+_GPUS = "Ray assigns the job's GPUs; setting this would reach GPUs of other tasks"
+# Variables that would change the loader, the interpreter, the shell, the GPUs Ray assigned,
+# or read the control plane's secrets: refused with the reason.
+DENIED_ENV_VARS = {
+    "PYTHONHOME": _PYTHON, "PYTHONSTARTUP": _PYTHON, "PYTHONINSPECT": _PYTHON,
+    "PYTHONUSERBASE": _PYTHON, "PYTHONSAFEPATH": _PYTHON, "PYTHONEXECUTABLE": _PYTHON,
+    "PYTHONPLATLIBDIR": _PYTHON, "PYTHONBREAKPOINT": _PYTHON, "PYTHONNOUSERSITE": _PYTHON,
+    "PATH": "decides which programs the job runs", "BASH_ENV": _SHELL, "ENV": _SHELL,
+    "SHELLOPTS": _SHELL, "BASHOPTS": _SHELL, "IFS": _SHELL, "PS4": _SHELL,
+    "GCONV_PATH": _LOADER, "GLIBC_TUNABLES": _LOADER,
+    "CUDA_VISIBLE_DEVICES": _GPUS, "NVIDIA_VISIBLE_DEVICES": _GPUS, "HIP_VISIBLE_DEVICES": _GPUS,
+    "ROCR_VISIBLE_DEVICES": _GPUS, "ASCEND_RT_VISIBLE_DEVICES": _GPUS,
+    "MVP_INTERNAL_TOKEN": "is the control plane's admin token, never a job's",
+}
+DENIED_ENV_PREFIXES = {
+    "LD_": _LOADER,
+    "DYLD_": _LOADER,
+    "RAY_": "configures Ray itself (hooks such as RAY_RUNTIME_ENV_HOOK run code in Ray's processes)",
+    "ARGUS_": "is Argus's own configuration",
+    "OMPI_": "configures Open MPI, which can run commands of its own (e.g. plm_rsh_agent)",
+    "PMIX_": "configures PMIx, which can run commands of its own",
+}
 
 
 def check_free_text(value: str) -> str:
@@ -79,6 +102,26 @@ class WandbSpec(StrictModel):
         return None if v is None else check_free_text(v)
 
 
+def check_env_name(name: str) -> str:
+    """Refuse a job environment variable that Argus sets or that would escape the job.
+
+    Raises:
+        ValueError: the name is reserved or denied, with the reason.
+    """
+    if name in RESERVED_ENV_VARS:
+        raise ValueError(f"'{name}' cannot be set: {RESERVED_ENV_VARS[name]}")
+    reason = DENIED_ENV_VARS.get(name) or next(
+        (why for prefix, why in DENIED_ENV_PREFIXES.items() if name.startswith(prefix)), None)
+    if reason:
+        raise ValueError(f"'{name}' cannot be set: it {reason}")
+    return name
+
+
+def _override_item(value: str) -> str:
+    check_override(value)
+    return value
+
+
 class TaskSpec(StrictModel):
     """One verl PPO, GRPO or SFT run."""
 
@@ -101,8 +144,8 @@ class TaskSpec(StrictModel):
     max_ckpt_to_keep: int = Field(default=3, ge=1)
     experiment_name: str | None = None
     wandb: WandbSpec | None = None
-    overrides: list[str] = Field(default_factory=list)
-    env_vars: dict[str, Any] = Field(default_factory=dict)
+    overrides: list[Annotated[str, AfterValidator(_override_item)]] = Field(default_factory=list)
+    env_vars: dict[Annotated[str, AfterValidator(check_env_name)], Any] = Field(default_factory=dict)
     # Scheduling (the service): higher starts first among waiting tasks; the run is stopped
     # (TIMEOUT) at its time limit, default and maximum set by the server's config.
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=1000)
@@ -153,7 +196,13 @@ class TaskSpec(StrictModel):
             return None
         if not v.strip():
             raise ValueError("must not be empty")
-        return check_free_text(v)
+        check_free_text(v)
+        return v
+
+    @field_validator("model_id", "critic_model_id")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        return None if v is None else check_model_id(v)
 
     @field_validator("save_freq", "test_freq")
     @classmethod
@@ -165,27 +214,7 @@ class TaskSpec(StrictModel):
     @field_validator("env_vars")
     @classmethod
     def _env(cls, v: dict[str, Any]) -> dict[str, str]:
-        out = check_env_vars(v)
-        for key in out:
-            if key in RESERVED_ENV_VARS:
-                raise ValueError(f"'{key}' cannot be set: {RESERVED_ENV_VARS[key]}")
-        return out
-
-    @field_validator("overrides")
-    @classmethod
-    def _overrides(cls, v: list[str]) -> list[str]:
-        for item in v:
-            if not isinstance(item, str) or "=" not in item:
-                raise ValueError(f"'{item}' is not a Hydra override of the form key=value")
-            key = item.split("=", 1)[0].lstrip("+~")
-            hit = next((m for m in MANAGED_KEYS if key == m or m.startswith(key + ".")), None)
-            if hit == key:
-                raise ValueError(f"'{key}' is set by Argus and cannot be overridden")
-            if hit:
-                raise ValueError(f"'{key}' would change '{hit}', which is set by Argus")
-            if any(ord(c) < 32 for c in item):
-                raise ValueError(f"'{item}' contains control characters")
-        return v
+        return check_env_vars(v)  # each name was checked by check_env_name (env_vars.<NAME>)
 
     @field_validator("rollout_n")
     @classmethod

@@ -9,10 +9,17 @@ deadlock on a lock upgrade. The write engine holds a single connection, so write
 process queue on the pool (woken at once) instead of in SQLite's busy handler (which sleeps and
 polls, and made tail latency seconds long under 32 concurrent writers). PostgreSQL uses one pooled engine for both, at READ COMMITTED, with
 `SELECT … FOR UPDATE` where a transition reads before it writes.
+
+The SQLite write-ahead log stays bounded: `Database.checkpoint` (run by the server every second)
+copies it into the database file, and once the log file is over `wal_max_bytes` it checkpoints
+with TRUNCATE on the write connection (so no writer of this process is waiting behind it) and
+the file shrinks to nothing; `journal_size_limit` also cuts the file back whenever the log
+restarts.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +27,15 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
+from argus.store.fairpool import FairQueuePool
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WAL_MAX_BYTES = 16 * 1024 * 1024
+# How long a TRUNCATE checkpoint waits for readers before giving up until the next one.
+TRUNCATE_BUSY_TIMEOUT_MS = 250
+
+log = logging.getLogger("argus.store")
 
 
 @dataclass
@@ -31,18 +45,74 @@ class Database:
     url: str
     read: sa.Engine
     write: sa.Engine
+    wal_max_bytes: int = WAL_MAX_BYTES
 
     @property
     def is_sqlite(self) -> bool:
         return self.read.dialect.name == "sqlite"
 
-    def checkpoint(self) -> None:
+    @property
+    def wal_path(self) -> Path | None:
+        """SQLite's write-ahead log file (None: not SQLite, or in memory)."""
+        if not self.is_sqlite:
+            return None
+        path = sa.engine.make_url(self.url).database
+        return Path(path + "-wal") if path and path != ":memory:" else None
+
+    def wal_bytes(self) -> int:
+        """The size of the write-ahead log file (0 when there is none)."""
+        path = self.wal_path
+        try:
+            return path.stat().st_size if path is not None else 0
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint(self) -> bool:
         """SQLite: copy the write-ahead log into the database file (PASSIVE: never waits for,
-        nor blocks, a writer). The server runs this on a thread of its own, so no request pays
-        for a checkpoint's fsync; a no-op on PostgreSQL."""
-        if self.is_sqlite:
-            with self.read.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        nor blocks, a writer); when the log file is over `wal_max_bytes`, checkpoint with
+        TRUNCATE instead (`truncate_wal`). The server runs this on a thread of its own, so no
+        request pays for a checkpoint's fsync; a no-op on PostgreSQL.
+
+        Returns:
+            True when the log was truncated.
+        """
+        if not self.is_sqlite:
+            return False
+        if self.wal_bytes() > self.wal_max_bytes:
+            return self.truncate_wal()
+        raw = self.read.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            raw.close()
+        return False
+
+    def truncate_wal(self) -> bool:
+        """SQLite: checkpoint everything and truncate the log file to zero bytes.
+
+        Runs on the write engine's one connection, so the writers of this process wait for it
+        on the pool (it takes milliseconds) rather than it waiting for them; it waits at most
+        `TRUNCATE_BUSY_TIMEOUT_MS` for readers of an older snapshot, else gives up until the
+        next call.
+
+        Returns:
+            True when the whole log was copied and the file truncated.
+        """
+        if not self.is_sqlite:
+            return False
+        raw = self.write.raw_connection()
+        try:
+            conn = raw.driver_connection
+            conn.execute(f"PRAGMA busy_timeout={TRUNCATE_BUSY_TIMEOUT_MS}")
+            try:
+                busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            raw.close()
+        if busy:
+            log.debug("WAL truncation deferred: a reader or writer was busy")
+        return not busy
 
     def dispose(self) -> None:
         self.read.dispose()
@@ -50,11 +120,12 @@ class Database:
             self.write.dispose()
 
 
-def _sqlite_engine(url: str, begin: str, pool_size: int, autocheckpoint: bool = True) -> sa.Engine:
+def _sqlite_engine(url: str, begin: str, pool_size: int, autocheckpoint: bool = True,
+                   wal_max_bytes: int = WAL_MAX_BYTES) -> sa.Engine:
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         pool_size=pool_size, max_overflow=0 if pool_size == 1 else 16, pool_timeout=60,
-        poolclass=sa.pool.QueuePool,
+        poolclass=FairQueuePool if pool_size == 1 else sa.pool.QueuePool,  # writers served in order
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -65,6 +136,7 @@ def _sqlite_engine(url: str, begin: str, pool_size: int, autocheckpoint: bool = 
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA journal_size_limit={int(wal_max_bytes)}")
         if not autocheckpoint:
             cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
@@ -76,20 +148,23 @@ def _sqlite_engine(url: str, begin: str, pool_size: int, autocheckpoint: bool = 
     return engine
 
 
-def connect(url: str, autocheckpoint: bool = True) -> Database:
+def connect(url: str, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_BYTES) -> Database:
     """Engines for `url` (`sqlite:///path` or `postgresql+psycopg://…`); the SQLite file's
     directory is created.
 
     Args:
         autocheckpoint: False leaves SQLite's checkpoints to `Database.checkpoint`, which the
             caller then runs regularly (the server does, off the request path).
+        wal_max_bytes: SQLite: the write-ahead log size past which it is truncated.
     """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return Database(url, _sqlite_engine(url, "BEGIN", 8),
-                        _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint))
+        return Database(url, _sqlite_engine(url, "BEGIN", 8, wal_max_bytes=wal_max_bytes),
+                        _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint,
+                                       wal_max_bytes=wal_max_bytes),
+                        wal_max_bytes)
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     return Database(url, engine, engine)
 
@@ -103,8 +178,8 @@ def migrate(db: Database) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_database(url: str, autocheckpoint: bool = True) -> Database:
+def open_database(url: str, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_BYTES) -> Database:
     """Connect and migrate."""
-    db = connect(url, autocheckpoint)
+    db = connect(url, autocheckpoint, wal_max_bytes)
     migrate(db)
     return db

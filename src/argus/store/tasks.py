@@ -15,7 +15,7 @@ caller (the clock is never read here).
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -26,6 +26,23 @@ from argus.store.schema import attempts, task_events, tasks
 
 def _row(r: Any) -> dict[str, Any] | None:
     return None if r is None else dict(r._mapping)
+
+
+def _dicts(result: Any) -> list[dict[str, Any]]:
+    """Every row of `result` as a dict (zipped with the keys once: a row's `_mapping` per row
+    costs several times more, which shows on a queue of thousands)."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, r)) for r in result.all()]
+
+
+def wait_changed(row: Mapping[str, Any], code: str, detail: str, est: float | None) -> bool:
+    """Whether recording this wait would change the waiting task's row (its state, reason
+    code, detail or estimated start). A retry's BeginTime keeps the evidence it was written
+    with, so only its code and estimate count."""
+    if code == "BeginTime" and row["pending_code"] == code:
+        detail = row["pending_reason"]
+    return (row["state"], row["pending_code"], row["pending_reason"], row["estimated_start"]) != (
+        TaskState.PENDING_RESOURCES.value, code, detail, est)
 
 
 class TaskStore:
@@ -99,7 +116,9 @@ class TaskStore:
         A QUEUED task becomes PENDING_RESOURCES. One transaction for all of them, written in
         bulk and only where something changed: the rows are read (and, on PostgreSQL, locked)
         first, so each UPDATE is still a compare-and-set on the state read. An event is written
-        when the state or the reason's code changes. Returns how many changed state.
+        when the state or the reason's code changes. Returns how many changed state. Callers
+        that read the rows already pass only the waits that `wait_changed` finds new, so a pass
+        that changes nothing opens no write transaction at all.
         """
         if not waits:
             return 0
@@ -114,11 +133,10 @@ class TaskStore:
             changes, events = [], []
             for r in conn.execute(q).all():
                 _, code, detail, est = by_id[r.task_id]
+                if not wait_changed(r._mapping, code, detail, est):
+                    continue
                 if code == "BeginTime" and r.pending_code == code:
                     detail = r.pending_reason  # keep the evidence of the failed start
-                if (r.state, r.pending_code, r.pending_reason, r.estimated_start) == (
-                        TaskState.PENDING_RESOURCES.value, code, detail, est):
-                    continue
                 changes.append({"tid": r.task_id, "old": r.state, "code": code, "detail": detail, "est": est})
                 if r.state != TaskState.PENDING_RESOURCES or r.pending_code != code:
                     events.append({"task_id": r.task_id, "at": now, "from_state": r.state,
@@ -156,7 +174,7 @@ class TaskStore:
              .where(attempts.c.start_time.is_not(None),
                     sa.or_(attempts.c.end_time.is_(None), attempts.c.end_time > since)))
         with self.db.read.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return _dicts(conn.execute(q))
 
     def start_attempt(self, task_id: str, expected_attempts: int, job_root: str,
                       placement: dict[str, float], now: float) -> dict[str, Any] | None:
@@ -205,7 +223,7 @@ class TaskStore:
         if before_seq is not None:
             q = q.where(tasks.c.seq < before_seq)
         with self.db.read.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return _dicts(conn.execute(q))
 
     def in_states(self, states: Iterable[str], user_id: str | None = None) -> list[dict[str, Any]]:
         """Tasks in `states`, oldest first."""
@@ -213,7 +231,7 @@ class TaskStore:
         if user_id is not None:
             q = q.where(tasks.c.user_id == user_id)
         with self.db.read.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return _dicts(conn.execute(q))
 
     def due(self, now: float, limit: int = 1000) -> list[dict[str, Any]]:
         """New and due waiting tasks, oldest first: every QUEUED task, and the
@@ -226,8 +244,8 @@ class TaskStore:
                    .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= now)
                    .order_by(tasks.c.seq).limit(limit))
         with self.db.read.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(queued)]
-            rows += [dict(r._mapping) for r in conn.execute(pending)]
+            rows = _dicts(conn.execute(queued))
+            rows += _dicts(conn.execute(pending))
         rows.sort(key=lambda r: r["seq"])
         return rows[:limit]
 
@@ -252,18 +270,19 @@ class TaskStore:
         q = sa.select(attempts).join(latest, sa.and_(attempts.c.task_id == latest.c.task_id,
                                                      attempts.c.attempt_no == latest.c.n))
         with self.db.read.connect() as conn:
-            return {r.task_id: dict(r._mapping) for r in conn.execute(q)}
+            return {r["task_id"]: r for r in _dicts(conn.execute(q))}
 
     def unarchived_final_attempts(self) -> list[dict[str, Any]]:
-        """Attempts whose Ray job ended, or whose task ended (even if Ray never confirmed the
-        submission: a job it did accept is then found and stopped), with no archived log."""
+        """Attempts whose Ray job ended (or was lost with its head), or whose task ended (even
+        if Ray never confirmed the submission: a job it did accept is then found and stopped),
+        with no archived log."""
         q = (sa.select(attempts).join(tasks, tasks.c.task_id == attempts.c.task_id)
              .where(attempts.c.log_archived.is_(False),
                     sa.or_(tasks.c.state.in_([s.value for s in FINAL_STATES]),
                            sa.and_(attempts.c.submitted_at.is_not(None),
-                                   attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED"])))))
+                                   attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED", "LOST"])))))
         with self.db.read.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return _dicts(conn.execute(q))
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         with self.db.read.connect() as conn:

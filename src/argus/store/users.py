@@ -1,8 +1,11 @@
 """Users and their API tokens.
 
-Owns `users` and `tokens`. Invariants: only a token's SHA-256 is stored, never the token; a
-disabled user's tokens resolve to nobody from the moment `disable` commits (the lookup joins the
-user's state, nothing is cached here).
+Owns `users` and `tokens`. Invariants: only a token's SHA-256 is stored, never the token;
+disabling a user revokes (deletes) every token they have, in the same transaction, and the lookup
+joins the user's state, so a disabled user's tokens resolve to nobody from the moment `disable`
+commits (nothing is cached here); re-enabling revokes again whatever a race may have slipped in,
+so no token issued before a re-enable ever works after it; a token is only issued to an active
+user.
 """
 
 from __future__ import annotations
@@ -57,19 +60,59 @@ class UserStore:
             return [dict(r._mapping) for r in conn.execute(sa.select(users).order_by(users.c.user_id))]
 
     def disable(self, user_id: str, now: float) -> bool:
-        """False when there is no such user."""
+        """Disable `user_id` and revoke every token they have.
+
+        Args:
+            user_id: the user.
+            now: the time recorded as `disabled_at`.
+        Returns:
+            False when there is no such user.
+        """
         with self.db.write.begin() as conn:
             res = conn.execute(users.update().where(users.c.user_id == user_id)
                                .values(state=DISABLED, disabled_at=now))
-            return res.rowcount == 1
+            if res.rowcount != 1:
+                return False
+            conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
+            return True
 
-    def issue_token(self, user_id: str, now: float) -> str:
-        """A new token for an existing user; the plain token is returned only here."""
-        token = new_token()
+    def enable(self, user_id: str) -> bool:
+        """Make a disabled user active again, with no token: old tokens stay revoked.
+
+        An active user is left as is (their tokens too).
+
+        Args:
+            user_id: the user.
+        Returns:
+            False when there is no such user.
+        """
         with self.db.write.begin() as conn:
-            conn.execute(tokens.insert().values(token_hash=hash_token(token), user_id=user_id,
-                                                created_at=now))
-        return token
+            res = conn.execute(users.update()
+                               .where(users.c.user_id == user_id, users.c.state == DISABLED)
+                               .values(state=ACTIVE, disabled_at=None))
+            if res.rowcount == 1:
+                # Whatever was issued while the user was disabled (a race with `disable`) goes too.
+                conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
+                return True
+            return conn.execute(sa.select(users.c.user_id)
+                                .where(users.c.user_id == user_id)).first() is not None
+
+    def issue_token(self, user_id: str, now: float) -> str | None:
+        """A new token for an active user; the plain token is returned only here.
+
+        Args:
+            user_id: the user.
+            now: the token's `created_at`.
+        Returns:
+            The token, or None when the user does not exist or is disabled (nothing stored).
+        """
+        token = new_token()
+        active = sa.select(sa.literal(hash_token(token)), users.c.user_id, sa.literal(now)).where(
+            users.c.user_id == user_id, users.c.state == ACTIVE)
+        with self.db.write.begin() as conn:
+            stored = conn.execute(tokens.insert().from_select(["token_hash", "user_id", "created_at"], active)
+                                  .returning(tokens.c.user_id)).first()
+        return token if stored is not None else None
 
     def user_for_token(self, token: str) -> str | None:
         """The active user owning `token`, else None."""

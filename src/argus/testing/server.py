@@ -2,7 +2,7 @@
 
 `ServerProcess(ray_config_path, workdir, admin_token, **scheduler)` writes a server config (the
 cluster's RayConfig as its `ray` section, SQLite under `workdir` unless `db_url` is given), then
-`start()` runs `python -m argus.client.cli server` and waits for `/healthz`; `kill()` is SIGKILL
+`start()` runs `argus server` as `argus up` does (`launcher.server_command`) and waits for `/healthz`; `kill()` is SIGKILL
 (a crash), `stop()` a clean stop.
 """
 
@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from argus.client.sdk import ArgusClient
+from argus.client.sdk import ArgusAPIError, ArgusClient
 from argus.cluster.local import port_free
+from argus.service.launcher import server_command
 
 
 def free_port(start: int) -> int:
@@ -29,8 +29,10 @@ def free_port(start: int) -> int:
 
 class ServerProcess:
     def __init__(self, ray_config_path: str | Path, workdir: Path, admin_token: str,
-                 db_url: str | None = None, port: int | None = None, **scheduler):
+                 db_url: str | None = None, port: int | None = None, cwd: Path | None = None,
+                 **scheduler):
         self.workdir = workdir
+        self.cwd = cwd
         self.admin_token = admin_token
         self.port = port or free_port(18480)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -47,9 +49,9 @@ class ServerProcess:
     def start(self, timeout: float = 60) -> None:
         env = {**os.environ, "MVP_INTERNAL_TOKEN": self.admin_token}
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "argus.client.cli", "server", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            self.proc = subprocess.Popen(server_command(self.config), stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, cwd=self.cwd)
         admin = ArgusClient(self.url, self.admin_token, timeout=5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,3 +78,24 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def user_client(url: str, admin_token: str, user: str) -> ArgusClient:
+    """A client for `user` (created if new) with a fresh token issued by the admin."""
+    admin = ArgusClient(url, admin_token)
+    try:
+        admin.create_user(user)
+    except ArgusAPIError as exc:
+        assert exc.status == 409
+    return ArgusClient(url, admin.issue_token(user)["token"])
+
+
+def wait_state(client: ArgusClient, tid: str, states: set[str], timeout: float = 120) -> dict:
+    """Poll the task until its state is one of `states`; fail with the task after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task = client.task(tid)
+        if task["state"] in states or time.monotonic() > deadline:
+            assert task["state"] in states, f"{tid} is {task['state']} after {timeout}s, not {states}: {task}"
+            return task
+        time.sleep(0.3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from argus.service.auth import Identity, admin_identity, current_identity
@@ -25,6 +24,8 @@ def _svc(request: Request):
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/yaml": {"schema": {"type": "string"}}}}})
 async def submit(request: Request, who: Caller) -> JSONResponse:
+    svc = _svc(request)
+    svc.take_rate(who)  # 429 with Retry-After past the user's submission rate
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in YAML_TYPES:
         raise APIError(415, f"the body must be TaskSpec YAML with Content-Type {YAML_TYPES[0]} "
@@ -34,13 +35,9 @@ async def submit(request: Request, who: Caller) -> JSONResponse:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise APIError(400, "the body is not UTF-8", [Problem("<body>", "must be UTF-8 text")]) from None
-    svc = _svc(request)
-    parsed = svc.parse(text)  # well under a millisecond
-    if svc.needs_compose(parsed):  # about half a second of Hydra: keep it off the event loop
-        result = await run_in_threadpool(svc.submit, who, text, parsed)
-    else:  # about a millisecond: a thread hop would cost more than it saves
-        result = svc.submit(who, text, parsed)
-    return JSONResponse(result, status_code=201)
+    # Off the event loop: parse and insert on the accept threads, a new override set's verl
+    # check in the check pool (fair between users); reads are never queued behind them.
+    return JSONResponse(await svc.accept(who, text), status_code=201)
 
 
 def _states(raw: list[str] | None) -> list[str]:

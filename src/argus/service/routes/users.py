@@ -62,17 +62,28 @@ def issue_token(request: Request, user_id: str, _: Admin) -> dict:
     user = _users(request).get(user_id) if _known_id(user_id) else None
     if user is None:
         raise not_found(f"no user {user_id}")
-    if user["state"] != "ACTIVE":
+    token = _users(request).issue_token(user_id, time.time()) if user["state"] == "ACTIVE" else None
+    if token is None:
         raise APIError(409, f"user {user_id} is disabled")
-    return {"user_id": user_id, "token": _users(request).issue_token(user_id, time.time())}
+    return {"user_id": user_id, "token": token}
 
 
-@router.post("/users/{user_id}:disable", summary="Disable a user (admin); their tokens stop at once")
+@router.post("/users/{user_id}:disable",
+             summary="Disable a user (admin); every token of theirs is revoked at once, for good")
 def disable_user(request: Request, user_id: str, _: Admin) -> dict:
     if not _known_id(user_id) or not _users(request).disable(user_id, time.time()):
         raise not_found(f"no user {user_id}")
     request.app.state.auth.forget()  # the user's tokens stop working with the next request
     return {"user_id": user_id, "state": "DISABLED"}
+
+
+@router.post("/users/{user_id}:enable",
+             summary="Re-enable a disabled user (admin); their old tokens stay revoked")
+def enable_user(request: Request, user_id: str, _: Admin) -> dict:
+    if not _known_id(user_id) or not _users(request).enable(user_id):
+        raise not_found(f"no user {user_id}")
+    request.app.state.auth.forget()  # nothing remembered from before survives the change
+    return {"user_id": user_id, "state": "ACTIVE"}
 
 
 @router.get("/me", summary="Who you are")

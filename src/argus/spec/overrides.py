@@ -1,0 +1,199 @@
+"""Which Hydra overrides a user may hand in: none of them can escape the user's own run.
+
+Owns the rules on a TaskSpec's `overrides`, checked with Hydra's own override grammar so
+that quoted values, lists and dicts are walked element by element:
+
+- no interpolation: no `$` anywhere (`${oc.env:...}`, `${oc.decode:...}` and every other
+  resolver, and the escapes that produce them), so no value can read the job's environment;
+- no key that Argus sets (`MANAGED_KEYS`), nor a parent that would replace one;
+- no key that writes outputs or changes the runtime: `hydra.*`, any `*_dir` or `*save_path`,
+  `record_file`, `timeline_json_file`, Ray's `runtime_env` / `py_executable` and the rest of
+  `ray_kwargs.ray_init` but `num_cpus`, Hydra's instantiation keys (`_target_`, ...) and
+  shell commands (`*_cmd`);
+- no path relative to the home (`~`) or to the working directory (`./x`, `a/../b`); absolute
+  paths (and `file://` URIs) are returned by `override_paths` for the check against the roots
+  the user may read (`argus.spec.inputs`), which needs the filesystem. Everything else is pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Hydra keys that Argus derives from the TaskSpec and the job root; overriding them would
+# break isolation (outputs) or the gang the scheduler admitted.
+MANAGED_KEYS = (
+    "trainer.default_local_dir",
+    "trainer.nnodes",
+    "trainer.n_gpus_per_node",
+    "trainer.device",
+    "trainer.logger",
+)
+# The one key under ray_kwargs.ray_init that only sizes ray.init (verl 0.9.1's default config).
+RAY_INIT_ALLOWED = frozenset({"num_cpus"})
+_OUTPUT_SEGMENT = re.compile(
+    r"^(?:.*_)?(?:dir|save_path)$|^(?:logdir|outdir|record_file|timeline_json_file)$")
+_HYDRA_SPECIAL = re.compile(r"^_[a-z]+_$")
+_RUNTIME_SEGMENTS = frozenset({"runtime_env", "env_vars", "py_executable"})
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class CheckedOverride:
+    """One override that passed the rules: its dotted key and the absolute paths it names."""
+
+    key: str
+    paths: tuple[str, ...]
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` (dotted; `/` of a config group counts as `.`) may not be overridden, or None."""
+    segments = [s.lower() for s in key.replace("/", ".").split(".")]
+    dotted = ".".join(segments)
+    if segments[0] == "hydra":
+        return (f"'{key}' is Hydra's own configuration (where it writes its outputs and logs, "
+                f"its launcher and callbacks) and cannot be overridden")
+    for managed in MANAGED_KEYS:
+        if dotted == managed:
+            return f"'{key}' is set by Argus and cannot be overridden"
+        if managed.startswith(dotted + "."):
+            return f"'{key}' would change '{managed}', which is set by Argus"
+    if any(_HYDRA_SPECIAL.match(s) for s in segments):
+        return f"'{key}' chooses which Python object is instantiated and cannot be overridden"
+    if any(s in _RUNTIME_SEGMENTS for s in segments):
+        return (f"'{key}' would change the environment or the interpreter of the job's "
+                f"processes, which Argus sets (use env_vars for environment variables)")
+    if segments[:2] == ["ray_kwargs", "ray_init"] and len(segments) > 2 \
+            and segments[2] not in RAY_INIT_ALLOWED:
+        return (f"'{key}' is passed to ray.init and could attach the job elsewhere in the cluster; "
+                f"only ray_kwargs.ray_init.num_cpus may be set")
+    last = segments[-1]
+    if _OUTPUT_SEGMENT.match(last) or segments[-2:] == ["prometheus", "file"]:
+        return (f"'{key}' names a place the job writes to; a job writes only inside its own "
+                f"directory, which Argus sets")
+    if last.endswith("_cmd") or last in ("cmd", "command"):
+        return f"'{key}' runs a shell command and cannot be overridden"
+    return None
+
+
+def value_path(value: str) -> tuple[str | None, str | None]:
+    """(absolute path named by `value`, None) or (None, why it is refused); (None, None): not a path.
+
+    A path is a string that starts with `/`, `~`, `.` or `file://`, or has a `..` component;
+    a hub id (`org/name`) or a plain word is not one.
+    """
+    text = value.strip()
+    if text.lower().startswith("file://"):
+        text = text[len("file://"):]
+        if not text.startswith("/"):
+            return None, f"'{value}' is not a file:// URI of an absolute path"
+    if text.startswith("~"):
+        return None, f"'{value}' is relative to a home directory; give an absolute path"
+    if text.startswith("/"):
+        return text, None
+    if text.startswith(".") or ".." in text.split("/"):
+        return None, f"'{value}' is a relative path; give an absolute path"
+    return None, None
+
+
+def check_model_id(value: str) -> str:
+    """A model id is a hub id (`org/name`) or an absolute path (checked against the roots later).
+
+    Raises:
+        ValueError: anything else (`~/...`, `./m`, `a/../b`, ...).
+    """
+    if value.startswith("/"):
+        return value
+    if _HUB_ID.fullmatch(value) and ".." not in value:
+        return value
+    raise ValueError("must be a model hub id such as 'Qwen/Qwen2.5-0.5B' (letters, digits, '.', "
+                     "'_', '-' around one '/', no '..') or an absolute path")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # ~0.3 s: on first use
+
+    return OverridesParser.create()
+
+
+def _plain(value: Any) -> Any:
+    from hydra.core.override_parser.types import QuotedString
+
+    return value.text if isinstance(value, QuotedString) else value
+
+
+def _walk(key: str, value: Any, paths: list[str]) -> None:
+    """Apply the key rules to every key of a dict value and the path rules to every string."""
+    value = _plain(value)
+    if isinstance(value, dict):
+        for sub, item in value.items():
+            full = f"{key}.{_plain(sub)}"
+            why = key_problem(full)
+            if why:
+                raise ValueError(why)
+            _walk(full, item, paths)
+    elif isinstance(value, list):
+        for item in value:
+            _walk(key, item, paths)
+    elif isinstance(value, str):
+        path, why = value_path(value)
+        if why:
+            raise ValueError(f"{key}: {why}")
+        if path:
+            paths.append(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check(text: str) -> CheckedOverride | str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "contains control characters"
+    if "=" not in text:
+        return f"'{text}' is not a Hydra override of the form key=value"
+    if "$" in text:
+        return ("must not contain '$': interpolation (${...}) and resolvers such as oc.env "
+                "are refused in overrides")
+    try:
+        parsed = _parser().parse_override(text)
+    except Exception as exc:  # Hydra raises several types; all mean "not an override"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"'{text}' cannot be parsed as a Hydra override: {first}"
+    key = parsed.key_or_group
+    if parsed.package is not None:
+        return f"'{text}' moves a config group with '@'; such overrides are not supported"
+    if parsed.is_sweep_override():
+        return f"'{text}' is a sweep (several values); a task is one run"
+    why = key_problem(key)
+    if why:
+        return why
+    paths: list[str] = []
+    try:
+        _walk(key.replace("/", "."), parsed.value(), paths)
+    except ValueError as exc:
+        return str(exc)
+    return CheckedOverride(key.replace("/", "."), tuple(paths))
+
+
+def check_override(text: str) -> CheckedOverride:
+    """Check one override against the rules above.
+
+    Args:
+        text: one item of a TaskSpec's `overrides`, as written.
+    Returns:
+        Its key and the absolute paths it names.
+    Raises:
+        ValueError: the reason it is refused.
+    """
+    if not isinstance(text, str):
+        raise ValueError("must be a string")
+    result = _check(text)
+    if isinstance(result, str):
+        raise ValueError(result)
+    return result
+
+
+def override_paths(text: str) -> tuple[str, ...]:
+    """The absolute paths an already valid override names (its values, walked)."""
+    return check_override(text).paths

@@ -1,0 +1,183 @@
+"""The guards that keep the API answering under load: the fair check pool and the per-user
+submission rate (argus.service.checks, argus.service.ratelimit). Pure: a thread executor and a
+fake check stand in for the worker processes, the rate's clock is a counter."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from argus.service.checks import CheckBacklog, CheckPool
+from argus.service.ratelimit import RateLimited, RateLimiter
+
+
+class GatedCheck:
+    """A fake check: records the order checks start in, and holds each until released."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release = threading.Event()
+        self.began = threading.Semaphore(0)
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> list:
+        with self._lock:
+            self.started.append(name)
+        self.began.release()
+        assert self.release.wait(30), "never released"
+        return []
+
+
+@pytest.fixture
+def gated():
+    check = GatedCheck()
+    executor = ThreadPoolExecutor(2)
+    pool = CheckPool(2, run=check, executor=executor, max_queued=100)
+    yield check, pool
+    check.release.set()
+    pool.close()
+    executor.shutdown(wait=True)
+
+
+def test_one_users_flood_does_not_queue_another_user_behind_it(gated):
+    check, pool = gated
+    flood = [pool.submit("alice", f"a{i}", f"a{i}") for i in range(20)]
+    assert check.began.acquire(timeout=30)
+    assert pool.waiting("alice") == 19  # one worker is kept for the other users
+    bob = pool.submit("bob", "b0", "b0")
+    assert check.began.acquire(timeout=30)  # bob's starts while alice's first still runs
+    assert check.started == ["a0", "b0"] and pool.waiting("bob") == 0
+    check.release.set()
+    assert bob.result(timeout=30) == []
+    for f in flood:
+        assert f.result(timeout=30) == []
+    assert sorted(check.started) == sorted([f"a{i}" for i in range(20)] + ["b0"])
+
+
+def test_alone_a_user_holds_all_but_one_worker():
+    check = GatedCheck()
+    executor = ThreadPoolExecutor(3)
+    pool = CheckPool(3, run=check, executor=executor)
+    try:
+        for i in range(5):
+            pool.submit("alice", i, f"a{i}")
+        assert check.began.acquire(timeout=30) and check.began.acquire(timeout=30)
+        assert pool.waiting("alice") == 3 and sorted(check.started) == ["a0", "a1"]
+    finally:
+        check.release.set()
+        pool.close()
+        executor.shutdown(wait=True)
+
+
+def test_users_take_turns_in_order():
+    check = GatedCheck()
+    executor = ThreadPoolExecutor(1)
+    pool = CheckPool(1, run=check, executor=executor)
+    try:
+        futures = [pool.submit("a", "a0", "a0")]
+        assert check.began.acquire(timeout=30)
+        futures += [pool.submit(u, f"{u}{i}", f"{u}{i}") for u in ("a", "b", "c") for i in range(3)
+                    if (u, i) != ("a", 0)]
+        check.release.set()
+        for f in futures:
+            f.result(timeout=30)
+        # a0 starts at once; then one of each user's in turn (first come, first served
+        # would run a1, a2 before any of b's and c's).
+        assert check.started == ["a0", "a1", "b0", "c0", "a2", "b1", "c1", "b2", "c2"]
+    finally:
+        pool.close()
+        executor.shutdown(wait=True)
+
+
+def test_the_same_check_is_shared_by_one_user_not_queued_behind_another(gated):
+    check, pool = gated
+    running = pool.submit("alice", "k-running", "k-running")
+    assert check.began.acquire(timeout=30)
+    assert pool.submit("bob", "k-running", "k-running") is running  # running: shared
+    pool.submit("alice", "a-other", "a-other")
+    waiting = pool.submit("alice", "k", "k-alice")
+    assert pool.submit("alice", "k", "k-again") is waiting  # the same user's: shared
+    bobs = pool.submit("bob", "k", "k-bob")
+    assert bobs is not waiting  # not put behind alice's queue
+    assert not waiting.cancel()  # one waiter going away does not cancel it for the others
+    check.release.set()
+    for f in (running, waiting, bobs):
+        assert f.result(timeout=30) == []
+    assert "k-again" not in check.started and "k-bob" in check.started
+
+
+def test_a_users_backlog_is_bounded(gated):
+    check, pool = gated
+    small = CheckPool(1, run=check, executor=ThreadPoolExecutor(1), max_queued=3)
+    try:
+        small.submit("alice", 0, "x0")
+        assert check.began.acquire(timeout=30)  # one runs
+        for i in range(1, 4):  # three wait
+            small.submit("alice", i, f"x{i}")
+        with pytest.raises(CheckBacklog) as info:
+            small.submit("alice", 99, "x99")
+        assert info.value.waiting == 3
+        small.submit("bob", 0, "y0")  # another user is not refused
+    finally:
+        check.release.set()
+        small.close()
+
+
+def test_a_failing_check_fails_its_future_and_the_pool_goes_on():
+    def run(x: int) -> list:
+        if x == 1:
+            raise ValueError("boom")
+        return []
+
+    executor = ThreadPoolExecutor(1)
+    pool = CheckPool(1, run=run, executor=executor)
+    try:
+        bad = pool.submit("u", 1, 1)
+        with pytest.raises(ValueError):
+            bad.result(timeout=30)
+        assert pool.submit("u", 2, 2).result(timeout=30) == []
+    finally:
+        pool.close()
+        executor.shutdown()
+
+
+# -- the per-user submission rate --------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_the_burst_then_says_when_to_retry():
+    clock = Clock()
+    rate = RateLimiter(2.0, 3, clock)
+    assert [rate.wait_s("alice") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert rate.wait_s("alice") == pytest.approx(0.5)
+    assert rate.wait_s("bob") == 0.0  # another user has a bucket of their own
+    clock.now += 0.5
+    assert rate.wait_s("alice") == 0.0
+    assert rate.wait_s("alice") == pytest.approx(0.5)
+    clock.now += 100
+    assert [rate.wait_s("alice") for _ in range(4)] == [0.0, 0.0, 0.0, pytest.approx(0.5)]  # capped
+
+
+def test_past_the_rate_take_raises_429_naming_the_limit():
+    clock = Clock()
+    rate = RateLimiter(0.25, 1, clock)
+    rate.take("alice")
+    with pytest.raises(RateLimited) as info:
+        rate.take("alice")
+    exc = info.value
+    assert exc.status == 429 and exc.retry_after == "4"
+    assert "0.25 a second" in exc.message and "burst 1" in exc.message
+    assert exc.problems[0].field == "service.submit_rate_per_s"
+
+
+def test_no_rate_means_no_limit():
+    rate = RateLimiter(None, 1, Clock())
+    assert all(rate.wait_s("alice") == 0.0 for _ in range(1000))
+
