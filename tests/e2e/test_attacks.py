@@ -83,7 +83,11 @@ def test_overrides_cannot_read_or_write_outside_the_users_roots(probe, sandbox, 
                      "hydra.run.dir=/etc",
                      "trainer.rollout_data_dir=/tmp/elsewhere",
                      "+reward.custom_reward_function.path=/etc/passwd",
-                     "data.train_files=~/x.parquet"):
+                     "data.train_files=~/x.parquet",
+                     f"data.train_files=file:{bobs_model}",
+                     "data.train_files=local:///etc/passwd",
+                     "data.train_files=simplecache::/etc/passwd",
+                     "+data.extra=[" + ",".join(["1"] * 1500) + "]"):
         refused(alice, task_yaml(sandbox, "ppo", overrides=[override]), "overrides")
     # Bob may name his own model.
     own = bob.submit(task_yaml(sandbox, "ppo", overrides=[f"actor_rollout_ref.model.path={bobs_model}"]))
@@ -107,6 +111,12 @@ def test_model_ids_and_links_cannot_lead_out(probe, sandbox, ray_cluster):
 def test_env_vars_cannot_change_the_loader_interpreter_or_ray(probe, sandbox, name):
     _, _, alice, _ = probe
     refused(alice, task_yaml(sandbox, "ppo", env_vars={name: "/tmp/x"}), "env_vars")
+
+
+def test_env_var_values_cannot_point_into_another_users_directory(probe, sandbox, ray_cluster):
+    _, _, alice, _ = probe
+    bobs = Path(ray_cluster.shared_root) / "users" / "bob" / "hf"
+    refused(alice, task_yaml(sandbox, "ppo", env_vars={"HF_HOME": str(bobs)}), "env_vars")
 
 
 # -- 1, 3: what a job can see and import -------------------------------------------------------
@@ -187,7 +197,7 @@ def test_disabling_a_user_revokes_their_tokens_for_good(probe):
     with pytest.raises(ArgusAPIError) as err:
         carol.me()
     assert err.value.status == 401
-    admin.request("POST", "/api/v2/users/carol:enable").raise_for_status()
+    admin.enable_user("carol")
     with pytest.raises(ArgusAPIError) as err:
         carol.me()
     assert err.value.status == 401

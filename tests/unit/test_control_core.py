@@ -74,12 +74,27 @@ def test_free_gpus_follow_ray_less_only_the_gangs_it_has_not_placed():
     # Booked on w1, placed by Ray on w2 (Ray shows 4 taken): w1 is free.
     assert free_gpus({"w1": 4, "w2": 0}, total, [Booked({"w1": 4}, None)]) == {"w1": 4.0, "w2": 0.0}
     assert free_gpus({"w1": 4, "w2": 0}, total, [Booked({"w1": 4}, True)]) == {"w1": 4.0, "w2": 0.0}
-    # Not started, or started and not shown taken by Ray: kept off its booked node.
+    # Not started, or started and not shown taken by Ray: taken off where Ray could place it
+    # now, best fit (wherever Argus once counted it).
     assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w1": 3}, False)]) == {"w1": 1.0, "w2": 4.0}
-    assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w1": 3}, None)]) == {"w1": 1.0, "w2": 4.0}
-    # Two recent gangs, Ray shows one gang's worth taken: the older counts as placed.
+    assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w2": 3}, None)]) == {"w1": 1.0, "w2": 4.0}
+    assert free_gpus({"w1": 4, "w2": 1}, total, [Booked({"w1": 1}, False)]) == {"w1": 4.0, "w2": 0.0}
+    # Two recent gangs, Ray shows one gang's worth taken: the older counts as placed, the
+    # other still needs room.
     two = [Booked({"w1": 2}, None), Booked({"w2": 2}, None)]
     assert free_gpus({"w1": 4, "w2": 2}, total, two) == {"w1": 4.0, "w2": 0.0}
+    # Ray put the older gang where Argus counted the younger one: the younger, not placed yet,
+    # still needs a whole node, and gets the one left (no over-admission onto its GPUs).
+    crossed = [Booked({"w1": 4}, None), Booked({"w2": 4}, None)]
+    assert free_gpus({"w1": 4, "w2": 0}, total, crossed) == {"w1": 0.0, "w2": 0.0}
+    # A gang that fits nowhere any more keeps every node it could use full.
+    assert free_gpus({"w1": 2, "w2": 2}, total, [Booked({"w1": 4}, False)]) == {"w1": 0.0, "w2": 0.0}
+    # Pools: an unplaced gang of pool a is fitted in pool a only.
+    pools = {"w1": "a", "w2": "b"}
+    assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w2": 2}, False, "a")], pools=pools) \
+        == {"w1": 2.0, "w2": 4.0}
+    assert free_gpus({"w1": 1, "w2": 4}, total, [Booked({"w1": 2}, False, "a")], pools=pools) \
+        == {"w1": 0.0, "w2": 4.0}
     assert Capacity.of({}).why_not(Demand(1, 1)) == "no schedulable worker node is alive"
 
 

@@ -257,3 +257,62 @@ def test_all_problems_are_reported_at_once():
     got = problems(overrides=["data.train_batch_size=8", "hydra.run.dir=/x", "a=${b}"],
                    env_vars={"LD_PRELOAD": "x", "PATH": "/x"}, model_id="~/m")
     assert set(got) == {"overrides[1]", "overrides[2]", "env_vars.LD_PRELOAD", "env_vars.PATH", "model_id"}
+
+
+# -- URIs, sizes, and env var values that are paths (the second read of the probe) ----------------
+@pytest.mark.parametrize("value", ["file:/etc/passwd", "local:///etc/passwd", "local:/etc/passwd"])
+def test_local_uris_of_every_spelling_are_checked_like_paths(shared, value):
+    got = fields_of(shared, "alice", overrides=[f"data.train_files={value}"])
+    assert "'/etc/passwd'" in got["overrides[0]"], got
+
+
+@pytest.mark.parametrize("value", ["simplecache::/etc/passwd", "zip://x/y", "memory://x/y",
+                                   "reference://x/y", "'filecache::s3://b/k'"])
+def test_other_uri_schemes_and_chained_urls_are_refused_at_parse(value):
+    got = problems(overrides=[f"data.train_files={value}"])
+    assert list(got) == ["overrides[0]"], got
+
+
+@pytest.mark.parametrize("value", ["hdfs://nn/data/x.parquet", "s3://bucket/x.parquet",
+                                   "https://example.org/x.parquet", "cuda:0"])
+def test_remote_uris_and_plain_name_value_pairs_pass(value):
+    assert check_override(f"data.train_files={value}").paths == ()
+
+
+def test_override_sizes_are_bounded_before_hydra_parses_them():
+    long_list = "+data.extra=[" + ",".join(["1"] * 1500) + "]"
+    assert "at most 2048" in problems(overrides=[long_list])["overrides[0]"]
+    assert "at most 128" in problems(overrides=["data.train_batch_size=8"] * 129)["overrides"]
+    many = ["+data.k%d=[%s]" % (i, ",".join(["1"] * 900)) for i in range(5)]
+    assert "at most 8192" in problems(overrides=many)["overrides"]
+
+
+@pytest.mark.parametrize("name", ["NCCL_NET_PLUGIN", "NCCL_TUNER_PLUGIN", "CUDA_INJECTION64_PATH",
+                                  "PYTHONWARNINGS", "PYTHONPYCACHEPREFIX"])
+def test_variables_that_load_code_are_refused(name):
+    assert list(problems(env_vars={name: "x"})) == [f"env_vars.{name}"]
+
+
+def test_env_var_values_that_are_paths_stay_in_the_users_roots(shared):
+    bob = shared / "users/bob/models/m"
+    got = fields_of(shared, "alice", env_vars={"HF_HOME": str(bob), "NCCL_DEBUG": "INFO",
+                                               "TRITON_CACHE_DIR": f"/tmp:{shared}/common",
+                                               "HF_ENDPOINT": "https://hf-mirror.example",
+                                               "XDG_CACHE_HOME": "file:///etc"})
+    assert set(got) == {"env_vars.HF_HOME", "env_vars.TRITON_CACHE_DIR", "env_vars.XDG_CACHE_HOME"}, got
+    assert fields_of(shared, "bob", env_vars={"HF_HOME": str(bob)}) == {}
+
+
+def test_the_accept_paths_resolve_cache_expires(tmp_path):
+    from argus.spec.inputs import ResolveCache
+
+    now = [0.0]
+    resolve = ResolveCache(max_age_s=2.0, clock=lambda: now[0])
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "a")
+    assert resolve(str(link)) == str(tmp_path / "a")
+    link.unlink()
+    link.symlink_to("/etc")
+    assert resolve(str(link)) == str(tmp_path / "a")  # remembered for a moment
+    now[0] = 2.5
+    assert resolve(str(link)) == "/etc"

@@ -213,8 +213,9 @@ class RayJobTool:
             make_private_dirs(root / sub)
         request = rendered.request.as_dict()
         cfg = root / "config"
-        write_private(cfg / "ray_config.yaml",
-                      yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        config = self.config.model_dump(mode="json")
+        config["runtime_env"] = redact_runtime_env(config["runtime_env"])  # the operator's values
+        write_private(cfg / "ray_config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_private(cfg / "jobspec.yaml", redact_spec_text(spec_text))
         write_private(cfg / "submit_payload.json",
                       json.dumps(redacted_payload(request, spec_text), indent=2) + "\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,10 @@ def node_workdir(temp_dir: str | None, name: str) -> Path:
     path = base / name
     try:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(base)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise OSError(f"{base} is not a directory of this user (uid {os.getuid()})")
+        os.chmod(base, 0o700)  # a shared /tmp: nobody else may swap what lies below
         if path.is_symlink() or path.is_file():
             path.unlink()
         elif path.exists():

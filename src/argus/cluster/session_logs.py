@@ -86,7 +86,10 @@ def find_driver_log(submission_id: str, temp_dirs: Iterable[str | Path]) -> Foun
                 st = os.lstat(path)
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode) and (best is None or st.st_mtime > best[0]):
+            if os.path.islink(session / "logs"):
+                continue  # a link planted in a shared /tmp: never followed
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() \
+                    and (best is None or st.st_mtime > best[0]):
                 best = (st.st_mtime, path, st.st_size)
         if best is not None:
             break  # the most specific temp dir that has it

@@ -113,14 +113,33 @@ class Capacity:
 class Booked:
     """An admitted task's GPUs as Argus counted them at admission (`Placement`), and whether
     Ray has placed them: True (running past the grace: surely), False (not started: surely
-    not; its driver creates the placement groups), None (started lately: Ray's totals say)."""
+    not; its driver creates the placement groups), None (started lately: Ray's totals say).
+    `pool` is the pool the task runs in (None: any node)."""
 
     gpus_by_node: Mapping[str, float]
     placed: bool | None
+    pool: str | None = None
 
     @property
     def gpus(self) -> float:
         return float(sum(self.gpus_by_node.values()))
+
+
+def _refit(free: dict[str, float], gang: Booked, pools: Mapping[str, str | None]) -> bool:
+    """Take an unplaced gang's bundles (one per node, as counted) off `free`, best fit on
+    distinct nodes of its pool, as Ray would place it now; False (nothing taken) when it
+    does not fit."""
+    nodes = [n for n in free if gang.pool is None or pools.get(n) == gang.pool]
+    taken: dict[str, float] = {}
+    for size in sorted((float(g) for g in gang.gpus_by_node.values()), reverse=True):
+        options = [n for n in nodes if n not in taken and free[n] >= size]
+        if not options:
+            return False
+        node = min(options, key=lambda n: (free[n], n))
+        taken[node] = size
+    for node, size in taken.items():
+        free[node] -= size
+    return True
 
 
 def free_gpus(
@@ -128,35 +147,43 @@ def free_gpus(
     ray_total: Mapping[str, float],
     booked: Sequence[Booked] = (),
     ray_used: float | None = None,
+    pools: Mapping[str, str | None] | None = None,
 ) -> dict[str, float]:
     """Free GPUs per node: Ray's view, less only the admitted gangs Ray has not placed yet.
 
     Ray's free GPUs are right for every gang it has placed, wherever it put them: Argus's
     own count of a gang's nodes is never held against Ray's (when Ray shows GPUs free, they
     are free). What Ray cannot show is a gang admitted but not yet placed (its driver takes
-    seconds to create its placement groups): each such gang's GPUs are taken off the nodes
-    Argus counted it on. A gang that started lately (`placed=None`) counts as placed when
-    Ray shows enough GPUs taken beyond those of the surely placed gangs, oldest first.
+    seconds to create its placement groups). A gang that started lately (`placed=None`)
+    counts as placed when Ray shows enough GPUs taken beyond those of the surely placed
+    gangs, oldest first. Each gang still unplaced is fitted onto Ray's free GPUs where Ray
+    could put it now (not where Argus once counted it: Ray may choose other nodes), and
+    those GPUs are taken off; when one no longer fits anywhere, every node it could use is
+    counted full, so nothing admitted now can take the GPUs it is waiting for.
 
     Args:
         ray_free: Ray's free GPUs per schedulable node.
         ray_total: each schedulable node's GPUs.
         booked: every admitted task's GPUs, those of unknown placement oldest first.
         ray_used: GPUs Ray shows taken on all alive worker nodes (default: on these nodes).
+        pools: each node's pool, for gangs that run in one.
 
     Returns:
         node -> free GPUs (never below 0), for every node of `ray_total`.
     """
+    pools = pools or {}
     if ray_used is None:
         ray_used = sum(max(0.0, float(t) - float(ray_free.get(n, 0.0))) for n, t in ray_total.items())
     seen = ray_used - sum(b.gpus for b in booked if b.placed is True)
-    unplaced: dict[str, float] = {}
+    free = {node: max(0.0, float(ray_free.get(node, 0.0))) for node in ray_total}
     for b in booked:
         if b.placed is True:
             continue
         if b.placed is None and b.gpus <= seen + 1e-9:
             seen -= b.gpus
             continue
-        for node, gpus in b.gpus_by_node.items():
-            unplaced[node] = unplaced.get(node, 0.0) + float(gpus)
-    return {node: max(0.0, float(ray_free.get(node, 0.0)) - unplaced.get(node, 0.0)) for node in ray_total}
+        if not _refit(free, b, pools):
+            for node in free:
+                if b.pool is None or pools.get(node) == b.pool:
+                    free[node] = 0.0
+    return free

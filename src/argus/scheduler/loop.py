@@ -300,7 +300,8 @@ class Scheduler:
         Free GPUs are Ray's live view less only the admitted gangs Ray has not placed yet
         (`argus.domain.admission.free_gpus`): a SUBMITTED task's (its driver has not started),
         and a task's that started less than PLACEMENT_GRACE_S ago unless Ray shows its GPUs
-        taken. Where Argus counted a placed gang never matters: Ray knows where it went.
+        taken; each is fitted where Ray could place it now. Where Argus once counted a gang
+        never matters: Ray knows where it went, or chooses anew.
         """
         snap = self.snapshots.snapshot()
         self._snapshot_at = now
@@ -314,14 +315,15 @@ class Scheduler:
                 placed = False  # not started: its placement groups do not exist yet
             else:
                 placed = True if now - started > PLACEMENT_GRACE_S else None
-            booked.append((started or now, Booked(gpus, placed)))
+            booked.append((started or now, Booked(gpus, placed, t.get("pool"))))
         booked.sort(key=lambda b: b[0])
         used = sum(max(0.0, n.total_gpus - n.available_gpus)
                    for n in snap.nodes if n.alive and not n.is_head)
         total = {n.node_id: n.total_gpus for n in nodes}
+        pools = {n.node_id: n.labels.get(POOL_LABEL) for n in nodes}
         free = free_gpus({n.node_id: n.available_gpus for n in nodes}, total,
-                         [b for _, b in booked], ray_used=used)
-        return free, {n.node_id: n.labels.get(POOL_LABEL) for n in nodes}, total
+                         [b for _, b in booked], ray_used=used, pools=pools)
+        return free, pools, total
 
     def pool_capacity(self) -> dict[str, dict[str, float]]:
         """GPUs per pool of the schedulable nodes, as admission counts them: `{pool: {nodes,

@@ -14,6 +14,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Mapping
 
+import anyio
 from fastapi import FastAPI, Request
 
 from argus.cluster.drain import RayDrain
@@ -138,6 +139,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         thread = None
+        # Threads that serve the synchronous routes (reads): a few, so that under a burst the
+        # waiting requests queue on the loop rather than as threads contending for the
+        # interpreter with the accept threads.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.service.read_threads
         if own_checkpoints and db.is_sqlite:
             threading.Thread(target=_checkpoints, args=(db, stop), name="argus-checkpoint",
                              daemon=True).start()
@@ -187,7 +192,7 @@ def create_app(
     app.include_router(node_routes.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the database and the scheduler")
-    def healthz(request: Request) -> Any:
+    async def healthz(request: Request) -> Any:  # on the loop: one indexed read, no thread to wait for
         try:
             store.get("-")
             db_state = "ok"

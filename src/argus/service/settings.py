@@ -41,6 +41,12 @@ class ServiceSettings(StrictModel):
     # Uncached verl checks (a Hydra compose each): worker processes, and how many checks a
     # user may have waiting before submissions get 429.
     check_workers: int = Field(default=2, ge=1, le=64)
+    # Threads that parse and store submissions, and threads that serve the other (synchronous)
+    # routes: the two share one interpreter, so under a burst these counts set their shares.
+    accept_threads: int = Field(default=4, ge=1, le=64)
+    read_threads: int = Field(default=2, ge=1, le=64)
+    # Threads for the routes that may wait on Ray (logs, queue, nodes, cancel), apart from both.
+    ray_threads: int = Field(default=8, ge=1, le=64)
     check_queue_per_user: int = Field(default=64, ge=1)
     # SQLite: a write-ahead log past this size is checkpointed and truncated.
     sqlite_wal_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)

@@ -10,7 +10,7 @@ The offline verl check (a Hydra compose, about half a second) is cached per dist
 placeholder id for the check, so resubmitting the same spec does not compose again. A check not
 in the cache runs in the `CheckPool` (worker processes, fair between users), awaited without
 holding a thread. The rest of acceptance (parse, cached check, insert) runs on a few threads of
-its own (`ACCEPT_THREADS`): never on the event loop, which would then wait on the database's one
+its own (`service.accept_threads`): never on the event loop, which would then wait on the database's one
 writer, and never in the thread pool the read routes use.
 """
 
@@ -44,7 +44,7 @@ from argus.service.settings import ArgusSettings
 from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
-from argus.spec.inputs import input_problems
+from argus.spec.inputs import ResolveCache, input_problems
 from argus.spec.entrypoint import CONFIG_NAMES
 from argus.spec.render import Rendered, prepare_submission
 from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec
@@ -53,7 +53,6 @@ from argus.store.tasks import TaskStore
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
 CHECK_ID = "mvp2-check-ppo-00000000-000000-0000--a01"
 CHECK_USER = "check"
-ACCEPT_THREADS = 2  # SQLite has one writer: more threads would only wait on it
 
 
 class CheckCache:
@@ -136,6 +135,7 @@ class TaskService:
         self.nudge = nudge
         self.clock = clock
         svc = settings.service
+        self.resolve = ResolveCache()  # dispatch checks again, uncached
         self.checks = CheckCache(check_pool or CheckPool(
             svc.check_workers, max_queued=svc.check_queue_per_user,
             scrub_env=[svc.admin_token_env]))
@@ -158,7 +158,7 @@ class TaskService:
         now = datetime.now(timezone.utc)
         spec, rendered = prepare_submission(self.settings.ray, text, now, source="task spec",
                                             submission_id=CHECK_ID, user=CHECK_USER, validate=False)
-        problems = input_problems(spec, self.settings.shared_root, user)
+        problems = input_problems(spec, self.settings.shared_root, user, self.resolve)
         if problems:
             raise SpecError("task spec", problems)
         return spec, rendered
@@ -216,7 +216,7 @@ class TaskService:
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._accepting is None:  # made on the loop that uses it
-            self._accepting = anyio.CapacityLimiter(ACCEPT_THREADS)
+            self._accepting = anyio.CapacityLimiter(self.settings.service.accept_threads)
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._accepting)
 
     async def accept(self, who: Identity, text: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Owns the check of every path a user hands in against the roots that user may rea
   (a hub id such as `Qwen/Qwen2.5-0.5B` is not): under `<shared_root>/common/` only;
 - every absolute path named by an override's value (any key, `+key=` and `++key=` included):
   under `<shared_root>/common/` or the user's own `<shared_root>/users/<user>/` (common/ only
-  when there is no user, as for the job tool).
+  when there is no user, as for the job tool);
+- every path in an `env_vars` value (`HF_HOME=/...`, or a ':'-separated list): the same roots.
 A path is resolved as the kernel would open it (`os.path.realpath` of the raw path: symlinks
 followed, each `..` applied to where the link led) before it is compared with a root, so
 neither `..` nor a symlink can lead out. Reads the filesystem (realpath), so a link re-pointed
@@ -15,21 +16,56 @@ after submit is caught when the scheduler checks again right before submission.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
 
 from argus.spec.errors import Problem, SpecError
-from argus.spec.overrides import override_paths
+from argus.spec.overrides import SCHEME, override_paths, value_path
 from argus.spec.taskspec import TaskSpec
 
 INPUT_FIELDS = ("code_path", "train_file", "val_file", "model_id", "critic_model_id")
 
 
-def is_under(path: str, root: str) -> bool:
+Resolve = Callable[[str], str]
+
+
+class ResolveCache:
+    """`os.path.realpath` remembered for `max_age_s` (bounded, thread-safe): the accept path
+    resolves the same few inputs for every submit, and each resolution is a system call per
+    path component. The scheduler's check right before submission never uses it."""
+
+    def __init__(self, max_age_s: float = 2.0, size: int = 4096,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_age_s = max_age_s
+        self.size = size
+        self.clock = clock
+        self._seen: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str) -> str:
+        now = self.clock()
+        with self._lock:
+            hit = self._seen.get(path)
+            if hit is not None and now - hit[0] <= self.max_age_s:
+                return hit[1]
+        real = os.path.realpath(path)
+        with self._lock:
+            self._seen[path] = (now, real)
+            self._seen.move_to_end(path)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+        return real
+
+
+def is_under(path: str, root: str, resolve: Resolve = os.path.realpath) -> bool:
     """Whether `path`, resolved as the kernel would open it, lies inside `root` (resolved too).
 
     `path` is not normalised first: `a/link/../x` is `x` next to the link's target, not `a/x`.
     """
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
+    real_root = resolve(root)
+    real = resolve(path)
     return real == real_root or real.startswith(real_root.rstrip("/") + "/")
 
 
@@ -41,13 +77,15 @@ def readable_roots(shared_root: str, user: str | None) -> list[str]:
     return roots
 
 
-def input_problems(spec: TaskSpec, shared_root: str, user: str | None = None) -> list[Problem]:
+def input_problems(spec: TaskSpec, shared_root: str, user: str | None = None,
+                   resolve: Resolve = os.path.realpath) -> list[Problem]:
     """One problem per input path outside the roots it may come from.
 
     Args:
         spec: a parsed TaskSpec (its overrides already passed `argus.spec.overrides`).
         shared_root: the shared storage root.
         user: the submitting user, whose own directory overrides may name; None: common/ only.
+        resolve: how a path is resolved (`ResolveCache` on the accept path).
     Returns:
         Problems naming the field (`train_file`, `overrides[2]`, ...), or [].
     """
@@ -61,18 +99,40 @@ def input_problems(spec: TaskSpec, shared_root: str, user: str | None = None) ->
             continue  # a model hub id, not a path
         if not value.startswith("/"):
             problems.append(Problem(name, "must be an absolute path"))
-        elif not is_under(value, common):
+        elif not is_under(value, common, resolve):
             problems.append(Problem(name, f"must lie under {common}/ (after resolving '..' and symlinks)"))
     roots = readable_roots(shared_root, user)
     shown = " or ".join(f"{r}/" for r in roots)
     for index, item in enumerate(spec.overrides):
         for path in override_paths(item):
-            if not any(is_under(path, root) for root in roots):
+            if not any(is_under(path, root, resolve) for root in roots):
                 problems.append(Problem(
                     f"overrides[{index}]",
                     f"'{path}' must lie under {shown} (after resolving '..' and symlinks)"))
                 break
+    for name, value in spec.env_vars.items():
+        path = env_path_outside(str(value), roots, resolve)
+        if path is not None:
+            problems.append(Problem(f"env_vars.{name}", f"'{path}' must lie under {shown} "
+                                                        f"(after resolving '..' and symlinks)"))
     return problems
+
+
+def env_path_outside(value: str, roots: list[str], resolve: Resolve = os.path.realpath) -> str | None:
+    """The first path in an environment variable's value (one path, or a ':'-separated list)
+    that lies outside `roots`, else None; a remote URI (`https://...`) names no path here."""
+    if SCHEME.match(value.strip()):  # a URI: a local one (file:, local:) names a path
+        path, why = value_path(value)
+        if why or (path is not None and not any(is_under(path, root, resolve) for root in roots)):
+            return value.strip()
+        return None
+    for part in value.split(os.pathsep):
+        part = part.strip()
+        if part.startswith("~"):
+            return part
+        if part.startswith("/") and not any(is_under(part, root, resolve) for root in roots):
+            return part
+    return None
 
 
 def check_inputs(spec: TaskSpec, shared_root: str, user: str | None = None,

@@ -78,17 +78,40 @@ def key_problem(key: str) -> str | None:
     return None
 
 
+# URI schemes that name remote storage (read by verl through fsspec or the hub): allowed as
+# they are. `file` and `local` name this machine's files and are checked like paths; every
+# other scheme (fsspec's caching, archive and chaining ones read local files too) is refused.
+REMOTE_SCHEMES = frozenset({"hdfs", "s3", "s3a", "gs", "gcs", "abfs", "az", "http", "https", "hf"})
+_LOCAL_SCHEMES = frozenset({"file", "local"})
+SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
+MAX_OVERRIDE_CHARS = 2048  # Hydra parses a list in time quadratic in its length: 0.2 s here
+
+
 def value_path(value: str) -> tuple[str | None, str | None]:
     """(absolute path named by `value`, None) or (None, why it is refused); (None, None): not a path.
 
-    A path is a string that starts with `/`, `~`, `.` or `file://`, or has a `..` component;
-    a hub id (`org/name`) or a plain word is not one.
+    A path is a string that starts with `/`, `~`, `.`, or a local URI (`file:`, `local:`), or
+    has a `..` component; a remote URI (`REMOTE_SCHEMES`), a hub id (`org/name`), a plain word
+    or a `name:value` without a slash (`cuda:0`) is not one. URIs of any other scheme, and
+    chained ones (`a::b`), are refused.
     """
     text = value.strip()
-    if text.lower().startswith("file://"):
-        text = text[len("file://"):]
-        if not text.startswith("/"):
-            return None, f"'{value}' is not a file:// URI of an absolute path"
+    if "::" in text:
+        return None, f"'{value}' chains URLs ('::'); give one absolute path or remote URI"
+    uri = SCHEME.match(text)
+    if uri:
+        scheme, rest = uri.group(1).lower(), uri.group(2)
+        if scheme in _LOCAL_SCHEMES:
+            text = rest[2:] if rest.startswith("//") else rest  # file:///p and file:/p, no host
+            if not text.startswith("/"):
+                return None, f"'{value}' is not a {scheme}: URI of an absolute path"
+        elif scheme in REMOTE_SCHEMES and rest.startswith("//"):
+            return None, None
+        elif "/" in rest:
+            return None, (f"'{value}' is a URI of scheme '{scheme}'; only paths, file:// and "
+                          f"{', '.join(sorted(REMOTE_SCHEMES))} URIs are allowed")
+        else:
+            return None, None  # `name:value` such as cuda:0
     if text.startswith("~"):
         return None, f"'{value}' is relative to a home directory; give an absolute path"
     if text.startswith("/"):
@@ -148,6 +171,8 @@ def _walk(key: str, value: Any, paths: list[str]) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _check(text: str) -> CheckedOverride | str:
+    # Hydra's parser takes time worse than linear in the length of a list: bound it first
+    # (the cache then holds at most 4096 x MAX_OVERRIDE_CHARS characters).
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         return "contains control characters"
     if "=" not in text:
@@ -188,6 +213,9 @@ def check_override(text: str) -> CheckedOverride:
     """
     if not isinstance(text, str):
         raise ValueError("must be a string")
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise ValueError(f"is {len(text)} characters long; an override may have at most "
+                         f"{MAX_OVERRIDE_CHARS} (put long lists in a file under your data)")
     result = _check(text)
     if isinstance(result, str):
         raise ValueError(result)

@@ -58,7 +58,10 @@ DENIED_ENV_VARS = {
     "PYTHONPLATLIBDIR": _PYTHON, "PYTHONBREAKPOINT": _PYTHON, "PYTHONNOUSERSITE": _PYTHON,
     "PATH": "decides which programs the job runs", "BASH_ENV": _SHELL, "ENV": _SHELL,
     "SHELLOPTS": _SHELL, "BASHOPTS": _SHELL, "IFS": _SHELL, "PS4": _SHELL,
-    "GCONV_PATH": _LOADER, "GLIBC_TUNABLES": _LOADER,
+    "PYTHONWARNINGS": "can import a module named in a warning filter",
+    "PYTHONPYCACHEPREFIX": "decides where the job's Python reads and writes compiled modules",
+    "GCONV_PATH": _LOADER, "GLIBC_TUNABLES": _LOADER, "CUDA_INJECTION64_PATH": _LOADER,
+    "NCCL_NET_PLUGIN": _LOADER, "NCCL_TUNER_PLUGIN": _LOADER, "NCCL_PROFILER_PLUGIN": _LOADER,
     "CUDA_VISIBLE_DEVICES": _GPUS, "NVIDIA_VISIBLE_DEVICES": _GPUS, "HIP_VISIBLE_DEVICES": _GPUS,
     "ROCR_VISIBLE_DEVICES": _GPUS, "ASCEND_RT_VISIBLE_DEVICES": _GPUS,
     "MVP_INTERNAL_TOKEN": "is the control plane's admin token, never a job's",
@@ -117,6 +120,10 @@ def check_env_name(name: str) -> str:
     return name
 
 
+MAX_OVERRIDES = 128
+MAX_OVERRIDES_CHARS = 8192
+
+
 def _override_item(value: str) -> str:
     check_override(value)
     return value
@@ -152,6 +159,18 @@ class TaskSpec(StrictModel):
     time_limit: str | int | None = None
     # The pool (nodes labelled `pool=<name>`) the whole task runs in; None: any worker node.
     pool: str | None = None
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _overrides_size(cls, v: Any) -> Any:
+        """Bounded before any is parsed: Hydra's parser is slow on long lists."""
+        if isinstance(v, list):
+            if len(v) > MAX_OVERRIDES:
+                raise ValueError(f"has {len(v)} items; a task may have at most {MAX_OVERRIDES}")
+            total = sum(len(item) for item in v if isinstance(item, str))
+            if total > MAX_OVERRIDES_CHARS:
+                raise ValueError(f"are {total} characters together; at most {MAX_OVERRIDES_CHARS}")
+        return v
 
     @field_validator("pool")
     @classmethod

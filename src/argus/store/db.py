@@ -31,6 +31,9 @@ from argus.store.fairpool import FairQueuePool
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Read connections kept open: as many as the threads that serve reads (Starlette's 40), so a
+# burst never opens and closes connections (each open runs the PRAGMAs below).
+READ_POOL = 40
 WAL_MAX_BYTES = 16 * 1024 * 1024
 # How long a TRUNCATE checkpoint waits for readers before giving up until the next one.
 TRUNCATE_BUSY_TIMEOUT_MS = 250
@@ -161,7 +164,7 @@ def connect(url: str, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return Database(url, _sqlite_engine(url, "BEGIN", 8, wal_max_bytes=wal_max_bytes),
+        return Database(url, _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes),
                         _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint,
                                        wal_max_bytes=wal_max_bytes),
                         wal_max_bytes)

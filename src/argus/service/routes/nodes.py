@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from argus.service.auth import Identity, admin_identity, current_identity
 from argus.service.errors import APIError
+from argus.service.routes.tasks import on_ray_threads
 from argus.spec.errors import Problem
 
 router = APIRouter(prefix="/api/v2", tags=["nodes"])
@@ -50,13 +51,13 @@ def register(request: Request, _: Admin, body: Annotated[Any, Body()] = None) ->
 
 
 @router.get("/nodes", summary="Registered nodes with Ray's live view, and unmanaged Ray workers")
-def list_nodes(request: Request, who: Caller) -> dict:
-    return _svc(request).list(who)
+async def list_nodes(request: Request, who: Caller) -> dict:
+    return await on_ray_threads(request, _svc(request).list, who)
 
 
 @router.get("/nodes/{node_id}", summary="One node, with its events")
-def get_node(request: Request, node_id: str, who: Caller) -> dict:
-    return _svc(request).get(who, node_id)
+async def get_node(request: Request, node_id: str, who: Caller) -> dict:
+    return await on_ray_threads(request, _svc(request).get, who, node_id)
 
 
 @router.post("/nodes/{node_id}:drain", summary="Stop placing work on a node; running tasks finish (admin)")

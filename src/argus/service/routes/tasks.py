@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+from typing import Annotated, Any, Callable, TypeVar
+
+import anyio
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -12,6 +15,7 @@ from argus.service.errors import APIError
 from argus.spec.errors import Problem
 
 router = APIRouter(prefix="/api/v2", tags=["tasks"])
+T = TypeVar("T")
 YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
 Caller = Annotated[Identity, Depends(current_identity)]
 
@@ -63,8 +67,8 @@ def get_attempts(request: Request, task_id: str, who: Caller) -> dict:
 
 
 @router.post("/tasks/{task_id}:cancel", summary="Cancel a task in any non-final state")
-def cancel(request: Request, task_id: str, who: Caller) -> dict:
-    return _svc(request).cancel(who, task_id)
+async def cancel(request: Request, task_id: str, who: Caller) -> dict:
+    return await on_ray_threads(request, _svc(request).cancel, who, task_id)
 
 
 @router.post("/tasks/{task_id}:priority", summary="Change a waiting task's priority (admin)")
@@ -78,11 +82,20 @@ def set_priority(request: Request, task_id: str, _: Annotated[Identity, Depends(
 
 @router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse,
             summary="An attempt's driver log (text/plain)")
-def logs(request: Request, task_id: str, who: Caller, attempt: str = "latest",
-         tail: Annotated[int | None, Query(ge=0)] = None) -> PlainTextResponse:
-    return PlainTextResponse(_svc(request).logs(who, task_id, attempt, tail))
+async def logs(request: Request, task_id: str, who: Caller, attempt: str = "latest",
+               tail: Annotated[int | None, Query(ge=0)] = None) -> PlainTextResponse:
+    return PlainTextResponse(await on_ray_threads(request, _svc(request).logs, who, task_id, attempt, tail))
 
 
 @router.get("/queue", summary="Your waiting and running tasks")
-def queue(request: Request, who: Caller) -> dict:
-    return _svc(request).queue(who)
+async def queue(request: Request, who: Caller) -> dict:
+    return await on_ray_threads(request, _svc(request).queue, who)
+
+
+async def on_ray_threads(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run a route's work that may wait on Ray (seconds, when Ray is slow or gone) on threads of
+    its own (`service.ray_threads`), never holding the few threads of the other reads."""
+    state = request.app.state
+    if getattr(state, "ray_threads", None) is None:
+        state.ray_threads = anyio.CapacityLimiter(state.settings.service.ray_threads)
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=state.ray_threads)
