@@ -181,3 +181,30 @@ def test_no_rate_means_no_limit():
     rate = RateLimiter(None, 1, Clock())
     assert all(rate.wait_s("alice") == 0.0 for _ in range(1000))
 
+
+
+def _never_ends(stop: threading.Event) -> list:
+    stop.wait(30)
+    return []
+
+
+def test_a_check_that_never_ends_is_reported_as_a_problem_not_awaited_forever():
+    stop = threading.Event()
+    executor = ThreadPoolExecutor(2)
+    pool = CheckPool(2, run=_never_ends, executor=executor, timeout_s=0.2)
+    try:
+        problems = pool.submit("alice", "k", stop).result(timeout=10)
+        assert [p.field for p in problems] == ["overrides"]
+        assert "took over 0.2 s" in problems[0].reason
+    finally:
+        stop.set()
+        pool.close()
+        executor.shutdown()
+
+
+def test_a_closed_pool_starts_no_worker_processes():
+    pool = CheckPool(1)
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool._get_executor()
+    assert pool._executor is None

@@ -57,11 +57,11 @@ def make_private_dirs(path: Path) -> None:
     os.chmod(path, DIR_MODE)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` with mode 0640 (whatever the umask, and an older file's mode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+def write_private(path: Path, text: str, mode: int = FILE_MODE) -> None:
+    """Write `text` to `path` with `mode` (whatever the umask, and an older file's mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as f:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         f.write(text)
 
 

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -89,8 +90,9 @@ class CheckPool:
 
     def __init__(self, workers: int = 2, *, run: Callable[..., list[Problem]] = compose_check,
                  executor: Executor | None = None, max_queued: int = 64,
-                 scrub_env: Sequence[str] = ()):
+                 scrub_env: Sequence[str] = (), timeout_s: float = 60.0):
         self.workers = max(1, workers)
+        self.timeout_s = timeout_s
         self.run = run
         self.max_queued = max_queued
         self.scrub_env = tuple(scrub_env)
@@ -109,6 +111,8 @@ class CheckPool:
         self._threads: list[threading.Thread] = []
 
     def _get_executor(self) -> Executor:
+        if self._closed:
+            raise RuntimeError("the check pool is closed")
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
@@ -179,7 +183,13 @@ class CheckPool:
             result: Any = None
             error: BaseException | None = None
             try:
-                result = self._get_executor().submit(self.run, *item.args).result()
+                with self._lock:
+                    executor = self._get_executor()
+                result = executor.submit(self.run, *item.args).result(timeout=self.timeout_s)
+            except FutureTimeout:  # a check that never ends: its workers are stopped
+                result = [Problem("overrides", f"the check against verl's config took over "
+                                               f"{self.timeout_s:g} s and was stopped")]
+                self._discard(executor)
             except BrokenProcessPool as exc:  # a worker died: the next check starts a fresh pool
                 error = exc
                 with self._lock:
@@ -199,6 +209,17 @@ class CheckPool:
                 item.future.set_exception(error)
             else:
                 item.future.set_result(result)
+
+    def _discard(self, executor: Executor) -> None:
+        """Stop a process pool whose worker hangs; the next check starts a fresh one."""
+        with self._lock:
+            if self._executor is executor and self._own_executor:
+                self._executor = None
+            else:
+                return
+        for proc in list(getattr(executor, "_processes", {}).values()):
+            proc.kill()
+        executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop taking checks; checks waiting are failed; the worker processes end."""

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from argus.cluster import local
 from argus.cluster.errors import ClusterError, PortInUse
+from argus.cluster.jobs import make_private_dirs, write_private
 from argus.service.settings import dump_settings, parse_settings
 from argus.spec.loader import load_yaml_mapping
 
@@ -100,26 +101,6 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _private_dir(path: Path) -> None:
-    """`path` and its missing parents, 0750 (the existing ones left as they are)."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o750, exist_ok=True)
-        os.chmod(d, 0o750)
-
-
-def _write_private(path: Path, text: str, mode: int = 0o640) -> None:
-    """Write `text` to `path` with `mode` (whatever the umask, and an older file's mode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(fd, mode)
-        f.write(text)
-
-
 def accepts_as_admin(url: str, token: str, timeout: float = 3.0) -> bool:
     """Whether the server at `url` takes `token` as the admin's (`GET /api/v2/me`)."""
     req = urllib.request.Request(f"{url}/api/v2/me", headers={"Authorization": f"Bearer {token}"})
@@ -147,9 +128,9 @@ def admin_token(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN") 
     if known:
         return known[0]
     path = run_dir(shared_root) / "admin_token"
-    _private_dir(path.parent)
+    make_private_dirs(path.parent)
     token = "argus_admin_" + secrets.token_urlsafe(32)
-    _write_private(path, token + "\n", 0o600)
+    write_private(path, token + "\n", 0o600)
     return token
 
 
@@ -187,7 +168,7 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
         # Name the token the running server was started with, never one it would refuse.
         token = next((t for t in known_tokens(shared_root) if accepts_as_admin(info["url"], t)), None)
         if "token_sha256" in info:  # written by an older `up`: the hash goes
-            _write_private(info_path, json.dumps({k: v for k, v in info.items() if k != "token_sha256"},
+            write_private(info_path, json.dumps({k: v for k, v in info.items() if k != "token_sha256"},
                                                  indent=2) + "\n")
         return ServerInfo(info["url"], info["pid"], token, Path(info["config"]), Path(info["log"]),
                           False, state.dashboard_url, ray_verdict(info["url"]))
@@ -197,13 +178,13 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
     ray = load_yaml_mapping(local.config_file(shared_root).read_text(), "ray config")
     settings = parse_settings({"ray": ray, "service": {"host": host, "port": port}},
                               "server config", environ={})
-    _private_dir(rdir)
+    make_private_dirs(rdir)
     config = rdir / "server.yaml"
-    _write_private(config, dump_settings(settings))
+    write_private(config, dump_settings(settings))
     log_path = server_log(shared_root)
-    _private_dir(log_path.parent)
+    make_private_dirs(log_path.parent)
     if not log_path.exists():
-        _write_private(log_path, "")
+        write_private(log_path, "")
     os.chmod(log_path, 0o640)
     env = {**os.environ, settings.service.admin_token_env: token, "ARGUS_SHARED_ROOT": shared_root}
     with open(log_path, "ab") as log:
@@ -215,7 +196,7 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
         if proc.poll() is not None:
             break
         if healthy(url):
-            _write_private(info_path, json.dumps({"pid": proc.pid, "url": url, "config": str(config),
+            write_private(info_path, json.dumps({"pid": proc.pid, "url": url, "config": str(config),
                                                   "log": str(log_path)}, indent=2) + "\n")
             return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url,
                               ray_verdict(url))

@@ -41,8 +41,12 @@ def redact_runtime_env(runtime_env: Mapping[str, Any] | None) -> dict[str, Any] 
     return out
 
 
+# libyaml when present (about 20 times faster: the task detail route redacts on every read).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _env_node(text: str) -> yaml.MappingNode | None:
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = yaml.compose(text, Loader=_LOADER)
     if not isinstance(root, yaml.MappingNode):
         return None
     for key, value in root.value:
@@ -81,7 +85,7 @@ def redact_spec_text(text: str) -> str:
     if ENV_KEY not in text:
         return text
     try:
-        original = yaml.safe_load(text)
+        original = yaml.load(text, Loader=_LOADER)
         env = _env_node(text)
     except yaml.YAMLError:
         return text
@@ -93,7 +97,7 @@ def redact_spec_text(text: str) -> str:
     edited = _in_place(text, env)
     if edited is not None:
         try:
-            if yaml.safe_load(edited) == expected:
+            if yaml.load(edited, Loader=_LOADER) == expected:
                 return edited
         except yaml.YAMLError:
             pass

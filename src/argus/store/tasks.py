@@ -264,6 +264,11 @@ class TaskStore:
         """The latest attempt of each task that has one."""
         if not task_ids:
             return {}
+        if len(task_ids) == 1:  # one task's detail (the hot read): its index, newest first
+            q1 = (sa.select(attempts).where(attempts.c.task_id == task_ids[0])
+                  .order_by(attempts.c.attempt_no.desc()).limit(1))
+            with self.db.read.connect() as conn:
+                return {r["task_id"]: r for r in _dicts(conn.execute(q1))}
         latest = (sa.select(attempts.c.task_id, sa.func.max(attempts.c.attempt_no).label("n"))
                   .where(attempts.c.task_id.in_(list(task_ids))).group_by(attempts.c.task_id)
                   .subquery())
