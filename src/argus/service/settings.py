@@ -43,7 +43,7 @@ class ServiceSettings(StrictModel):
     check_workers: int = Field(default=2, ge=1, le=64)
     # Threads that parse and store submissions, and threads that serve the other (synchronous)
     # routes: the two share one interpreter, so under a burst these counts set their shares.
-    accept_threads: int = Field(default=4, ge=1, le=64)
+    accept_threads: int = Field(default=6, ge=1, le=64)
     read_threads: int = Field(default=2, ge=1, le=64)
     # Threads for the routes that may wait on Ray (logs, queue, nodes, cancel), apart from both.
     ray_threads: int = Field(default=8, ge=1, le=64)
