@@ -21,9 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from argus.cluster.procs import DEFAULT_RAY_TEMP_DIR
+
 MAX_SESSIONS = 64
 MAX_LOG_BYTES = 16 * 1024 * 1024
-DEFAULT_RAY_TEMP_DIR = "/tmp/ray"
 _SUBMISSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
 
 

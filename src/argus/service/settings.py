@@ -45,7 +45,7 @@ class ServiceSettings(StrictModel):
     # routes: the two share one interpreter, so under a burst these counts set their shares.
     accept_threads: int = Field(default=6, ge=1, le=64)
     read_threads: int = Field(default=2, ge=1, le=64)
-    # Threads for the routes that may wait on Ray (logs, queue, nodes, cancel), apart from both.
+    # Threads for the routes that may wait on Ray or SSH (logs, queue, nodes, cancel), apart from both.
     ray_threads: int = Field(default=8, ge=1, le=64)
     check_queue_per_user: int = Field(default=64, ge=1)
     # SQLite: a write-ahead log past this size is checkpointed and truncated.

@@ -46,8 +46,8 @@ def _reason(body: Any) -> str | None:
 
 
 @router.post("/nodes", status_code=201, summary="Register a node and start its agent over SSH (admin)")
-def register(request: Request, _: Admin, body: Annotated[Any, Body()] = None) -> JSONResponse:
-    return JSONResponse(_svc(request).register(body), status_code=201)
+async def register(request: Request, _: Admin, body: Annotated[Any, Body()] = None) -> JSONResponse:
+    return JSONResponse(await on_ray_threads(request, _svc(request).register, body), status_code=201)
 
 
 @router.get("/nodes", summary="Registered nodes with Ray's live view, and unmanaged Ray workers")
@@ -61,15 +61,15 @@ async def get_node(request: Request, node_id: str, who: Caller) -> dict:
 
 
 @router.post("/nodes/{node_id}:drain", summary="Stop placing work on a node; running tasks finish (admin)")
-def drain(request: Request, node_id: str, _: Admin, body: Annotated[Any, Body()] = None) -> dict:
-    return _svc(request).drain(node_id, _reason(body))
+async def drain(request: Request, node_id: str, _: Admin, body: Annotated[Any, Body()] = None) -> dict:
+    return await on_ray_threads(request, _svc(request).drain, node_id, _reason(body))
 
 
 @router.post("/nodes/{node_id}:undrain", summary="Take a draining node back (admin)")
-def undrain(request: Request, node_id: str, _: Admin) -> dict:
-    return _svc(request).undrain(node_id)
+async def undrain(request: Request, node_id: str, _: Admin) -> dict:
+    return await on_ray_threads(request, _svc(request).undrain, node_id)
 
 
 @router.post("/nodes/{node_id}:offline", summary="Stop a node's agent once it is empty (admin)")
-def offline(request: Request, node_id: str, _: Admin, body: Annotated[Any, Body()] = None) -> dict:
-    return _svc(request).offline(node_id, _reason(body))
+async def offline(request: Request, node_id: str, _: Admin, body: Annotated[Any, Body()] = None) -> dict:
+    return await on_ray_threads(request, _svc(request).offline, node_id, _reason(body))
