@@ -89,6 +89,11 @@ def test_free_gpus_follow_ray_less_only_the_gangs_it_has_not_placed():
     assert free_gpus({"w1": 4, "w2": 0}, total, crossed) == {"w1": 0.0, "w2": 0.0}
     # A gang that fits nowhere any more keeps every node it could use full.
     assert free_gpus({"w1": 2, "w2": 2}, total, [Booked({"w1": 4}, False)]) == {"w1": 0.0, "w2": 0.0}
+    # An SFT gang (a 4-GPU bundle and its driver's GPU) fits where Ray would put it: the
+    # driver's GPU on another node, not a 5-GPU bundle that no node has.
+    three = {"w1": 4, "w2": 4, "w3": 4}
+    sft = Booked({"w1": 5}, False, None, (1, 4.0, 1.0))
+    assert sorted(free_gpus(three, three, [sft]).values()) == [0.0, 3.0, 4.0]
     # Pools: an unplaced gang of pool a is fitted in pool a only.
     pools = {"w1": "a", "w2": "b"}
     assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w2": 2}, False, "a")], pools=pools) \

@@ -208,3 +208,27 @@ def test_a_closed_pool_starts_no_worker_processes():
     with pytest.raises(RuntimeError, match="closed"):
         pool._get_executor()
     assert pool._executor is None
+
+
+def _sleep_then_clean(seconds: float) -> list:
+    import time as _time
+
+    _time.sleep(seconds)
+    return []
+
+
+def test_a_hung_check_is_stopped_and_the_others_on_its_pool_run_again_not_fail():
+    """Real worker processes: mallory's check hangs past the timeout and her pool is stopped;
+    bob's check, running on that pool at the time, is run again on a fresh one."""
+    import time as _time
+
+    pool = CheckPool(3, run=_sleep_then_clean, timeout_s=6.0)
+    try:
+        pool.submit("warm", "w", 0.0).result(timeout=60)  # the processes are up
+        hung = pool.submit("mallory", "m", 60.0)
+        _time.sleep(4.5)
+        bob = pool.submit("bob", "b", 2.5)  # still running when mallory's pool is stopped
+        assert "took over 6 s" in hung.result(timeout=60)[0].reason
+        assert bob.result(timeout=60) == []
+    finally:
+        pool.close()

@@ -316,3 +316,15 @@ def test_the_accept_paths_resolve_cache_expires(tmp_path):
     assert resolve(str(link)) == str(tmp_path / "a")  # remembered for a moment
     now[0] = 2.5
     assert resolve(str(link)) == "/etc"
+
+
+def test_env_values_are_read_as_lists_and_relative_escapes_are_refused(shared):
+    got = fields_of(shared, "alice", env_vars={
+        "HF_HOME": "../../../../shared/users/bob/hf", "A": "x/../../../etc", "B": "https://x:/etc",
+        "C": f"file:{shared}/common/x:/etc", "D": "https://hf-mirror.example:8443/api", "E": "eth0"})
+    assert set(got) == {"env_vars.HF_HOME", "env_vars.A", "env_vars.B", "env_vars.C"}, got
+
+
+def test_escapes_in_local_uris_are_refused(shared):
+    got = problems(overrides=["data.train_files=file:///srv/shared/common/..%2F..%2Fetc/passwd"])
+    assert "'%' escape" in got["overrides[0]"]

@@ -119,6 +119,9 @@ class Booked:
     gpus_by_node: Mapping[str, float]
     placed: bool | None
     pool: str | None = None
+    # The gang's shape (nnodes, GPUs per node, driver GPUs), so it is fitted anew as Ray would
+    # place it (the driver on any node); None: one bundle per node it was counted on.
+    shape: tuple[int, float, float] | None = None
 
     @property
     def gpus(self) -> float:
@@ -130,6 +133,14 @@ def _refit(free: dict[str, float], gang: Booked, pools: Mapping[str, str | None]
     distinct nodes of its pool, as Ray would place it now; False (nothing taken) when it
     does not fit."""
     nodes = [n for n in free if gang.pool is None or pools.get(n) == gang.pool]
+    if gang.shape is not None:
+        nnodes, per_node, driver = gang.shape
+        placement = Capacity({n: free[n] for n in nodes}).fit(Demand(nnodes, per_node, driver))
+        if placement is None:
+            return False
+        for node, size in placement.gpus_by_node.items():
+            free[node] -= size
+        return True
     taken: dict[str, float] = {}
     for size in sorted((float(g) for g in gang.gpus_by_node.values()), reverse=True):
         options = [n for n in nodes if n not in taken and free[n] >= size]

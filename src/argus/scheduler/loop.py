@@ -315,7 +315,8 @@ class Scheduler:
                 placed = False  # not started: its placement groups do not exist yet
             else:
                 placed = True if now - started > PLACEMENT_GRACE_S else None
-            booked.append((started or now, Booked(gpus, placed, t.get("pool"))))
+            shape = (int(t["nnodes"]), float(t["n_gpus_per_node"]), float(t.get("driver_gpus") or 0))
+            booked.append((started or now, Booked(gpus, placed, t.get("pool"), shape)))
         booked.sort(key=lambda b: b[0])
         used = sum(max(0.0, n.total_gpus - n.available_gpus)
                    for n in snap.nodes if n.alive and not n.is_head)

@@ -57,6 +57,10 @@ def _worker_start(names: Sequence[str], parent: int) -> None:
     threading.Thread(target=watch, name="argus-check-parent", daemon=True).start()
 
 
+class _Discarded(Exception):
+    """A check stopped only because another check on its pool hung (it is run again)."""
+
+
 class CheckBacklog(Exception):
     """The user already has as many checks waiting as allowed."""
 
@@ -109,6 +113,7 @@ class CheckPool:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
+        self._discarded: set[int] = set()  # pools stopped for a hung check (their ids)
 
     def _get_executor(self) -> Executor:
         if self._closed:
@@ -182,21 +187,10 @@ class CheckPool:
         while (item := self._take()) is not None:
             result: Any = None
             error: BaseException | None = None
-            try:
-                with self._lock:
-                    executor = self._get_executor()
-                result = executor.submit(self.run, *item.args).result(timeout=self.timeout_s)
-            except FutureTimeout:  # a check that never ends: its workers are stopped
-                result = [Problem("overrides", f"the check against verl's config took over "
-                                               f"{self.timeout_s:g} s and was stopped")]
-                self._discard(executor)
-            except BrokenProcessPool as exc:  # a worker died: the next check starts a fresh pool
-                error = exc
-                with self._lock:
-                    if self._own_executor:
-                        self._executor = None
-            except BaseException as exc:  # the check's own error goes to whoever waits for it
-                error = exc
+            for attempt in range(2):
+                result, error = self._run_once(item)
+                if not isinstance(error, _Discarded) or attempt:
+                    break  # else: stopped for another check's timeout: once more, on a fresh pool
             with self._ready:
                 self._running -= 1
                 left = self._running_by_user.pop(item.user, 1) - 1
@@ -210,11 +204,32 @@ class CheckPool:
             else:
                 item.future.set_result(result)
 
+    def _run_once(self, item: "_Item") -> tuple[Any, BaseException | None]:
+        """Run one check on the current pool: (problems, None) or (None, the error)."""
+        try:
+            with self._lock:
+                executor = self._get_executor()
+            return executor.submit(self.run, *item.args).result(timeout=self.timeout_s), None
+        except FutureTimeout:  # a check that never ends: its workers are stopped
+            self._discard(executor)
+            return [Problem("overrides", f"the check against verl's config took over "
+                                         f"{self.timeout_s:g} s and was stopped")], None
+        except BrokenProcessPool as exc:  # a worker died: the next check starts a fresh pool
+            with self._lock:
+                if id(executor) in self._discarded:
+                    return None, _Discarded(str(exc))
+                if self._own_executor and self._executor is executor:
+                    self._executor = None
+            return None, exc
+        except BaseException as exc:  # the check's own error goes to whoever waits for it
+            return None, exc
+
     def _discard(self, executor: Executor) -> None:
         """Stop a process pool whose worker hangs; the next check starts a fresh one."""
         with self._lock:
             if self._executor is executor and self._own_executor:
                 self._executor = None
+                self._discarded.add(id(executor))
             else:
                 return
         for proc in list(getattr(executor, "_processes", {}).values()):

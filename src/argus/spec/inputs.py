@@ -22,7 +22,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from argus.spec.errors import Problem, SpecError
-from argus.spec.overrides import SCHEME, override_paths, value_path
+from argus.spec.overrides import REMOTE_SCHEMES, SCHEME, override_paths, value_path
 from argus.spec.taskspec import TaskSpec
 
 INPUT_FIELDS = ("code_path", "train_file", "val_file", "model_id", "critic_model_id")
@@ -119,18 +119,20 @@ def input_problems(spec: TaskSpec, shared_root: str, user: str | None = None,
 
 
 def env_path_outside(value: str, roots: list[str], resolve: Resolve = os.path.realpath) -> str | None:
-    """The first path in an environment variable's value (one path, or a ':'-separated list)
-    that lies outside `roots`, else None; a remote URI (`https://...`) names no path here."""
-    if SCHEME.match(value.strip()):  # a URI: a local one (file:, local:) names a path
-        path, why = value_path(value)
-        if why or (path is not None and not any(is_under(path, root, resolve) for root in roots)):
-            return value.strip()
+    """The first path in an environment variable's value (one path, or a ':'-separated list,
+    as tools read it) that is relative with `..`, under a home (`~`), or outside `roots`;
+    None when there is none. A single remote URI (`https://host:port/x`) names no path."""
+    text = value.strip()
+    uri = SCHEME.match(text)
+    if uri and uri.group(1).lower() in REMOTE_SCHEMES and uri.group(2).startswith("//") \
+            and ":/" not in uri.group(2) and "::" not in text:
         return None
-    for part in value.split(os.pathsep):
+    for part in text.split(os.pathsep):
         part = part.strip()
-        if part.startswith("~"):
-            return part
-        if part.startswith("/") and not any(is_under(part, root, resolve) for root in roots):
+        if not part:
+            continue
+        path, why = value_path(part)
+        if why or (path is not None and not any(is_under(path, root, resolve) for root in roots)):
             return part
     return None
 

@@ -102,6 +102,8 @@ def value_path(value: str) -> tuple[str | None, str | None]:
     if uri:
         scheme, rest = uri.group(1).lower(), uri.group(2)
         if scheme in _LOCAL_SCHEMES:
+            if "%" in rest:  # some readers decode %2F into '/': no escapes in a local URI
+                return None, f"'{value}' has a '%' escape; give the path as it is"
             text = rest[2:] if rest.startswith("//") else rest  # file:///p and file:/p, no host
             if not text.startswith("/"):
                 return None, f"'{value}' is not a {scheme}: URI of an absolute path"
