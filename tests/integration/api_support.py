@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 from argus.service.app import create_app
 from argus.service.settings import ArgusSettings, parse_settings
 from argus.testing.fakes import FakeSnapshots
-from argus.testing.sandbox import Sandbox, task_yaml
+from argus.testing.sandbox import Sandbox, prepare, task_yaml
 
 DATABASE_URL_ENV = "ARGUS_TEST_DATABASE_URL"
 SCHEMA_PREFIX = "argus_t_"
@@ -216,3 +216,22 @@ class Api:
             cursor = r.json()["next_cursor"]
             if cursor is None:
                 return out
+
+
+# -- fixtures the API and scheduler test modules share (imported by name: pytest finds them) --
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend(request, tmp_path_factory) -> Iterator[Backend]:
+    with open_backend(request.param, tmp_path_factory.mktemp("db")) as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> Sandbox:
+    """Inputs under `<shared_root>/common/` (code snapshots, tiny datasets, a tiny model)."""
+    return prepare(tmp_path_factory.mktemp("shared"))
+
+
+@pytest.fixture
+def no_verl_config_override(monkeypatch):
+    """The Hydra check uses the verl config of the spec's code_path or the installed verl."""
+    monkeypatch.delenv("ARGUS_VERL_CONFIG_DIR", raising=False)

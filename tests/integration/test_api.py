@@ -25,10 +25,11 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
-from api_support import Api, AppFactory, Backend, open_backend
+from api_support import Api, AppFactory
+from api_support import backend, sandbox, no_verl_config_override  # noqa: F401  (shared fixtures)
 
 from argus.spec.redact import redact_spec_text
-from argus.testing.sandbox import Sandbox, prepare
+from argus.testing.sandbox import Sandbox
 
 ERROR_KEYS = {"error", "message", "problems"}
 TASK_ID_RE = r"^mvp2-{user}-ppo-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}$"
@@ -38,6 +39,8 @@ DETAIL_KEYS = {"task_id", "user_id", "workload", "state", "desired_resources", "
                "error_summary", "failure_cause", "pending_reason", "next_run_at", "created_at",
                "updated_at", "jobspec_yaml"}
 RESOURCES = {"nnodes": 1, "n_gpus_per_node": 2, "total_gpus": 2, "pool": None}
+
+pytestmark = pytest.mark.usefixtures("no_verl_config_override")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -91,22 +94,7 @@ def nothing_stored(api, who):
     assert after == before
 
 
-@pytest.fixture(autouse=True)
-def _no_verl_config_override(monkeypatch):
-    """The Hydra check uses the verl config of the spec's code_path or the installed verl."""
-    monkeypatch.delenv("ARGUS_VERL_CONFIG_DIR", raising=False)
 
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend(request, tmp_path_factory) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path_factory.mktemp("db")) as db:
-        yield db
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory) -> Sandbox:
-    """Inputs under `<shared_root>/common/` (code snapshots, tiny datasets, a tiny model)."""
-    return prepare(tmp_path_factory.mktemp("shared"))
 
 
 @pytest.fixture(scope="module")

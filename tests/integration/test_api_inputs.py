@@ -13,18 +13,12 @@ from typing import Any, Iterator
 import pytest
 
 from argus.testing.sandbox import Sandbox, prepare
-from api_support import ADMIN_TOKEN, Api, AppFactory, Backend, open_backend
+from api_support import ADMIN_TOKEN, Api, AppFactory
+from api_support import backend, no_verl_config_override  # noqa: F401  (shared fixtures)
+
+pytestmark = pytest.mark.usefixtures("no_verl_config_override")
 
 
-@pytest.fixture(autouse=True)
-def _no_verl_config_override(monkeypatch):
-    monkeypatch.delenv("ARGUS_VERL_CONFIG_DIR", raising=False)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend(request, tmp_path_factory) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path_factory.mktemp("db")) as db:
-        yield db
 
 
 @pytest.fixture(scope="module")

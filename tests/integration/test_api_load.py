@@ -17,24 +17,16 @@ from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
-from api_support import ADMIN_TOKEN, SNAPSHOTS, Api, Backend, make_settings, open_backend
+from api_support import ADMIN_TOKEN, SNAPSHOTS, Api, make_settings
+from api_support import backend, sandbox  # noqa: F401  (shared fixtures)
 from fastapi.testclient import TestClient
 
 from argus.service.app import create_app
 from argus.service.checks import CheckPool
 from argus.store.db import open_database
-from argus.testing.sandbox import Sandbox, prepare
+from argus.testing.sandbox import Sandbox
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory) -> Sandbox:
-    return prepare(tmp_path_factory.mktemp("shared"))
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend(request, tmp_path_factory) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path_factory.mktemp("db")) as db:
-        yield db
 
 
 @pytest.fixture

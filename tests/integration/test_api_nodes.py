@@ -19,7 +19,8 @@ from typing import Any, Iterator
 import pytest
 
 from argus.testing.cli import invoke as run_cli
-from api_support import ADMIN_TOKEN, Api, Backend, open_backend
+from api_support import ADMIN_TOKEN, Api, Backend
+from api_support import backend  # noqa: F401  (shared fixtures)
 from fastapi.testclient import TestClient
 
 from argus.cluster.ssh import SSHError
@@ -96,11 +97,6 @@ def assert_error(response, status: int, error: str, field: str | None = None) ->
         assert field in [p["field"] for p in body["problems"]], body
     return body
 
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend(request, tmp_path_factory) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path_factory.mktemp("db")) as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

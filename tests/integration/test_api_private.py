@@ -15,10 +15,11 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from api_support import ADMIN_TOKEN, Api, Backend, make_settings, open_backend
+from api_support import ADMIN_TOKEN, Api, Backend, make_settings
+from api_support import backend, sandbox  # noqa: F401  (shared fixtures)
 from argus.service.app import create_app
 from argus.testing.fakes import FakeJobs, FakeSnapshots
-from argus.testing.sandbox import Sandbox, prepare
+from argus.testing.sandbox import Sandbox
 
 
 class Clock:
@@ -48,15 +49,6 @@ class World(Api):
         return {n["id"]: n for n in r.json()["nodes"]}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend(request, tmp_path_factory) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path_factory.mktemp("db")) as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory) -> Sandbox:
-    return prepare(tmp_path_factory.mktemp("shared"))
 
 
 def _world(sandbox: Sandbox, backend: Backend) -> Iterator[World]:

@@ -7,14 +7,10 @@ from typing import Iterator
 
 import pytest
 
-from api_support import AppFactory, Api, Backend, open_backend
+from api_support import AppFactory, Api
+from api_support import backend  # noqa: F401  (shared fixtures)
 from argus.testing.sandbox import Sandbox, prepare
 
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend(request, tmp_path_factory) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path_factory.mktemp("db")) as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

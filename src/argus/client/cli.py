@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from argus.client import head_cli, nodes_cli, server_cli, service_cli, sim_cli
+from argus.client import head_cli, nodes_cli, server_cli, service_cli, sim_cli, users_cli
 from argus.cluster import local
 from argus.cluster.errors import ClusterError
 from argus.spec.config import default_shared_root, load_ray_config
@@ -35,6 +35,7 @@ cluster_app = typer.Typer(no_args_is_help=True, help="A local Ray cluster (head 
 app.add_typer(spec_app, name="spec")
 app.add_typer(cluster_app, name="cluster")
 service_cli.register(app)
+users_cli.register(app)
 server_cli.register(app)
 sim_cli.register(app)
 head_cli.register(app)

@@ -1,11 +1,11 @@
 """The `argus` commands that talk to the Argus service through the SDK.
 
-Owns `login`, `me`, `submit`, `tasks`, `status`, `attempts`, `logs`, `cancel`, `queue`,
-`users create|list|disable|enable` and `tokens issue`: their options, tables and exit codes
-(0 done; 1 the service refused or failed the request, or cannot be reached; 2 bad input,
-including a 400/413/415 answer, each problem listed as `field: message`). Every command takes
-`--url` and `--token`, which win over `ARGUS_URL` / `ARGUS_TOKEN`, which win over the file
-`argus login` saved. `register(app)` adds the commands to the main Typer app.
+Owns `login`, `me`, `submit`, `tasks`, `status`, `attempts`, `logs`, `cancel`, `priority` and
+`queue` (`users` and `tokens` are `users_cli`'s) and the plumbing `users_cli` and `nodes_cli`
+share: their options, tables and exit codes (0 done; 1 the service refused or failed the
+request, or cannot be reached; 2 bad input, including a 400/413/415 answer, each problem listed
+as `field: message`). Every command takes `--url` and `--token`, which win over `ARGUS_URL` /
+`ARGUS_TOKEN`, which win over the file `argus login` saved. `register(app)` adds the commands to the main Typer app.
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ from argus.client.sdk import (
 # Piped output (grep, less) gets wide lines rather than wrapped, cut columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-users_app = typer.Typer(no_args_is_help=True, help="Manage users (admin only).")
-tokens_app = typer.Typer(no_args_is_help=True, help="Issue user tokens (admin only).")
 
 INPUT_STATUSES = (400, 413, 415)
 STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "TIMEOUT": "red", "CANCELED": "yellow",
@@ -402,83 +399,9 @@ def queue(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), 
         out.print(table)
 
 
-# -- users and tokens (admin) -----------------------------------------------------------------
-@users_app.command("create")
-def users_create(
-    user_id: str = typer.Argument(..., help="lower-case letters, digits and _, starting with a letter"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
-) -> None:
-    """Create a user (then `argus tokens issue USER` gives them a token)."""
-    with _session(url, token) as client:
-        answer = client.create_user(user_id)
-    if as_json:
-        _print_json(answer)
-        return
-    out.print(f"created user [bold]{escape(str(answer.get('user_id', user_id)))}[/] ({_cell(answer.get('state'))})")
-
-
-@users_app.command("list")
-def users_list(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt()) -> None:
-    """List users."""
-    with _session(url, token) as client:
-        answer = client.users()
-    if as_json:
-        _print_json(answer)
-        return
-    table = Table("user", "state", "created")
-    for u in answer.get("users", []):
-        table.add_row(_cell(u.get("user_id")), _cell(u.get("state")), _time(u.get("created_at")))
-    out.print(table)
-
-
-@users_app.command("disable")
-def users_disable(
-    user_id: str = typer.Argument(..., help="user id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
-) -> None:
-    """Disable a user; every token of theirs is revoked at once, for good."""
-    with _session(url, token) as client:
-        answer = client.disable_user(user_id)
-    if as_json:
-        _print_json(answer)
-        return
-    out.print(f"{escape(str(answer.get('user_id', user_id)))}: {_cell(answer.get('state'))}")
-
-
-@users_app.command("enable")
-def users_enable(
-    user_id: str = typer.Argument(..., help="user id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
-) -> None:
-    """Re-enable a disabled user; their old tokens stay revoked (issue a new one)."""
-    with _session(url, token) as client:
-        answer = client.enable_user(user_id)
-    if as_json:
-        _print_json(answer)
-        return
-    out.print(f"{escape(str(answer.get('user_id', user_id)))}: {_cell(answer.get('state'))}")
-
-
-@tokens_app.command("issue")
-def tokens_issue(
-    user_id: str = typer.Argument(..., help="user id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
-) -> None:
-    """Issue a token for USER; it is printed on stdout, this once only."""
-    with _session(url, token) as client:
-        answer = client.issue_token(user_id)
-    if as_json:
-        _print_json(answer)
-        return
-    err.print(f"token for {escape(str(answer.get('user_id', user_id)))} (shown once; it cannot be read again):")
-    print(answer.get("token", ""))
-
-
 def register(app: typer.Typer) -> None:
     """Add the service commands to the main `argus` app."""
     for name, func in (("login", login), ("me", me), ("submit", submit), ("tasks", tasks), ("status", status),
                        ("attempts", attempts), ("logs", logs), ("cancel", cancel), ("priority", priority),
                        ("queue", queue)):
         app.command(name)(func)
-    app.add_typer(users_app, name="users")
-    app.add_typer(tokens_app, name="tokens")

@@ -23,25 +23,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.cluster.jobs import RayJobTool
-from argus.cluster.session_logs import find_driver_log, lost_log_text, ray_temp_dirs
 from argus.domain.admission import Booked, free_gpus
 from argus.domain.durations import format_duration
 from argus.domain.scheduling import Job, Limits, RunningJob, plan
 from argus.domain.failure import FailureCause
 from argus.domain.task import (
-    ACTIVE_STATES, FINAL_STATES, RAY_FINAL_STATUSES, WAITING_STATES, TaskState,
+    ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState,
     attempt_submission_id,
 )
 from argus.domain.paths import job_root as compute_job_root
+from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
 from argus.scheduler.policy import RETRYABLE, Outcome, decide_outcome
 from argus.service.settings import ArgusSettings
 from argus.spec.errors import SpecError
@@ -51,8 +49,6 @@ from argus.spec.taskspec import POOL_LABEL
 from argus.store.tasks import TaskStore, wait_changed
 
 log = logging.getLogger("argus.scheduler")
-ARCHIVE_TRIES = 5
-LOST = "LOST"  # an attempt's ray_status once Ray no longer knows its job (its head restarted)
 RETRIED = frozenset(c.value for c in RETRYABLE)
 # A started task whose GPUs Ray does not show taken yet is counted as not placed (its GPUs kept
 # off the nodes Argus counted it on) for this long after it started; after that, Ray's view
@@ -85,7 +81,8 @@ class Scheduler:
         self._need_sync = False
         self._blocked_by: str | None = None
         self._kept: str | None = None  # the task the last full pass reserved: it keeps its place
-        self._archive_failures: dict[str, int] = {}
+        self._archiver = LogArchiver(settings, store, jobs)
+        self._archive_failures = self._archiver.failures
         self._usage: tuple[dict[str, float], dict[str, float]] | None = None
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -242,55 +239,9 @@ class Scheduler:
 
     # -- 2. archive -----------------------------------------------------------------------
     def archive(self) -> None:
-        """Archive ended attempts' logs; stop Ray jobs that outlived their cancelled task.
-
-        Each attempt on its own: one whose log cannot be read (its driver's node died) or
-        written is retried at later passes and, after ARCHIVE_TRIES, recorded as archived with
-        the reason in `logs/driver.log`, so it never holds up the rest of the pass.
-        """
-        for attempt in self.store.unarchived_final_attempts():
-            sid = attempt["ray_submission_id"]
-            try:
-                self._archive_one(attempt)
-                self._archive_failures.pop(sid, None)
-            except (ClusterError, OSError) as exc:
-                tries = self._archive_failures.get(sid, 0) + 1
-                self._archive_failures[sid] = tries
-                log.warning("archiving the log of %s failed (%d of %d): %s", sid, tries, ARCHIVE_TRIES, exc)
-                if tries >= ARCHIVE_TRIES:
-                    self._archive_failures.pop(sid, None)
-                    try:
-                        self._write_log(attempt, f"[argus] the driver log could not be archived: {exc}\n")
-                    except OSError:
-                        pass
-                    self.store.update_attempt(sid, log_archived=True)
-
-    def _archive_one(self, attempt: dict[str, Any]) -> None:
-        sid = attempt["ray_submission_id"]
-        try:
-            view = self.jobs.status(sid, diagnose=False)
-        except JobNotFound:
-            if attempt.get("ray_status") == LOST:  # lost with its head: its old session may hold it
-                found = find_driver_log(sid, ray_temp_dirs(self.settings.ray))
-                self._write_log(attempt, lost_log_text(sid, attempt.get("end_time"), found))
-            self.store.update_attempt(sid, log_archived=True)
-            return
-        if view.status not in RAY_FINAL_STATUSES:
-            self.jobs.stop(sid)  # its task ended (cancelled, timed out) but the job lives
-            return
-        self._write_log(attempt, self.jobs.logs(sid))
-        self.store.update_attempt(sid, log_archived=True, ray_status=view.status, end_time=view.end_time)
-
-    @staticmethod
-    def _write_log(attempt: dict[str, Any], text: str) -> None:
-        path = Path(attempt["job_root"]) / "logs" / "driver.log"
-        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        tmp = path.with_suffix(".log.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(fd, 0o640)  # the user's own: not world-readable whatever the umask
-            f.write(text)
-        tmp.replace(path)
+        """Archive ended attempts' logs; stop Ray jobs that outlived their cancelled task
+        (`argus.scheduler.archive.LogArchiver.archive`)."""
+        self._archiver.archive()
 
     # -- 3. admission ---------------------------------------------------------------------
     def capacity(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
