@@ -8,7 +8,7 @@ VERL_VERSION := 0.9.1
 RAY_VERSION := 2.60.0
 ARGUS_SHARED_ROOT ?= $(HOME)/.argus/shared
 
-.PHONY: venv sshd demo test test-unit down clean bench
+.PHONY: venv sshd demo lint test test-unit down clean bench
 
 venv: $(STAMP)
 
@@ -30,7 +30,14 @@ sshd:
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --shared-root "$(ARGUS_SHARED_ROOT)"
 
-test: $(STAMP)
+# Lint: ruff (rules and formatting), mypy over src/, and the layer contracts (import-linter).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q -ra tests
 
 test-unit: $(STAMP)

@@ -58,12 +58,18 @@ def free_port(start: int) -> int:
 def start_server(cluster: local.ClusterState, workdir: Path, db_url: str, port: int) -> subprocess.Popen:
     ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
     config = workdir / "server.yaml"
-    config.write_text(yaml.safe_dump({"ray": ray, "service": {"port": port, "db_url": db_url},
-                                      "scheduler": {"retry_interval_s": 30}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"ray": ray, "service": {"port": port, "db_url": db_url}, "scheduler": {"retry_interval_s": 30}}
+        )
+    )
     log = open(workdir / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "argus.client.cli", "server", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MVP_INTERNAL_TOKEN": ADMIN})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "argus.client.cli", "server", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MVP_INTERNAL_TOKEN": ADMIN},
+    )
     admin = ArgusClient(f"http://127.0.0.1:{port}", ADMIN, timeout=5)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -82,8 +88,14 @@ def ts(value: str) -> float:
 
 
 def accept_to_submit(client: ArgusClient, sandbox, samples: int) -> None:
-    spec = task_yaml(sandbox, "ppo", n_gpus_per_node=1, total_training_steps=1, save_freq=-1,
-                     env_vars={"VERL_SIM_STEP_SECONDS": "0"})
+    spec = task_yaml(
+        sandbox,
+        "ppo",
+        n_gpus_per_node=1,
+        total_training_steps=1,
+        save_freq=-1,
+        env_vars={"VERL_SIM_STEP_SECONDS": "0"},
+    )
     client.submit(spec)  # warm the verl check cache and Ray's job path once
     time.sleep(3)
     to_row, to_ray = [], []
@@ -118,13 +130,17 @@ class Tally:
             if not xs:
                 print(f"  {kind:<12} n 0  (none answered)  429s {self.limited[kind]}")
                 continue
-            print(f"  {kind:<12} n {len(xs):>6} ({len(xs) / elapsed:6.0f}/s)  p50 {pct(xs, 50):7.1f} ms  "
-                  f"p99 {pct(xs, 99):7.1f} ms  max {max(xs) * 1000:7.1f} ms  429s {self.limited[kind]}")
+            print(
+                f"  {kind:<12} n {len(xs):>6} ({len(xs) / elapsed:6.0f}/s)  p50 {pct(xs, 50):7.1f} ms  "
+                f"p99 {pct(xs, 99):7.1f} ms  max {max(xs) * 1000:7.1f} ms  429s {self.limited[kind]}"
+            )
 
 
 def http_request(method: str, path: str, port: int, token: str, body: bytes = b"") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Length: {len(body)}\r\n")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+    )
     if body:
         head += "Content-Type: application/yaml\r\n"
     return (head + "\r\n").encode() + body
@@ -150,7 +166,7 @@ async def client_loop(port: int, requests, stop_at: float, tally: Tally, timeout
             t0 = time.perf_counter()
             try:
                 status, body = await exchange(reader, writer, request, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 tally.errors.append(f"{kind}: no answer in {timeout:.0f} s")
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -180,8 +196,16 @@ async def watch_wal(db_path: Path | None, stop_at: float, seen: list[int]) -> No
         await asyncio.sleep(0.5)
 
 
-async def load(port: int, tokens: list[str], spec: str, task_ids: dict[str, str], submitters: int,
-               readers: int, duration: float, db_path: Path | None) -> tuple[Tally, float, list[int]]:
+async def load(
+    port: int,
+    tokens: list[str],
+    spec: str,
+    task_ids: dict[str, str],
+    submitters: int,
+    readers: int,
+    duration: float,
+    db_path: Path | None,
+) -> tuple[Tally, float, list[int]]:
     body = spec.encode()
     tally = Tally()
     wal_seen: list[int] = []
@@ -193,11 +217,13 @@ async def load(port: int, tokens: list[str], spec: str, task_ids: dict[str, str]
         return lambda: ("submit", request, 201)
 
     def reader(token: str):
-        cycle = itertools.cycle([
-            ("/healthz", http_request("GET", "/healthz", port, token)),
-            ("list", http_request("GET", "/api/v2/tasks?limit=50", port, token)),
-            ("get task", http_request("GET", f"/api/v2/tasks/{task_ids[token]}", port, token)),
-        ])
+        cycle = itertools.cycle(
+            [
+                ("/healthz", http_request("GET", "/healthz", port, token)),
+                ("list", http_request("GET", "/api/v2/tasks?limit=50", port, token)),
+                ("get task", http_request("GET", f"/api/v2/tasks/{task_ids[token]}", port, token)),
+            ]
+        )
         return lambda: (*next(cycle), 200)
 
     jobs = [client_loop(port, submitter(tokens[i % len(tokens)]), stop_at, tally) for i in range(submitters)]
@@ -212,7 +238,9 @@ def uncached(sandbox, n: int | None = None) -> str:
     return task_yaml(sandbox, "ppo", n_gpus_per_node=64, overrides=[f"data.train_batch_size={n}"])
 
 
-async def flood(port: int, sandbox, flooder: str, victim: str, clients: int, seconds: float) -> tuple[Tally, list[float]]:
+async def flood(
+    port: int, sandbox, flooder: str, victim: str, clients: int, seconds: float
+) -> tuple[Tally, list[float]]:
     tally = Tally()
     stop_at = time.monotonic() + seconds
 
@@ -235,8 +263,10 @@ async def flood(port: int, sandbox, flooder: str, victim: str, clients: int, sec
             writer.close()
 
     victim_lat: list[float] = []
-    await asyncio.gather(victim_loop(victim_lat),
-                         *(client_loop(port, flood_requests, stop_at, tally, timeout=60) for _ in range(clients)))
+    await asyncio.gather(
+        victim_loop(victim_lat),
+        *(client_loop(port, flood_requests, stop_at, tally, timeout=60) for _ in range(clients)),
+    )
     return tally, victim_lat
 
 
@@ -248,8 +278,12 @@ def pct(xs: list[float], p: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--postgres-url", default=os.environ.get("ARGUS_TEST_DATABASE_URL",
-                                                            "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "ARGUS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
     ap.add_argument("--users", type=int, default=16, help="users the clients are spread over")
@@ -275,7 +309,9 @@ def main() -> int:
         db_path = workdir / "argus.sqlite3"
         db_url = f"sqlite:///{db_path}"
     gcs = free_port(6500)
-    cluster, _ = local.up(str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500))
+    cluster, _ = local.up(
+        str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500)
+    )
     proc = None
     try:
         sandbox = prepare(workdir)
@@ -288,25 +324,34 @@ def main() -> int:
             admin.create_user(f"bench{i}")
             tokens.append(admin.issue_token(f"bench{i}")["token"])
         client = ArgusClient(base, tokens[0])
-        print(f"machine: {os.cpu_count()} cores; database: {args.db}; server: 1 process (API + scheduler), "
-              f"Ray: head + 2 workers x 4 GPUs")
+        print(
+            f"machine: {os.cpu_count()} cores; database: {args.db}; server: 1 process (API + scheduler), "
+            f"Ray: head + 2 workers x 4 GPUs"
+        )
         if args.samples:
             accept_to_submit(client, sandbox, args.samples)
 
         spec = task_yaml(sandbox, "ppo", n_gpus_per_node=64)  # fits no node: parked by the scheduler
         task_ids = {t: ArgusClient(base, t).submit(spec)["task_id"] for t in tokens}  # warms the check cache
-        print(f"load: {args.submitters} submitters + {args.readers} readers over {args.users} users, "
-              f"{args.duration:.0f} s; WAL before {wal_size(db_path) / 2**20:.1f} MiB")
-        tally, elapsed, wal_seen = asyncio.run(load(port, tokens, spec, task_ids, args.submitters,
-                                                     args.readers, args.duration, db_path))
+        print(
+            f"load: {args.submitters} submitters + {args.readers} readers over {args.users} users, "
+            f"{args.duration:.0f} s; WAL before {wal_size(db_path) / 2**20:.1f} MiB"
+        )
+        tally, elapsed, wal_seen = asyncio.run(
+            load(port, tokens, spec, task_ids, args.submitters, args.readers, args.duration, db_path)
+        )
         tally.report(["submit", "/healthz", "list", "get task", "submit 429"], elapsed)
-        print(f"  accepted {len(tally.lat['submit']) / elapsed:.0f} tasks/s; 429s {sum(tally.limited.values())}; "
-              f"errors {len(tally.errors)}")
+        print(
+            f"  accepted {len(tally.lat['submit']) / elapsed:.0f} tasks/s; 429s {sum(tally.limited.values())}; "
+            f"errors {len(tally.errors)}"
+        )
         if tally.errors:
             print("  first error:", tally.errors[0])
         if db_path is not None:
-            print(f"  WAL: largest {max(wal_seen, default=0) / 2**20:.1f} MiB while loaded, "
-                  f"{wal_size(db_path) / 2**20:.1f} MiB at the end")
+            print(
+                f"  WAL: largest {max(wal_seen, default=0) / 2**20:.1f} MiB while loaded, "
+                f"{wal_size(db_path) / 2**20:.1f} MiB at the end"
+            )
         errors = len(tally.errors)
 
         if args.flood_seconds > 0:
@@ -319,23 +364,34 @@ def main() -> int:
                 t0 = time.perf_counter()
                 ArgusClient(base, victim, timeout=60).submit(uncached(sandbox))
                 alone.append(time.perf_counter() - t0)
-            ftally, victim_lat = asyncio.run(flood(port, sandbox, flooder, victim, args.flood_clients,
-                                                   args.flood_seconds))
-            print(f"flood: 1 user x {args.flood_clients} clients posting uncached specs for "
-                  f"{args.flood_seconds:.0f} s; another user submits an uncached spec every 0.5 s")
-            print(f"  other user's uncached submit alone:      p50 {statistics.median(alone) * 1000:7.0f} ms  "
-                  f"max {max(alone) * 1000:7.0f} ms  (n={len(alone)})")
+            ftally, victim_lat = asyncio.run(
+                flood(port, sandbox, flooder, victim, args.flood_clients, args.flood_seconds)
+            )
+            print(
+                f"flood: 1 user x {args.flood_clients} clients posting uncached specs for "
+                f"{args.flood_seconds:.0f} s; another user submits an uncached spec every 0.5 s"
+            )
+            print(
+                f"  other user's uncached submit alone:      p50 {statistics.median(alone) * 1000:7.0f} ms  "
+                f"max {max(alone) * 1000:7.0f} ms  (n={len(alone)})"
+            )
             if victim_lat:
-                print(f"  other user's uncached submit in the flood: p50 {statistics.median(victim_lat) * 1000:7.0f} ms  "
-                      f"max {max(victim_lat) * 1000:7.0f} ms  (n={len(victim_lat)})")
+                print(
+                    f"  other user's uncached submit in the flood: p50 {statistics.median(victim_lat) * 1000:7.0f} ms  "
+                    f"max {max(victim_lat) * 1000:7.0f} ms  (n={len(victim_lat)})"
+                )
             fl = ftally.lat.get("flood", [])
-            print(f"  flooder: {len(fl)} accepted, {ftally.limited['flood']} answered 429, errors {len(ftally.errors)}")
+            print(
+                f"  flooder: {len(fl)} accepted, {ftally.limited['flood']} answered 429, errors {len(ftally.errors)}"
+            )
             if ftally.errors:
                 print("  first error:", ftally.errors[0])
             errors += len(ftally.errors)
         queue = client.queue()
         parked = sum(1 for t in queue["pending"] if t["state"] == "PENDING_RESOURCES")
-        print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
+        print(
+            f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES"
+        )
         return 0 if not errors else 1
     finally:
         if proc is not None:

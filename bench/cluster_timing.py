@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from argus.cluster import local
@@ -41,18 +41,40 @@ def main() -> int:
     try:
         for i in range(args.repeats):
             t0 = time.monotonic()
-            local.up(str(root), workers=2, gpus_per_worker=4, cpus_per_worker=4, gcs_port=gcs, dashboard_port=gcs + 1900)
+            local.up(
+                str(root),
+                workers=2,
+                gpus_per_worker=4,
+                cpus_per_worker=4,
+                gcs_port=gcs,
+                dashboard_port=gcs + 1900,
+            )
             up_s.append(time.monotonic() - t0)
             t0 = time.monotonic()  # the idempotent second `up`, as a user types it
-            subprocess.run([sys.executable, "-m", "argus.client.cli", "cluster", "up", "--shared-root", str(root),
-                            "--port", str(gcs), "--dashboard-port", str(gcs + 1900)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "argus.client.cli",
+                    "cluster",
+                    "up",
+                    "--shared-root",
+                    str(root),
+                    "--port",
+                    str(gcs),
+                    "--dashboard-port",
+                    str(gcs + 1900),
+                ],
+                check=True,
+                capture_output=True,
+            )
             cli_up_s.append(time.monotonic() - t0)
             sandbox = prepare(root)
             cfg, _ = load_ray_config(local.config_file(root))
             tool = RayJobTool(cfg)
             for j in range(3):
                 text = task_yaml(sandbox, "ppo", total_training_steps=1)
-                _, rendered = prepare_submission(cfg, text, datetime.now(timezone.utc), "bench")
+                _, rendered = prepare_submission(cfg, text, datetime.now(UTC), "bench")
                 t0 = time.monotonic()
                 sid = tool.submit(rendered, text)
                 t_sub = time.monotonic()
@@ -69,7 +91,9 @@ def main() -> int:
     def row(name: str, xs: list[float]) -> str:
         return f"| {name} | {len(xs)} | {statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} |"
 
-    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
+    )
     print("| what | n | median s | min s | max s |")
     print("|---|---|---|---|---|")
     print(row("`cluster up` (head + 2 workers, cold)", up_s))

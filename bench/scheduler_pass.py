@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from argus.domain.scheduling import Job, Limits, RunningJob, plan
 from argus.domain.task import TaskState
 from argus.scheduler.loop import Scheduler
-from argus.service.settings import parse_settings
+from argus.settings import parse_settings
 from argus.store.db import open_database
 from argus.store.schema import task_events, tasks
 from argus.store.tasks import TaskStore
@@ -43,15 +43,19 @@ SHAPES = ((1, 1), (1, 2), (1, 4), (1, 8), (2, 4), (2, 8), (4, 8))
 
 
 def _ms(xs: list[float]) -> str:
-    return (f"p50 {statistics.median(xs) * 1000:7.1f} ms   max {max(xs) * 1000:7.1f} ms   "
-            f"(n={len(xs)})")
+    return f"p50 {statistics.median(xs) * 1000:7.1f} ms   max {max(xs) * 1000:7.1f} ms   (n={len(xs)})"
 
 
 def build(args: argparse.Namespace, work: Path, db_url: str):
     sandbox = prepare(work / "shared")
-    settings = parse_settings({"ray": {"shared_root": str(sandbox.shared_root)},
-                               "service": {"db_url": db_url},
-                               "scheduler": {"policy": args.policy}}, environ={})
+    settings = parse_settings(
+        {
+            "ray": {"shared_root": str(sandbox.shared_root)},
+            "service": {"db_url": db_url},
+            "scheduler": {"policy": args.policy},
+        },
+        environ={},
+    )
     db = open_database(settings.db_url)
     store = TaskStore(db)
     now = T0
@@ -65,16 +69,30 @@ def build(args: argparse.Namespace, work: Path, db_url: str):
         user = users[i % len(users)]
         nnodes, gpn = SHAPES[i % len(SHAPES)] if i < args.waiting else (1, 8)
         tid = f"mvp2-{user}-ppo-20270115-080000-{i:04x}"
-        rows.append(dict(task_id=tid, user_id=user, workload="ppo", state=TaskState.QUEUED.value,
-                         jobspec_yaml=spec, nnodes=nnodes, n_gpus_per_node=gpn, driver_gpus=0.0,
-                         attempts=0, created_at=now - args.waiting + i, updated_at=now,
-                         priority=500 + (i % 3) * 100, time_limit_s=3600.0 * (1 + i % 24), pool=None))
+        rows.append(
+            dict(
+                task_id=tid,
+                user_id=user,
+                workload="ppo",
+                state=TaskState.QUEUED.value,
+                jobspec_yaml=spec,
+                nnodes=nnodes,
+                n_gpus_per_node=gpn,
+                driver_gpus=0.0,
+                attempts=0,
+                created_at=now - args.waiting + i,
+                updated_at=now,
+                priority=500 + (i % 3) * 100,
+                time_limit_s=3600.0 * (1 + i % 24),
+                pool=None,
+            )
+        )
         events.append(dict(task_id=tid, at=now, from_state=None, to_state="QUEUED", reason="accepted"))
     with db.write.begin() as conn:
         conn.execute(tasks.insert(), rows)
         conn.execute(task_events.insert(), events)
     # One 1x8 task running on every node (the cluster is full), started an hour ago.
-    for node, row in zip(nodes, rows[args.waiting:]):
+    for node, row in zip(nodes, rows[args.waiting :]):
         tid = row["task_id"]
         attempt = store.start_attempt(tid, 0, str(work / tid), {node: 8.0}, now - 3600)
         sid = attempt["ray_submission_id"]
@@ -120,11 +138,25 @@ def baseline(store: TaskStore, sched: Scheduler, settings, now: float, passes: i
     latest = store.latest_attempts([t["task_id"] for t in active])
     free = {n.node_id: n.available_gpus for n in sched.snapshots.snapshot().schedulable()}
     usage = sched.usage(now)
-    running = [RunningJob(t["task_id"], t["user_id"], json.loads(latest[t["task_id"]]["placement"]),
-                          now + 3600) for t in active]
-    jobs = [Job(t["task_id"], t["user_id"], t["nnodes"], t["n_gpus_per_node"], t["created_at"],
-                t["time_limit_s"], t["priority"], t["driver_gpus"], t["next_run_at"], t["pool"])
-            for t in waiting]
+    running = [
+        RunningJob(t["task_id"], t["user_id"], json.loads(latest[t["task_id"]]["placement"]), now + 3600)
+        for t in active
+    ]
+    jobs = [
+        Job(
+            t["task_id"],
+            t["user_id"],
+            t["nnodes"],
+            t["n_gpus_per_node"],
+            t["created_at"],
+            t["time_limit_s"],
+            t["priority"],
+            t["driver_gpus"],
+            t["next_run_at"],
+            t["pool"],
+        )
+        for t in waiting
+    ]
     limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
     out = []
     for _ in range(passes):
@@ -143,10 +175,17 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=16)
     p.add_argument("--passes", type=int, default=20)
     p.add_argument("--policy", default="default", choices=("fifo", "easy", "default"))
-    p.add_argument("--churn", action="store_true",
-                   help="between passes one running task ends and the submitted ones start")
-    p.add_argument("--writers", type=int, default=0,
-                   help="threads that keep taking the write connection, as API submitters do")
+    p.add_argument(
+        "--churn",
+        action="store_true",
+        help="between passes one running task ends and the submitted ones start",
+    )
+    p.add_argument(
+        "--writers",
+        type=int,
+        default=0,
+        help="threads that keep taking the write connection, as API submitters do",
+    )
     p.add_argument("--profile", action="store_true")
     p.add_argument("--sort", default="cumulative", help="the profile's order (cumulative, tottime)")
     args = p.parse_args()
@@ -164,8 +203,10 @@ def main() -> int:
     try:
         t = time.perf_counter()
         settings, db, store, sched, _ = build(args, work, db_url)
-        print(f"{args.db}: {args.waiting} waiting tasks from {args.users} users, {args.nodes} nodes x 8 GPUs "
-              f"all taken, policy {args.policy} (set up in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"{args.db}: {args.waiting} waiting tasks from {args.users} users, {args.nodes} nodes x 8 GPUs "
+            f"all taken, policy {args.policy} (set up in {time.perf_counter() - t:.1f} s)"
+        )
         now = T0
         t = time.perf_counter()
         sched.tick(now, full=True)  # the first pass parks every task (writes them all)
@@ -180,8 +221,9 @@ def main() -> int:
             pstats.Stats(prof).sort_stats(args.sort).print_stats(30)
             return 0
         stop = threading.Event()
-        writers = [threading.Thread(target=write_loop, args=(store, stop), daemon=True)
-                   for _ in range(args.writers)]
+        writers = [
+            threading.Thread(target=write_loop, args=(store, stop), daemon=True) for _ in range(args.writers)
+        ]
         for w in writers:
             w.start()
         full, nudged = [], []

@@ -43,8 +43,24 @@ def hours(s: float) -> str:
 
 
 def replays(traces: Path, factor: float) -> None:
-    cols = ("trace", "nodes", "policy", "avg wait h", "p50 h", "p99 h", "largest worst h", "avg JCT h",
-            "JCT lb h", "avg bsld", "util", "makespan d", "mkspan lb d", "passes", "plan s", "wall s")
+    cols = (
+        "trace",
+        "nodes",
+        "policy",
+        "avg wait h",
+        "p50 h",
+        "p99 h",
+        "largest worst h",
+        "avg JCT h",
+        "JCT lb h",
+        "avg bsld",
+        "util",
+        "makespan d",
+        "mkspan lb d",
+        "passes",
+        "plan s",
+        "wall s",
+    )
     widths = (10, 5, 7, 10, 7, 7, 15, 9, 8, 8, 5, 10, 11, 6, 6, 6)
     print(f"Replays: time limit = {factor:g} x duration, 16 synthetic users, times in hours (h) or days (d)")
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
@@ -59,11 +75,24 @@ def replays(traces: Path, factor: float) -> None:
         for policy in POLICIES:
             r = simulate(jobs, ClusterShape.parse(nodes), policy, factor)
             m = got[policy] = r.metrics
-            row = (name, nodes, policy, hours(m.avg_wait_s), hours(m.p50_wait_s), hours(m.p99_wait_s),
-                   f"{hours(m.largest_jobs_max_wait_s)} ({m.largest_jobs_gpus}g)", hours(m.avg_jct_s),
-                   hours(m.jct_lower_bound_s), f"{m.avg_bsld:.2f}", f"{m.utilization:.3f}",
-                   f"{m.makespan_s / 86400:.2f}", f"{m.makespan_lower_bound_s / 86400:.2f}",
-                   str(r.passes), f"{r.plan_seconds:.1f}", f"{r.sim_seconds:.1f}")
+            row = (
+                name,
+                nodes,
+                policy,
+                hours(m.avg_wait_s),
+                hours(m.p50_wait_s),
+                hours(m.p99_wait_s),
+                f"{hours(m.largest_jobs_max_wait_s)} ({m.largest_jobs_gpus}g)",
+                hours(m.avg_jct_s),
+                hours(m.jct_lower_bound_s),
+                f"{m.avg_bsld:.2f}",
+                f"{m.utilization:.3f}",
+                f"{m.makespan_s / 86400:.2f}",
+                f"{m.makespan_lower_bound_s / 86400:.2f}",
+                str(r.passes),
+                f"{r.plan_seconds:.1f}",
+                f"{r.sim_seconds:.1f}",
+            )
             print("  ".join(c.rjust(w) for c, w in zip(row, widths)), flush=True)
         checks.append((name, got))
     print()
@@ -82,8 +111,9 @@ def replays(traces: Path, factor: float) -> None:
     print()
 
 
-def _cluster(rng: random.Random, nodes: int, gpus: int, running: int, now: float,
-             scenario: str) -> tuple[dict[str, float], list[RunningJob]]:
+def _cluster(
+    rng: random.Random, nodes: int, gpus: int, running: int, now: float, scenario: str
+) -> tuple[dict[str, float], list[RunningJob]]:
     """Free GPUs per node and the running jobs of the timing scenario."""
     names = ClusterShape(nodes, gpus).node_names()
     cap = Capacity({n: float(gpus) for n in names})
@@ -110,8 +140,14 @@ def _cluster(rng: random.Random, nodes: int, gpus: int, running: int, now: float
             misses += 1
             continue
         cap.take(placement)
-        jobs.append(RunningJob(f"r{len(jobs)}", f"u{rng.randrange(16):02d}", placement.gpus_by_node,
-                               now + rng.uniform(600, 7 * 86400)))
+        jobs.append(
+            RunningJob(
+                f"r{len(jobs)}",
+                f"u{rng.randrange(16):02d}",
+                placement.gpus_by_node,
+                now + rng.uniform(600, 7 * 86400),
+            )
+        )
     return cap.free, jobs
 
 
@@ -124,31 +160,37 @@ def _queue(rng: random.Random, n: int, gpus: int, now: float, scenario: str) -> 
         nnodes, per = (1, g) if g <= gpus else (g // gpus, gpus)
         duration = min(10 * 86400.0, max(600.0, rng.lognormvariate(8.9, 1.3)))  # median ~2 h
         submitted = now - 86400.0 + i * (86400.0 / n)  # oldest first
-        out.append(Job(f"q{i:05d}", f"u{rng.randrange(16):02d}", nnodes, float(per), submitted,
-                       2 * duration))
+        out.append(Job(f"q{i:05d}", f"u{rng.randrange(16):02d}", nnodes, float(per), submitted, 2 * duration))
     return out
 
 
 def plan_timing(queue: int, repeats: int, running: int) -> None:
     nodes, gpus, now = 128, 8, 10 * 86400.0
-    print(f"plan() timing: {queue} waiting jobs, {nodes} nodes x {gpus} GPUs, explain=False, "
-          f"median of {repeats} passes (target < 50 ms)")
+    print(
+        f"plan() timing: {queue} waiting jobs, {nodes} nodes x {gpus} GPUs, explain=False, "
+        f"median of {repeats} passes (target < 50 ms)"
+    )
     for scenario in ("busy", "draining"):
         rng = random.Random(7)
         free, run = _cluster(rng, nodes, gpus, running, now, scenario)
         waiting = _queue(rng, queue, gpus, now, scenario)
         usage = {f"u{u:02d}": rng.uniform(0, 5000) for u in range(16)}
-        print(f"  {scenario}: {len(run)} running jobs, {sum(free.values()):g} GPUs free on "
-              f"{sum(1 for g in free.values() if g > 0)} node(s)")
+        print(
+            f"  {scenario}: {len(run)} running jobs, {sum(free.values()):g} GPUs free on "
+            f"{sum(1 for g in free.values() if g > 0)} node(s)"
+        )
         for policy in POLICIES:
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 p = plan(now, waiting, run, free, policy, usage=usage, explain=False)
                 times.append(time.perf_counter() - t0)
-            print(f"    {policy:8s} median {statistics.median(times) * 1000:8.1f} ms   "
-                  f"min {min(times) * 1000:8.1f} ms   max {max(times) * 1000:8.1f} ms   "
-                  f"starts {len(p.start)}   reserved {p.reserved[0] if p.reserved else '-'}", flush=True)
+            print(
+                f"    {policy:8s} median {statistics.median(times) * 1000:8.1f} ms   "
+                f"min {min(times) * 1000:8.1f} ms   max {max(times) * 1000:8.1f} ms   "
+                f"starts {len(p.start)}   reserved {p.reserved[0] if p.reserved else '-'}",
+                flush=True,
+            )
 
 
 def main() -> None:

@@ -41,17 +41,27 @@ def main() -> int:
     console.rule("[bold]Argus demo: verl PPO, GRPO and SFT through the Argus service")
     t0 = time.monotonic()
     try:
-        info = launcher.up(root, workers=2, gpus_per_worker=4, port=args.port,
-                           gcs_port=args.gcs_port, dashboard_port=args.dashboard_port)
+        info = launcher.up(
+            root,
+            workers=2,
+            gpus_per_worker=4,
+            port=args.port,
+            gcs_port=args.gcs_port,
+            dashboard_port=args.dashboard_port,
+        )
     except ClusterError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 1
-    console.print(f"argus up in {time.monotonic() - t0:.1f}s: server {info.url} "
-                  f"({'started' if info.started_now else 'already running'}), "
-                  f"Ray dashboard {info.dashboard_url}, 2 workers x 4 GPUs")
+    console.print(
+        f"argus up in {time.monotonic() - t0:.1f}s: server {info.url} "
+        f"({'started' if info.started_now else 'already running'}), "
+        f"Ray dashboard {info.dashboard_url}, 2 workers x 4 GPUs"
+    )
     if info.admin_token is None:
-        console.print("[bold red]error:[/] a server already runs with an admin token not known here; "
-                      "set MVP_INTERNAL_TOKEN to it, or run `make down` first")
+        console.print(
+            "[bold red]error:[/] a server already runs with an admin token not known here; "
+            "set MVP_INTERNAL_TOKEN to it, or run `make down` first"
+        )
         return 1
     sandbox = prepare(root)
 
@@ -69,8 +79,9 @@ def main() -> int:
     spec_dir.mkdir(parents=True, exist_ok=True)
     submitted = []
     for workload, marker in RUNS:
-        text = task_yaml(sandbox, workload, marker, total_training_steps=6,
-                         env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})
+        text = task_yaml(
+            sandbox, workload, marker, total_training_steps=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}
+        )
         (spec_dir / f"{workload}.yaml").write_text(text)
         tid = demo.submit(text)["task_id"]
         submitted.append((workload, marker, tid))
@@ -101,9 +112,13 @@ def main() -> int:
         markers = re.findall(r"^MARKER (\S+)", log, re.M)
         state = t["state"] if not t["failure_cause"] else f"{t['state']} ({t['failure_cause']})"
         ok &= t["state"] == "SUCCEEDED" and markers == [marker]
-        table.add_row(tid, workload, state,
-                      ", ".join(c.removeprefix("global_step_") for c in ckpts) or "-",
-                      ",".join(markers) or "-")
+        table.add_row(
+            tid,
+            workload,
+            state,
+            ", ".join(c.removeprefix("global_step_") for c in ckpts) or "-",
+            ",".join(markers) or "-",
+        )
     console.print(table)
     console.print(f"outputs: {Path(root) / 'users' / 'demo' / 'jobs'}")
     console.print("try it yourself:")

@@ -49,8 +49,8 @@ def hostile_cwd(directory: Path) -> Path:
     for name, body in (("mvp_marker", f'MARKER = "{SHADOW_MARKER}"\n'), ("secrets", "")):
         (directory / f"{name}.py").write_text(
             "import pathlib\n"
-            f"pathlib.Path(__file__).with_name('imported').joinpath('{name}').write_text('x')\n"
-            + body)
+            f"pathlib.Path(__file__).with_name('imported').joinpath('{name}').write_text('x')\n" + body
+        )
     return directory
 
 
@@ -67,8 +67,9 @@ def ray_cluster():
     os.environ["MVP_INTERNAL_TOKEN"] = HOSTILE_ADMIN_TOKEN
     os.chdir(hostile_cwd(root / "caller-cwd"))
     try:
-        state, _ = local.up(str(root), workers=2, gpus_per_worker=4, cpus_per_worker=4,
-                            gcs_port=gcs, dashboard_port=dash)
+        state, _ = local.up(
+            str(root), workers=2, gpus_per_worker=4, cpus_per_worker=4, gcs_port=gcs, dashboard_port=dash
+        )
     finally:
         os.chdir(cwd)
         if token is None:

@@ -38,8 +38,9 @@ def probe(ray_cluster, sandbox, tmp_path_factory):
     """(server, admin, alice, bob) on an idle cluster; the server runs in a hostile cwd."""
     quiesce(ray_cluster)
     work = tmp_path_factory.mktemp("attacks")
-    srv = ServerProcess(local.config_file(ray_cluster.shared_root), work, ADMIN,
-                        cwd=hostile_cwd(work / "server-cwd"))
+    srv = ServerProcess(
+        local.config_file(ray_cluster.shared_root), work, ADMIN, cwd=hostile_cwd(work / "server-cwd")
+    )
     srv.start()
     admin = ArgusClient(srv.url, ADMIN)
     alice = user_client(srv.url, ADMIN, "alice")
@@ -57,8 +58,10 @@ def refused(client: ArgusClient, text: str, field: str) -> ArgusAPIError:
         client.submit(text)
     assert err.value.status == 400, err.value
     fields = [p["field"] for p in err.value.problems]
-    assert any(f == field or f.startswith(field + "[") or f.startswith(field + ".") for f in fields), \
-        (field, err.value.problems)
+    assert any(f == field or f.startswith(field + "[") or f.startswith(field + ".") for f in fields), (
+        field,
+        err.value.problems,
+    )
     assert len(client.tasks(limit=500)["tasks"]) == before
     return err.value
 
@@ -66,9 +69,11 @@ def refused(client: ArgusClient, text: str, field: str) -> ArgusAPIError:
 # -- 1, 2: inputs from anywhere ---------------------------------------------------------------
 def test_interpolation_cannot_read_the_admin_token(probe, sandbox):
     _, _, alice, _ = probe
-    for override in ("trainer.experiment_name=${oc.env:MVP_INTERNAL_TOKEN}",
-                     "trainer.project_name='${oc.env:MVP_INTERNAL_TOKEN}'",
-                     "+extra.key=${oc.decode:x}"):
+    for override in (
+        "trainer.experiment_name=${oc.env:MVP_INTERNAL_TOKEN}",
+        "trainer.project_name='${oc.env:MVP_INTERNAL_TOKEN}'",
+        "+extra.key=${oc.decode:x}",
+    ):
         err = refused(alice, task_yaml(sandbox, "ppo", overrides=[override]), "overrides")
         assert HOSTILE_ADMIN_TOKEN not in str(err.problems) and ADMIN not in str(err.problems)
 
@@ -78,16 +83,18 @@ def test_overrides_cannot_read_or_write_outside_the_users_roots(probe, sandbox, 
     shared = Path(ray_cluster.shared_root)
     bobs_model = shared / "users" / "bob" / "models" / "m"
     bobs_model.mkdir(parents=True, exist_ok=True)
-    for override in ("data.train_files=/etc/passwd",
-                     f"actor_rollout_ref.model.path={bobs_model}",
-                     "hydra.run.dir=/etc",
-                     "trainer.rollout_data_dir=/tmp/elsewhere",
-                     "+reward.custom_reward_function.path=/etc/passwd",
-                     "data.train_files=~/x.parquet",
-                     f"data.train_files=file:{bobs_model}",
-                     "data.train_files=local:///etc/passwd",
-                     "data.train_files=simplecache::/etc/passwd",
-                     "+data.extra=[" + ",".join(["1"] * 1500) + "]"):
+    for override in (
+        "data.train_files=/etc/passwd",
+        f"actor_rollout_ref.model.path={bobs_model}",
+        "hydra.run.dir=/etc",
+        "trainer.rollout_data_dir=/tmp/elsewhere",
+        "+reward.custom_reward_function.path=/etc/passwd",
+        "data.train_files=~/x.parquet",
+        f"data.train_files=file:{bobs_model}",
+        "data.train_files=local:///etc/passwd",
+        "data.train_files=simplecache::/etc/passwd",
+        "+data.extra=[" + ",".join(["1"] * 1500) + "]",
+    ):
         refused(alice, task_yaml(sandbox, "ppo", overrides=[override]), "overrides")
     # Bob may name his own model.
     own = bob.submit(task_yaml(sandbox, "ppo", overrides=[f"actor_rollout_ref.model.path={bobs_model}"]))
@@ -106,8 +113,9 @@ def test_model_ids_and_links_cannot_lead_out(probe, sandbox, ray_cluster):
     refused(alice, task_yaml(sandbox, "ppo", train_file=f"{link}/passwd"), "train_file")
 
 
-@pytest.mark.parametrize("name", ["LD_PRELOAD", "PYTHONHOME", "PATH", "BASH_ENV",
-                                  "CUDA_VISIBLE_DEVICES", "RAY_RUNTIME_ENV_HOOK"])
+@pytest.mark.parametrize(
+    "name", ["LD_PRELOAD", "PYTHONHOME", "PATH", "BASH_ENV", "CUDA_VISIBLE_DEVICES", "RAY_RUNTIME_ENV_HOOK"]
+)
 def test_env_vars_cannot_change_the_loader_interpreter_or_ray(probe, sandbox, name):
     _, _, alice, _ = probe
     refused(alice, task_yaml(sandbox, "ppo", env_vars={name: "/tmp/x"}), "env_vars")
@@ -141,8 +149,15 @@ def test_a_job_sees_no_admin_token_and_imports_its_own_code_first(probe, sandbox
 def test_another_users_tasks_stay_out_of_listings_reasons_and_files(probe, sandbox, ray_cluster):
     srv, admin, alice, bob = probe
     quiesce(ray_cluster)
-    long = task_yaml(sandbox, "ppo", n_gpus_per_node=4, total_training_steps=200, save_freq=200,
-                     env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}, time_limit="10m")
+    long = task_yaml(
+        sandbox,
+        "ppo",
+        n_gpus_per_node=4,
+        total_training_steps=200,
+        save_freq=200,
+        env_vars={"VERL_SIM_STEP_SECONDS": "0.5"},
+        time_limit="10m",
+    )
     holder = bob.submit(long)["task_id"]
     wait_state(bob, holder, {"RUNNING"}, timeout=90)
     # bob's whole-cluster task waits with a high priority, reserved behind `holder`.

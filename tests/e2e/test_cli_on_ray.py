@@ -23,7 +23,9 @@ def argus(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.run([*ARGUS, *args], capture_output=True, text=True, timeout=300, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -43,10 +45,15 @@ def test_run_submit_status_logs_list(ray_cluster, sandbox, cfg_path, tmp_path):
     assert "submitted e2e-grpo-1" in out.stdout
     logs = argus("run", "-c", cfg_path, "-a", "logs", "--submission-id", "e2e-grpo-1", "--follow", check=True)
     assert "MARKER sim-b" in logs.stdout and "training finished after 4 steps" in logs.stdout
-    status = json.loads(argus("run", "-c", cfg_path, "-a", "status", "--submission-id", "e2e-grpo-1", "--json",
-                              check=True).stdout)
+    status = json.loads(
+        argus(
+            "run", "-c", cfg_path, "-a", "status", "--submission-id", "e2e-grpo-1", "--json", check=True
+        ).stdout
+    )
     assert status["status"] == "SUCCEEDED" and status["diagnosis"] is None
-    tail = argus("run", "-c", cfg_path, "-a", "logs", "--submission-id", "e2e-grpo-1", "--tail", "1", check=True)
+    tail = argus(
+        "run", "-c", cfg_path, "-a", "logs", "--submission-id", "e2e-grpo-1", "--tail", "1", check=True
+    )
     assert tail.stdout.strip().endswith("training finished after 4 steps")
     listed = json.loads(argus("run", "-c", cfg_path, "-a", "list", "--json", check=True).stdout)
     assert "e2e-grpo-1" in {j["submission_id"] for j in listed}
@@ -80,9 +87,11 @@ def test_status_names_the_cause_of_a_gpu_shortage(ray_cluster, sandbox, cfg_path
 )
 def test_bad_input_exits_2_and_submits_nothing(ray_cluster, sandbox, cfg_path, tmp_path, body, field):
     if body is None:
-        extra = {"nnodes": {"nnodes": "two"},
-                 "n_gpu_per_node": {"n_gpu_per_node": 2},
-                 "overrides": {"overrides": ["trainer.totl_epochs=3"]}}[field]
+        extra = {
+            "nnodes": {"nnodes": "two"},
+            "n_gpu_per_node": {"n_gpu_per_node": 2},
+            "overrides": {"overrides": ["trainer.totl_epochs=3"]},
+        }[field]
         body = task_yaml(sandbox, "ppo", **extra)
     spec = tmp_path / "bad.yaml"
     spec.write_text(body)
@@ -98,13 +107,30 @@ def test_bad_input_exits_2_and_submits_nothing(ray_cluster, sandbox, cfg_path, t
 
 def test_cluster_up_is_idempotent_and_says_when_a_port_is_taken(ray_cluster, tmp_path):
     root = ray_cluster.shared_root
-    again = argus("cluster", "up", "--shared-root", root, "--port", str(ray_cluster.gcs_port),
-                  "--dashboard-port", str(ray_cluster.dashboard_port), check=True)
+    again = argus(
+        "cluster",
+        "up",
+        "--shared-root",
+        root,
+        "--port",
+        str(ray_cluster.gcs_port),
+        "--dashboard-port",
+        str(ray_cluster.dashboard_port),
+        check=True,
+    )
     assert "already running" in again.stdout
     status = json.loads(argus("cluster", "status", "--shared-root", root, "--json", check=True).stdout)
     assert status["healthy"] and [n["gpus"] for n in status["nodes"]] == [0, 4, 4]
-    other = argus("cluster", "up", "--shared-root", str(tmp_path / "other"),
-                  "--port", str(ray_cluster.gcs_port), "--dashboard-port", "1")
+    other = argus(
+        "cluster",
+        "up",
+        "--shared-root",
+        str(tmp_path / "other"),
+        "--port",
+        str(ray_cluster.gcs_port),
+        "--dashboard-port",
+        "1",
+    )
     assert other.returncode == 1
     assert f"port {ray_cluster.gcs_port} (Ray GCS) is already in use" in other.stderr
     assert not (tmp_path / "other" / "ray" / "local" / "cluster.json").exists()

@@ -17,8 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
@@ -49,8 +49,9 @@ def _wait_port(host: str, port: int, timeout: float) -> None:
 
 
 def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True
+    )
     return path
 
 
@@ -66,16 +67,30 @@ def sshd(tmp_path) -> Iterator[tuple[int, Path]]:
     (d / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
     port = free_port(2270)
     config = d / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-        f"AuthorizedKeysFile {d / 'authorized_keys'}", "PubkeyAuthentication yes",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-        "StrictModes no", "PermitRootLogin prohibit-password", f"PidFile {d / 'sshd.pid'}",
-        "LogLevel VERBOSE", ""]))
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {d / 'authorized_keys'}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "PermitRootLogin prohibit-password",
+                f"PidFile {d / 'sshd.pid'}",
+                "LogLevel VERBOSE",
+                "",
+            ]
+        )
+    )
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     log = open(d / "sshd.log", "ab")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
     try:
         _wait_port("127.0.0.1", port, 15)
         yield port, user_key
@@ -165,7 +180,9 @@ def test_the_connector_runs_commands_and_records_the_host_key_on_first_contact(s
     with pytest.raises(SSHError) as info:
         connector.connect(SSHTarget("127.0.0.1", port, "root", "wrong.key"))
     assert (info.value.kind, info.value.message) == (
-        "auth", f"authentication failed for root@127.0.0.1:{port} with key wrong.key")
+        "auth",
+        f"authentication failed for root@127.0.0.1:{port} with key wrong.key",
+    )
 
     other = Path(f"{_keygen(tmp_path / 'other_host')}.pub").read_text().split()
     (keys / "known_hosts").write_text(f"[127.0.0.1]:{port} {other[0]} {other[1]}\n")
@@ -185,21 +202,28 @@ def test_a_node_registered_over_ssh_joins_drains_and_goes_offline(sshd, head, tm
     shutil.copy(tmp_path / "stranger", keys / "wrong.key")
     rec = yaml.safe_load((root / "ray" / "discovery" / CLUSTER / "head.json").read_text())
     ray_cfg = tmp_path / "ray.yaml"
-    ray_cfg.write_text(yaml.safe_dump({"address": rec["dashboard_url"], "cluster_name": CLUSTER,
-                                       "shared_root": str(root)}))
+    ray_cfg.write_text(
+        yaml.safe_dump({"address": rec["dashboard_url"], "cluster_name": CLUSTER, "shared_root": str(root)})
+    )
     work = tmp_path / "server"
     work.mkdir()
     server = ServerProcess(ray_cfg, work, ADMIN)
     config = yaml.safe_load(server.config.read_text())
-    config["nodes"] = {"agent_command": ARGUS, "key_dir": str(keys), "reconcile_interval_s": 0.5,
-                       "join_timeout_s": 90, "agent_stop_timeout_s": 30}
+    config["nodes"] = {
+        "agent_command": ARGUS,
+        "key_dir": str(keys),
+        "reconcile_interval_s": 0.5,
+        "join_timeout_s": 90,
+        "agent_stop_timeout_s": 30,
+    }
     server.config.write_text(yaml.safe_dump(config))
     admin = ArgusClient(server.url, ADMIN, timeout=60)
     pids: list[int] = []
     server.start()
     try:
-        node = admin.add_node("ssh-1", "127.0.0.1", "root", "node.key", port=port, gpus=2, cpus=1,
-                              labels={"pool": "e2e"})
+        node = admin.add_node(
+            "ssh-1", "127.0.0.1", "root", "node.key", port=port, gpus=2, cpus=1, labels={"pool": "e2e"}
+        )
         assert node["state"] == "pending"
         log = root / "common" / "logs" / "nodes" / "ssh-1.log"
         node = _wait(admin, "ssh-1", lambda n: n["state"] != "pending", 60, "out of pending", log)
@@ -232,8 +256,14 @@ def test_a_node_registered_over_ssh_joins_drains_and_goes_offline(sshd, head, tm
         node = admin.drain_node("ssh-1", "e2e drain")
         assert node["state"] == "draining"
         assert (root / "ray" / "discovery" / CLUSTER / "hold" / "ssh-1").exists()
-        _wait(admin, "ssh-1", lambda n: n["ray"] is None or n["ray"]["draining"] or not n["ray"]["alive"],
-              30, "drained in Ray", log)
+        _wait(
+            admin,
+            "ssh-1",
+            lambda n: n["ray"] is None or n["ray"]["draining"] or not n["ray"]["alive"],
+            30,
+            "drained in Ray",
+            log,
+        )
 
         # Offline: the node is empty, so its agent is stopped over SSH at once.
         node = admin.offline_node("ssh-1")

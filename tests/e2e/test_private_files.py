@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_service_cli_on_ray import _started, launch
 
 from argus.client.sdk import ArgusClient
 from argus.testing.sandbox import prepare, task_yaml
-from test_service_cli_on_ray import _started, launch  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.ray
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"}
@@ -28,8 +28,11 @@ FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"}
 
 def _world_bits(root: Path) -> list[str]:
     """Every path under `root` (itself included) that others may read, write or enter."""
-    return [f"{p} {oct(stat.S_IMODE(p.lstat().st_mode))}" for p in [root, *root.rglob("*")]
-            if not p.is_symlink() and p.lstat().st_mode & stat.S_IRWXO]
+    return [
+        f"{p} {oct(stat.S_IMODE(p.lstat().st_mode))}"
+        for p in [root, *root.rglob("*")]
+        if not p.is_symlink() and p.lstat().st_mode & stat.S_IRWXO
+    ]
 
 
 def test_up_leaves_nothing_readable_by_others_and_no_token_in_server_json(launch):

@@ -51,8 +51,11 @@ ARGUS = _argus_exe()
 
 def _env(config_dir: Path | None = None, **extra: str) -> dict[str, str]:
     """The caller's environment without any Argus credentials or admin token of its own."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ARGUS_URL", "ARGUS_TOKEN", "ARGUS_CONFIG_DIR", "MVP_INTERNAL_TOKEN")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ARGUS_URL", "ARGUS_TOKEN", "ARGUS_CONFIG_DIR", "MVP_INTERNAL_TOKEN")
+    }
     env["COLUMNS"] = "250"
     if config_dir is not None:
         env["ARGUS_CONFIG_DIR"] = str(config_dir)
@@ -76,10 +79,18 @@ class Cli:
         return _env(self.config_dir)
 
     def __call__(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run([ARGUS, *args], capture_output=True, text=True, timeout=timeout, env=self.env(),
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [ARGUS, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def json(self, *args: str) -> dict:
@@ -173,7 +184,9 @@ def test_login_saves_credentials_and_admin_manages_users_and_tokens(server, admi
     assert re.search(r"alice\s.*ACTIVE", table), table
 
     issued = alice.setup["issue"]
-    assert re.fullmatch(r"argus_[A-Za-z0-9_-]{40,}\n", issued.stdout), issued.stdout  # the token, alone on stdout
+    assert re.fullmatch(r"argus_[A-Za-z0-9_-]{40,}\n", issued.stdout), (
+        issued.stdout
+    )  # the token, alone on stdout
     assert "token for alice (shown once" in issued.stderr
     assert f"logged in to {server.url} as alice\n" in alice.setup["login"].stdout
     assert alice.json("me") == {"user_id": "alice", "is_admin": False}
@@ -224,8 +237,9 @@ def test_submit_then_tasks_status_attempts_and_logs_of_a_finished_task(alice, sa
 
     attempts = alice.json("attempts", tid)
     assert attempts["task_id"] == tid
-    assert [(a["attempt_no"], a["ray_submission_id"], a["ray_status"]) for a in attempts["attempts"]] == \
-        [(1, sid, "SUCCEEDED")]
+    assert [(a["attempt_no"], a["ray_submission_id"], a["ray_status"]) for a in attempts["attempts"]] == [
+        (1, sid, "SUCCEEDED")
+    ]
     assert sid in alice("attempts", tid, check=True).stdout
 
     logs = alice("logs", tid, check=True).stdout
@@ -240,8 +254,13 @@ def test_submit_then_tasks_status_attempts_and_logs_of_a_finished_task(alice, sa
 
 
 def test_logs_follow_streams_a_running_task_until_it_ends(alice, sandbox, tmp_path):
-    spec = _spec(tmp_path, "slow.yaml", task_yaml(
-        sandbox, "ppo", total_training_steps=6, save_freq=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}))
+    spec = _spec(
+        tmp_path,
+        "slow.yaml",
+        task_yaml(
+            sandbox, "ppo", total_training_steps=6, save_freq=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}
+        ),
+    )
     tid = alice.submit(spec)
     alice.wait(tid, {"RUNNING"} | FINAL)
 
@@ -251,12 +270,25 @@ def test_logs_follow_streams_a_running_task_until_it_ends(alice, sandbox, tmp_pa
     assert list(queue["pools"]) == ["-"] and queue["pools"]["-"]["nodes"] == 2
     assert queue["pools"]["-"]["gpus_total"] == 8 and queue["pools_error"] is None
     running = [t for t in queue["running"] if t["task_id"] == tid]
-    assert running == [{"task_id": tid, "user_id": "alice", "state": "RUNNING", "pool": None,
-                        "ray_submission_id": f"{tid}--a01"}], queue
+    assert running == [
+        {
+            "task_id": tid,
+            "user_id": "alice",
+            "state": "RUNNING",
+            "pool": None,
+            "ray_submission_id": f"{tid}--a01",
+        }
+    ], queue
     assert all(t["task_id"] != tid for t in queue["pending"])
 
-    proc = subprocess.Popen([ARGUS, "logs", tid, "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=alice.env(), stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [ARGUS, "logs", tid, "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=alice.env(),
+        stdin=subprocess.DEVNULL,
+    )
     lines: list[tuple[float, str]] = []
     state_at_first_line: list[str] = []
     client = ArgusClient(json.loads(alice.credentials.read_text())["url"], alice.token)
@@ -293,8 +325,19 @@ def test_logs_follow_streams_a_running_task_until_it_ends(alice, sandbox, tmp_pa
 
 def test_cancel_a_waiting_and_a_running_task(alice, sandbox, tmp_path):
     waiting = alice.submit(_spec(tmp_path, "big.yaml", _oversized(sandbox)))
-    running = alice.submit(_spec(tmp_path, "long.yaml", task_yaml(
-        sandbox, "ppo", total_training_steps=40, save_freq=-1, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})))
+    running = alice.submit(
+        _spec(
+            tmp_path,
+            "long.yaml",
+            task_yaml(
+                sandbox,
+                "ppo",
+                total_training_steps=40,
+                save_freq=-1,
+                env_vars={"VERL_SIM_STEP_SECONDS": "0.5"},
+            ),
+        )
+    )
 
     task = alice.wait(waiting, {"PENDING_RESOURCES"}, timeout=30)
     assert "needs 3 node(s) x 4 GPU(s)" in task["pending_reason"]
@@ -325,7 +368,9 @@ def test_bad_specs_exit_2_naming_the_field_and_store_nothing(alice, sandbox, tmp
     assert "n_gpu_per_node: unknown key; did you mean 'n_gpus_per_node'?" in typo.stderr
     assert "(400 bad_request)" in typo.stderr
 
-    outside = alice("submit", str(_spec(tmp_path, "passwd.yaml", task_yaml(sandbox, "ppo", train_file="/etc/passwd"))))
+    outside = alice(
+        "submit", str(_spec(tmp_path, "passwd.yaml", task_yaml(sandbox, "ppo", train_file="/etc/passwd")))
+    )
     assert outside.returncode == 2, outside.stdout
     assert re.search(r"^\s+- train_file: .+", outside.stderr, re.MULTILINE), outside.stderr
 
@@ -384,12 +429,31 @@ class Launch:
         self.env = _env(workdir / "config", **env)
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([ARGUS, *args], capture_output=True, text=True, timeout=240, env=self.env,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [ARGUS, *args],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
 
     def up(self) -> subprocess.CompletedProcess:
-        proc = self("up", "--shared-root", str(self.root), "--port", str(self.port), "--gcs-port", str(self.gcs),
-                    "--dashboard-port", str(self.dash), "--workers", "1", "--gpus-per-worker", "2")
+        proc = self(
+            "up",
+            "--shared-root",
+            str(self.root),
+            "--port",
+            str(self.port),
+            "--gcs-port",
+            str(self.gcs),
+            "--dashboard-port",
+            str(self.dash),
+            "--workers",
+            "1",
+            "--gpus-per-worker",
+            "2",
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
 
@@ -424,7 +488,9 @@ def launch(tmp_path):
 
 def _started(launch: Launch, proc: subprocess.CompletedProcess) -> tuple[int, str]:
     """The pid and the admin token that `argus up` printed for a server it started now."""
-    m = re.search(rf"^server started: {re.escape(launch.url)}  \(pid (\d+), log (\S+)\)$", proc.stdout, re.MULTILINE)
+    m = re.search(
+        rf"^server started: {re.escape(launch.url)}  \(pid (\d+), log (\S+)\)$", proc.stdout, re.MULTILINE
+    )
     assert m, proc.stdout
     assert Path(m.group(2)) == launch.root.resolve() / "common" / "logs" / "server.log"
     token = re.search(r"^admin token: (\S+)$", proc.stdout, re.MULTILINE)

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from argus.service.app import create_app
-from argus.service.settings import ArgusSettings, parse_settings
+from argus.settings import ArgusSettings, parse_settings
 from argus.testing.fakes import FakeSnapshots
 from argus.testing.sandbox import Sandbox, prepare, task_yaml
 
@@ -39,8 +40,11 @@ YAML = "application/yaml"
 
 # The cluster the API suite's views see (the scheduler does not run here): two pools and a
 # node without one.
-SNAPSHOTS = FakeSnapshots({"w1": 4, "w2": 4, "w3": 8}, free={"w1": 1, "w2": 4, "w3": 8},
-                          labels={"w1": {"pool": "h20"}, "w2": {"pool": "h20"}, "w3": {}})
+SNAPSHOTS = FakeSnapshots(
+    {"w1": 4, "w2": 4, "w3": 8},
+    free={"w1": 1, "w2": 4, "w3": 8},
+    labels={"w1": {"pool": "h20"}, "w2": {"pool": "h20"}, "w3": {}},
+)
 
 
 @dataclass
@@ -84,8 +88,10 @@ def open_backend(kind: str, tmp_dir: Path) -> Iterator[Backend]:
 
     base = os.environ.get(DATABASE_URL_ENV)
     if not base:
-        pytest.skip(f"{DATABASE_URL_ENV} is not set (e.g. "
-                    f"postgresql+psycopg://postgres@127.0.0.1:5432/test); PostgreSQL not tested")
+        pytest.skip(
+            f"{DATABASE_URL_ENV} is not set (e.g. "
+            f"postgresql+psycopg://postgres@127.0.0.1:5432/test); PostgreSQL not tested"
+        )
     schema = SCHEMA_PREFIX + secrets.token_hex(6)
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
@@ -105,10 +111,14 @@ def open_backend(kind: str, tmp_dir: Path) -> Iterator[Backend]:
 
 def make_settings(sandbox: Sandbox, url: str) -> ArgusSettings:
     return parse_settings(
-        {"ray": {"shared_root": str(sandbox.shared_root)},
-         "service": {"db_url": url, "max_body_bytes": MAX_BODY_BYTES},
-         "scheduler": {"enabled": False}},
-        "integration test config", environ={})
+        {
+            "ray": {"shared_root": str(sandbox.shared_root)},
+            "service": {"db_url": url, "max_body_bytes": MAX_BODY_BYTES},
+            "scheduler": {"enabled": False},
+        },
+        "integration test config",
+        environ={},
+    )
 
 
 class AppFactory:
@@ -120,8 +130,12 @@ class AppFactory:
         self._open: list[tuple[Any, TestClient]] = []
 
     def __call__(self) -> TestClient:
-        app = create_app(make_settings(self.sandbox, self.backend.url), run_scheduler=False,
-                         snapshots=SNAPSHOTS, environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN})
+        app = create_app(
+            make_settings(self.sandbox, self.backend.url),
+            run_scheduler=False,
+            snapshots=SNAPSHOTS,
+            environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN},
+        )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         self._open.append((app, client))

@@ -18,26 +18,47 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
-from api_support import Api, AppFactory
-from api_support import backend, sandbox, no_verl_config_override  # noqa: F401  (shared fixtures)
+from api_support import Api, AppFactory, backend, no_verl_config_override, sandbox
 
 from argus.spec.redact import redact_spec_text
 from argus.testing.sandbox import Sandbox
 
 ERROR_KEYS = {"error", "message", "problems"}
 TASK_ID_RE = r"^mvp2-{user}-ppo-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}$"
-SUMMARY_KEYS = {"task_id", "user_id", "workload", "state", "failure_cause", "created_at",
-                "updated_at", "desired_resources", "attempts"}
-DETAIL_KEYS = {"task_id", "user_id", "workload", "state", "desired_resources", "latest_attempt",
-               "error_summary", "failure_cause", "pending_reason", "next_run_at", "created_at",
-               "updated_at", "jobspec_yaml"}
+SUMMARY_KEYS = {
+    "task_id",
+    "user_id",
+    "workload",
+    "state",
+    "failure_cause",
+    "created_at",
+    "updated_at",
+    "desired_resources",
+    "attempts",
+}
+DETAIL_KEYS = {
+    "task_id",
+    "user_id",
+    "workload",
+    "state",
+    "desired_resources",
+    "latest_attempt",
+    "error_summary",
+    "failure_cause",
+    "pending_reason",
+    "next_run_at",
+    "created_at",
+    "updated_at",
+    "jobspec_yaml",
+}
 RESOURCES = {"nnodes": 1, "n_gpus_per_node": 2, "total_gpus": 2, "pool": None}
 
 pytestmark = pytest.mark.usefixtures("no_verl_config_override")
@@ -63,9 +84,16 @@ def assert_error(response, status: int, error: str, field: str | None = None) ->
 
 def assert_client_error(response) -> dict[str, Any]:
     """Any 4xx, with the error body shape (and its `error` code matching the status)."""
-    codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-             405: "method_not_allowed", 409: "conflict", 413: "too_large",
-             415: "unsupported_media_type"}
+    codes = {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "too_large",
+        415: "unsupported_media_type",
+    }
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     return assert_error(response, response.status_code, codes[response.status_code])
 
@@ -94,9 +122,6 @@ def nothing_stored(api, who):
     assert after == before
 
 
-
-
-
 @pytest.fixture(scope="module")
 def app_factory(sandbox, backend) -> Iterator[AppFactory]:
     factory = AppFactory(sandbox, backend)
@@ -123,13 +148,15 @@ def test_database_is_the_one_configured(api, backend):
     if backend.name == "sqlite":
         path = Path(backend.url.removeprefix("sqlite:///"))
         assert path.is_file()
-        names = {r["name"] for r in
-                 backend.rows("SELECT name FROM sqlite_master WHERE type='table'")}
+        names = {r["name"] for r in backend.rows("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables <= names
     else:
-        names = {r["table_name"] for r in backend.rows(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = :s",
-            s=backend.schema)}
+        names = {
+            r["table_name"]
+            for r in backend.rows(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = :s", s=backend.schema
+            )
+        }
         assert tables <= names
         with api.client.app.state.db.read.connect() as conn:
             assert conn.exec_driver_sql("SELECT current_schema()").scalar_one() == backend.schema
@@ -156,8 +183,9 @@ def test_admin_creates_user_and_issues_token_shown_once(api, backend):
     rows = backend.rows("SELECT * FROM tokens WHERE user_id = :u", u=uid)
     assert [r["token_hash"] for r in rows] == [hashlib.sha256(token.encode()).hexdigest()]
     for row in backend.rows("SELECT * FROM tokens"):
-        assert all(token not in str(v) and token.removeprefix("argus_") not in str(v)
-                   for v in row.values()), row
+        assert all(
+            token not in str(v) and token.removeprefix("argus_") not in str(v) for v in row.values()
+        ), row
 
     me = api.client.get("/api/v2/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200 and me.json() == {"user_id": uid, "is_admin": False}
@@ -216,25 +244,42 @@ def test_user_calling_admin_routes_gets_403(api, backend):
     assert api.get(other, "/api/v2/me").status_code == 200
 
 
-@pytest.mark.parametrize("header", [
-    None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Token abc", "Bearerabc",
-    "Bearer argus_" + "A" * 43, "Bearer not-a-token", "Bearer {admin}x", "Bearer x{admin}",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Token abc",
+        "Bearerabc",
+        "Bearer argus_" + "A" * 43,
+        "Bearer not-a-token",
+        "Bearer {admin}x",
+        "Bearer x{admin}",
+    ],
+)
 def test_missing_malformed_or_unknown_token_is_401(api, header):
     headers = {}
     if header is not None:
         headers["Authorization"] = header.replace("{admin}", api.admin.token)
     with nothing_stored(api, api.admin):
-        for method, path in (("GET", "/api/v2/me"), ("GET", "/api/v2/tasks"),
-                             ("GET", "/api/v2/queue"), ("GET", "/api/v2/users"),
-                             ("GET", "/api/v2/tasks/mvp2-alice-ppo-20260101-000000-0000"),
-                             ("POST", "/api/v2/users/alice/tokens")):
+        for method, path in (
+            ("GET", "/api/v2/me"),
+            ("GET", "/api/v2/tasks"),
+            ("GET", "/api/v2/queue"),
+            ("GET", "/api/v2/users"),
+            ("GET", "/api/v2/tasks/mvp2-alice-ppo-20260101-000000-0000"),
+            ("POST", "/api/v2/users/alice/tokens"),
+        ):
             r = api.client.request(method, path, headers=headers)
             body = assert_error(r, 401, "unauthorized")
             assert body["problems"] == []
             assert r.headers.get("www-authenticate") == "Bearer"
-        r = api.client.post("/api/v2/tasks", content=api.spec(),
-                            headers={**headers, "Content-Type": "application/yaml"})
+        r = api.client.post(
+            "/api/v2/tasks", content=api.spec(), headers={**headers, "Content-Type": "application/yaml"}
+        )
         assert_error(r, 401, "unauthorized")
     if not header:
         assert "missing" in body["message"]
@@ -252,9 +297,11 @@ def test_401_messages_tell_missing_from_malformed_from_unknown(api):
 
 # -- submit -------------------------------------------------------------------------------------
 def test_submit_stores_the_yaml_verbatim_and_answers_queued(api, alice, backend):
-    text = ("# alice's PPO run — café ☕\r\n"
-            + api.spec(submission_id="my-own-submission-id").replace("\n", "\r\n")
-            + "# trailing comment   \r\n\r\n")
+    text = (
+        "# alice's PPO run — café ☕\r\n"
+        + api.spec(submission_id="my-own-submission-id").replace("\n", "\r\n")
+        + "# trailing comment   \r\n\r\n"
+    )
     r = api.post_yaml(alice, text.encode("utf-8"))
     assert r.status_code == 201, r.text
     body = r.json()
@@ -266,7 +313,7 @@ def test_submit_stores_the_yaml_verbatim_and_answers_queued(api, alice, backend)
     got = api.get(alice, f"/api/v2/tasks/{tid}")
     assert got.status_code == 200, got.text
     task = got.json()
-    assert DETAIL_KEYS <= set(task)
+    assert set(task) >= DETAIL_KEYS
     # The exact text, comments and CRLF included, but no env_vars value (the names kept).
     assert task["jobspec_yaml"] == redact_spec_text(text) != text
     assert task["jobspec_yaml"].replace('"<redacted>"', "'0.2'") == text
@@ -285,26 +332,38 @@ def test_submit_stores_the_yaml_verbatim_and_answers_queued(api, alice, backend)
     attempts = api.get(alice, f"/api/v2/tasks/{tid}/attempts").json()
     assert attempts == {"task_id": tid, "attempts": []}
     summary = next(t for t in api.list_all(alice) if t["task_id"] == tid)
-    assert SUMMARY_KEYS <= set(summary)
+    assert set(summary) >= SUMMARY_KEYS
     assert summary["attempts"] == 0 and summary["desired_resources"] == RESOURCES
 
 
-@pytest.mark.parametrize("ctype", ["text/yaml", "application/x-yaml", "text/x-yaml",
-                                   "application/yaml; charset=utf-8", "Application/YAML"])
+@pytest.mark.parametrize(
+    "ctype",
+    ["text/yaml", "application/x-yaml", "text/x-yaml", "application/yaml; charset=utf-8", "Application/YAML"],
+)
 def test_submit_accepts_yaml_content_types(api, alice, ctype):
     text = f"# sent as {ctype}\n" + api.spec()
     r = api.post_yaml(alice, text, content_type=ctype)
     assert r.status_code == 201, r.text
-    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(text)
+    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(
+        text
+    )
 
 
-@pytest.mark.parametrize("ctype", [None, "application/json", "text/plain", "yaml",
-                                   "application/x-www-form-urlencoded",
-                                   "multipart/form-data; boundary=x", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        None,
+        "application/json",
+        "text/plain",
+        "yaml",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+    ],
+)
 def test_submit_refuses_other_content_types(api, alice, ctype):
     with nothing_stored(api, alice):
-        assert_error(api.post_yaml(alice, api.spec(), content_type=ctype),
-                     415, "unsupported_media_type")
+        assert_error(api.post_yaml(alice, api.spec(), content_type=ctype), 415, "unsupported_media_type")
 
 
 def _padded(api, size: int) -> str:
@@ -319,7 +378,9 @@ def test_body_limit_with_content_length(api, alice):
     assert len(at_limit.encode()) == limit
     r = api.post_yaml(alice, at_limit)
     assert r.status_code == 201, r.text
-    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(at_limit)
+    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(
+        at_limit
+    )
 
     with nothing_stored(api, alice):
         for size in (limit + 1, 10 * limit):
@@ -334,7 +395,7 @@ def test_body_limit_with_chunked_transfer(api, alice):
 
     def chunks(data: bytes, size: int = 1000):
         for i in range(0, len(data), size):
-            yield data[i:i + size]
+            yield data[i : i + size]
 
     with nothing_stored(api, alice):
         for size in (limit + 1, 3 * limit):
@@ -346,51 +407,61 @@ def test_body_limit_with_chunked_transfer(api, alice):
     text = _padded(api, limit - 10)
     r = api.post_yaml(alice, chunks(text.encode()))
     assert r.status_code == 201, r.text
-    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(text)
+    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(
+        text
+    )
 
 
-@pytest.mark.parametrize("fields,field,says", [
-    ({"nnodes": 0}, "nnodes", "greater than or equal to 1"),
-    ({"nnodes": "two"}, "nnodes", "integer"),
-    ({"n_gpus_per_node": 65}, "n_gpus_per_node", "less than or equal to 64"),
-    ({"workload": "dpo"}, "workload", "'ppo', 'grpo' or 'sft'"),
-    ({"workload": None}, "workload", "'ppo', 'grpo' or 'sft'"),
-    ({"train_file": None}, "train_file", "is required"),
-    ({"nnode": 2}, "nnode", "did you mean 'nnodes'"),
-    ({"trian_file": "/x"}, "trian_file", "did you mean 'train_file'"),
-    ({"code_path": "relative/code"}, "code_path", "absolute"),
-    ({"save_freq": 0}, "save_freq", "positive"),
-    ({"env_vars": {"PYTHONPATH": "/x"}}, "env_vars.PYTHONPATH", "cannot be set"),
-    ({"env_vars": {"1ABC": "x"}}, "env_vars", "not a valid environment variable name"),
-    ({"env_vars": {"ABC\n": "x"}}, "env_vars", "not a valid environment variable name"),
-    ({"overrides": ["trainer.nnodes=4"]}, "overrides[0]", "set by Argus"),
-    ({"overrides": "data.train_batch_size=8"}, "overrides", "list"),
-    ({"wandb": {"projekt": "x"}}, "wandb.projekt", "did you mean 'project'"),
-])
+@pytest.mark.parametrize(
+    "fields,field,says",
+    [
+        ({"nnodes": 0}, "nnodes", "greater than or equal to 1"),
+        ({"nnodes": "two"}, "nnodes", "integer"),
+        ({"n_gpus_per_node": 65}, "n_gpus_per_node", "less than or equal to 64"),
+        ({"workload": "dpo"}, "workload", "'ppo', 'grpo' or 'sft'"),
+        ({"workload": None}, "workload", "'ppo', 'grpo' or 'sft'"),
+        ({"train_file": None}, "train_file", "is required"),
+        ({"nnode": 2}, "nnode", "did you mean 'nnodes'"),
+        ({"trian_file": "/x"}, "trian_file", "did you mean 'train_file'"),
+        ({"code_path": "relative/code"}, "code_path", "absolute"),
+        ({"save_freq": 0}, "save_freq", "positive"),
+        ({"env_vars": {"PYTHONPATH": "/x"}}, "env_vars.PYTHONPATH", "cannot be set"),
+        ({"env_vars": {"1ABC": "x"}}, "env_vars", "not a valid environment variable name"),
+        ({"env_vars": {"ABC\n": "x"}}, "env_vars", "not a valid environment variable name"),
+        ({"overrides": ["trainer.nnodes=4"]}, "overrides[0]", "set by Argus"),
+        ({"overrides": "data.train_batch_size=8"}, "overrides", "list"),
+        ({"wandb": {"projekt": "x"}}, "wandb.projekt", "did you mean 'project'"),
+    ],
+)
 def test_invalid_field_is_400_naming_it(api, alice, fields, field, says):
     with nothing_stored(api, alice):
         body = assert_error(api.post_yaml(alice, api.spec(**fields)), 400, "bad_request", field)
     assert says in problem(body, field), body
 
 
-@pytest.mark.parametrize("text,field", [
-    ("workload: ppo\nnnodes: [1\n", "<yaml>"),
-    ("workload: ppo\n  nnodes: 1\n", "<yaml>"),
-    ("- workload: ppo\n", "<root>"),
-])
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ("workload: ppo\nnnodes: [1\n", "<yaml>"),
+        ("workload: ppo\n  nnodes: 1\n", "<yaml>"),
+        ("- workload: ppo\n", "<root>"),
+    ],
+)
 def test_invalid_yaml_is_400(api, alice, text, field):
     with nothing_stored(api, alice):
         assert_error(api.post_yaml(alice, text), 400, "bad_request", field)
 
 
-@pytest.mark.parametrize("override,field,says", [
-    ("data.no_such_key_here=1", "overrides", "no_such_key_here"),
-    ("data.train_batch_size=abc", "overrides[data.train_batch_size]", "abc"),
-])
+@pytest.mark.parametrize(
+    "override,field,says",
+    [
+        ("data.no_such_key_here=1", "overrides", "no_such_key_here"),
+        ("data.train_batch_size=abc", "overrides[data.train_batch_size]", "abc"),
+    ],
+)
 def test_bad_hydra_override_is_400_naming_overrides(api, alice, override, field, says):
     with nothing_stored(api, alice):
-        body = assert_error(api.post_yaml(alice, api.spec(overrides=[override])),
-                            400, "bad_request", field)
+        body = assert_error(api.post_yaml(alice, api.spec(overrides=[override])), 400, "bad_request", field)
     assert says in problem(body, field)
 
 
@@ -401,39 +472,50 @@ def _escapes(sandbox) -> dict[str, str]:
     (outside / "model" / "config.json").write_text("{}\n")
     (outside / "secret.parquet").write_bytes(sandbox.rl_train.read_bytes())
     common = sandbox.shared_root / "common"
-    links = {common / "datasets" / "escape.parquet": outside / "secret.parquet",
-             common / "models" / "escape-model": outside / "model",
-             common / "code" / "escape-code": outside}
+    links = {
+        common / "datasets" / "escape.parquet": outside / "secret.parquet",
+        common / "models" / "escape-model": outside / "model",
+        common / "code" / "escape-code": outside,
+    }
     for link, target in links.items():
         if not link.is_symlink():
             link.symlink_to(target)
-    return {"file": str(common / "datasets" / "escape.parquet"),
-            "dir": str(common / "models" / "escape-model"),
-            "code": str(common / "code" / "escape-code" / "verl")}
+    return {
+        "file": str(common / "datasets" / "escape.parquet"),
+        "dir": str(common / "models" / "escape-model"),
+        "code": str(common / "code" / "escape-code" / "verl"),
+    }
 
 
-@pytest.mark.parametrize("field,value", [
-    ("train_file", "/etc/hosts"),
-    ("val_file", "{shared}/outside/secret.parquet"),
-    ("model_id", "/opt/models/Qwen2.5-0.5B"),
-    ("critic_model_id", "/opt/models/critic"),
-    ("model_id", "./models/tiny-lm"),
-    ("code_path", "{common}/../outside"),
-    ("code_path", "{common}/code/verl/../../../outside"),
-    ("train_file", "{common}/datasets/tiny/../../../../../../etc/passwd"),
-    ("val_file", "{common}/../common-evil/x.parquet"),
-    ("train_file", "{link_file}"),
-    ("model_id", "{link_dir}"),
-    ("code_path", "{link_code}"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("train_file", "/etc/hosts"),
+        ("val_file", "{shared}/outside/secret.parquet"),
+        ("model_id", "/opt/models/Qwen2.5-0.5B"),
+        ("critic_model_id", "/opt/models/critic"),
+        ("model_id", "./models/tiny-lm"),
+        ("code_path", "{common}/../outside"),
+        ("code_path", "{common}/code/verl/../../../outside"),
+        ("train_file", "{common}/datasets/tiny/../../../../../../etc/passwd"),
+        ("val_file", "{common}/../common-evil/x.parquet"),
+        ("train_file", "{link_file}"),
+        ("model_id", "{link_dir}"),
+        ("code_path", "{link_code}"),
+    ],
+)
 def test_inputs_outside_common_are_refused(api, alice, sandbox, field, value):
     links = _escapes(sandbox)
     common = str(sandbox.shared_root / "common")
-    value = value.format(shared=sandbox.shared_root, common=common, link_file=links["file"],
-                         link_dir=links["dir"], link_code=links["code"])
+    value = value.format(
+        shared=sandbox.shared_root,
+        common=common,
+        link_file=links["file"],
+        link_dir=links["dir"],
+        link_code=links["code"],
+    )
     with nothing_stored(api, alice):
-        body = assert_error(api.post_yaml(alice, api.spec(**{field: value})),
-                            400, "bad_request", field)
+        body = assert_error(api.post_yaml(alice, api.spec(**{field: value})), 400, "bad_request", field)
     assert [p["field"] for p in body["problems"]] == [field], body
 
 
@@ -441,9 +523,11 @@ def test_symlink_escape_is_refused_even_when_the_target_exists(api, alice, sandb
     links = _escapes(sandbox)
     assert os.path.exists(links["file"]) and os.path.islink(links["file"])
     with nothing_stored(api, alice):
-        body = assert_error(api.post_yaml(alice, api.spec(train_file=links["file"],
-                                                          model_id=links["dir"])),
-                            400, "bad_request")
+        body = assert_error(
+            api.post_yaml(alice, api.spec(train_file=links["file"], model_id=links["dir"])),
+            400,
+            "bad_request",
+        )
     assert sorted(p["field"] for p in body["problems"]) == ["model_id", "train_file"]
 
 
@@ -454,8 +538,12 @@ def test_users_see_only_their_own_tasks(api):
     tb = api.submit(b)
     unknown = f"mvp2-{a.user_id}-ppo-20000101-000000-0000"
 
-    for method, template in (("GET", "/api/v2/tasks/{}"), ("GET", "/api/v2/tasks/{}/attempts"),
-                             ("GET", "/api/v2/tasks/{}/logs"), ("POST", "/api/v2/tasks/{}:cancel")):
+    for method, template in (
+        ("GET", "/api/v2/tasks/{}"),
+        ("GET", "/api/v2/tasks/{}/attempts"),
+        ("GET", "/api/v2/tasks/{}/logs"),
+        ("POST", "/api/v2/tasks/{}:cancel"),
+    ):
         theirs = api.client.request(method, template.format(ta), headers=b.headers)
         none = api.client.request(method, template.format(unknown), headers=b.headers)
         body = assert_error(theirs, 404, "not_found")
@@ -466,9 +554,12 @@ def test_users_see_only_their_own_tasks(api):
 
     a_task = api.get(a, f"/api/v2/tasks/{ta}").json()
     assert a_task["state"] == "QUEUED"  # B's cancel did nothing
-    assert [(e["from_state"], e["to_state"]) for e in api.backend.rows(
-        "SELECT from_state, to_state FROM task_events WHERE task_id = :t ORDER BY id", t=ta)] \
-        == [(None, "QUEUED")]
+    assert [
+        (e["from_state"], e["to_state"])
+        for e in api.backend.rows(
+            "SELECT from_state, to_state FROM task_events WHERE task_id = :t ORDER BY id", t=ta
+        )
+    ] == [(None, "QUEUED")]
 
     assert ids(api.list_all(b)) == [tb]
     assert ids(api.list_all(a)) == [ta]
@@ -476,8 +567,10 @@ def test_users_see_only_their_own_tasks(api):
     qb = api.get(b, "/api/v2/queue").json()
     assert set(qb) == {"pools", "pools_error", "pending", "running"}
     # Free GPUs per pool, as admission counts them (Ray's free GPUs of schedulable nodes).
-    assert qb["pools"] == {"-": {"nodes": 1, "gpus_total": 8, "gpus_free": 8},
-                           "h20": {"nodes": 2, "gpus_total": 8, "gpus_free": 5}}
+    assert qb["pools"] == {
+        "-": {"nodes": 1, "gpus_total": 8, "gpus_free": 8},
+        "h20": {"nodes": 2, "gpus_total": 8, "gpus_free": 5},
+    }
     assert qb["pools_error"] is None
     assert ids(qb["pending"]) == [tb] and qb["running"] == []
     assert ids(api.get(a, "/api/v2/queue").json()["pending"]) == [ta]
@@ -488,10 +581,18 @@ def test_users_see_only_their_own_tasks(api):
     pending = api.get(api.admin, "/api/v2/queue").json()["pending"]
     mine = [p for p in pending if p["task_id"] in (ta, tb)]
     assert ids(mine) == [ta, tb]
-    assert set(mine[0]) == {"task_id", "user_id", "state", "next_run_at", "pending_reason",
-                            "created_at", "priority", "estimated_start", "pool"}
-    assert [(p["user_id"], p["state"]) for p in mine] == [(a.user_id, "QUEUED"),
-                                                          (b.user_id, "QUEUED")]
+    assert set(mine[0]) == {
+        "task_id",
+        "user_id",
+        "state",
+        "next_run_at",
+        "pending_reason",
+        "created_at",
+        "priority",
+        "estimated_start",
+        "pool",
+    }
+    assert [(p["user_id"], p["state"]) for p in mine] == [(a.user_id, "QUEUED"), (b.user_id, "QUEUED")]
     assert api.get(api.admin, f"/api/v2/tasks/{ta}").json()["user_id"] == a.user_id
 
 
@@ -513,23 +614,26 @@ def test_list_is_newest_first(api, listed):
     assert set(r.json()) == {"tasks", "next_cursor"}
     assert ids(r.json()["tasks"]) == sub[::-1] and r.json()["next_cursor"] is None
     for t in r.json()["tasks"]:
-        assert SUMMARY_KEYS <= set(t)
+        assert set(t) >= SUMMARY_KEYS
         assert t["user_id"] == user.user_id and t["workload"] == "ppo"
         assert t["desired_resources"] == RESOURCES and t["attempts"] == 0
     states = {t["task_id"]: t["state"] for t in r.json()["tasks"]}
     assert [states[t] for t in sub] == ["QUEUED", "CANCELED", "QUEUED", "CANCELED", "QUEUED"]
 
 
-@pytest.mark.parametrize("params,expect", [
-    ([("state", "CANCELED")], [3, 1]),
-    ([("state", "QUEUED")], [4, 2, 0]),
-    ([("state", "queued")], [4, 2, 0]),
-    ([("state", "QUEUED,CANCELED")], [4, 3, 2, 1, 0]),
-    ([("state", "QUEUED"), ("state", "CANCELED")], [4, 3, 2, 1, 0]),
-    ([("state", " canceled , RUNNING ")], [3, 1]),
-    ([("state", "RUNNING")], []),
-    ([("state", "SUCCEEDED"), ("state", "FAILED,TIMEOUT")], []),
-])
+@pytest.mark.parametrize(
+    "params,expect",
+    [
+        ([("state", "CANCELED")], [3, 1]),
+        ([("state", "QUEUED")], [4, 2, 0]),
+        ([("state", "queued")], [4, 2, 0]),
+        ([("state", "QUEUED,CANCELED")], [4, 3, 2, 1, 0]),
+        ([("state", "QUEUED"), ("state", "CANCELED")], [4, 3, 2, 1, 0]),
+        ([("state", " canceled , RUNNING ")], [3, 1]),
+        ([("state", "RUNNING")], []),
+        ([("state", "SUCCEEDED"), ("state", "FAILED,TIMEOUT")], []),
+    ],
+)
 def test_list_state_filter(api, listed, params, expect):
     user, sub = listed
     r = api.get(user, "/api/v2/tasks", params=params)
@@ -537,17 +641,20 @@ def test_list_state_filter(api, listed, params, expect):
     assert ids(r.json()["tasks"]) == [sub[i] for i in expect]
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"state": "BOGUS"}, "state"),
-    ({"state": "QUEUED,BOGUS"}, "state"),
-    ({"state": "CANCELLED"}, "state"),
-    ({"limit": 0}, "limit"),
-    ({"limit": 501}, "limit"),
-    ({"limit": -1}, "limit"),
-    ({"limit": "abc"}, "limit"),
-    ({"cursor": "abc"}, "cursor"),
-    ({"cursor": "-1"}, "cursor"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"state": "BOGUS"}, "state"),
+        ({"state": "QUEUED,BOGUS"}, "state"),
+        ({"state": "CANCELLED"}, "state"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"limit": -1}, "limit"),
+        ({"limit": "abc"}, "limit"),
+        ({"cursor": "abc"}, "cursor"),
+        ({"cursor": "-1"}, "cursor"),
+    ],
+)
 def test_list_bad_query_is_400_naming_it(api, listed, params, field):
     user, _ = listed
     body = assert_error(api.get(user, "/api/v2/tasks", params=params), 400, "bad_request", field)
@@ -610,10 +717,10 @@ def test_cancel_queued_then_again_409_with_events(api, backend):
     assert "CANCELED" in body["message"]
     assert api.get(user, f"/api/v2/tasks/{tid}").json()["state"] == "CANCELED"
 
-    events = backend.rows("SELECT from_state, to_state, reason, at FROM task_events "
-                          "WHERE task_id = :t ORDER BY id", t=tid)
-    assert [(e["from_state"], e["to_state"]) for e in events] == [(None, "QUEUED"),
-                                                                  ("QUEUED", "CANCELED")]
+    events = backend.rows(
+        "SELECT from_state, to_state, reason, at FROM task_events WHERE task_id = :t ORDER BY id", t=tid
+    )
+    assert [(e["from_state"], e["to_state"]) for e in events] == [(None, "QUEUED"), ("QUEUED", "CANCELED")]
     assert user.user_id in events[1]["reason"]
     assert events[0]["at"] <= events[1]["at"]
     assert ids(api.get(user, "/api/v2/queue").json()["pending"]) == []
@@ -622,13 +729,16 @@ def test_cancel_queued_then_again_409_with_events(api, backend):
     assert_error(api.post(api.admin, f"/api/v2/tasks/{tid}:cancel"), 409, "conflict")
     other = api.submit(user)
     assert api.post(api.admin, f"/api/v2/tasks/{other}:cancel").json() == {
-        "task_id": other, "state": "CANCELED"}
+        "task_id": other,
+        "state": "CANCELED",
+    }
 
 
 def test_cancel_unknown_task_is_404(api):
     user = api.new_user("nobody")
-    assert_error(api.post(user, "/api/v2/tasks/mvp2-nobody-ppo-20000101-000000-0000:cancel"),
-                 404, "not_found")
+    assert_error(
+        api.post(user, "/api/v2/tasks/mvp2-nobody-ppo-20000101-000000-0000:cancel"), 404, "not_found"
+    )
 
 
 # -- logs, health, docs -------------------------------------------------------------------------
@@ -636,13 +746,12 @@ def test_logs_before_any_attempt_is_404_saying_so(api):
     user = api.new_user("logger")
     tid = api.submit(user)
     for params in ({}, {"attempt": "latest"}, {"attempt": "1"}, {"tail": 10}):
-        body = assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params=params),
-                            404, "not_found")
+        body = assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params=params), 404, "not_found")
         assert "no attempt" in body["message"] and tid in body["message"], body
-    assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params={"tail": -1}),
-                 400, "bad_request", "tail")
-    assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params={"attempt": "abc"}),
-                 400, "bad_request", "attempt")
+    assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params={"tail": -1}), 400, "bad_request", "tail")
+    assert_error(
+        api.get(user, f"/api/v2/tasks/{tid}/logs", params={"attempt": "abc"}), 400, "bad_request", "attempt"
+    )
 
 
 def test_healthz(api):
@@ -663,10 +772,19 @@ def test_docs_and_openapi(api):
     schema = r.json()
     assert schema["openapi"].startswith("3.")
     paths = schema["paths"]
-    for path in ("/api/v2/tasks", "/api/v2/tasks/{task_id}", "/api/v2/tasks/{task_id}/attempts",
-                 "/api/v2/tasks/{task_id}/logs", "/api/v2/tasks/{task_id}:cancel",
-                 "/api/v2/queue", "/api/v2/users", "/api/v2/users/{user_id}/tokens",
-                 "/api/v2/users/{user_id}:disable", "/api/v2/me", "/healthz"):
+    for path in (
+        "/api/v2/tasks",
+        "/api/v2/tasks/{task_id}",
+        "/api/v2/tasks/{task_id}/attempts",
+        "/api/v2/tasks/{task_id}/logs",
+        "/api/v2/tasks/{task_id}:cancel",
+        "/api/v2/queue",
+        "/api/v2/users",
+        "/api/v2/users/{user_id}/tokens",
+        "/api/v2/users/{user_id}:disable",
+        "/api/v2/me",
+        "/healthz",
+    ):
         assert path in paths, sorted(paths)
     assert {"get", "post"} <= set(paths["/api/v2/tasks"])
     assert "application/yaml" in paths["/api/v2/tasks"]["post"]["requestBody"]["content"]
@@ -681,14 +799,31 @@ def test_create_duplicate_user_is_409(api):
     assert [u["user_id"] for u in users].count(uid) == 1
 
 
-@pytest.mark.parametrize("user_id", [
-    "Alice", "ALICE", "1alice", "_alice", "al-ice", "al.ice", "al ice", "ålice", "",
-    "admin", "a" * 33, "alice\n", 5, ["alice"], True,
-])
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "Alice",
+        "ALICE",
+        "1alice",
+        "_alice",
+        "al-ice",
+        "al.ice",
+        "al ice",
+        "ålice",
+        "",
+        "admin",
+        "a" * 33,
+        "alice\n",
+        5,
+        ["alice"],
+        True,
+    ],
+)
 def test_invalid_user_id_is_400_naming_user_id(api, user_id):
     before = api.get(api.admin, "/api/v2/users").json()["users"]
-    body = assert_error(api.post(api.admin, "/api/v2/users", json={"user_id": user_id}),
-                        400, "bad_request", "user_id")
+    body = assert_error(
+        api.post(api.admin, "/api/v2/users", json={"user_id": user_id}), 400, "bad_request", "user_id"
+    )
     if user_id == "admin":
         assert "reserved" in problem(body, "user_id")
     assert api.get(api.admin, "/api/v2/users").json()["users"] == before
@@ -700,17 +835,25 @@ def test_longest_user_id_is_accepted(api):
     r = api.post(api.admin, "/api/v2/users", json={"user_id": uid})
     assert r.status_code == 201 and r.json()["user_id"] == uid
     token = api.post(api.admin, f"/api/v2/users/{uid}/tokens").json()["token"]
-    r = api.client.post("/api/v2/tasks", content=api.spec(),
-                        headers={"Authorization": f"Bearer {token}",
-                                 "Content-Type": "application/yaml"})
+    r = api.client.post(
+        "/api/v2/tasks",
+        content=api.spec(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
+    )
     assert r.status_code == 201, r.text
     assert re.fullmatch(TASK_ID_RE.format(user=uid), r.json()["task_id"])
 
 
-@pytest.mark.parametrize("body,field", [
-    ({}, "user_id"), ({"user_id": None}, "user_id"), ([], "<body>"), ("alice", "<body>"),
-    ({"user_id": "okay", "role": "admin"}, "role"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({}, "user_id"),
+        ({"user_id": None}, "user_id"),
+        ([], "<body>"),
+        ("alice", "<body>"),
+        ({"user_id": "okay", "role": "admin"}, "role"),
+    ],
+)
 def test_create_user_bad_body_is_400(api, body, field):
     assert_error(api.post(api.admin, "/api/v2/users", json=body), 400, "bad_request", field)
 
@@ -750,11 +893,11 @@ ODD_SUBMISSIONS: dict[str, Callable[[Any], Any]] = {
     "huge float": lambda api: api.spec().replace("nnodes: 1", "nnodes: 1.0e+400"),
     "infinity": lambda api: api.spec().replace("nnodes: 1", "nnodes: .inf"),
     "deeply nested flow value": lambda api: _deep(1000),
-    "deeply nested in env_vars":
-        lambda api: api.spec(env_vars=None) + "env_vars: {A: " + "[" * 900 + "]" * 900 + "}\n",
+    "deeply nested in env_vars": lambda api: (
+        api.spec(env_vars=None) + "env_vars: {A: " + "[" * 900 + "]" * 900 + "}\n"
+    ),
     "self-referencing alias": lambda api: "a: &a [*a]\n",
-    "self-referencing alias in a field":
-        lambda api: api.spec(env_vars=None) + "env_vars: &e {A: *e}\n",
+    "self-referencing alias in a field": lambda api: api.spec(env_vars=None) + "env_vars: &e {A: *e}\n",
     "unicode workload": lambda api: api.spec(workload="ppö"),
     "unicode key": lambda api: api.spec() + "wörkload: ppo\n",
     "emoji path": lambda api: api.spec(train_file="/😀/data.parquet"),
@@ -784,19 +927,38 @@ def test_odd_submissions_are_4xx(api, odd_caller, case):
         assert_client_error(r)
 
 
-ODD_TASK_IDS = ["%00", "a%00b", "..", "...", "%2E%2E", "x" * 300, "%F0%9F%98%80", "%FF%FE",
-                "%ED%A0%80", "a%20b", "a%0Ab", "'; DROP TABLE tasks; --", "%25", "*", "%5C",
-                "mvp2-alice-ppo-20260101-000000-zzzz", "-", "%3A"]
+ODD_TASK_IDS = [
+    "%00",
+    "a%00b",
+    "..",
+    "...",
+    "%2E%2E",
+    "x" * 300,
+    "%F0%9F%98%80",
+    "%FF%FE",
+    "%ED%A0%80",
+    "a%20b",
+    "a%0Ab",
+    "'; DROP TABLE tasks; --",
+    "%25",
+    "*",
+    "%5C",
+    "mvp2-alice-ppo-20260101-000000-zzzz",
+    "-",
+    "%3A",
+]
 
 
 @pytest.mark.parametrize("task_id", ODD_TASK_IDS)
 def test_odd_task_ids_in_the_path_are_4xx(api, odd_caller, task_id):
     user, _ = odd_caller
     with nothing_stored(api, user):
-        for method, template in (("GET", "/api/v2/tasks/{}"),
-                                 ("GET", "/api/v2/tasks/{}/attempts"),
-                                 ("GET", "/api/v2/tasks/{}/logs"),
-                                 ("POST", "/api/v2/tasks/{}:cancel")):
+        for method, template in (
+            ("GET", "/api/v2/tasks/{}"),
+            ("GET", "/api/v2/tasks/{}/attempts"),
+            ("GET", "/api/v2/tasks/{}/logs"),
+            ("POST", "/api/v2/tasks/{}:cancel"),
+        ):
             r = api.client.request(method, template.format(task_id), headers=user.headers)
             assert_client_error(r)
             assert r.status_code == 404, (method, template, r.text)
@@ -833,9 +995,11 @@ ODD_QUERIES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize("route,params", ODD_QUERIES,
-                         ids=[f"{r}-{next(iter(p))}={next(iter(p.values()))!r}"[:40]
-                              for r, p in ODD_QUERIES])
+@pytest.mark.parametrize(
+    "route,params",
+    ODD_QUERIES,
+    ids=[f"{r}-{next(iter(p))}={next(iter(p.values()))!r}"[:40] for r, p in ODD_QUERIES],
+)
 def test_odd_query_parameters_never_500(api, odd_caller, route, params):
     user, tid = odd_caller
     path = f"/api/v2/tasks/{tid}/logs" if route == "logs" else "/api/v2/tasks"
@@ -847,21 +1011,30 @@ def test_odd_query_parameters_never_500(api, odd_caller, route, params):
         assert_client_error(r)
 
 
-@pytest.mark.parametrize("content", [
-    b"not json", b"\xff\xfe", b'{"user_id": "\\ud800"}', b'{"\\ud800": 1}',
-    b'{"user_id": "a\\u0000b"}', b'{"user_id": ' + b"[" * 1500 + b"]" * 1500 + b"}", b"",
-    b"null", b"1e999",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b'{"user_id": "\\ud800"}',
+        b'{"\\ud800": 1}',
+        b'{"user_id": "a\\u0000b"}',
+        b'{"user_id": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+        b"",
+        b"null",
+        b"1e999",
+    ],
+)
 def test_odd_user_bodies_are_4xx(api, content):
     before = api.get(api.admin, "/api/v2/users").json()["users"]
-    r = api.post(api.admin, "/api/v2/users", content=content,
-                 headers={"Content-Type": "application/json"})
+    r = api.post(api.admin, "/api/v2/users", content=content, headers={"Content-Type": "application/json"})
     assert_client_error(r)
     assert api.get(api.admin, "/api/v2/users").json()["users"] == before
 
 
-@pytest.mark.parametrize("raw", [b"Bearer \xff\xfe", b"Bearer \x00", b"Bearer argus_\x00x",
-                                 b"\xff", b"Bearer " + b"a" * 5000])
+@pytest.mark.parametrize(
+    "raw", [b"Bearer \xff\xfe", b"Bearer \x00", b"Bearer argus_\x00x", b"\xff", b"Bearer " + b"a" * 5000]
+)
 def test_odd_authorization_headers_are_401(api, raw):
     r = api.client.get("/api/v2/me", headers=[(b"authorization", raw)])
     assert_error(r, 401, "unauthorized")
@@ -886,8 +1059,7 @@ def test_yaml_alias_expansion_is_cheap(api, odd_caller):
 
 def test_method_not_allowed_and_unknown_route_keep_the_error_shape(api):
     assert_error(api.get(api.admin, "/api/v2/users/alice/tokens"), 405, "method_not_allowed")
-    assert_error(api.client.delete("/api/v2/tasks", headers=api.admin.headers), 405,
-                 "method_not_allowed")
+    assert_error(api.client.delete("/api/v2/tasks", headers=api.admin.headers), 405, "method_not_allowed")
     assert_error(api.get(api.admin, "/api/v2/nothing-here"), 404, "not_found")
     assert_error(api.get(api.admin, "/api/v3/tasks"), 404, "not_found")
 
@@ -916,13 +1088,15 @@ def test_tasks_and_users_survive_a_restart(api, app_factory):
         assert listed["tasks"] == before_list
         assert second.get("/api/v2/users", headers=api.admin.headers).json() == before_users
         assert second.get("/api/v2/me", headers=user.headers).json() == {
-            "user_id": user.user_id, "is_admin": False}
+            "user_id": user.user_id,
+            "is_admin": False,
+        }
         assert_error(second.get("/api/v2/me", headers=gone.headers), 401, "unauthorized")
-        assert_error(second.post(f"/api/v2/tasks/{ended}:cancel", headers=user.headers),
-                     409, "conflict")
+        assert_error(second.post(f"/api/v2/tasks/{ended}:cancel", headers=user.headers), 409, "conflict")
         # Writes through the new app are seen by the old one (one database).
-        r = second.post("/api/v2/tasks", content=api.spec(),
-                        headers={**user.headers, "Content-Type": "application/yaml"})
+        r = second.post(
+            "/api/v2/tasks", content=api.spec(), headers={**user.headers, "Content-Type": "application/yaml"}
+        )
         assert r.status_code == 201, r.text
         assert ids(api.list_all(user))[0] == r.json()["task_id"]
     finally:

@@ -6,19 +6,17 @@ stored. The same override naming a user's own directory is accepted for that use
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from api_support import ADMIN_TOKEN, Api, AppFactory, backend, no_verl_config_override
 
 from argus.testing.sandbox import Sandbox, prepare
-from api_support import ADMIN_TOKEN, Api, AppFactory
-from api_support import backend, no_verl_config_override  # noqa: F401  (shared fixtures)
 
 pytestmark = pytest.mark.usefixtures("no_verl_config_override")
-
-
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +62,19 @@ def refused(api: Api, who, text: str, field: str) -> str:
     return body["problems"][0]["message"]
 
 
-@pytest.mark.parametrize("override, says", [
-    ("trainer.experiment_name=${oc.env:MVP_INTERNAL_TOKEN}", "interpolation"),
-    ("trainer.project_name='${oc.decode:x}'", "interpolation"),
-    ("data.train_files=/etc/passwd", "'/etc/passwd' must lie under"),
-    ("hydra.run.dir=/etc", "Hydra's own configuration"),
-    ("trainer.rollout_data_dir=/tmp/x", "writes to"),
-    ("+reward.custom_reward_function.path=/etc/x.py", "'/etc/x.py' must lie under"),
-    ("+ray_kwargs.ray_init.runtime_env.env_vars.LD_PRELOAD=/tmp/x.so", "environment"),
-    ("data.train_files='~/x.parquet'", "home directory"),
-])
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("trainer.experiment_name=${oc.env:MVP_INTERNAL_TOKEN}", "interpolation"),
+        ("trainer.project_name='${oc.decode:x}'", "interpolation"),
+        ("data.train_files=/etc/passwd", "'/etc/passwd' must lie under"),
+        ("hydra.run.dir=/etc", "Hydra's own configuration"),
+        ("trainer.rollout_data_dir=/tmp/x", "writes to"),
+        ("+reward.custom_reward_function.path=/etc/x.py", "'/etc/x.py' must lie under"),
+        ("+ray_kwargs.ray_init.runtime_env.env_vars.LD_PRELOAD=/tmp/x.so", "environment"),
+        ("data.train_files='~/x.parquet'", "home directory"),
+    ],
+)
 def test_escaping_overrides_are_400_naming_the_override(api, users, override, says):
     text = api.spec(overrides=["data.train_batch_size=8", override])
     reason = refused(api, users["alice"], text, "overrides[1]")
@@ -104,9 +105,11 @@ def test_a_symlink_then_dot_dot_cannot_lead_out_of_common(api, users, sandbox):
     refused(api, users["alice"], api.spec(overrides=[f"data.val_files={sneaky}"]), "overrides[0]")
 
 
-@pytest.mark.parametrize("name", ["LD_PRELOAD", "PYTHONHOME", "PATH", "BASH_ENV",
-                                  "CUDA_VISIBLE_DEVICES", "RAY_RUNTIME_ENV_HOOK"])
+@pytest.mark.parametrize(
+    "name", ["LD_PRELOAD", "PYTHONHOME", "PATH", "BASH_ENV", "CUDA_VISIBLE_DEVICES", "RAY_RUNTIME_ENV_HOOK"]
+)
 def test_env_vars_that_change_the_loader_interpreter_or_ray_are_refused(api, users, name):
-    reason = refused(api, users["alice"], api.spec(env_vars={"NCCL_DEBUG": "INFO", name: "/tmp/x"}),
-                     f"env_vars.{name}")
+    reason = refused(
+        api, users["alice"], api.spec(env_vars={"NCCL_DEBUG": "INFO", name: "/tmp/x"}), f"env_vars.{name}"
+    )
     assert reason.startswith(f"'{name}' cannot be set: it ")

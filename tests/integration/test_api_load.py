@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
-from api_support import ADMIN_TOKEN, SNAPSHOTS, Api, make_settings
-from api_support import backend, sandbox  # noqa: F401  (shared fixtures)
+from api_support import ADMIN_TOKEN, SNAPSHOTS, Api, backend, make_settings, sandbox
 from fastapi.testclient import TestClient
 
 from argus.service.app import create_app
 from argus.service.checks import CheckPool
 from argus.store.db import open_database
 from argus.testing.sandbox import Sandbox
-
-
 
 
 @pytest.fixture
@@ -36,10 +33,10 @@ def make_api(sandbox, backend):
 
     def make(pool: CheckPool | None = None, **service) -> Api:
         settings = make_settings(sandbox, backend.url)
-        settings = settings.model_copy(update={
-            "service": settings.service.model_copy(update=service)})
-        app = create_app(settings, run_scheduler=False, snapshots=SNAPSHOTS,
-                         environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN})
+        settings = settings.model_copy(update={"service": settings.service.model_copy(update=service)})
+        app = create_app(
+            settings, run_scheduler=False, snapshots=SNAPSHOTS, environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN}
+        )
         if pool is not None:
             app.state.tasks.checks.pool.close()
             app.state.tasks.checks.pool = pool
@@ -136,15 +133,15 @@ def test_reads_answer_while_many_uncached_submits_wait_for_their_check(make_api)
 # -- the write-ahead log stays bounded ---------------------------------------------------------
 def test_the_wal_is_truncated_once_it_passes_its_bound(tmp_path: Path):
     bound = 1024 * 1024
-    db = open_database(f"sqlite:///{tmp_path / 'wal.sqlite3'}", autocheckpoint=False,
-                       wal_max_bytes=bound)
+    db = open_database(f"sqlite:///{tmp_path / 'wal.sqlite3'}", autocheckpoint=False, wal_max_bytes=bound)
     try:
         with db.write.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)")
         for _ in range(40):
             with db.write.begin() as conn:
-                conn.execute(sa.text("INSERT INTO filler (data) VALUES (:d)"),
-                             [{"d": b"x" * 4000} for _ in range(50)])
+                conn.execute(
+                    sa.text("INSERT INTO filler (data) VALUES (:d)"), [{"d": b"x" * 4000} for _ in range(50)]
+                )
         assert db.wal_bytes() > 4 * bound
         # A reader of an old snapshot holds it: truncation waits for the next checkpoint.
         reader = db.read.connect()
@@ -166,6 +163,7 @@ def test_the_wal_is_truncated_once_it_passes_its_bound(tmp_path: Path):
 
 
 # -- the check pool's worker processes ------------------------------------------------------
+
 
 def test_worker_processes_start_without_the_scrubbed_variables(monkeypatch):
     monkeypatch.setenv("ARGUS_TEST_SECRET_TOKEN", "s3cret")
@@ -193,7 +191,8 @@ def test_worker_processes_exit_when_the_server_is_gone(tmp_path):
         "    pool = CheckPool(1, run=os.getpid)\n"
         f"    open({str(pids)!r}, 'w').write(str(pool.submit('u', 'k').result(timeout=120)))\n"
         "    sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
-        "    import time; time.sleep(600)\n")
+        "    import time; time.sleep(600)\n"
+    )
     server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"

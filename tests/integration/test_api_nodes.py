@@ -13,29 +13,59 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
-from argus.testing.cli import invoke as run_cli
-from api_support import ADMIN_TOKEN, Api, Backend
-from api_support import backend  # noqa: F401  (shared fixtures)
+from api_support import (
+    ADMIN_TOKEN,
+    Api,
+    Backend,
+    backend,
+)
 from fastapi.testclient import TestClient
 
 from argus.cluster.ssh import SSHError
 from argus.domain.task import TaskState
 from argus.service.app import create_app
-from argus.service.settings import parse_settings
+from argus.settings import parse_settings
 from argus.store.tasks import TaskStore
+from argus.testing.cli import invoke as run_cli
 from argus.testing.fakes import FakeRayNodes, FakeSSH
 
 ERROR_KEYS = {"error", "message", "problems"}
-VIEW_KEYS = {"id", "name", "managed", "state", "reason", "offline_requested", "pool", "labels",
-             "gpus", "cpus", "ssh", "agent_pid", "agent_started_at", "created_at", "updated_at",
-             "ray", "running_tasks", "running_tasks_other"}
-RAY_KEYS = {"node_id", "node_ip", "alive", "draining", "gpus_total", "gpus_free", "cpus_total",
-            "cpus_free", "labels"}
+VIEW_KEYS = {
+    "id",
+    "name",
+    "managed",
+    "state",
+    "reason",
+    "offline_requested",
+    "pool",
+    "labels",
+    "gpus",
+    "cpus",
+    "ssh",
+    "agent_pid",
+    "agent_started_at",
+    "created_at",
+    "updated_at",
+    "ray",
+    "running_tasks",
+    "running_tasks_other",
+}
+RAY_KEYS = {
+    "node_id",
+    "node_ip",
+    "alive",
+    "draining",
+    "gpus_total",
+    "gpus_free",
+    "cpus_total",
+    "cpus_free",
+    "labels",
+}
 
 
 class Clock:
@@ -98,24 +128,39 @@ def assert_error(response, status: int, error: str, field: str | None = None) ->
     return body
 
 
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, backend) -> Iterator[NodesApi]:
     shared = tmp_path_factory.mktemp("shared")
     keys = tmp_path_factory.mktemp("keys")
     (keys / "good.pem").write_text("not used by the fake\n")
     settings = parse_settings(
-        {"ray": {"shared_root": str(shared)},
-         "service": {"db_url": backend.url},
-         "scheduler": {"enabled": False},
-         "nodes": {"key_dir": str(keys), "agent_command": "/opt/argus/bin/argus",
-                   "shared_root": "/private", "join_timeout_s": 120}},
-        "nodes test config", environ={})
+        {
+            "ray": {"shared_root": str(shared)},
+            "service": {"db_url": backend.url},
+            "scheduler": {"enabled": False},
+            "nodes": {
+                "key_dir": str(keys),
+                "agent_command": "/opt/argus/bin/argus",
+                "shared_root": "/private",
+                "join_timeout_s": 120,
+            },
+        },
+        "nodes test config",
+        environ={},
+    )
     ray = FakeRayNodes()
     ssh = FakeSSH(ray=ray)
     clock = Clock()
-    app = create_app(settings, run_scheduler=False, run_nodes=False, snapshots=ray, ssh=ssh,
-                     drainer=ray, clock=clock, environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN})
+    app = create_app(
+        settings,
+        run_scheduler=False,
+        run_nodes=False,
+        snapshots=ray,
+        ssh=ssh,
+        drainer=ray,
+        clock=clock,
+        environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN},
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         a = NodesApi(client, None, backend)  # type: ignore[arg-type]
         a.ray, a.ssh, a.clock, a.shared = ray, ssh, clock, shared
@@ -124,7 +169,9 @@ def api(tmp_path_factory, backend) -> Iterator[NodesApi]:
 
 
 def events(backend: Backend, name: str) -> list[tuple[str | None, str, str]]:
-    rows = backend.rows("SELECT from_state, to_state, reason FROM node_events WHERE node = :n ORDER BY id", n=name)
+    rows = backend.rows(
+        "SELECT from_state, to_state, reason FROM node_events WHERE node = :n ORDER BY id", n=name
+    )
     return [(r["from_state"], r["to_state"], r["reason"]) for r in rows]
 
 
@@ -134,17 +181,24 @@ def test_register_brings_the_node_up_over_ssh(api, backend):
     assert r.status_code == 201, r.text
     body = r.json()
     assert set(body) == VIEW_KEYS
-    assert (body["id"], body["managed"], body["state"], body["pool"], body["gpus"]) == \
-        ("gpu-1", True, "pending", "a100", 8)
+    assert (body["id"], body["managed"], body["state"], body["pool"], body["gpus"]) == (
+        "gpu-1",
+        True,
+        "pending",
+        "a100",
+        8,
+    )
     assert body["ssh"] == {"host": "10.0.0.5", "port": 22, "user": "root", "key": "good.pem"}
     assert body["ray"] is None and body["running_tasks"] == []
 
     api.svc.wait_idle()
     check, start = [c for h, c in api.ssh.commands if h == "10.0.0.5"][-2:]
     assert "uname -n" in check and "/opt/argus/bin/argus node-agent --help" in check
-    assert ("nohup setsid /opt/argus/bin/argus node-agent --shared-root /private --cluster argus "
-            "--name gpu-1 --gpus 8 --labels pool=a100 --node-ip 10.0.0.5 "
-            "> /private/common/logs/nodes/gpu-1.log 2>&1 < /dev/null & echo $!") in start
+    assert (
+        "nohup setsid /opt/argus/bin/argus node-agent --shared-root /private --cluster argus "
+        "--name gpu-1 --gpus 8 --labels pool=a100 --node-ip 10.0.0.5 "
+        "> /private/common/logs/nodes/gpu-1.log 2>&1 < /dev/null & echo $!"
+    ) in start
     node = api.node("gpu-1")
     assert node["state"] == "pending" and node["agent_pid"] > 0 and node["agent_started_at"]
 
@@ -156,8 +210,11 @@ def test_register_brings_the_node_up_over_ssh(api, backend):
     assert node["ray"]["alive"] and not node["ray"]["draining"]
     assert node["ray"]["labels"] == {"pool": "a100", "argus.io/node": "gpu-1"}
     assert (node["ray"]["gpus_total"], node["ray"]["gpus_free"]) == (8, 8)
-    assert [(e["from_state"], e["to_state"]) for e in node["events"]] == \
-        [(None, "pending"), ("pending", "pending"), ("pending", "online")]
+    assert [(e["from_state"], e["to_state"]) for e in node["events"]] == [
+        (None, "pending"),
+        ("pending", "pending"),
+        ("pending", "online"),
+    ]
     stored = events(backend, "gpu-1")
     assert stored[0] == (None, "pending", "registered")
     assert stored[1][2].startswith("agent started on 10.0.0.5 (pid ")
@@ -181,14 +238,24 @@ def test_register_never_waits_for_ssh(api):
     assert api.node("slow-1")["state"] == "online"
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"name": "Bad_Name"}, "name"), ({"host": "bad host"}, "host"), ({"port": 0}, "port"),
-    ({"user": "Root"}, "user"), ({"key": "../etc/shadow"}, "key"), ({"key": "missing.pem"}, "key"),
-    ({"labels": {"ray.io/node-id": "x"}}, "labels.ray.io/node-id"),
-    ({"labels": {"argus.io/node": "x"}}, "labels.argus.io/node"),
-    ({"labels": {"pool": "a b"}}, "labels.pool"), ({"gpus": -1}, "gpus"), ({"gpus": "8"}, "gpus"),
-    ({"extra": 1}, "extra"), ({"name": None}, "name"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"name": "Bad_Name"}, "name"),
+        ({"host": "bad host"}, "host"),
+        ({"port": 0}, "port"),
+        ({"user": "Root"}, "user"),
+        ({"key": "../etc/shadow"}, "key"),
+        ({"key": "missing.pem"}, "key"),
+        ({"labels": {"ray.io/node-id": "x"}}, "labels.ray.io/node-id"),
+        ({"labels": {"argus.io/node": "x"}}, "labels.argus.io/node"),
+        ({"labels": {"pool": "a b"}}, "labels.pool"),
+        ({"gpus": -1}, "gpus"),
+        ({"gpus": "8"}, "gpus"),
+        ({"extra": 1}, "extra"),
+        ({"name": None}, "name"),
+    ],
+)
 def test_an_invalid_registration_is_400_naming_the_field(api, backend, body, field):
     before = (backend.count("nodes"), backend.count("node_events"))
     full = {"name": "n-bad", "host": "10.0.0.9", "user": "root", "key": "good.pem", **body}
@@ -227,8 +294,15 @@ def test_a_registered_name_is_409_until_it_failed_or_went_offline(api, backend):
     api.svc.wait_idle()
     api.svc.reconcile()
     assert api.node("dup-1")["state"] == "online"
-    assert [e[1] for e in events(backend, "dup-1")] == \
-        ["pending", "pending", "online", "offline", "pending", "pending", "online"]
+    assert [e[1] for e in events(backend, "dup-1")] == [
+        "pending",
+        "pending",
+        "online",
+        "offline",
+        "pending",
+        "pending",
+        "online",
+    ]
 
 
 def test_unknown_nodes_are_404(api):
@@ -239,13 +313,20 @@ def test_unknown_nodes_are_404(api):
 
 
 # -- failures -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("error,words", [
-    (SSHError("auth", "authentication failed for root@10.9.0.1:22 with key good.pem"),
-     "authentication failed for root@10.9.0.1:22 with key good.pem"),
-    (SSHError("unreachable", "cannot connect to 10.9.0.1:22: Connection refused"),
-     "cannot connect to 10.9.0.1:22"),
-    (SSHError("timeout", "cannot connect to 10.9.0.1:22: timed out after 10 s"), "timed out"),
-])
+@pytest.mark.parametrize(
+    "error,words",
+    [
+        (
+            SSHError("auth", "authentication failed for root@10.9.0.1:22 with key good.pem"),
+            "authentication failed for root@10.9.0.1:22 with key good.pem",
+        ),
+        (
+            SSHError("unreachable", "cannot connect to 10.9.0.1:22: Connection refused"),
+            "cannot connect to 10.9.0.1:22",
+        ),
+        (SSHError("timeout", "cannot connect to 10.9.0.1:22: timed out after 10 s"), "timed out"),
+    ],
+)
 def test_ssh_failures_fail_the_node_with_the_reason(api, backend, error, words):
     name = f"bad-{error.kind}"
     api.ssh.fail["10.9.0.1"] = error
@@ -317,8 +398,10 @@ def test_registering_a_failed_node_again_stops_its_leftover_agent_first(api):
 def test_a_bring_up_lost_in_a_restart_fails_the_node(api, backend):
     from argus.domain.nodes import parse_registration
 
-    api.svc.store.create(parse_registration({"name": "orphan-1", "host": "10.0.0.7", "user": "root",
-                                             "key": "good.pem"}), api.clock())
+    api.svc.store.create(
+        parse_registration({"name": "orphan-1", "host": "10.0.0.7", "user": "root", "key": "good.pem"}),
+        api.clock(),
+    )
     api.svc.reconcile()
     node = api.node("orphan-1")
     assert node["state"] == "failed" and "restarted before the agent was started" in node["reason"]
@@ -342,10 +425,16 @@ def test_drain_and_undrain(api, backend):
     assert not api.hold("dr-1").exists()
     body = assert_error(api.post(api.admin, "/api/v2/nodes/dr-1:undrain"), 409, "conflict")
     assert "is online" in body["message"]
-    assert events(backend, "dr-1")[-2:] == [("online", "draining", "disk swap"),
-                                            ("draining", "online", "undrained by the admin")]
-    assert_error(api.client.post("/api/v2/nodes/dr-1:drain", json={"reason": ""},
-                                 headers=api.admin.headers), 400, "bad_request", "reason")
+    assert events(backend, "dr-1")[-2:] == [
+        ("online", "draining", "disk swap"),
+        ("draining", "online", "undrained by the admin"),
+    ]
+    assert_error(
+        api.client.post("/api/v2/nodes/dr-1:drain", json={"reason": ""}, headers=api.admin.headers),
+        400,
+        "bad_request",
+        "reason",
+    )
 
 
 def test_drain_of_a_pending_or_failed_node_is_409_naming_the_state(api):
@@ -365,7 +454,8 @@ def test_offline_of_an_empty_node_stops_its_agent(api, backend):
     assert api.hold("off-1").exists()
     # Drained in Ray before its agent is stopped: nothing is placed there in between.
     assert [d for d in api.ray.drains if d[0] == node["ray"]["node_id"]] == [
-        (node["ray"]["node_id"], "argus: taken offline by the admin")]
+        (node["ray"]["node_id"], "argus: taken offline by the admin")
+    ]
     body = assert_error(api.post(api.admin, "/api/v2/nodes/off-1:offline"), 409, "conflict")
     assert "is offline" in body["message"]
     assert_error(api.post(api.admin, "/api/v2/nodes/off-1:drain"), 409, "conflict")
@@ -375,9 +465,17 @@ def test_offline_of_a_busy_node_drains_first_and_finishes_when_it_is_empty(api, 
     node = api.online("busy-1", gpus=4)
     node_id = node["ray"]["node_id"]
     tasks = TaskStore(api.client.app.state.db)
-    tid = f"mvp2-alice-ppo-20260101-000000-{int(time.time() * 1000) % 0xffff:04x}"
-    tasks.create(task_id=tid, user_id="alice", workload="ppo", jobspec_yaml="x", nnodes=1,
-                 n_gpus_per_node=2, driver_gpus=0, now=api.clock())
+    tid = f"mvp2-alice-ppo-20260101-000000-{int(time.time() * 1000) % 0xFFFF:04x}"
+    tasks.create(
+        task_id=tid,
+        user_id="alice",
+        workload="ppo",
+        jobspec_yaml="x",
+        nnodes=1,
+        n_gpus_per_node=2,
+        driver_gpus=0,
+        now=api.clock(),
+    )
     assert tasks.start_attempt(tid, 0, "/tmp/x", {node_id: 2.0}, api.clock()) is not None
     api.ray.use(node_id, gpus=2, cpus=1)
     assert api.node("busy-1")["running_tasks"] == [tid]
@@ -474,8 +572,13 @@ def test_ray_unreachable_lists_the_registry_and_refuses_a_drain(api, backend):
 
 def test_routes_are_in_the_openapi_schema(api):
     paths = api.client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v2/nodes", "/api/v2/nodes/{node_id}", "/api/v2/nodes/{node_id}:drain",
-                 "/api/v2/nodes/{node_id}:undrain", "/api/v2/nodes/{node_id}:offline"):
+    for path in (
+        "/api/v2/nodes",
+        "/api/v2/nodes/{node_id}",
+        "/api/v2/nodes/{node_id}:drain",
+        "/api/v2/nodes/{node_id}:undrain",
+        "/api/v2/nodes/{node_id}:offline",
+    ):
         assert path in paths
 
 
@@ -487,10 +590,14 @@ def cli(api, monkeypatch):
     from argus.client.cli import app
     from argus.client.sdk import ArgusClient
 
-    monkeypatch.setattr(service_cli, "make_client", lambda url, token: ArgusClient(
-        url, token, transport=api.client._transport))
+    monkeypatch.setattr(
+        service_cli,
+        "make_client",
+        lambda url, token: ArgusClient(url, token, transport=api.client._transport),
+    )
     monkeypatch.setenv("ARGUS_URL", "http://testserver")
     monkeypatch.setenv("ARGUS_TOKEN", ADMIN_TOKEN)
+
     def invoke(*args: Any):
         return run_cli(app, *args)
 
@@ -498,8 +605,21 @@ def cli(api, monkeypatch):
 
 
 def test_the_cli_adds_lists_drains_undrains_and_takes_nodes_offline(api, cli):
-    r = cli("nodes", "add", "cli-1", "--host", "10.0.0.8", "--user", "root", "--key", "good.pem",
-            "--gpus", "2", "--labels", "pool=cli-pool,rack=r9")
+    r = cli(
+        "nodes",
+        "add",
+        "cli-1",
+        "--host",
+        "10.0.0.8",
+        "--user",
+        "root",
+        "--key",
+        "good.pem",
+        "--gpus",
+        "2",
+        "--labels",
+        "pool=cli-pool,rack=r9",
+    )
     assert r.exit_code == 0, r.err_text
     assert "registered cli-1 (pending)" in r.out_text
     api.svc.wait_idle()
@@ -526,8 +646,19 @@ def test_the_cli_adds_lists_drains_undrains_and_takes_nodes_offline(api, cli):
 def test_the_cli_exits_2_on_bad_input_naming_the_field(api, cli):
     r = cli("nodes", "add", "Bad_Name", "--host", "10.0.0.8", "--user", "root", "--key", "good.pem")
     assert r.exit_code == 2 and "name:" in r.err_text, r.err_text
-    r = cli("nodes", "add", "ok-1", "--host", "10.0.0.8", "--user", "root", "--key", "good.pem",
-            "--labels", "ray.io/x=1")
+    r = cli(
+        "nodes",
+        "add",
+        "ok-1",
+        "--host",
+        "10.0.0.8",
+        "--user",
+        "root",
+        "--key",
+        "good.pem",
+        "--labels",
+        "ray.io/x=1",
+    )
     assert r.exit_code == 2 and "labels.ray.io/x" in r.err_text, r.err_text
     r = cli("nodes", "add", "ok-1", "--host", "h", "--user", "root", "--key", "k", "--labels", "nonsense")
     assert r.exit_code == 2 and "--labels" in r.err_text

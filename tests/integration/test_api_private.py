@@ -10,13 +10,13 @@ every token they have; `:enable` brings the user back without them.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from api_support import ADMIN_TOKEN, Api, Backend, backend, make_settings, sandbox
 from fastapi.testclient import TestClient
 
-from api_support import ADMIN_TOKEN, Api, Backend, make_settings
-from api_support import backend, sandbox  # noqa: F401  (shared fixtures)
 from argus.service.app import create_app
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import Sandbox
@@ -49,14 +49,18 @@ class World(Api):
         return {n["id"]: n for n in r.json()["nodes"]}
 
 
-
-
 def _world(sandbox: Sandbox, backend: Backend) -> Iterator[World]:
     clock, jobs = Clock(), FakeJobs()
     jobs.clock = clock
-    app = create_app(make_settings(sandbox, backend.url), jobs=jobs,
-                     snapshots=FakeSnapshots({"w1": 4, "w2": 4}), clock=clock, run_scheduler=False,
-                     run_nodes=False, environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN})
+    app = create_app(
+        make_settings(sandbox, backend.url),
+        jobs=jobs,
+        snapshots=FakeSnapshots({"w1": 4, "w2": 4}),
+        clock=clock,
+        run_scheduler=False,
+        run_nodes=False,
+        environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN},
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         w = World(client, sandbox, backend)
         w.jobs, w.clock = jobs, clock
@@ -92,8 +96,9 @@ def test_a_reason_names_a_blocking_task_only_to_its_owner(world):
         assert world.task(bob, big)["pending_code"] == "Resources"
         task = world.task(alice, mine)
         assert task["pending_code"] == "Priority", task
-        assert task["pending_reason"].startswith("Priority: would delay a higher-priority task, "
-                                                 "reserved to start by "), task
+        assert task["pending_reason"].startswith(
+            "Priority: would delay a higher-priority task, reserved to start by "
+        ), task
         assert bob.user_id not in repr(task) and big not in repr(task)
         queue = world.get(alice, "/api/v2/queue").json()
         assert bob.user_id not in repr(queue) and big not in repr(queue)
@@ -122,8 +127,10 @@ def test_nodes_list_other_users_tasks_only_to_the_admin(world):
                 assert seen[node_id]["running_tasks"] == sorted(tasks & {own})
                 assert seen[node_id]["running_tasks_other"] == len(tasks - {own})
                 one = world.get(who, f"/api/v2/nodes/{node_id}").json()
-                assert (one["running_tasks"], one["running_tasks_other"]) == \
-                    (sorted(tasks & {own}), len(tasks - {own}))
+                assert (one["running_tasks"], one["running_tasks_other"]) == (
+                    sorted(tasks & {own}),
+                    len(tasks - {own}),
+                )
     finally:
         _cancel_all(world, (alice, mine), (bob, theirs))
 
@@ -186,8 +193,11 @@ def test_a_token_slipped_in_while_disabled_does_not_survive_enable(world, backen
     from argus.store.users import hash_token
 
     with store.db.write.begin() as conn:
-        conn.execute(tokens.insert().values(token_hash=hash_token("argus_slipped"), user_id=user.user_id,
-                                            created_at=0.0))
+        conn.execute(
+            tokens.insert().values(
+                token_hash=hash_token("argus_slipped"), user_id=user.user_id, created_at=0.0
+            )
+        )
     assert _status(world, "argus_slipped") == 401
     assert world.post(world.admin, f"/api/v2/users/{user.user_id}:enable").status_code == 200
     assert _status(world, "argus_slipped") == 401
@@ -222,8 +232,10 @@ def test_cli_and_sdk_enable_a_user_without_their_old_tokens(world, monkeypatch):
     assert out.exit_code == 0 and out.out_text.strip() == f"{user.user_id}: DISABLED", out.err_text
     out = invoke(cli_app, "users", "enable", user.user_id, *args)
     assert out.exit_code == 0 and out.out_text.strip() == f"{user.user_id}: ACTIVE", out.err_text
-    assert invoke(cli_app, "users", "enable", user.user_id, *args, "--json").json() == \
-        {"user_id": user.user_id, "state": "ACTIVE"}
+    assert invoke(cli_app, "users", "enable", user.user_id, *args, "--json").json() == {
+        "user_id": user.user_id,
+        "state": "ACTIVE",
+    }
     missing = invoke(cli_app, "users", "enable", "nobody_at_all", *args)
     assert missing.exit_code == 1 and "404 not_found" in missing.err_text
     with pytest.raises(ArgusAPIError) as err:

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
+from api_support import (
+    Api,
+    AppFactory,
+    backend,
+)
 
-from api_support import AppFactory, Api
-from api_support import backend  # noqa: F401  (shared fixtures)
 from argus.testing.sandbox import Sandbox, prepare
-
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,12 @@ def test_priority_and_time_limit_are_stored_and_shown(api):
 
 def test_time_limit_over_the_maximum_and_bad_values_are_400(api):
     user = api.new_user()
-    for value, words in (("8d", "at most 7d"), ("soon", "not a duration"), (0, "more than 0"),
-                         (10 ** 400, "at most 365 days")):
+    for value, words in (
+        ("8d", "at most 7d"),
+        ("soon", "not a duration"),
+        (0, "more than 0"),
+        (10**400, "at most 365 days"),
+    ):
         r = api.post_yaml(user, api.spec(time_limit=value))
         assert r.status_code == 400, r.text
         [p] = [p for p in r.json()["problems"] if p["field"] == "time_limit"]
@@ -56,7 +62,9 @@ def test_admin_changes_a_waiting_tasks_priority_with_an_event(api, backend):
     r = api.client.post(f"/api/v2/tasks/{tid}:priority", json={"priority": 900}, headers=api.admin.headers)
     assert r.status_code == 200 and r.json() == {"task_id": tid, "priority": 900}
     assert api.get(user, f"/api/v2/tasks/{tid}").json()["priority"] == 900
-    [event] = backend.rows("SELECT reason FROM task_events WHERE task_id = :t AND reason LIKE 'priority%'", t=tid)
+    [event] = backend.rows(
+        "SELECT reason FROM task_events WHERE task_id = :t AND reason LIKE 'priority%'", t=tid
+    )
     assert event["reason"] == "priority 500 -> 900 by admin"
     # Users may not; bad bodies are 400 naming the field; a finished task is 409.
     r = api.client.post(f"/api/v2/tasks/{tid}:priority", json={"priority": 1}, headers=user.headers)
@@ -67,6 +75,9 @@ def test_admin_changes_a_waiting_tasks_priority_with_an_event(api, backend):
     api.client.post(f"/api/v2/tasks/{tid}:cancel", headers=user.headers)
     r = api.client.post(f"/api/v2/tasks/{tid}:priority", json={"priority": 1}, headers=api.admin.headers)
     assert r.status_code == 409 and "only a waiting task" in r.json()["message"]
-    r = api.client.post("/api/v2/tasks/mvp2-nobody-ppo-20260101-000000-0000:priority",
-                        json={"priority": 1}, headers=api.admin.headers)
+    r = api.client.post(
+        "/api/v2/tasks/mvp2-nobody-ppo-20260101-000000-0000:priority",
+        json={"priority": 1},
+        headers=api.admin.headers,
+    )
     assert r.status_code == 404

@@ -20,7 +20,7 @@ from argus.client import server_cli
 from argus.client.cli import app as cli_app
 from argus.service import launcher
 from argus.service.app import create_app
-from argus.service.settings import parse_settings
+from argus.settings import parse_settings
 from argus.testing.cli import invoke
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import prepare
@@ -39,13 +39,24 @@ class Counting(FakeSnapshots):
 @pytest.fixture
 def server(tmp_path):
     sandbox = prepare(tmp_path / "shared")
-    settings = parse_settings({"ray": {"shared_root": str(sandbox.shared_root)},
-                               "service": {"db_url": f"sqlite:///{tmp_path}/argus.sqlite3"},
-                               "scheduler": {"interval_s": 0.1, "min_tick_gap_s": 0}}, environ={})
+    settings = parse_settings(
+        {
+            "ray": {"shared_root": str(sandbox.shared_root)},
+            "service": {"db_url": f"sqlite:///{tmp_path}/argus.sqlite3"},
+            "scheduler": {"interval_s": 0.1, "min_tick_gap_s": 0},
+        },
+        environ={},
+    )
     snaps = Counting({"w1": 4}, down=True)
     jobs = FakeJobs(down=True)
-    app = create_app(settings, jobs=jobs, snapshots=snaps, run_scheduler=True, run_nodes=False,
-                     environ={"MVP_INTERNAL_TOKEN": "admin-token-for-health"})
+    app = create_app(
+        settings,
+        jobs=jobs,
+        snapshots=snaps,
+        run_scheduler=True,
+        run_nodes=False,
+        environ={"MVP_INTERNAL_TOKEN": "admin-token-for-health"},
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, snaps, jobs, app
 
@@ -84,7 +95,7 @@ def test_healthz_is_degraded_with_the_reason_while_ray_is_unreachable(server):
 class _Health(BaseHTTPRequestHandler):
     body: dict = {}
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         data = json.dumps(type(self).body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -108,23 +119,39 @@ def health_url():
 def test_the_wait_reports_ray_unreachable_and_passes_when_ray_answers(health_url):
     _Health.body = {"status": "degraded", "ray": "unreachable: cannot read the GCS at 10.0.0.1:6380"}
     assert launcher.ray_verdict(health_url, wait_s=1) == (
-        "Ray is unreachable: cannot read the GCS at 10.0.0.1:6380")
+        "Ray is unreachable: cannot read the GCS at 10.0.0.1:6380"
+    )
     _Health.body = {"status": "ok", "ray": "ok"}
     assert launcher.ray_verdict(health_url, wait_s=1) is None
     _Health.body = {"status": "ok", "ray": "unknown: no pass yet"}
-    assert "no scheduler pass reached Ray within 0.3 s" == launcher.ray_verdict(health_url, wait_s=0.3)
+    assert launcher.ray_verdict(health_url, wait_s=0.3) == "no scheduler pass reached Ray within 0.3 s"
 
 
 def test_argus_up_exits_1_when_the_server_says_ray_is_unreachable(monkeypatch, tmp_path):
-    info = launcher.ServerInfo("http://127.0.0.1:1", 42, "tok", tmp_path / "c", tmp_path / "l", True,
-                               "http://127.0.0.1:8265", "Ray is unreachable: GCS down")
+    info = launcher.ServerInfo(
+        "http://127.0.0.1:1",
+        42,
+        "tok",
+        tmp_path / "c",
+        tmp_path / "l",
+        True,
+        "http://127.0.0.1:8265",
+        "Ray is unreachable: GCS down",
+    )
     monkeypatch.setattr(launcher, "up", lambda *a, **k: info)
     monkeypatch.setattr(server_cli, "private_umask", lambda: 0o027)  # keep this process's umask
     result = invoke(cli_app, "up", "--shared-root", tmp_path)
     assert result.exit_code == 1
     assert "degraded: Ray is unreachable: GCS down" in result.err_text
     assert "server started: http://127.0.0.1:1" in result.out_text
-    monkeypatch.setattr(launcher, "up", lambda *a, **k: launcher.ServerInfo(
-        *[getattr(info, f) for f in ("url", "pid", "admin_token", "config", "log", "started_now",
-                                      "dashboard_url")]))
+    monkeypatch.setattr(
+        launcher,
+        "up",
+        lambda *a, **k: launcher.ServerInfo(
+            *[
+                getattr(info, f)
+                for f in ("url", "pid", "admin_token", "config", "log", "started_now", "dashboard_url")
+            ]
+        ),
+    )
     assert invoke(cli_app, "up", "--shared-root", tmp_path).exit_code == 0

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from api_support import open_backend
 
 from argus.scheduler.loop import Scheduler
-from argus.service.settings import parse_settings
+from argus.settings import parse_settings
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.inputs import input_problems
 from argus.spec.loader import load_yaml_mapping
@@ -19,7 +20,6 @@ from argus.store.db import open_database
 from argus.store.tasks import TaskStore
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import prepare, task_yaml
-from api_support import open_backend
 
 T0 = 1_800_000_000.0
 
@@ -37,14 +37,20 @@ class Dispatch:
     def __init__(self, sandbox, db_url: str):
         self.sandbox = sandbox
         self.settings = parse_settings(
-            {"ray": {"shared_root": str(sandbox.shared_root)}, "service": {"db_url": db_url},
-             "scheduler": {"retry_interval_s": 30}}, environ={})
+            {
+                "ray": {"shared_root": str(sandbox.shared_root)},
+                "service": {"db_url": db_url},
+                "scheduler": {"retry_interval_s": 30},
+            },
+            environ={},
+        )
         self.db = open_database(self.settings.db_url)
         self.store = TaskStore(self.db)
         self.jobs = FakeJobs(clock=lambda: self.now)
         self.now = T0
-        self.sched = Scheduler(self.settings, self.store, self.jobs, FakeSnapshots({"w1": 4, "w2": 4}),
-                               clock=lambda: self.now)
+        self.sched = Scheduler(
+            self.settings, self.store, self.jobs, FakeSnapshots({"w1": 4, "w2": 4}), clock=lambda: self.now
+        )
         self.n = 0
 
     def add(self, user: str = "alice", **fields) -> str:
@@ -54,10 +60,19 @@ class Dispatch:
         assert input_problems(spec, str(self.sandbox.shared_root), user) == []
         self.n += 1
         tid = f"mvp2-{user}-ppo-20270115-080000-{self.n:04x}"
-        self.store.create(task_id=tid, user_id=user, workload="ppo", jobspec_yaml=text,
-                          nnodes=spec.nnodes, n_gpus_per_node=spec.n_gpus_per_node,
-                          driver_gpus=driver_gpus(spec), now=self.now, priority=spec.priority,
-                          time_limit_s=3600, pool=spec.pool)
+        self.store.create(
+            task_id=tid,
+            user_id=user,
+            workload="ppo",
+            jobspec_yaml=text,
+            nnodes=spec.nnodes,
+            n_gpus_per_node=spec.n_gpus_per_node,
+            driver_gpus=driver_gpus(spec),
+            now=self.now,
+            priority=spec.priority,
+            time_limit_s=3600,
+            pool=spec.pool,
+        )
         return tid
 
     def tick(self) -> None:
@@ -92,8 +107,9 @@ def test_a_link_re_pointed_outside_after_submit_fails_the_task_before_ray(world,
     else:
         link = common / "datasets" / f"{name}.parquet"
         link.symlink_to(good_data)
-        fields = ({"train_file": str(link)} if field == "train_file"
-                  else {"overrides": [f"data.val_files={link}"]})
+        fields = (
+            {"train_file": str(link)} if field == "train_file" else {"overrides": [f"data.val_files={link}"]}
+        )
         tid = world.add(**fields)
         evil = sandbox.shared_root / "users" / "bob" / "secret.parquet"
     _relink(link, evil)

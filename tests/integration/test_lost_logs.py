@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 import pytest
+from test_scheduler import World
 
 from argus.cluster import head
 from argus.cluster.session_logs import MAX_LOG_BYTES, find_driver_log, ray_temp_dirs
 from argus.service.auth import Identity
-from argus.service.settings import parse_settings
 from argus.service.task_service import TaskService
-
-from test_scheduler import World
+from argus.settings import parse_settings
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +65,12 @@ def _next_sid(world: World) -> str:
 def test_a_lost_attempt_log_is_archived_from_the_old_session_directory(sandbox, tmp_path, ray_temp):
     world = World(sandbox, tmp_path)
     _old_session(ray_temp, _next_sid(world), "step 1\nstep 2 before the head died\n")
-    _old_session(ray_temp, "mvp2-alice-ppo-20270115-080000-00ff--a01", "not this one\n",
-                 "session_2027-01-15_09-00-00_000002")
+    _old_session(
+        ray_temp,
+        "mvp2-alice-ppo-20270115-080000-00ff--a01",
+        "not this one\n",
+        "session_2027-01-15_09-00-00_000002",
+    )
     tid, sid = _lose(world)
     first = world.store.attempt(tid, 1)
     assert first["ray_status"] == "LOST" and first["log_archived"]
@@ -84,17 +87,25 @@ def test_a_lost_attempt_without_a_session_log_says_it_was_lost(sandbox, tmp_path
     tid, sid = _lose(world)
     first = world.store.attempt(tid, 1)
     text = (Path(first["job_root"]) / "logs" / "driver.log").read_text()
-    when = datetime.fromtimestamp(first["end_time"], tz=timezone.utc).isoformat(timespec="seconds")
-    assert text == (f"[argus] the driver log of {sid} was lost with the Ray head: Ray no longer "
-                    f"knew the job at {when}, and no old Ray session directory holds its log\n")
+    when = datetime.fromtimestamp(first["end_time"], tz=UTC).isoformat(timespec="seconds")
+    assert text == (
+        f"[argus] the driver log of {sid} was lost with the Ray head: Ray no longer "
+        f"knew the job at {when}, and no old Ray session directory holds its log\n"
+    )
 
 
 def test_the_log_route_serves_the_lost_attempts_archive(sandbox, tmp_path, ray_temp):
     world = World(sandbox, tmp_path)
     _old_session(ray_temp, _next_sid(world), "the real driver log\n")
     tid, sid = _lose(world)
-    service = TaskService(world.settings, world.store, world.jobs, nudge=lambda **_: None,
-                          clock=lambda: world.now, check_pool=object())
+    service = TaskService(
+        world.settings,
+        world.store,
+        world.jobs,
+        nudge=lambda **_: None,
+        clock=lambda: world.now,
+        check_pool=object(),
+    )
     text = service.logs(Identity("alice", False), tid, "1", None)
     assert text.startswith("the real driver log\n")  # before: an empty 200
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from api_support import open_backend
 
 from argus.cluster.errors import ClusterUnavailable
 from argus.domain.task import TaskState
 from argus.scheduler.loop import Scheduler
-from argus.service.settings import parse_settings
-from argus.spec.taskspec import parse_task_spec
-from argus.spec.loader import load_yaml_mapping
+from argus.settings import parse_settings
 from argus.spec.entrypoint import driver_gpus
+from argus.spec.loader import load_yaml_mapping
+from argus.spec.taskspec import parse_task_spec
 from argus.store.db import open_database
 from argus.store.tasks import TaskStore
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import prepare, task_yaml
-from api_support import open_backend
 
 T0 = 1_800_000_000.0
 GPU_MSG = "Total available GPUs 2 is less than total desired GPUs 4"
@@ -36,9 +36,13 @@ class World:
     def __init__(self, sandbox, tmp_path: Path, gpus=None, db_url: str | None = None, **sched):
         self.sandbox = sandbox
         self.settings = parse_settings(
-            {"ray": {"shared_root": str(sandbox.shared_root)},
-             "service": {"db_url": db_url or f"sqlite:///{tmp_path}/argus.sqlite3"},
-             "scheduler": {"retry_interval_s": 30, **sched}}, environ={})
+            {
+                "ray": {"shared_root": str(sandbox.shared_root)},
+                "service": {"db_url": db_url or f"sqlite:///{tmp_path}/argus.sqlite3"},
+                "scheduler": {"retry_interval_s": 30, **sched},
+            },
+            environ={},
+        )
         self.db = open_database(self.settings.db_url)
         self.store = TaskStore(self.db)
         self.jobs = FakeJobs(clock=lambda: self.now)
@@ -55,11 +59,19 @@ class World:
         spec = parse_task_spec(load_yaml_mapping(text, "t"), str(self.sandbox.shared_root))
         self.n += 1
         tid = f"mvp2-{user}-{workload}-20270115-080000-{self.n:04x}"
-        self.store.create(task_id=tid, user_id=user, workload=workload, jobspec_yaml=text,
-                          nnodes=spec.nnodes, n_gpus_per_node=spec.n_gpus_per_node,
-                          driver_gpus=driver_gpus(spec), now=self.now, priority=spec.priority,
-                          time_limit_s=spec.time_limit_s or self.settings.scheduler.default_time_limit_s,
-                          pool=spec.pool)
+        self.store.create(
+            task_id=tid,
+            user_id=user,
+            workload=workload,
+            jobspec_yaml=text,
+            nnodes=spec.nnodes,
+            n_gpus_per_node=spec.n_gpus_per_node,
+            driver_gpus=driver_gpus(spec),
+            now=self.now,
+            priority=spec.priority,
+            time_limit_s=spec.time_limit_s or self.settings.scheduler.default_time_limit_s,
+            pool=spec.pool,
+        )
         return tid
 
     def tick(self, dt: float = 1.0) -> None:
@@ -110,8 +122,12 @@ def test_states_follow_ray_and_the_log_is_archived_at_the_end(world):
     assert archive.read_text() == "step 1\nstep 2\nMARKER=sim-a\n"
     assert world.store.attempts(tid)[0]["log_archived"]
     events = [(e["from_state"], e["to_state"]) for e in world.store.events(tid)]
-    assert events == [(None, "QUEUED"), ("QUEUED", "SUBMITTED"), ("SUBMITTED", "RUNNING"),
-                      ("RUNNING", "SUCCEEDED")]
+    assert events == [
+        (None, "QUEUED"),
+        ("QUEUED", "SUBMITTED"),
+        ("SUBMITTED", "RUNNING"),
+        ("RUNNING", "SUCCEEDED"),
+    ]
 
 
 def test_a_gang_needs_whole_bundles_per_node_not_aggregate_gpus(world):
@@ -129,6 +145,7 @@ def test_a_gang_needs_whole_bundles_per_node_not_aggregate_gpus(world):
 
 def eval_placement(world, tid):
     import json
+
     return json.loads(world.store.attempts(tid)[-1]["placement"])
 
 
@@ -166,8 +183,9 @@ def test_ray_view_counts_gpus_argus_did_not_place(world):
 def test_verl_gpu_message_sends_the_task_back_to_wait_and_it_is_retried(world):
     tid = world.add(n_gpus_per_node=4)
     world.tick()
-    world.jobs.fail(f"{tid}--a01", "Job entrypoint command failed with exit code 1",
-                    log=f"RuntimeError: {GPU_MSG}\n")
+    world.jobs.fail(
+        f"{tid}--a01", "Job entrypoint command failed with exit code 1", log=f"RuntimeError: {GPU_MSG}\n"
+    )
     world.tick()
     task = world.store.get(tid)
     assert task["state"] == "PENDING_RESOURCES"
@@ -181,8 +199,11 @@ def test_verl_gpu_message_sends_the_task_back_to_wait_and_it_is_retried(world):
 def test_config_failure_ends_the_task_with_its_cause(world):
     tid = world.add()
     world.tick()
-    world.jobs.fail(f"{tid}--a01", "exit code 1",
-                    log="omegaconf.errors.ConfigAttributeError: Key 'foo' is not in struct\n")
+    world.jobs.fail(
+        f"{tid}--a01",
+        "exit code 1",
+        log="omegaconf.errors.ConfigAttributeError: Key 'foo' is not in struct\n",
+    )
     world.tick()
     task = world.store.get(tid)
     assert (task["state"], task["failure_cause"]) == ("FAILED", "CONFIG")
@@ -529,8 +550,9 @@ def test_a_pool_task_runs_only_in_its_pool_and_its_driver_is_pinned_there(world)
     # The pool is full: the second waits, naming its pool, while nodes elsewhere are free.
     task = world.store.get(second)
     assert task["state"] == "PENDING_RESOURCES" and task["pending_code"] == "Resources"
-    assert task["pending_reason"].startswith("in pool a100: needs 1 node(s) x 2 GPU(s); "
-                                             "largest free bundle is 0 GPU(s) (0 free on 1 node(s))")
+    assert task["pending_reason"].startswith(
+        "in pool a100: needs 1 node(s) x 2 GPU(s); largest free bundle is 0 GPU(s) (0 free on 1 node(s))"
+    )
     assert world.state(anywhere) == "SUBMITTED"  # no pool: any node (w1 or w3)
     assert world.jobs.jobs[f"{anywhere}--a01"].request["entrypoint_label_selector"] is None
     # When the pool frees up, the waiting task takes it.

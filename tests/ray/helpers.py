@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from argus.cluster.jobs import JobView, RayJobTool
 from argus.spec.config import RayConfig
 from argus.spec.render import prepare_submission
-from argus.testing.server import user_client, wait_state  # noqa: F401  (re-exported)
+from argus.testing.server import user_client, wait_state
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-def submit(config: RayConfig, yaml_text: str, submission_id: str | None = None) -> tuple[RayJobTool, str, object]:
-    _, rendered = prepare_submission(config, yaml_text, datetime.now(timezone.utc), "test", submission_id=submission_id)
+def submit(
+    config: RayConfig, yaml_text: str, submission_id: str | None = None
+) -> tuple[RayJobTool, str, object]:
+    _, rendered = prepare_submission(
+        config, yaml_text, datetime.now(UTC), "test", submission_id=submission_id
+    )
     tool = RayJobTool(config)
     return tool, tool.submit(rendered, yaml_text), rendered
 
@@ -27,8 +31,10 @@ def wait_for(tool: RayJobTool, sid: str, statuses: set[str], timeout: float = 12
         if view.status in statuses:
             return view
         if view.status in TERMINAL:
-            raise AssertionError(f"{sid} ended {view.status} while waiting for {statuses}: {view.message}\n"
-                                 f"{tool.logs(sid, 40)}")
+            raise AssertionError(
+                f"{sid} ended {view.status} while waiting for {statuses}: {view.message}\n"
+                f"{tool.logs(sid, 40)}"
+            )
         time.sleep(0.5)
     raise AssertionError(f"{sid} still {view.status if view else '?'} after {timeout}s")
 

@@ -48,11 +48,35 @@ class Discovery:
     def start_agent(self, ip: str, name: str) -> subprocess.Popen:
         log = open(Path(self.root) / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "argus.client.cli", "node-agent", "--shared-root", self.root,
-             "--cluster", CLUSTER, "--gpus", "4", "--cpus", "1", "--labels", "pool=test-a",
-             "--name", name, "--node-ip", ip, "--poll-s", "0.5",
-             "--object-store-memory", str(100 * 1024 * 1024)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "argus.client.cli",
+                "node-agent",
+                "--shared-root",
+                self.root,
+                "--cluster",
+                CLUSTER,
+                "--gpus",
+                "4",
+                "--cpus",
+                "1",
+                "--labels",
+                "pool=test-a",
+                "--name",
+                name,
+                "--node-ip",
+                ip,
+                "--poll-s",
+                "0.5",
+                "--object-store-memory",
+                str(100 * 1024 * 1024),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         self.agents[name] = proc
         return proc
@@ -68,8 +92,10 @@ class Discovery:
                 return nodes
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {name}\n{self.log(name)[-3000:]}" for name in self.agents)
-                raise AssertionError(f"{sorted(set(ips) - set(nodes))} not ALIVE in {dashboard_url} "
-                                     f"after {timeout:.0f}s; alive: {sorted(nodes)}\n{logs}")
+                raise AssertionError(
+                    f"{sorted(set(ips) - set(nodes))} not ALIVE in {dashboard_url} "
+                    f"after {timeout:.0f}s; alive: {sorted(nodes)}\n{logs}"
+                )
             time.sleep(0.5)
 
     def close(self) -> None:
@@ -105,7 +131,11 @@ def test_two_agents_given_no_head_address_join_the_published_head(disc):
     rec = head.start(disc.root, CLUSTER, port=disc.gcs, dashboard_port=disc.dash, node_ip=disc.head_ip)
     info = parse_head(Path(head.discovery_file(disc.root, CLUSTER)).read_text())
     assert (info.address, info.dashboard_url, info.temp_dir, info.stopped) == (
-        rec.address, rec.dashboard_url, head.temp_dir_for(disc.root, CLUSTER), False)
+        rec.address,
+        rec.dashboard_url,
+        head.temp_dir_for(disc.root, CLUSTER),
+        False,
+    )
     assert head.status(disc.root, CLUSTER).healthy
     again = head.start(disc.root, CLUSTER, port=disc.gcs, dashboard_port=disc.dash, node_ip=disc.head_ip)
     assert again.head_pid == rec.head_pid  # the same head: nothing new started
@@ -136,8 +166,9 @@ def test_agents_rejoin_a_head_started_again_on_another_port(disc):
     disc.wait_alive(rec.dashboard_url, disc.agent_ips)
     print(f"\nboth agents re-joined {rec.address} in {time.monotonic() - t0:.1f}s")
     for name in disc.agents:
-        assert f"{rec.address}: head {rec.address} published" in disc.log(name) or \
-            f"rejoin {rec.address}" in disc.log(name)
+        assert f"{rec.address}: head {rec.address} published" in disc.log(
+            name
+        ) or f"rejoin {rec.address}" in disc.log(name)
 
 
 def test_sigterm_stops_the_agent_and_its_raylet(disc):
@@ -154,8 +185,23 @@ def test_sigterm_stops_the_agent_and_its_raylet(disc):
 
 def test_the_cli_shows_the_head(disc):
     env = {**os.environ}
-    out = subprocess.run([sys.executable, "-m", "argus.client.cli", "head", "status", "--shared-root",
-                          disc.root, "--cluster", CLUSTER, "--json"], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "argus.client.cli",
+            "head",
+            "status",
+            "--shared-root",
+            disc.root,
+            "--cluster",
+            CLUSTER,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert '"healthy": true' in out.stdout

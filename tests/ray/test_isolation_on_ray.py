@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets  # noqa: F401  (imported here first: this process never looks for it in a cwd)
+import secrets
 import shutil
 import signal
 import stat
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import markers, submit, wait_for
 
 from argus.cluster import head
 from argus.cluster.local import loopback_prefix, port_free
@@ -33,7 +34,6 @@ from argus.cluster.nodeenv import NODE_WORKDIR
 from argus.cluster.procs import alive_nodes, by_temp_dir, descendants, stop_trees, wait_gone
 from argus.spec.config import parse_ray_config
 from argus.testing.sandbox import prepare, task_yaml
-from helpers import markers, submit, wait_for
 
 pytestmark = pytest.mark.ray
 CLUSTER = "iso"
@@ -62,7 +62,8 @@ def hostile_cwd(directory: Path) -> Path:
         (directory / f"{name}.py").write_text(
             "import os, pathlib, sys\n"
             f"pathlib.Path(__file__).with_name('imported').joinpath('{name}-%d' % os.getpid())"
-            ".write_text(' '.join(sys.argv))\n" + body)
+            ".write_text(' '.join(sys.argv))\n" + body
+        )
     return directory
 
 
@@ -111,8 +112,9 @@ class Isolated:
         os.environ["MVP_INTERNAL_TOKEN"] = TOKEN
         os.chdir(self.head_cwd)
         try:
-            self.rec = head.start(str(self.root), CLUSTER, port=self.gcs, dashboard_port=self.dash,
-                                  node_ip=self.head_ip)
+            self.rec = head.start(
+                str(self.root), CLUSTER, port=self.gcs, dashboard_port=self.dash, node_ip=self.head_ip
+            )
         finally:
             os.chdir(cwd)
             if old is None:
@@ -122,11 +124,33 @@ class Isolated:
         log = open(self.root / "agent.log", "ab")
         # As an operator starts it on a GPU host: the `argus` command, from where they stand.
         self.agent = subprocess.Popen(
-            [str(Path(sys.executable).parent / "argus"), "node-agent", "--shared-root", str(self.root),
-             "--cluster", CLUSTER, "--gpus", "2", "--cpus", "4", "--name", "iso-1",
-             "--node-ip", self.node_ip, "--poll-s", "0.5", "--object-store-memory", str(100 * 1024 * 1024)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            cwd=self.agent_cwd, env={**os.environ, "MVP_INTERNAL_TOKEN": TOKEN, "ARGUS_TOKEN": TOKEN})
+            [
+                str(Path(sys.executable).parent / "argus"),
+                "node-agent",
+                "--shared-root",
+                str(self.root),
+                "--cluster",
+                CLUSTER,
+                "--gpus",
+                "2",
+                "--cpus",
+                "4",
+                "--name",
+                "iso-1",
+                "--node-ip",
+                self.node_ip,
+                "--poll-s",
+                "0.5",
+                "--object-store-memory",
+                str(100 * 1024 * 1024),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.agent_cwd,
+            env={**os.environ, "MVP_INTERNAL_TOKEN": TOKEN, "ARGUS_TOKEN": TOKEN},
+        )
         log.close()
         deadline = time.monotonic() + 60
         while self.node_ip not in {n.node_ip for n in alive_nodes(self.rec.dashboard_url)}:
@@ -196,10 +220,17 @@ def test_a_job_sees_no_token_and_imports_only_its_own_code(iso):
     sb = prepare(iso.root, markers=(MARKER,))
     code = sb.code[MARKER]
     (code / "mvp_marker.py").write_text(PROBE)
-    config = parse_ray_config({"address": iso.rec.dashboard_url, "shared_root": str(iso.root),
-                               "entrypoint_num_cpus": 1, "entrypoint_resources": {"worker_node": 1}})
-    text = task_yaml(sb, "ppo", MARKER, total_training_steps=2, save_freq=1,
-                     env_vars={"VERL_SIM_STEP_SECONDS": "0.1"})
+    config = parse_ray_config(
+        {
+            "address": iso.rec.dashboard_url,
+            "shared_root": str(iso.root),
+            "entrypoint_num_cpus": 1,
+            "entrypoint_resources": {"worker_node": 1},
+        }
+    )
+    text = task_yaml(
+        sb, "ppo", MARKER, total_training_steps=2, save_freq=1, env_vars={"VERL_SIM_STEP_SECONDS": "0.1"}
+    )
     cwd = os.getcwd()
     os.chdir(iso.submit_cwd)  # the submitter's (the server's) working directory
     try:
@@ -224,4 +255,6 @@ def test_a_job_sees_no_token_and_imports_only_its_own_code(iso):
     loose = [(str(p), oct(stat.S_IMODE(p.stat().st_mode))) for p in written if p.stat().st_mode & 0o007]
     assert not loose, loose
     # Still no process of the cluster holds the token after a job ran on it.
-    assert not [p.pid for p in iso.node_processes() if TOKEN.encode() in proc_env(p.pid) and p.pid != iso.agent.pid]
+    assert not [
+        p.pid for p in iso.node_processes() if TOKEN.encode() in proc_env(p.pid) and p.pid != iso.agent.pid
+    ]

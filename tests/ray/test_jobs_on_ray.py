@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import markers, submit, wait_for
 from ray.util.state import list_nodes, list_placement_groups
 
 from argus.domain.failure import FailureCause
 from argus.spec.redact import redact_spec_text
 from argus.testing.sandbox import task_yaml
-from helpers import markers, submit, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -30,7 +30,9 @@ def test_head_is_control_only_and_drivers_run_on_workers(ray_cluster, ray_config
     assert "worker_node" not in head[0].resources_total
     assert all(w.resources_total["GPU"] == 4 and w.resources_total["worker_node"] > 0 for w in workers)
 
-    runs = [submit(ray_config, task_yaml(sandbox, wl, total_training_steps=2)) for wl in ("ppo", "grpo", "sft")]
+    runs = [
+        submit(ray_config, task_yaml(sandbox, wl, total_training_steps=2)) for wl in ("ppo", "grpo", "sft")
+    ]
     worker_ids = {w.node_id for w in workers}
     for tool, sid, _ in runs:
         view = wait_for(tool, sid, {"SUCCEEDED"})
@@ -48,7 +50,9 @@ def test_two_code_versions_run_side_by_side(ray_config, sandbox):
     assert va.start_time < vb.end_time and vb.start_time < va.end_time
     assert markers(tool.logs(a)) == ["sim-a"]
     assert markers(tool.logs(b)) == ["sim-b"]
-    env_a = json.loads((Path(ray_config.shared_root) / "jobs" / a / "config" / "submit_payload.json").read_text())
+    env_a = json.loads(
+        (Path(ray_config.shared_root) / "jobs" / a / "config" / "submit_payload.json").read_text()
+    )
     assert env_a["runtime_env"]["env_vars"]["PYTHONPATH"].split(":")[0] == str(sandbox.code["sim-a"])
 
 
@@ -62,8 +66,14 @@ def test_three_ppo_runs_keep_three_job_directories(ray_config, sandbox):
     assert len(set(sids)) == 3
     for sid in sids:
         root = Path(ray_config.shared_root) / "jobs" / sid
-        for rel in ("config/ray_config.yaml", "config/jobspec.yaml", "config/submit_payload.json",
-                    "logs/submit.out", "debug/ray_status_pre.txt", "debug/ray_job_list_post.txt"):
+        for rel in (
+            "config/ray_config.yaml",
+            "config/jobspec.yaml",
+            "config/submit_payload.json",
+            "logs/submit.out",
+            "debug/ray_status_pre.txt",
+            "debug/ray_job_list_post.txt",
+        ):
             assert (root / rel).is_file(), f"{sid}: missing {rel}"
         assert (root / "config" / "jobspec.yaml").read_text() == redact_spec_text(text)  # env values hidden
         ckpts = sorted(p.name for p in (root / "checkpoints").glob("global_step_*"))
@@ -74,13 +84,20 @@ def test_three_ppo_runs_keep_three_job_directories(ray_config, sandbox):
 
 def _gpus_held(cluster) -> float:
     pgs = list_placement_groups(address=cluster.dashboard_url, detail=True)
-    return sum(b.get("unit_resources", b).get("GPU", 0)
-               for p in pgs if p.state == "CREATED" for b in p.bundles)
+    return sum(
+        b.get("unit_resources", b).get("GPU", 0) for p in pgs if p.state == "CREATED" for b in p.bundles
+    )
 
 
 def test_stop_ends_a_running_task_and_frees_its_gpus(idle_cluster, ray_config, sandbox):
-    long = task_yaml(sandbox, "ppo", nnodes=2, n_gpus_per_node=4, total_training_steps=500,
-                     env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})
+    long = task_yaml(
+        sandbox,
+        "ppo",
+        nnodes=2,
+        n_gpus_per_node=4,
+        total_training_steps=500,
+        env_vars={"VERL_SIM_STEP_SECONDS": "0.5"},
+    )
     tool, sid, _ = submit(ray_config, long)
     wait_for(tool, sid, {"RUNNING"})
     import time
@@ -97,7 +114,9 @@ def test_stop_ends_a_running_task_and_frees_its_gpus(idle_cluster, ray_config, s
         time.sleep(0.5)
     assert _gpus_held(idle_cluster) == 0
     # And they are usable: a job that needs all 8 GPUs runs to the end.
-    tool, sid2, _ = submit(ray_config, task_yaml(sandbox, "grpo", nnodes=2, n_gpus_per_node=4, total_training_steps=1))
+    tool, sid2, _ = submit(
+        ray_config, task_yaml(sandbox, "grpo", nnodes=2, n_gpus_per_node=4, total_training_steps=1)
+    )
     wait_for(tool, sid2, {"SUCCEEDED"})
 
 

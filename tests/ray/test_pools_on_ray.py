@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import user_client, wait_state
 
 from argus.cluster import head, local
 from argus.cluster.local import port_free
 from argus.cluster.snapshot import RaySnapshotSource
 from argus.testing.sandbox import prepare, task_yaml
 from argus.testing.server import ServerProcess
-from helpers import user_client, wait_state
 
 pytestmark = pytest.mark.ray
 ADMIN = "pools-admin-token"
@@ -37,9 +37,15 @@ def _free(start: int) -> int:
 def pools_cluster():
     root = Path(tempfile.mkdtemp(prefix="argus-pools-"))
     gcs = _free(6440)
-    state, _ = local.up(str(root), workers=2, gpus_per_worker=4, cpus_per_worker=4,
-                        gcs_port=gcs, dashboard_port=gcs + 1900,
-                        worker_labels=[{"pool": "blue"}, {"pool": "green"}])
+    state, _ = local.up(
+        str(root),
+        workers=2,
+        gpus_per_worker=4,
+        cpus_per_worker=4,
+        gcs_port=gcs,
+        dashboard_port=gcs + 1900,
+        worker_labels=[{"pool": "blue"}, {"pool": "green"}],
+    )
     try:
         yield state
     finally:
@@ -64,8 +70,15 @@ def sandbox(pools_cluster):
 
 
 def slow(sandbox, gpus: int, steps: int = 6, step_s: float = 0.5, **fields) -> str:
-    return task_yaml(sandbox, "ppo", n_gpus_per_node=gpus, total_training_steps=steps, save_freq=steps,
-                     env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)}, **fields)
+    return task_yaml(
+        sandbox,
+        "ppo",
+        n_gpus_per_node=gpus,
+        total_training_steps=steps,
+        save_freq=steps,
+        env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)},
+        **fields,
+    )
 
 
 def nodes_by_name(cluster) -> dict:
@@ -78,8 +91,10 @@ def driver_ip(cluster, sid: str) -> str:
 
     info = JobSubmissionClient(cluster.dashboard_url).get_job_info(sid)
     return info.driver_node_id and next(
-        n.node_ip for n in RaySnapshotSource(cluster.dashboard_url, cluster.gcs_address).snapshot().nodes
-        if n.node_id == info.driver_node_id)
+        n.node_ip
+        for n in RaySnapshotSource(cluster.dashboard_url, cluster.gcs_address).snapshot().nodes
+        if n.node_id == info.driver_node_id
+    )
 
 
 def test_a_pool_task_runs_only_in_its_pool_and_waits_naming_it_when_full(pools_cluster, server, sandbox):
@@ -126,7 +141,9 @@ def test_a_drained_node_takes_no_new_task_while_its_running_task_finishes(pools_
     waiting = admin_sdk.submit(slow(sandbox, 1, steps=2, pool="green"))["task_id"]
     anywhere = admin_sdk.submit(slow(sandbox, 1, steps=2))["task_id"]
     task = wait_state(admin_sdk, waiting, {"PENDING_RESOURCES"} | FINAL, timeout=30)
-    assert task["pending_reason"].startswith("Resources: no schedulable worker node is alive in pool green"), task
+    assert task["pending_reason"].startswith(
+        "Resources: no schedulable worker node is alive in pool green"
+    ), task
     assert wait_state(admin_sdk, anywhere, FINAL)["state"] == "SUCCEEDED"
     blue_ip = next(n.ip for n in pools_cluster.nodes if n.labels.get("pool") == "blue")
     assert driver_ip(pools_cluster, f"{anywhere}--a01") == blue_ip
@@ -151,8 +168,13 @@ def test_the_head_moves_to_another_port_and_the_agents_and_the_service_follow(po
     assert head.stop(cluster.shared_root, cluster.cluster) is True
     new_port = _free(cluster.gcs_port + 7)
     t0 = time.monotonic()
-    rec = head.start(cluster.shared_root, cluster.cluster, port=new_port,
-                     dashboard_port=cluster.dashboard_port, node_ip=cluster.head.ip)
+    rec = head.start(
+        cluster.shared_root,
+        cluster.cluster,
+        port=new_port,
+        dashboard_port=cluster.dashboard_port,
+        node_ip=cluster.head.ip,
+    )
     assert rec.address == f"{cluster.head.ip}:{new_port}"
     source = RaySnapshotSource(rec.dashboard_url, rec.address)
     want = {n.ip for n in cluster.nodes[1:]}

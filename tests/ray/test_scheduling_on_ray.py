@@ -7,13 +7,13 @@ import time
 from datetime import datetime
 
 import pytest
+from helpers import user_client, wait_state
 from ray.job_submission import JobSubmissionClient
 
 from argus.client.sdk import ArgusClient
 from argus.cluster import local
 from argus.testing.sandbox import task_yaml
 from argus.testing.server import ServerProcess
-from helpers import user_client, wait_state
 
 pytestmark = pytest.mark.ray
 ADMIN = "sched-admin-token"
@@ -28,8 +28,16 @@ def server(idle_cluster, sandbox, tmp_path):
 
 
 def spec(sandbox, gpus: int, steps: int, step_s: float = 0.5, nnodes: int = 1, **fields) -> str:
-    return task_yaml(sandbox, "ppo", nnodes=nnodes, n_gpus_per_node=gpus, total_training_steps=steps,
-                     save_freq=-1, env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)}, **fields)
+    return task_yaml(
+        sandbox,
+        "ppo",
+        nnodes=nnodes,
+        n_gpus_per_node=gpus,
+        total_training_steps=steps,
+        save_freq=-1,
+        env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)},
+        **fields,
+    )
 
 
 def at(value: str) -> float:
@@ -41,7 +49,9 @@ def test_a_one_by_eight_gang_is_not_admitted_on_four_plus_four(server, sandbox):
     tid = c.submit(spec(sandbox, 8, 2))["task_id"]
     task = wait_state(c, tid, {"PENDING_RESOURCES"}, timeout=15)
     assert task["pending_code"] == "Resources"
-    assert task["pending_reason"].startswith("Resources: needs 1 node(s) x 8 GPU(s); largest free bundle is 4")
+    assert task["pending_reason"].startswith(
+        "Resources: needs 1 node(s) x 8 GPU(s); largest free bundle is 4"
+    )
     assert "cannot fit on the current nodes" in task["pending_reason"]
     time.sleep(2)
     assert c.attempts(tid)["attempts"] == []  # never submitted, so it never hangs in Ray

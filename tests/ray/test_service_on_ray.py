@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from helpers import user_client, wait_state
 from ray.job_submission import JobSubmissionClient
 
 from argus.client.sdk import ArgusAPIError
 from argus.cluster import local
 from argus.testing.sandbox import task_yaml
 from argus.testing.server import ServerProcess
-from helpers import user_client, wait_state
 
 pytestmark = pytest.mark.ray
 ADMIN = "test-admin-token"
@@ -34,8 +34,15 @@ def server(idle_cluster, sandbox, tmp_path):
 
 
 def slow(sandbox, gpus: int, steps: int = 8, step_s: float = 0.5, **fields) -> str:
-    return task_yaml(sandbox, "ppo", n_gpus_per_node=gpus, total_training_steps=steps, save_freq=steps,
-                     env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)}, **fields)
+    return task_yaml(
+        sandbox,
+        "ppo",
+        n_gpus_per_node=gpus,
+        total_training_steps=steps,
+        save_freq=steps,
+        env_vars={"VERL_SIM_STEP_SECONDS": str(step_s)},
+        **fields,
+    )
 
 
 def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server, sandbox, ray_cluster):
@@ -49,7 +56,10 @@ def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server,
     assert task["latest_attempt"]["ray_submission_id"] == sid
     root = Path(ray_cluster.shared_root) / "users" / "alice" / "jobs" / sid
     assert task["latest_attempt"]["job_root"] == str(root)
-    assert sorted(p.name for p in (root / "checkpoints").glob("global_step_*")) == ["global_step_2", "global_step_4"]
+    assert sorted(p.name for p in (root / "checkpoints").glob("global_step_*")) == [
+        "global_step_2",
+        "global_step_4",
+    ]
     assert (root / "config" / "jobspec.yaml").read_text() == task["jobspec_yaml"]
     # The log is archived at the end, so it is served after Ray forgot the job.
     deadline = time.monotonic() + 20
@@ -143,6 +153,7 @@ def test_sigkill_and_restart_loses_nothing_and_submits_nothing_twice(server, san
         assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
     task = wait_state(erin, queued, {"SUCCEEDED", "FAILED"}, timeout=120)
     assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
-    ours = sorted(j.submission_id for j in ray.list_jobs()
-                  if (j.submission_id or "").startswith("mvp2-erin-"))
+    ours = sorted(
+        j.submission_id for j in ray.list_jobs() if (j.submission_id or "").startswith("mvp2-erin-")
+    )
     assert ours == sorted(f"{t}--a01" for t in [*running, queued])

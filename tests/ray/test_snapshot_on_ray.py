@@ -69,7 +69,11 @@ def test_workers_and_gpus_as_planned(ray_cluster):
         assert w.alive and not w.draining and not w.is_head
         assert w.total_gpus == planned[ip].gpus == 4
         assert w.total_cpus == planned[ip].cpus
-        assert w.resources_total == {"CPU": 4.0, "GPU": 4.0, "worker_node": float(ray_cluster.drivers_per_worker)}
+        assert w.resources_total == {
+            "CPU": 4.0,
+            "GPU": 4.0,
+            "worker_node": float(ray_cluster.drivers_per_worker),
+        }
         assert len(w.node_id) == 56 and w.labels.get("ray.io/node-id") == w.node_id
 
 
@@ -94,7 +98,11 @@ def test_placement_group_takes_gpus_and_gives_them_back(idle_cluster):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_GPUS, idle_cluster.gcs_address],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     try:
         ready, _, _ = select.select([holder.stdout], [], [], 90)
@@ -122,7 +130,7 @@ def test_one_source_serves_many_threads(idle_cluster):
         for _ in range(20):
             try:
                 counts.append(len(src.snapshot().schedulable("worker_node")))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
     threads = [threading.Thread(target=poll) for _ in range(4)]

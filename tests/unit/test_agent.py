@@ -17,8 +17,16 @@ HOLD_PATH = str(hold_file(ROOT, CLUSTER, NAME))
 
 
 def head(port: int = 6380, at: float = 1000.0, **extra) -> str:
-    return HeadInfo("prod", "10.0.0.5", port, "http://10.0.0.5:8265", updated_at=at, ttl_s=30.0,
-                    temp_dir="/tmp/argus-ray-x", **extra).to_json()
+    return HeadInfo(
+        "prod",
+        "10.0.0.5",
+        port,
+        "http://10.0.0.5:8265",
+        updated_at=at,
+        ttl_s=30.0,
+        temp_dir="/tmp/argus-ray-x",
+        **extra,
+    ).to_json()
 
 
 class Clock:
@@ -104,8 +112,10 @@ def test_a_published_head_is_joined_once_with_its_temp_dir(world):
         clock.now += 2
         assert agent.poll().action == Action.WAIT
     assert len(runner.calls) == 1 and agent.joined_to == "10.0.0.5:6380"
-    assert lines(caplog) == ["join 10.0.0.5:6380: head 10.0.0.5:6380 published",
-                             "wait: joined to 10.0.0.5:6380"]
+    assert lines(caplog) == [
+        "join 10.0.0.5:6380: head 10.0.0.5:6380 published",
+        "wait: joined to 10.0.0.5:6380",
+    ]
 
 
 def test_a_stale_file_makes_the_node_leave_quickly_then_wait(world):
@@ -122,7 +132,8 @@ def test_a_stale_file_makes_the_node_leave_quickly_then_wait(world):
     assert len(runner.calls) == 2
     assert lines(caplog)[-2:] == [
         "leave 10.0.0.5:6380: head.json is stale (31s old, TTL 30s)",
-        "wait: head.json is stale (33s old, TTL 30s)"]  # later ages are the same state: not repeated
+        "wait: head.json is stale (33s old, TTL 30s)",
+    ]  # later ages are the same state: not repeated
 
 
 def test_a_stopped_head_makes_the_node_leave(world):
@@ -173,8 +184,9 @@ def test_a_raylet_that_keeps_dying_at_start_is_retried_with_a_growing_back_off(w
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert gaps[:3] == [5, 9, 17], starts  # dies 1 s after each start; waits 4, 8, 16 s
     waits = [line for line in lines(caplog) if line.startswith("wait: the raylet failed")]
-    assert waits[:3] == [f"wait: the raylet failed {n}x right after its start; joining again in {2 * 2 ** n}s"
-                         for n in (1, 2, 3)]
+    assert waits[:3] == [
+        f"wait: the raylet failed {n}x right after its start; joining again in {2 * 2**n}s" for n in (1, 2, 3)
+    ]
 
 
 def test_a_held_node_does_not_join_and_keeps_a_draining_raylet(world):
@@ -213,8 +225,10 @@ def test_stop_stops_the_raylet_before_run_returns(world):
     assert agent.run() == 0
     assert polls == [2.0, 2.0, 2.0]
     assert runner.calls == [("start", "10.0.0.5:6380", "/tmp/argus-ray-x"), ("stop", 1, True)]
-    assert lines(caplog)[-2:] == ["stopping the raylet joined to 10.0.0.5:6380: the agent is stopping",
-                                  "node agent stopped"]
+    assert lines(caplog)[-2:] == [
+        "stopping the raylet joined to 10.0.0.5:6380: the agent is stopping",
+        "node agent stopped",
+    ]
 
 
 def test_stop_with_nothing_joined_just_returns(world):
@@ -259,8 +273,9 @@ def flag(args: list[str], name: str) -> str:
 
 
 def test_worker_start_args_carry_the_gpus_labels_resource_and_ports():
-    spec = NodeSpec(name="gpu-1", gpus=8, cpus=16, labels={"pool": "a100"}, node_ip="10.0.0.9",
-                    object_store_memory=10**9)
+    spec = NodeSpec(
+        name="gpu-1", gpus=8, cpus=16, labels={"pool": "a100"}, node_ip="10.0.0.9", object_store_memory=10**9
+    )
     ports = {"node_manager_port": 20004, "object_manager_port": 20005}
     args = worker_start_args(spec, "10.0.0.5:6380", "/tmp/t", ports, 20100, 20199)
     assert args[:2] == ["start", "--block"] and "--head" not in args
@@ -277,17 +292,21 @@ def test_worker_start_args_carry_the_gpus_labels_resource_and_ports():
 
 
 # -- the command line's input checks (exit 2 before anything starts) ------------------------
-@pytest.mark.parametrize("args, field", [
-    (["--labels", "pool"], "--labels"),
-    (["--labels", "argus.io/node=x"], "--labels"),
-    (["--name", "bad name!"], "--name"),
-    (["--node-ip", "not-an-ip"], "--node-ip"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--labels", "pool"], "--labels"),
+        (["--labels", "argus.io/node=x"], "--labels"),
+        (["--name", "bad name!"], "--name"),
+        (["--node-ip", "not-an-ip"], "--node-ip"),
+    ],
+)
 def test_node_agent_bad_input_exits_2_naming_the_option(args, field, tmp_path):
     from argus.client.cli import app
 
-    result = CliRunner().invoke(app, ["node-agent", "--shared-root", str(tmp_path), "--cluster", "c",
-                                      "--gpus", "1", *args])
+    result = CliRunner().invoke(
+        app, ["node-agent", "--shared-root", str(tmp_path), "--cluster", "c", "--gpus", "1", *args]
+    )
     assert result.exit_code == 2, result.output
     assert field in result.output
 

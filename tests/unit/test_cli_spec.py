@@ -20,8 +20,13 @@ from argus.cluster.jobs import RayJobTool
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RENDER_KEYS = {
-    "entrypoint", "runtime_env", "entrypoint_num_cpus", "entrypoint_resources", "submission_id",
-    "entrypoint_num_gpus", "job_root",
+    "entrypoint",
+    "runtime_env",
+    "entrypoint_num_cpus",
+    "entrypoint_resources",
+    "submission_id",
+    "entrypoint_num_gpus",
+    "job_root",
 }
 
 
@@ -267,9 +272,16 @@ def test_run_unreachable_cluster_exits_1(shared, unreachable_config, monkeypatch
 
 def test_run_status_json_carries_diagnosis(shared, unreachable_config, monkeypatch):
     info = SimpleNamespace(
-        submission_id="x", status="FAILED", message="Job entrypoint command failed with exit code 1",
-        error_type=None, start_time=None, end_time=None, entrypoint="python3 -m verl.trainer.main_ppo",
-        metadata={}, driver_info=None, driver_node_id=None,
+        submission_id="x",
+        status="FAILED",
+        message="Job entrypoint command failed with exit code 1",
+        error_type=None,
+        start_time=None,
+        end_time=None,
+        entrypoint="python3 -m verl.trainer.main_ppo",
+        metadata={},
+        driver_info=None,
+        driver_node_id=None,
     )
     fake = SimpleNamespace(
         get_job_info=lambda sid: info,

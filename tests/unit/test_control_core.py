@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 
 from argus.cluster.jobs import JobView
 from argus.domain.admission import Booked, Capacity, Demand, free_gpus
 from argus.domain.failure import Diagnosis, FailureCause
+from argus.domain.outcome import decide_outcome
 from argus.domain.task import (
-    ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id, can_transition, check_user_id,
-    new_task_id, parse_submission_id, parse_task_id,
+    ALLOWED_FROM,
+    FINAL_STATES,
+    TaskState,
+    attempt_submission_id,
+    can_transition,
+    check_user_id,
+    new_task_id,
+    parse_submission_id,
+    parse_task_id,
 )
-from argus.scheduler.policy import decide_outcome
-from argus.service.settings import parse_settings
+from argus.settings import parse_settings
 from argus.spec.errors import SpecError
 from argus.spec.inputs import input_problems
 from argus.spec.taskspec import parse_task_spec
 
-NOW = datetime(2026, 11, 25, 14, 32, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 14, 32, 1, tzinfo=UTC)
 
 
 # -- states and ids ------------------------------------------------------------------------
@@ -96,10 +103,14 @@ def test_free_gpus_follow_ray_less_only_the_gangs_it_has_not_placed():
     assert sorted(free_gpus(three, three, [sft]).values()) == [0.0, 3.0, 4.0]
     # Pools: an unplaced gang of pool a is fitted in pool a only.
     pools = {"w1": "a", "w2": "b"}
-    assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w2": 2}, False, "a")], pools=pools) \
-        == {"w1": 2.0, "w2": 4.0}
-    assert free_gpus({"w1": 1, "w2": 4}, total, [Booked({"w1": 2}, False, "a")], pools=pools) \
-        == {"w1": 0.0, "w2": 4.0}
+    assert free_gpus({"w1": 4, "w2": 4}, total, [Booked({"w2": 2}, False, "a")], pools=pools) == {
+        "w1": 2.0,
+        "w2": 4.0,
+    }
+    assert free_gpus({"w1": 1, "w2": 4}, total, [Booked({"w1": 2}, False, "a")], pools=pools) == {
+        "w1": 0.0,
+        "w2": 4.0,
+    }
     assert Capacity.of({}).why_not(Demand(1, 1)) == "no schedulable worker node is alive"
 
 
@@ -109,30 +120,47 @@ def _view(status, cause=None, evidence="x", message=None):
     return JobView("s", status, message, None, None, None, None, None, None, {}, diag)
 
 
-@pytest.mark.parametrize("status,state", [("PENDING", "SUBMITTED"), ("RUNNING", "RUNNING"),
-                                          ("SUCCEEDED", "SUCCEEDED"), ("STOPPED", "CANCELED")])
+@pytest.mark.parametrize(
+    "status,state",
+    [("PENDING", "SUBMITTED"), ("RUNNING", "RUNNING"), ("SUCCEEDED", "SUCCEEDED"), ("STOPPED", "CANCELED")],
+)
 def test_ray_status_maps_to_task_state(status, state):
     assert decide_outcome(_view(status), 1, 3).state == state
 
 
 def test_failures_wait_retry_or_end_by_cause():
-    gpu = decide_outcome(_view("FAILED", FailureCause.INSUFFICIENT_RESOURCES, "Total available GPUs 0 ..."), 5, 3)
+    gpu = decide_outcome(
+        _view("FAILED", FailureCause.INSUFFICIENT_RESOURCES, "Total available GPUs 0 ..."), 5, 3
+    )
     assert (gpu.state, gpu.cause) == (TaskState.PENDING_RESOURCES, None)
     assert decide_outcome(_view("FAILED", FailureCause.NCCL), 1, 3).state == TaskState.QUEUED
     last = decide_outcome(_view("FAILED", FailureCause.NCCL), 3, 3)
     assert (last.state, last.cause) == (TaskState.FAILED, FailureCause.NCCL)
     cfg = decide_outcome(_view("FAILED", FailureCause.CONFIG, "Key 'x' is not in struct"), 1, 3)
-    assert (cfg.state, cfg.cause, cfg.evidence) == (TaskState.FAILED, FailureCause.CONFIG, "Key 'x' is not in struct")
+    assert (cfg.state, cfg.cause, cfg.evidence) == (
+        TaskState.FAILED,
+        FailureCause.CONFIG,
+        "Key 'x' is not in struct",
+    )
     lost = decide_outcome(None, 1, 3)
     assert (lost.state, lost.cause) == (TaskState.QUEUED, FailureCause.PLATFORM)
     unknown = decide_outcome(_view("FAILED", message="exit 1"), 1, 3)
-    assert (unknown.state, unknown.cause, unknown.evidence) == (TaskState.FAILED, FailureCause.UNKNOWN, "exit 1")
+    assert (unknown.state, unknown.cause, unknown.evidence) == (
+        TaskState.FAILED,
+        FailureCause.UNKNOWN,
+        "exit 1",
+    )
 
 
 # -- inputs under common/ ------------------------------------------------------------------
 def _spec(root, **fields):
-    data = {"workload": "ppo", "code_path": f"{root}/common/code/v", "model_id": "Qwen/Qwen2.5-0.5B",
-            "train_file": f"{root}/common/data/t.parquet", **fields}
+    data = {
+        "workload": "ppo",
+        "code_path": f"{root}/common/code/v",
+        "model_id": "Qwen/Qwen2.5-0.5B",
+        "train_file": f"{root}/common/data/t.parquet",
+        **fields,
+    }
     return parse_task_spec(data, str(root))
 
 
@@ -141,8 +169,13 @@ def test_inputs_must_lie_under_common_after_dots_and_symlinks(tmp_path):
     common.mkdir()
     (common / "escape").symlink_to("/etc")
     assert input_problems(_spec(tmp_path), str(tmp_path)) == []
-    spec = _spec(tmp_path, code_path=f"{tmp_path}/common/../users/x", train_file=f"{tmp_path}/common/escape/passwd",
-                 val_file="/etc/hosts", model_id=f"{tmp_path}/models/m")
+    spec = _spec(
+        tmp_path,
+        code_path=f"{tmp_path}/common/../users/x",
+        train_file=f"{tmp_path}/common/escape/passwd",
+        val_file="/etc/hosts",
+        model_id=f"{tmp_path}/models/m",
+    )
     fields = {p.field for p in input_problems(spec, str(tmp_path))}
     assert fields == {"code_path", "train_file", "val_file", "model_id"}
     assert input_problems(_spec(tmp_path, model_id=f"{tmp_path}/common/models/m"), str(tmp_path)) == []
@@ -150,9 +183,15 @@ def test_inputs_must_lie_under_common_after_dots_and_symlinks(tmp_path):
 
 # -- server config -------------------------------------------------------------------------
 def test_server_config_sections_defaults_and_environment_overrides(tmp_path):
-    s = parse_settings({"ray": {"shared_root": str(tmp_path)}, "scheduler": {"retry_interval_s": 9}},
-                       environ={"ARGUS_SERVICE_PORT": "9001", "ARGUS_SCHEDULER_MAX_RUNNING_TASKS": "2",
-                                "ARGUS_RAY_ADDRESS": "http://10.0.0.1:8265", "ARGUS_UNRELATED": "x"})
+    s = parse_settings(
+        {"ray": {"shared_root": str(tmp_path)}, "scheduler": {"retry_interval_s": 9}},
+        environ={
+            "ARGUS_SERVICE_PORT": "9001",
+            "ARGUS_SCHEDULER_MAX_RUNNING_TASKS": "2",
+            "ARGUS_RAY_ADDRESS": "http://10.0.0.1:8265",
+            "ARGUS_UNRELATED": "x",
+        },
+    )
     assert (s.service.port, s.scheduler.max_running_tasks, s.scheduler.retry_interval_s) == (9001, 2, 9)
     assert s.ray.address == "http://10.0.0.1:8265"
     assert s.db_url == f"sqlite:///{tmp_path}/common/db/argus.sqlite3"
@@ -161,8 +200,10 @@ def test_server_config_sections_defaults_and_environment_overrides(tmp_path):
 
 def test_server_config_errors_name_the_field(tmp_path):
     with pytest.raises(SpecError) as exc:
-        parse_settings({"ray": {"shared_root": str(tmp_path)}, "servce": {}, "scheduler": {"interval_s": 0}},
-                       environ={"ARGUS_SERVICE_PORT": "eighty"})
+        parse_settings(
+            {"ray": {"shared_root": str(tmp_path)}, "servce": {}, "scheduler": {"interval_s": 0}},
+            environ={"ARGUS_SERVICE_PORT": "eighty"},
+        )
     fields = {p.field for p in exc.value.problems}
     assert fields == {"servce", "scheduler.interval_s", "service.port"}
     assert any("did you mean 'service'" in p.reason for p in exc.value.problems)
@@ -193,9 +234,16 @@ def test_a_token_looked_up_while_its_user_is_disabled_is_not_remembered():
 def test_durations_parse_and_refuse_clearly():
     from argus.domain.durations import format_duration, parse_duration
 
-    assert [parse_duration(v) for v in ("90m", "2h", "1h30m", "45s", "2d", 30, "30")] == \
-        [5400, 7200, 5400, 45, 172800, 30, 30]
+    assert [parse_duration(v) for v in ("90m", "2h", "1h30m", "45s", "2d", 30, "30")] == [
+        5400,
+        7200,
+        5400,
+        45,
+        172800,
+        30,
+        30,
+    ]
     assert format_duration(5400) == "1h30m" and format_duration(30) == "30s"
-    for bad in ("soon", "1h1h", 0, -5, 10 ** 400, True, "", "400d"):
+    for bad in ("soon", "1h1h", 0, -5, 10**400, True, "", "400d"):
         with pytest.raises(ValueError):
             parse_duration(bad)

@@ -23,11 +23,22 @@ def test_the_file_lives_under_the_cluster_name_and_round_trips():
     assert HEAD.address == "10.0.0.5:6380"
 
 
-@pytest.mark.parametrize("text,words", [
-    ("", "not JSON"), ("[1]", "not a JSON object"), ('{"head_ip": "x"}', "missing key"),
-    ('{"cluster_name": "c", "head_ip": "h", "gcs_port": "x", "dashboard_url": "u", "updated_at": 1, "ttl_s": 5}', "bad value"),
-    ('{"cluster_name": "c", "head_ip": "h", "gcs_port": 0, "dashboard_url": "u", "updated_at": 1, "ttl_s": 5}', "out of range"),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("", "not JSON"),
+        ("[1]", "not a JSON object"),
+        ('{"head_ip": "x"}', "missing key"),
+        (
+            '{"cluster_name": "c", "head_ip": "h", "gcs_port": "x", "dashboard_url": "u", "updated_at": 1, "ttl_s": 5}',
+            "bad value",
+        ),
+        (
+            '{"cluster_name": "c", "head_ip": "h", "gcs_port": 0, "dashboard_url": "u", "updated_at": 1, "ttl_s": 5}',
+            "out of range",
+        ),
+    ],
+)
 def test_a_bad_file_is_refused_with_the_reason(text, words):
     with pytest.raises(HeadFileError, match=words):
         parse_head(text)

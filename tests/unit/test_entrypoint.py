@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import PurePosixPath
 
 import pytest
@@ -26,7 +26,7 @@ from argus.spec.taskspec import parse_task_spec
 from conftest import SHARED, spec_dict
 
 ROOT = PurePosixPath("/srv/shared/jobs/run-1")
-NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
 def spec(workload="ppo", **extra):
@@ -107,8 +107,16 @@ def test_sft_with_val_file():
 
 @pytest.mark.parametrize("workload", ["ppo", "grpo", "sft"])
 def test_trainer_keys_common_to_every_workload(workload):
-    s = spec(workload, nnodes=2, n_gpus_per_node=4, total_epochs=3, total_training_steps=50,
-             save_freq=5, test_freq=7, trainer_device="npu")
+    s = spec(
+        workload,
+        nnodes=2,
+        n_gpus_per_node=4,
+        total_epochs=3,
+        total_training_steps=50,
+        save_freq=5,
+        test_freq=7,
+        trainer_device="npu",
+    )
     ov = as_map(build_overrides(s, "run-1", ROOT))
     assert ov["trainer.default_local_dir"] == "'/srv/shared/jobs/run-1/checkpoints'"
     assert ov["trainer.nnodes"] == "2"
@@ -250,7 +258,8 @@ def test_the_job_imports_its_code_path_first_never_its_working_directory(tmp_pat
     (code / "probe" / "__init__.py").write_text("")
     (code / "probe" / "__main__.py").write_text(
         "import secrets, sys, mvp_marker\n"
-        "print(sys.path[0], mvp_marker.MARKER, hasattr(secrets, 'token_hex'))\n")
+        "print(sys.path[0], mvp_marker.MARKER, hasattr(secrets, 'token_hex'))\n"
+    )
     (code / "mvp_marker.py").write_text("MARKER = 'mine'\n")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -260,8 +269,9 @@ def test_the_job_imports_its_code_path_first_never_its_working_directory(tmp_pat
     env = {"PATH": os.environ["PATH"]}  # a node's environment: no PYTHONPATH of its own
     for key, value in env_vars.items():
         env[key] = re.sub(r"\$\{[A-Z0-9_]+\}", "", os.path.expandvars(value))
-    out = subprocess.run([sys.executable, "-m", "probe"], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "probe"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(code), "mine", "True"]
 
@@ -283,8 +293,14 @@ def test_submission_request_carries_driver_placement():
     }
     d = req.as_dict()
     assert set(d) == {
-        "entrypoint", "submission_id", "runtime_env", "entrypoint_num_cpus",
-        "entrypoint_resources", "entrypoint_num_gpus", "metadata", "entrypoint_label_selector",
+        "entrypoint",
+        "submission_id",
+        "runtime_env",
+        "entrypoint_num_cpus",
+        "entrypoint_resources",
+        "entrypoint_num_gpus",
+        "metadata",
+        "entrypoint_label_selector",
     }
     assert req.entrypoint_label_selector is None  # no pool: any worker node
     # The request owns a copy: mutating it does not touch the config.
@@ -339,8 +355,14 @@ def test_pool_must_be_a_label_value(pool):
 
 @pytest.mark.parametrize(
     "workload, device, gpus",
-    [("sft", "cuda", 1), ("sft", "npu", 1), ("sft", "cpu", 0), ("ppo", "cuda", 0),
-     ("grpo", "cuda", 0), ("ppo", "cpu", 0)],
+    [
+        ("sft", "cuda", 1),
+        ("sft", "npu", 1),
+        ("sft", "cpu", 0),
+        ("ppo", "cuda", 0),
+        ("grpo", "cuda", 0),
+        ("ppo", "cpu", 0),
+    ],
 )
 def test_driver_gpus(workload, device, gpus):
     s = spec(workload, trainer_device=device)

@@ -8,8 +8,7 @@ from argus.domain.failure import Diagnosis, FailureCause, classify_failure
 
 # Ray's JobInfo.message for a failed entrypoint: a fixed first line, then the log's end.
 RAY_HEAD = (
-    "Job entrypoint command failed with exit code 1, last available logs "
-    "(truncated to 20,000 chars):\n"
+    "Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
 )
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -207,8 +206,7 @@ def test_status_is_case_insensitive():
 # -- rule order and "last line wins" -----------------------------------------------------------
 def test_early_warning_then_final_error_final_cause_wins():
     log = (
-        STARTUP
-        + "(WorkerDict pid=77, ip=127.0.0.3) /usr/local/lib/python3.11/site-packages/torch/cuda/"
+        STARTUP + "(WorkerDict pid=77, ip=127.0.0.3) /usr/local/lib/python3.11/site-packages/torch/cuda/"
         "__init__.py:734: UserWarning: Can't initialize NVML\n"
         "(TaskRunner pid=4242) FutureWarning: `torch.cuda.amp.autocast(args...)` is deprecated.\n"
         + TRACEBACK

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from argus.spec.render import check, render
 from argus.spec.taskspec import parse_task_spec
 from conftest import spec_dict
 
-NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 CFG = parse_ray_config({"shared_root": "/srv/shared"})
 
 
@@ -57,8 +57,15 @@ def test_config_dir_env_override(monkeypatch, tmp_path, verl_dir):
     "workload, extra",
     [
         ("ppo", {}),
-        ("ppo", {"critic_model_id": "/models/critic", "val_file": "/data/val.parquet",
-                 "total_training_steps": 20, "wandb": {"project": "p", "run_name": "r 1"}}),
+        (
+            "ppo",
+            {
+                "critic_model_id": "/models/critic",
+                "val_file": "/data/val.parquet",
+                "total_training_steps": 20,
+                "wandb": {"project": "p", "run_name": "r 1"},
+            },
+        ),
         ("grpo", {"rollout_n": 8, "rollout_engine": "sglang", "nnodes": 2, "n_gpus_per_node": 8}),
         ("sft", {}),
         ("sft", {"val_file": "/data/val.parquet", "trainer_device": "cpu"}),
@@ -78,8 +85,12 @@ def test_paths_with_spaces_and_user_overrides_compose(verl_dir):
         train_file="/data/my data/train.parquet",
         experiment_name="exp with spaces & more",
         # correctly typed user overrides, and an appended (+) key
-        overrides=["data.train_batch_size=16", "actor_rollout_ref.actor.use_kl_loss=true",
-                   "trainer.balance_batch=false", "+trainer.argus_extra=1"],
+        overrides=[
+            "data.train_batch_size=16",
+            "actor_rollout_ref.actor.use_kl_loss=true",
+            "trainer.balance_batch=false",
+            "+trainer.argus_extra=1",
+        ],
     )
     check(s, render(CFG, s, NOW))
 
@@ -110,8 +121,14 @@ def test_wrongly_typed_int_override_names_the_key():
 
 def test_every_typed_problem_is_listed_with_its_key():
     problems = check_problems(
-        spec("ppo", overrides=["data.train_batch_size=abc", "trainer.balance_batch=maybe",
-                               "data.max_prompt_length=256"])
+        spec(
+            "ppo",
+            overrides=[
+                "data.train_batch_size=abc",
+                "trainer.balance_batch=maybe",
+                "data.max_prompt_length=256",
+            ],
+        )
     )
     assert [(p.field, p.reason) for p in problems] == [
         ("overrides[data.train_batch_size]", "expects a number, got 'abc'"),

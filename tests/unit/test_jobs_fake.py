@@ -7,7 +7,7 @@ ray.util.state) is replaced with a stub.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +21,7 @@ from argus.spec.render import render
 from argus.spec.taskspec import parse_task_spec
 from conftest import spec_dict
 
-NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 GPU_LINE = "ValueError: Total available GPUs 4.0 is less than total desired GPUs 8"
 FAILED_LOG = (
     "2025-03-04 05:06:08,000\tINFO worker.py:1654 -- Connecting to existing Ray cluster\n"
@@ -47,7 +47,9 @@ class FakeClient:
             raise self.submit_error
         self.submitted.append(kwargs)
         sid = kwargs["submission_id"]
-        self.jobs[sid] = job_info(sid, "PENDING", entrypoint=kwargs["entrypoint"], metadata=kwargs.get("metadata"))
+        self.jobs[sid] = job_info(
+            sid, "PENDING", entrypoint=kwargs["entrypoint"], metadata=kwargs.get("metadata")
+        )
         return sid
 
     def get_job_info(self, sid):
@@ -70,8 +72,17 @@ class FakeClient:
         return list(self.jobs.values())
 
 
-def job_info(sid, status, message=None, error_type=None, start=None, end=None, entrypoint="python3 -m x",
-             metadata=None, driver_ip=None):
+def job_info(
+    sid,
+    status,
+    message=None,
+    error_type=None,
+    start=None,
+    end=None,
+    entrypoint="python3 -m x",
+    metadata=None,
+    driver_ip=None,
+):
     return SimpleNamespace(
         submission_id=sid,
         status=status,
@@ -200,7 +211,9 @@ def test_user_job_root_is_used_for_artifacts(tool, config, shared):
 
 
 def test_duplicate_submission_is_refused_and_recorded(tool, fake, config, shared):
-    fake.submit_error = RuntimeError("Job with submission_id run-1 already exists. Please use a different submission_id.")
+    fake.submit_error = RuntimeError(
+        "Job with submission_id run-1 already exists. Please use a different submission_id."
+    )
     with pytest.raises(SubmissionRefused) as info:
         tool.submit(rendered_for(config), SPEC_TEXT)
     assert "run-1 already exists" in str(info.value)
@@ -219,9 +232,10 @@ def test_unreachable_cluster_on_submit_is_cluster_unavailable(tool, fake, config
     fake.submit_error = ConnectionError("Connection refused")
     with pytest.raises(ClusterUnavailable, match="submit_job failed: Connection refused"):
         tool.submit(rendered_for(config), SPEC_TEXT)
-    assert "refused: submit_job failed: Connection refused" in (
-        shared / "jobs" / "run-1" / "logs" / "submit.out"
-    ).read_text()
+    assert (
+        "refused: submit_job failed: Connection refused"
+        in (shared / "jobs" / "run-1" / "logs" / "submit.out").read_text()
+    )
 
 
 def test_debug_snapshot_failure_does_not_fail_submission(config, fake, monkeypatch, shared):
@@ -267,10 +281,13 @@ def test_unreachable_cluster_on_port_4040_is_not_job_not_found(shared):
 # -- status / logs / stop / list ----------------------------------------------------------------
 def test_failed_job_status_carries_diagnosis(tool, fake):
     fake.jobs["run-1"] = job_info(
-        "run-1", "FAILED",
+        "run-1",
+        "FAILED",
         message="Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n",
         error_type=SimpleNamespace(value="JOB_ENTRYPOINT_COMMAND_ERROR"),
-        start=1_700_000_000_000, end=1_700_000_060_500, driver_ip="127.0.131.2",
+        start=1_700_000_000_000,
+        end=1_700_000_060_500,
+        driver_ip="127.0.131.2",
     )
     fake.logs["run-1"] = FAILED_LOG
     view = tool.status("run-1")

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from test_jobs_fake import NOW, FakeClient, job_info
 
 from argus.cluster.jobs import RayJobTool
 from argus.spec.config import parse_ray_config
@@ -22,7 +23,6 @@ from argus.spec.redact import REDACTED, redact_spec_text
 from argus.spec.render import render
 from argus.spec.taskspec import parse_task_spec
 from conftest import spec_dict
-from test_jobs_fake import NOW, FakeClient, job_info
 
 SECRET = "k-alice-secret-value"
 BOBS = "bobs-own-secret"
@@ -55,21 +55,30 @@ def umask0():
 
 @pytest.fixture
 def tool_and_client(tmp_path, monkeypatch):
-    config = parse_ray_config({"address": "http://127.0.0.9:8265", "shared_root": str(tmp_path / "shared"),
-                               "runtime_env": {"env_vars": {"HF_HOME": "${shared_root}/hf"}}})
+    config = parse_ray_config(
+        {
+            "address": "http://127.0.0.9:8265",
+            "shared_root": str(tmp_path / "shared"),
+            "runtime_env": {"env_vars": {"HF_HOME": "${shared_root}/hf"}},
+        }
+    )
     monkeypatch.setattr(RayJobTool, "cluster_summary", lambda self: "cluster at fake\n")
     client = EnvClient("unused")
     return RayJobTool(config, client_factory=lambda a: client, clock=lambda: NOW), client, config
 
 
-SPEC = ("# alice's run\nworkload: ppo\ncode_path: /srv/shared/user/code\n"
-        "model_id: /models/Qwen2.5-0.5B-Instruct\ntrain_file: /data/gsm8k/train.parquet\n"
-        f"env_vars:\n  WANDB_API_KEY: {SECRET}  # the key\n  STEPS: 3\n")
+SPEC = (
+    "# alice's run\nworkload: ppo\ncode_path: /srv/shared/user/code\n"
+    "model_id: /models/Qwen2.5-0.5B-Instruct\ntrain_file: /data/gsm8k/train.parquet\n"
+    f"env_vars:\n  WANDB_API_KEY: {SECRET}  # the key\n  STEPS: 3\n"
+)
 
 
 def _submit(tool, config):
-    spec = parse_task_spec(spec_dict(submission_id="mvp2-alice-ppo-1", env_vars={"WANDB_API_KEY": SECRET, "STEPS": 3}),
-                           config.shared_root)
+    spec = parse_task_spec(
+        spec_dict(submission_id="mvp2-alice-ppo-1", env_vars={"WANDB_API_KEY": SECRET, "STEPS": 3}),
+        config.shared_root,
+    )
     rendered = render(config, spec, NOW, user="alice")
     tool.submit(rendered, SPEC)
     return rendered
@@ -126,4 +135,7 @@ def test_jobspec_and_payload_keep_env_names_not_values_while_ray_gets_them(tool_
     assert payload["HF_HOME"] == f"{config.shared_root}/hf"  # the cluster's config: kept
     assert payload["PYTHONPATH"].startswith("/srv/shared/user/code")  # Argus's own: kept
     (sent,) = client.submitted
-    assert sent["runtime_env"]["env_vars"]["WANDB_API_KEY"] == SECRET and sent["runtime_env"]["env_vars"]["STEPS"] == "3"
+    assert (
+        sent["runtime_env"]["env_vars"]["WANDB_API_KEY"] == SECRET
+        and sent["runtime_env"]["env_vars"]["STEPS"] == "3"
+    )

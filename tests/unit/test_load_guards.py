@@ -78,8 +78,12 @@ def test_users_take_turns_in_order():
     try:
         futures = [pool.submit("a", "a0", "a0")]
         assert check.began.acquire(timeout=30)
-        futures += [pool.submit(u, f"{u}{i}", f"{u}{i}") for u in ("a", "b", "c") for i in range(3)
-                    if (u, i) != ("a", 0)]
+        futures += [
+            pool.submit(u, f"{u}{i}", f"{u}{i}")
+            for u in ("a", "b", "c")
+            for i in range(3)
+            if (u, i) != ("a", 0)
+        ]
         check.release.set()
         for f in futures:
             f.result(timeout=30)
@@ -180,7 +184,6 @@ def test_past_the_rate_take_raises_429_naming_the_limit():
 def test_no_rate_means_no_limit():
     rate = RateLimiter(None, 1, Clock())
     assert all(rate.wait_s("alice") == 0.0 for _ in range(1000))
-
 
 
 def _never_ends(stop: threading.Event) -> list:

@@ -9,7 +9,6 @@ import pytest
 
 from argus.cluster.errors import ClusterError, PortInUse
 from argus.cluster.head import HeadRecord, head_start_args, temp_dir_for
-from argus.cluster.procs import NODE_PORT_KEYS, WORKER_PORTS_PER_NODE, PortFinder
 from argus.cluster.local import (
     DEFAULT_DASHBOARD_PORT,
     DEFAULT_GCS_PORT,
@@ -20,7 +19,15 @@ from argus.cluster.local import (
     plan_cluster,
     ray_temp_dir,
 )
-from argus.cluster.procs import PORT_BASE, PORT_SLOT, default_port_start, node_ports
+from argus.cluster.procs import (
+    NODE_PORT_KEYS,
+    PORT_BASE,
+    PORT_SLOT,
+    WORKER_PORTS_PER_NODE,
+    PortFinder,
+    default_port_start,
+    node_ports,
+)
 
 SHARED = "/srv/shared"
 
@@ -52,8 +59,11 @@ def test_head_has_no_resources_and_workers_do():
 
 @pytest.mark.parametrize(
     "is_free",
-    [all_free, taken(20000, 20003, 20050, 20150, 20201, 20420),
-     lambda p: not (20000 <= p < 20300 and p % 7 == 0)],
+    [
+        all_free,
+        taken(20000, 20003, 20050, 20150, 20201, 20420),
+        lambda p: not (20000 <= p < 20300 and p % 7 == 0),
+    ],
     ids=["all-free", "some-taken", "every-7th-taken-at-the-start"],
 )
 def test_each_node_finds_distinct_free_ports_in_its_own_region(is_free):
@@ -169,8 +179,9 @@ def test_port_finder_gives_up_above_65000():
 
 # -- command lines ------------------------------------------------------------------------------
 def test_workers_are_node_agents_that_find_the_head_through_head_json():
-    state = plan_cluster(SHARED, 2, 4, 8, gcs_port=6379, dashboard_port=8265,
-                         drivers_per_worker=100, is_free=all_free)
+    state = plan_cluster(
+        SHARED, 2, 4, 8, gcs_port=6379, dashboard_port=8265, drivers_per_worker=100, is_free=all_free
+    )
     worker = state.nodes[1]
     args = agent_args(state, worker)
     assert args[0] == "node-agent"
@@ -190,8 +201,19 @@ def test_drivers_per_worker_sets_worker_node_resource():
 
 
 def test_the_head_has_no_cpus_or_gpus_and_serves_the_dashboard_on_its_ip():
-    rec = HeadRecord(SHARED, "local", "127.0.131.1", 6379, 8265, "/tmp/argus-ray-x", 30.0, 5.0,
-                     {"node_manager_port": 20004, "ray_client_server_port": 20006}, 20007, 20106)
+    rec = HeadRecord(
+        SHARED,
+        "local",
+        "127.0.131.1",
+        6379,
+        8265,
+        "/tmp/argus-ray-x",
+        30.0,
+        5.0,
+        {"node_manager_port": 20004, "ray_client_server_port": 20006},
+        20007,
+        20106,
+    )
     args = head_start_args(rec)
     assert args[:3] == ["start", "--head", "--block"]
     assert flag(args, "--port") == "6379" and flag(args, "--dashboard-port") == "8265"
@@ -203,7 +225,12 @@ def test_the_head_has_no_cpus_or_gpus_and_serves_the_dashboard_on_its_ip():
     assert "--resources" not in args and "--address" not in args
     assert rec.dashboard_url == "http://127.0.131.1:8265" and rec.address == "127.0.131.1:6379"
     info = rec.info(123.0)
-    assert (info.address, info.temp_dir, info.stopped, info.updated_at) == (rec.address, rec.temp_dir, False, 123.0)
+    assert (info.address, info.temp_dir, info.stopped, info.updated_at) == (
+        rec.address,
+        rec.temp_dir,
+        False,
+        123.0,
+    )
 
 
 # -- GPUs and temp dir --------------------------------------------------------------------------

@@ -19,8 +19,15 @@ T = 1_800_000_000.0
 
 
 def publish(root, **fields):
-    info = {"cluster_name": "c1", "head_ip": "10.0.0.5", "gcs_port": 6380,
-            "dashboard_url": "http://10.0.0.5:8265", "updated_at": T, "ttl_s": 30.0, **fields}
+    info = {
+        "cluster_name": "c1",
+        "head_ip": "10.0.0.5",
+        "gcs_port": 6380,
+        "dashboard_url": "http://10.0.0.5:8265",
+        "updated_at": T,
+        "ttl_s": 30.0,
+        **fields,
+    }
     path = Path(str(discovery_file(str(root), "c1")))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(HeadInfo(**info).to_json())
@@ -48,14 +55,20 @@ def test_the_published_head_is_followed_when_it_moves(tmp_path, clock):
     assert loc.current().dashboard_url == "http://10.0.0.5:8265"
     assert loc.current().gcs_address == "10.0.0.5:6380"
     publish(tmp_path, head_ip="10.0.0.9", gcs_port=6400, dashboard_url="http://10.0.0.9:8270")
-    assert (loc.current().dashboard_url, loc.current().gcs_address) == ("http://10.0.0.9:8270", "10.0.0.9:6400")
+    assert (loc.current().dashboard_url, loc.current().gcs_address) == (
+        "http://10.0.0.9:8270",
+        "10.0.0.9:6400",
+    )
 
 
-@pytest.mark.parametrize("setup, words", [
-    (lambda root: None, "is missing"),
-    (lambda root: publish(root, stopped=True), "was stopped"),
-    (lambda root: publish(root, updated_at=T - 100), "is stale: updated 101s ago, TTL 30s"),
-])
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        (lambda root: None, "is missing"),
+        (lambda root: publish(root, stopped=True), "was stopped"),
+        (lambda root: publish(root, updated_at=T - 100), "is stale: updated 101s ago, TTL 30s"),
+    ],
+)
 def test_no_live_head_is_a_clear_unavailable_cluster(tmp_path, clock, setup, words):
     setup(tmp_path)
     with pytest.raises(ClusterUnavailable) as info:
@@ -76,8 +89,9 @@ def test_answers_are_reused_for_max_age(tmp_path, clock):
     reads = []
     config = parse_ray_config({"shared_root": str(tmp_path), "cluster_name": "c1"})
     publish(tmp_path)
-    loc = HeadLocator(config, clock=lambda: clock["now"], max_age_s=1.0,
-                      read=lambda p: reads.append(p) or p.read_text())
+    loc = HeadLocator(
+        config, clock=lambda: clock["now"], max_age_s=1.0, read=lambda p: reads.append(p) or p.read_text()
+    )
     loc.current()
     loc.current()
     assert len(reads) == 1

@@ -49,8 +49,14 @@ def test_only_the_allow_list_reaches_a_node():
     env = node_env(environ=CALLER)
     assert env == {
         "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin",
-        "HOME": "/home/op", "USER": "op", "LOGNAME": "op", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-        "TZ": "UTC", "TMPDIR": "/var/tmp", "SSL_CERT_FILE": "/etc/ssl/certs/ca.pem",
+        "HOME": "/home/op",
+        "USER": "op",
+        "LOGNAME": "op",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "TMPDIR": "/var/tmp",
+        "SSL_CERT_FILE": "/etc/ssl/certs/ca.pem",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     assert not any(name.startswith(("ARGUS_", "MVP_")) for name in env)
@@ -70,11 +76,17 @@ def test_the_path_starts_with_this_python_and_drops_relative_entries():
 
 
 def test_the_pass_list_adds_names_on_purpose():
-    caller = {**CALLER, NODE_ENV_PASS: "NCCL_SOCKET_IFNAME, LD_LIBRARY_PATH HF_TOKEN,NCCL_SOCKET_IFNAME,UNSET_NAME"}
+    caller = {
+        **CALLER,
+        NODE_ENV_PASS: "NCCL_SOCKET_IFNAME, LD_LIBRARY_PATH HF_TOKEN,NCCL_SOCKET_IFNAME,UNSET_NAME",
+    }
     assert pass_list(caller) == ["NCCL_SOCKET_IFNAME", "LD_LIBRARY_PATH", "HF_TOKEN", "UNSET_NAME"]
     env = node_env(environ=caller)
     assert (env["NCCL_SOCKET_IFNAME"], env["LD_LIBRARY_PATH"], env["HF_TOKEN"]) == (
-        "eth0", "/usr/local/cuda/lib64", "hf-secret")
+        "eth0",
+        "/usr/local/cuda/lib64",
+        "hf-secret",
+    )
     assert "UNSET_NAME" not in env and NODE_ENV_PASS not in env
     # A node agent keeps the list, so its own `ray start` passes the same names.
     agent = node_env(environ=caller, keep_pass_list=True)
@@ -82,8 +94,17 @@ def test_the_pass_list_adds_names_on_purpose():
     assert node_env(environ=agent) == env
 
 
-@pytest.mark.parametrize("name", ["MVP_INTERNAL_TOKEN", "ARGUS_DATABASE_URL", "ARGUS_NODE_ENV_PASS",
-                                  "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "PATH"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MVP_INTERNAL_TOKEN",
+        "ARGUS_DATABASE_URL",
+        "ARGUS_NODE_ENV_PASS",
+        "RAY_ADDRESS",
+        "RAY_API_SERVER_ADDRESS",
+        "PATH",
+    ],
+)
 def test_the_pass_list_never_passes_the_control_planes_settings(name):
     with pytest.raises(ClusterError, match=f"{NODE_ENV_PASS}: {name} is never passed"):
         node_env(environ={**CALLER, NODE_ENV_PASS: f"TZ,{name}"})
@@ -127,8 +148,10 @@ def test_ray_temp_dir_default(tmp_path, monkeypatch):
 
 def test_a_spawned_node_process_has_that_env_cwd_and_umask_027(tmp_path):
     cwd = node_workdir(str(tmp_path), "node-x")
-    probe = ("import json, os, sys; m = os.umask(0); os.umask(m); open('written', 'w').close(); "
-             "print(json.dumps({'cwd': os.getcwd(), 'umask': m, 'env': dict(os.environ), 'path0': sys.path[0]}))")
+    probe = (
+        "import json, os, sys; m = os.umask(0); os.umask(m); open('written', 'w').close(); "
+        "print(json.dumps({'cwd': os.getcwd(), 'umask': m, 'env': dict(os.environ), 'path0': sys.path[0]}))"
+    )
     env = node_env(environ=CALLER)
     proc = spawn([sys.executable, "-c", probe], tmp_path / "out.log", env, cwd=cwd)
     assert proc.wait(timeout=60) == 0

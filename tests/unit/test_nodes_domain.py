@@ -11,8 +11,17 @@ import pytest
 
 from argus.domain import nodes as rules
 from argus.domain.nodes import (
-    ALLOWED_FROM, NodeRegistration, NodeState, RayNodeView, RegistrationError, Step,
-    can_transition, is_idle, parse_labels, parse_registration, reconcile,
+    ALLOWED_FROM,
+    NodeRegistration,
+    NodeState,
+    RayNodeView,
+    RegistrationError,
+    Step,
+    can_transition,
+    is_idle,
+    parse_labels,
+    parse_registration,
+    reconcile,
 )
 
 GOOD = {"name": "gpu-1", "host": "10.0.0.5", "user": "root", "key": "gpu1.pem"}
@@ -26,14 +35,27 @@ def problems(body) -> dict[str, str]:
 
 # -- states -------------------------------------------------------------------------------------
 def test_the_lifecycle_and_what_it_refuses():
-    path = [NodeState.PENDING, NodeState.ONLINE, NodeState.DRAINING, NodeState.ONLINE,
-            NodeState.DRAINING, NodeState.OFFLINE, NodeState.PENDING, NodeState.FAILED,
-            NodeState.OFFLINE]
+    path = [
+        NodeState.PENDING,
+        NodeState.ONLINE,
+        NodeState.DRAINING,
+        NodeState.ONLINE,
+        NodeState.DRAINING,
+        NodeState.OFFLINE,
+        NodeState.PENDING,
+        NodeState.FAILED,
+        NodeState.OFFLINE,
+    ]
     for a, b in zip(path, path[1:]):
         assert can_transition(a, b), (a, b)
-    for a, b in [(NodeState.PENDING, NodeState.DRAINING), (NodeState.OFFLINE, NodeState.ONLINE),
-                 (NodeState.FAILED, NodeState.ONLINE), (NodeState.ONLINE, NodeState.FAILED),
-                 (NodeState.OFFLINE, NodeState.DRAINING), (NodeState.ONLINE, NodeState.PENDING)]:
+    for a, b in [
+        (NodeState.PENDING, NodeState.DRAINING),
+        (NodeState.OFFLINE, NodeState.ONLINE),
+        (NodeState.FAILED, NodeState.ONLINE),
+        (NodeState.ONLINE, NodeState.FAILED),
+        (NodeState.OFFLINE, NodeState.DRAINING),
+        (NodeState.ONLINE, NodeState.PENDING),
+    ]:
         assert not can_transition(a, b), (a, b)
     assert set(ALLOWED_FROM) == set(NodeState)
     assert [s.value for s in NodeState] == ["pending", "online", "draining", "offline", "failed"]
@@ -43,19 +65,53 @@ def test_the_lifecycle_and_what_it_refuses():
 def test_a_minimal_registration_takes_the_defaults():
     reg = parse_registration(GOOD)
     assert reg == NodeRegistration("gpu-1", "10.0.0.5", "root", "gpu1.pem", 22, {}, None, None)
-    full = parse_registration({**GOOD, "port": 2222, "gpus": 8, "cpus": 1, "host": "node-1.example.com",
-                               "labels": {"pool": "a100", "example.com/rack": "r1", "empty": ""}})
+    full = parse_registration(
+        {
+            **GOOD,
+            "port": 2222,
+            "gpus": 8,
+            "cpus": 1,
+            "host": "node-1.example.com",
+            "labels": {"pool": "a100", "example.com/rack": "r1", "empty": ""},
+        }
+    )
     assert (full.port, full.gpus, full.cpus, full.pool) == (2222, 8, 1, "a100")
 
 
-@pytest.mark.parametrize("field,value", [
-    ("name", "GPU-1"), ("name", "-gpu"), ("name", "gpu_1"), ("name", "a" * 64), ("name", ""),
-    ("name", 5), ("host", "bad host"), ("host", "-oProxyCommand=x"), ("host", ""),
-    ("host", "a..b"), ("user", "Root"), ("user", "x y"), ("user", "a" * 33), ("key", "../id"),
-    ("key", "keys/id"), ("key", ".."), ("key", ".hidden"), ("key", ""), ("port", 0),
-    ("port", 65536), ("port", "22"), ("port", True), ("gpus", -1), ("gpus", 1.5), ("cpus", -2), ("cpus", 0), ("gpus", 1025), ("gpus", 2**40),
-    ("labels", ["pool=a"]),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("name", "GPU-1"),
+        ("name", "-gpu"),
+        ("name", "gpu_1"),
+        ("name", "a" * 64),
+        ("name", ""),
+        ("name", 5),
+        ("host", "bad host"),
+        ("host", "-oProxyCommand=x"),
+        ("host", ""),
+        ("host", "a..b"),
+        ("user", "Root"),
+        ("user", "x y"),
+        ("user", "a" * 33),
+        ("key", "../id"),
+        ("key", "keys/id"),
+        ("key", ".."),
+        ("key", ".hidden"),
+        ("key", ""),
+        ("port", 0),
+        ("port", 65536),
+        ("port", "22"),
+        ("port", True),
+        ("gpus", -1),
+        ("gpus", 1.5),
+        ("cpus", -2),
+        ("cpus", 0),
+        ("gpus", 1025),
+        ("gpus", 2**40),
+        ("labels", ["pool=a"]),
+    ],
+)
 def test_each_bad_field_is_named(field, value):
     assert field in problems({**GOOD, field: value})
 
@@ -67,10 +123,18 @@ def test_missing_and_unknown_fields_are_all_listed():
     assert problems([1]) == {"<body>": "must be a JSON object"}
 
 
-@pytest.mark.parametrize("key,words", [
-    ("ray.io/node-id", "reserved"), ("argus.io/node", "reserved"), ("-pool", "key name"),
-    ("bad_prefix_/x", "prefix"), ("a/b/c", "prefix"), ("x" * 64, "key name"), ("", "non-empty"),
-])
+@pytest.mark.parametrize(
+    "key,words",
+    [
+        ("ray.io/node-id", "reserved"),
+        ("argus.io/node", "reserved"),
+        ("-pool", "key name"),
+        ("bad_prefix_/x", "prefix"),
+        ("a/b/c", "prefix"),
+        ("x" * 64, "key name"),
+        ("", "non-empty"),
+    ],
+)
 def test_label_keys_follow_rays_rules_and_reserve_ours(key, words):
     found = problems({**GOOD, "labels": {key: "v"}})
     assert words in found[f"labels.{key}"]
@@ -81,10 +145,22 @@ def test_label_values_follow_rays_rules(value):
     assert "labels.pool" in problems({**GOOD, "labels": {"pool": value}})
 
 
-@pytest.mark.parametrize("key,value", [
-    ("pool", "a100"), ("example.com/rack", "r-1"), ("a.b-c_d", "X.y_z"), ("x" * 63, "y" * 63),
-    ("-x", "v"), ("p/", "v"), ("bad_/x", "v"), ("k", "-v"), ("k", "v_"), ("k", ""), ("a..b/c", "v"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("pool", "a100"),
+        ("example.com/rack", "r-1"),
+        ("a.b-c_d", "X.y_z"),
+        ("x" * 63, "y" * 63),
+        ("-x", "v"),
+        ("p/", "v"),
+        ("bad_/x", "v"),
+        ("k", "-v"),
+        ("k", "v_"),
+        ("k", ""),
+        ("a..b/c", "v"),
+    ],
+)
 def test_label_rules_agree_with_rays_own_validators(key, value):
     from ray._private.label_utils import validate_label_key, validate_label_value
 
@@ -109,11 +185,27 @@ def test_cli_labels_parse_and_format_round_trip():
 def test_the_agent_command_line():
     reg = parse_registration({**GOOD, "gpus": 8, "cpus": 32, "labels": {"pool": "a100", "rack": "r1"}})
     argv = rules.agent_command("/opt/argus/bin/argus", "/private", "prod", reg)
-    assert argv == ["/opt/argus/bin/argus", "node-agent", "--shared-root", "/private", "--cluster",
-                    "prod", "--name", "gpu-1", "--gpus", "8", "--cpus", "32", "--labels",
-                    "pool=a100,rack=r1", "--node-ip", "10.0.0.5"]
-    by_name = rules.agent_command("argus", "/private", "prod",
-                                  parse_registration({**GOOD, "host": "gpu1.example.com"}))
+    assert argv == [
+        "/opt/argus/bin/argus",
+        "node-agent",
+        "--shared-root",
+        "/private",
+        "--cluster",
+        "prod",
+        "--name",
+        "gpu-1",
+        "--gpus",
+        "8",
+        "--cpus",
+        "32",
+        "--labels",
+        "pool=a100,rack=r1",
+        "--node-ip",
+        "10.0.0.5",
+    ]
+    by_name = rules.agent_command(
+        "argus", "/private", "prod", parse_registration({**GOOD, "host": "gpu1.example.com"})
+    )
     assert "--node-ip" not in by_name and "--gpus" not in by_name  # Ray detects the GPUs
 
 
@@ -122,21 +214,26 @@ def test_the_start_script_detaches_and_prints_the_pid(tmp_path):
     script = rules.start_script(["sh", "-c", "echo started; sleep 0.2"], str(log))
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and out.stdout.strip().isdigit(), out
-    subprocess.run(["sh", "-c", f"while kill -0 {out.stdout.strip()} 2>/dev/null; do sleep 0.05; done"],
-                   timeout=10)
+    subprocess.run(
+        ["sh", "-c", f"while kill -0 {out.stdout.strip()} 2>/dev/null; do sleep 0.05; done"], timeout=10
+    )
     assert log.read_text() == "started\n"
     assert "'a b'" in rules.start_script(["x", "a b"], "/l/x.log")  # every argument quoted
 
 
 def test_the_check_script_names_what_is_missing(tmp_path):
-    ok = subprocess.run(["sh", "-c", rules.check_script("true", str(tmp_path))], capture_output=True, text=True)
+    ok = subprocess.run(
+        ["sh", "-c", rules.check_script("true", str(tmp_path))], capture_output=True, text=True
+    )
     assert ok.returncode == 0 and ok.stdout.startswith("host=")
     no_root = subprocess.run(["sh", "-c", rules.check_script("true", str(tmp_path / "nope"))])
     assert no_root.returncode == 3
     assert "not visible" in rules.check_failure(3, "", "true", "/x")
     no_agent = subprocess.run(["sh", "-c", rules.check_script("/no/such/argus", str(tmp_path))])
     assert no_agent.returncode == 4
-    assert "`/no/such/argus node-agent --help` does not run" in rules.check_failure(4, "", "/no/such/argus", "/x")
+    assert "`/no/such/argus node-agent --help` does not run" in rules.check_failure(
+        4, "", "/no/such/argus", "/x"
+    )
     assert rules.check_failure(9, "boom\n", "a", "/x") == "the host check exited 9: boom"
 
 
@@ -146,12 +243,18 @@ def test_the_stop_script_only_stops_this_nodes_agent(tmp_path):
     fake.chmod(0o755)
     proc = subprocess.Popen([str(fake), "node-agent", "--name", "n1", "--x"])
     try:
-        other = subprocess.run(["sh", "-c", rules.stop_script(proc.pid, "n", 2)], capture_output=True, text=True)
+        other = subprocess.run(
+            ["sh", "-c", rules.stop_script(proc.pid, "n", 2)], capture_output=True, text=True
+        )
         assert other.stdout.strip() == "gone" and proc.poll() is None  # `n` is not `n1`
-        done = subprocess.run(["sh", "-c", rules.stop_script(proc.pid, "n1", 5)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["sh", "-c", rules.stop_script(proc.pid, "n1", 5)], capture_output=True, text=True
+        )
         assert done.stdout.strip() == "stopped", done
         assert proc.wait(5) == 0
-        again = subprocess.run(["sh", "-c", rules.stop_script(proc.pid, "n1", 2)], capture_output=True, text=True)
+        again = subprocess.run(
+            ["sh", "-c", rules.stop_script(proc.pid, "n1", 2)], capture_output=True, text=True
+        )
         assert again.stdout.strip() == "gone"
     finally:
         if proc.poll() is None:
@@ -159,8 +262,12 @@ def test_the_stop_script_only_stops_this_nodes_agent(tmp_path):
             proc.wait()
     shell = subprocess.Popen(["sh", "-c", "sleep 30 # node-agent --name n1", "node-agent"])
     try:  # a shell whose text names the agent is not the agent
-        assert subprocess.run(["sh", "-c", rules.stop_script(shell.pid, "n1", 1)],
-                              capture_output=True, text=True).stdout.strip() == "gone"
+        assert (
+            subprocess.run(
+                ["sh", "-c", rules.stop_script(shell.pid, "n1", 1)], capture_output=True, text=True
+            ).stdout.strip()
+            == "gone"
+        )
         assert shell.poll() is None
     finally:
         shell.kill()

@@ -34,8 +34,14 @@ def problems(**extra) -> dict[str, str]:
 @pytest.fixture
 def shared(tmp_path) -> Path:
     """A shared root with common/ inputs, alice's and bob's own directories."""
-    for d in ("common/code/v", "common/datasets", "common/models/m", "users/alice/models/m",
-              "users/bob/models/m", "users/bob/reward"):
+    for d in (
+        "common/code/v",
+        "common/datasets",
+        "common/models/m",
+        "users/alice/models/m",
+        "users/bob/models/m",
+        "users/bob/reward",
+    ):
         (tmp_path / d).mkdir(parents=True)
     (tmp_path / "common/datasets/t.parquet").write_bytes(b"PAR1")
     (tmp_path / "users/bob/reward/fn.py").write_text("def f(*a): return 0\n")
@@ -43,8 +49,12 @@ def shared(tmp_path) -> Path:
 
 
 def spec_in(shared: Path, **extra):
-    fields = {"code_path": f"{shared}/common/code/v", "train_file": f"{shared}/common/datasets/t.parquet",
-              "model_id": "Qwen/Qwen2.5-0.5B", **extra}
+    fields = {
+        "code_path": f"{shared}/common/code/v",
+        "train_file": f"{shared}/common/datasets/t.parquet",
+        "model_id": "Qwen/Qwen2.5-0.5B",
+        **extra,
+    }
     return parse(shared, **fields)
 
 
@@ -53,15 +63,18 @@ def fields_of(shared: Path, user: str | None, **extra) -> dict[str, str]:
 
 
 # -- 1: interpolation cannot read the environment -------------------------------------------------
-@pytest.mark.parametrize("override", [
-    "trainer.experiment_name=${oc.env:MVP_INTERNAL_TOKEN}",
-    "trainer.project_name='${oc.env:MVP_INTERNAL_TOKEN}'",
-    'trainer.project_name="${oc.env:HOME}"',
-    "+extra.key=${oc.decode:'{a: 1}'}",
-    "data.prompt_key=\\${oc.env:X}",
-    "data.prompt_key=[a,${trainer.project_name}]",
-    "+x={a: ${oc.env:MVP_INTERNAL_TOKEN}}",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "trainer.experiment_name=${oc.env:MVP_INTERNAL_TOKEN}",
+        "trainer.project_name='${oc.env:MVP_INTERNAL_TOKEN}'",
+        'trainer.project_name="${oc.env:HOME}"',
+        "+extra.key=${oc.decode:'{a: 1}'}",
+        "data.prompt_key=\\${oc.env:X}",
+        "data.prompt_key=[a,${trainer.project_name}]",
+        "+x={a: ${oc.env:MVP_INTERNAL_TOKEN}}",
+    ],
+)
 def test_interpolation_is_refused_anywhere_in_an_override(override):
     got = problems(overrides=["data.train_batch_size=8", override])
     assert list(got) == ["overrides[1]"]
@@ -69,32 +82,35 @@ def test_interpolation_is_refused_anywhere_in_an_override(override):
 
 
 # -- 2: keys that write outputs or change the runtime ---------------------------------------------
-@pytest.mark.parametrize("override, says", [
-    ("hydra.run.dir=/etc", "Hydra's own configuration"),
-    ("+hydra.job.chdir=true", "Hydra's own configuration"),
-    ("hydra/launcher=basic", "Hydra's own configuration"),
-    ("trainer.rollout_data_dir=/tmp/x", "writes to"),
-    ("trainer.validation_data_dir=/tmp/x", "writes to"),
-    ("trainer.default_hdfs_dir=/tmp/x", "writes to"),
-    ("++trainer.output_dir=/tmp/x", "writes to"),
-    ("global_profiler.save_path=/tmp/x", "writes to"),
-    ("actor_rollout_ref.actor.profiler.save_path=/tmp/x", "writes to"),
-    ("skip.rollout.dump_dir=/tmp/x", "writes to"),
-    ("ray_kwargs.timeline_json_file=/tmp/t.json", "writes to"),
-    ("actor_rollout_ref.rollout.prometheus.file=/tmp/p.yml", "writes to"),
-    ("ray_kwargs.ray_init.runtime_env.py_executable=/tmp/py", "environment or the interpreter"),
-    ("+ray_kwargs.ray_init.runtime_env.env_vars.LD_PRELOAD=/tmp/x.so", "environment or the interpreter"),
-    ("+ray_kwargs.ray_init.namespace=other", "ray.init"),
-    ("algorithm._target_=os.system", "Python object"),
-    ("global_profiler.finish_hook_cmd=curl", "shell command"),
-    ("trainer.nnodes=4", "set by Argus"),
-    ("~trainer.default_local_dir=null", "set by Argus"),
-    ("trainer={rollout_data_dir: /tmp/x}", "trainer.default_local_dir"),
-    ("global_profiler={save_path: /tmp/x}", "writes to"),
-    ("ray_kwargs={ray_init: {runtime_env: {env_vars: {A: b}}}}", "environment or the interpreter"),
-    ("data.x@pkg=1", "'@'"),
-    ("data.train_batch_size=8,16", "sweep"),
-])
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("hydra.run.dir=/etc", "Hydra's own configuration"),
+        ("+hydra.job.chdir=true", "Hydra's own configuration"),
+        ("hydra/launcher=basic", "Hydra's own configuration"),
+        ("trainer.rollout_data_dir=/tmp/x", "writes to"),
+        ("trainer.validation_data_dir=/tmp/x", "writes to"),
+        ("trainer.default_hdfs_dir=/tmp/x", "writes to"),
+        ("++trainer.output_dir=/tmp/x", "writes to"),
+        ("global_profiler.save_path=/tmp/x", "writes to"),
+        ("actor_rollout_ref.actor.profiler.save_path=/tmp/x", "writes to"),
+        ("skip.rollout.dump_dir=/tmp/x", "writes to"),
+        ("ray_kwargs.timeline_json_file=/tmp/t.json", "writes to"),
+        ("actor_rollout_ref.rollout.prometheus.file=/tmp/p.yml", "writes to"),
+        ("ray_kwargs.ray_init.runtime_env.py_executable=/tmp/py", "environment or the interpreter"),
+        ("+ray_kwargs.ray_init.runtime_env.env_vars.LD_PRELOAD=/tmp/x.so", "environment or the interpreter"),
+        ("+ray_kwargs.ray_init.namespace=other", "ray.init"),
+        ("algorithm._target_=os.system", "Python object"),
+        ("global_profiler.finish_hook_cmd=curl", "shell command"),
+        ("trainer.nnodes=4", "set by Argus"),
+        ("~trainer.default_local_dir=null", "set by Argus"),
+        ("trainer={rollout_data_dir: /tmp/x}", "trainer.default_local_dir"),
+        ("global_profiler={save_path: /tmp/x}", "writes to"),
+        ("ray_kwargs={ray_init: {runtime_env: {env_vars: {A: b}}}}", "environment or the interpreter"),
+        ("data.x@pkg=1", "'@'"),
+        ("data.train_batch_size=8,16", "sweep"),
+    ],
+)
 def test_keys_that_write_outputs_or_change_the_runtime_are_refused(override, says):
     got = problems(overrides=[override])
     assert list(got) == ["overrides[0]"], got
@@ -121,10 +137,19 @@ def test_every_output_or_runtime_key_of_the_real_verl_config_is_refused():
         last = key.rsplit(".", 1)[-1]
         if last.endswith(("_dir", "save_path", "_cmd")) or "runtime_env" in key or last == "_target_":
             assert key in refused, key
-    for key in ("data.train_files", "data.val_files", "actor_rollout_ref.model.path",
-                "critic.model.path", "reward.custom_reward_function.path", "trainer.total_epochs",
-                "data.train_batch_size", "actor_rollout_ref.rollout.n", "trainer.resume_from_path",
-                "ray_kwargs.ray_init.num_cpus", "trainer.checkpoint_callback_class"):
+    for key in (
+        "data.train_files",
+        "data.val_files",
+        "actor_rollout_ref.model.path",
+        "critic.model.path",
+        "reward.custom_reward_function.path",
+        "trainer.total_epochs",
+        "data.train_batch_size",
+        "actor_rollout_ref.rollout.n",
+        "trainer.resume_from_path",
+        "ray_kwargs.ray_init.num_cpus",
+        "trainer.checkpoint_callback_class",
+    ):
         assert key in keys and key not in refused, key
     assert len(refused) < len(keys) // 5
 
@@ -154,8 +179,9 @@ def test_a_user_named_like_the_start_of_another_does_not_reach_them(shared):
 
 
 def test_reward_function_paths_are_checked_like_any_other(shared):
-    assert list(fields_of(shared, "alice", overrides=["+reward.custom_reward_function.path=/etc/x.py"])) \
-        == ["overrides[0]"]
+    assert list(fields_of(shared, "alice", overrides=["+reward.custom_reward_function.path=/etc/x.py"])) == [
+        "overrides[0]"
+    ]
     bobs = f"+reward.custom_reward_function.path={shared}/users/bob/reward/fn.py"
     assert list(fields_of(shared, "alice", overrides=[bobs])) == ["overrides[0]"]
     assert fields_of(shared, "bob", overrides=[bobs]) == {}
@@ -172,27 +198,55 @@ def test_every_element_of_a_list_or_dict_value_is_checked(shared):
     assert "'/etc/passwd'" in got["overrides[0]"]
 
 
-@pytest.mark.parametrize("value", ["'~/x.parquet'", "'~bob/x.parquet'", "./x.parquet",
-                                   "data/../../x.parquet", "'../x'", "file://x.parquet"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "'~/x.parquet'",
+        "'~bob/x.parquet'",
+        "./x.parquet",
+        "data/../../x.parquet",
+        "'../x'",
+        "file://x.parquet",
+    ],
+)
 def test_home_and_relative_paths_are_refused_at_parse(value):
     got = problems(overrides=[f"data.train_files={value}"])
     assert list(got) == ["overrides[0]"]
 
 
-@pytest.mark.parametrize("override", [
-    "data.train_batch_size=16", "actor_rollout_ref.model.path=Qwen/Qwen2.5-0.5B",
-    "+trainer.note='a \"quoted\" note'", "data.prompt_key=my prompt", "algorithm.kl_ctrl.kl_coef=0.001",
-    "+actor_rollout_ref.actor.use_kl_loss=true", "ray_kwargs.ray_init.num_cpus=4",
-    "trainer.checkpoint_callback_class=my_pkg.Callback", "data.train_files=null",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.train_batch_size=16",
+        "actor_rollout_ref.model.path=Qwen/Qwen2.5-0.5B",
+        "+trainer.note='a \"quoted\" note'",
+        "data.prompt_key=my prompt",
+        "algorithm.kl_ctrl.kl_coef=0.001",
+        "+actor_rollout_ref.actor.use_kl_loss=true",
+        "ray_kwargs.ray_init.num_cpus=4",
+        "trainer.checkpoint_callback_class=my_pkg.Callback",
+        "data.train_files=null",
+    ],
+)
 def test_ordinary_overrides_still_pass(override):
     assert parse(overrides=[override]).overrides == [override]
     assert check_override(override).paths == ()
 
 
 # -- 4: model ids ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("value", ["~/../shared/users/bob/m", "~bob/m", "./models/m", "../m",
-                                   "Qwen/../../etc", "org/name/extra", ".hidden/m", "org/.."])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "~/../shared/users/bob/m",
+        "~bob/m",
+        "./models/m",
+        "../m",
+        "Qwen/../../etc",
+        "org/name/extra",
+        ".hidden/m",
+        "org/..",
+    ],
+)
 def test_a_model_id_is_a_hub_id_or_an_absolute_path(value):
     got = problems(model_id=value)
     assert list(got) == ["model_id"], got
@@ -232,13 +286,24 @@ def test_a_link_inside_common_to_common_is_fine(shared):
 
 
 # -- 6: env_vars -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, says", [
-    ("LD_PRELOAD", "dynamic loader"), ("LD_LIBRARY_PATH", "dynamic loader"),
-    ("PYTHONHOME", "interpreter"), ("PYTHONSTARTUP", "interpreter"), ("PATH", "programs"),
-    ("BASH_ENV", "shell"), ("ENV", "shell"), ("CUDA_VISIBLE_DEVICES", "Ray assigns"),
-    ("NVIDIA_VISIBLE_DEVICES", "Ray assigns"), ("RAY_RUNTIME_ENV_HOOK", "hooks"),
-    ("MVP_INTERNAL_TOKEN", "admin token"), ("ARGUS_SHARED_ROOT", "Argus"), ("PYTHONPATH", "Argus"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("LD_PRELOAD", "dynamic loader"),
+        ("LD_LIBRARY_PATH", "dynamic loader"),
+        ("PYTHONHOME", "interpreter"),
+        ("PYTHONSTARTUP", "interpreter"),
+        ("PATH", "programs"),
+        ("BASH_ENV", "shell"),
+        ("ENV", "shell"),
+        ("CUDA_VISIBLE_DEVICES", "Ray assigns"),
+        ("NVIDIA_VISIBLE_DEVICES", "Ray assigns"),
+        ("RAY_RUNTIME_ENV_HOOK", "hooks"),
+        ("MVP_INTERNAL_TOKEN", "admin token"),
+        ("ARGUS_SHARED_ROOT", "Argus"),
+        ("PYTHONPATH", "Argus"),
+    ],
+)
 def test_loader_interpreter_and_ray_variables_are_refused_with_the_reason(name, says):
     got = problems(env_vars={"NCCL_DEBUG": "INFO", name: "/tmp/x"})
     assert list(got) == [f"env_vars.{name}"], got
@@ -249,13 +314,18 @@ def test_loader_interpreter_and_ray_variables_are_refused_with_the_reason(name, 
 def test_ordinary_env_vars_pass_and_the_operators_are_free():
     env = {"NCCL_DEBUG": "INFO", "NCCL_SOCKET_IFNAME": "eth0", "WANDB_API_KEY": "k", "HF_HUB_OFFLINE": 1}
     assert parse(env_vars=env).env_vars == {**env, "HF_HUB_OFFLINE": "1"}
-    cfg = parse_ray_config({"runtime_env": {"env_vars": {"LD_LIBRARY_PATH": "/opt/lib", "RAY_DEDUP_LOGS": "0"}}})
+    cfg = parse_ray_config(
+        {"runtime_env": {"env_vars": {"LD_LIBRARY_PATH": "/opt/lib", "RAY_DEDUP_LOGS": "0"}}}
+    )
     assert cfg.runtime_env.env_vars["LD_LIBRARY_PATH"] == "/opt/lib"
 
 
 def test_all_problems_are_reported_at_once():
-    got = problems(overrides=["data.train_batch_size=8", "hydra.run.dir=/x", "a=${b}"],
-                   env_vars={"LD_PRELOAD": "x", "PATH": "/x"}, model_id="~/m")
+    got = problems(
+        overrides=["data.train_batch_size=8", "hydra.run.dir=/x", "a=${b}"],
+        env_vars={"LD_PRELOAD": "x", "PATH": "/x"},
+        model_id="~/m",
+    )
     assert set(got) == {"overrides[1]", "overrides[2]", "env_vars.LD_PRELOAD", "env_vars.PATH", "model_id"}
 
 
@@ -266,15 +336,18 @@ def test_local_uris_of_every_spelling_are_checked_like_paths(shared, value):
     assert "'/etc/passwd'" in got["overrides[0]"], got
 
 
-@pytest.mark.parametrize("value", ["simplecache::/etc/passwd", "zip://x/y", "memory://x/y",
-                                   "reference://x/y", "'filecache::s3://b/k'"])
+@pytest.mark.parametrize(
+    "value",
+    ["simplecache::/etc/passwd", "zip://x/y", "memory://x/y", "reference://x/y", "'filecache::s3://b/k'"],
+)
 def test_other_uri_schemes_and_chained_urls_are_refused_at_parse(value):
     got = problems(overrides=[f"data.train_files={value}"])
     assert list(got) == ["overrides[0]"], got
 
 
-@pytest.mark.parametrize("value", ["hdfs://nn/data/x.parquet", "s3://bucket/x.parquet",
-                                   "https://example.org/x.parquet", "cuda:0"])
+@pytest.mark.parametrize(
+    "value", ["hdfs://nn/data/x.parquet", "s3://bucket/x.parquet", "https://example.org/x.parquet", "cuda:0"]
+)
 def test_remote_uris_and_plain_name_value_pairs_pass(value):
     assert check_override(f"data.train_files={value}").paths == ()
 
@@ -287,18 +360,33 @@ def test_override_sizes_are_bounded_before_hydra_parses_them():
     assert "at most 8192" in problems(overrides=many)["overrides"]
 
 
-@pytest.mark.parametrize("name", ["NCCL_NET_PLUGIN", "NCCL_TUNER_PLUGIN", "CUDA_INJECTION64_PATH",
-                                  "PYTHONWARNINGS", "PYTHONPYCACHEPREFIX"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NCCL_NET_PLUGIN",
+        "NCCL_TUNER_PLUGIN",
+        "CUDA_INJECTION64_PATH",
+        "PYTHONWARNINGS",
+        "PYTHONPYCACHEPREFIX",
+    ],
+)
 def test_variables_that_load_code_are_refused(name):
     assert list(problems(env_vars={name: "x"})) == [f"env_vars.{name}"]
 
 
 def test_env_var_values_that_are_paths_stay_in_the_users_roots(shared):
     bob = shared / "users/bob/models/m"
-    got = fields_of(shared, "alice", env_vars={"HF_HOME": str(bob), "NCCL_DEBUG": "INFO",
-                                               "TRITON_CACHE_DIR": f"/tmp:{shared}/common",
-                                               "HF_ENDPOINT": "https://hf-mirror.example",
-                                               "XDG_CACHE_HOME": "file:///etc"})
+    got = fields_of(
+        shared,
+        "alice",
+        env_vars={
+            "HF_HOME": str(bob),
+            "NCCL_DEBUG": "INFO",
+            "TRITON_CACHE_DIR": f"/tmp:{shared}/common",
+            "HF_ENDPOINT": "https://hf-mirror.example",
+            "XDG_CACHE_HOME": "file:///etc",
+        },
+    )
     assert set(got) == {"env_vars.HF_HOME", "env_vars.TRITON_CACHE_DIR", "env_vars.XDG_CACHE_HOME"}, got
     assert fields_of(shared, "bob", env_vars={"HF_HOME": str(bob)}) == {}
 
@@ -319,9 +407,18 @@ def test_the_accept_paths_resolve_cache_expires(tmp_path):
 
 
 def test_env_values_are_read_as_lists_and_relative_escapes_are_refused(shared):
-    got = fields_of(shared, "alice", env_vars={
-        "HF_HOME": "../../../../shared/users/bob/hf", "A": "x/../../../etc", "B": "https://x:/etc",
-        "C": f"file:{shared}/common/x:/etc", "D": "https://hf-mirror.example:8443/api", "E": "eth0"})
+    got = fields_of(
+        shared,
+        "alice",
+        env_vars={
+            "HF_HOME": "../../../../shared/users/bob/hf",
+            "A": "x/../../../etc",
+            "B": "https://x:/etc",
+            "C": f"file:{shared}/common/x:/etc",
+            "D": "https://hf-mirror.example:8443/api",
+            "E": "eth0",
+        },
+    )
     assert set(got) == {"env_vars.HF_HOME", "env_vars.A", "env_vars.B", "env_vars.C"}, got
 
 

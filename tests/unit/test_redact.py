@@ -11,27 +11,32 @@ from argus.spec.redact import REDACTED, redact_runtime_env, redact_spec_text
 BASE = "# my run\nworkload: ppo\ncode_path: /c\n"
 
 
-@pytest.mark.parametrize("text", [BASE, BASE + "env_vars: {}\n", "workload: [unclosed\n",
-                                  BASE + "overrides: ['env_vars=1']\n"])
+@pytest.mark.parametrize(
+    "text", [BASE, BASE + "env_vars: {}\n", "workload: [unclosed\n", BASE + "overrides: ['env_vars=1']\n"]
+)
 def test_a_text_without_env_values_comes_back_unchanged(text):
     assert redact_spec_text(text) is text
 
 
-@pytest.mark.parametrize("env_text", [
-    "env_vars:\n  KEY: s3cret  # a comment\n  N: 3\n",
-    "env_vars: {KEY: s3cret, N: 3}\n",
-    "env_vars:\n  KEY: 's3cret'\n  N: \"3\"\n",
-    "env_vars:\n  KEY: |\n    s3cret\n    more\n  N: 3\n",
-    "env_vars:\n  KEY: >-\n    s3cret\n\n    folded\n  N: 3\nafter: 1\n",
-])
+@pytest.mark.parametrize(
+    "env_text",
+    [
+        "env_vars:\n  KEY: s3cret  # a comment\n  N: 3\n",
+        "env_vars: {KEY: s3cret, N: 3}\n",
+        "env_vars:\n  KEY: 's3cret'\n  N: \"3\"\n",
+        "env_vars:\n  KEY: |\n    s3cret\n    more\n  N: 3\n",
+        "env_vars:\n  KEY: >-\n    s3cret\n\n    folded\n  N: 3\nafter: 1\n",
+    ],
+)
 def test_values_are_replaced_and_the_rest_kept(env_text):
     text = BASE + env_text
     out = redact_spec_text(text)
     assert "s3cret" not in out and "more" not in out and "folded" not in out
     loaded = yaml.safe_load(out)
     assert loaded["env_vars"] == {"KEY": REDACTED, "N": REDACTED}
-    assert {k: v for k, v in loaded.items() if k != "env_vars"} == \
-        {k: v for k, v in yaml.safe_load(text).items() if k != "env_vars"}
+    assert {k: v for k, v in loaded.items() if k != "env_vars"} == {
+        k: v for k, v in yaml.safe_load(text).items() if k != "env_vars"
+    }
     assert out.startswith("# my run\n")  # edited in place: comments survive
 
 

@@ -40,7 +40,11 @@ def test_easy_backfills_a_job_that_ends_before_the_reservation():
     # a and b each have 2 GPUs held by jobs ending at 2000 and 5000; "big" needs 4 on one node.
     running = [RunningJob("r1", "x", {"a": 2}, 2000.0), RunningJob("r2", "x", {"b": 2}, 5000.0)]
     free = {"a": 2, "b": 2}
-    q = [job("big", gpus=4, at=0), job("short", gpus=2, at=1, limit=500), job("long", gpus=2, at=2, limit=5000)]
+    q = [
+        job("big", gpus=4, at=0),
+        job("short", gpus=2, at=1, limit=500),
+        job("long", gpus=2, at=2, limit=5000),
+    ]
     p = plan(NOW, q, running, free, "easy")
     assert p.reserved == ("big", 2000.0)
     assert p.waits["big"].estimated_start == 2000.0
@@ -70,7 +74,11 @@ def test_a_job_that_can_never_fit_reserves_nothing_and_blocks_nobody():
 
 
 def test_default_orders_by_priority_then_fair_share_then_time():
-    q = [job("old", at=0, user="heavy"), job("light", at=5, user="light"), job("urgent", at=9, priority=900, user="heavy")]
+    q = [
+        job("old", at=0, user="heavy"),
+        job("light", at=5, user="light"),
+        job("urgent", at=9, priority=900, user="heavy"),
+    ]
     assert [j.id for j in order(q, "default", {"heavy": 100.0, "light": 1.0})] == ["urgent", "light", "old"]
     assert [j.id for j in order(q, "easy", {"heavy": 100.0})] == ["old", "light", "urgent"]
     p = plan(NOW, q, [], {"a": 1}, "default", usage={"heavy": 100.0, "light": 1.0})
@@ -79,7 +87,11 @@ def test_default_orders_by_priority_then_fair_share_then_time():
 
 def test_default_backfills_shortest_limits_first_behind_the_head():
     running = [RunningJob("r", "x", {"a": 3}, 5000.0)]
-    q = [job("head", gpus=4, at=0), job("slow", gpus=1, at=1, limit=3000), job("quick", gpus=1, at=2, limit=100)]
+    q = [
+        job("head", gpus=4, at=0),
+        job("slow", gpus=1, at=1, limit=3000),
+        job("quick", gpus=1, at=2, limit=100),
+    ]
     p = plan(NOW, q, running, {"a": 1}, "default")
     assert started(p) == ["quick"]  # one free GPU: the shortest goes first
     assert p.waits["slow"].code == PendingCode.RESOURCES
@@ -114,7 +126,10 @@ def test_the_driver_gpu_counts_in_the_gang():
 @pytest.mark.parametrize("policy", ["fifo", "easy", "default"])
 def test_nothing_admitted_exceeds_free_gpus(policy):
     free = {"a": 8, "b": 8, "c": 4}
-    q = [job(f"j{i}", gpus=g, nnodes=n, at=i) for i, (g, n) in enumerate([(8, 2), (4, 1), (2, 1), (8, 1), (1, 1), (4, 2)])]
+    q = [
+        job(f"j{i}", gpus=g, nnodes=n, at=i)
+        for i, (g, n) in enumerate([(8, 2), (4, 1), (2, 1), (8, 1), (1, 1), (4, 2)])
+    ]
     p = plan(NOW, q, [], free, policy)
     used = {}
     for _, pl in p.start:
@@ -139,8 +154,11 @@ def test_a_job_too_big_for_every_node_blocks_nobody(policy):
 def test_the_reservation_counts_jobs_started_earlier_in_the_same_pass():
     # A starts on one node; B (2x4) must then wait for A (ends by 110), and C (a 1000 s job)
     # would hold the other node past 110, so it must not start.
-    q = [job("A", gpus=4, at=0, limit=100), job("B", gpus=4, nnodes=2, at=1, limit=100),
-         job("C", gpus=4, at=2, limit=1000)]
+    q = [
+        job("A", gpus=4, at=0, limit=100),
+        job("B", gpus=4, nnodes=2, at=1, limit=100),
+        job("C", gpus=4, at=2, limit=1000),
+    ]
     p = plan(10.0, q, [], {"n0": 4, "n1": 4}, "easy")
     assert started(p) == ["A"]
     assert p.reserved == ("B", 110.0)
@@ -160,8 +178,10 @@ def test_a_reservation_is_kept_against_a_lighter_users_newcomer():
     assert kept.reserved == ("B", 200.0)
     # A higher priority still goes first.
     urgent = Job("U", "bob", 1, 4.0, submitted_at=6, time_limit_s=10, priority=900)
-    assert plan(50.0, [b, s, urgent], running, {"n0": 0, "n1": 0}, "default", usage=usage,
-                keep="B").reserved[0] == "U"
+    assert (
+        plan(50.0, [b, s, urgent], running, {"n0": 0, "n1": 0}, "default", usage=usage, keep="B").reserved[0]
+        == "U"
+    )
 
 
 def test_age_lifts_a_heavy_users_job_that_has_waited_long():
@@ -190,8 +210,14 @@ def test_a_pool_task_is_placed_only_on_its_pool(policy):
 
 def test_a_full_pool_waits_for_resources_naming_the_pool_while_others_are_free():
     free = {"a1": 0, "a2": 2, "b1": 8, "c1": 8}
-    p = plan(NOW, [job("t", gpus=4, pool="h20")], [RunningJob("r", "x", {"a1": 4, "a2": 2}, 5000.0)],
-             free, "default", pools=POOLS)
+    p = plan(
+        NOW,
+        [job("t", gpus=4, pool="h20")],
+        [RunningJob("r", "x", {"a1": 4, "a2": 2}, 5000.0)],
+        free,
+        "default",
+        pools=POOLS,
+    )
     assert started(p) == []
     w = p.waits["t"]
     assert w.code == PendingCode.RESOURCES
@@ -211,9 +237,11 @@ def test_a_pool_with_no_node_says_so_and_reserves_nothing():
 def test_a_task_without_pool_uses_any_node_and_a_waiting_pool_does_not_block_another():
     free = {"a1": 0, "a2": 0, "b1": 8, "c1": 8}
     running = [RunningJob("r", "x", {"a1": 4, "a2": 4}, 9000.0)]
-    q = [job("h20-wait", gpus=4, pool="h20", at=0, limit=86400),
-         job("a100", gpus=8, pool="a100", at=1, limit=86400),
-         job("any", gpus=8, at=2, limit=86400)]
+    q = [
+        job("h20-wait", gpus=4, pool="h20", at=0, limit=86400),
+        job("a100", gpus=8, pool="a100", at=1, limit=86400),
+        job("any", gpus=8, at=2, limit=86400),
+    ]
     p = plan(NOW, q, running, free, "default", pools=POOLS)
     assert p.reserved == ("h20-wait", 9000.0)
     assert started(p) == ["a100", "any"]

@@ -14,8 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from argus.testing.cli import invoke as run_cli
-
 from argus.client import service_cli
 from argus.client.cli import app
 from argus.client.sdk import (
@@ -29,6 +27,7 @@ from argus.client.sdk import (
     load_credentials,
     save_credentials,
 )
+from argus.testing.cli import invoke as run_cli
 
 URL = "http://argus.test:8080"
 TID = "mvp2-alice-ppo-20261125-021000-7f3a"
@@ -49,7 +48,9 @@ class FakeService:
         path = request.url.raw_path.decode().split("?")[0]
         answer = self.routes.get((request.method, path))
         if answer is None:
-            return httpx.Response(404, json={"error": "not_found", "message": f"no route {path}", "problems": []})
+            return httpx.Response(
+                404, json={"error": "not_found", "message": f"no route {path}", "problems": []}
+            )
         return answer(request) if callable(answer) else answer
 
     def client(self, url: str = URL, token: str = "tok", **kw: Any) -> ArgusClient:
@@ -76,8 +77,10 @@ def _isolated_env(tmp_path, monkeypatch):
 
 # -- errors -----------------------------------------------------------------------------------
 def test_error_body_becomes_api_error_with_problems(svc):
-    problems = [{"field": "nnodes", "message": "Input should be greater than or equal to 1"},
-                {"field": "train_file", "message": "must lie under /srv/shared/common/"}]
+    problems = [
+        {"field": "nnodes", "message": "Input should be greater than or equal to 1"},
+        {"field": "train_file", "message": "must lie under /srv/shared/common/"},
+    ]
     svc.route("POST", "/api/v2/tasks", error(400, "bad_request", "task spec is invalid", problems))
     with pytest.raises(ArgusAPIError) as info:
         svc.client().submit("workload: ppo\n")
@@ -99,8 +102,13 @@ def test_error_body_that_is_not_json_falls_back_to_text(svc):
 
 def test_error_body_in_fastapi_default_shape(svc):
     svc.route("GET", "/api/v2/queue", httpx.Response(404, json={"detail": "Not Found"}))
-    svc.route("GET", "/api/v2/users", httpx.Response(
-        422, json={"detail": [{"loc": ["body", "user_id"], "msg": "field required", "type": "missing"}]}))
+    svc.route(
+        "GET",
+        "/api/v2/users",
+        httpx.Response(
+            422, json={"detail": [{"loc": ["body", "user_id"], "msg": "field required", "type": "missing"}]}
+        ),
+    )
     with pytest.raises(ArgusAPIError) as info:
         svc.client().queue()
     assert (info.value.status, info.value.message) == (404, "Not Found")
@@ -126,9 +134,13 @@ def test_url_must_be_http():
 
 # -- requests ---------------------------------------------------------------------------------
 def test_task_ids_are_quoted_as_one_path_segment(svc):
-    for path in ("/api/v2/tasks/a%2Fb%20c%3F", "/api/v2/tasks/a%2Fb%20c%3F/attempts",
-                 "/api/v2/tasks/a%2Fb%20c%3F:cancel", "/api/v2/tasks/a%2Fb%20c%3F/logs",
-                 "/api/v2/tasks/%2E%2E"):
+    for path in (
+        "/api/v2/tasks/a%2Fb%20c%3F",
+        "/api/v2/tasks/a%2Fb%20c%3F/attempts",
+        "/api/v2/tasks/a%2Fb%20c%3F:cancel",
+        "/api/v2/tasks/a%2Fb%20c%3F/logs",
+        "/api/v2/tasks/%2E%2E",
+    ):
         svc.route("POST" if path.endswith(":cancel") else "GET", path, httpx.Response(200, json={"ok": path}))
     client = svc.client()
     assert client.task("a/b c?") == {"ok": "/api/v2/tasks/a%2Fb%20c%3F"}
@@ -166,7 +178,13 @@ def test_tasks_repeats_state_and_iter_tasks_follows_cursors(svc):
 
     svc.route("GET", "/api/v2/tasks", page)
     client = svc.client()
-    assert [t["task_id"] for t in client.iter_tasks(state=["RUNNING", "FAILED"], limit=2)] == ["t5", "t4", "t3", "t2", "t1"]
+    assert [t["task_id"] for t in client.iter_tasks(state=["RUNNING", "FAILED"], limit=2)] == [
+        "t5",
+        "t4",
+        "t3",
+        "t2",
+        "t1",
+    ]
     assert [r.url.params.get("cursor") for r in svc.requests] == [None, "c1", "c2"]
     assert all(r.url.params.get_list("state") == ["RUNNING", "FAILED"] for r in svc.requests)
     assert all(r.url.params["limit"] == "2" for r in svc.requests)
@@ -175,7 +193,9 @@ def test_tasks_repeats_state_and_iter_tasks_follows_cursors(svc):
 
 
 def test_iter_tasks_stops_on_a_repeated_cursor(svc):
-    svc.route("GET", "/api/v2/tasks", httpx.Response(200, json={"tasks": [{"task_id": "x"}], "next_cursor": "same"}))
+    svc.route(
+        "GET", "/api/v2/tasks", httpx.Response(200, json={"tasks": [{"task_id": "x"}], "next_cursor": "same"})
+    )
     with pytest.raises(ArgusAPIError, match="repeated"):
         list(svc.client().iter_tasks())
 
@@ -204,26 +224,32 @@ def scripted(svc: FakeService, steps: list[tuple[str, int | None, str | None]]) 
 
 
 def test_follow_logs_yields_only_new_text_and_stops_at_a_final_state(svc):
-    sleeps = scripted(svc, [
-        ("QUEUED", None, None),
-        ("RUNNING", 1, None),          # attempt exists, log not yet there
-        ("RUNNING", 1, "a\n"),
-        ("RUNNING", 1, "a\nb\n"),
-        ("RUNNING", 1, "a\nb\n"),      # nothing new
-        ("SUCCEEDED", 1, "a\nb\nc\n"),
-    ])
+    sleeps = scripted(
+        svc,
+        [
+            ("QUEUED", None, None),
+            ("RUNNING", 1, None),  # attempt exists, log not yet there
+            ("RUNNING", 1, "a\n"),
+            ("RUNNING", 1, "a\nb\n"),
+            ("RUNNING", 1, "a\nb\n"),  # nothing new
+            ("SUCCEEDED", 1, "a\nb\nc\n"),
+        ],
+    )
     chunks = list(svc.client(sleep=sleeps.append).follow_logs(TID, poll_s=0.25))
     assert chunks == ["a\n", "b\n", "c\n"]
     assert sleeps == [0.25] * 5  # no sleep after the final poll
 
 
 def test_follow_logs_survives_the_log_being_replaced_by_its_archive(svc):
-    sleeps = scripted(svc, [
-        ("RUNNING", 1, "live 1\nlive 2\n"),
-        ("RUNNING", 1, "archived\n"),                   # replaced and shorter: nothing
-        ("RUNNING", 1, "archived\nmore text here\n"),   # grows past what was seen
-        ("FAILED", 1, "archived\nmore text here\nend\n"),
-    ])
+    sleeps = scripted(
+        svc,
+        [
+            ("RUNNING", 1, "live 1\nlive 2\n"),
+            ("RUNNING", 1, "archived\n"),  # replaced and shorter: nothing
+            ("RUNNING", 1, "archived\nmore text here\n"),  # grows past what was seen
+            ("FAILED", 1, "archived\nmore text here\nend\n"),
+        ],
+    )
     chunks = list(svc.client(sleep=sleeps.append).follow_logs(TID, poll_s=0))
     seen_len = len("live 1\nlive 2\n")
     assert chunks == ["live 1\nlive 2\n", "archived\nmore text here\n"[seen_len:], "end\n"]
@@ -323,12 +349,17 @@ def test_cli_submit_prints_the_task_id_and_json(cli, svc, tmp_path):
     assert json.loads(result.stdout) == {"task_id": TID, "state": "QUEUED"}
 
 
-@pytest.mark.parametrize("status,code", [(400, "bad_request"), (413, "too_large"), (415, "unsupported_media_type")])
+@pytest.mark.parametrize(
+    "status,code", [(400, "bad_request"), (413, "too_large"), (415, "unsupported_media_type")]
+)
 def test_cli_bad_input_answers_exit_2_listing_problems(cli, svc, tmp_path, status, code):
     spec = tmp_path / "job.yaml"
     spec.write_text("workload: ppo\n")
-    svc.route("POST", "/api/v2/tasks", error(status, code, "task spec is invalid",
-                                             [{"field": "nnodes", "message": "Input should be >= 1"}]))
+    svc.route(
+        "POST",
+        "/api/v2/tasks",
+        error(status, code, "task spec is invalid", [{"field": "nnodes", "message": "Input should be >= 1"}]),
+    )
     result = cli("submit", spec)
     assert result.exit_code == 2
     assert "nnodes: Input should be >= 1" in result.err_text
@@ -342,16 +373,23 @@ def test_cli_missing_file_is_exit_2_naming_it(cli, svc, tmp_path):
     assert svc.requests == []
 
 
-@pytest.mark.parametrize("status,code,args", [
-    (401, "unauthorized", ("status", TID)),
-    (403, "forbidden", ("users", "list")),
-    (404, "not_found", ("attempts", TID)),
-    (409, "conflict", ("cancel", TID)),
-])
+@pytest.mark.parametrize(
+    "status,code,args",
+    [
+        (401, "unauthorized", ("status", TID)),
+        (403, "forbidden", ("users", "list")),
+        (404, "not_found", ("attempts", TID)),
+        (409, "conflict", ("cancel", TID)),
+    ],
+)
 def test_cli_refusals_exit_1_with_the_message(cli, svc, status, code, args):
     answer = error(status, code, f"the {code} message")
-    for method, path in (("GET", f"/api/v2/tasks/{TID}"), ("GET", "/api/v2/users"),
-                         ("GET", f"/api/v2/tasks/{TID}/attempts"), ("POST", f"/api/v2/tasks/{TID}:cancel")):
+    for method, path in (
+        ("GET", f"/api/v2/tasks/{TID}"),
+        ("GET", "/api/v2/users"),
+        ("GET", f"/api/v2/tasks/{TID}/attempts"),
+        ("POST", f"/api/v2/tasks/{TID}:cancel"),
+    ):
         svc.route(method, path, answer)
     result = cli(*args)
     assert result.exit_code == 1
@@ -362,8 +400,11 @@ def test_cli_unreachable_service_exits_1(cli, monkeypatch):
     def refuse(request):
         raise httpx.ConnectError("Connection refused")
 
-    monkeypatch.setattr(service_cli, "make_client",
-                        lambda url, token: ArgusClient(url, token, transport=httpx.MockTransport(refuse)))
+    monkeypatch.setattr(
+        service_cli,
+        "make_client",
+        lambda url, token: ArgusClient(url, token, transport=httpx.MockTransport(refuse)),
+    )
     result = cli("queue")
     assert result.exit_code == 1
     assert f"cannot reach the Argus service at {URL}" in result.err_text
@@ -409,9 +450,19 @@ def test_cli_tasks_all_pages_table_and_state_filter(cli, svc):
 
     def page(request):
         ids, nxt = pages[request.url.params.get("cursor")]
-        rows = [{"task_id": i, "user_id": i.split("-")[1], "workload": "ppo", "state": "FAILED",
-                 "failure_cause": "OOM", "created_at": "2026-11-25T02:10:00.123456+00:00", "attempts": 2,
-                 "desired_resources": {"nnodes": 2, "n_gpus_per_node": 4, "total_gpus": 8}} for i in ids]
+        rows = [
+            {
+                "task_id": i,
+                "user_id": i.split("-")[1],
+                "workload": "ppo",
+                "state": "FAILED",
+                "failure_cause": "OOM",
+                "created_at": "2026-11-25T02:10:00.123456+00:00",
+                "attempts": 2,
+                "desired_resources": {"nnodes": 2, "n_gpus_per_node": 4, "total_gpus": 8},
+            }
+            for i in ids
+        ]
         return httpx.Response(200, json={"tasks": rows, "next_cursor": nxt})
 
     svc.route("GET", "/api/v2/tasks", page)
@@ -448,7 +499,11 @@ def test_cli_logs_options_and_follow(cli, svc):
 
 
 def test_cli_tokens_issue_prints_only_the_token_on_stdout(cli, svc):
-    svc.route("POST", "/api/v2/users/alice/tokens", httpx.Response(201, json={"user_id": "alice", "token": "argus_X"}))
+    svc.route(
+        "POST",
+        "/api/v2/users/alice/tokens",
+        httpx.Response(201, json={"user_id": "alice", "token": "argus_X"}),
+    )
     result = cli("tokens", "issue", "alice")
     assert result.exit_code == 0
     assert result.stdout == "argus_X\n"
@@ -456,26 +511,63 @@ def test_cli_tokens_issue_prints_only_the_token_on_stdout(cli, svc):
 
 
 def test_cli_status_and_queue_render(cli, svc):
-    svc.route("GET", f"/api/v2/tasks/{TID}", httpx.Response(200, json={
-        "task_id": TID, "user_id": "alice", "workload": "ppo", "state": "PENDING_RESOURCES",
-        "desired_resources": {"nnodes": 1, "n_gpus_per_node": 4, "total_gpus": 4},
-        "latest_attempt": None, "pending_reason": "needs 1 node(s) x 4 GPU(s) [not markup]",
-        "created_at": "2026-11-25T02:10:00+00:00", "updated_at": "2026-11-25T02:11:00+00:00"}))
+    svc.route(
+        "GET",
+        f"/api/v2/tasks/{TID}",
+        httpx.Response(
+            200,
+            json={
+                "task_id": TID,
+                "user_id": "alice",
+                "workload": "ppo",
+                "state": "PENDING_RESOURCES",
+                "desired_resources": {"nnodes": 1, "n_gpus_per_node": 4, "total_gpus": 4},
+                "latest_attempt": None,
+                "pending_reason": "needs 1 node(s) x 4 GPU(s) [not markup]",
+                "created_at": "2026-11-25T02:10:00+00:00",
+                "updated_at": "2026-11-25T02:11:00+00:00",
+            },
+        ),
+    )
     result = cli("status", TID)
     assert result.exit_code == 0, result.output
     assert "needs 1 node(s) x 4 GPU(s) [not markup]" in result.out_text
     assert "PENDING_RESOURCES" in result.out_text
-    svc.route("GET", "/api/v2/queue", httpx.Response(200, json={"pending": [], "running": [
-        {"task_id": TID, "user_id": "alice", "state": "RUNNING", "ray_submission_id": TID + "--a01"}]}))
+    svc.route(
+        "GET",
+        "/api/v2/queue",
+        httpx.Response(
+            200,
+            json={
+                "pending": [],
+                "running": [
+                    {
+                        "task_id": TID,
+                        "user_id": "alice",
+                        "state": "RUNNING",
+                        "ray_submission_id": TID + "--a01",
+                    }
+                ],
+            },
+        ),
+    )
     result = cli("queue")
     assert result.exit_code == 0
     assert TID + "--a01" in result.out_text
 
 
 def test_set_priority_posts_the_value_to_the_priority_route(svc):
-    svc.route("POST", f"/api/v2/tasks/{TID}:priority", lambda r: httpx.Response(200, json={"task_id": TID, **json.loads(r.content)}))
+    svc.route(
+        "POST",
+        f"/api/v2/tasks/{TID}:priority",
+        lambda r: httpx.Response(200, json={"task_id": TID, **json.loads(r.content)}),
+    )
     assert svc.client().set_priority(TID, 900) == {"task_id": TID, "priority": 900}
-    svc.route("POST", f"/api/v2/tasks/{TID}:priority", error(409, "conflict", "only a waiting task's priority can change"))
+    svc.route(
+        "POST",
+        f"/api/v2/tasks/{TID}:priority",
+        error(409, "conflict", "only a waiting task's priority can change"),
+    )
     with pytest.raises(ArgusAPIError) as exc:
         svc.client().set_priority(TID, 1)
     assert exc.value.status == 409

@@ -27,10 +27,18 @@ W3_ID = "964a8672b687673a46075966cca13d6a13f6088d9f53757adc80d0ab"
 
 HEAD = {
     "node_id": "kj4vgK3w9DB8kXTaHV6FAIqMdvmwuWGG84B9qg==",
-    "available_resources": {"memory": 24215748608.0, "node:__internal_head__": 1.0,
-                            "node:127.0.202.1": 1.0, "object_store_memory": 268435456.0},
-    "total_resources": {"memory": 24215748608.0, "node:__internal_head__": 1.0,
-                        "node:127.0.202.1": 1.0, "object_store_memory": 268435456.0},
+    "available_resources": {
+        "memory": 24215748608.0,
+        "node:__internal_head__": 1.0,
+        "node:127.0.202.1": 1.0,
+        "object_store_memory": 268435456.0,
+    },
+    "total_resources": {
+        "memory": 24215748608.0,
+        "node:__internal_head__": 1.0,
+        "node:127.0.202.1": 1.0,
+        "object_store_memory": 268435456.0,
+    },
     "node_state_version": "3",
     "status": "IDLE",
     "idle_duration_ms": "8070",
@@ -39,10 +47,22 @@ HEAD = {
 }
 WORKER_3_IDLE = {
     "node_id": "lkqGcraHZzpGB1lmzKE9ahP2CI2fU3V63IDQqw==",
-    "available_resources": {"memory": 23611076608.0, "node:127.0.202.3": 1.0, "worker_node": 100.0,
-                            "GPU": 4.0, "object_store_memory": 268435456.0, "CPU": 4.0},
-    "total_resources": {"memory": 23611076608.0, "node:127.0.202.3": 1.0, "worker_node": 100.0,
-                        "GPU": 4.0, "object_store_memory": 268435456.0, "CPU": 4.0},
+    "available_resources": {
+        "memory": 23611076608.0,
+        "node:127.0.202.3": 1.0,
+        "worker_node": 100.0,
+        "GPU": 4.0,
+        "object_store_memory": 268435456.0,
+        "CPU": 4.0,
+    },
+    "total_resources": {
+        "memory": 23611076608.0,
+        "node:127.0.202.3": 1.0,
+        "worker_node": 100.0,
+        "GPU": 4.0,
+        "object_store_memory": 268435456.0,
+        "CPU": 4.0,
+    },
     "node_state_version": "3",
     "status": "IDLE",
     "idle_duration_ms": "3541",
@@ -51,14 +71,30 @@ WORKER_3_IDLE = {
 }
 WORKER_2_HOLDING = {
     "node_id": "4HusaldDXhfOKlFagjg9uNHHqKnFydWmA9waaQ==",
-    "available_resources": {"memory": 23874404352.0, "object_store_memory": 268435456.0,
-                            f"bundle_group_0_{PG}": 1000.0, "CPU": 4.0, f"bundle_group_{PG}": 1000.0,
-                            f"GPU_group_0_{PG}": 2.0, "worker_node": 100.0, "node:127.0.202.2": 1.0,
-                            f"GPU_group_{PG}": 2.0, "GPU": 2.0},
-    "total_resources": {"memory": 23874404352.0, "node:127.0.202.2": 1.0,
-                        f"bundle_group_0_{PG}": 1000.0, "CPU": 4.0, f"bundle_group_{PG}": 1000.0,
-                        f"GPU_group_0_{PG}": 2.0, "worker_node": 100.0, "GPU": 4.0,
-                        f"GPU_group_{PG}": 2.0, "object_store_memory": 268435456.0},
+    "available_resources": {
+        "memory": 23874404352.0,
+        "object_store_memory": 268435456.0,
+        f"bundle_group_0_{PG}": 1000.0,
+        "CPU": 4.0,
+        f"bundle_group_{PG}": 1000.0,
+        f"GPU_group_0_{PG}": 2.0,
+        "worker_node": 100.0,
+        "node:127.0.202.2": 1.0,
+        f"GPU_group_{PG}": 2.0,
+        "GPU": 2.0,
+    },
+    "total_resources": {
+        "memory": 23874404352.0,
+        "node:127.0.202.2": 1.0,
+        f"bundle_group_0_{PG}": 1000.0,
+        "CPU": 4.0,
+        f"bundle_group_{PG}": 1000.0,
+        f"GPU_group_0_{PG}": 2.0,
+        "worker_node": 100.0,
+        "GPU": 4.0,
+        f"GPU_group_{PG}": 2.0,
+        "object_store_memory": 268435456.0,
+    },
     "dynamic_labels": {f"_PG_{PG}": ""},
     "node_state_version": "3",
     "status": "RUNNING",
@@ -76,17 +112,25 @@ DRAINED = {
     "node_states": [
         {**HEAD, "node_state_version": "6"},
         {**WORKER_2_HOLDING, "node_state_version": "6", "status": "DRAINING"},
-        {"node_id": "lkqGcraHZzpGB1lmzKE9ahP2CI2fU3V63IDQqw==", "node_state_version": "6",
-         "status": "DEAD", "node_ip_address": "127.0.202.3"},
+        {
+            "node_id": "lkqGcraHZzpGB1lmzKE9ahP2CI2fU3V63IDQqw==",
+            "node_state_version": "6",
+            "status": "DEAD",
+            "node_ip_address": "127.0.202.3",
+        },
     ],
     "cluster_session_name": "session_2026-11-25_02-05-53_471510_10604",
 }
 # `data.detail` of the dashboard's GET /nodes/<head id>, cut to what names the GCS.
 HEAD_DETAIL = {
-    "gcs": {"cmdline": [
-        "/venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server",
-        "--gcs_server_port=6450", "--metrics-agent-port=20001", "--node-ip-address=127.0.202.1",
-    ]},
+    "gcs": {
+        "cmdline": [
+            "/venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server",
+            "--gcs_server_port=6450",
+            "--metrics-agent-port=20001",
+            "--node-ip-address=127.0.202.1",
+        ]
+    },
     "cmdline": [
         "/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet",
         "--node_ip_address=127.0.202.1",
@@ -189,11 +233,17 @@ def test_source_refuses_a_non_positive_timeout():
 
 
 # -- learning the GCS address from the dashboard (HTTP and gRPC replaced) -----------------
-NODES_REPLY = {"data": {"result": {"result": [
-    {"node_id": W2_ID, "node_ip": "127.0.202.2", "is_head_node": False, "state": "ALIVE"},
-    {"node_id": "0" * 56, "node_ip": "127.0.202.1", "is_head_node": True, "state": "DEAD"},
-    {"node_id": HEAD_ID, "node_ip": "127.0.202.1", "is_head_node": True, "state": "ALIVE"},
-]}}}
+NODES_REPLY = {
+    "data": {
+        "result": {
+            "result": [
+                {"node_id": W2_ID, "node_ip": "127.0.202.2", "is_head_node": False, "state": "ALIVE"},
+                {"node_id": "0" * 56, "node_ip": "127.0.202.1", "is_head_node": True, "state": "DEAD"},
+                {"node_id": HEAD_ID, "node_ip": "127.0.202.1", "is_head_node": True, "state": "ALIVE"},
+            ]
+        }
+    }
+}
 
 
 class FakeRay:
@@ -232,7 +282,10 @@ def test_gcs_address_is_learnt_once_from_the_alive_head(fake_ray):
     assert src.snapshot().taken_at == 42.0
     assert src.snapshot().taken_at == 42.0
     assert src.gcs_address == "127.0.202.1:6450"
-    assert fake_ray.urls == ["http://127.0.202.1:8450/api/v0/nodes", f"http://127.0.202.1:8450/nodes/{HEAD_ID}"]
+    assert fake_ray.urls == [
+        "http://127.0.202.1:8450/api/v0/nodes",
+        f"http://127.0.202.1:8450/nodes/{HEAD_ID}",
+    ]
     assert fake_ray.gcs_calls == ["127.0.202.1:6450"] * 2
 
 

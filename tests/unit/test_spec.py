@@ -140,9 +140,7 @@ def test_dollar_inside_a_path_is_refused_after_expansion():
 
 # -- unknown keys -------------------------------------------------------------------------------
 def test_unknown_key_suggests_nearest_field():
-    assert problems(n_gpu_per_node=2) == {
-        "n_gpu_per_node": "unknown key; did you mean 'n_gpus_per_node'?"
-    }
+    assert problems(n_gpu_per_node=2) == {"n_gpu_per_node": "unknown key; did you mean 'n_gpus_per_node'?"}
 
 
 def test_unknown_key_workloadd_suggests_workload():
@@ -161,7 +159,7 @@ def test_unknown_key_without_close_match_lists_valid_keys():
     assert "did you mean" not in reason
     for name in ("code_path", "model_id", "n_gpus_per_node", "overrides", "workload"):
         assert name in reason
-    listed = reason[len("unknown key (valid keys: "):-1].split(", ")
+    listed = reason[len("unknown key (valid keys: ") : -1].split(", ")
     assert listed == sorted(TaskSpec.model_fields)
 
 
@@ -202,7 +200,7 @@ def test_relative_paths_are_refused(field):
 
 @pytest.mark.parametrize(
     "value, shown",
-    [("it's", "\"'\""), ("a\\b", "'\\\\'"), ("cost$5", "'$'")],
+    [("it's", '"\'"'), ("a\\b", "'\\\\'"), ("cost$5", "'$'")],
 )
 def test_free_text_refuses_quote_backslash_dollar(value, shown):
     assert problems(experiment_name=value) == {"experiment_name": f"must not contain {shown}"}
@@ -215,7 +213,7 @@ def test_free_text_refuses_control_characters_and_blank():
 
 
 def test_wandb_text_is_checked():
-    assert problems(wandb={"project": "it's"}) == {"wandb.project": "must not contain \"'\""}
+    assert problems(wandb={"project": "it's"}) == {"wandb.project": 'must not contain "\'"'}
 
 
 @pytest.mark.parametrize("field", ["save_freq", "test_freq"])
@@ -229,9 +227,7 @@ def test_freq_minus_one_is_never():
 
 
 def test_grpo_rollout_n_1_is_reported_as_rollout_n():
-    assert problems("grpo", rollout_n=1) == {
-        "rollout_n": "GRPO needs at least 2 responses per prompt"
-    }
+    assert problems("grpo", rollout_n=1) == {"rollout_n": "GRPO needs at least 2 responses per prompt"}
 
 
 def test_critic_model_id_only_for_ppo():
@@ -348,7 +344,9 @@ def test_empty_yaml_is_an_empty_mapping():
 
 
 def test_load_task_spec_returns_text_verbatim(tmp_path):
-    text = "# my run\nworkload: grpo\ncode_path: ${shared_root}/code\nmodel_id: /m\ntrain_file: /d/t.parquet\n"
+    text = (
+        "# my run\nworkload: grpo\ncode_path: ${shared_root}/code\nmodel_id: /m\ntrain_file: /d/t.parquet\n"
+    )
     path = tmp_path / "job.yaml"
     path.write_text(text)
     spec, got = load_task_spec(path, "/private")
@@ -389,7 +387,9 @@ def test_default_entrypoint_resources_are_not_shared_between_instances():
     assert a.entrypoint_resources is not b.entrypoint_resources
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:8265", "ftp://h:1", "http://h:1/api", "http://h:x", "ray://h:10001"])
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:8265", "ftp://h:1", "http://h:1/api", "http://h:x", "ray://h:10001"]
+)
 def test_address_must_be_http_url(address):
     assert ray_problems({"address": address}) == {
         "address": "must be the dashboard URL, e.g. http://127.0.0.1:8265"

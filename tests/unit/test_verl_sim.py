@@ -115,7 +115,11 @@ def test_ppo_settings_from_real_config(sim, verl_config_dir):
 
 def test_grpo_has_no_critic(sim, verl_config_dir):
     cfg, _ = sim.config.load_config(
-        ["algorithm.adv_estimator=grpo", f"data.train_files={DATA}", "actor_rollout_ref.model.path=Org/Model"],
+        [
+            "algorithm.adv_estimator=grpo",
+            f"data.train_files={DATA}",
+            "actor_rollout_ref.model.path=Org/Model",
+        ],
         "ppo_trainer",
         {},
     )
@@ -141,7 +145,11 @@ def test_sft_settings_from_real_config(sim, verl_config_dir):
 def test_without_a_config_overrides_are_parsed_only(sim, monkeypatch, tmp_path):
     monkeypatch.setenv(sim.config.CONFIG_DIR_ENV, str(tmp_path))  # a dir without ppo_trainer.yaml
     cfg, how = sim.config.load_config(
-        ["trainer.totl_epochs=3", f"data.train_files=[{DATA},/x/b.parquet]", "actor_rollout_ref.model.path=/m"],
+        [
+            "trainer.totl_epochs=3",
+            f"data.train_files=[{DATA},/x/b.parquet]",
+            "actor_rollout_ref.model.path=/m",
+        ],
         "ppo_trainer",
         sim.flavors.PPO.fallback_defaults,
     )
@@ -302,7 +310,12 @@ def _run_entrypoint(module, *overrides):
     env.pop("RAY_ADDRESS", None)
     env.pop("VERL_SIM_CONFIG_DIR", None)
     return subprocess.run(
-        [sys.executable, "-m", module, *overrides], env=env, cwd=SIM_DIR, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", module, *overrides],
+        env=env,
+        cwd=SIM_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

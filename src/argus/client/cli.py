@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -29,9 +28,16 @@ from argus.spec.loader import read_text
 from argus.spec.render import prepare_submission
 from argus.spec.taskspec import load_task_spec
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Argus: verl training on a native Ray cluster.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Argus: verl training on a native Ray cluster.",
+)
 spec_app = typer.Typer(no_args_is_help=True, help="Render and validate TaskSpecs without submitting.")
-cluster_app = typer.Typer(no_args_is_help=True, help="A local Ray cluster (head + worker nodes) on this machine.")
+cluster_app = typer.Typer(
+    no_args_is_help=True, help="A local Ray cluster (head + worker nodes) on this machine."
+)
 app.add_typer(spec_app, name="spec")
 app.add_typer(cluster_app, name="cluster")
 service_cli.register(app)
@@ -54,7 +60,7 @@ class Action(str, Enum):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _fail_input(exc: SpecError) -> None:
@@ -69,10 +75,12 @@ def _fail(msg: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _load(jobspec: Path, config: Optional[Path], validate: bool = True, submission_id: Optional[str] = None):
+def _load(jobspec: Path, config: Path | None, validate: bool = True, submission_id: str | None = None):
     cfg, _ = load_ray_config(config)
     text = read_text(jobspec)
-    spec, rendered = prepare_submission(cfg, text, _now(), str(jobspec), submission_id=submission_id, validate=validate)
+    spec, rendered = prepare_submission(
+        cfg, text, _now(), str(jobspec), submission_id=submission_id, validate=validate
+    )
     return cfg, spec, text, rendered
 
 
@@ -80,7 +88,7 @@ def _load(jobspec: Path, config: Optional[Path], validate: bool = True, submissi
 @spec_app.command("render")
 def spec_render(
     jobspec: Path = typer.Argument(..., help="TaskSpec YAML"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="RayConfig YAML"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="RayConfig YAML"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Print what would be submitted for JOBSPEC."""
@@ -97,12 +105,18 @@ def spec_render(
         return
     out.print(f"[bold]submission_id[/]  {req.submission_id}")
     out.print(f"[bold]job_root[/]       {rendered.job_root}")
-    out.print(f"[bold]driver[/]         num_cpus={req.entrypoint_num_cpus} num_gpus={req.entrypoint_num_gpus} resources={req.entrypoint_resources}")
+    out.print(
+        f"[bold]driver[/]         num_cpus={req.entrypoint_num_cpus} num_gpus={req.entrypoint_num_gpus} resources={req.entrypoint_resources}"
+    )
     out.print(f"[bold]env_vars[/]       {json.dumps(req.runtime_env['env_vars'])}")
     out.print("[bold]entrypoint[/]")
     import shlex
 
-    print(" \\\n    ".join([" ".join(shlex.split(req.entrypoint)[:3])] + [shell_quote(a) for a in rendered.overrides]))
+    print(
+        " \\\n    ".join(
+            [" ".join(shlex.split(req.entrypoint)[:3])] + [shell_quote(a) for a in rendered.overrides]
+        )
+    )
     for w in rendered.warnings:
         err.print(f"[yellow]warning:[/] {w}")
 
@@ -110,7 +124,7 @@ def spec_render(
 @spec_app.command("validate")
 def spec_validate(
     jobspec: Path = typer.Argument(..., help="TaskSpec YAML"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="RayConfig YAML"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="RayConfig YAML"),
 ) -> None:
     """Exit 0 when JOBSPEC is valid (fields, and overrides against verl's config), else 2."""
     try:
@@ -120,18 +134,20 @@ def spec_validate(
     for w in rendered.warnings:
         err.print(f"[yellow]warning:[/] {w}")
     where = f" against {rendered.config_dir}" if rendered.config_dir else ""
-    out.print(f"[green]valid[/]: {spec.workload} {spec.nnodes}x{spec.n_gpus_per_node} GPUs, overrides compose{where}")
+    out.print(
+        f"[green]valid[/]: {spec.workload} {spec.nnodes}x{spec.n_gpus_per_node} GPUs, overrides compose{where}"
+    )
 
 
 # -- run (the seeds' run.py) ----------------------------------------------------------------
 @app.command("run")
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="RayConfig YAML"),
-    jobspec: Optional[Path] = typer.Option(None, "--jobspec", "-j", help="TaskSpec YAML (submit)"),
+    jobspec: Path | None = typer.Option(None, "--jobspec", "-j", help="TaskSpec YAML (submit)"),
     action: Action = typer.Option(..., "--action", "-a"),
-    submission_id: Optional[str] = typer.Option(None, "--submission-id", help="job to act on"),
+    submission_id: str | None = typer.Option(None, "--submission-id", help="job to act on"),
     follow: bool = typer.Option(False, "--follow", "-f", help="logs: stream until the job ends"),
-    tail: Optional[int] = typer.Option(None, "--tail", help="logs: only the last N lines"),
+    tail: int | None = typer.Option(None, "--tail", help="logs: only the last N lines"),
     as_json: bool = typer.Option(False, "--json", help="status/list: print JSON"),
 ) -> None:
     """Submit, inspect, stop and read verl jobs through Ray's Jobs SDK."""
@@ -155,15 +171,23 @@ def run(
                 return
             table = Table("submission id", "status", "driver node", "started")
             for v in views:
-                started = datetime.fromtimestamp(v.start_time).strftime("%Y-%m-%d %H:%M:%S") if v.start_time else "-"
+                started = (
+                    datetime.fromtimestamp(v.start_time).strftime("%Y-%m-%d %H:%M:%S")
+                    if v.start_time
+                    else "-"
+                )
                 table.add_row(v.submission_id, v.status, (v.driver_node_id or "-")[:12], started)
             out.print(table)
             return
         if not submission_id:
             if jobspec is None:
-                _fail(f"--submission-id (or a --jobspec naming one) is required for --action {action.value}", 2)
+                _fail(
+                    f"--submission-id (or a --jobspec naming one) is required for --action {action.value}", 2
+                )
             spec, _ = load_task_spec(jobspec, cfg.shared_root)
-            submission_id = spec.submission_id or _fail("the jobspec has no submission_id; pass --submission-id", 2)
+            submission_id = spec.submission_id or _fail(
+                "the jobspec has no submission_id; pass --submission-id", 2
+            )
         if action is Action.status:
             v = tool.status(submission_id)
             if as_json:
@@ -194,7 +218,9 @@ def run(
 
 # -- cluster --------------------------------------------------------------------------------
 def _shared_root_opt() -> Path:
-    return typer.Option(Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)")
+    return typer.Option(
+        Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)"
+    )
 
 
 @cluster_app.command("up")
@@ -204,37 +230,67 @@ def cluster_up(
     cpus_per_worker: int = typer.Option(4, "--cpus-per-worker", min=1, max=256),
     shared_root: Path = _shared_root_opt(),
     port: int = typer.Option(local.DEFAULT_GCS_PORT, "--port", help="Ray GCS port of the head"),
-    dashboard_port: int = typer.Option(local.DEFAULT_DASHBOARD_PORT, "--dashboard-port", help="Ray dashboard / job server port"),
+    dashboard_port: int = typer.Option(
+        local.DEFAULT_DASHBOARD_PORT, "--dashboard-port", help="Ray dashboard / job server port"
+    ),
 ) -> None:
     """Start a head (0 CPU, 0 GPU) and WORKERS worker nodes; idempotent."""
     try:
-        state, started = local.up(str(shared_root), workers, gpus_per_worker, cpus_per_worker, port, dashboard_port)
+        state, started = local.up(
+            str(shared_root), workers, gpus_per_worker, cpus_per_worker, port, dashboard_port
+        )
     except ClusterError as exc:
         _fail(str(exc))
     verb = "started" if started else "already running"
-    out.print(f"cluster {verb}: head {state.gcs_address}, {state.workers} workers x {state.gpus_per_worker} GPUs")
+    out.print(
+        f"cluster {verb}: head {state.gcs_address}, {state.workers} workers x {state.gpus_per_worker} GPUs"
+    )
     out.print(f"dashboard / job server: {state.dashboard_url}")
     out.print(f"ray config: {local.config_file(state.shared_root)}")
 
 
 @cluster_app.command("status")
-def cluster_status(shared_root: Path = _shared_root_opt(), as_json: bool = typer.Option(False, "--json")) -> None:
+def cluster_status(
+    shared_root: Path = _shared_root_opt(), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Show the local cluster's nodes; exit 1 when none runs or it is unhealthy."""
     st = local.status(shared_root.resolve())
     if st is None:
         _fail(f"no local cluster recorded under {shared_root}")
     if as_json:
-        print(json.dumps({"healthy": st.healthy, "dashboard": st.state.dashboard_url,
-                          "gcs": st.state.gcs_address,
-                          "nodes": [{"name": n.name, "ip": n.ip, "gpus": n.gpus, "pid": n.pid,
-                                     "process_alive": st.processes_alive[n.name],
-                                     "ray_alive": n.ip in st.nodes_alive} for n in st.state.nodes]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "healthy": st.healthy,
+                    "dashboard": st.state.dashboard_url,
+                    "gcs": st.state.gcs_address,
+                    "nodes": [
+                        {
+                            "name": n.name,
+                            "ip": n.ip,
+                            "gpus": n.gpus,
+                            "pid": n.pid,
+                            "process_alive": st.processes_alive[n.name],
+                            "ray_alive": n.ip in st.nodes_alive,
+                        }
+                        for n in st.state.nodes
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         table = Table("node", "ip", "GPUs", "CPUs", "pid", "process", "in Ray")
         for n in st.state.nodes:
-            table.add_row(n.name, n.ip, str(n.gpus), str(n.cpus), str(n.pid),
-                          "alive" if st.processes_alive[n.name] else "dead",
-                          "ALIVE" if n.ip in st.nodes_alive else "-")
+            table.add_row(
+                n.name,
+                n.ip,
+                str(n.gpus),
+                str(n.cpus),
+                str(n.pid),
+                "alive" if st.processes_alive[n.name] else "dead",
+                "ALIVE" if n.ip in st.nodes_alive else "-",
+            )
         out.print(f"dashboard / job server: {st.state.dashboard_url}  (GCS {st.state.gcs_address})")
         out.print(table)
     if not st.healthy:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -21,8 +21,9 @@ from argus.spec.config import default_shared_root
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-head_app = typer.Typer(no_args_is_help=True,
-                       help="The Ray head (0 CPU, 0 GPU) and its head.json on shared storage.")
+head_app = typer.Typer(
+    no_args_is_help=True, help="The Ray head (0 CPU, 0 GPU) and its head.json on shared storage."
+)
 
 
 def _fail(msg: str, code: int = 1) -> NoReturn:
@@ -31,15 +32,16 @@ def _fail(msg: str, code: int = 1) -> NoReturn:
 
 
 def _shared_root_opt() -> Path:
-    return typer.Option(Path(default_shared_root()), "--shared-root",
-                        help="shared storage root ($ARGUS_SHARED_ROOT)")
+    return typer.Option(
+        Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)"
+    )
 
 
 def _cluster_opt() -> str:
     return typer.Option(..., "--cluster", help="the cluster's name (head.json lives under it)")
 
 
-def _check_node_ip(node_ip: Optional[str]) -> None:
+def _check_node_ip(node_ip: str | None) -> None:
     """Exit 2 unless `--node-ip` is absent or an IPv4 address (what `ray start` takes)."""
     if node_ip is None:
         return
@@ -65,9 +67,12 @@ def head_start(
     shared_root: Path = _shared_root_opt(),
     cluster: str = _cluster_opt(),
     port: int = typer.Option(6380, "--port", min=1, max=65535, help="Ray GCS port"),
-    dashboard_port: int = typer.Option(8265, "--dashboard-port", min=1, max=65535,
-                                       help="Ray dashboard / job server port"),
-    node_ip: Optional[str] = typer.Option(None, "--node-ip", help="the head's IP (default: this host's routable IP)"),
+    dashboard_port: int = typer.Option(
+        8265, "--dashboard-port", min=1, max=65535, help="Ray dashboard / job server port"
+    ),
+    node_ip: str | None = typer.Option(
+        None, "--node-ip", help="the head's IP (default: this host's routable IP)"
+    ),
     ttl_s: float = typer.Option(30.0, "--ttl", help="seconds head.json is trusted after each refresh"),
     refresh_s: float = typer.Option(5.0, "--refresh", help="seconds between refreshes of head.json"),
 ) -> None:
@@ -100,8 +105,11 @@ def head_stop(shared_root: Path = _shared_root_opt(), cluster: str = _cluster_op
 
 
 @head_app.command("status")
-def head_status(shared_root: Path = _shared_root_opt(), cluster: str = _cluster_opt(),
-                as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
+def head_status(
+    shared_root: Path = _shared_root_opt(),
+    cluster: str = _cluster_opt(),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
     """Show the head and head.json; exit 1 when none runs or it is unhealthy."""
     from argus.cluster import head
 
@@ -111,13 +119,25 @@ def head_status(shared_root: Path = _shared_root_opt(), cluster: str = _cluster_
         _fail(f"no head of cluster {cluster} recorded under {shared_root}")
     rec, pub = st.record, st.published
     if as_json:
-        print(json.dumps({
-            "healthy": st.healthy, "cluster": cluster, "address": rec.address,
-            "dashboard_url": rec.dashboard_url, "temp_dir": rec.temp_dir,
-            "head_pid": rec.head_pid, "head_alive": st.head_alive,
-            "publisher_pid": rec.publisher_pid, "publisher_alive": st.publisher_alive,
-            "head_json": json.loads(pub.to_json()) if pub else None, "fresh": st.fresh,
-            "problem": st.problem}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "healthy": st.healthy,
+                    "cluster": cluster,
+                    "address": rec.address,
+                    "dashboard_url": rec.dashboard_url,
+                    "temp_dir": rec.temp_dir,
+                    "head_pid": rec.head_pid,
+                    "head_alive": st.head_alive,
+                    "publisher_pid": rec.publisher_pid,
+                    "publisher_alive": st.publisher_alive,
+                    "head_json": json.loads(pub.to_json()) if pub else None,
+                    "fresh": st.fresh,
+                    "problem": st.problem,
+                },
+                indent=2,
+            )
+        )
     else:
         table = Table(show_header=False)
         table.add_row("address", rec.address)
@@ -136,18 +156,28 @@ def head_status(shared_root: Path = _shared_root_opt(), cluster: str = _cluster_
 def node_agent(
     shared_root: Path = _shared_root_opt(),
     cluster: str = _cluster_opt(),
-    gpus: Optional[int] = typer.Option(None, "--gpus", min=0, max=1024, help="GPUs offered (default: nvidia-smi's count)"),
-    cpus: Optional[int] = typer.Option(None, "--cpus", min=1, max=4096, help="CPUs offered (default: Ray counts)"),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Ray node labels k=v,... (the pool: pool=<name>)"),
-    name: Optional[str] = typer.Option(None, "--name", help="this node's name (default: the hostname)"),
-    node_ip: Optional[str] = typer.Option(None, "--node-ip", help="this node's IP (default: Ray chooses)"),
-    temp_dir: Optional[str] = typer.Option(None, "--temp-dir", help="Ray temp dir (default: the head's)"),
+    gpus: int | None = typer.Option(
+        None, "--gpus", min=0, max=1024, help="GPUs offered (default: nvidia-smi's count)"
+    ),
+    cpus: int | None = typer.Option(
+        None, "--cpus", min=1, max=4096, help="CPUs offered (default: Ray counts)"
+    ),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Ray node labels k=v,... (the pool: pool=<name>)"
+    ),
+    name: str | None = typer.Option(None, "--name", help="this node's name (default: the hostname)"),
+    node_ip: str | None = typer.Option(None, "--node-ip", help="this node's IP (default: Ray chooses)"),
+    temp_dir: str | None = typer.Option(None, "--temp-dir", help="Ray temp dir (default: the head's)"),
     poll_s: float = typer.Option(2.0, "--poll-s", min=0.05, help="seconds between looks at head.json"),
-    drivers: int = typer.Option(100, "--drivers", min=1, help="job drivers this node may host (the worker_node resource)"),
-    object_store_memory: Optional[int] = typer.Option(None, "--object-store-memory", min=78643200,
-                                                      help="object store bytes (default: Ray's)"),
-    port_start: Optional[int] = typer.Option(None, "--port-start", min=1024, max=64000,
-                                             help="where this node's free ports are looked for"),
+    drivers: int = typer.Option(
+        100, "--drivers", min=1, help="job drivers this node may host (the worker_node resource)"
+    ),
+    object_store_memory: int | None = typer.Option(
+        None, "--object-store-memory", min=78643200, help="object store bytes (default: Ray's)"
+    ),
+    port_start: int | None = typer.Option(
+        None, "--port-start", min=1024, max=64000, help="where this node's free ports are looked for"
+    ),
 ) -> None:
     """Keep this machine in the cluster that head.json names: join, re-join, leave (no head address needed)."""
     from argus.cluster import agent
@@ -164,9 +194,17 @@ def node_agent(
     except ValueError as exc:
         _fail(f"--labels: {exc}", 2)
     _check_node_ip(node_ip)
-    spec = agent.NodeSpec(name=node_name, gpus=detect_gpus() if gpus is None else gpus, cpus=cpus,
-                          labels=node_labels, node_ip=node_ip, temp_dir=temp_dir, drivers=drivers,
-                          object_store_memory=object_store_memory, port_start=port_start)
+    spec = agent.NodeSpec(
+        name=node_name,
+        gpus=detect_gpus() if gpus is None else gpus,
+        cpus=cpus,
+        labels=node_labels,
+        node_ip=node_ip,
+        temp_dir=temp_dir,
+        drivers=drivers,
+        object_store_memory=object_store_memory,
+        port_start=port_start,
+    )
     raise typer.Exit(agent.run_agent(str(shared_root), cluster, spec, poll_s))
 
 

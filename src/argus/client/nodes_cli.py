@@ -9,23 +9,33 @@ or failed the request, or cannot be reached; 2 bad input (a 400 answer, each pro
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from argus.client.service_cli import (
-    _cell, _field, _fail, _first_line, _json_opt, _print_json, _session, _time, _token_opt,
-    _url_opt, out,
+    _cell,
+    _fail,
+    _field,
+    _first_line,
+    _json_opt,
+    _print_json,
+    _session,
+    _time,
+    _token_opt,
+    _url_opt,
+    out,
 )
 from argus.domain.nodes import parse_labels
 
-nodes_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
-                        help="Worker nodes: list them; the admin adds, drains, undrains and "
-                             "takes them offline.")
-NODE_STYLE = {"online": "green", "pending": "cyan", "draining": "yellow", "offline": "dim",
-              "failed": "red"}
+nodes_app = typer.Typer(
+    no_args_is_help=False,
+    invoke_without_command=True,
+    help="Worker nodes: list them; the admin adds, drains, undrains and takes them offline.",
+)
+NODE_STYLE = {"online": "green", "pending": "cyan", "draining": "yellow", "offline": "dim", "failed": "red"}
 
 
 def _state(value: Any) -> str:
@@ -64,23 +74,36 @@ def _print_nodes(answer: dict[str, Any]) -> None:
             state = _state(n.get("state"))
             if n.get("offline_requested"):
                 state += " (offline requested)"
-            table.add_row(_cell(n.get("id")), "yes" if n.get("managed") else "no", state, escape(_where(n)),
-                          _cell(n.get("pool")), _gpus(n), str(len(n.get("running_tasks") or [])),
-                          _first_line(n.get("reason")))
+            table.add_row(
+                _cell(n.get("id")),
+                "yes" if n.get("managed") else "no",
+                state,
+                escape(_where(n)),
+                _cell(n.get("pool")),
+                _gpus(n),
+                str(len(n.get("running_tasks") or [])),
+                _first_line(n.get("reason")),
+            )
         out.print(table)
     pools = answer.get("pools") or {}
     if pools:
         table = Table("pool", "nodes", "GPUs free", "GPUs total", title="free GPUs per pool")
         for name, p in pools.items():
-            table.add_row(_cell(name), _cell(p.get("nodes")), _num(p.get("gpus_free")), _num(p.get("gpus_total")))
+            table.add_row(
+                _cell(name), _cell(p.get("nodes")), _num(p.get("gpus_free")), _num(p.get("gpus_total"))
+            )
         out.print(table)
     if answer.get("ray_error"):
         out.print(f"[yellow]Ray's live view is unavailable:[/] {escape(str(answer['ray_error']))}")
 
 
 @nodes_app.callback()
-def nodes(ctx: typer.Context, url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(),
-          as_json: bool = _json_opt()) -> None:
+def nodes(
+    ctx: typer.Context,
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
+) -> None:
     """List nodes: registered ones with Ray's live view, then those that joined by themselves."""
     if ctx.invoked_subcommand is not None:
         return
@@ -116,15 +139,22 @@ def _print_node(n: dict[str, Any]) -> None:
     if events:
         table = Table("at", "from", "to", "reason", title="events")
         for e in events:
-            table.add_row(_time(e.get("at")), _cell(e.get("from_state")), _cell(e.get("to_state")),
-                          _cell(e.get("reason")))
+            table.add_row(
+                _time(e.get("at")),
+                _cell(e.get("from_state")),
+                _cell(e.get("to_state")),
+                _cell(e.get("reason")),
+            )
         out.print(table)
 
 
 @nodes_app.command("show")
-def show(node_id: str = typer.Argument(..., help="node name (or a Ray node id)"),
-         url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(),
-         as_json: bool = _json_opt()) -> None:
+def show(
+    node_id: str = typer.Argument(..., help="node name (or a Ray node id)"),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
+) -> None:
     """Show one node with its events."""
     with _session(url, token) as client:
         node = client.node(node_id)
@@ -141,10 +171,14 @@ def add(
     user: str = typer.Option(..., "--user", help="SSH user"),
     key: str = typer.Option(..., "--key", help="private key file name inside the server's key directory"),
     port: int = typer.Option(22, "--port", help="SSH port"),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs to offer (default: Ray detects them)"),
-    cpus: Optional[int] = typer.Option(None, "--cpus", help="CPUs to offer (default: Ray detects them)"),
-    labels: str = typer.Option("", "--labels", help="k=v,... Ray node labels (pool=<name> puts it in a pool)"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    gpus: int | None = typer.Option(None, "--gpus", help="GPUs to offer (default: Ray detects them)"),
+    cpus: int | None = typer.Option(None, "--cpus", help="CPUs to offer (default: Ray detects them)"),
+    labels: str = typer.Option(
+        "", "--labels", help="k=v,... Ray node labels (pool=<name> puts it in a pool)"
+    ),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Register a node (admin); Argus starts its agent over SSH. Watch it with `argus nodes`."""
     try:
@@ -156,12 +190,20 @@ def add(
     if as_json:
         _print_json(node)
         return
-    out.print(f"registered [bold]{escape(str(node.get('id', name)))}[/] ({_state(node.get('state'))}); "
-              f"its agent is being started over SSH")
+    out.print(
+        f"registered [bold]{escape(str(node.get('id', name)))}[/] ({_state(node.get('state'))}); "
+        f"its agent is being started over SSH"
+    )
 
 
-def _act(action: str, node_id: str, url: Optional[str], token: Optional[str], as_json: bool,
-         reason: Optional[str] = None) -> None:
+def _act(
+    action: str,
+    node_id: str,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+    reason: str | None = None,
+) -> None:
     with _session(url, token) as client:
         if action == "drain":
             node = client.drain_node(node_id, reason)
@@ -172,32 +214,43 @@ def _act(action: str, node_id: str, url: Optional[str], token: Optional[str], as
     if as_json:
         _print_json(node)
         return
-    extra = " (offline requested: it goes offline once its work ends)" if node.get("offline_requested") else ""
+    extra = (
+        " (offline requested: it goes offline once its work ends)" if node.get("offline_requested") else ""
+    )
     out.print(f"{escape(str(node.get('id', node_id)))}: {_state(node.get('state'))}{extra}")
 
 
 @nodes_app.command("drain")
-def drain(node_id: str = typer.Argument(..., help="node name (or a Ray node id)"),
-          reason: Optional[str] = typer.Option(None, "--reason", help="why (kept in the node's events)"),
-          url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(),
-          as_json: bool = _json_opt()) -> None:
+def drain(
+    node_id: str = typer.Argument(..., help="node name (or a Ray node id)"),
+    reason: str | None = typer.Option(None, "--reason", help="why (kept in the node's events)"),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
+) -> None:
     """Place nothing new on the node; what runs there finishes (admin)."""
     _act("drain", node_id, url, token, as_json, reason)
 
 
 @nodes_app.command("undrain")
-def undrain(node_id: str = typer.Argument(..., help="node name (or a Ray node id)"),
-            url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(),
-            as_json: bool = _json_opt()) -> None:
+def undrain(
+    node_id: str = typer.Argument(..., help="node name (or a Ray node id)"),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
+) -> None:
     """Take a draining node back (admin)."""
     _act("undrain", node_id, url, token, as_json)
 
 
 @nodes_app.command("offline")
-def offline(node_id: str = typer.Argument(..., help="node name"),
-            reason: Optional[str] = typer.Option(None, "--reason", help="why (kept in the node's events)"),
-            url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(),
-            as_json: bool = _json_opt()) -> None:
+def offline(
+    node_id: str = typer.Argument(..., help="node name"),
+    reason: str | None = typer.Option(None, "--reason", help="why (kept in the node's events)"),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
+) -> None:
     """Stop the node's agent once it runs nothing; a busy node is drained first (admin)."""
     _act("offline", node_id, url, token, as_json, reason)
 

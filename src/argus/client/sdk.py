@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -126,10 +127,16 @@ class ArgusClient(NodesMixin):
         ValueError: the URL is not http(s).
     """
 
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None, *,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         url = url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"the service URL must start with http:// or https://, got {url!r}")
@@ -146,7 +153,7 @@ class ArgusClient(NodesMixin):
         """Close the keep-alive connections."""
         self._http.close()
 
-    def __enter__(self) -> "ArgusClient":
+    def __enter__(self) -> ArgusClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,8 +170,10 @@ class ArgusClient(NodesMixin):
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-            raise ArgusUnavailable(f"cannot reach the Argus service at {self.url}: "
-                                   f"{method} {path} {kind} ({str(exc) or type(exc).__name__})") from exc
+            raise ArgusUnavailable(
+                f"cannot reach the Argus service at {self.url}: "
+                f"{method} {path} {kind} ({str(exc) or type(exc).__name__})"
+            ) from exc
         if not response.is_success:
             raise error_from_response(response)
         return response
@@ -174,8 +183,9 @@ class ArgusClient(NodesMixin):
         try:
             return response.json()
         except ValueError as exc:
-            raise ArgusAPIError(response.status_code, "bad_response",
-                                f"{method} {path} answered with a body that is not JSON") from exc
+            raise ArgusAPIError(
+                response.status_code, "bad_response", f"{method} {path} answered with a body that is not JSON"
+            ) from exc
 
     # -- operations and identity ------------------------------------------------------------
     def health(self) -> dict:
@@ -195,8 +205,12 @@ class ArgusClient(NodesMixin):
         Raises:
             ArgusAPIError: 400 with `problems` when the spec is invalid, 413 when too large.
         """
-        return self._json("POST", "/api/v2/tasks", content=yaml_text.encode("utf-8"),
-                          headers={"Content-Type": YAML_CONTENT_TYPE})
+        return self._json(
+            "POST",
+            "/api/v2/tasks",
+            content=yaml_text.encode("utf-8"),
+            headers={"Content-Type": YAML_CONTENT_TYPE},
+        )
 
     def tasks(self, state: list[str] | str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
         """One page of tasks, newest first.
@@ -271,8 +285,9 @@ class ArgusClient(NodesMixin):
         params: dict[str, Any] = {"attempt": attempt}
         if tail is not None:
             params["tail"] = tail
-        return self.request("GET", task_path(task_id, "/logs"), params=params,
-                            headers={"Accept": "text/plain"}).text
+        return self.request(
+            "GET", task_path(task_id, "/logs"), params=params, headers={"Accept": "text/plain"}
+        ).text
 
     def follow_logs(self, task_id: str, poll_s: float = 1.0) -> Iterator[str]:
         """Yield the latest attempt's log as it grows, until the task reaches a final state.
@@ -303,7 +318,7 @@ class ArgusClient(NodesMixin):
                     text = None
                 # Grown: the text past what was seen. Replaced by the archive: nothing until
                 # it grows past the length seen (the same slice, empty until then).
-                new = text[len(seen):] if text is not None else ""
+                new = text[len(seen) :] if text is not None else ""
                 if new:
                     seen = text
                     yield new
@@ -379,7 +394,9 @@ def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get("ARGUS_CONFIG_DIR"):
         return Path(env["ARGUS_CONFIG_DIR"]).expanduser() / "credentials.json"
-    base = Path(env["XDG_CONFIG_HOME"]).expanduser() if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    base = (
+        Path(env["XDG_CONFIG_HOME"]).expanduser() if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    )
     return base / "argus" / "credentials.json"
 
 
@@ -419,8 +436,9 @@ def _read_saved(path: Path) -> dict[str, str]:
     return {k: str(v) for k, v in data.items() if k in ("url", "token") and v}
 
 
-def load_credentials(url: str | None = None, token: str | None = None,
-                     environ: Mapping[str, str] | None = None) -> Credentials:
+def load_credentials(
+    url: str | None = None, token: str | None = None, environ: Mapping[str, str] | None = None
+) -> Credentials:
     """The URL and token to use: each from the argument, else `ARGUS_URL` / `ARGUS_TOKEN`,
     else the saved credentials file.
 
@@ -437,5 +455,7 @@ def load_credentials(url: str | None = None, token: str | None = None,
         token = token or saved.get("token")
     missing = [name for name, value in (("URL", url), ("token", token)) if not value]
     if missing:
-        raise CredentialsError(f"no Argus {' or '.join(missing)} given, in the environment or in {path}; {LOGIN_HINT}")
+        raise CredentialsError(
+            f"no Argus {' or '.join(missing)} given, in the environment or in {path}; {LOGIN_HINT}"
+        )
     return Credentials(url=str(url), token=str(token))

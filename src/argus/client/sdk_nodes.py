@@ -8,7 +8,8 @@ is `ArgusClient`'s.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 
@@ -38,9 +39,17 @@ class NodesMixin:
         """One node (a registered name, an `argus.io/node` label or a Ray node id) with its events."""
         return self._json("GET", node_path(node_id))
 
-    def add_node(self, name: str, host: str, user: str, key: str, port: int = 22,
-                 gpus: int | None = None, cpus: int | None = None,
-                 labels: Mapping[str, str] | None = None) -> dict:
+    def add_node(
+        self,
+        name: str,
+        host: str,
+        user: str,
+        key: str,
+        port: int = 22,
+        gpus: int | None = None,
+        cpus: int | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> dict:
         """Admin: register a node; Argus starts its agent over SSH in the background.
 
         Args:
@@ -66,8 +75,7 @@ class NodesMixin:
         Raises:
             ArgusAPIError: 409 when the node is not online (the message names its state).
         """
-        return self._json("POST", node_path(node_id, ":drain"),
-                          json={"reason": reason} if reason else None)
+        return self._json("POST", node_path(node_id, ":drain"), json={"reason": reason} if reason else None)
 
     def undrain_node(self, node_id: str) -> dict:
         """Admin: take a draining node back."""
@@ -79,11 +87,11 @@ class NodesMixin:
         Returns:
             The node: `offline`, or `draining` with `offline_requested: true`.
         """
-        return self._json("POST", node_path(node_id, ":offline"),
-                          json={"reason": reason} if reason else None)
+        return self._json("POST", node_path(node_id, ":offline"), json={"reason": reason} if reason else None)
 
-    def wait_node(self, node_id: str, states: set[str] | frozenset[str], timeout_s: float,
-                  poll_s: float = 0.5) -> dict:
+    def wait_node(
+        self, node_id: str, states: set[str] | frozenset[str], timeout_s: float, poll_s: float = 0.5
+    ) -> dict:
         """Poll a node until its state is one of `states`.
 
         Raises:
@@ -95,6 +103,7 @@ class NodesMixin:
             if node.get("state") in states:
                 return node
             if self._clock() >= deadline:
-                raise TimeoutError(f"node {node_id} is still {node.get('state')} after {timeout_s:g}s "
-                                   f"({node.get('reason')})")
+                raise TimeoutError(
+                    f"node {node_id} is still {node.get('state')} after {timeout_s:g}s ({node.get('reason')})"
+                )
             self._sleep(max(0.0, min(poll_s, deadline - self._clock())))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -42,14 +41,17 @@ def private_umask() -> int:
 
 
 def _shared_root_opt() -> Path:
-    return typer.Option(Path(default_shared_root()), "--shared-root",
-                        help="shared storage root ($ARGUS_SHARED_ROOT)")
+    return typer.Option(
+        Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)"
+    )
 
 
 def server(
-    config: Optional[Path] = typer.Option(None, "--config", help="server config YAML (ray, service, scheduler)"),
-    host: Optional[str] = typer.Option(None, "--host", help="overrides service.host"),
-    port: Optional[int] = typer.Option(None, "--port", help="overrides service.port"),
+    config: Path | None = typer.Option(
+        None, "--config", help="server config YAML (ray, service, scheduler)"
+    ),
+    host: str | None = typer.Option(None, "--host", help="overrides service.host"),
+    port: int | None = typer.Option(None, "--port", help="overrides service.port"),
 ) -> None:
     """Run the API and the scheduler loop in this process (foreground)."""
     import uvicorn
@@ -57,7 +59,7 @@ def server(
     private_umask()
 
     from argus.service.app import create_app
-    from argus.service.settings import load_settings
+    from argus.settings import load_settings
 
     try:
         settings = load_settings(config)
@@ -66,15 +68,18 @@ def server(
         for p in exc.problems:
             err.print(f"  - [bold]{escape(p.field)}[/]: {escape(p.reason)}")
         raise typer.Exit(2)
-    service = settings.service.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    service = settings.service.model_copy(
+        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    )
     settings = settings.model_copy(update={"service": service})
     if not settings.admin_token():
-        err.print(f"[yellow]warning:[/] ${settings.service.admin_token_env} is not set: "
-                  "no admin token, so no users can be created")
+        err.print(
+            f"[yellow]warning:[/] ${settings.service.admin_token_env} is not set: "
+            "no admin token, so no users can be created"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level,
-                access_log=False)
+    uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level, access_log=False)
 
 
 def up(
@@ -83,8 +88,9 @@ def up(
     port: int = typer.Option(8080, "--port", help="the server's port"),
     shared_root: Path = _shared_root_opt(),
     gcs_port: int = typer.Option(local.DEFAULT_GCS_PORT, "--gcs-port", help="Ray GCS port of the head"),
-    dashboard_port: int = typer.Option(local.DEFAULT_DASHBOARD_PORT, "--dashboard-port",
-                                       help="Ray dashboard / job server port"),
+    dashboard_port: int = typer.Option(
+        local.DEFAULT_DASHBOARD_PORT, "--dashboard-port", help="Ray dashboard / job server port"
+    ),
 ) -> None:
     """Start the local Ray cluster and the server in the background (idempotent)."""
     from argus.service import launcher
@@ -92,8 +98,9 @@ def up(
     private_umask()  # the cluster's processes, its jobs and the server inherit it
 
     try:
-        info = launcher.up(str(shared_root), workers, gpus_per_worker, port,
-                           gcs_port=gcs_port, dashboard_port=dashboard_port)
+        info = launcher.up(
+            str(shared_root), workers, gpus_per_worker, port, gcs_port=gcs_port, dashboard_port=dashboard_port
+        )
     except ClusterError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1)
@@ -103,8 +110,10 @@ def up(
     if info.admin_token:
         out.print(f"admin token: {info.admin_token}")
     else:
-        out.print("admin token: the one the running server was started with (neither "
-                  "$MVP_INTERNAL_TOKEN nor the saved token matches it)")
+        out.print(
+            "admin token: the one the running server was started with (neither "
+            "$MVP_INTERNAL_TOKEN nor the saved token matches it)"
+        )
     out.print(f"log in:  argus login --url {info.url} --token <admin token>")
     out.print(f"stop:    argus down --shared-root {shared_root}")
     if info.degraded:  # the server runs, but cannot run tasks: not a success

@@ -13,35 +13,42 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from argus.domain.durations import format_duration
 from argus.client.sdk import (
     STATES,
     ArgusAPIError,
     ArgusClient,
     ArgusUnavailable,
-    CredentialsError,
     Credentials,
+    CredentialsError,
     load_credentials,
     save_credentials,
 )
+from argus.domain.durations import format_duration
 
 # Piped output (grep, less) gets wide lines rather than wrapped, cut columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 INPUT_STATUSES = (400, 413, 415)
-STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "TIMEOUT": "red", "CANCELED": "yellow",
-               "RUNNING": "cyan", "SUBMITTED": "cyan"}
+STATE_STYLE = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "TIMEOUT": "red",
+    "CANCELED": "yellow",
+    "RUNNING": "cyan",
+    "SUBMITTED": "cyan",
+}
 
 
 def make_client(url: str, token: str) -> ArgusClient:
@@ -81,7 +88,7 @@ def _fail_api(exc: ArgusAPIError) -> None:
 
 
 @contextmanager
-def _session(url: Optional[str], token: Optional[str]) -> Iterator[ArgusClient]:
+def _session(url: str | None, token: str | None) -> Iterator[ArgusClient]:
     """A client for the resolved credentials; SDK errors become messages and exit codes."""
     try:
         creds = load_credentials(url=url, token=token)
@@ -116,7 +123,7 @@ def _time(value: Any) -> str:
     except ValueError:
         return str(value)
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc)
+        ts = ts.astimezone(UTC)
     return ts.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -149,8 +156,10 @@ def _field(name: str, value: str) -> None:
 
 # -- identity ---------------------------------------------------------------------------------
 def login(
-    url: Optional[str] = typer.Option(None, "--url", help="service URL, e.g. http://127.0.0.1:8080 ($ARGUS_URL)"),
-    token: Optional[str] = typer.Option(None, "--token", help="your token ($ARGUS_TOKEN)"),
+    url: str | None = typer.Option(
+        None, "--url", help="service URL, e.g. http://127.0.0.1:8080 ($ARGUS_URL)"
+    ),
+    token: str | None = typer.Option(None, "--token", help="your token ($ARGUS_TOKEN)"),
 ) -> None:
     """Check URL and TOKEN against the service and save them for later commands."""
     url = url or os.environ.get("ARGUS_URL") or None
@@ -169,7 +178,9 @@ def login(
     out.print(f"credentials saved to {escape(str(path))}")
 
 
-def me(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt()) -> None:
+def me(
+    url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()
+) -> None:
     """Show who the token belongs to."""
     with _session(url, token) as client:
         who = client.me()
@@ -183,7 +194,9 @@ def me(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_
 # -- tasks ------------------------------------------------------------------------------------
 def submit(
     file: Path = typer.Argument(..., help="TaskSpec YAML, sent verbatim"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Submit the TaskSpec in FILE; print the new task's id."""
     try:
@@ -209,10 +222,14 @@ def _states(values: list[str]) -> list[str]:
 
 
 def tasks(
-    state: Optional[List[str]] = typer.Option(None, "--state", "-s", help="only this state (repeat, or comma-separate)"),
+    state: list[str] | None = typer.Option(
+        None, "--state", "-s", help="only this state (repeat, or comma-separate)"
+    ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=500, help="tasks per page"),
     all_pages: bool = typer.Option(False, "--all", help="follow every page"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """List tasks, newest first (the admin sees everyone's)."""
     states = _states(state or []) or None
@@ -231,10 +248,16 @@ def tasks(
     table = Table("task id", "user", "workload", "state", "GPUs", "attempts", "created", "reason")
     _keep_ids_whole(table)
     for t in rows:
-        table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _cell(t.get("workload")),
-                      _state(t.get("state")), _gpus(t.get("desired_resources")), _cell(t.get("attempts")),
-                      _time(t.get("created_at")),
-                      _first_line(t.get("failure_cause") or t.get("pending_reason")))
+        table.add_row(
+            _cell(t.get("task_id")),
+            _cell(t.get("user_id")),
+            _cell(t.get("workload")),
+            _state(t.get("state")),
+            _gpus(t.get("desired_resources")),
+            _cell(t.get("attempts")),
+            _time(t.get("created_at")),
+            _first_line(t.get("failure_cause") or t.get("pending_reason")),
+        )
     out.print(table)
     if page.get("next_cursor"):
         err.print(f"more tasks: --all lists every page (next cursor {escape(str(page['next_cursor']))})")
@@ -242,7 +265,9 @@ def tasks(
 
 def status(
     task_id: str = typer.Argument(..., help="task id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Show one task: state, resources, latest attempt and why it waits or failed."""
     with _session(url, token) as client:
@@ -256,8 +281,11 @@ def status(
     _field("state", _state(t.get("state")))
     res = t.get("desired_resources") or {}
     _field("GPUs", f"{_gpus(res)} ({_cell(res.get('nnodes'))} node(s) x {_cell(res.get('n_gpus_per_node'))})")
-    for key, name in (("failure_cause", "failure cause"), ("error_summary", "error"),
-                      ("pending_reason", "pending reason")):
+    for key, name in (
+        ("failure_cause", "failure cause"),
+        ("error_summary", "error"),
+        ("pending_reason", "pending reason"),
+    ):
         if t.get(key):
             _field(name, _cell(t[key]))
     if t.get("estimated_start"):
@@ -272,8 +300,10 @@ def status(
     _field("updated", _time(t.get("updated_at")))
     a = t.get("latest_attempt")
     if a:
-        _field("latest attempt", f"#{_cell(a.get('attempt_no'))} {_cell(a.get('ray_submission_id'))} "
-                                 f"{_cell(a.get('ray_status'))}")
+        _field(
+            "latest attempt",
+            f"#{_cell(a.get('attempt_no'))} {_cell(a.get('ray_submission_id'))} {_cell(a.get('ray_status'))}",
+        )
         if a.get("failure_kind"):
             _field("attempt failure", f"{_cell(a['failure_kind'])}: {_first_line(a.get('message'))}")
         if a.get("job_root"):
@@ -284,7 +314,9 @@ def status(
 
 def attempts(
     task_id: str = typer.Argument(..., help="task id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """List a task's attempts (one Ray job each)."""
     with _session(url, token) as client:
@@ -296,21 +328,31 @@ def attempts(
     if not rows:
         out.print(f"{escape(task_id)} has no attempts yet")
         return
-    table = Table("#", "ray submission id", "ray status", "failure kind", "created", "started", "ended", "message")
+    table = Table(
+        "#", "ray submission id", "ray status", "failure kind", "created", "started", "ended", "message"
+    )
     table.columns[1].no_wrap = True
     for a in rows:
-        table.add_row(_cell(a.get("attempt_no")), _cell(a.get("ray_submission_id")), _state(a.get("ray_status")),
-                      _cell(a.get("failure_kind")), _time(a.get("created_at")), _time(a.get("start_time")),
-                      _time(a.get("end_time")), _first_line(a.get("message")))
+        table.add_row(
+            _cell(a.get("attempt_no")),
+            _cell(a.get("ray_submission_id")),
+            _state(a.get("ray_status")),
+            _cell(a.get("failure_kind")),
+            _time(a.get("created_at")),
+            _time(a.get("start_time")),
+            _time(a.get("end_time")),
+            _first_line(a.get("message")),
+        )
     out.print(table)
 
 
 def logs(
     task_id: str = typer.Argument(..., help="task id"),
     attempt: str = typer.Option("latest", "--attempt", "-a", help="'latest' or an attempt number"),
-    tail: Optional[int] = typer.Option(None, "--tail", min=1, help="only the last N lines"),
+    tail: int | None = typer.Option(None, "--tail", min=1, help="only the last N lines"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the task ends"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
 ) -> None:
     """Print a task attempt's driver log."""
     attempt = attempt.strip().lower()
@@ -336,7 +378,9 @@ def logs(
 
 def cancel(
     task_id: str = typer.Argument(..., help="task id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Cancel a task that has not ended (a running Ray job is stopped)."""
     with _session(url, token) as client:
@@ -350,7 +394,9 @@ def cancel(
 def priority(
     task_id: str = typer.Argument(..., help="task id"),
     value: int = typer.Argument(..., min=0, max=1000, help="0-1000; higher starts first (default 500)"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Change a waiting task's priority (admin only)."""
     with _session(url, token) as client:
@@ -361,7 +407,9 @@ def priority(
     out.print(f"{escape(str(answer.get('task_id', task_id)))}: priority {answer.get('priority')}")
 
 
-def queue(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt()) -> None:
+def queue(
+    url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()
+) -> None:
     """Show waiting and running tasks, oldest first."""
     with _session(url, token) as client:
         answer = client.queue()
@@ -373,8 +421,12 @@ def queue(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), 
     if pools:
         table = Table("pool", "nodes", "GPUs free", "GPUs total", title="free GPUs per pool")
         for name, row in pools.items():
-            table.add_row(_cell(name), _cell(row.get("nodes")), f"{row.get('gpus_free', 0):g}",
-                          f"{row.get('gpus_total', 0):g}")
+            table.add_row(
+                _cell(name),
+                _cell(row.get("nodes")),
+                f"{row.get('gpus_free', 0):g}",
+                f"{row.get('gpus_total', 0):g}",
+            )
         out.print(table)
     elif answer.get("pools_error"):
         err.print(f"[yellow]free GPUs unknown:[/] {escape(str(answer['pools_error']))}")
@@ -386,22 +438,42 @@ def queue(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), 
         _keep_ids_whole(table)
         table.columns[4].no_wrap = True
         for t in running:
-            table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _state(t.get("state")),
-                          _cell(t.get("pool") or "-"), _cell(t.get("ray_submission_id")))
+            table.add_row(
+                _cell(t.get("task_id")),
+                _cell(t.get("user_id")),
+                _state(t.get("state")),
+                _cell(t.get("pool") or "-"),
+                _cell(t.get("ray_submission_id")),
+            )
         out.print(table)
     if pending:
         table = Table("task id", "user", "state", "pool", "created", "next run", "reason", title="waiting")
         _keep_ids_whole(table)
         for t in pending:
-            table.add_row(_cell(t.get("task_id")), _cell(t.get("user_id")), _state(t.get("state")),
-                          _cell(t.get("pool") or "-"), _time(t.get("created_at")),
-                          _time(t.get("next_run_at")), _cell(t.get("pending_reason")))
+            table.add_row(
+                _cell(t.get("task_id")),
+                _cell(t.get("user_id")),
+                _state(t.get("state")),
+                _cell(t.get("pool") or "-"),
+                _time(t.get("created_at")),
+                _time(t.get("next_run_at")),
+                _cell(t.get("pending_reason")),
+            )
         out.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add the service commands to the main `argus` app."""
-    for name, func in (("login", login), ("me", me), ("submit", submit), ("tasks", tasks), ("status", status),
-                       ("attempts", attempts), ("logs", logs), ("cancel", cancel), ("priority", priority),
-                       ("queue", queue)):
+    for name, func in (
+        ("login", login),
+        ("me", me),
+        ("submit", submit),
+        ("tasks", tasks),
+        ("status", status),
+        ("attempts", attempts),
+        ("logs", logs),
+        ("cancel", cancel),
+        ("priority", priority),
+        ("queue", queue),
+    ):
         app.command(name)(func)

@@ -41,22 +41,33 @@ def _duration(seconds: float) -> str:
 
 def _table(result: engine.SimResult, trace: Path, users: str) -> Table:
     m = result.metrics
-    table = Table("metric", "value", title=f"{trace.name} on {result.shape} ({result.shape.total_gpus} GPUs), "
-                  f"policy {result.policy}, time limit = {result.time_limit_factor:g} x duration")
+    table = Table(
+        "metric",
+        "value",
+        title=f"{trace.name} on {result.shape} ({result.shape.total_gpus} GPUs), "
+        f"policy {result.policy}, time limit = {result.time_limit_factor:g} x duration",
+    )
     rows = [
         ("jobs", f"{m.jobs} ({m.finished} finished, {m.rejected} rejected: larger than the cluster)"),
         ("users", users),
         ("killed at their time limit", str(m.killed)),
         ("avg wait", _duration(m.avg_wait_s)),
-        ("p50 / p95 / p99 wait", " / ".join(_duration(v) for v in (m.p50_wait_s, m.p95_wait_s, m.p99_wait_s))),
+        (
+            "p50 / p95 / p99 wait",
+            " / ".join(_duration(v) for v in (m.p50_wait_s, m.p95_wait_s, m.p99_wait_s)),
+        ),
         ("max wait", _duration(m.max_wait_s)),
         (f"largest jobs ({m.largest_jobs_gpus} GPUs): worst wait", _duration(m.largest_jobs_max_wait_s)),
-        ("avg JCT (lower bound: mean run time)",
-         f"{_duration(m.avg_jct_s)}  (>= {_duration(m.jct_lower_bound_s)})"),
+        (
+            "avg JCT (lower bound: mean run time)",
+            f"{_duration(m.avg_jct_s)}  (>= {_duration(m.jct_lower_bound_s)})",
+        ),
         ("avg bounded slowdown (10 s)", f"{m.avg_bsld:.2f}"),
         ("GPU utilisation", f"{m.utilization:.3f}"),
-        ("makespan (lower bound: GPU-seconds / GPUs)",
-         f"{_duration(m.makespan_s)}  (>= {_duration(m.makespan_lower_bound_s)})"),
+        (
+            "makespan (lower bound: GPU-seconds / GPUs)",
+            f"{_duration(m.makespan_s)}  (>= {_duration(m.makespan_lower_bound_s)})",
+        ),
         ("policy passes", f"{result.passes} (queue: max {result.max_queue}, mean {result.avg_queue:.1f})"),
         ("time in the policy / whole replay", f"{result.plan_seconds:.2f} s / {result.sim_seconds:.2f} s"),
     ]
@@ -66,13 +77,19 @@ def _table(result: engine.SimResult, trace: Path, users: str) -> Table:
 
 
 def simulate(
-    trace: Path = typer.Option(..., "--trace", help="trace CSV: job_id, submission_time, duration, num_gpu[, user]"),
+    trace: Path = typer.Option(
+        ..., "--trace", help="trace CSV: job_id, submission_time, duration, num_gpu[, user]"
+    ),
     nodes: str = typer.Option(..., "--nodes", help="NxG: N nodes of G GPUs each, e.g. 16x8"),
     policy: str = typer.Option("default", "--policy", help=f"scheduling policy: {', '.join(POLICIES)}"),
-    time_limit_factor: float = typer.Option(2.0, "--time-limit-factor",
-                                            help="each job's time limit is its duration times this"),
-    users: int = typer.Option(DEFAULT_USERS, "--users",
-                              help="synthetic users (hash of job_id mod K) when the trace has no user column"),
+    time_limit_factor: float = typer.Option(
+        2.0, "--time-limit-factor", help="each job's time limit is its duration times this"
+    ),
+    users: int = typer.Option(
+        DEFAULT_USERS,
+        "--users",
+        help="synthetic users (hash of job_id mod K) when the trace has no user column",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Replay TRACE through the scheduling policy on a simulated cluster and print the metrics."""

@@ -8,14 +8,20 @@ listed as `field: message`). `register(app)` adds both groups to the main Typer 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from argus.client.service_cli import (
-    _cell, _json_opt, _print_json, _session, _time, _token_opt, _url_opt, err, out,
+    _cell,
+    _json_opt,
+    _print_json,
+    _session,
+    _time,
+    _token_opt,
+    _url_opt,
+    err,
+    out,
 )
 
 users_app = typer.Typer(no_args_is_help=True, help="Manage users (admin only).")
@@ -25,7 +31,9 @@ tokens_app = typer.Typer(no_args_is_help=True, help="Issue user tokens (admin on
 @users_app.command("create")
 def users_create(
     user_id: str = typer.Argument(..., help="lower-case letters, digits and _, starting with a letter"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Create a user (then `argus tokens issue USER` gives them a token)."""
     with _session(url, token) as client:
@@ -33,11 +41,15 @@ def users_create(
     if as_json:
         _print_json(answer)
         return
-    out.print(f"created user [bold]{escape(str(answer.get('user_id', user_id)))}[/] ({_cell(answer.get('state'))})")
+    out.print(
+        f"created user [bold]{escape(str(answer.get('user_id', user_id)))}[/] ({_cell(answer.get('state'))})"
+    )
 
 
 @users_app.command("list")
-def users_list(url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt()) -> None:
+def users_list(
+    url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()
+) -> None:
     """List users."""
     with _session(url, token) as client:
         answer = client.users()
@@ -53,7 +65,9 @@ def users_list(url: Optional[str] = _url_opt(), token: Optional[str] = _token_op
 @users_app.command("disable")
 def users_disable(
     user_id: str = typer.Argument(..., help="user id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Disable a user; every token of theirs is revoked at once, for good."""
     with _session(url, token) as client:
@@ -67,7 +81,9 @@ def users_disable(
 @users_app.command("enable")
 def users_enable(
     user_id: str = typer.Argument(..., help="user id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Re-enable a disabled user; their old tokens stay revoked (issue a new one)."""
     with _session(url, token) as client:
@@ -81,7 +97,9 @@ def users_enable(
 @tokens_app.command("issue")
 def tokens_issue(
     user_id: str = typer.Argument(..., help="user id"),
-    url: Optional[str] = _url_opt(), token: Optional[str] = _token_opt(), as_json: bool = _json_opt(),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
 ) -> None:
     """Issue a token for USER; it is printed on stdout, this once only."""
     with _session(url, token) as client:
@@ -89,7 +107,9 @@ def tokens_issue(
     if as_json:
         _print_json(answer)
         return
-    err.print(f"token for {escape(str(answer.get('user_id', user_id)))} (shown once; it cannot be read again):")
+    err.print(
+        f"token for {escape(str(answer.get('user_id', user_id)))} (shown once; it cannot be read again):"
+    )
     print(answer.get("token", ""))
 
 

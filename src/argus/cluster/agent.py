@@ -23,9 +23,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from argus.cluster.errors import ClusterError
 from argus.cluster.procs import (
@@ -52,7 +53,7 @@ from argus.domain.discovery import (
 NODE_LABEL = "argus.io/node"
 POOL_LABEL = "pool"
 DEFAULT_DRIVERS = 100
-STABLE_AFTER_S = 30.0   # a raylet that lived this long did not fail at start
+STABLE_AFTER_S = 30.0  # a raylet that lived this long did not fail at start
 MAX_BACKOFF_S = 60.0
 
 
@@ -92,25 +93,40 @@ class NodeSpec:
 
     name: str
     gpus: int
-    cpus: int | None = None                 # None: Ray counts them
+    cpus: int | None = None  # None: Ray counts them
     labels: dict[str, str] = field(default_factory=dict)
-    node_ip: str | None = None              # None: Ray chooses
-    temp_dir: str | None = None             # None: the head's (from head.json), else Ray's
-    drivers: int = DEFAULT_DRIVERS          # the `worker_node` resource: drivers it may host
+    node_ip: str | None = None  # None: Ray chooses
+    temp_dir: str | None = None  # None: the head's (from head.json), else Ray's
+    drivers: int = DEFAULT_DRIVERS  # the `worker_node` resource: drivers it may host
     object_store_memory: int | None = None  # bytes; None: Ray's default
-    port_start: int | None = None           # None: a region derived from node_ip
+    port_start: int | None = None  # None: a region derived from node_ip
 
     def all_labels(self) -> dict[str, str]:
         return {**self.labels, NODE_LABEL: self.name}
 
 
-def worker_start_args(spec: NodeSpec, address: str, temp_dir: str | None, ports: dict[str, int],
-                      min_worker_port: int, max_worker_port: int) -> list[str]:
+def worker_start_args(
+    spec: NodeSpec,
+    address: str,
+    temp_dir: str | None,
+    ports: dict[str, int],
+    min_worker_port: int,
+    max_worker_port: int,
+) -> list[str]:
     """The `ray start --block --address …` command line of this node."""
-    args = ["start", "--block", "--disable-usage-stats", "--address", address,
-            "--num-gpus", str(spec.gpus),
-            "--resources", json.dumps({"worker_node": spec.drivers}),
-            "--labels", ",".join(f"{k}={v}" for k, v in spec.all_labels().items())]
+    args = [
+        "start",
+        "--block",
+        "--disable-usage-stats",
+        "--address",
+        address,
+        "--num-gpus",
+        str(spec.gpus),
+        "--resources",
+        json.dumps({"worker_node": spec.drivers}),
+        "--labels",
+        ",".join(f"{k}={v}" for k, v in spec.all_labels().items()),
+    ]
     if spec.node_ip:
         args += ["--node-ip-address", spec.node_ip]
     if spec.cpus is not None:
@@ -198,11 +214,19 @@ def read_text_or_none(path: str) -> str | None:
 class NodeAgent:
     """Polls head.json and keeps at most one raylet joined to the head it names."""
 
-    def __init__(self, shared_root: str, cluster: str, name: str, runner: Runner, *,
-                 clock: Callable[[], float] = time.time,
-                 read_text: Callable[[str], str | None] = read_text_or_none,
-                 poll_s: float = 2.0, logger: logging.Logger | None = None,
-                 wait: Callable[[float], bool] | None = None):
+    def __init__(
+        self,
+        shared_root: str,
+        cluster: str,
+        name: str,
+        runner: Runner,
+        *,
+        clock: Callable[[], float] = time.time,
+        read_text: Callable[[str], str | None] = read_text_or_none,
+        poll_s: float = 2.0,
+        logger: logging.Logger | None = None,
+        wait: Callable[[float], bool] | None = None,
+    ):
         self.head_path = str(discovery_file(shared_root, cluster))
         self.hold_path = str(hold_file(shared_root, cluster, name))
         self.runner = runner
@@ -255,7 +279,9 @@ class NodeAgent:
         alive = self.handle is not None and self.runner.alive(self.handle)
         if self.handle is not None and not alive and self._started_at:
             self._failures = self._failures + 1 if now - self._started_at < STABLE_AFTER_S else 0
-            self._not_before = now + min(self.poll_s * 2 ** self._failures, MAX_BACKOFF_S) if self._failures else 0.0
+            self._not_before = (
+                now + min(self.poll_s * 2**self._failures, MAX_BACKOFF_S) if self._failures else 0.0
+            )
             self._started_at = 0.0
         elif alive and now - self._started_at >= STABLE_AFTER_S:
             self._failures = 0
@@ -263,8 +289,10 @@ class NodeAgent:
         self._head_usable = head is not None and head.fresh(now)
         if d.action in (Action.JOIN, Action.REJOIN):
             if now < self._not_before:
-                self._say(f"wait: the raylet failed {self._failures}x right after its start; "
-                          f"joining again in {self._not_before - now:.0f}s")
+                self._say(
+                    f"wait: the raylet failed {self._failures}x right after its start; "
+                    f"joining again in {self._not_before - now:.0f}s"
+                )
                 if self.handle is not None and not alive:
                     self._drop(graceful=False)
                 return Decision(Action.WAIT, d.reason)
@@ -335,8 +363,13 @@ def run_agent(shared_root: str, cluster: str, spec: NodeSpec, poll_s: float = 2.
     agent = NodeAgent(root, cluster, spec.name, runner, poll_s=poll_s)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
-    agent.log.info("watching %s as %s (%d GPUs, labels %s)", agent.head_path, spec.name, spec.gpus,
-                   ",".join(f"{k}={v}" for k, v in spec.all_labels().items()))
+    agent.log.info(
+        "watching %s as %s (%d GPUs, labels %s)",
+        agent.head_path,
+        spec.name,
+        spec.gpus,
+        ",".join(f"{k}={v}" for k, v in spec.all_labels().items()),
+    )
     return agent.run()
 
 

@@ -53,19 +53,24 @@ class RayDrain:
         channel = grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)])
         try:
             stub = autoscaler_pb2_grpc.AutoscalerStateServiceStub(channel)
-            reply = stub.DrainNode(autoscaler_pb2.DrainNodeRequest(
-                node_id=raw,
-                reason=autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
-                reason_message=reason[:500],
-                deadline_timestamp_ms=0,
-            ), timeout=max(0.1, deadline - time.monotonic()))
+            reply = stub.DrainNode(
+                autoscaler_pb2.DrainNodeRequest(
+                    node_id=raw,
+                    reason=autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                    reason_message=reason[:500],
+                    deadline_timestamp_ms=0,
+                ),
+                timeout=max(0.1, deadline - time.monotonic()),
+            )
         except grpc.RpcError as exc:
             code = getattr(exc.code(), "name", "error") if hasattr(exc, "code") else "error"
             details = exc.details() if hasattr(exc, "details") else str(exc)
-            raise ClusterUnavailable(f"cannot drain node {node_id} through the GCS at {address}: "
-                                     f"{code}: {details}") from None
+            raise ClusterUnavailable(
+                f"cannot drain node {node_id} through the GCS at {address}: {code}: {details}"
+            ) from None
         finally:
             channel.close()
         if not reply.is_accepted:
-            raise DrainRefused(f"Ray refused to drain node {node_id}: "
-                               f"{reply.rejection_reason_message or 'no reason given'}")
+            raise DrainRefused(
+                f"Ray refused to drain node {node_id}: {reply.rejection_reason_message or 'no reason given'}"
+            )

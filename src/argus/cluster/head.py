@@ -36,16 +36,16 @@ from pathlib import Path
 from argus.cluster.errors import ClusterError, PortInUse
 from argus.cluster.procs import (
     PortFinder,
+    alive_node_ips,
     default_port_start,
     log_tail,
     node_env,
+    node_ports,
     node_workdir,
     owned,
-    node_ports,
     pid_alive,
     port_args,
     port_free,
-    alive_node_ips,
     routable_ip,
     spawn,
     start_ray,
@@ -54,7 +54,7 @@ from argus.cluster.procs import (
 )
 from argus.domain.discovery import HeadFileError, HeadInfo, discovery_dir, discovery_file, parse_head
 
-DEFAULT_GCS_PORT = 6380   # Ray's usual 6379 is Redis's too
+DEFAULT_GCS_PORT = 6380  # Ray's usual 6379 is Redis's too
 DEFAULT_DASHBOARD_PORT = 8265
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 STATE_NAME = "head-state.json"
@@ -92,15 +92,22 @@ class HeadRecord:
 
     def info(self, now: float, stopped: bool = False) -> HeadInfo:
         """The head.json content at `now`."""
-        return HeadInfo(cluster_name=self.cluster, head_ip=self.head_ip, gcs_port=self.gcs_port,
-                        dashboard_url=self.dashboard_url, updated_at=now, ttl_s=self.ttl_s,
-                        stopped=stopped, temp_dir=self.temp_dir)
+        return HeadInfo(
+            cluster_name=self.cluster,
+            head_ip=self.head_ip,
+            gcs_port=self.gcs_port,
+            dashboard_url=self.dashboard_url,
+            updated_at=now,
+            ttl_s=self.ttl_s,
+            stopped=stopped,
+            temp_dir=self.temp_dir,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "HeadRecord":
+    def from_json(cls, text: str) -> HeadRecord:
         return cls(**json.loads(text))
 
 
@@ -154,7 +161,8 @@ def _same_host(rec: HeadRecord, what: str) -> None:
         raise ClusterError(
             f"the head of cluster {rec.cluster!r} was started on {rec.host}, not on this machine "
             f"({here}); run this there to {what} (if that machine is gone for good, remove "
-            f"{state_file(rec.shared_root, rec.cluster)})")
+            f"{state_file(rec.shared_root, rec.cluster)})"
+        )
 
 
 def load_record(shared_root: str | Path, cluster: str) -> HeadRecord | None:
@@ -202,12 +210,28 @@ def read_head(shared_root: str, cluster: str) -> tuple[HeadInfo | None, str | No
 def head_start_args(rec: HeadRecord) -> list[str]:
     """The `ray start --head --block` command line of this head."""
     return [
-        "start", "--head", "--block", "--disable-usage-stats",
-        "--node-ip-address", rec.head_ip, "--port", str(rec.gcs_port),
-        "--temp-dir", rec.temp_dir, "--num-cpus", "0", "--num-gpus", "0",
-        "--object-store-memory", str(OBJECT_STORE_BYTES),
-        "--include-dashboard", "true",
-        "--dashboard-host", rec.head_ip, "--dashboard-port", str(rec.dashboard_port),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address",
+        rec.head_ip,
+        "--port",
+        str(rec.gcs_port),
+        "--temp-dir",
+        rec.temp_dir,
+        "--num-cpus",
+        "0",
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        str(OBJECT_STORE_BYTES),
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        rec.head_ip,
+        "--dashboard-port",
+        str(rec.dashboard_port),
         *port_args(rec.ports, rec.min_worker_port, rec.max_worker_port),
     ]
 
@@ -215,8 +239,9 @@ def head_start_args(rec: HeadRecord) -> list[str]:
 def _wait(what: str, ready, proc: subprocess.Popen, log_path: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ClusterError(f"{what} exited with code {proc.returncode}; end of {log_path}:\n"
-                               f"{log_tail(log_path)}")
+            raise ClusterError(
+                f"{what} exited with code {proc.returncode}; end of {log_path}:\n{log_tail(log_path)}"
+            )
         if ready():
             return
         time.sleep(0.3)
@@ -224,9 +249,16 @@ def _wait(what: str, ready, proc: subprocess.Popen, log_path: Path, deadline: fl
 
 
 # -- the API -----------------------------------------------------------------------------
-def start(shared_root: str, cluster: str, port: int = DEFAULT_GCS_PORT,
-          dashboard_port: int = DEFAULT_DASHBOARD_PORT, node_ip: str | None = None,
-          ttl_s: float = 30.0, refresh_s: float = 5.0, timeout: float = 90.0) -> HeadRecord:
+def start(
+    shared_root: str,
+    cluster: str,
+    port: int = DEFAULT_GCS_PORT,
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT,
+    node_ip: str | None = None,
+    ttl_s: float = 30.0,
+    refresh_s: float = 5.0,
+    timeout: float = 90.0,
+) -> HeadRecord:
     """Start the head and its publisher; return once Ray sees the head and head.json is out.
 
     Args:
@@ -255,40 +287,82 @@ def start(shared_root: str, cluster: str, port: int = DEFAULT_GCS_PORT,
         old = current.record
         _same_host(old, "start another head")
         if current.head_alive:
-            if current.healthy and (old.head_ip, old.gcs_port, old.dashboard_port) == (ip, port, dashboard_port):
+            if current.healthy and (old.head_ip, old.gcs_port, old.dashboard_port) == (
+                ip,
+                port,
+                dashboard_port,
+            ):
                 return old
             raise ClusterError(
                 f"a head of cluster {cluster!r} already runs at {old.address} (pid {old.head_pid}); "
-                f"stop it first: argus head stop --shared-root {root} --cluster {cluster}")
+                f"stop it first: argus head stop --shared-root {root} --cluster {cluster}"
+            )
         stop(root, cluster, grace_s=5.0)  # what is left of a head that died
     for p, what, flag in ((port, "Ray GCS", "--port"), (dashboard_port, "Ray dashboard", "--dashboard-port")):
         if not port_free(p):
-            raise PortInUse(f"port {p} ({what}) is already in use by another process; "
-                            f"stop it or choose another port with {flag}")
+            raise PortInUse(
+                f"port {p} ({what}) is already in use by another process; "
+                f"stop it or choose another port with {flag}"
+            )
     finder = PortFinder(default_port_start(ip), {port, dashboard_port})
     ports, lo, hi = node_ports(finder, ("ray_client_server_port",))
-    rec = HeadRecord(root, cluster, ip, port, dashboard_port, temp_dir_for(root, cluster), ttl_s,
-                     refresh_s, ports, lo, hi, started_at=time.time(), host=socket.gethostname())
+    rec = HeadRecord(
+        root,
+        cluster,
+        ip,
+        port,
+        dashboard_port,
+        temp_dir_for(root, cluster),
+        ttl_s,
+        refresh_s,
+        ports,
+        lo,
+        hi,
+        started_at=time.time(),
+        host=socket.gethostname(),
+    )
     logs = log_dir(root, cluster)
     deadline = time.monotonic() + timeout
     try:
-        proc = start_ray(head_start_args(rec), logs / "head.log", node_env(), rec.temp_dir,
-                         timeout=max(deadline - time.monotonic(), 1.0),
-                         cwd=node_workdir(rec.temp_dir, "head-ray"))
+        proc = start_ray(
+            head_start_args(rec),
+            logs / "head.log",
+            node_env(),
+            rec.temp_dir,
+            timeout=max(deadline - time.monotonic(), 1.0),
+            cwd=node_workdir(rec.temp_dir, "head-ray"),
+        )
         rec.head_pid = proc.pid
         _save(rec)
-        _wait("the Ray head", lambda: ip in alive_node_ips(rec.dashboard_url), proc,
-              logs / "head.log", deadline)
-        pub = spawn([sys.executable, "-m", "argus.cluster.head", "publish", "--shared-root", root,
-                     "--cluster", cluster], logs / "publisher.log", node_env(),
-                    cwd=node_workdir(rec.temp_dir, "head-publisher"))
+        _wait(
+            "the Ray head", lambda: ip in alive_node_ips(rec.dashboard_url), proc, logs / "head.log", deadline
+        )
+        pub = spawn(
+            [
+                sys.executable,
+                "-m",
+                "argus.cluster.head",
+                "publish",
+                "--shared-root",
+                root,
+                "--cluster",
+                cluster,
+            ],
+            logs / "publisher.log",
+            node_env(),
+            cwd=node_workdir(rec.temp_dir, "head-publisher"),
+        )
         rec.publisher_pid = pub.pid
         _save(rec)
 
         def published() -> bool:
             info, _ = read_head(root, cluster)
-            return (info is not None and info.address == rec.address and not info.stopped
-                    and info.fresh(time.time()))
+            return (
+                info is not None
+                and info.address == rec.address
+                and not info.stopped
+                and info.fresh(time.time())
+            )
 
         _wait("the head.json publisher", published, pub, logs / "publisher.log", deadline)
     except BaseException:
@@ -328,8 +402,14 @@ def status(shared_root: str, cluster: str) -> HeadStatus | None:
         problem = f"head.json names {info.address}, not {rec.address}"
     elif info is not None and info.stopped:
         problem = "head.json says the head stopped"
-    return HeadStatus(rec, owned(rec.head_pid, rec.temp_dir),
-                      owned(rec.publisher_pid, "argus.cluster.head"), info, problem, time.time())
+    return HeadStatus(
+        rec,
+        owned(rec.head_pid, rec.temp_dir),
+        owned(rec.publisher_pid, "argus.cluster.head"),
+        info,
+        problem,
+        time.time(),
+    )
 
 
 # -- the publisher process ----------------------------------------------------------------
@@ -352,8 +432,11 @@ def publish(shared_root: str, cluster: str, stop_event: threading.Event) -> int:
         if ok:
             write_head(shared_root, cluster, rec.info(time.time()))
         if ok != reachable:
-            log.info("GCS %s %s", rec.address, "answers: publishing head.json" if ok
-                     else "does not answer: not refreshing head.json")
+            log.info(
+                "GCS %s %s",
+                rec.address,
+                "answers: publishing head.json" if ok else "does not answer: not refreshing head.json",
+            )
             reachable = ok
         stop_event.wait(rec.refresh_s)
     return 0

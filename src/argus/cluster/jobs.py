@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 
@@ -81,8 +82,13 @@ def redacted_payload(request: dict[str, Any], spec_text: str) -> dict[str, Any]:
     env = (request.get("runtime_env") or {}).get("env_vars")
     if not names or not isinstance(env, dict):
         return request
-    return {**request, "runtime_env": {**request["runtime_env"],
-                                       "env_vars": {k: REDACTED if k in names else v for k, v in env.items()}}}
+    return {
+        **request,
+        "runtime_env": {
+            **request["runtime_env"],
+            "env_vars": {k: REDACTED if k in names else v for k, v in env.items()},
+        },
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -125,7 +131,7 @@ class JobView:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def tail_lines(text: str, n: int | None) -> str:
@@ -174,9 +180,7 @@ class RayJobTool:
             try:
                 self._client = factory(address)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ClusterUnavailable(
-                    f"cannot reach the Ray job server at {address}: {exc}"
-                ) from None
+                raise ClusterUnavailable(f"cannot reach the Ray job server at {address}: {exc}") from None
             self._client_address = address
         return self._client
 
@@ -217,15 +221,21 @@ class RayJobTool:
         config["runtime_env"] = redact_runtime_env(config["runtime_env"])  # the operator's values
         write_private(cfg / "ray_config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_private(cfg / "jobspec.yaml", redact_spec_text(spec_text))
-        write_private(cfg / "submit_payload.json",
-                      json.dumps(redacted_payload(request, spec_text), indent=2) + "\n")
+        write_private(
+            cfg / "submit_payload.json", json.dumps(redacted_payload(request, spec_text), indent=2) + "\n"
+        )
         write_private(root / "debug" / "ray_status_pre.txt", self._debug_text(self.cluster_summary))
 
         sid = rendered.submission_id
-        log = [f"{self._clock().isoformat()} submit {sid} to {self.address}",
-               f"entrypoint: {request['entrypoint']}"]
-        kwargs = {k: v for k, v in request.items()
-                  if not (k in ("entrypoint_num_gpus", "entrypoint_label_selector") and not v)}
+        log = [
+            f"{self._clock().isoformat()} submit {sid} to {self.address}",
+            f"entrypoint: {request['entrypoint']}",
+        ]
+        kwargs = {
+            k: v
+            for k, v in request.items()
+            if not (k in ("entrypoint_num_gpus", "entrypoint_label_selector") and not v)
+        }
         try:
             self._call("submit_job", lambda: self.client.submit_job(**kwargs))
         except Exception as exc:
@@ -234,8 +244,9 @@ class RayJobTool:
             raise
         log.append(f"{self._clock().isoformat()} accepted: {sid}")
         write_private(root / "logs" / "submit.out", "\n".join(log) + "\n")
-        write_private(root / "debug" / "ray_job_list_post.txt",
-                      self._debug_text(lambda: self.own_job_text(sid)))
+        write_private(
+            root / "debug" / "ray_job_list_post.txt", self._debug_text(lambda: self.own_job_text(sid))
+        )
         return sid
 
     def own_job_text(self, sid: str) -> str:
@@ -333,7 +344,10 @@ class RayJobTool:
         from ray.util.state import list_nodes, list_placement_groups
 
         nodes = self._call("list_nodes", lambda: list_nodes(address=self.address, detail=True))
-        lines = [f"cluster at {self._client_address or self.config.address}, as seen {self._clock().isoformat()}", ""]
+        lines = [
+            f"cluster at {self._client_address or self.config.address}, as seen {self._clock().isoformat()}",
+            "",
+        ]
         for n in sorted(nodes, key=lambda n: (not n.is_head_node, n.node_ip)):
             res = {k: v for k, v in (n.resources_total or {}).items() if not k.startswith("node:")}
             res.pop("memory", None)
@@ -348,4 +362,3 @@ class RayJobTool:
         for p in live:
             lines.append(f"  {p.placement_group_id} {p.state} {json.dumps(p.bundles)}")
         return "\n".join(lines) + "\n"
-

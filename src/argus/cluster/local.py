@@ -24,9 +24,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import yaml
 
@@ -102,7 +102,7 @@ class ClusterState:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "ClusterState":
+    def from_json(cls, text: str) -> ClusterState:
         data = json.loads(text)
         data["nodes"] = [NodeState(**n) for n in data["nodes"]]
         return cls(**data)
@@ -151,7 +151,10 @@ def plan_cluster(
     Raises:
         PortInUse: the GCS or dashboard port is taken.
     """
-    for port, what, flag in ((gcs_port, "Ray GCS", "--port"), (dashboard_port, "Ray dashboard", "--dashboard-port")):
+    for port, what, flag in (
+        (gcs_port, "Ray GCS", "--port"),
+        (dashboard_port, "Ray dashboard", "--dashboard-port"),
+    ):
         if not is_free(port):
             raise PortInUse(
                 f"port {port} ({what}) is already in use by another process; "
@@ -162,29 +165,60 @@ def plan_cluster(
     for k in range(workers + 1):
         is_head = k == 0
         ip = f"{prefix}{k + 1}"
-        nodes.append(NodeState(
-            name="head" if is_head else f"worker-{k}", ip=ip, is_head=is_head,
-            gpus=0 if is_head else gpus_per_worker, cpus=0 if is_head else cpus_per_worker,
-            port_start=default_port_start(ip),
-            cuda_visible_devices=None if is_head or gpu_slices is None else gpu_slices[k - 1],
-            labels={} if is_head or not worker_labels or k > len(worker_labels)
-            else dict(worker_labels[k - 1])))
+        nodes.append(
+            NodeState(
+                name="head" if is_head else f"worker-{k}",
+                ip=ip,
+                is_head=is_head,
+                gpus=0 if is_head else gpus_per_worker,
+                cpus=0 if is_head else cpus_per_worker,
+                port_start=default_port_start(ip),
+                cuda_visible_devices=None if is_head or gpu_slices is None else gpu_slices[k - 1],
+                labels={}
+                if is_head or not worker_labels or k > len(worker_labels)
+                else dict(worker_labels[k - 1]),
+            )
+        )
     return ClusterState(
-        shared_root=shared_root, temp_dir=ray_temp_dir(shared_root), gcs_port=gcs_port,
-        dashboard_port=dashboard_port, workers=workers, gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker, drivers_per_worker=drivers_per_worker, nodes=nodes)
+        shared_root=shared_root,
+        temp_dir=ray_temp_dir(shared_root),
+        gcs_port=gcs_port,
+        dashboard_port=dashboard_port,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+        drivers_per_worker=drivers_per_worker,
+        nodes=nodes,
+    )
 
 
 def agent_args(state: ClusterState, node: NodeState) -> list[str]:
     """The `argus node-agent` arguments of one worker (no head address: it reads head.json)."""
     labels = ["--labels", ",".join(f"{k}={v}" for k, v in node.labels.items())] if node.labels else []
     return [
-        "node-agent", "--shared-root", state.shared_root, "--cluster", state.cluster,
-        "--name", node.name, "--node-ip", node.ip,
-        "--gpus", str(node.gpus), "--cpus", str(node.cpus),
-        "--temp-dir", state.temp_dir, "--drivers", str(state.drivers_per_worker),
-        "--object-store-memory", str(OBJECT_STORE_BYTES),
-        "--port-start", str(node.port_start), "--poll-s", str(AGENT_POLL_S),
+        "node-agent",
+        "--shared-root",
+        state.shared_root,
+        "--cluster",
+        state.cluster,
+        "--name",
+        node.name,
+        "--node-ip",
+        node.ip,
+        "--gpus",
+        str(node.gpus),
+        "--cpus",
+        str(node.cpus),
+        "--temp-dir",
+        state.temp_dir,
+        "--drivers",
+        str(state.drivers_per_worker),
+        "--object-store-memory",
+        str(OBJECT_STORE_BYTES),
+        "--port-start",
+        str(node.port_start),
+        "--poll-s",
+        str(AGENT_POLL_S),
         *labels,
     ]
 
@@ -242,9 +276,7 @@ class ClusterStatus:
 
     @property
     def healthy(self) -> bool:
-        return all(self.processes_alive.values()) and all(
-            n.ip in self.nodes_alive for n in self.state.nodes
-        )
+        return all(self.processes_alive.values()) and all(n.ip in self.nodes_alive for n in self.state.nodes)
 
 
 def status(shared_root: str | Path) -> ClusterStatus | None:
@@ -264,28 +296,35 @@ def status(shared_root: str | Path) -> ClusterStatus | None:
 def _start_agent(state: ClusterState, node: NodeState, log_dir: Path) -> subprocess.Popen:
     """A worker's node agent: the allow-list environment (its GPU slice included), umask 027,
     an empty working directory of its own; never the caller's environment or directory."""
-    return spawn([sys.executable, "-m", "argus.client.cli", *agent_args(state, node)],
-                 log_dir / f"{node.name}.log",
-                 node_env(node.cuda_visible_devices, keep_pass_list=True),
-                 cwd=node_workdir(state.temp_dir, f"agent-{node.name}"))
+    return spawn(
+        [sys.executable, "-m", "argus.client.cli", *agent_args(state, node)],
+        log_dir / f"{node.name}.log",
+        node_env(node.cuda_visible_devices, keep_pass_list=True),
+        cwd=node_workdir(state.temp_dir, f"agent-{node.name}"),
+    )
 
 
-def _wait_workers(state: ClusterState, agents: dict[str, subprocess.Popen], log_dir: Path,
-                  timeout: float) -> None:
+def _wait_workers(
+    state: ClusterState, agents: dict[str, subprocess.Popen], log_dir: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     want = {n.ip: n.name for n in state.nodes[1:]}
     while time.monotonic() < deadline:
         for name, proc in agents.items():
             if proc.poll() is not None:
                 log = log_dir / f"{name}.log"
-                raise ClusterError(f"the node agent of {name} exited with code {proc.returncode}; "
-                                   f"end of {log}:\n{log_tail(log)}")
+                raise ClusterError(
+                    f"the node agent of {name} exited with code {proc.returncode}; "
+                    f"end of {log}:\n{log_tail(log)}"
+                )
         if set(want) <= alive_node_ips(state.dashboard_url):
             return
         time.sleep(0.5)
     missing = sorted(set(want) - alive_node_ips(state.dashboard_url))
-    raise ClusterError(f"{', '.join(want[ip] for ip in missing)} did not join within {timeout:.0f}s; "
-                       f"see the logs in {log_dir} and {head_mod.log_dir(state.shared_root, state.cluster)}")
+    raise ClusterError(
+        f"{', '.join(want[ip] for ip in missing)} did not join within {timeout:.0f}s; "
+        f"see the logs in {log_dir} and {head_mod.log_dir(state.shared_root, state.cluster)}"
+    )
 
 
 def up(
@@ -323,17 +362,26 @@ def up(
     if current is not None:
         down(shared_root)  # a half-dead cluster: clear it, then start clean
     slices = gpu_slices(workers, gpus_per_worker, detect_gpus())
-    state = plan_cluster(shared_root, workers, gpus_per_worker, cpus_per_worker,
-                         gcs_port, dashboard_port, drivers_per_worker, gpu_slices=slices,
-                         worker_labels=worker_labels)
+    state = plan_cluster(
+        shared_root,
+        workers,
+        gpus_per_worker,
+        cpus_per_worker,
+        gcs_port,
+        dashboard_port,
+        drivers_per_worker,
+        gpu_slices=slices,
+        worker_labels=worker_labels,
+    )
     log_dir = state_dir(shared_root) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     state.started_at = time.time()
     deadline = time.monotonic() + timeout
     try:
         _save(state)
-        rec = head_mod.start(shared_root, state.cluster, gcs_port, dashboard_port,
-                             node_ip=state.head.ip, timeout=timeout)
+        rec = head_mod.start(
+            shared_root, state.cluster, gcs_port, dashboard_port, node_ip=state.head.ip, timeout=timeout
+        )
         state.head.pid, state.temp_dir = rec.head_pid, rec.temp_dir
         _save(state)
         agents = {}

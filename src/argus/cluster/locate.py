@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from argus.cluster.errors import ClusterUnavailable
 from argus.domain.discovery import HeadFileError, HeadInfo, discovery_file, parse_head
@@ -40,11 +40,19 @@ def _read(path: Path) -> str | None:
 class HeadLocator:
     """Answers the head's current address for one RayConfig."""
 
-    def __init__(self, config: RayConfig, clock: Callable[[], float] = time.time,
-                 read: Callable[[Path], str | None] = _read, max_age_s: float = 1.0):
+    def __init__(
+        self,
+        config: RayConfig,
+        clock: Callable[[], float] = time.time,
+        read: Callable[[Path], str | None] = _read,
+        max_age_s: float = 1.0,
+    ):
         self.config = config
-        self.path = (Path(str(discovery_file(config.shared_root, config.cluster_name)))
-                     if config.cluster_name else None)
+        self.path = (
+            Path(str(discovery_file(config.shared_root, config.cluster_name)))
+            if config.cluster_name
+            else None
+        )
         self._clock = clock
         self._read = read
         self._max_age_s = max_age_s
@@ -83,16 +91,19 @@ class HeadLocator:
         if text is None:
             raise ClusterUnavailable(
                 f"no head published for cluster {self.config.cluster_name!r}: {self.path} is missing "
-                "(start one with `argus head start`)")
+                "(start one with `argus head start`)"
+            )
         try:
             info = parse_head(text)
         except HeadFileError as exc:
             raise ClusterUnavailable(f"{self.path} is not a valid head record: {exc}") from None
         if info.stopped:
-            raise ClusterUnavailable(f"the head of cluster {self.config.cluster_name!r} "
-                                     f"({info.address}) was stopped")
+            raise ClusterUnavailable(
+                f"the head of cluster {self.config.cluster_name!r} ({info.address}) was stopped"
+            )
         if not info.fresh(now):
             raise ClusterUnavailable(
                 f"{self.path} is stale: updated {now - info.updated_at:.0f}s ago, TTL {info.ttl_s:g}s; "
-                "the head or its publisher is down")
+                "the head or its publisher is down"
+            )
         return info

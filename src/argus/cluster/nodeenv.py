@@ -17,16 +17,27 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from argus.cluster.errors import ClusterError
 
 DEFAULT_RAY_TEMP_DIR = "/tmp/ray"
 NODE_ENV_PASS = "ARGUS_NODE_ENV_PASS"
 # What every node process gets from its caller's environment when set there; nothing else.
-NODE_ENV_NAMES = ("HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-                  "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+NODE_ENV_NAMES = (
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
 NODE_ENV_PREFIXES = ("LC_",)
 # Never passed, not even when NODE_ENV_PASS names them: the control plane's own settings and
 # tokens, and the address of another Ray cluster.
@@ -53,8 +64,10 @@ def pass_list(environ: Mapping[str, str] | None = None) -> list[str]:
         if not _ENV_NAME.fullmatch(name):
             raise ClusterError(f"{NODE_ENV_PASS}: {name!r} is not an environment variable name")
         if name in NEVER_PASS or name.startswith(NEVER_PASS_PREFIXES):
-            raise ClusterError(f"{NODE_ENV_PASS}: {name} is never passed to nodes (the control "
-                               "plane's settings and tokens, and Ray's address, stay out of jobs)")
+            raise ClusterError(
+                f"{NODE_ENV_PASS}: {name} is never passed to nodes (the control "
+                "plane's settings and tokens, and Ray's address, stay out of jobs)"
+            )
         names.append(name)
     return names
 
@@ -69,8 +82,11 @@ def _node_path(caller_path: str | None) -> str:
     return os.pathsep.join(parts)
 
 
-def node_env(cuda_visible_devices: str | None = None, environ: Mapping[str, str] | None = None,
-             keep_pass_list: bool = False) -> dict[str, str]:
+def node_env(
+    cuda_visible_devices: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    keep_pass_list: bool = False,
+) -> dict[str, str]:
     """The environment of a process started for a node (`ray start`, a node agent, the head's
     publisher): an allow-list, never the caller's whole environment.
 
@@ -141,11 +157,20 @@ def node_workdir(temp_dir: str | None, name: str) -> Path:
     return path
 
 
-def spawn(args: list[str], log_path: Path, env: dict[str, str],
-          cwd: Path | str | None = None) -> subprocess.Popen:
+def spawn(
+    args: list[str], log_path: Path, env: dict[str, str], cwd: Path | str | None = None
+) -> subprocess.Popen:
     """Start a node process detached (its own session, stdin closed), its output appended to
     `log_path`, with `env`, umask NODE_UMASK and `cwd` (default: this node's `/`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(cwd or "/"), umask=NODE_UMASK, start_new_session=True)
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(cwd or "/"),
+            umask=NODE_UMASK,
+            start_new_session=True,
+        )

@@ -16,16 +16,15 @@ cluster (`argus.cluster.local`). Invariants:
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from argus.cluster.errors import ClusterError
 from argus.cluster.nodeenv import (  # noqa: F401  (re-exported for the node modules)
@@ -46,8 +45,8 @@ NODE_PORT_KEYS = (
 )
 WORKER_PORTS_PER_NODE = 100
 PORT_BASE = 20000
-PORT_SLOT = 200      # ports per node region: its NODE_PORT_KEYS, a worker block and room to skip
-PORT_SLOTS = 60      # 20000..32000: below Linux's ephemeral range (32768-)
+PORT_SLOT = 200  # ports per node region: its NODE_PORT_KEYS, a worker block and room to skip
+PORT_SLOTS = 60  # 20000..32000: below Linux's ephemeral range (32768-)
 
 
 # -- ports -------------------------------------------------------------------------------
@@ -295,8 +294,14 @@ def start_lock(temp_dir: str | None, timeout: float = 120.0) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def start_ray(args: list[str], log_path: Path, env: dict[str, str], temp_dir: str | None,
-              timeout: float = 60.0, cwd: Path | str | None = None) -> subprocess.Popen:
+def start_ray(
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    temp_dir: str | None,
+    timeout: float = 60.0,
+    cwd: Path | str | None = None,
+) -> subprocess.Popen:
     """Run `ray <args>` (a `ray start --block`) in its own session, its output appended to
     `log_path`, under the temp dir's start lock until it says it started, exits or `timeout`
     passes. It runs with `env`, umask NODE_UMASK and in `cwd` (give it `node_workdir(...)`;

@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from argus.cluster.procs import DEFAULT_RAY_TEMP_DIR
 
@@ -56,9 +57,13 @@ def ray_temp_dirs(ray_config: Any) -> list[str]:
 
 def _sessions(temp_dir: Path) -> list[Path]:
     try:
-        entries = [e for e in os.scandir(temp_dir)
-                   if e.name.startswith("session_") and e.name != "session_latest"
-                   and e.is_dir(follow_symlinks=False)]
+        entries = [
+            e
+            for e in os.scandir(temp_dir)
+            if e.name.startswith("session_")
+            and e.name != "session_latest"
+            and e.is_dir(follow_symlinks=False)
+        ]
     except OSError:
         return []
     entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime, reverse=True)
@@ -89,8 +94,11 @@ def find_driver_log(submission_id: str, temp_dirs: Iterable[str | Path]) -> Foun
                 continue
             if os.path.islink(session / "logs"):
                 continue  # a link planted in a shared /tmp: never followed
-            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() \
-                    and (best is None or st.st_mtime > best[0]):
+            if (
+                stat.S_ISREG(st.st_mode)
+                and st.st_uid == os.getuid()
+                and (best is None or st.st_mtime > best[0])
+            ):
                 best = (st.st_mtime, path, st.st_size)
         if best is not None:
             break  # the most specific temp dir that has it
@@ -111,14 +119,21 @@ def find_driver_log(submission_id: str, temp_dirs: Iterable[str | Path]) -> Foun
 def lost_log_text(submission_id: str, lost_at: float | None, found: FoundLog | None) -> str:
     """What `<job_root>/logs/driver.log` holds for an attempt lost with its Ray head: the log
     found in an old session directory with a closing note, else a plain line saying so."""
-    when = (datetime.fromtimestamp(lost_at, tz=timezone.utc).isoformat(timespec="seconds")
-            if lost_at else "an unknown time")
+    when = (
+        datetime.fromtimestamp(lost_at, tz=UTC).isoformat(timespec="seconds")
+        if lost_at
+        else "an unknown time"
+    )
     if found is None:
-        return (f"[argus] the driver log of {submission_id} was lost with the Ray head: Ray no "
-                f"longer knew the job at {when}, and no old Ray session directory holds its log\n")
+        return (
+            f"[argus] the driver log of {submission_id} was lost with the Ray head: Ray no "
+            f"longer knew the job at {when}, and no old Ray session directory holds its log\n"
+        )
     text = found.text
     if text and not text.endswith("\n"):
         text += "\n"
     cut = f" (its last {MAX_LOG_BYTES // (1024 * 1024)} MiB)" if found.truncated else ""
-    return (text + f"[argus] the Ray head lost this job at {when}; this log{cut} was recovered from "
-            f"the old Ray session directory {found.path.parent.parent.name}\n")
+    return (
+        text + f"[argus] the Ray head lost this job at {when}; this log{cut} was recovered from "
+        f"the old Ray session directory {found.path.parent.parent.name}\n"
+    )

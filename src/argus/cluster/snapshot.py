@@ -26,8 +26,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from argus.cluster.errors import ClusterUnavailable
 
@@ -83,8 +84,11 @@ class ClusterSnapshot:
             Alive, not draining, non-head nodes, in the snapshot's order.
         """
         return [
-            n for n in self.nodes
-            if n.alive and not n.draining and not n.is_head
+            n
+            for n in self.nodes
+            if n.alive
+            and not n.draining
+            and not n.is_head
             and (worker_resource is None or n.has_resource(worker_resource))
         ]
 
@@ -201,8 +205,13 @@ def _strings(items: Iterable[Any]) -> Iterable[str]:
 class RaySnapshotSource:
     """Reads `ClusterSnapshot`s of one Ray cluster without joining it as a driver."""
 
-    def __init__(self, dashboard_url: str, gcs_address: str | None = None, timeout_s: float = 5.0,
-                 locate: Callable[[], str | None] | None = None):
+    def __init__(
+        self,
+        dashboard_url: str,
+        gcs_address: str | None = None,
+        timeout_s: float = 5.0,
+        locate: Callable[[], str | None] | None = None,
+    ):
         """
         Args:
             dashboard_url: the dashboard, e.g. `http://10.0.0.1:8265`; used only to learn the
@@ -228,15 +237,14 @@ class RaySnapshotSource:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_config(cls, config: Any, timeout_s: float = 5.0) -> "RaySnapshotSource":
+    def for_config(cls, config: Any, timeout_s: float = 5.0) -> RaySnapshotSource:
         """A source for a RayConfig: through head.json when it names a `cluster_name`."""
         if not getattr(config, "cluster_name", None):
             return cls(config.address, timeout_s=timeout_s)
         from argus.cluster.locate import HeadLocator
 
         locator = HeadLocator(config)
-        return cls(config.address, timeout_s=timeout_s,
-                   locate=lambda: locator.current().gcs_address)
+        return cls(config.address, timeout_s=timeout_s, locate=lambda: locator.current().gcs_address)
 
     def gcs(self, deadline: float) -> str:
         """The GCS address to use now (given, located through head.json, or learnt).
@@ -330,15 +338,16 @@ def _read_resource_state(address: str, deadline: float) -> tuple[dict[str, Any],
     timeout = _remaining(deadline, f"GCS at {address}")
     # The GCS is reached directly (as Ray's own components do), never through an HTTP proxy;
     # a large cluster's reply may exceed gRPC's default 4 MiB limit.
-    channel = grpc.insecure_channel(address, options=[
-        ("grpc.enable_http_proxy", 0),
-        ("grpc.max_receive_message_length", _MAX_REPLY_BYTES),
-    ])
+    channel = grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.enable_http_proxy", 0),
+            ("grpc.max_receive_message_length", _MAX_REPLY_BYTES),
+        ],
+    )
     try:
         stub = autoscaler_pb2_grpc.AutoscalerStateServiceStub(channel)
-        reply = stub.GetClusterResourceState(
-            autoscaler_pb2.GetClusterResourceStateRequest(), timeout=timeout
-        )
+        reply = stub.GetClusterResourceState(autoscaler_pb2.GetClusterResourceStateRequest(), timeout=timeout)
         taken_at = time.time()
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else None

@@ -152,12 +152,17 @@ class _ParamikoSession:
                     if chan.recv_stderr_ready():
                         err += chan.recv_stderr(65536)[: max(0, MAX_OUTPUT_BYTES - len(err))] or b""
                         busy = True
-                    if not busy and chan.exit_status_ready() and not chan.recv_ready() \
-                            and not chan.recv_stderr_ready():
+                    if (
+                        not busy
+                        and chan.exit_status_ready()
+                        and not chan.recv_ready()
+                        and not chan.recv_stderr_ready()
+                    ):
                         break
                     if time.monotonic() > deadline:
-                        raise SSHError("timeout", f"the command on {self._target} did not finish "
-                                                  f"within {timeout_s:g} s")
+                        raise SSHError(
+                            "timeout", f"the command on {self._target} did not finish within {timeout_s:g} s"
+                        )
                     if not busy:
                         time.sleep(0.01)
                 rc = chan.recv_exit_status()
@@ -172,7 +177,7 @@ class _ParamikoSession:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "_ParamikoSession":
+    def __enter__(self) -> _ParamikoSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,8 +187,9 @@ class _ParamikoSession:
 class SSHConnector:
     """Opens SSH sessions with keys from `key_dir` (host keys recorded in `key_dir/known_hosts`)."""
 
-    def __init__(self, key_dir: str | Path, connect_timeout_s: float = 10.0,
-                 known_hosts: str | Path | None = None):
+    def __init__(
+        self, key_dir: str | Path, connect_timeout_s: float = 10.0, known_hosts: str | Path | None = None
+    ):
         self.key_dir = Path(key_dir).expanduser()
         self.connect_timeout_s = float(connect_timeout_s)
         self.known_hosts = Path(known_hosts) if known_hosts else self.key_dir / KNOWN_HOSTS
@@ -217,31 +223,48 @@ class SSHConnector:
         t = self.connect_timeout_s
         started = time.monotonic()
         try:
-            client.connect(target.host, port=target.port, username=target.user, pkey=pkey,
-                           timeout=t, banner_timeout=t, auth_timeout=t, channel_timeout=t,
-                           allow_agent=False, look_for_keys=False)
+            client.connect(
+                target.host,
+                port=target.port,
+                username=target.user,
+                pkey=pkey,
+                timeout=t,
+                banner_timeout=t,
+                auth_timeout=t,
+                channel_timeout=t,
+                allow_agent=False,
+                look_for_keys=False,
+            )
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise SSHError("host_key", f"the host key of {where} is not the one recorded in "
-                                       f"{self.known_hosts} (got {exc.key.get_name()} "
-                                       f"{exc.key.fingerprint}); if the host was re-created, "
-                                       f"remove its line there") from None
+            raise SSHError(
+                "host_key",
+                f"the host key of {where} is not the one recorded in "
+                f"{self.known_hosts} (got {exc.key.get_name()} "
+                f"{exc.key.fingerprint}); if the host was re-created, "
+                f"remove its line there",
+            ) from None
         except paramiko.AuthenticationException:
             client.close()
-            raise SSHError("auth", f"authentication failed for {target} with key "
-                                   f"{target.key_ref}") from None
-        except (socket.timeout, TimeoutError):
+            raise SSHError("auth", f"authentication failed for {target} with key {target.key_ref}") from None
+        except TimeoutError:
             client.close()
             raise SSHError("timeout", f"cannot connect to {where}: timed out after {t:g} s") from None
         except paramiko.SSHException as exc:
             client.close()
             text = str(exc).strip()
-            if time.monotonic() - started >= 0.9 * t or "timed out" in text.lower() \
-                    or "timeout" in text.lower():
-                raise SSHError("timeout", f"cannot connect to {where}: no SSH answer within {t:g} s") from None
+            if (
+                time.monotonic() - started >= 0.9 * t
+                or "timed out" in text.lower()
+                or "timeout" in text.lower()
+            ):
+                raise SSHError(
+                    "timeout", f"cannot connect to {where}: no SSH answer within {t:g} s"
+                ) from None
             if "banner" in text.lower() or "no existing session" in text.lower():
-                raise SSHError("unreachable", f"cannot connect to {where}: it did not answer as an "
-                                              f"SSH server ({text})") from None
+                raise SSHError(
+                    "unreachable", f"cannot connect to {where}: it did not answer as an SSH server ({text})"
+                ) from None
             raise SSHError("ssh", f"cannot connect to {where}: {text}") from None
         except OSError as exc:  # refused, unreachable, unresolvable (NoValidConnectionsError too)
             client.close()

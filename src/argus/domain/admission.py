@@ -13,8 +13,8 @@ not, why, like Slurm's pending reasons; `argus.domain.scheduling.plan` decides t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ class Capacity:
     pools: Mapping[str, str | None] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, free: Mapping[str, float], pools: Mapping[str, str | None] | None = None) -> "Capacity":
+    def of(cls, free: Mapping[str, float], pools: Mapping[str, str | None] | None = None) -> Capacity:
         return cls({n: max(0.0, float(g)) for n, g in free.items()}, pools or {})
 
-    def with_free(self, free: Mapping[str, float]) -> "Capacity":
+    def with_free(self, free: Mapping[str, float]) -> Capacity:
         """The same nodes and pools with other free GPUs (a copy of `free` is kept)."""
         return Capacity(dict(free), self.pools)
 
@@ -103,10 +103,14 @@ class Capacity:
         total_free = sum(free.values())
         largest = max(free.values())
         if fitting == 0:
-            return (f"{need}; largest free bundle is {largest:g} GPU(s) "
-                    f"({total_free:g} free on {len(free)} node(s))")
-        return (f"{need}; only {fitting} node(s) have {demand.gpus_per_node:g} free GPU(s) "
-                f"({total_free:g} free on {len(free)} node(s))")
+            return (
+                f"{need}; largest free bundle is {largest:g} GPU(s) "
+                f"({total_free:g} free on {len(free)} node(s))"
+            )
+        return (
+            f"{need}; only {fitting} node(s) have {demand.gpus_per_node:g} free GPU(s) "
+            f"({total_free:g} free on {len(free)} node(s))"
+        )
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,15 @@ def parse_head(text: str) -> HeadInfo:
         raise HeadFileError("not a JSON object")
     try:
         info = HeadInfo(
-            cluster_name=str(data["cluster_name"]), head_ip=str(data["head_ip"]),
-            gcs_port=int(data["gcs_port"]), dashboard_url=str(data["dashboard_url"]),
-            updated_at=float(data["updated_at"]), ttl_s=float(data["ttl_s"]),
+            cluster_name=str(data["cluster_name"]),
+            head_ip=str(data["head_ip"]),
+            gcs_port=int(data["gcs_port"]),
+            dashboard_url=str(data["dashboard_url"]),
+            updated_at=float(data["updated_at"]),
+            ttl_s=float(data["ttl_s"]),
             stopped=bool(data.get("stopped", False)),
-            temp_dir=None if data.get("temp_dir") in (None, "") else str(data["temp_dir"]))
+            temp_dir=None if data.get("temp_dir") in (None, "") else str(data["temp_dir"]),
+        )
     except KeyError as exc:
         raise HeadFileError(f"missing key {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
@@ -100,10 +104,10 @@ def parse_head(text: str) -> HeadInfo:
 
 
 class Action(StrEnum):
-    WAIT = "wait"        # nothing to join yet (or already where it should be)
-    JOIN = "join"        # `ray start --address <head>`
-    REJOIN = "rejoin"    # leave the old head, join the new one
-    LEAVE = "leave"      # stop the local raylet and wait for a head
+    WAIT = "wait"  # nothing to join yet (or already where it should be)
+    JOIN = "join"  # `ray start --address <head>`
+    REJOIN = "rejoin"  # leave the old head, join the new one
+    LEAVE = "leave"  # stop the local raylet and wait for a head
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,15 @@ class Decision:
     address: str | None = None
 
 
-def decide(now: float, head: HeadInfo | None, file_problem: str | None,
-           joined_to: str | None, raylet_alive: bool, *, held: str | None = None) -> Decision:
+def decide(
+    now: float,
+    head: HeadInfo | None,
+    file_problem: str | None,
+    joined_to: str | None,
+    raylet_alive: bool,
+    *,
+    held: str | None = None,
+) -> Decision:
     """What the node agent does next.
 
     Args:

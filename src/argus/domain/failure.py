@@ -46,37 +46,74 @@ _PLATFORM_ERROR_TYPES = {
     "JOB_SUPERVISOR_ACTOR_DIED",
 }
 _RULES: list[tuple[FailureCause, re.Pattern[str]]] = [
-    (FailureCause.INSUFFICIENT_RESOURCES, re.compile(
-        r"Total available GPUs \S+ is less than total desired GPUs \S+"
-        r"|placement group .* could not be (scheduled|placed)"
-        r"|No available node types can fulfill resource request"
-        r"|(requested|request) (resources|GPUs?) (is|are) (infeasible|unavailable)", _I)),
-    (FailureCause.OOM, re.compile(
-        r"CUDA out of memory|torch\.(cuda\.)?OutOfMemoryError|OutOfMemoryError"
-        r"|Task was killed due to the node running low on memory|\bKilled\b.*oom|MemoryError", _I)),
-    (FailureCause.NCCL, re.compile(
-        r"NCCL (error|WARN|failure)|nccl(InternalError|SystemError|InvalidUsage|RemoteError)"
-        r"|DistBackendError|NCCL communicator|Watchdog caught collective operation timeout")),
-    (FailureCause.PLATFORM, re.compile(
-        r"RuntimeEnvSetupError|Failed to set up runtime environment|Job supervisor actor"
-        r"|The actor died unexpectedly|raylet (died|is dead)|node .* (died|is dead)"
-        r"|GcsRpcError|Failed to connect to GCS|ConnectionError: .*ray", _I)),
-    (FailureCause.CONFIG, re.compile(
-        r"Could not override '|ConfigCompositionException|Could not append to config"
-        r"|MissingMandatoryValue|ConfigAttributeError|ConfigKeyError"
-        r"|omegaconf\.errors\.|hydra\.errors\.|Error merging override")),
-    (FailureCause.MODEL, re.compile(
-        r"is not a local folder and is not a valid model identifier"
-        r"|HFValidationError|Repo id must|Can't load (tokenizer|the configuration|config)"
-        r"|does not appear to have a file named config\.json|Unrecognized model in"
-        r"|safetensors_rust\.SafetensorError|Error no file named .*(bin|safetensors)", _I)),
-    (FailureCause.DATA, re.compile(
-        r"FileNotFoundError.*\.(parquet|jsonl?|csv|arrow)|Unable to find '[^']*'"
-        r"|ArrowInvalid|Parquet magic bytes not found|DatasetGenerationError"
-        r"|No such file or directory: '[^']*\.(parquet|jsonl?|csv)'", _I)),
-    (FailureCause.USER_CODE, re.compile(
-        r"^\s*(\w+\.)*\w*(Error|Exception)\b(:.*)?$"
-        r"|ModuleNotFoundError|ImportError|SyntaxError|Traceback \(most recent call last\)")),
+    (
+        FailureCause.INSUFFICIENT_RESOURCES,
+        re.compile(
+            r"Total available GPUs \S+ is less than total desired GPUs \S+"
+            r"|placement group .* could not be (scheduled|placed)"
+            r"|No available node types can fulfill resource request"
+            r"|(requested|request) (resources|GPUs?) (is|are) (infeasible|unavailable)",
+            _I,
+        ),
+    ),
+    (
+        FailureCause.OOM,
+        re.compile(
+            r"CUDA out of memory|torch\.(cuda\.)?OutOfMemoryError|OutOfMemoryError"
+            r"|Task was killed due to the node running low on memory|\bKilled\b.*oom|MemoryError",
+            _I,
+        ),
+    ),
+    (
+        FailureCause.NCCL,
+        re.compile(
+            r"NCCL (error|WARN|failure)|nccl(InternalError|SystemError|InvalidUsage|RemoteError)"
+            r"|DistBackendError|NCCL communicator|Watchdog caught collective operation timeout"
+        ),
+    ),
+    (
+        FailureCause.PLATFORM,
+        re.compile(
+            r"RuntimeEnvSetupError|Failed to set up runtime environment|Job supervisor actor"
+            r"|The actor died unexpectedly|raylet (died|is dead)|node .* (died|is dead)"
+            r"|GcsRpcError|Failed to connect to GCS|ConnectionError: .*ray",
+            _I,
+        ),
+    ),
+    (
+        FailureCause.CONFIG,
+        re.compile(
+            r"Could not override '|ConfigCompositionException|Could not append to config"
+            r"|MissingMandatoryValue|ConfigAttributeError|ConfigKeyError"
+            r"|omegaconf\.errors\.|hydra\.errors\.|Error merging override"
+        ),
+    ),
+    (
+        FailureCause.MODEL,
+        re.compile(
+            r"is not a local folder and is not a valid model identifier"
+            r"|HFValidationError|Repo id must|Can't load (tokenizer|the configuration|config)"
+            r"|does not appear to have a file named config\.json|Unrecognized model in"
+            r"|safetensors_rust\.SafetensorError|Error no file named .*(bin|safetensors)",
+            _I,
+        ),
+    ),
+    (
+        FailureCause.DATA,
+        re.compile(
+            r"FileNotFoundError.*\.(parquet|jsonl?|csv|arrow)|Unable to find '[^']*'"
+            r"|ArrowInvalid|Parquet magic bytes not found|DatasetGenerationError"
+            r"|No such file or directory: '[^']*\.(parquet|jsonl?|csv)'",
+            _I,
+        ),
+    ),
+    (
+        FailureCause.USER_CODE,
+        re.compile(
+            r"^\s*(\w+\.)*\w*(Error|Exception)\b(:.*)?$"
+            r"|ModuleNotFoundError|ImportError|SyntaxError|Traceback \(most recent call last\)"
+        ),
+    ),
 ]
 
 

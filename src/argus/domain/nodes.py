@@ -19,9 +19,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 NODE_LABEL = "argus.io/node"
 POOL_LABEL = "pool"
@@ -46,8 +47,7 @@ ALLOWED_FROM: dict[NodeState, frozenset[NodeState]] = {
     NodeState.ONLINE: frozenset({NodeState.PENDING, NodeState.DRAINING}),
     NodeState.DRAINING: frozenset({NodeState.ONLINE}),
     # the agent stopped (a failed node's leftover agent included)
-    NodeState.OFFLINE: frozenset({NodeState.PENDING, NodeState.ONLINE, NodeState.DRAINING,
-                                  NodeState.FAILED}),
+    NodeState.OFFLINE: frozenset({NodeState.PENDING, NodeState.ONLINE, NodeState.DRAINING, NodeState.FAILED}),
     # SSH, the host check or the join failed
     NodeState.FAILED: frozenset({NodeState.PENDING}),
 }
@@ -67,8 +67,10 @@ def can_transition(current: NodeState, target: NodeState) -> bool:
 
 # -- registration -------------------------------------------------------------------------------
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _KEY_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 # Ray's label syntax (ray._private.label_utils, Kubernetes' rules); tests keep the two in step.
@@ -109,8 +111,10 @@ def check_name(name: Any) -> str | None:
     if not isinstance(name, str):
         return "must be a string"
     if not _NAME.fullmatch(name):
-        return ("must be 1-63 lower-case letters, digits and '-', starting and ending with a "
-                "letter or digit (a DNS label)")
+        return (
+            "must be 1-63 lower-case letters, digits and '-', starting and ending with a "
+            "letter or digit (a DNS label)"
+        )
     return None
 
 
@@ -125,11 +129,12 @@ def label_key_problem(key: Any) -> str | None:
         return f"label key '{NODE_LABEL}' is reserved: Argus sets it to the node's name"
     prefix, _, name = key.rpartition("/")
     if "/" in key and (len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
-        return (f"label key prefix '{prefix}' must be DNS labels separated by dots, "
-                "at most 253 characters")
+        return f"label key prefix '{prefix}' must be DNS labels separated by dots, at most 253 characters"
     if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        return (f"label key name '{name}' must be at most 63 characters: letters, digits, '-', "
-                "'_' and '.', starting and ending with a letter or digit")
+        return (
+            f"label key name '{name}' must be at most 63 characters: letters, digits, '-', "
+            "'_' and '.', starting and ending with a letter or digit"
+        )
     return None
 
 
@@ -138,8 +143,10 @@ def label_value_problem(value: Any) -> str | None:
     if not isinstance(value, str):
         return "a label value must be a string"
     if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
-        return (f"label value '{value}' must be at most 63 characters: letters, digits, '-', '_' "
-                "and '.', starting and ending with a letter or digit")
+        return (
+            f"label value '{value}' must be at most 63 characters: letters, digits, '-', '_' "
+            "and '.', starting and ending with a letter or digit"
+        )
     return None
 
 
@@ -193,13 +200,23 @@ def parse_registration(body: Any) -> NodeRegistration:
     if host is not None and (why := _host_problem(host)):
         problems.append(("host", why))
     if user is not None and (not isinstance(user, str) or not _USER.fullmatch(user)):
-        problems.append(("user", "must be a user name: lower-case letters, digits, '_' and '-', "
-                                 "starting with a letter or '_', at most 32 characters"))
+        problems.append(
+            (
+                "user",
+                "must be a user name: lower-case letters, digits, '_' and '-', "
+                "starting with a letter or '_', at most 32 characters",
+            )
+        )
     if key is not None and (not isinstance(key, str) or not _KEY_REF.fullmatch(key)):
-        problems.append(("key", "must be the name of a key file in the server's key directory "
-                                "(letters, digits, '.', '_' and '-'; no '/' and no '..')"))
+        problems.append(
+            (
+                "key",
+                "must be the name of a key file in the server's key directory "
+                "(letters, digits, '.', '_' and '-'; no '/' and no '..')",
+            )
+        )
     port = body.get("port", DEFAULT_SSH_PORT)
-    if (why := _int(port, 1, 65535)):
+    if why := _int(port, 1, 65535):
         problems.append(("port", why))
     # The same bounds as `argus node-agent --gpus/--cpus`, so a node is never refused there.
     for name_, lo, hi in (("gpus", 0, 1024), ("cpus", 1, 4096)):
@@ -214,14 +231,20 @@ def parse_registration(body: Any) -> NodeRegistration:
     elif len(labels) > MAX_LABELS:
         problems.append(("labels", f"at most {MAX_LABELS} labels"))
     for k, v in labels.items():
-        if (why := label_key_problem(k)):
-            problems.append((f"labels.{k}", why))
-        elif (why := label_value_problem(v)):
+        if (why := label_key_problem(k)) or (why := label_value_problem(v)):
             problems.append((f"labels.{k}", why))
     if problems:
         raise RegistrationError(problems)
-    return NodeRegistration(name=name, host=host, user=user, key=key, port=port,
-                            labels=dict(labels), gpus=body.get("gpus"), cpus=body.get("cpus"))
+    return NodeRegistration(
+        name=name,
+        host=host,
+        user=user,
+        key=key,
+        port=port,
+        labels=dict(labels),
+        gpus=body.get("gpus"),
+        cpus=body.get("cpus"),
+    )
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -260,8 +283,16 @@ def agent_command(agent: str, shared_root: str, cluster: str, reg: NodeRegistrat
     `--node-ip` is passed when the registered host is an IP address (the address Argus reaches
     the node at is then the one Ray should use); for a host name the agent picks its own.
     """
-    argv = [*shlex.split(agent), "node-agent", "--shared-root", shared_root, "--cluster", cluster,
-            "--name", reg.name]
+    argv = [
+        *shlex.split(agent),
+        "node-agent",
+        "--shared-root",
+        shared_root,
+        "--cluster",
+        cluster,
+        "--name",
+        reg.name,
+    ]
     if reg.gpus is not None:
         argv += ["--gpus", str(reg.gpus)]
     if reg.cpus is not None:
@@ -292,8 +323,10 @@ def check_script(agent: str, shared_root: str) -> str:
     """A shell script that checks the host: prints `host=<uname -n>` and exits 0, or exits with
     a code of `CHECK_FAILURES` (3: the shared root is not visible; 4: the agent does not run)."""
     help_cmd = " ".join(shlex.quote(a) for a in [*shlex.split(agent), "node-agent", "--help"])
-    return (f"echo host=$(uname -n); test -d {shlex.quote(shared_root)} || exit 3; "
-            f"{help_cmd} >/dev/null 2>&1 || exit 4; exit 0")
+    return (
+        f"echo host=$(uname -n); test -d {shlex.quote(shared_root)} || exit 3; "
+        f"{help_cmd} >/dev/null 2>&1 || exit 4; exit 0"
+    )
 
 
 def check_failure(rc: int, stderr: str, agent: str, shared_root: str) -> str:
@@ -329,12 +362,14 @@ def stop_script(pid: int, name: str, wait_s: float) -> str:
     """
     tries = max(1, int(wait_s / 0.2))
     q = shlex.quote(name)
-    return (f"p={int(pid)}; ours() {{ tr '\\0' '\\n' < /proc/$p/cmdline 2>/dev/null | grep -qx -- node-agent "
-            f"&& tr '\\0' '\\n' < /proc/$p/cmdline 2>/dev/null | grep -x -A1 -- --name | tail -n1 "
-            f"| grep -qx -- {q}; }}; "
-            f"ours || {{ echo gone; exit 0; }}; kill -TERM $p; i=0; while ours; do i=$((i+1)); "
-            f"[ $i -gt {tries} ] && {{ echo 'the agent (pid '$p') is still running' >&2; exit 5; }}; "
-            f"sleep 0.2; done; echo stopped")
+    return (
+        f"p={int(pid)}; ours() {{ tr '\\0' '\\n' < /proc/$p/cmdline 2>/dev/null | grep -qx -- node-agent "
+        f"&& tr '\\0' '\\n' < /proc/$p/cmdline 2>/dev/null | grep -x -A1 -- --name | tail -n1 "
+        f"| grep -qx -- {q}; }}; "
+        f"ours || {{ echo gone; exit 0; }}; kill -TERM $p; i=0; while ours; do i=$((i+1)); "
+        f"[ $i -gt {tries} ] && {{ echo 'the agent (pid '$p') is still running' >&2; exit 5; }}; "
+        f"sleep 0.2; done; echo stopped"
+    )
 
 
 # -- the reconciler's decisions -----------------------------------------------------------------
@@ -360,15 +395,18 @@ def is_idle(ray_node: RayNodeView | None, running_tasks: int) -> bool:
     """
     if ray_node is None or not ray_node.alive:
         return True
-    return (running_tasks == 0 and ray_node.free_gpus >= ray_node.total_gpus
-            and ray_node.free_cpus >= ray_node.total_cpus)
+    return (
+        running_tasks == 0
+        and ray_node.free_gpus >= ray_node.total_gpus
+        and ray_node.free_cpus >= ray_node.total_cpus
+    )
 
 
 class Step(StrEnum):
     NOTHING = "nothing"
-    ONLINE = "online"        # the node joined Ray
-    FAIL = "fail"            # it did not join in time
-    STOP = "stop"            # offline was requested and the node is empty: stop the agent
+    ONLINE = "online"  # the node joined Ray
+    FAIL = "fail"  # it did not join in time
+    STOP = "stop"  # offline was requested and the node is empty: stop the agent
 
 
 @dataclass(frozen=True)
@@ -377,9 +415,15 @@ class Decision:
     reason: str = ""
 
 
-def reconcile(state: NodeState, agent_started_at: float | None, offline_requested: bool,
-              ray_node: RayNodeView | None, running_tasks: int, now: float,
-              join_timeout_s: float) -> Decision:
+def reconcile(
+    state: NodeState,
+    agent_started_at: float | None,
+    offline_requested: bool,
+    ray_node: RayNodeView | None,
+    running_tasks: int,
+    now: float,
+    join_timeout_s: float,
+) -> Decision:
     """What the reconciler does about one registered node.
 
     Args:
@@ -395,8 +439,9 @@ def reconcile(state: NodeState, agent_started_at: float | None, offline_requeste
         if ray_node is not None and ray_node.alive:
             return Decision(Step.ONLINE, f"joined Ray as node {ray_node.node_id}")
         if now - agent_started_at > join_timeout_s:
-            return Decision(Step.FAIL, f"agent started but the node did not join Ray within "
-                                       f"{join_timeout_s:g} s")
+            return Decision(
+                Step.FAIL, f"agent started but the node did not join Ray within {join_timeout_s:g} s"
+            )
         return Decision(Step.NOTHING)
     if offline_requested and state in (NodeState.ONLINE, NodeState.DRAINING):
         if is_idle(ray_node, running_tasks):

@@ -27,9 +27,9 @@ max_running are never exceeded by what the plan admits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Mapping, Sequence
 
 from argus.domain.admission import Capacity, Demand, Placement
 
@@ -117,12 +117,16 @@ def _name_for(blocker: Job, job: Job, otherwise: str) -> str:
 
 
 def _would_delay(head: Job, job: Job, shadow: float) -> str:
-    return (f"would delay {_name_for(head, job, 'a higher-priority task')}, "
-            f"reserved to start by {shadow:.0f}")
+    return f"would delay {_name_for(head, job, 'a higher-priority task')}, reserved to start by {shadow:.0f}"
 
 
-def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = None,
-          now: float | None = None, keep: str | None = None) -> list[Job]:
+def order(
+    jobs: Sequence[Job],
+    policy: str,
+    usage: Mapping[str, float] | None = None,
+    now: float | None = None,
+    keep: str | None = None,
+) -> list[Job]:
     """The queue order of `policy` (see the module docstring).
 
     For `default`: priority first; among equal priorities the job reserved by the previous pass
@@ -147,9 +151,13 @@ def order(jobs: Sequence[Job], policy: str, usage: Mapping[str, float] | None = 
     return sorted(jobs, key=key)
 
 
-def _reservation(job: Job, now: float, free: Mapping[str, float],
-                 running: Sequence[RunningJob],
-                 pools: Mapping[str, str | None]) -> tuple[float, dict[str, float], Placement] | None:
+def _reservation(
+    job: Job,
+    now: float,
+    free: Mapping[str, float],
+    running: Sequence[RunningJob],
+    pools: Mapping[str, str | None],
+) -> tuple[float, dict[str, float], Placement] | None:
     """When and where `job` could start at the latest, releasing running jobs by their limits.
 
     Returns (start, free GPUs per node at that time, the job's placement then), or None when
@@ -255,16 +263,27 @@ def plan(
         if limits.max_running is not None and n_running >= limits.max_running:
             wait(job, PendingCode.MAX_RUNNING, f"max_running_tasks ({limits.max_running}) tasks are running")
             continue
-        if limits.user_max_gpus is not None and user_gpus.get(job.user, 0.0) + job.gpus > limits.user_max_gpus:
-            wait(job, PendingCode.QUOTA_USER,
-                 f"user {job.user} holds {_fmt_gpus(user_gpus.get(job.user, 0.0))} GPU(s); "
-                 f"the limit is {_fmt_gpus(limits.user_max_gpus)}")
+        if (
+            limits.user_max_gpus is not None
+            and user_gpus.get(job.user, 0.0) + job.gpus > limits.user_max_gpus
+        ):
+            wait(
+                job,
+                PendingCode.QUOTA_USER,
+                f"user {job.user} holds {_fmt_gpus(user_gpus.get(job.user, 0.0))} GPU(s); "
+                f"the limit is {_fmt_gpus(limits.user_max_gpus)}",
+            )
             continue
-        if (limits.user_gpu_hours_per_day is not None
-                and day.get(job.user, 0.0) >= limits.user_gpu_hours_per_day):
-            wait(job, PendingCode.QUOTA_USER,
-                 f"user {job.user} used {day.get(job.user, 0.0):.1f} GPU-hours in the last 24 h; "
-                 f"the limit is {limits.user_gpu_hours_per_day:g}")
+        if (
+            limits.user_gpu_hours_per_day is not None
+            and day.get(job.user, 0.0) >= limits.user_gpu_hours_per_day
+        ):
+            wait(
+                job,
+                PendingCode.QUOTA_USER,
+                f"user {job.user} used {day.get(job.user, 0.0):.1f} GPU-hours in the last 24 h; "
+                f"the limit is {limits.user_gpu_hours_per_day:g}",
+            )
             continue
         if head is not None and policy == "fifo":
             wait(job, PendingCode.PRIORITY, blocked_detail.format(_name_for(head, job, "an earlier task")))

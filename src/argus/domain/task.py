@@ -79,9 +79,7 @@ def check_user_id(user_id: str) -> str:
         ValueError: with the reason.
     """
     if not isinstance(user_id, str) or not _USER_RE.fullmatch(user_id) or len(user_id) > USER_ID_MAX:
-        raise ValueError(
-            f"must be 1-{USER_ID_MAX} lower-case letters, digits or '_', starting with a letter"
-        )
+        raise ValueError(f"must be 1-{USER_ID_MAX} lower-case letters, digits or '_', starting with a letter")
     return user_id
 
 

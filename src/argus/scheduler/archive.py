@@ -18,7 +18,7 @@ from argus.cluster.errors import ClusterError, JobNotFound
 from argus.cluster.jobs import RayJobTool
 from argus.cluster.session_logs import find_driver_log, lost_log_text, ray_temp_dirs
 from argus.domain.task import RAY_FINAL_STATUSES
-from argus.service.settings import ArgusSettings
+from argus.settings import ArgusSettings
 from argus.store.tasks import TaskStore
 
 log = logging.getLogger("argus.scheduler")

@@ -16,7 +16,7 @@ Owns the order of one pass, `tick(now)`:
 Time limits are enforced in the sync: a task past its limit is stopped and ends TIMEOUT.
 `run(stop)` paces passes: a nudge from the API starts one that only admits; a full pass (sync,
 archive, admit) runs every `interval_s`. What a Ray status means for a task is decided in
-`argus.scheduler.policy` (pure); this module acts on the decisions.
+`argus.domain.outcome` (pure); this module acts on the decisions.
 """
 
 from __future__ import annotations
@@ -25,23 +25,27 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.cluster.jobs import RayJobTool
 from argus.domain.admission import Booked, free_gpus
 from argus.domain.durations import format_duration
-from argus.domain.scheduling import Job, Limits, RunningJob, plan
 from argus.domain.failure import FailureCause
+from argus.domain.outcome import RETRYABLE, Outcome, decide_outcome
+from argus.domain.paths import job_root as compute_job_root
+from argus.domain.scheduling import Job, Limits, RunningJob, plan
 from argus.domain.task import (
-    ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState,
+    ACTIVE_STATES,
+    FINAL_STATES,
+    WAITING_STATES,
+    TaskState,
     attempt_submission_id,
 )
-from argus.domain.paths import job_root as compute_job_root
 from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
-from argus.scheduler.policy import RETRYABLE, Outcome, decide_outcome
-from argus.service.settings import ArgusSettings
+from argus.settings import ArgusSettings
 from argus.spec.errors import SpecError
 from argus.spec.inputs import check_inputs
 from argus.spec.render import prepare_submission
@@ -57,14 +61,20 @@ PLACEMENT_GRACE_S = 120.0
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 class Scheduler:
     """One scheduler per server process."""
 
-    def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool,
-                 snapshots: Any, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: ArgusSettings,
+        store: TaskStore,
+        jobs: RayJobTool,
+        snapshots: Any,
+        clock: Callable[[], float] = time.time,
+    ):
         self.settings = settings
         self.store = store
         self.jobs = jobs
@@ -189,18 +199,29 @@ class Scheduler:
             view = None
         tries = task["attempts"]
         if view is None or view.status == "FAILED":  # only failures worth retrying use up tries
-            tries = 1 + sum(1 for a in self.store.attempts(task["task_id"])
-                            if a["attempt_no"] < attempt["attempt_no"] and a["failure_kind"] in RETRIED)
+            tries = 1 + sum(
+                1
+                for a in self.store.attempts(task["task_id"])
+                if a["attempt_no"] < attempt["attempt_no"] and a["failure_kind"] in RETRIED
+            )
         outcome = decide_outcome(view, attempts=tries, max_attempts=self.settings.scheduler.max_attempts)
         fields: dict[str, Any] = {}
         if view is not None:
-            fields = {"ray_status": view.status, "message": view.message,
-                      "start_time": view.start_time, "end_time": view.end_time}
+            fields = {
+                "ray_status": view.status,
+                "message": view.message,
+                "start_time": view.start_time,
+                "end_time": view.end_time,
+            }
             if view.diagnosis:
                 fields["failure_kind"] = view.diagnosis.cause.value
         else:
-            fields = {"ray_status": LOST, "message": outcome.evidence, "end_time": now,
-                      "failure_kind": FailureCause.PLATFORM.value}
+            fields = {
+                "ray_status": LOST,
+                "message": outcome.evidence,
+                "end_time": now,
+                "failure_kind": FailureCause.PLATFORM.value,
+            }
         if fields != {k: attempt.get(k) for k in fields}:
             self.store.update_attempt(sid, **fields)
             attempt = {**attempt, **fields}
@@ -212,9 +233,14 @@ class Scheduler:
     def _time_out(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> bool:
         """Stop the Ray job at the task's time limit; the task ends TIMEOUT."""
         limit = format_duration(task["time_limit_s"])
-        if self.store.transition(task["task_id"], TaskState.TIMEOUT, now, f"time limit {limit} reached",
-                                 attempt["attempt_no"],
-                                 error_summary=f"stopped at its time limit ({limit})"):
+        if self.store.transition(
+            task["task_id"],
+            TaskState.TIMEOUT,
+            now,
+            f"time limit {limit} reached",
+            attempt["attempt_no"],
+            error_summary=f"stopped at its time limit ({limit})",
+        ):
             try:
                 self.jobs.stop(attempt["ray_submission_id"])
             except ClusterError:
@@ -229,9 +255,12 @@ class Scheduler:
         extra: dict[str, Any] = {}
         if outcome.state == TaskState.PENDING_RESOURCES:
             retry = self.settings.scheduler.retry_interval_s
-            extra = {"pending_code": "BeginTime", "estimated_start": now + retry,
-                     "pending_reason": f"retrying in {retry:g}s after: {outcome.evidence}",
-                     "next_run_at": now + retry}
+            extra = {
+                "pending_code": "BeginTime",
+                "estimated_start": now + retry,
+                "pending_reason": f"retrying in {retry:g}s after: {outcome.evidence}",
+                "next_run_at": now + retry,
+            }
         if outcome.cause is not None:
             extra.update(failure_cause=outcome.cause.value, error_summary=outcome.evidence)
         self.store.transition(tid, outcome.state, now, outcome.reason, no, **extra)
@@ -244,8 +273,9 @@ class Scheduler:
         self._archiver.archive()
 
     # -- 3. admission ---------------------------------------------------------------------
-    def capacity(self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]],
-                 now: float) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
+    def capacity(
+        self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]], now: float
+    ) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
         """Per schedulable node: free GPUs, its pool (the `pool` label) and its total GPUs.
 
         Free GPUs are Ray's live view less only the admitted gangs Ray has not placed yet
@@ -269,12 +299,16 @@ class Scheduler:
             shape = (int(t["nnodes"]), float(t["n_gpus_per_node"]), float(t.get("driver_gpus") or 0))
             booked.append((started or now, Booked(gpus, placed, t.get("pool"), shape)))
         booked.sort(key=lambda b: b[0])
-        used = sum(max(0.0, n.total_gpus - n.available_gpus)
-                   for n in snap.nodes if n.alive and not n.is_head)
+        used = sum(max(0.0, n.total_gpus - n.available_gpus) for n in snap.nodes if n.alive and not n.is_head)
         total = {n.node_id: n.total_gpus for n in nodes}
         pools = {n.node_id: n.labels.get(POOL_LABEL) for n in nodes}
-        free = free_gpus({n.node_id: n.available_gpus for n in nodes}, total,
-                         [b for _, b in booked], ray_used=used, pools=pools)
+        free = free_gpus(
+            {n.node_id: n.available_gpus for n in nodes},
+            total,
+            [b for _, b in booked],
+            ray_used=used,
+            pools=pools,
+        )
         return free, pools, total
 
     def pool_capacity(self) -> dict[str, dict[str, float]]:
@@ -336,25 +370,47 @@ class Scheduler:
         free, pools, _ = self.capacity(active, latest, now)
         if full or self._usage is None:
             self._usage = self.usage(now)
-        running = [RunningJob(t["task_id"], t["user_id"],
-                              json.loads((latest.get(t["task_id"]) or {}).get("placement") or "{}"),
-                              self._started(latest.get(t["task_id"]), now) + t["time_limit_s"])
-                   for t in active]
-        jobs = [Job(t["task_id"], t["user_id"], t["nnodes"], t["n_gpus_per_node"], t["created_at"],
-                    t["time_limit_s"], t["priority"], t["driver_gpus"], t["next_run_at"], t.get("pool"))
-                for t in waiting]
+        running = [
+            RunningJob(
+                t["task_id"],
+                t["user_id"],
+                json.loads((latest.get(t["task_id"]) or {}).get("placement") or "{}"),
+                self._started(latest.get(t["task_id"]), now) + t["time_limit_s"],
+            )
+            for t in active
+        ]
+        jobs = [
+            Job(
+                t["task_id"],
+                t["user_id"],
+                t["nnodes"],
+                t["n_gpus_per_node"],
+                t["created_at"],
+                t["time_limit_s"],
+                t["priority"],
+                t["driver_gpus"],
+                t["next_run_at"],
+                t.get("pool"),
+            )
+            for t in waiting
+        ]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
-        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept,
-                      pools=pools)
+        result = plan(
+            now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept, pools=pools
+        )
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None
         by_id = {t["task_id"]: t for t in waiting}
         # Only the waits whose reason or estimate changed are written (none: no transaction).
-        self.store.record_waits([(tid, w.code.value, w.detail, w.estimated_start)
-                                 for tid, w in result.waits.items()
-                                 if wait_changed(by_id[tid], w.code.value, w.detail, w.estimated_start)],
-                                now)
+        self.store.record_waits(
+            [
+                (tid, w.code.value, w.detail, w.estimated_start)
+                for tid, w in result.waits.items()
+                if wait_changed(by_id[tid], w.code.value, w.detail, w.estimated_start)
+            ],
+            now,
+        )
         for job, placement in result.start:
             self._admit_one(by_id[job.id], placement.to_json(), now)
 
@@ -383,8 +439,14 @@ class Scheduler:
             return
         try:
             spec, rendered = prepare_submission(
-                self.settings.ray, row["jobspec_yaml"], _utc(now), source=tid,
-                submission_id=sid, user=row["user_id"], validate=False)
+                self.settings.ray,
+                row["jobspec_yaml"],
+                _utc(now),
+                source=tid,
+                submission_id=sid,
+                user=row["user_id"],
+                validate=False,
+            )
             # Again right before submission: a link under common/ may have changed since.
             check_inputs(spec, self.settings.shared_root, row["user_id"], source=tid)
             self.jobs.submit(rendered, row["jobspec_yaml"])
@@ -394,14 +456,26 @@ class Scheduler:
             raise
         except SpecError as exc:
             why = "; ".join(str(p) for p in exc.problems)
-            self.store.transition(tid, TaskState.FAILED, now, f"inputs refused at submission: {why}",
-                                  attempt["attempt_no"], failure_cause=FailureCause.CONFIG.value,
-                                  error_summary=f"inputs refused at submission: {why}")
+            self.store.transition(
+                tid,
+                TaskState.FAILED,
+                now,
+                f"inputs refused at submission: {why}",
+                attempt["attempt_no"],
+                failure_cause=FailureCause.CONFIG.value,
+                error_summary=f"inputs refused at submission: {why}",
+            )
             return
         except (ClusterError, OSError, ValueError) as exc:
-            self.store.transition(tid, TaskState.FAILED, now, f"submission failed: {exc}",
-                                  attempt["attempt_no"], failure_cause=FailureCause.PLATFORM.value,
-                                  error_summary=str(exc))
+            self.store.transition(
+                tid,
+                TaskState.FAILED,
+                now,
+                f"submission failed: {exc}",
+                attempt["attempt_no"],
+                failure_cause=FailureCause.PLATFORM.value,
+                error_summary=str(exc),
+            )
             return
         done = self.clock()
         self.store.update_attempt(sid, submitted_at=done, ray_status="PENDING")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -28,9 +29,9 @@ from argus.service.ratelimit import RateLimited
 from argus.service.routes import nodes as node_routes
 from argus.service.routes import tasks as task_routes
 from argus.service.routes import users as user_routes
-from argus.service.settings import ArgusSettings
 from argus.service.task_service import TaskService
 from argus.service.views import iso
+from argus.settings import ArgusSettings
 from argus.store.db import Database, open_database
 from argus.store.nodes import NodeStore
 from argus.store.tasks import TaskStore
@@ -115,8 +116,9 @@ def create_app(
         run_nodes: run the node reconciler thread (default: when the scheduler runs).
     """
     own_checkpoints = db is None
-    db = db or open_database(settings.db_url, autocheckpoint=False,
-                             wal_max_bytes=settings.service.sqlite_wal_max_bytes)
+    db = db or open_database(
+        settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes
+    )
     store = TaskStore(db)
     users = UserStore(db)
     jobs = jobs or RayJobTool(settings.ray)
@@ -130,9 +132,16 @@ def create_app(
         from argus.cluster.ssh import SSHConnector
 
         ssh = SSHConnector(settings.nodes.key_dir, settings.nodes.ssh_connect_timeout_s)
-    nodes = NodeService(settings, NodeStore(db), store, snapshots, ssh,
-                        drainer or RayDrain(snapshots), clock,
-                        pool_capacity=scheduler.pool_capacity)
+    nodes = NodeService(
+        settings,
+        NodeStore(db),
+        store,
+        snapshots,
+        ssh,
+        drainer or RayDrain(snapshots),
+        clock,
+        pool_capacity=scheduler.pool_capacity,
+    )
     reconcile = run if run_nodes is None else run_nodes
     stop = threading.Event()
 
@@ -144,16 +153,15 @@ def create_app(
         # interpreter with the accept threads.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.service.read_threads
         if own_checkpoints and db.is_sqlite:
-            threading.Thread(target=_checkpoints, args=(db, stop), name="argus-checkpoint",
-                             daemon=True).start()
+            threading.Thread(
+                target=_checkpoints, args=(db, stop), name="argus-checkpoint", daemon=True
+            ).start()
         if run:
-            thread = threading.Thread(target=scheduler.run, args=(stop,), name="argus-scheduler",
-                                      daemon=True)
+            thread = threading.Thread(target=scheduler.run, args=(stop,), name="argus-scheduler", daemon=True)
             thread.start()
         node_thread = None
         if reconcile:
-            node_thread = threading.Thread(target=nodes.run, args=(stop,), name="argus-nodes",
-                                           daemon=True)
+            node_thread = threading.Thread(target=nodes.run, args=(stop,), name="argus-nodes", daemon=True)
             node_thread.start()
         try:
             yield
@@ -168,9 +176,12 @@ def create_app(
             nodes.close()
             app.state.tasks.close()
 
-    app = FastAPI(title="Argus", version="2", lifespan=lifespan,
-                  description="Training tasks (verl PPO, GRPO, SFT) on a native Ray cluster. "
-                              "See docs/api.md.")
+    app = FastAPI(
+        title="Argus",
+        version="2",
+        lifespan=lifespan,
+        description="Training tasks (verl PPO, GRPO, SFT) on a native Ray cluster. See docs/api.md.",
+    )
     app.state.settings = settings
     app.state.db = db
     app.state.users = users
@@ -178,8 +189,9 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.scheduler_running = run
     app.state.auth = Authenticator(users, settings.admin_token(environ))
-    app.state.tasks = TaskService(settings, store, jobs, scheduler.nudge, clock,
-                                  pool_capacity=scheduler.pool_capacity)
+    app.state.tasks = TaskService(
+        settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity
+    )
     app.state.nodes = nodes
     errors.install(app)
 
@@ -207,12 +219,19 @@ def create_app(
         else:
             ray_state = "ok" if scheduler.ray_ok_at is not None else "unknown: no pass yet"
         ok = db_state == "ok" and not ray_state.startswith("unreachable")
-        body = {"status": "ok" if ok else "degraded", "db": db_state, "ray": ray_state,
-                "scheduler": {"running": run, "reconciled": scheduler.reconciled,
-                              "last_tick_at": iso(scheduler.last_tick_at),
-                              "ray_ok_at": iso(scheduler.ray_ok_at),
-                              "last_error": scheduler.last_error},
-                "nodes": {"reconciling": reconcile, "last_error": nodes.last_error}}
+        body = {
+            "status": "ok" if ok else "degraded",
+            "db": db_state,
+            "ray": ray_state,
+            "scheduler": {
+                "running": run,
+                "reconciled": scheduler.reconciled,
+                "last_tick_at": iso(scheduler.last_tick_at),
+                "ray_ok_at": iso(scheduler.ray_ok_at),
+                "last_error": scheduler.last_error,
+            },
+            "nodes": {"reconciling": reconcile, "last_error": nodes.last_error},
+        }
         return body if db_state == "ok" else error_response(503, "database unavailable")
 
     app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)

@@ -39,8 +39,7 @@ class Authenticator:
     database behind the server's back goes unnoticed.
     """
 
-    def __init__(self, users: UserStore, admin_token: str | None, ttl_s: float = 5.0,
-                 clock=time.monotonic):
+    def __init__(self, users: UserStore, admin_token: str | None, ttl_s: float = 5.0, clock=time.monotonic):
         self.users = users
         self.admin_token = admin_token
         self.ttl_s = ttl_s

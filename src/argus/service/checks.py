@@ -25,18 +25,20 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 from argus.spec.errors import Problem
 
 
-def compose_check(config_name: str, overrides: Sequence[str], config_dir: str,
-                  user_overrides: Sequence[str]) -> list[Problem]:
+def compose_check(
+    config_name: str, overrides: Sequence[str], config_dir: str, user_overrides: Sequence[str]
+) -> list[Problem]:
     """What a worker runs: the Hydra compose of `argus.spec.hydra_check.check_overrides`."""
     from argus.spec.hydra_check import check_overrides
 
@@ -92,9 +94,16 @@ class CheckPool:
         scrub_env: variables removed from the worker processes' environment.
     """
 
-    def __init__(self, workers: int = 2, *, run: Callable[..., list[Problem]] = compose_check,
-                 executor: Executor | None = None, max_queued: int = 64,
-                 scrub_env: Sequence[str] = (), timeout_s: float = 60.0):
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        run: Callable[..., list[Problem]] = compose_check,
+        executor: Executor | None = None,
+        max_queued: int = 64,
+        scrub_env: Sequence[str] = (),
+        timeout_s: float = 60.0,
+    ):
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self.run = run
@@ -120,8 +129,11 @@ class CheckPool:
             raise RuntimeError("the check pool is closed")
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_start, initargs=(self.scrub_env, os.getpid()))
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_start,
+                initargs=(self.scrub_env, os.getpid()),
+            )
         return self._executor
 
     def waiting(self, user: str) -> int:
@@ -152,8 +164,10 @@ class CheckPool:
                 self._turns.append(user)
             queue.append(item)
             if not self._threads:
-                self._threads = [threading.Thread(target=self._serve, name=f"argus-check-{i}",
-                                                  daemon=True) for i in range(self.workers)]
+                self._threads = [
+                    threading.Thread(target=self._serve, name=f"argus-check-{i}", daemon=True)
+                    for i in range(self.workers)
+                ]
                 for t in self._threads:
                     t.start()
             self._ready.notify()
@@ -204,7 +218,7 @@ class CheckPool:
             else:
                 item.future.set_result(result)
 
-    def _run_once(self, item: "_Item") -> tuple[Any, BaseException | None]:
+    def _run_once(self, item: _Item) -> tuple[Any, BaseException | None]:
         """Run one check on the current pool: (problems, None) or (None, the error)."""
         try:
             with self._lock:
@@ -212,8 +226,12 @@ class CheckPool:
             return executor.submit(self.run, *item.args).result(timeout=self.timeout_s), None
         except FutureTimeout:  # a check that never ends: its workers are stopped
             self._discard(executor)
-            return [Problem("overrides", f"the check against verl's config took over "
-                                         f"{self.timeout_s:g} s and was stopped")], None
+            return [
+                Problem(
+                    "overrides",
+                    f"the check against verl's config took over {self.timeout_s:g} s and was stopped",
+                )
+            ], None
         except BrokenProcessPool as exc:  # a worker died: the next check starts a fresh pool
             with self._lock:
                 if id(executor) in self._discarded:

@@ -18,9 +18,18 @@ from argus.spec.errors import Problem, SpecError
 
 log = logging.getLogger("argus.service")
 
-CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-         405: "method_not_allowed", 409: "conflict", 413: "too_large",
-         415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    503: "unavailable",
+}
 
 
 class APIError(Exception):
@@ -49,13 +58,16 @@ def _clean(text: str) -> str:
 
 
 def error_body(status: int, message: str, problems: list[Problem] | None = None) -> dict:
-    return {"error": CODES.get(status, "error"), "message": _clean(message),
-            "problems": [{"field": _clean(p.field), "message": _clean(p.reason)}
-                         for p in (problems or [])]}
+    return {
+        "error": CODES.get(status, "error"),
+        "message": _clean(message),
+        "problems": [{"field": _clean(p.field), "message": _clean(p.reason)} for p in (problems or [])],
+    }
 
 
-def error_response(status: int, message: str, problems: list[Problem] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, problems: list[Problem] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(status, message, problems), status_code=status, headers=headers)
 
 

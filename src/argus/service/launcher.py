@@ -31,7 +31,7 @@ from pathlib import Path
 from argus.cluster import local
 from argus.cluster.errors import ClusterError, PortInUse
 from argus.cluster.jobs import make_private_dirs, write_private
-from argus.service.settings import dump_settings, parse_settings
+from argus.settings import dump_settings, parse_settings
 from argus.spec.loader import load_yaml_mapping
 
 START_TIMEOUT_S = 60.0
@@ -145,9 +145,15 @@ def server_command(config: str | Path) -> list[str]:
     return [sys.executable, "-P", "-m", "argus.client.cli", "server", "--config", str(config)]
 
 
-def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int = 8080,
-       host: str = "127.0.0.1", gcs_port: int = local.DEFAULT_GCS_PORT,
-       dashboard_port: int = local.DEFAULT_DASHBOARD_PORT) -> ServerInfo:
+def up(
+    shared_root: str,
+    workers: int = 2,
+    gpus_per_worker: int = 4,
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    gcs_port: int = local.DEFAULT_GCS_PORT,
+    dashboard_port: int = local.DEFAULT_DASHBOARD_PORT,
+) -> ServerInfo:
     """Start (or find) the local cluster and the server.
 
     Once the server answers, waits (at most RAY_WAIT_S) for its scheduler's first verdict on
@@ -159,8 +165,9 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
         ClusterError: the cluster or the server failed to start (the log tail is in the message).
     """
     shared_root = str(Path(shared_root).resolve())
-    state, _ = local.up(shared_root, workers, gpus_per_worker, gcs_port=gcs_port,
-                        dashboard_port=dashboard_port)
+    state, _ = local.up(
+        shared_root, workers, gpus_per_worker, gcs_port=gcs_port, dashboard_port=dashboard_port
+    )
     rdir = run_dir(shared_root)
     info_path = rdir / "server.json"
     info = _read_json(info_path)
@@ -168,16 +175,26 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
         # Name the token the running server was started with, never one it would refuse.
         token = next((t for t in known_tokens(shared_root) if accepts_as_admin(info["url"], t)), None)
         if "token_sha256" in info:  # written by an older `up`: the hash goes
-            write_private(info_path, json.dumps({k: v for k, v in info.items() if k != "token_sha256"},
-                                                 indent=2) + "\n")
-        return ServerInfo(info["url"], info["pid"], token, Path(info["config"]), Path(info["log"]),
-                          False, state.dashboard_url, ray_verdict(info["url"]))
+            write_private(
+                info_path, json.dumps({k: v for k, v in info.items() if k != "token_sha256"}, indent=2) + "\n"
+            )
+        return ServerInfo(
+            info["url"],
+            info["pid"],
+            token,
+            Path(info["config"]),
+            Path(info["log"]),
+            False,
+            state.dashboard_url,
+            ray_verdict(info["url"]),
+        )
     token = admin_token(shared_root)
     if not local.port_free(port, host):
         raise PortInUse(f"port {port} is taken; pick another with --port")
     ray = load_yaml_mapping(local.config_file(shared_root).read_text(), "ray config")
-    settings = parse_settings({"ray": ray, "service": {"host": host, "port": port}},
-                              "server config", environ={})
+    settings = parse_settings(
+        {"ray": ray, "service": {"host": host, "port": port}}, "server config", environ={}
+    )
     make_private_dirs(rdir)
     config = rdir / "server.yaml"
     write_private(config, dump_settings(settings))
@@ -188,18 +205,31 @@ def up(shared_root: str, workers: int = 2, gpus_per_worker: int = 4, port: int =
     os.chmod(log_path, 0o640)
     env = {**os.environ, settings.service.admin_token_env: token, "ARGUS_SHARED_ROOT": shared_root}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(server_command(config), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, cwd=rdir, start_new_session=True)
+        proc = subprocess.Popen(
+            server_command(config),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=rdir,
+            start_new_session=True,
+        )
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
         if healthy(url):
-            write_private(info_path, json.dumps({"pid": proc.pid, "url": url, "config": str(config),
-                                                  "log": str(log_path)}, indent=2) + "\n")
-            return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url,
-                              ray_verdict(url))
+            write_private(
+                info_path,
+                json.dumps(
+                    {"pid": proc.pid, "url": url, "config": str(config), "log": str(log_path)}, indent=2
+                )
+                + "\n",
+            )
+            return ServerInfo(
+                url, proc.pid, token, config, log_path, True, state.dashboard_url, ray_verdict(url)
+            )
         time.sleep(0.2)
     if proc.poll() is None:
         proc.kill()

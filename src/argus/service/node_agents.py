@@ -15,7 +15,7 @@ from typing import Any
 from argus.cluster.ssh import Connector, SSHError, SSHTarget
 from argus.domain import nodes as rules
 from argus.domain.nodes import NodeRegistration
-from argus.service.settings import ArgusSettings
+from argus.settings import ArgusSettings
 
 COMMAND_TIMEOUT_S = 60.0
 
@@ -33,9 +33,16 @@ class Started:
 
 def registration(row: dict[str, Any]) -> NodeRegistration:
     """A node row as the registration it was made from."""
-    return NodeRegistration(name=row["name"], host=row["host"], user=row["ssh_user"],
-                            key=row["key_ref"], port=row["port"], labels=dict(row["labels"]),
-                            gpus=row["gpus"], cpus=row["cpus"])
+    return NodeRegistration(
+        name=row["name"],
+        host=row["host"],
+        user=row["ssh_user"],
+        key=row["key_ref"],
+        port=row["port"],
+        labels=dict(row["labels"]),
+        gpus=row["gpus"],
+        cpus=row["cpus"],
+    )
 
 
 def target(row: dict[str, Any]) -> SSHTarget:
@@ -65,10 +72,12 @@ class AgentOps:
                 check = session.run(rules.check_script(cfg.agent_command, root), COMMAND_TIMEOUT_S)
                 if check.rc != 0:
                     raise AgentError(rules.check_failure(check.rc, check.stderr, cfg.agent_command, root))
-                hostname = next((line[5:].strip() for line in check.stdout.splitlines()
-                                 if line.startswith("host=")), "?")
-                argv = rules.agent_command(cfg.agent_command, root, self.settings.cluster_name,
-                                           registration(row))
+                hostname = next(
+                    (line[5:].strip() for line in check.stdout.splitlines() if line.startswith("host=")), "?"
+                )
+                argv = rules.agent_command(
+                    cfg.agent_command, root, self.settings.cluster_name, registration(row)
+                )
                 log_path = rules.agent_log_path(root, name)
                 started = session.run(rules.start_script(argv, log_path), COMMAND_TIMEOUT_S)
             finally:
@@ -94,8 +103,9 @@ class AgentOps:
         try:
             session = self.connector.connect(target(row))
             try:
-                res = session.run(rules.stop_script(row["agent_pid"], row["name"], wait),
-                                  wait + COMMAND_TIMEOUT_S)
+                res = session.run(
+                    rules.stop_script(row["agent_pid"], row["name"], wait), wait + COMMAND_TIMEOUT_S
+                )
             finally:
                 session.close()
         except SSHError as exc:

@@ -18,9 +18,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
@@ -32,13 +33,11 @@ from argus.domain.task import ACTIVE_STATES
 from argus.service.errors import APIError
 from argus.service.node_agents import AgentError, AgentOps
 from argus.service.node_views import Running
-from argus.service.settings import ArgusSettings
+from argus.settings import ArgusSettings
 from argus.store.nodes import NodeStore
 from argus.store.tasks import TaskStore
 
 log = logging.getLogger("argus.nodes")
-
-
 
 
 class Drainer(Protocol):
@@ -56,17 +55,26 @@ def hold_path(shared_root: str, cluster: str, name: str) -> Path:
 def _decision_view(n: NodeCapacity | None) -> rules.RayNodeView | None:
     if n is None:
         return None
-    return rules.RayNodeView(n.node_id, n.alive, n.draining, n.total_gpus, n.available_gpus,
-                             n.total_cpus, n.available_cpus)
+    return rules.RayNodeView(
+        n.node_id, n.alive, n.draining, n.total_gpus, n.available_gpus, n.total_cpus, n.available_cpus
+    )
 
 
 class NodeReconciler:
     """Managed nodes' shared state, background bring-up, offline completion and reconciler."""
 
-    def __init__(self, settings: ArgusSettings, store: NodeStore, tasks: TaskStore, snapshots: Any,
-                 connector: Connector, drainer: Drainer, clock: Callable[[], float] = time.time,
-                 workers: int = 4,
-                 pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None):
+    def __init__(
+        self,
+        settings: ArgusSettings,
+        store: NodeStore,
+        tasks: TaskStore,
+        snapshots: Any,
+        connector: Connector,
+        drainer: Drainer,
+        clock: Callable[[], float] = time.time,
+        workers: int = 4,
+        pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.tasks = tasks
@@ -175,16 +183,20 @@ class NodeReconciler:
         registration, left running); any failure fails the node with the reason."""
         try:
             if stale is not None and (why := self.agents.stop(stale)):
-                log.warning("node %s: the previous agent (pid %s) was not stopped: %s",
-                            name, stale["agent_pid"], why)
+                log.warning(
+                    "node %s: the previous agent (pid %s) was not stopped: %s", name, stale["agent_pid"], why
+                )
             started = self.agents.start(self._row(name))
-            self.store.agent_started(name, started.pid, self.clock(),
-                                     f"agent started on {started.hostname} (pid {started.pid}; "
-                                     f"log {started.log_path})")
+            self.store.agent_started(
+                name,
+                started.pid,
+                self.clock(),
+                f"agent started on {started.hostname} (pid {started.pid}; log {started.log_path})",
+            )
             self.nudge()
         except AgentError as exc:
             self._fail(name, str(exc))
-        except Exception as exc:  # noqa: BLE001 - the node fails with the reason, never silently
+        except Exception as exc:
             log.exception("bringing up node %s failed", name)
             self._fail(name, f"unexpected error while starting the agent: {type(exc).__name__}: {exc}")
         finally:
@@ -224,10 +236,13 @@ class NodeReconciler:
                 drained = self._ray_drain(n, f"argus: {reason}")
             except APIError:
                 drained = False
-            reason = (f"{reason}; the agent could not be stopped ({note}): its hold file keeps it "
-                      f"out of Ray{' and Ray drains its node' if drained else ''}")
-        if not self.store.transition(name, NodeState.OFFLINE, self.clock(), reason,
-                                     agent_pid=None, offline_requested=False):
+            reason = (
+                f"{reason}; the agent could not be stopped ({note}): its hold file keeps it "
+                f"out of Ray{' and Ray drains its node' if drained else ''}"
+            )
+        if not self.store.transition(
+            name, NodeState.OFFLINE, self.clock(), reason, agent_pid=None, offline_requested=False
+        ):
             raise self._conflict(self._row(name), "offline")
 
     # -- the reconciler -------------------------------------------------------------------
@@ -241,14 +256,15 @@ class NodeReconciler:
         (the server restarted before its agent started) fails."""
         with self._guard:  # before the rows: a bring-up that ends in between is then seen done
             busy = set(self._busy)
-        rows = self.store.list([NodeState.PENDING.value, NodeState.ONLINE.value,
-                                NodeState.DRAINING.value])
+        rows = self.store.list([NodeState.PENDING.value, NodeState.ONLINE.value, NodeState.DRAINING.value])
         todo = []
         for row in rows:
             if row["state"] == NodeState.PENDING and row["agent_started_at"] is None:
                 if row["name"] not in busy:
-                    self._fail(row["name"], "the server restarted before the agent was started; "
-                                            "register the node again")
+                    self._fail(
+                        row["name"],
+                        "the server restarted before the agent was started; register the node again",
+                    )
             elif row["state"] == NodeState.PENDING or row["offline_requested"]:
                 todo.append(row)
         if not todo:
@@ -265,17 +281,32 @@ class NodeReconciler:
             name = row["name"]
             n = self._ray_node(snap, name)
             tasks = len(running.get(n.node_id, [])) if n is not None and n.alive else 0
-            decision = rules.reconcile(NodeState(row["state"]), row["agent_started_at"],
-                                       bool(row["offline_requested"]), _decision_view(n), tasks, now,
-                                       self.settings.nodes.join_timeout_s)
+            decision = rules.reconcile(
+                NodeState(row["state"]),
+                row["agent_started_at"],
+                bool(row["offline_requested"]),
+                _decision_view(n),
+                tasks,
+                now,
+                self.settings.nodes.join_timeout_s,
+            )
             if decision.step == Step.ONLINE:
-                self.store.transition(name, NodeState.ONLINE, now, decision.reason,
-                                      expect=[NodeState.PENDING], ray_node_id=n.node_id if n else None)
+                self.store.transition(
+                    name,
+                    NodeState.ONLINE,
+                    now,
+                    decision.reason,
+                    expect=[NodeState.PENDING],
+                    ray_node_id=n.node_id if n else None,
+                )
             elif decision.step == Step.FAIL:
                 log_path = rules.agent_log_path(self.settings.nodes_shared_root, name)
                 watched = hold_path(self.settings.nodes_shared_root, self.cluster, name).parent.parent
-                self._fail(name, f"{decision.reason} (the agent's log on the node: {log_path}; it "
-                                 f"looks for the head in {watched}/head.json)")
+                self._fail(
+                    name,
+                    f"{decision.reason} (the agent's log on the node: {log_path}; it "
+                    f"looks for the head in {watched}/head.json)",
+                )
                 # A late join must not bring a failed node into service: hold it, stop its agent.
                 self._hold(name, "failed: did not join in time")
                 with self._lock(name):
@@ -285,7 +316,10 @@ class NodeReconciler:
             elif decision.step == Step.STOP:
                 with self._lock(name):
                     fresh = self._row(name)
-                    if fresh["offline_requested"] and fresh["state"] in (NodeState.ONLINE, NodeState.DRAINING):
+                    if fresh["offline_requested"] and fresh["state"] in (
+                        NodeState.ONLINE,
+                        NodeState.DRAINING,
+                    ):
                         try:
                             self._take_offline(fresh, n, "offline requested: the node is empty")
                         except APIError as exc:
@@ -298,7 +332,7 @@ class NodeReconciler:
         while not stop.is_set():
             try:
                 self.reconcile()
-            except Exception as exc:  # noqa: BLE001 - the loop outlives one bad pass
+            except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("node reconcile pass failed")
             self._wake.wait(interval)

@@ -86,8 +86,9 @@ class NodeService(NodeReconciler):
     @staticmethod
     def _unmanaged(snap: ClusterSnapshot, registered: set[str]) -> list[NodeCapacity]:
         """Alive Ray workers that are not registered nodes."""
-        return [n for n in snap.nodes if n.alive and not n.is_head
-                and n.labels.get(NODE_LABEL) not in registered]
+        return [
+            n for n in snap.nodes if n.alive and not n.is_head and n.labels.get(NODE_LABEL) not in registered
+        ]
 
     def _find_unmanaged(self, node_id: str, snap: ClusterSnapshot) -> NodeCapacity | None:
         names = {r["name"] for r in self.store.list()}
@@ -137,12 +138,20 @@ class NodeService(NodeReconciler):
         try:
             reg = rules.parse_registration(body)
         except rules.RegistrationError as exc:
-            raise APIError(400, "the node registration is invalid",
-                           [Problem(f, m) for f, m in exc.problems]) from None
+            raise APIError(
+                400, "the node registration is invalid", [Problem(f, m) for f, m in exc.problems]
+            ) from None
         key_dir = Path(self.settings.nodes.key_dir).expanduser()
         if not key_path(key_dir, reg.key).is_file():
-            raise APIError(400, "the node registration is invalid", [Problem(
-                "key", f"no key file named {reg.key} in the server's key directory (nodes.key_dir)")])
+            raise APIError(
+                400,
+                "the node registration is invalid",
+                [
+                    Problem(
+                        "key", f"no key file named {reg.key} in the server's key directory (nodes.key_dir)"
+                    )
+                ],
+            )
         with self._guard:
             if reg.name in self._busy:
                 raise APIError(409, f"node {reg.name} is being set up already")
@@ -155,8 +164,11 @@ class NodeService(NodeReconciler):
         except NodeExists as exc:
             with self._guard:
                 self._busy.discard(reg.name)
-            raise APIError(409, f"node {reg.name} is registered already and {exc.state}; only a "
-                                f"failed or offline node can be registered again") from None
+            raise APIError(
+                409,
+                f"node {reg.name} is registered already and {exc.state}; only a "
+                f"failed or offline node can be registered again",
+            ) from None
         except BaseException:
             with self._guard:
                 self._busy.discard(reg.name)
@@ -187,8 +199,9 @@ class NodeService(NodeReconciler):
             n = self._ray_node(snap, node_id)
             self._ray_drain(n, f"argus: {reason}")
             self._hold(node_id, reason)
-            if not self.store.transition(node_id, NodeState.DRAINING, self.clock(), reason,
-                                         expect=[NodeState.ONLINE]):
+            if not self.store.transition(
+                node_id, NodeState.DRAINING, self.clock(), reason, expect=[NodeState.ONLINE]
+            ):
                 raise self._conflict(self._row(node_id), "drain")
         return self._answer(node_id)
 
@@ -219,14 +232,21 @@ class NodeService(NodeReconciler):
                 # A drained node whose raylet Ray stopped is gone from Ray; its hold is what
                 # keeps its agent out, and lifting it lets the agent join again.
                 if rules.check_name(node_id) is None and self._release_if_held(node_id):
-                    return {"id": node_id, "name": node_id, "managed": False,
-                            "state": NodeState.OFFLINE.value,
-                            "reason": "hold lifted: its agent joins again"}
+                    return {
+                        "id": node_id,
+                        "name": node_id,
+                        "managed": False,
+                        "state": NodeState.OFFLINE.value,
+                        "reason": "hold lifted: its agent joins again",
+                    }
                 raise not_found(f"no node {node_id}")
             name = n.labels.get(NODE_LABEL)
             if not name:
-                raise APIError(409, f"node {node_id} is not managed and has no {NODE_LABEL} label: "
-                                    "there is no hold file to remove, and Ray cannot cancel a drain")
+                raise APIError(
+                    409,
+                    f"node {node_id} is not managed and has no {NODE_LABEL} label: "
+                    "there is no hold file to remove, and Ray cannot cancel a drain",
+                )
             self._release(name)
             return unmanaged_view(n, self._running_by_node())  # Ray may still drain it
         with self._lock(node_id):
@@ -234,9 +254,14 @@ class NodeService(NodeReconciler):
             if row["state"] != NodeState.DRAINING:
                 raise self._conflict(row, "undrain")
             self._release(node_id)
-            if not self.store.transition(node_id, NodeState.ONLINE, self.clock(),
-                                         "undrained by the admin", expect=[NodeState.DRAINING],
-                                         offline_requested=False):
+            if not self.store.transition(
+                node_id,
+                NodeState.ONLINE,
+                self.clock(),
+                "undrained by the admin",
+                expect=[NodeState.DRAINING],
+                offline_requested=False,
+            ):
                 raise self._conflict(self._row(node_id), "undrain")
         return self._answer(node_id)
 
@@ -255,8 +280,11 @@ class NodeService(NodeReconciler):
             snap = self._snapshot()
             if self._find_unmanaged(node_id, snap) is None:
                 raise not_found(f"no node {node_id}")
-            raise APIError(409, f"node {node_id} is not managed by Argus (it joined by itself): "
-                                "Argus cannot stop its agent; drain it instead")
+            raise APIError(
+                409,
+                f"node {node_id} is not managed by Argus (it joined by itself): "
+                "Argus cannot stop its agent; drain it instead",
+            )
         with self._guard:
             if node_id in self._busy:
                 raise APIError(409, f"node {node_id} is being set up; try again in a moment")
@@ -281,12 +309,17 @@ class NodeService(NodeReconciler):
             if state == NodeState.ONLINE:
                 self._ray_drain(n, f"argus: {reason}")
                 self._hold(node_id, reason)
-                if not self.store.transition(node_id, NodeState.DRAINING, self.clock(), why,
-                                             expect=[NodeState.ONLINE], offline_requested=True):
+                if not self.store.transition(
+                    node_id,
+                    NodeState.DRAINING,
+                    self.clock(),
+                    why,
+                    expect=[NodeState.ONLINE],
+                    offline_requested=True,
+                ):
                     raise self._conflict(self._row(node_id), "offline")
             else:
-                self.store.record(node_id, self.clock(), why, [NodeState.DRAINING],
-                                  offline_requested=True)
+                self.store.record(node_id, self.clock(), why, [NodeState.DRAINING], offline_requested=True)
         self.nudge()
         return self._answer(node_id)
 

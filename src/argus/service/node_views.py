@@ -20,10 +20,17 @@ def ray_view(n: NodeCapacity | None) -> dict[str, Any] | None:
     """What Ray says about a node (free GPUs and CPUs are 0 on a dead one)."""
     if n is None:
         return None
-    return {"node_id": n.node_id, "node_ip": n.node_ip, "alive": n.alive, "draining": n.draining,
-            "gpus_total": n.total_gpus, "gpus_free": n.available_gpus if n.alive else 0.0,
-            "cpus_total": n.total_cpus, "cpus_free": n.available_cpus if n.alive else 0.0,
-            "labels": dict(n.labels)}
+    return {
+        "node_id": n.node_id,
+        "node_ip": n.node_ip,
+        "alive": n.alive,
+        "draining": n.draining,
+        "gpus_total": n.total_gpus,
+        "gpus_free": n.available_gpus if n.alive else 0.0,
+        "cpus_total": n.total_cpus,
+        "cpus_free": n.available_cpus if n.alive else 0.0,
+        "labels": dict(n.labels),
+    }
 
 
 Running = dict[str, list[tuple[str, str]]]  # Ray node id -> (task id, user id) placed there
@@ -36,54 +43,85 @@ def running_view(placed: list[tuple[str, str]], who: Identity | None) -> dict[st
     return {"running_tasks": mine, "running_tasks_other": len(placed) - len(mine)}
 
 
-def node_view(row: dict[str, Any], ray: NodeCapacity | None, running: Running,
-              who: Identity | None) -> dict[str, Any]:
+def node_view(
+    row: dict[str, Any], ray: NodeCapacity | None, running: Running, who: Identity | None
+) -> dict[str, Any]:
     """A registered node with its Ray node (`who` None: the admin's view)."""
     show_ssh = who is None or who.is_admin
     return {
-        "id": row["name"], "name": row["name"], "managed": True,
-        "state": row["state"], "reason": row["reason"],
+        "id": row["name"],
+        "name": row["name"],
+        "managed": True,
+        "state": row["state"],
+        "reason": row["reason"],
         "offline_requested": bool(row["offline_requested"]),
-        "pool": row["labels"].get(POOL_LABEL), "labels": row["labels"],
-        "gpus": row["gpus"], "cpus": row["cpus"],
-        "ssh": {"host": row["host"], "port": row["port"], "user": row["ssh_user"],
-                "key": row["key_ref"]} if show_ssh else None,
+        "pool": row["labels"].get(POOL_LABEL),
+        "labels": row["labels"],
+        "gpus": row["gpus"],
+        "cpus": row["cpus"],
+        "ssh": {"host": row["host"], "port": row["port"], "user": row["ssh_user"], "key": row["key_ref"]}
+        if show_ssh
+        else None,
         "agent_pid": row["agent_pid"] if show_ssh else None,
         "agent_started_at": iso(row["agent_started_at"]),
-        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
         "ray": ray_view(ray),
         **running_view(running.get(ray.node_id, []) if ray is not None and ray.alive else [], who),
     }
 
 
-def unmanaged_view(n: NodeCapacity, running: Running, held: str | None = None,
-                   who: Identity | None = None) -> dict[str, Any]:
+def unmanaged_view(
+    n: NodeCapacity, running: Running, held: str | None = None, who: Identity | None = None
+) -> dict[str, Any]:
     """A Ray worker that joined by itself: named by its `argus.io/node` label or its node id,
     its state Ray's, or `draining` while Argus holds it (`held`: the hold's reason); `who`
     None: the admin's view."""
     name = n.labels.get(NODE_LABEL)
-    state = (NodeState.DRAINING if n.draining or (held is not None and n.alive)
-             else NodeState.ONLINE if n.alive else NodeState.OFFLINE)
+    state = (
+        NodeState.DRAINING
+        if n.draining or (held is not None and n.alive)
+        else NodeState.ONLINE
+        if n.alive
+        else NodeState.OFFLINE
+    )
     return {
-        "id": name or n.node_id, "name": name, "managed": False, "state": state.value,
-        "reason": held, "offline_requested": False, "pool": n.labels.get(POOL_LABEL),
-        "labels": dict(n.labels), "gpus": n.total_gpus, "cpus": n.total_cpus, "ssh": None,
-        "agent_pid": None, "agent_started_at": None, "created_at": None, "updated_at": None,
-        "ray": ray_view(n), **running_view(running.get(n.node_id, []), who),
+        "id": name or n.node_id,
+        "name": name,
+        "managed": False,
+        "state": state.value,
+        "reason": held,
+        "offline_requested": False,
+        "pool": n.labels.get(POOL_LABEL),
+        "labels": dict(n.labels),
+        "gpus": n.total_gpus,
+        "cpus": n.total_cpus,
+        "ssh": None,
+        "agent_pid": None,
+        "agent_started_at": None,
+        "created_at": None,
+        "updated_at": None,
+        "ray": ray_view(n),
+        **running_view(running.get(n.node_id, []), who),
     }
 
 
 def event_view(e: dict[str, Any]) -> dict[str, Any]:
-    return {"at": iso(e["at"]), "from_state": e["from_state"], "to_state": e["to_state"],
-            "reason": e["reason"]}
+    return {
+        "at": iso(e["at"]),
+        "from_state": e["from_state"],
+        "to_state": e["to_state"],
+        "reason": e["reason"],
+    }
 
 
 def pools_of(snap: ClusterSnapshot) -> dict[str, dict[str, float]]:
     """GPUs per pool of the schedulable nodes in Ray's view (no pool: "-")."""
     pools: dict[str, dict[str, float]] = {}
     for n in snap.schedulable():
-        p = pools.setdefault(n.labels.get(POOL_LABEL) or "-",
-                             {"nodes": 0, "gpus_total": 0.0, "gpus_free": 0.0})
+        p = pools.setdefault(
+            n.labels.get(POOL_LABEL) or "-", {"nodes": 0, "gpus_total": 0.0, "gpus_free": 0.0}
+        )
         p["nodes"] += 1
         p["gpus_total"] += n.total_gpus
         p["gpus_free"] += n.available_gpus

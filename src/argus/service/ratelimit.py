@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from argus.service.errors import APIError
 from argus.spec.errors import Problem
@@ -40,8 +40,13 @@ class RateLimiter:
         max_users: buckets kept; full buckets are dropped first when there are more.
     """
 
-    def __init__(self, rate_per_s: float | None, burst: int,
-                 clock: Callable[[], float] = time.monotonic, max_users: int = 100_000):
+    def __init__(
+        self,
+        rate_per_s: float | None,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_users: int = 100_000,
+    ):
         self.rate_per_s = rate_per_s
         self.burst = max(1, burst)
         self.clock = clock
@@ -70,8 +75,9 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate_per_s
 
     def _prune(self, now: float) -> None:
-        full = [u for u, (t, at) in self._buckets.items()
-                if t + (now - at) * (self.rate_per_s or 0) >= self.burst]
+        full = [
+            u for u, (t, at) in self._buckets.items() if t + (now - at) * (self.rate_per_s or 0) >= self.burst
+        ]
         for u in full:
             del self._buckets[u]
         if len(self._buckets) > self.max_users:  # still too many: forget the oldest
@@ -90,6 +96,11 @@ class RateLimiter:
                 f"too many submissions: over {self.rate_per_s:g} a second (burst {self.burst}) "
                 f"for user {user}; retry in {max(1, math.ceil(wait))} s",
                 wait,
-                [Problem("service.submit_rate_per_s",
-                         f"the limit is {self.rate_per_s:g} submissions a second per user, "
-                         f"with bursts of {self.burst} (service.submit_burst)")])
+                [
+                    Problem(
+                        "service.submit_rate_per_s",
+                        f"the limit is {self.rate_per_s:g} submissions a second per user, "
+                        f"with bursts of {self.burst} (service.submit_burst)",
+                    )
+                ],
+            )

@@ -22,10 +22,11 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import anyio
 import sqlalchemy as sa
@@ -34,18 +35,22 @@ from argus.cluster.errors import ClusterError, JobNotFound
 from argus.cluster.jobs import RayJobTool, tail_lines
 from argus.domain.durations import format_duration
 from argus.domain.task import (
-    ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState, new_task_id, parse_task_id,
+    ACTIVE_STATES,
+    FINAL_STATES,
+    WAITING_STATES,
+    TaskState,
+    new_task_id,
+    parse_task_id,
 )
 from argus.service.auth import Identity
 from argus.service.checks import CheckBacklog, CheckPool
 from argus.service.errors import APIError, not_found
 from argus.service.ratelimit import RateLimited, RateLimiter
-from argus.service.settings import ArgusSettings
 from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
-from argus.spec.entrypoint import driver_gpus
+from argus.settings import ArgusSettings
+from argus.spec.entrypoint import CONFIG_NAMES, driver_gpus
 from argus.spec.errors import Problem, SpecError
 from argus.spec.inputs import ResolveCache, input_problems
-from argus.spec.entrypoint import CONFIG_NAMES
 from argus.spec.render import Rendered, prepare_submission
 from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec
 from argus.store.tasks import TaskStore
@@ -82,15 +87,26 @@ class CheckCache:
 
     def _start(self, user: str, spec: TaskSpec, rendered: Rendered) -> Future:
         try:
-            return self.pool.submit(user, self.key(spec, rendered), CONFIG_NAMES[spec.workload],
-                                    list(rendered.overrides), str(rendered.config_dir),
-                                    list(spec.overrides))
+            return self.pool.submit(
+                user,
+                self.key(spec, rendered),
+                CONFIG_NAMES[spec.workload],
+                list(rendered.overrides),
+                str(rendered.config_dir),
+                list(spec.overrides),
+            )
         except CheckBacklog as exc:
             raise RateLimited(
                 f"too many new override sets waiting for their verl check: user {user} has "
-                f"{exc.waiting} (service.check_queue_per_user); retry later", 2.0,
-                [Problem("service.check_queue_per_user",
-                         f"at most {self.pool.max_queued} checks of one user wait at once")]) from None
+                f"{exc.waiting} (service.check_queue_per_user); retry later",
+                2.0,
+                [
+                    Problem(
+                        "service.check_queue_per_user",
+                        f"at most {self.pool.max_queued} checks of one user wait at once",
+                    )
+                ],
+            ) from None
 
     def _finish(self, spec: TaskSpec, rendered: Rendered, problems: list[Problem], source: str) -> None:
         if problems:
@@ -120,13 +136,20 @@ class CheckCache:
 
 
 class TaskService:
-    def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool,
-                 nudge: Callable[..., None], clock: Callable[[], float] = time.time,
-                 pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
-                 check_pool: CheckPool | None = None, rate: RateLimiter | None = None):
+    def __init__(
+        self,
+        settings: ArgusSettings,
+        store: TaskStore,
+        jobs: RayJobTool,
+        nudge: Callable[..., None],
+        clock: Callable[[], float] = time.time,
+        pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
+        check_pool: CheckPool | None = None,
+        rate: RateLimiter | None = None,
+    ):
         """Args:
-            check_pool: runs uncached verl checks (default: `service.check_workers` processes).
-            rate: the per-user submission rate (default: from `service.submit_*`).
+        check_pool: runs uncached verl checks (default: `service.check_workers` processes).
+        rate: the per-user submission rate (default: from `service.submit_*`).
         """
         self.settings = settings
         self.pool_capacity = pool_capacity
@@ -136,9 +159,12 @@ class TaskService:
         self.clock = clock
         svc = settings.service
         self.resolve = ResolveCache()  # dispatch checks again, uncached
-        self.checks = CheckCache(check_pool or CheckPool(
-            svc.check_workers, max_queued=svc.check_queue_per_user,
-            scrub_env=[svc.admin_token_env]))
+        self.checks = CheckCache(
+            check_pool
+            or CheckPool(
+                svc.check_workers, max_queued=svc.check_queue_per_user, scrub_env=[svc.admin_token_env]
+            )
+        )
         self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)
         self._accepting: anyio.CapacityLimiter | None = None
 
@@ -155,9 +181,16 @@ class TaskService:
         Raises:
             SpecError: the YAML, a field or an input path is invalid.
         """
-        now = datetime.now(timezone.utc)
-        spec, rendered = prepare_submission(self.settings.ray, text, now, source="task spec",
-                                            submission_id=CHECK_ID, user=CHECK_USER, validate=False)
+        now = datetime.now(UTC)
+        spec, rendered = prepare_submission(
+            self.settings.ray,
+            text,
+            now,
+            source="task spec",
+            submission_id=CHECK_ID,
+            user=CHECK_USER,
+            validate=False,
+        )
         problems = input_problems(spec, self.settings.shared_root, user, self.resolve)
         if problems:
             raise SpecError("task spec", problems)
@@ -172,9 +205,16 @@ class TaskService:
         cfg = self.settings.scheduler
         limit = spec.time_limit_s or cfg.default_time_limit_s
         if limit > cfg.max_time_limit_s:
-            raise SpecError("task spec", [Problem(
-                "time_limit", f"must be at most {format_duration(cfg.max_time_limit_s)} "
-                              f"(the server's scheduler.max_time_limit)")])
+            raise SpecError(
+                "task spec",
+                [
+                    Problem(
+                        "time_limit",
+                        f"must be at most {format_duration(cfg.max_time_limit_s)} "
+                        f"(the server's scheduler.max_time_limit)",
+                    )
+                ],
+            )
         return limit
 
     def set_priority(self, who: Identity, task_id: str, priority: Any) -> dict[str, Any]:
@@ -184,10 +224,14 @@ class TaskService:
             APIError: 400 not an integer 0-1000, 404 unknown, 409 the task is not waiting.
         """
         if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 1000:
-            raise APIError(400, "invalid priority", [Problem("priority", "must be an integer from 0 to 1000")])
+            raise APIError(
+                400, "invalid priority", [Problem("priority", "must be an integer from 0 to 1000")]
+            )
         row = self._own(who, task_id)
         if not self.store.set_priority(task_id, priority, self.clock(), who.user_id):
-            raise APIError(409, f"task {task_id} is {row['state']}: only a waiting task's priority can change")
+            raise APIError(
+                409, f"task {task_id} is {row['state']}: only a waiting task's priority can change"
+            )
         self.nudge(sync=True)
         return {"task_id": task_id, "priority": priority}
 
@@ -209,9 +253,16 @@ class TaskService:
         """The checks of a spec that need no compose; returns its time limit in seconds."""
         limit = self.time_limit_s(spec)
         if spec.priority > DEFAULT_PRIORITY and not who.is_admin:
-            raise SpecError("task spec", [Problem(
-                "priority", f"above {DEFAULT_PRIORITY} is for the admin (`argus priority`); "
-                            f"users may lower their own tasks' priority")])
+            raise SpecError(
+                "task spec",
+                [
+                    Problem(
+                        "priority",
+                        f"above {DEFAULT_PRIORITY} is for the admin (`argus priority`); "
+                        f"users may lower their own tasks' priority",
+                    )
+                ],
+            )
         return limit
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -227,6 +278,7 @@ class TaskService:
             SpecError: the spec is invalid (nothing is stored).
             RateLimited: the user has too many checks waiting.
         """
+
         def prepare() -> tuple[Any, dict[str, Any] | None]:
             spec, rendered = self.parse(text, who.user_id)
             limit = self._admissible(who, spec)
@@ -241,8 +293,9 @@ class TaskService:
         await self.checks.acheck(who.user_id, spec, rendered, "task spec")
         return await self._off_loop(self._store, who, text, spec, limit)
 
-    def submit(self, who: Identity, text: str,
-               parsed: tuple[TaskSpec, Rendered] | None = None) -> dict[str, Any]:
+    def submit(
+        self, who: Identity, text: str, parsed: tuple[TaskSpec, Rendered] | None = None
+    ) -> dict[str, Any]:
         """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged (blocking).
 
         Args:
@@ -257,15 +310,23 @@ class TaskService:
 
     def _store(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> dict[str, Any]:
         now = self.clock()
-        when = datetime.fromtimestamp(now, tz=timezone.utc)
+        when = datetime.fromtimestamp(now, tz=UTC)
         for _ in range(20):
             task_id = new_task_id(who.user_id, spec.workload, when)
             try:
-                self.store.create(task_id=task_id, user_id=who.user_id, workload=spec.workload,
-                                  jobspec_yaml=text, nnodes=spec.nnodes,
-                                  n_gpus_per_node=spec.n_gpus_per_node,
-                                  driver_gpus=driver_gpus(spec), now=now,
-                                  priority=spec.priority, time_limit_s=limit, pool=spec.pool)
+                self.store.create(
+                    task_id=task_id,
+                    user_id=who.user_id,
+                    workload=spec.workload,
+                    jobspec_yaml=text,
+                    nnodes=spec.nnodes,
+                    n_gpus_per_node=spec.n_gpus_per_node,
+                    driver_gpus=driver_gpus(spec),
+                    now=now,
+                    priority=spec.priority,
+                    time_limit_s=limit,
+                    pool=spec.pool,
+                )
                 break
             except sa.exc.IntegrityError:
                 continue  # the same id in the same second: draw another suffix
@@ -289,8 +350,11 @@ class TaskService:
     def list(self, who: Identity, states: list[str], limit: int, cursor: str | None) -> dict[str, Any]:
         bad = [s for s in states if s not in TaskState.__members__]
         if bad:
-            raise APIError(400, "unknown state", [Problem(
-                "state", f"'{bad[0]}' is not one of {', '.join(TaskState.__members__)}")])
+            raise APIError(
+                400,
+                "unknown state",
+                [Problem("state", f"'{bad[0]}' is not one of {', '.join(TaskState.__members__)}")],
+            )
         before = None
         if cursor:
             if not _SMALL_INT.fullmatch(cursor):
@@ -299,8 +363,10 @@ class TaskService:
         rows = self.store.list(None if who.is_admin else who.user_id, states or None, limit + 1, before)
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"tasks": [task_summary(r) for r in rows],
-                "next_cursor": str(rows[-1]["seq"]) if more and rows else None}
+        return {
+            "tasks": [task_summary(r) for r in rows],
+            "next_cursor": str(rows[-1]["seq"]) if more and rows else None,
+        }
 
     def attempts(self, who: Identity, task_id: str) -> dict[str, Any]:
         self._own(who, task_id)
@@ -321,15 +387,30 @@ class TaskService:
         return {
             "pools": pools,
             "pools_error": pools_error,
-            "pending": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
-                         "pool": t.get("pool"),
-                         "priority": t["priority"], "next_run_at": iso(t["next_run_at"]),
-                         "pending_reason": pending_reason(t), "estimated_start": iso(t["estimated_start"]),
-                         "created_at": iso(t["created_at"])} for t in waiting],
-            "running": [{"task_id": t["task_id"], "user_id": t["user_id"], "state": t["state"],
-                         "pool": t.get("pool"),
-                         "ray_submission_id": latest.get(t["task_id"], {}).get("ray_submission_id")}
-                        for t in active],
+            "pending": [
+                {
+                    "task_id": t["task_id"],
+                    "user_id": t["user_id"],
+                    "state": t["state"],
+                    "pool": t.get("pool"),
+                    "priority": t["priority"],
+                    "next_run_at": iso(t["next_run_at"]),
+                    "pending_reason": pending_reason(t),
+                    "estimated_start": iso(t["estimated_start"]),
+                    "created_at": iso(t["created_at"]),
+                }
+                for t in waiting
+            ],
+            "running": [
+                {
+                    "task_id": t["task_id"],
+                    "user_id": t["user_id"],
+                    "state": t["state"],
+                    "pool": t.get("pool"),
+                    "ray_submission_id": latest.get(t["task_id"], {}).get("ray_submission_id"),
+                }
+                for t in active
+            ],
         }
 
     # -- cancel ---------------------------------------------------------------------------

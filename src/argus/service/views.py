@@ -6,14 +6,14 @@ database keeps the text verbatim.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from argus.spec.redact import redact_spec_text
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
 def resources(row: dict[str, Any]) -> dict[str, Any]:

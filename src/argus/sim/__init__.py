@@ -5,10 +5,31 @@ cluster with a fake clock, calling `argus.domain.scheduling.plan` unchanged, and
 the metrics. `argus simulate` (argus.client.sim_cli) is the command line over both.
 """
 
-from argus.sim.engine import ClusterShape, FairShare, JobRecord, Metrics, SimResult, SimulationError, measure, simulate
+from argus.sim.engine import (
+    ClusterShape,
+    FairShare,
+    JobRecord,
+    Metrics,
+    SimResult,
+    SimulationError,
+    measure,
+    simulate,
+)
 from argus.sim.trace import DEFAULT_USERS, Trace, TraceError, TraceJob, load_trace, synthetic_user
 
 __all__ = [
-    "ClusterShape", "FairShare", "DEFAULT_USERS", "JobRecord", "Metrics", "SimResult", "SimulationError",
-    "Trace", "TraceError", "TraceJob", "load_trace", "measure", "simulate", "synthetic_user",
+    "DEFAULT_USERS",
+    "ClusterShape",
+    "FairShare",
+    "JobRecord",
+    "Metrics",
+    "SimResult",
+    "SimulationError",
+    "Trace",
+    "TraceError",
+    "TraceJob",
+    "load_trace",
+    "measure",
+    "simulate",
+    "synthetic_user",
 ]

@@ -21,8 +21,8 @@ import heapq
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from argus.domain.scheduling import POLICIES, Job, RunningJob, plan
 from argus.sim.trace import TraceError, TraceJob
@@ -46,7 +46,7 @@ class ClusterShape:
     gpus_per_node: int
 
     @classmethod
-    def parse(cls, text: str) -> "ClusterShape":
+    def parse(cls, text: str) -> ClusterShape:
         """Read `NxG`, e.g. `16x8` (16 nodes of 8 GPUs).
 
         Args:
@@ -150,12 +150,20 @@ class SimResult:
 
     def to_json(self) -> dict:
         """One flat JSON-able object: the metrics, the inputs and the cost of the replay."""
-        out: dict = {"policy": self.policy, "nodes": str(self.shape),
-                     "total_gpus": self.shape.total_gpus, "time_limit_factor": self.time_limit_factor}
+        out: dict = {
+            "policy": self.policy,
+            "nodes": str(self.shape),
+            "total_gpus": self.shape.total_gpus,
+            "time_limit_factor": self.time_limit_factor,
+        }
         out.update(vars(self.metrics))
-        out.update(passes=self.passes, plan_seconds=round(self.plan_seconds, 3),
-                   max_queue=self.max_queue, avg_queue=round(self.avg_queue, 1),
-                   sim_seconds=round(self.sim_seconds, 3))
+        out.update(
+            passes=self.passes,
+            plan_seconds=round(self.plan_seconds, 3),
+            max_queue=self.max_queue,
+            avg_queue=round(self.avg_queue, 1),
+            sim_seconds=round(self.sim_seconds, 3),
+        )
         return out
 
 
@@ -207,12 +215,20 @@ def measure(records: Sequence[JobRecord], rejected: Sequence[TraceJob], shape: C
     bsld = sum(max(1.0, r.jct / max(r.run, BSLD_BOUND_S)) for r in records) / n
     biggest = max(r.job.num_gpu for r in records)
     return Metrics(
-        jobs=n + len(rejected), finished=n, rejected=len(rejected), killed=killed,
-        avg_wait_s=sum(waits) / n, p50_wait_s=percentile(waits, 50), p95_wait_s=percentile(waits, 95),
-        p99_wait_s=percentile(waits, 99), max_wait_s=waits[-1],
-        avg_jct_s=sum(r.jct for r in records) / n, avg_bsld=bsld,
+        jobs=n + len(rejected),
+        finished=n,
+        rejected=len(rejected),
+        killed=killed,
+        avg_wait_s=sum(waits) / n,
+        p50_wait_s=percentile(waits, 50),
+        p95_wait_s=percentile(waits, 95),
+        p99_wait_s=percentile(waits, 99),
+        max_wait_s=waits[-1],
+        avg_jct_s=sum(r.jct for r in records) / n,
+        avg_bsld=bsld,
         utilization=held / (shape.total_gpus * makespan) if makespan > 0 else 0.0,
-        makespan_s=makespan, largest_jobs_gpus=biggest,
+        makespan_s=makespan,
+        largest_jobs_gpus=biggest,
         largest_jobs_max_wait_s=max(r.wait for r in records if r.job.num_gpu == biggest),
         jct_lower_bound_s=sum(r.run for r in records) / n,
         makespan_lower_bound_s=asked / shape.total_gpus,
@@ -289,9 +305,17 @@ def simulate(
             rejected.append(tj)
             pending.append(None)
             continue
-        pending.append(Job(id=tj.id, user=tj.user, nnodes=gang[0], gpus_per_node=float(gang[1]),
-                           submitted_at=tj.submitted_at, time_limit_s=tj.duration_s * time_limit_factor,
-                           priority=PRIORITY))
+        pending.append(
+            Job(
+                id=tj.id,
+                user=tj.user,
+                nnodes=gang[0],
+                gpus_per_node=float(gang[1]),
+                submitted_at=tj.submitted_at,
+                time_limit_s=tj.duration_s * time_limit_factor,
+                priority=PRIORITY,
+            )
+        )
         heap.append((tj.submitted_at, _ARRIVE, i))
     heapq.heapify(heap)
     index = {tj.id: i for i, tj in enumerate(jobs)}
@@ -331,9 +355,16 @@ def simulate(
         kept = kept if kept in queue else None
         max_q, sum_q, passes = max(max_q, len(waiting)), sum_q + len(waiting), passes + 1
         p0 = time.perf_counter()
-        decision = plan(now, waiting, list(running.values()), free, policy,
-                        usage=usage.hours if usage is not None else None, explain=False,
-                        keep=kept)
+        decision = plan(
+            now,
+            waiting,
+            list(running.values()),
+            free,
+            policy,
+            usage=usage.hours if usage is not None else None,
+            explain=False,
+            keep=kept,
+        )
         kept = decision.reserved[0] if decision.reserved else None  # as the live loop does
         plan_s += time.perf_counter() - p0
         for job, placement in decision.start:
@@ -344,28 +375,47 @@ def simulate(
             if usage is not None:
                 usage.hold(job.user, job.gpus)
     if queue:
-        raise SimulationError(f"{len(queue)} job(s) still wait with nothing running, e.g. "
-                              f"{next(iter(queue))}: the policy never started them")
+        raise SimulationError(
+            f"{len(queue)} job(s) still wait with nothing running, e.g. "
+            f"{next(iter(queue))}: the policy never started them"
+        )
     records.sort(key=lambda r: (r.job.submitted_at, r.start))
-    return SimResult(policy=policy, shape=shape, time_limit_factor=time_limit_factor, records=records,
-                     rejected=rejected, metrics=measure(records, rejected, shape), passes=passes,
-                     plan_seconds=plan_s, max_queue=max_q, avg_queue=sum_q / passes if passes else 0.0,
-                     sim_seconds=time.perf_counter() - t0)
+    return SimResult(
+        policy=policy,
+        shape=shape,
+        time_limit_factor=time_limit_factor,
+        records=records,
+        rejected=rejected,
+        metrics=measure(records, rejected, shape),
+        passes=passes,
+        plan_seconds=plan_s,
+        max_queue=max_q,
+        avg_queue=sum_q / passes if passes else 0.0,
+        sim_seconds=time.perf_counter() - t0,
+    )
 
 
-def _start(job: Job, by_node: dict[str, float], now: float, queue: dict[str, Job],
-           free: dict[str, float], running: dict[str, RunningJob],
-           started: dict[str, float]) -> None:
+def _start(
+    job: Job,
+    by_node: dict[str, float],
+    now: float,
+    queue: dict[str, Job],
+    free: dict[str, float],
+    running: dict[str, RunningJob],
+    started: dict[str, float],
+) -> None:
     """Take `job` out of the queue onto its nodes, checking the placement against the cluster."""
     if queue.pop(job.id, None) is None:
         raise SimulationError(f"at t={now:g} the policy started {job.id}, which is not waiting")
     if len(by_node) != job.nnodes or any(g != job.gpus_per_node for g in by_node.values()):
-        raise SimulationError(f"at t={now:g} {job.id} (gang {job.nnodes}x{job.gpus_per_node:g}) "
-                              f"was placed as {by_node}")
+        raise SimulationError(
+            f"at t={now:g} {job.id} (gang {job.nnodes}x{job.gpus_per_node:g}) was placed as {by_node}"
+        )
     for node, g in by_node.items():
         if free.get(node, -1.0) < g:
-            raise SimulationError(f"at t={now:g} {job.id} takes {g:g} GPU(s) on {node}, "
-                                  f"which has {free.get(node, 0.0):g} free")
+            raise SimulationError(
+                f"at t={now:g} {job.id} takes {g:g} GPU(s) on {node}, which has {free.get(node, 0.0):g} free"
+            )
     for node, g in by_node.items():
         free[node] -= g
     gpus = dict(by_node)

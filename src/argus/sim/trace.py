@@ -111,15 +111,18 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
         try:
             header = next(reader)
         except StopIteration:
-            raise TraceError(f"{path}: empty file; the header line must name "
-                             f"{', '.join(REQUIRED_COLUMNS)}") from None
+            raise TraceError(
+                f"{path}: empty file; the header line must name {', '.join(REQUIRED_COLUMNS)}"
+            ) from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise TraceError(f"{path}, line 1: not a CSV header ({exc})") from None
         names = [h.strip() for h in header]
         missing = [c for c in REQUIRED_COLUMNS if c not in names]
         if missing:
-            raise TraceError(f"{path}, line 1: missing column(s) {', '.join(missing)} "
-                             f"(the header has {', '.join(names) or 'nothing'})")
+            raise TraceError(
+                f"{path}, line 1: missing column(s) {', '.join(missing)} "
+                f"(the header has {', '.join(names) or 'nothing'})"
+            )
         col = {c: names.index(c) for c in (*REQUIRED_COLUMNS, "user") if c in names}
         try:
             for row in reader:
@@ -131,8 +134,10 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
                 where = f"{path}, line {line}"
                 if len(row) < len(names):
                     absent = [c for c, i in col.items() if i >= len(row)]
-                    raise TraceError(f"{where}: {len(row)} field(s), the header has {len(names)}"
-                                     + (f" (no {', '.join(absent)})" if absent else ""))
+                    raise TraceError(
+                        f"{where}: {len(row)} field(s), the header has {len(names)}"
+                        + (f" (no {', '.join(absent)})" if absent else "")
+                    )
                 cells = {c: row[i].strip() for c, i in col.items()}
                 for c, text in cells.items():
                     if not text:
@@ -141,13 +146,15 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
                 if job_id in seen:
                     raise TraceError(f"{where}, column job_id: {job_id!r} repeats line {seen[job_id]}")
                 seen[job_id] = line
-                jobs.append(TraceJob(
-                    id=job_id,
-                    submitted_at=_number(cells["submission_time"], where, "submission_time", 0.0, False),
-                    duration_s=_number(cells["duration"], where, "duration", 0.0, False),
-                    num_gpu=_gpus(cells["num_gpu"], where),
-                    user=cells["user"] if "user" in cells else synthetic_user(job_id, users),
-                ))
+                jobs.append(
+                    TraceJob(
+                        id=job_id,
+                        submitted_at=_number(cells["submission_time"], where, "submission_time", 0.0, False),
+                        duration_s=_number(cells["duration"], where, "duration", 0.0, False),
+                        num_gpu=_gpus(cells["num_gpu"], where),
+                        user=cells["user"] if "user" in cells else synthetic_user(job_id, users),
+                    )
+                )
         except (csv.Error, UnicodeDecodeError) as exc:
             raise TraceError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
     jobs.sort(key=lambda j: j.submitted_at)

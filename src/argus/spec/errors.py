@@ -9,8 +9,8 @@ exit 2 and the API can answer 400 with the same field names.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from pydantic import BaseModel, ValidationError
 
@@ -47,9 +47,7 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
             return None
         annotation = field.annotation
         candidates = getattr(annotation, "__args__", (annotation,))
-        current = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
     return current
 
 
@@ -84,7 +82,7 @@ def problems_from_validation(exc: ValidationError, model: type[BaseModel]) -> li
         msg = str(err.get("msg", "invalid value"))
         for prefix in ("Value error, ", "Assertion failed, "):
             if msg.startswith(prefix):
-                msg = msg[len(prefix):]
+                msg = msg[len(prefix) :]
         if err.get("type") == "missing":
             msg = "is required"
         if not loc:

@@ -66,11 +66,7 @@ def _type_problems(base, composed, overrides: list[str]) -> list[Problem]:
             continue
         if isinstance(before, bool) and not isinstance(after, bool) and after is not None:
             problems.append(Problem(f"overrides[{key}]", f"expects true or false, got {after!r}"))
-        elif (
-            isinstance(before, (int, float))
-            and not isinstance(before, bool)
-            and isinstance(after, str)
-        ):
+        elif isinstance(before, (int, float)) and not isinstance(before, bool) and isinstance(after, str):
             problems.append(Problem(f"overrides[{key}]", f"expects a number, got {after!r}"))
     return problems
 

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from argus.spec.errors import Problem, SpecError
 from argus.spec.overrides import REMOTE_SCHEMES, SCHEME, override_paths, value_path
@@ -36,8 +36,7 @@ class ResolveCache:
     resolves the same few inputs for every submit, and each resolution is a system call per
     path component. The scheduler's check right before submission never uses it."""
 
-    def __init__(self, max_age_s: float = 2.0, size: int = 4096,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, max_age_s: float = 2.0, size: int = 4096, clock: Callable[[], float] = time.monotonic):
         self.max_age_s = max_age_s
         self.size = size
         self.clock = clock
@@ -77,8 +76,9 @@ def readable_roots(shared_root: str, user: str | None) -> list[str]:
     return roots
 
 
-def input_problems(spec: TaskSpec, shared_root: str, user: str | None = None,
-                   resolve: Resolve = os.path.realpath) -> list[Problem]:
+def input_problems(
+    spec: TaskSpec, shared_root: str, user: str | None = None, resolve: Resolve = os.path.realpath
+) -> list[Problem]:
     """One problem per input path outside the roots it may come from.
 
     Args:
@@ -106,15 +106,21 @@ def input_problems(spec: TaskSpec, shared_root: str, user: str | None = None,
     for index, item in enumerate(spec.overrides):
         for path in override_paths(item):
             if not any(is_under(path, root, resolve) for root in roots):
-                problems.append(Problem(
-                    f"overrides[{index}]",
-                    f"'{path}' must lie under {shown} (after resolving '..' and symlinks)"))
+                problems.append(
+                    Problem(
+                        f"overrides[{index}]",
+                        f"'{path}' must lie under {shown} (after resolving '..' and symlinks)",
+                    )
+                )
                 break
     for name, value in spec.env_vars.items():
         path = env_path_outside(str(value), roots, resolve)
         if path is not None:
-            problems.append(Problem(f"env_vars.{name}", f"'{path}' must lie under {shown} "
-                                                        f"(after resolving '..' and symlinks)"))
+            problems.append(
+                Problem(
+                    f"env_vars.{name}", f"'{path}' must lie under {shown} (after resolving '..' and symlinks)"
+                )
+            )
     return problems
 
 
@@ -124,8 +130,13 @@ def env_path_outside(value: str, roots: list[str], resolve: Resolve = os.path.re
     None when there is none. A single remote URI (`https://host:port/x`) names no path."""
     text = value.strip()
     uri = SCHEME.match(text)
-    if uri and uri.group(1).lower() in REMOTE_SCHEMES and uri.group(2).startswith("//") \
-            and ":/" not in uri.group(2) and "::" not in text:
+    if (
+        uri
+        and uri.group(1).lower() in REMOTE_SCHEMES
+        and uri.group(2).startswith("//")
+        and ":/" not in uri.group(2)
+        and "::" not in text
+    ):
         return None
     for part in text.split(os.pathsep):
         part = part.strip()
@@ -137,8 +148,9 @@ def env_path_outside(value: str, roots: list[str], resolve: Resolve = os.path.re
     return None
 
 
-def check_inputs(spec: TaskSpec, shared_root: str, user: str | None = None,
-                 source: str = "task spec") -> None:
+def check_inputs(
+    spec: TaskSpec, shared_root: str, user: str | None = None, source: str = "task spec"
+) -> None:
     """Raise when an input of `spec` lies outside the roots `user` may read.
 
     Raises:

@@ -9,8 +9,9 @@ mapping becomes a validated model. Only names in the given mapping are expanded;
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -31,7 +32,7 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
         SpecError: the text is not YAML, or its top level is not a mapping.
     """
     try:
-        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=_LOADER)
     except RecursionError:
         raise SpecError(source, [Problem("<yaml>", f"nested deeper than {MAX_DEPTH} levels")]) from None
     except yaml.YAMLError as exc:

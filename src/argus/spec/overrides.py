@@ -34,7 +34,8 @@ MANAGED_KEYS = (
 # The one key under ray_kwargs.ray_init that only sizes ray.init (verl 0.9.1's default config).
 RAY_INIT_ALLOWED = frozenset({"num_cpus"})
 _OUTPUT_SEGMENT = re.compile(
-    r"^(?:.*_)?(?:dir|save_path)$|^(?:logdir|outdir|record_file|timeline_json_file)$")
+    r"^(?:.*_)?(?:dir|save_path)$|^(?:logdir|outdir|record_file|timeline_json_file)$"
+)
 _HYDRA_SPECIAL = re.compile(r"^_[a-z]+_$")
 _RUNTIME_SEGMENTS = frozenset({"runtime_env", "env_vars", "py_executable"})
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -53,8 +54,10 @@ def key_problem(key: str) -> str | None:
     segments = [s.lower() for s in key.replace("/", ".").split(".")]
     dotted = ".".join(segments)
     if segments[0] == "hydra":
-        return (f"'{key}' is Hydra's own configuration (where it writes its outputs and logs, "
-                f"its launcher and callbacks) and cannot be overridden")
+        return (
+            f"'{key}' is Hydra's own configuration (where it writes its outputs and logs, "
+            f"its launcher and callbacks) and cannot be overridden"
+        )
     for managed in MANAGED_KEYS:
         if dotted == managed:
             return f"'{key}' is set by Argus and cannot be overridden"
@@ -63,16 +66,25 @@ def key_problem(key: str) -> str | None:
     if any(_HYDRA_SPECIAL.match(s) for s in segments):
         return f"'{key}' chooses which Python object is instantiated and cannot be overridden"
     if any(s in _RUNTIME_SEGMENTS for s in segments):
-        return (f"'{key}' would change the environment or the interpreter of the job's "
-                f"processes, which Argus sets (use env_vars for environment variables)")
-    if segments[:2] == ["ray_kwargs", "ray_init"] and len(segments) > 2 \
-            and segments[2] not in RAY_INIT_ALLOWED:
-        return (f"'{key}' is passed to ray.init and could attach the job elsewhere in the cluster; "
-                f"only ray_kwargs.ray_init.num_cpus may be set")
+        return (
+            f"'{key}' would change the environment or the interpreter of the job's "
+            f"processes, which Argus sets (use env_vars for environment variables)"
+        )
+    if (
+        segments[:2] == ["ray_kwargs", "ray_init"]
+        and len(segments) > 2
+        and segments[2] not in RAY_INIT_ALLOWED
+    ):
+        return (
+            f"'{key}' is passed to ray.init and could attach the job elsewhere in the cluster; "
+            f"only ray_kwargs.ray_init.num_cpus may be set"
+        )
     last = segments[-1]
     if _OUTPUT_SEGMENT.match(last) or segments[-2:] == ["prometheus", "file"]:
-        return (f"'{key}' names a place the job writes to; a job writes only inside its own "
-                f"directory, which Argus sets")
+        return (
+            f"'{key}' names a place the job writes to; a job writes only inside its own "
+            f"directory, which Argus sets"
+        )
     if last.endswith("_cmd") or last in ("cmd", "command"):
         return f"'{key}' runs a shell command and cannot be overridden"
     return None
@@ -110,8 +122,10 @@ def value_path(value: str) -> tuple[str | None, str | None]:
         elif scheme in REMOTE_SCHEMES and rest.startswith("//"):
             return None, None
         elif "/" in rest:
-            return None, (f"'{value}' is a URI of scheme '{scheme}'; only paths, file:// and "
-                          f"{', '.join(sorted(REMOTE_SCHEMES))} URIs are allowed")
+            return None, (
+                f"'{value}' is a URI of scheme '{scheme}'; only paths, file:// and "
+                f"{', '.join(sorted(REMOTE_SCHEMES))} URIs are allowed"
+            )
         else:
             return None, None  # `name:value` such as cuda:0
     if text.startswith("~"):
@@ -133,8 +147,10 @@ def check_model_id(value: str) -> str:
         return value
     if _HUB_ID.fullmatch(value) and ".." not in value:
         return value
-    raise ValueError("must be a model hub id such as 'Qwen/Qwen2.5-0.5B' (letters, digits, '.', "
-                     "'_', '-' around one '/', no '..') or an absolute path")
+    raise ValueError(
+        "must be a model hub id such as 'Qwen/Qwen2.5-0.5B' (letters, digits, '.', "
+        "'_', '-' around one '/', no '..') or an absolute path"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -180,8 +196,10 @@ def _check(text: str) -> CheckedOverride | str:
     if "=" not in text:
         return f"'{text}' is not a Hydra override of the form key=value"
     if "$" in text:
-        return ("must not contain '$': interpolation (${...}) and resolvers such as oc.env "
-                "are refused in overrides")
+        return (
+            "must not contain '$': interpolation (${...}) and resolvers such as oc.env "
+            "are refused in overrides"
+        )
     try:
         parsed = _parser().parse_override(text)
     except Exception as exc:  # Hydra raises several types; all mean "not an override"
@@ -216,8 +234,10 @@ def check_override(text: str) -> CheckedOverride:
     if not isinstance(text, str):
         raise ValueError("must be a string")
     if len(text) > MAX_OVERRIDE_CHARS:
-        raise ValueError(f"is {len(text)} characters long; an override may have at most "
-                         f"{MAX_OVERRIDE_CHARS} (put long lists in a file under your data)")
+        raise ValueError(
+            f"is {len(text)} characters long; an override may have at most "
+            f"{MAX_OVERRIDE_CHARS} (put long lists in a file under your data)"
+        )
     result = _check(text)
     if isinstance(result, str):
         raise ValueError(result)

@@ -12,7 +12,8 @@ to edit in place: anchors, merges, tags) is written out again, still without any
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import yaml
 

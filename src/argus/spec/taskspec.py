@@ -26,8 +26,17 @@ from argus.spec.config import StrictModel, check_env_vars
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
 from argus.spec.overrides import MANAGED_KEYS, check_model_id, check_override
 
-__all__ = ["MANAGED_KEYS", "RESERVED_ENV_VARS", "DENIED_ENV_VARS", "DENIED_ENV_PREFIXES",
-           "TaskSpec", "WandbSpec", "check_free_text", "load_task_spec", "parse_task_spec"]
+__all__ = [
+    "DENIED_ENV_PREFIXES",
+    "DENIED_ENV_VARS",
+    "MANAGED_KEYS",
+    "RESERVED_ENV_VARS",
+    "TaskSpec",
+    "WandbSpec",
+    "check_free_text",
+    "load_task_spec",
+    "parse_task_spec",
+]
 
 Workload = Literal["ppo", "grpo", "sft"]
 SUBMISSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -53,17 +62,35 @@ _GPUS = "Ray assigns the job's GPUs; setting this would reach GPUs of other task
 # Variables that would change the loader, the interpreter, the shell, the GPUs Ray assigned,
 # or read the control plane's secrets: refused with the reason.
 DENIED_ENV_VARS = {
-    "PYTHONHOME": _PYTHON, "PYTHONSTARTUP": _PYTHON, "PYTHONINSPECT": _PYTHON,
-    "PYTHONUSERBASE": _PYTHON, "PYTHONSAFEPATH": _PYTHON, "PYTHONEXECUTABLE": _PYTHON,
-    "PYTHONPLATLIBDIR": _PYTHON, "PYTHONBREAKPOINT": _PYTHON, "PYTHONNOUSERSITE": _PYTHON,
-    "PATH": "decides which programs the job runs", "BASH_ENV": _SHELL, "ENV": _SHELL,
-    "SHELLOPTS": _SHELL, "BASHOPTS": _SHELL, "IFS": _SHELL, "PS4": _SHELL,
+    "PYTHONHOME": _PYTHON,
+    "PYTHONSTARTUP": _PYTHON,
+    "PYTHONINSPECT": _PYTHON,
+    "PYTHONUSERBASE": _PYTHON,
+    "PYTHONSAFEPATH": _PYTHON,
+    "PYTHONEXECUTABLE": _PYTHON,
+    "PYTHONPLATLIBDIR": _PYTHON,
+    "PYTHONBREAKPOINT": _PYTHON,
+    "PYTHONNOUSERSITE": _PYTHON,
+    "PATH": "decides which programs the job runs",
+    "BASH_ENV": _SHELL,
+    "ENV": _SHELL,
+    "SHELLOPTS": _SHELL,
+    "BASHOPTS": _SHELL,
+    "IFS": _SHELL,
+    "PS4": _SHELL,
     "PYTHONWARNINGS": "can import a module named in a warning filter",
     "PYTHONPYCACHEPREFIX": "decides where the job's Python reads and writes compiled modules",
-    "GCONV_PATH": _LOADER, "GLIBC_TUNABLES": _LOADER, "CUDA_INJECTION64_PATH": _LOADER,
-    "NCCL_NET_PLUGIN": _LOADER, "NCCL_TUNER_PLUGIN": _LOADER, "NCCL_PROFILER_PLUGIN": _LOADER,
-    "CUDA_VISIBLE_DEVICES": _GPUS, "NVIDIA_VISIBLE_DEVICES": _GPUS, "HIP_VISIBLE_DEVICES": _GPUS,
-    "ROCR_VISIBLE_DEVICES": _GPUS, "ASCEND_RT_VISIBLE_DEVICES": _GPUS,
+    "GCONV_PATH": _LOADER,
+    "GLIBC_TUNABLES": _LOADER,
+    "CUDA_INJECTION64_PATH": _LOADER,
+    "NCCL_NET_PLUGIN": _LOADER,
+    "NCCL_TUNER_PLUGIN": _LOADER,
+    "NCCL_PROFILER_PLUGIN": _LOADER,
+    "CUDA_VISIBLE_DEVICES": _GPUS,
+    "NVIDIA_VISIBLE_DEVICES": _GPUS,
+    "HIP_VISIBLE_DEVICES": _GPUS,
+    "ROCR_VISIBLE_DEVICES": _GPUS,
+    "ASCEND_RT_VISIBLE_DEVICES": _GPUS,
     "MVP_INTERNAL_TOKEN": "is the control plane's admin token, never a job's",
 }
 DENIED_ENV_PREFIXES = {
@@ -114,7 +141,8 @@ def check_env_name(name: str) -> str:
     if name in RESERVED_ENV_VARS:
         raise ValueError(f"'{name}' cannot be set: {RESERVED_ENV_VARS[name]}")
     reason = DENIED_ENV_VARS.get(name) or next(
-        (why for prefix, why in DENIED_ENV_PREFIXES.items() if name.startswith(prefix)), None)
+        (why for prefix, why in DENIED_ENV_PREFIXES.items() if name.startswith(prefix)), None
+    )
     if reason:
         raise ValueError(f"'{name}' cannot be set: it {reason}")
     return name
@@ -176,8 +204,10 @@ class TaskSpec(StrictModel):
     @classmethod
     def _pool(cls, v: str | None) -> str | None:
         if v is not None and not POOL_RE.fullmatch(v):
-            raise ValueError("must be 1-63 letters, digits, '-', '_' or '.', starting and ending "
-                             "with a letter or digit (a Ray node label value)")
+            raise ValueError(
+                "must be 1-63 letters, digits, '-', '_' or '.', starting and ending "
+                "with a letter or digit (a Ray node label value)"
+            )
         return v
 
     @field_validator("time_limit")

@@ -123,16 +123,20 @@ class Database:
             self.write.dispose()
 
 
-def _sqlite_engine(url: str, begin: str, pool_size: int, autocheckpoint: bool = True,
-                   wal_max_bytes: int = WAL_MAX_BYTES) -> sa.Engine:
+def _sqlite_engine(
+    url: str, begin: str, pool_size: int, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_BYTES
+) -> sa.Engine:
     engine = sa.create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        pool_size=pool_size, max_overflow=0 if pool_size == 1 else 16, pool_timeout=60,
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=pool_size,
+        max_overflow=0 if pool_size == 1 else 16,
+        pool_timeout=60,
         poolclass=FairQueuePool if pool_size == 1 else sa.pool.QueuePool,  # writers served in order
     )
 
     @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -145,7 +149,7 @@ def _sqlite_engine(url: str, begin: str, pool_size: int, autocheckpoint: bool = 
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn):
         conn.exec_driver_sql(begin)
 
     return engine
@@ -164,10 +168,14 @@ def connect(url: str, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return Database(url, _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes),
-                        _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint,
-                                       wal_max_bytes=wal_max_bytes),
-                        wal_max_bytes)
+        return Database(
+            url,
+            _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes),
+            _sqlite_engine(
+                url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint, wal_max_bytes=wal_max_bytes
+            ),
+            wal_max_bytes,
+        )
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     return Database(url, engine, engine)
 

@@ -17,7 +17,8 @@ passed in by the caller (the clock is never read here).
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -44,8 +45,15 @@ def _row(r: Any) -> dict[str, Any] | None:
 
 
 def _registration_values(reg: NodeRegistration) -> dict[str, Any]:
-    return {"host": reg.host, "port": reg.port, "ssh_user": reg.user, "key_ref": reg.key,
-            "labels": json.dumps(reg.labels, sort_keys=True), "gpus": reg.gpus, "cpus": reg.cpus}
+    return {
+        "host": reg.host,
+        "port": reg.port,
+        "ssh_user": reg.user,
+        "key_ref": reg.key,
+        "labels": json.dumps(reg.labels, sort_keys=True),
+        "gpus": reg.gpus,
+        "cpus": reg.cpus,
+    }
 
 
 class NodeStore:
@@ -62,19 +70,32 @@ class NodeStore:
         return _row(conn.execute(q).first())
 
     @staticmethod
-    def _event(conn: sa.Connection, name: str, now: float, from_state: str | None, to_state: str,
-               reason: str | None) -> None:
-        conn.execute(node_events.insert().values(node=name, at=now, from_state=from_state,
-                                                 to_state=to_state, reason=reason))
+    def _event(
+        conn: sa.Connection, name: str, now: float, from_state: str | None, to_state: str, reason: str | None
+    ) -> None:
+        conn.execute(
+            node_events.insert().values(
+                node=name, at=now, from_state=from_state, to_state=to_state, reason=reason
+            )
+        )
 
-    def _move(self, conn: sa.Connection, node: dict[str, Any], to: NodeState, now: float,
-              reason: str | None, fields: dict[str, Any]) -> bool:
+    def _move(
+        self,
+        conn: sa.Connection,
+        node: dict[str, Any],
+        to: NodeState,
+        now: float,
+        reason: str | None,
+        fields: dict[str, Any],
+    ) -> bool:
         current = NodeState(node["state"])
         if current not in ALLOWED_FROM[to]:
             return False
-        res = conn.execute(nodes.update()
-                           .where(nodes.c.name == node["name"], nodes.c.state == current.value)
-                           .values(state=to.value, reason=reason, updated_at=now, **fields))
+        res = conn.execute(
+            nodes.update()
+            .where(nodes.c.name == node["name"], nodes.c.state == current.value)
+            .values(state=to.value, reason=reason, updated_at=now, **fields)
+        )
         if res.rowcount != 1:
             return False
         self._event(conn, node["name"], now, current.value, to.value, reason)
@@ -97,21 +118,47 @@ class NodeStore:
             if old is None:
                 try:
                     with conn.begin_nested():
-                        conn.execute(nodes.insert().values(
-                            name=reg.name, state=NodeState.PENDING.value, reason=reason,
-                            offline_requested=False, created_at=now, updated_at=now, **values))
+                        conn.execute(
+                            nodes.insert().values(
+                                name=reg.name,
+                                state=NodeState.PENDING.value,
+                                reason=reason,
+                                offline_requested=False,
+                                created_at=now,
+                                updated_at=now,
+                                **values,
+                            )
+                        )
                 except sa.exc.IntegrityError:  # registered by a concurrent request meanwhile
                     raise NodeExists(reg.name, NodeState.PENDING.value) from None
                 self._event(conn, reg.name, now, None, NodeState.PENDING.value, reason)
-            elif not self._move(conn, old, NodeState.PENDING, now, f"registered again ({reason})",
-                                {**values, "agent_pid": None, "agent_started_at": None,
-                                 "ray_node_id": None, "offline_requested": False}):
+            elif not self._move(
+                conn,
+                old,
+                NodeState.PENDING,
+                now,
+                f"registered again ({reason})",
+                {
+                    **values,
+                    "agent_pid": None,
+                    "agent_started_at": None,
+                    "ray_node_id": None,
+                    "offline_requested": False,
+                },
+            ):
                 raise NodeExists(reg.name, old["state"])
             return self._locked(conn, reg.name)  # type: ignore[return-value]
 
     # -- transitions ----------------------------------------------------------------------
-    def transition(self, name: str, to: NodeState, now: float, reason: str,
-                   expect: Iterable[NodeState] | None = None, **fields: Any) -> bool:
+    def transition(
+        self,
+        name: str,
+        to: NodeState,
+        now: float,
+        reason: str,
+        expect: Iterable[NodeState] | None = None,
+        **fields: Any,
+    ) -> bool:
         """Move the node to `to` if its current state allows it; False otherwise.
 
         Args:
@@ -125,8 +172,7 @@ class NodeStore:
                 return False
             return self._move(conn, node, to, now, reason, fields)
 
-    def record(self, name: str, now: float, reason: str, expect: Iterable[NodeState],
-               **fields: Any) -> bool:
+    def record(self, name: str, now: float, reason: str, expect: Iterable[NodeState], **fields: Any) -> bool:
         """Set columns without a change of state, with an event (`from_state == to_state`).
 
         Returns:
@@ -136,9 +182,11 @@ class NodeStore:
             node = self._locked(conn, name)
             if node is None or node["state"] not in set(expect):
                 return False
-            res = conn.execute(nodes.update()
-                               .where(nodes.c.name == name, nodes.c.state == node["state"])
-                               .values(updated_at=now, **fields))
+            res = conn.execute(
+                nodes.update()
+                .where(nodes.c.name == name, nodes.c.state == node["state"])
+                .values(updated_at=now, **fields)
+            )
             if res.rowcount != 1:
                 return False
             self._event(conn, name, now, node["state"], node["state"], reason)
@@ -146,8 +194,7 @@ class NodeStore:
 
     def agent_started(self, name: str, pid: int | None, now: float, reason: str) -> bool:
         """The agent runs on a pending node: its pid and when, with an event."""
-        return self.record(name, now, reason, [NodeState.PENDING], agent_pid=pid,
-                           agent_started_at=now)
+        return self.record(name, now, reason, [NodeState.PENDING], agent_pid=pid, agent_started_at=now)
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
@@ -164,6 +211,7 @@ class NodeStore:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         with self.db.read.connect() as conn:
-            rows = conn.execute(sa.select(node_events).where(node_events.c.node == name)
-                                .order_by(node_events.c.id))
+            rows = conn.execute(
+                sa.select(node_events).where(node_events.c.node == name).order_by(node_events.c.id)
+            )
             return [dict(r._mapping) for r in rows]

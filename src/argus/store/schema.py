@@ -12,7 +12,8 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 users = sa.Table(
-    "users", metadata,
+    "users",
+    metadata,
     sa.Column("user_id", sa.String(64), primary_key=True),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -20,14 +21,16 @@ users = sa.Table(
 )
 
 tokens = sa.Table(
-    "tokens", metadata,
+    "tokens",
+    metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.String(64), sa.ForeignKey("users.user_id"), nullable=False, index=True),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
 tasks = sa.Table(
-    "tasks", metadata,
+    "tasks",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("task_id", sa.String(128), nullable=False, unique=True),
     sa.Column("user_id", sa.String(64), nullable=False),
@@ -56,7 +59,8 @@ tasks = sa.Table(
 )
 
 attempts = sa.Table(
-    "attempts", metadata,
+    "attempts",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("task_id", sa.String(128), sa.ForeignKey("tasks.task_id"), nullable=False),
     sa.Column("attempt_no", sa.Integer, nullable=False),
@@ -75,7 +79,8 @@ attempts = sa.Table(
 )
 
 task_events = sa.Table(
-    "task_events", metadata,
+    "task_events",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("task_id", sa.String(128), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False),
@@ -86,7 +91,8 @@ task_events = sa.Table(
 )
 
 nodes = sa.Table(
-    "nodes", metadata,
+    "nodes",
+    metadata,
     sa.Column("name", sa.String(63), primary_key=True),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("port", sa.Integer, nullable=False),
@@ -106,7 +112,8 @@ nodes = sa.Table(
 )
 
 node_events = sa.Table(
-    "node_events", metadata,
+    "node_events",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("node", sa.String(63), nullable=False, index=True),
     sa.Column("at", sa.Float, nullable=False),

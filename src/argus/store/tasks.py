@@ -15,7 +15,8 @@ caller (the clock is never read here).
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -42,7 +43,11 @@ def wait_changed(row: Mapping[str, Any], code: str, detail: str, est: float | No
     if code == "BeginTime" and row["pending_code"] == code:
         detail = row["pending_reason"]
     return (row["state"], row["pending_code"], row["pending_reason"], row["estimated_start"]) != (
-        TaskState.PENDING_RESOURCES.value, code, detail, est)
+        TaskState.PENDING_RESOURCES.value,
+        code,
+        detail,
+        est,
+    )
 
 
 class TaskStore:
@@ -59,14 +64,36 @@ class TaskStore:
         return _row(conn.execute(q).first())
 
     @staticmethod
-    def _event(conn: sa.Connection, task_id: str, now: float, from_state: str | None,
-               to_state: str, reason: str | None = None, attempt_no: int | None = None) -> None:
-        conn.execute(task_events.insert().values(
-            task_id=task_id, at=now, from_state=from_state, to_state=to_state,
-            attempt_no=attempt_no, reason=reason))
+    def _event(
+        conn: sa.Connection,
+        task_id: str,
+        now: float,
+        from_state: str | None,
+        to_state: str,
+        reason: str | None = None,
+        attempt_no: int | None = None,
+    ) -> None:
+        conn.execute(
+            task_events.insert().values(
+                task_id=task_id,
+                at=now,
+                from_state=from_state,
+                to_state=to_state,
+                attempt_no=attempt_no,
+                reason=reason,
+            )
+        )
 
-    def _move(self, conn: sa.Connection, task: dict[str, Any], to: TaskState, now: float,
-              reason: str | None, attempt_no: int | None, fields: dict[str, Any]) -> bool:
+    def _move(
+        self,
+        conn: sa.Connection,
+        task: dict[str, Any],
+        to: TaskState,
+        now: float,
+        reason: str | None,
+        attempt_no: int | None,
+        fields: dict[str, Any],
+    ) -> bool:
         current = TaskState(task["state"])
         if current not in ALLOWED_FROM[to]:
             return False
@@ -76,29 +103,61 @@ class TaskStore:
         res = conn.execute(
             tasks.update()
             .where(tasks.c.task_id == task["task_id"], tasks.c.state == current.value)
-            .values(**values))
+            .values(**values)
+        )
         if res.rowcount != 1:
             return False
         self._event(conn, task["task_id"], now, current.value, to.value, reason, attempt_no)
         return True
 
     # -- create ---------------------------------------------------------------------------
-    def create(self, *, task_id: str, user_id: str, workload: str, jobspec_yaml: str,
-               nnodes: int, n_gpus_per_node: int, driver_gpus: float, now: float,
-               priority: int = 500, time_limit_s: float = 86400.0, pool: str | None = None) -> None:
+    def create(
+        self,
+        *,
+        task_id: str,
+        user_id: str,
+        workload: str,
+        jobspec_yaml: str,
+        nnodes: int,
+        n_gpus_per_node: int,
+        driver_gpus: float,
+        now: float,
+        priority: int = 500,
+        time_limit_s: float = 86400.0,
+        pool: str | None = None,
+    ) -> None:
         """Insert a QUEUED task and its first event."""
         with self.db.write.begin() as conn:
-            conn.execute(tasks.insert().values(
-                task_id=task_id, user_id=user_id, workload=workload,
-                state=TaskState.QUEUED.value, jobspec_yaml=jobspec_yaml, nnodes=nnodes,
-                n_gpus_per_node=n_gpus_per_node, driver_gpus=driver_gpus, attempts=0,
-                created_at=now, updated_at=now, priority=priority, time_limit_s=time_limit_s,
-                pool=pool))
+            conn.execute(
+                tasks.insert().values(
+                    task_id=task_id,
+                    user_id=user_id,
+                    workload=workload,
+                    state=TaskState.QUEUED.value,
+                    jobspec_yaml=jobspec_yaml,
+                    nnodes=nnodes,
+                    n_gpus_per_node=n_gpus_per_node,
+                    driver_gpus=driver_gpus,
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                    priority=priority,
+                    time_limit_s=time_limit_s,
+                    pool=pool,
+                )
+            )
             self._event(conn, task_id, now, None, TaskState.QUEUED.value, "accepted")
 
     # -- transitions ----------------------------------------------------------------------
-    def transition(self, task_id: str, to: TaskState, now: float, reason: str | None = None,
-                   attempt_no: int | None = None, **fields: Any) -> bool:
+    def transition(
+        self,
+        task_id: str,
+        to: TaskState,
+        now: float,
+        reason: str | None = None,
+        attempt_no: int | None = None,
+        **fields: Any,
+    ) -> bool:
         """Move the task to `to` if its current state allows it; False otherwise.
 
         Args:
@@ -124,10 +183,16 @@ class TaskStore:
             return 0
         by_id = {w[0]: w for w in waits}
         with self.db.write.begin() as conn:
-            q = sa.select(tasks.c.task_id, tasks.c.state, tasks.c.pending_code, tasks.c.pending_reason,
-                          tasks.c.estimated_start).where(
+            q = sa.select(
+                tasks.c.task_id,
+                tasks.c.state,
+                tasks.c.pending_code,
+                tasks.c.pending_reason,
+                tasks.c.estimated_start,
+            ).where(
                 tasks.c.task_id.in_(list(by_id)),
-                tasks.c.state.in_([TaskState.QUEUED.value, TaskState.PENDING_RESOURCES.value]))
+                tasks.c.state.in_([TaskState.QUEUED.value, TaskState.PENDING_RESOURCES.value]),
+            )
             if not self.db.is_sqlite:
                 q = q.with_for_update()
             changes, events = [], []
@@ -139,17 +204,29 @@ class TaskStore:
                     detail = r.pending_reason  # keep the evidence of the failed start
                 changes.append({"tid": r.task_id, "old": r.state, "code": code, "detail": detail, "est": est})
                 if r.state != TaskState.PENDING_RESOURCES or r.pending_code != code:
-                    events.append({"task_id": r.task_id, "at": now, "from_state": r.state,
-                                   "to_state": TaskState.PENDING_RESOURCES.value, "attempt_no": None,
-                                   "reason": f"{code}: {detail}"})
+                    events.append(
+                        {
+                            "task_id": r.task_id,
+                            "at": now,
+                            "from_state": r.state,
+                            "to_state": TaskState.PENDING_RESOURCES.value,
+                            "attempt_no": None,
+                            "reason": f"{code}: {detail}",
+                        }
+                    )
             if changes:
                 conn.execute(
-                    tasks.update().where(tasks.c.task_id == sa.bindparam("tid"),
-                                         tasks.c.state == sa.bindparam("old"))
-                    .values(state=TaskState.PENDING_RESOURCES.value, pending_code=sa.bindparam("code"),
-                            pending_reason=sa.bindparam("detail"), estimated_start=sa.bindparam("est"),
-                            updated_at=now),
-                    changes)
+                    tasks.update()
+                    .where(tasks.c.task_id == sa.bindparam("tid"), tasks.c.state == sa.bindparam("old"))
+                    .values(
+                        state=TaskState.PENDING_RESOURCES.value,
+                        pending_code=sa.bindparam("code"),
+                        pending_reason=sa.bindparam("detail"),
+                        estimated_start=sa.bindparam("est"),
+                        updated_at=now,
+                    ),
+                    changes,
+                )
             if events:
                 conn.execute(task_events.insert(), events)
             return sum(1 for c in changes if c["old"] == TaskState.QUEUED)
@@ -160,24 +237,44 @@ class TaskStore:
             task = self._locked_task(conn, task_id)
             if task is None or task["state"] not in (TaskState.QUEUED, TaskState.PENDING_RESOURCES):
                 return False
-            conn.execute(tasks.update().where(tasks.c.task_id == task_id, tasks.c.state == task["state"])
-                         .values(priority=priority, updated_at=now))
-            self._event(conn, task_id, now, task["state"], task["state"],
-                        f"priority {task['priority']} -> {priority} by {by}")
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.task_id == task_id, tasks.c.state == task["state"])
+                .values(priority=priority, updated_at=now)
+            )
+            self._event(
+                conn,
+                task_id,
+                now,
+                task["state"],
+                task["state"],
+                f"priority {task['priority']} -> {priority} by {by}",
+            )
             return True
 
     def usage_rows(self, since: float) -> list[dict[str, Any]]:
         """Attempts that ran after `since` (or still run): user, GPUs, start and end."""
-        q = (sa.select(tasks.c.user_id, tasks.c.nnodes, tasks.c.n_gpus_per_node, tasks.c.driver_gpus,
-                       attempts.c.start_time, attempts.c.end_time)
-             .join(tasks, tasks.c.task_id == attempts.c.task_id)
-             .where(attempts.c.start_time.is_not(None),
-                    sa.or_(attempts.c.end_time.is_(None), attempts.c.end_time > since)))
+        q = (
+            sa.select(
+                tasks.c.user_id,
+                tasks.c.nnodes,
+                tasks.c.n_gpus_per_node,
+                tasks.c.driver_gpus,
+                attempts.c.start_time,
+                attempts.c.end_time,
+            )
+            .join(tasks, tasks.c.task_id == attempts.c.task_id)
+            .where(
+                attempts.c.start_time.is_not(None),
+                sa.or_(attempts.c.end_time.is_(None), attempts.c.end_time > since),
+            )
+        )
         with self.db.read.connect() as conn:
             return _dicts(conn.execute(q))
 
-    def start_attempt(self, task_id: str, expected_attempts: int, job_root: str,
-                      placement: dict[str, float], now: float) -> dict[str, Any] | None:
+    def start_attempt(
+        self, task_id: str, expected_attempts: int, job_root: str, placement: dict[str, float], now: float
+    ) -> dict[str, Any] | None:
         """Write attempt `expected_attempts + 1` and move the task to SUBMITTED, atomically.
 
         Returns the attempt row, or None when the task is no longer waiting (cancelled) or
@@ -189,31 +286,55 @@ class TaskStore:
             task = self._locked_task(conn, task_id)
             if task is None or task["attempts"] != expected_attempts:
                 return None
-            if not self._move(conn, task, TaskState.SUBMITTED, now, f"attempt {attempt_no}",
-                              attempt_no, {"attempts": attempt_no, "pending_reason": None,
-                                           "next_run_at": None, "failure_cause": None,
-                                           "error_summary": None, "pending_code": None,
-                                           "estimated_start": None}):
+            if not self._move(
+                conn,
+                task,
+                TaskState.SUBMITTED,
+                now,
+                f"attempt {attempt_no}",
+                attempt_no,
+                {
+                    "attempts": attempt_no,
+                    "pending_reason": None,
+                    "next_run_at": None,
+                    "failure_cause": None,
+                    "error_summary": None,
+                    "pending_code": None,
+                    "estimated_start": None,
+                },
+            ):
                 return None
-            conn.execute(attempts.insert().values(
-                task_id=task_id, attempt_no=attempt_no, ray_submission_id=sid,
-                job_root=job_root, placement=json.dumps(placement), created_at=now))
-            return _row(conn.execute(
-                sa.select(attempts).where(attempts.c.ray_submission_id == sid)).first())
+            conn.execute(
+                attempts.insert().values(
+                    task_id=task_id,
+                    attempt_no=attempt_no,
+                    ray_submission_id=sid,
+                    job_root=job_root,
+                    placement=json.dumps(placement),
+                    created_at=now,
+                )
+            )
+            return _row(conn.execute(sa.select(attempts).where(attempts.c.ray_submission_id == sid)).first())
 
     def update_attempt(self, ray_submission_id: str, **fields: Any) -> None:
         """Set columns of one attempt (Ray's status, times, failure kind, archive flag)."""
         with self.db.write.begin() as conn:
-            conn.execute(attempts.update()
-                         .where(attempts.c.ray_submission_id == ray_submission_id).values(**fields))
+            conn.execute(
+                attempts.update().where(attempts.c.ray_submission_id == ray_submission_id).values(**fields)
+            )
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, task_id: str) -> dict[str, Any] | None:
         with self.db.read.connect() as conn:
             return _row(conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).first())
 
-    def list(self, user_id: str | None, states: Iterable[str] | None = None, limit: int = 50,
-             before_seq: int | None = None) -> list[dict[str, Any]]:
+    def list(
+        self,
+        user_id: str | None,
+        states: Iterable[str] | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Newest first; `user_id=None` lists everyone's."""
         q = sa.select(tasks.c[*_SUMMARY]).order_by(tasks.c.seq.desc()).limit(limit)
         if user_id is not None:
@@ -238,11 +359,18 @@ class TaskStore:
         PENDING_RESOURCES ones whose `next_run_at` (a retry after a failed start) has come.
 
         Two indexed queries merged by age, rather than one OR that reads every waiting row."""
-        queued = (sa.select(tasks.c[*_SUMMARY]).where(tasks.c.state == TaskState.QUEUED.value)
-                  .order_by(tasks.c.seq).limit(limit))
-        pending = (sa.select(tasks.c[*_SUMMARY])
-                   .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= now)
-                   .order_by(tasks.c.seq).limit(limit))
+        queued = (
+            sa.select(tasks.c[*_SUMMARY])
+            .where(tasks.c.state == TaskState.QUEUED.value)
+            .order_by(tasks.c.seq)
+            .limit(limit)
+        )
+        pending = (
+            sa.select(tasks.c[*_SUMMARY])
+            .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= now)
+            .order_by(tasks.c.seq)
+            .limit(limit)
+        )
         with self.db.read.connect() as conn:
             rows = _dicts(conn.execute(queued))
             rows += _dicts(conn.execute(pending))
@@ -251,29 +379,43 @@ class TaskStore:
 
     def attempts(self, task_id: str) -> list[dict[str, Any]]:
         with self.db.read.connect() as conn:
-            rows = conn.execute(sa.select(attempts).where(attempts.c.task_id == task_id)
-                                .order_by(attempts.c.attempt_no))
+            rows = conn.execute(
+                sa.select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt_no)
+            )
             return [dict(r._mapping) for r in rows]
 
     def attempt(self, task_id: str, attempt_no: int) -> dict[str, Any] | None:
         with self.db.read.connect() as conn:
-            return _row(conn.execute(sa.select(attempts).where(
-                attempts.c.task_id == task_id, attempts.c.attempt_no == attempt_no)).first())
+            return _row(
+                conn.execute(
+                    sa.select(attempts).where(
+                        attempts.c.task_id == task_id, attempts.c.attempt_no == attempt_no
+                    )
+                ).first()
+            )
 
     def latest_attempts(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The latest attempt of each task that has one."""
         if not task_ids:
             return {}
         if len(task_ids) == 1:  # one task's detail (the hot read): its index, newest first
-            q1 = (sa.select(attempts).where(attempts.c.task_id == task_ids[0])
-                  .order_by(attempts.c.attempt_no.desc()).limit(1))
+            q1 = (
+                sa.select(attempts)
+                .where(attempts.c.task_id == task_ids[0])
+                .order_by(attempts.c.attempt_no.desc())
+                .limit(1)
+            )
             with self.db.read.connect() as conn:
                 return {r["task_id"]: r for r in _dicts(conn.execute(q1))}
-        latest = (sa.select(attempts.c.task_id, sa.func.max(attempts.c.attempt_no).label("n"))
-                  .where(attempts.c.task_id.in_(list(task_ids))).group_by(attempts.c.task_id)
-                  .subquery())
-        q = sa.select(attempts).join(latest, sa.and_(attempts.c.task_id == latest.c.task_id,
-                                                     attempts.c.attempt_no == latest.c.n))
+        latest = (
+            sa.select(attempts.c.task_id, sa.func.max(attempts.c.attempt_no).label("n"))
+            .where(attempts.c.task_id.in_(list(task_ids)))
+            .group_by(attempts.c.task_id)
+            .subquery()
+        )
+        q = sa.select(attempts).join(
+            latest, sa.and_(attempts.c.task_id == latest.c.task_id, attempts.c.attempt_no == latest.c.n)
+        )
         with self.db.read.connect() as conn:
             return {r["task_id"]: r for r in _dicts(conn.execute(q))}
 
@@ -281,22 +423,51 @@ class TaskStore:
         """Attempts whose Ray job ended (or was lost with its head), or whose task ended (even
         if Ray never confirmed the submission: a job it did accept is then found and stopped),
         with no archived log."""
-        q = (sa.select(attempts).join(tasks, tasks.c.task_id == attempts.c.task_id)
-             .where(attempts.c.log_archived.is_(False),
-                    sa.or_(tasks.c.state.in_([s.value for s in FINAL_STATES]),
-                           sa.and_(attempts.c.submitted_at.is_not(None),
-                                   attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED", "LOST"])))))
+        q = (
+            sa.select(attempts)
+            .join(tasks, tasks.c.task_id == attempts.c.task_id)
+            .where(
+                attempts.c.log_archived.is_(False),
+                sa.or_(
+                    tasks.c.state.in_([s.value for s in FINAL_STATES]),
+                    sa.and_(
+                        attempts.c.submitted_at.is_not(None),
+                        attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED", "LOST"]),
+                    ),
+                ),
+            )
+        )
         with self.db.read.connect() as conn:
             return _dicts(conn.execute(q))
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         with self.db.read.connect() as conn:
-            rows = conn.execute(sa.select(task_events).where(task_events.c.task_id == task_id)
-                                .order_by(task_events.c.id))
+            rows = conn.execute(
+                sa.select(task_events).where(task_events.c.task_id == task_id).order_by(task_events.c.id)
+            )
             return [dict(r._mapping) for r in rows]
 
 
-_SUMMARY = ("seq", "task_id", "user_id", "workload", "state", "nnodes", "n_gpus_per_node",
-            "driver_gpus", "attempts", "failure_cause", "error_summary", "pending_reason",
-            "next_run_at", "created_at", "updated_at", "ended_at", "priority", "time_limit_s",
-            "pending_code", "estimated_start", "pool")
+_SUMMARY = (
+    "seq",
+    "task_id",
+    "user_id",
+    "workload",
+    "state",
+    "nnodes",
+    "n_gpus_per_node",
+    "driver_gpus",
+    "attempts",
+    "failure_cause",
+    "error_summary",
+    "pending_reason",
+    "next_run_at",
+    "created_at",
+    "updated_at",
+    "ended_at",
+    "priority",
+    "time_limit_s",
+    "pending_code",
+    "estimated_start",
+    "pool",
+)

@@ -69,8 +69,9 @@ class UserStore:
             False when there is no such user.
         """
         with self.db.write.begin() as conn:
-            res = conn.execute(users.update().where(users.c.user_id == user_id)
-                               .values(state=DISABLED, disabled_at=now))
+            res = conn.execute(
+                users.update().where(users.c.user_id == user_id).values(state=DISABLED, disabled_at=now)
+            )
             if res.rowcount != 1:
                 return False
             conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
@@ -87,15 +88,18 @@ class UserStore:
             False when there is no such user.
         """
         with self.db.write.begin() as conn:
-            res = conn.execute(users.update()
-                               .where(users.c.user_id == user_id, users.c.state == DISABLED)
-                               .values(state=ACTIVE, disabled_at=None))
+            res = conn.execute(
+                users.update()
+                .where(users.c.user_id == user_id, users.c.state == DISABLED)
+                .values(state=ACTIVE, disabled_at=None)
+            )
             if res.rowcount == 1:
                 # Whatever was issued while the user was disabled (a race with `disable`) goes too.
                 conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
                 return True
-            return conn.execute(sa.select(users.c.user_id)
-                                .where(users.c.user_id == user_id)).first() is not None
+            return (
+                conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
+            )
 
     def issue_token(self, user_id: str, now: float) -> str | None:
         """A new token for an active user; the plain token is returned only here.
@@ -108,16 +112,23 @@ class UserStore:
         """
         token = new_token()
         active = sa.select(sa.literal(hash_token(token)), users.c.user_id, sa.literal(now)).where(
-            users.c.user_id == user_id, users.c.state == ACTIVE)
+            users.c.user_id == user_id, users.c.state == ACTIVE
+        )
         with self.db.write.begin() as conn:
-            stored = conn.execute(tokens.insert().from_select(["token_hash", "user_id", "created_at"], active)
-                                  .returning(tokens.c.user_id)).first()
+            stored = conn.execute(
+                tokens.insert()
+                .from_select(["token_hash", "user_id", "created_at"], active)
+                .returning(tokens.c.user_id)
+            ).first()
         return token if stored is not None else None
 
     def user_for_token(self, token: str) -> str | None:
         """The active user owning `token`, else None."""
-        q = (sa.select(users.c.user_id).join(tokens, tokens.c.user_id == users.c.user_id)
-             .where(tokens.c.token_hash == hash_token(token), users.c.state == ACTIVE))
+        q = (
+            sa.select(users.c.user_id)
+            .join(tokens, tokens.c.user_id == users.c.user_id)
+            .where(tokens.c.token_hash == hash_token(token), users.c.state == ACTIVE)
+        )
         with self.db.read.connect() as conn:
             r = conn.execute(q).first()
             return None if r is None else r.user_id

@@ -34,5 +34,6 @@ def quiesce(state: ClusterState, timeout: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the cluster is not idle after {timeout:g}s: live jobs {live}, "
-                f"{snap.available_gpus:g} of {snap.total_gpus:g} GPUs free ({gpus:g} expected)")
+                f"{snap.available_gpus:g} of {snap.total_gpus:g} GPUs free ({gpus:g} expected)"
+            )
         time.sleep(0.5)

@@ -12,8 +12,9 @@ and leave `FakeRayNodes`) stand in for the managed nodes' side.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from argus.cluster.errors import ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.cluster.jobs import JobView, tail_lines
@@ -72,8 +73,19 @@ class FakeJobs:
         diag = None
         if diagnose and job.status == "FAILED":
             diag = classify_failure(job.status, job.message, job.log, None)
-        return JobView(sid, job.status, job.message, "node-1", "127.0.0.1", None,
-                       job.start_time, job.end_time, job.request.get("entrypoint"), {}, diag)
+        return JobView(
+            sid,
+            job.status,
+            job.message,
+            "node-1",
+            "127.0.0.1",
+            None,
+            job.start_time,
+            job.end_time,
+            job.request.get("entrypoint"),
+            {},
+            diag,
+        )
 
     def stop(self, sid: str) -> bool:
         job = self._job(sid)
@@ -128,10 +140,22 @@ class FakeSnapshots:
             raise ClusterUnavailable("cannot reach the GCS (fake: down)")
         free = self.free if self.free is not None else self.gpus
         head = NodeCapacity("head", "127.0.0.1", True, True, False, 0, 0, 0, 0)
-        nodes = [NodeCapacity(n, f"127.0.1.{i + 1}", False, True, n in self.draining, g,
-                              free.get(n, g), 4, 4, {"GPU": g, "worker_node": 100},
-                              dict(self.labels.get(n, {})))
-                 for i, (n, g) in enumerate(sorted(self.gpus.items()))]
+        nodes = [
+            NodeCapacity(
+                n,
+                f"127.0.1.{i + 1}",
+                False,
+                True,
+                n in self.draining,
+                g,
+                free.get(n, g),
+                4,
+                4,
+                {"GPU": g, "worker_node": 100},
+                dict(self.labels.get(n, {})),
+            )
+            for i, (n, g) in enumerate(sorted(self.gpus.items()))
+        ]
         return ClusterSnapshot((head, *nodes), time.time())
 
 
@@ -153,19 +177,37 @@ class FakeRayNodes:
     down: bool = False
     _serial: int = 0
 
-    def join(self, name: str | None = None, gpus: float = 4, cpus: float = 4,
-             labels: dict[str, str] | None = None, node_ip: str = "127.0.0.1") -> str:
+    def join(
+        self,
+        name: str | None = None,
+        gpus: float = 4,
+        cpus: float = 4,
+        labels: dict[str, str] | None = None,
+        node_ip: str = "127.0.0.1",
+    ) -> str:
         """A new alive Ray node labelled `argus.io/node=<name>` (when named); its node id."""
         self._serial += 1
         node_id = f"{self._serial:02x}" * 28
         all_labels = {**(labels or {}), **({"argus.io/node": name} if name else {})}
-        self.nodes[node_id] = NodeCapacity(node_id, node_ip, False, True, False, gpus, gpus, cpus, cpus,
-                                           {"GPU": gpus, "CPU": cpus, "worker_node": 100}, all_labels)
+        self.nodes[node_id] = NodeCapacity(
+            node_id,
+            node_ip,
+            False,
+            True,
+            False,
+            gpus,
+            gpus,
+            cpus,
+            cpus,
+            {"GPU": gpus, "CPU": cpus, "worker_node": 100},
+            all_labels,
+        )
         return node_id
 
     def by_name(self, name: str) -> NodeCapacity | None:
-        return next((n for n in self.nodes.values()
-                     if n.labels.get("argus.io/node") == name and n.alive), None)
+        return next(
+            (n for n in self.nodes.values() if n.labels.get("argus.io/node") == name and n.alive), None
+        )
 
     def leave(self, node_id: str) -> None:
         self.nodes[node_id] = replace(self.nodes[node_id], alive=False, draining=False)
@@ -173,7 +215,9 @@ class FakeRayNodes:
     def use(self, node_id: str, gpus: float = 0, cpus: float = 0) -> None:
         """Work takes `gpus` and `cpus` of the node (0, 0 frees it)."""
         n = self.nodes[node_id]
-        self.nodes[node_id] = replace(n, available_gpus=n.total_gpus - gpus, available_cpus=n.total_cpus - cpus)
+        self.nodes[node_id] = replace(
+            n, available_gpus=n.total_gpus - gpus, available_cpus=n.total_cpus - cpus
+        )
 
     def snapshot(self) -> ClusterSnapshot:
         if self.down:
@@ -210,7 +254,7 @@ class FakeSSH:
     agents: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # pid -> (name, node id)
     _pid: int = 4000
 
-    def connect(self, target: Any) -> "FakeSSHSession":
+    def connect(self, target: Any) -> FakeSSHSession:
         if self.gate is not None:
             self.gate.wait(30)
         if target.host in self.fail:
@@ -235,7 +279,7 @@ class FakeSSHSession:
             return CommandResult(s.check_rc, f"host={self.target.host}\n", "")
         if "nohup setsid" in command:
             argv = shlex.split(command.split("nohup setsid", 1)[1].split(" > ", 1)[0])
-            opts = dict(zip(argv[argv.index("node-agent") + 1::2], argv[argv.index("node-agent") + 2::2]))
+            opts = dict(zip(argv[argv.index("node-agent") + 1 :: 2], argv[argv.index("node-agent") + 2 :: 2]))
             s._pid += 1
             node_id = None
             if s.ray is not None and s.join:

@@ -28,9 +28,16 @@ def free_port(start: int) -> int:
 
 
 class ServerProcess:
-    def __init__(self, ray_config_path: str | Path, workdir: Path, admin_token: str,
-                 db_url: str | None = None, port: int | None = None, cwd: Path | None = None,
-                 **scheduler):
+    def __init__(
+        self,
+        ray_config_path: str | Path,
+        workdir: Path,
+        admin_token: str,
+        db_url: str | None = None,
+        port: int | None = None,
+        cwd: Path | None = None,
+        **scheduler,
+    ):
         self.workdir = workdir
         self.cwd = cwd
         self.admin_token = admin_token
@@ -38,20 +45,29 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         ray = yaml.safe_load(Path(ray_config_path).read_text())
         self.config = workdir / "server.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "ray": ray,
-            "service": {"port": self.port, "db_url": db_url or f"sqlite:///{workdir}/argus.sqlite3"},
-            "scheduler": {"interval_s": 0.5, "retry_interval_s": 2, **scheduler},
-        }))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "ray": ray,
+                    "service": {"port": self.port, "db_url": db_url or f"sqlite:///{workdir}/argus.sqlite3"},
+                    "scheduler": {"interval_s": 0.5, "retry_interval_s": 2, **scheduler},
+                }
+            )
+        )
         self.log = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> None:
         env = {**os.environ, "MVP_INTERNAL_TOKEN": self.admin_token}
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(server_command(self.config), stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, cwd=self.cwd)
+            self.proc = subprocess.Popen(
+                server_command(self.config),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.cwd,
+            )
         admin = ArgusClient(self.url, self.admin_token, timeout=5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

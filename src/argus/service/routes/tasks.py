@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
-
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -24,16 +24,24 @@ def _svc(request: Request):
     return request.app.state.tasks
 
 
-@router.post("/tasks", status_code=201, summary="Submit a TaskSpec (YAML body)",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/yaml": {"schema": {"type": "string"}}}}})
+@router.post(
+    "/tasks",
+    status_code=201,
+    summary="Submit a TaskSpec (YAML body)",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}
+    },
+)
 async def submit(request: Request, who: Caller) -> JSONResponse:
     svc = _svc(request)
     svc.take_rate(who)  # 429 with Retry-After past the user's submission rate
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in YAML_TYPES:
-        raise APIError(415, f"the body must be TaskSpec YAML with Content-Type {YAML_TYPES[0]} "
-                            f"or {YAML_TYPES[1]} (got '{ctype or 'none'}')")
+        raise APIError(
+            415,
+            f"the body must be TaskSpec YAML with Content-Type {YAML_TYPES[0]} "
+            f"or {YAML_TYPES[1]} (got '{ctype or 'none'}')",
+        )
     body = await request.body()
     try:
         text = body.decode("utf-8")
@@ -49,10 +57,13 @@ def _states(raw: list[str] | None) -> list[str]:
 
 
 @router.get("/tasks", summary="List your tasks, newest first")
-def list_tasks(request: Request, who: Caller,
-               state: Annotated[list[str] | None, Query()] = None,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-               cursor: str | None = None) -> dict:
+def list_tasks(
+    request: Request,
+    who: Caller,
+    state: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict:
     return _svc(request).list(who, _states(state), limit, cursor)
 
 
@@ -72,18 +83,31 @@ async def cancel(request: Request, task_id: str, who: Caller) -> dict:
 
 
 @router.post("/tasks/{task_id}:priority", summary="Change a waiting task's priority (admin)")
-def set_priority(request: Request, task_id: str, _: Annotated[Identity, Depends(admin_identity)],
-                 body: Annotated[Any, Body()] = None) -> dict:
+def set_priority(
+    request: Request,
+    task_id: str,
+    _: Annotated[Identity, Depends(admin_identity)],
+    body: Annotated[Any, Body()] = None,
+) -> dict:
     if not isinstance(body, dict) or set(body) != {"priority"}:
-        raise APIError(400, 'the body must be {"priority": <0-1000>}',
-                       [Problem("priority", "is required, alone, as a JSON object key")])
+        raise APIError(
+            400,
+            'the body must be {"priority": <0-1000>}',
+            [Problem("priority", "is required, alone, as a JSON object key")],
+        )
     return _svc(request).set_priority(_, task_id, body["priority"])
 
 
-@router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse,
-            summary="An attempt's driver log (text/plain)")
-async def logs(request: Request, task_id: str, who: Caller, attempt: str = "latest",
-               tail: Annotated[int | None, Query(ge=0)] = None) -> PlainTextResponse:
+@router.get(
+    "/tasks/{task_id}/logs", response_class=PlainTextResponse, summary="An attempt's driver log (text/plain)"
+)
+async def logs(
+    request: Request,
+    task_id: str,
+    who: Caller,
+    attempt: str = "latest",
+    tail: Annotated[int | None, Query(ge=0)] = None,
+) -> PlainTextResponse:
     return PlainTextResponse(await on_ray_threads(request, _svc(request).logs, who, task_id, attempt, tail))
 
 

@@ -26,9 +26,11 @@ def _users(request: Request):
 def create_user(request: Request, _: Admin, body: Annotated[Any, Body()] = None) -> dict:
     if not isinstance(body, dict) or set(body) - {"user_id"}:
         extra = sorted(set(body) - {"user_id"}) if isinstance(body, dict) else []
-        raise APIError(400, "the body must be {\"user_id\": ...}",
-                       [Problem(extra[0] if extra else "<body>",
-                                "unknown key" if extra else "must be a JSON object")])
+        raise APIError(
+            400,
+            'the body must be {"user_id": ...}',
+            [Problem(extra[0] if extra else "<body>", "unknown key" if extra else "must be a JSON object")],
+        )
     user_id = body.get("user_id")
     if user_id is None:
         raise APIError(400, "user_id is required", [Problem("user_id", "is required")])
@@ -68,8 +70,10 @@ def issue_token(request: Request, user_id: str, _: Admin) -> dict:
     return {"user_id": user_id, "token": token}
 
 
-@router.post("/users/{user_id}:disable",
-             summary="Disable a user (admin); every token of theirs is revoked at once, for good")
+@router.post(
+    "/users/{user_id}:disable",
+    summary="Disable a user (admin); every token of theirs is revoked at once, for good",
+)
 def disable_user(request: Request, user_id: str, _: Admin) -> dict:
     if not _known_id(user_id) or not _users(request).disable(user_id, time.time()):
         raise not_found(f"no user {user_id}")
@@ -77,8 +81,9 @@ def disable_user(request: Request, user_id: str, _: Admin) -> dict:
     return {"user_id": user_id, "state": "DISABLED"}
 
 
-@router.post("/users/{user_id}:enable",
-             summary="Re-enable a disabled user (admin); their old tokens stay revoked")
+@router.post(
+    "/users/{user_id}:enable", summary="Re-enable a disabled user (admin); their old tokens stay revoked"
+)
 def enable_user(request: Request, user_id: str, _: Admin) -> dict:
     if not _known_id(user_id) or not _users(request).enable(user_id):
         raise not_found(f"no user {user_id}")

@@ -52,6 +52,10 @@ def decide_outcome(view: Any, attempts: int, max_attempts: int) -> Outcome:
     if cause == FailureCause.INSUFFICIENT_RESOURCES:
         return Outcome(TaskState.PENDING_RESOURCES, None, evidence, f"{cause.value}: {evidence}")
     if cause in RETRYABLE and attempts < max_attempts:
-        return Outcome(TaskState.QUEUED, cause, evidence,
-                       f"{cause.value}, retrying (attempt {attempts} of {max_attempts}): {evidence}")
+        return Outcome(
+            TaskState.QUEUED,
+            cause,
+            evidence,
+            f"{cause.value}, retrying (attempt {attempts} of {max_attempts}): {evidence}",
+        )
     return Outcome(TaskState.FAILED, cause, evidence, f"{cause.value}: {evidence}")

@@ -9,8 +9,9 @@ parsed as YAML scalars. The `ray` section is the foundation's RayConfig. Unknown
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -156,12 +157,16 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         for section in SECTIONS:
             if rest.startswith(section + "_"):
-                key = rest[len(section) + 1:]
-                model = {"ray": RayConfig, "service": ServiceSettings,
-                         "scheduler": SchedulerSettings, "nodes": NodesSettings}[section]
+                key = rest[len(section) + 1 :]
+                model = {
+                    "ray": RayConfig,
+                    "service": ServiceSettings,
+                    "scheduler": SchedulerSettings,
+                    "nodes": NodesSettings,
+                }[section]
                 if key in model.model_fields:
                     try:
                         value = yaml.safe_load(raw) if raw != "" else None
@@ -175,8 +180,9 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def parse_settings(data: Mapping[str, Any], source: str = "server config",
-                   environ: Mapping[str, str] | None = None) -> ArgusSettings:
+def parse_settings(
+    data: Mapping[str, Any], source: str = "server config", environ: Mapping[str, str] | None = None
+) -> ArgusSettings:
     """Validate a server config mapping, with environment overrides applied on top.
 
     Raises:
