@@ -59,9 +59,7 @@ def start_server(cluster: local.ClusterState, workdir: Path, db_url: str, port: 
     ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
     config = workdir / "server.yaml"
     config.write_text(
-        yaml.safe_dump(
-            {"ray": ray, "service": {"port": port, "db_url": db_url}, "scheduler": {"retry_interval_s": 30}}
-        )
+        yaml.safe_dump({"ray": ray, "service": {"port": port, "db_url": db_url}, "scheduler": {"retry_interval_s": 30}})
     )
     log = open(workdir / "server.log", "ab")
     proc = subprocess.Popen(
@@ -280,9 +278,7 @@ def main() -> int:
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument(
         "--postgres-url",
-        default=os.environ.get(
-            "ARGUS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
+        default=os.environ.get("ARGUS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
@@ -309,9 +305,7 @@ def main() -> int:
         db_path = workdir / "argus.sqlite3"
         db_url = f"sqlite:///{db_path}"
     gcs = free_port(6500)
-    cluster, _ = local.up(
-        str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500)
-    )
+    cluster, _ = local.up(str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500))
     proc = None
     try:
         sandbox = prepare(workdir)
@@ -381,17 +375,13 @@ def main() -> int:
                     f"max {max(victim_lat) * 1000:7.0f} ms  (n={len(victim_lat)})"
                 )
             fl = ftally.lat.get("flood", [])
-            print(
-                f"  flooder: {len(fl)} accepted, {ftally.limited['flood']} answered 429, errors {len(ftally.errors)}"
-            )
+            print(f"  flooder: {len(fl)} accepted, {ftally.limited['flood']} answered 429, errors {len(ftally.errors)}")
             if ftally.errors:
                 print("  first error:", ftally.errors[0])
             errors += len(ftally.errors)
         queue = client.queue()
         parked = sum(1 for t in queue["pending"] if t["state"] == "PENDING_RESOURCES")
-        print(
-            f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES"
-        )
+        print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
         return 0 if not errors else 1
     finally:
         if proc is not None:

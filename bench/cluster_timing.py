@@ -91,9 +91,7 @@ def main() -> int:
     def row(name: str, xs: list[float]) -> str:
         return f"| {name} | {len(xs)} | {statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} |"
 
-    print(
-        f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
-    )
+    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}")
     print("| what | n | median s | min s | max s |")
     print("|---|---|---|---|---|")
     print(row("`cluster up` (head + 2 workers, cold)", up_s))

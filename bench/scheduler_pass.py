@@ -221,9 +221,7 @@ def main() -> int:
             pstats.Stats(prof).sort_stats(args.sort).print_stats(30)
             return 0
         stop = threading.Event()
-        writers = [
-            threading.Thread(target=write_loop, args=(store, stop), daemon=True) for _ in range(args.writers)
-        ]
+        writers = [threading.Thread(target=write_loop, args=(store, stop), daemon=True) for _ in range(args.writers)]
         for w in writers:
             w.start()
         full, nudged = [], []

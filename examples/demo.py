@@ -79,9 +79,7 @@ def main() -> int:
     spec_dir.mkdir(parents=True, exist_ok=True)
     submitted = []
     for workload, marker in RUNS:
-        text = task_yaml(
-            sandbox, workload, marker, total_training_steps=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}
-        )
+        text = task_yaml(sandbox, workload, marker, total_training_steps=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})
         (spec_dir / f"{workload}.yaml").write_text(text)
         tid = demo.submit(text)["task_id"]
         submitted.append((workload, marker, tid))

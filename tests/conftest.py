@@ -48,8 +48,7 @@ def hostile_cwd(directory: Path) -> Path:
     (directory / "imported").mkdir(parents=True, exist_ok=True)
     for name, body in (("mvp_marker", f'MARKER = "{SHADOW_MARKER}"\n'), ("secrets", "")):
         (directory / f"{name}.py").write_text(
-            "import pathlib\n"
-            f"pathlib.Path(__file__).with_name('imported').joinpath('{name}').write_text('x')\n" + body
+            f"import pathlib\npathlib.Path(__file__).with_name('imported').joinpath('{name}').write_text('x')\n" + body
         )
     return directory
 

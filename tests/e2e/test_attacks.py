@@ -38,9 +38,7 @@ def probe(ray_cluster, sandbox, tmp_path_factory):
     """(server, admin, alice, bob) on an idle cluster; the server runs in a hostile cwd."""
     quiesce(ray_cluster)
     work = tmp_path_factory.mktemp("attacks")
-    srv = ServerProcess(
-        local.config_file(ray_cluster.shared_root), work, ADMIN, cwd=hostile_cwd(work / "server-cwd")
-    )
+    srv = ServerProcess(local.config_file(ray_cluster.shared_root), work, ADMIN, cwd=hostile_cwd(work / "server-cwd"))
     srv.start()
     admin = ArgusClient(srv.url, ADMIN)
     alice = user_client(srv.url, ADMIN, "alice")

@@ -23,9 +23,7 @@ def argus(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.run([*ARGUS, *args], capture_output=True, text=True, timeout=300, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        )
+        raise AssertionError(f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
@@ -46,14 +44,10 @@ def test_run_submit_status_logs_list(ray_cluster, sandbox, cfg_path, tmp_path):
     logs = argus("run", "-c", cfg_path, "-a", "logs", "--submission-id", "e2e-grpo-1", "--follow", check=True)
     assert "MARKER sim-b" in logs.stdout and "training finished after 4 steps" in logs.stdout
     status = json.loads(
-        argus(
-            "run", "-c", cfg_path, "-a", "status", "--submission-id", "e2e-grpo-1", "--json", check=True
-        ).stdout
+        argus("run", "-c", cfg_path, "-a", "status", "--submission-id", "e2e-grpo-1", "--json", check=True).stdout
     )
     assert status["status"] == "SUCCEEDED" and status["diagnosis"] is None
-    tail = argus(
-        "run", "-c", cfg_path, "-a", "logs", "--submission-id", "e2e-grpo-1", "--tail", "1", check=True
-    )
+    tail = argus("run", "-c", cfg_path, "-a", "logs", "--submission-id", "e2e-grpo-1", "--tail", "1", check=True)
     assert tail.stdout.strip().endswith("training finished after 4 steps")
     listed = json.loads(argus("run", "-c", cfg_path, "-a", "list", "--json", check=True).stdout)
     assert "e2e-grpo-1" in {j["submission_id"] for j in listed}

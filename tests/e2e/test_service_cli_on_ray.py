@@ -88,9 +88,7 @@ class Cli:
             stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(
-                f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-            )
+            raise AssertionError(f"argus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def json(self, *args: str) -> dict:
@@ -184,9 +182,7 @@ def test_login_saves_credentials_and_admin_manages_users_and_tokens(server, admi
     assert re.search(r"alice\s.*ACTIVE", table), table
 
     issued = alice.setup["issue"]
-    assert re.fullmatch(r"argus_[A-Za-z0-9_-]{40,}\n", issued.stdout), (
-        issued.stdout
-    )  # the token, alone on stdout
+    assert re.fullmatch(r"argus_[A-Za-z0-9_-]{40,}\n", issued.stdout), issued.stdout  # the token, alone on stdout
     assert "token for alice (shown once" in issued.stderr
     assert f"logged in to {server.url} as alice\n" in alice.setup["login"].stdout
     assert alice.json("me") == {"user_id": "alice", "is_admin": False}
@@ -257,9 +253,7 @@ def test_logs_follow_streams_a_running_task_until_it_ends(alice, sandbox, tmp_pa
     spec = _spec(
         tmp_path,
         "slow.yaml",
-        task_yaml(
-            sandbox, "ppo", total_training_steps=6, save_freq=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}
-        ),
+        task_yaml(sandbox, "ppo", total_training_steps=6, save_freq=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}),
     )
     tid = alice.submit(spec)
     alice.wait(tid, {"RUNNING"} | FINAL)
@@ -368,9 +362,7 @@ def test_bad_specs_exit_2_naming_the_field_and_store_nothing(alice, sandbox, tmp
     assert "n_gpu_per_node: unknown key; did you mean 'n_gpus_per_node'?" in typo.stderr
     assert "(400 bad_request)" in typo.stderr
 
-    outside = alice(
-        "submit", str(_spec(tmp_path, "passwd.yaml", task_yaml(sandbox, "ppo", train_file="/etc/passwd")))
-    )
+    outside = alice("submit", str(_spec(tmp_path, "passwd.yaml", task_yaml(sandbox, "ppo", train_file="/etc/passwd"))))
     assert outside.returncode == 2, outside.stdout
     assert re.search(r"^\s+- train_file: .+", outside.stderr, re.MULTILINE), outside.stderr
 
@@ -488,9 +480,7 @@ def launch(tmp_path):
 
 def _started(launch: Launch, proc: subprocess.CompletedProcess) -> tuple[int, str]:
     """The pid and the admin token that `argus up` printed for a server it started now."""
-    m = re.search(
-        rf"^server started: {re.escape(launch.url)}  \(pid (\d+), log (\S+)\)$", proc.stdout, re.MULTILINE
-    )
+    m = re.search(rf"^server started: {re.escape(launch.url)}  \(pid (\d+), log (\S+)\)$", proc.stdout, re.MULTILINE)
     assert m, proc.stdout
     assert Path(m.group(2)) == launch.root.resolve() / "common" / "logs" / "server.log"
     token = re.search(r"^admin token: (\S+)$", proc.stdout, re.MULTILINE)

@@ -183,9 +183,7 @@ def test_admin_creates_user_and_issues_token_shown_once(api, backend):
     rows = backend.rows("SELECT * FROM tokens WHERE user_id = :u", u=uid)
     assert [r["token_hash"] for r in rows] == [hashlib.sha256(token.encode()).hexdigest()]
     for row in backend.rows("SELECT * FROM tokens"):
-        assert all(
-            token not in str(v) and token.removeprefix("argus_") not in str(v) for v in row.values()
-        ), row
+        assert all(token not in str(v) and token.removeprefix("argus_") not in str(v) for v in row.values()), row
 
     me = api.client.get("/api/v2/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200 and me.json() == {"user_id": uid, "is_admin": False}
@@ -344,9 +342,7 @@ def test_submit_accepts_yaml_content_types(api, alice, ctype):
     text = f"# sent as {ctype}\n" + api.spec()
     r = api.post_yaml(alice, text, content_type=ctype)
     assert r.status_code == 201, r.text
-    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(
-        text
-    )
+    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(text)
 
 
 @pytest.mark.parametrize(
@@ -378,9 +374,7 @@ def test_body_limit_with_content_length(api, alice):
     assert len(at_limit.encode()) == limit
     r = api.post_yaml(alice, at_limit)
     assert r.status_code == 201, r.text
-    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(
-        at_limit
-    )
+    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(at_limit)
 
     with nothing_stored(api, alice):
         for size in (limit + 1, 10 * limit):
@@ -407,9 +401,7 @@ def test_body_limit_with_chunked_transfer(api, alice):
     text = _padded(api, limit - 10)
     r = api.post_yaml(alice, chunks(text.encode()))
     assert r.status_code == 201, r.text
-    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(
-        text
-    )
+    assert api.get(alice, f"/api/v2/tasks/{r.json()['task_id']}").json()["jobspec_yaml"] == redact_spec_text(text)
 
 
 @pytest.mark.parametrize(
@@ -556,9 +548,7 @@ def test_users_see_only_their_own_tasks(api):
     assert a_task["state"] == "QUEUED"  # B's cancel did nothing
     assert [
         (e["from_state"], e["to_state"])
-        for e in api.backend.rows(
-            "SELECT from_state, to_state FROM task_events WHERE task_id = :t ORDER BY id", t=ta
-        )
+        for e in api.backend.rows("SELECT from_state, to_state FROM task_events WHERE task_id = :t ORDER BY id", t=ta)
     ] == [(None, "QUEUED")]
 
     assert ids(api.list_all(b)) == [tb]
@@ -736,9 +726,7 @@ def test_cancel_queued_then_again_409_with_events(api, backend):
 
 def test_cancel_unknown_task_is_404(api):
     user = api.new_user("nobody")
-    assert_error(
-        api.post(user, "/api/v2/tasks/mvp2-nobody-ppo-20000101-000000-0000:cancel"), 404, "not_found"
-    )
+    assert_error(api.post(user, "/api/v2/tasks/mvp2-nobody-ppo-20000101-000000-0000:cancel"), 404, "not_found")
 
 
 # -- logs, health, docs -------------------------------------------------------------------------
@@ -749,9 +737,7 @@ def test_logs_before_any_attempt_is_404_saying_so(api):
         body = assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params=params), 404, "not_found")
         assert "no attempt" in body["message"] and tid in body["message"], body
     assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params={"tail": -1}), 400, "bad_request", "tail")
-    assert_error(
-        api.get(user, f"/api/v2/tasks/{tid}/logs", params={"attempt": "abc"}), 400, "bad_request", "attempt"
-    )
+    assert_error(api.get(user, f"/api/v2/tasks/{tid}/logs", params={"attempt": "abc"}), 400, "bad_request", "attempt")
 
 
 def test_healthz(api):
@@ -821,9 +807,7 @@ def test_create_duplicate_user_is_409(api):
 )
 def test_invalid_user_id_is_400_naming_user_id(api, user_id):
     before = api.get(api.admin, "/api/v2/users").json()["users"]
-    body = assert_error(
-        api.post(api.admin, "/api/v2/users", json={"user_id": user_id}), 400, "bad_request", "user_id"
-    )
+    body = assert_error(api.post(api.admin, "/api/v2/users", json={"user_id": user_id}), 400, "bad_request", "user_id")
     if user_id == "admin":
         assert "reserved" in problem(body, "user_id")
     assert api.get(api.admin, "/api/v2/users").json()["users"] == before
@@ -893,9 +877,7 @@ ODD_SUBMISSIONS: dict[str, Callable[[Any], Any]] = {
     "huge float": lambda api: api.spec().replace("nnodes: 1", "nnodes: 1.0e+400"),
     "infinity": lambda api: api.spec().replace("nnodes: 1", "nnodes: .inf"),
     "deeply nested flow value": lambda api: _deep(1000),
-    "deeply nested in env_vars": lambda api: (
-        api.spec(env_vars=None) + "env_vars: {A: " + "[" * 900 + "]" * 900 + "}\n"
-    ),
+    "deeply nested in env_vars": lambda api: api.spec(env_vars=None) + "env_vars: {A: " + "[" * 900 + "]" * 900 + "}\n",
     "self-referencing alias": lambda api: "a: &a [*a]\n",
     "self-referencing alias in a field": lambda api: api.spec(env_vars=None) + "env_vars: &e {A: *e}\n",
     "unicode workload": lambda api: api.spec(workload="ppö"),

@@ -109,7 +109,5 @@ def test_a_symlink_then_dot_dot_cannot_lead_out_of_common(api, users, sandbox):
     "name", ["LD_PRELOAD", "PYTHONHOME", "PATH", "BASH_ENV", "CUDA_VISIBLE_DEVICES", "RAY_RUNTIME_ENV_HOOK"]
 )
 def test_env_vars_that_change_the_loader_interpreter_or_ray_are_refused(api, users, name):
-    reason = refused(
-        api, users["alice"], api.spec(env_vars={"NCCL_DEBUG": "INFO", name: "/tmp/x"}), f"env_vars.{name}"
-    )
+    reason = refused(api, users["alice"], api.spec(env_vars={"NCCL_DEBUG": "INFO", name: "/tmp/x"}), f"env_vars.{name}")
     assert reason.startswith(f"'{name}' cannot be set: it ")

@@ -139,9 +139,7 @@ def test_the_wal_is_truncated_once_it_passes_its_bound(tmp_path: Path):
             conn.exec_driver_sql("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)")
         for _ in range(40):
             with db.write.begin() as conn:
-                conn.execute(
-                    sa.text("INSERT INTO filler (data) VALUES (:d)"), [{"d": b"x" * 4000} for _ in range(50)]
-                )
+                conn.execute(sa.text("INSERT INTO filler (data) VALUES (:d)"), [{"d": b"x" * 4000} for _ in range(50)])
         assert db.wal_bytes() > 4 * bound
         # A reader of an old snapshot holds it: truncation waits for the next checkpoint.
         reader = db.read.connect()

@@ -169,9 +169,7 @@ def api(tmp_path_factory, backend) -> Iterator[NodesApi]:
 
 
 def events(backend: Backend, name: str) -> list[tuple[str | None, str, str]]:
-    rows = backend.rows(
-        "SELECT from_state, to_state, reason FROM node_events WHERE node = :n ORDER BY id", n=name
-    )
+    rows = backend.rows("SELECT from_state, to_state, reason FROM node_events WHERE node = :n ORDER BY id", n=name)
     return [(r["from_state"], r["to_state"], r["reason"]) for r in rows]
 
 

@@ -194,9 +194,7 @@ def test_a_token_slipped_in_while_disabled_does_not_survive_enable(world, backen
 
     with store.db.write.begin() as conn:
         conn.execute(
-            tokens.insert().values(
-                token_hash=hash_token("argus_slipped"), user_id=user.user_id, created_at=0.0
-            )
+            tokens.insert().values(token_hash=hash_token("argus_slipped"), user_id=user.user_id, created_at=0.0)
         )
     assert _status(world, "argus_slipped") == 401
     assert world.post(world.admin, f"/api/v2/users/{user.user_id}:enable").status_code == 200

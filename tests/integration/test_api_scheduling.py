@@ -62,9 +62,7 @@ def test_admin_changes_a_waiting_tasks_priority_with_an_event(api, backend):
     r = api.client.post(f"/api/v2/tasks/{tid}:priority", json={"priority": 900}, headers=api.admin.headers)
     assert r.status_code == 200 and r.json() == {"task_id": tid, "priority": 900}
     assert api.get(user, f"/api/v2/tasks/{tid}").json()["priority"] == 900
-    [event] = backend.rows(
-        "SELECT reason FROM task_events WHERE task_id = :t AND reason LIKE 'priority%'", t=tid
-    )
+    [event] = backend.rows("SELECT reason FROM task_events WHERE task_id = :t AND reason LIKE 'priority%'", t=tid)
     assert event["reason"] == "priority 500 -> 900 by admin"
     # Users may not; bad bodies are 400 naming the field; a finished task is 409.
     r = api.client.post(f"/api/v2/tasks/{tid}:priority", json={"priority": 1}, headers=user.headers)

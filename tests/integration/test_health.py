@@ -118,9 +118,7 @@ def health_url():
 
 def test_the_wait_reports_ray_unreachable_and_passes_when_ray_answers(health_url):
     _Health.body = {"status": "degraded", "ray": "unreachable: cannot read the GCS at 10.0.0.1:6380"}
-    assert launcher.ray_verdict(health_url, wait_s=1) == (
-        "Ray is unreachable: cannot read the GCS at 10.0.0.1:6380"
-    )
+    assert launcher.ray_verdict(health_url, wait_s=1) == ("Ray is unreachable: cannot read the GCS at 10.0.0.1:6380")
     _Health.body = {"status": "ok", "ray": "ok"}
     assert launcher.ray_verdict(health_url, wait_s=1) is None
     _Health.body = {"status": "ok", "ray": "unknown: no pass yet"}
@@ -148,10 +146,7 @@ def test_argus_up_exits_1_when_the_server_says_ray_is_unreachable(monkeypatch, t
         launcher,
         "up",
         lambda *a, **k: launcher.ServerInfo(
-            *[
-                getattr(info, f)
-                for f in ("url", "pid", "admin_token", "config", "log", "started_now", "dashboard_url")
-            ]
+            *[getattr(info, f) for f in ("url", "pid", "admin_token", "config", "log", "started_now", "dashboard_url")]
         ),
     )
     assert invoke(cli_app, "up", "--shared-root", tmp_path).exit_code == 0

@@ -107,9 +107,7 @@ def test_a_link_re_pointed_outside_after_submit_fails_the_task_before_ray(world,
     else:
         link = common / "datasets" / f"{name}.parquet"
         link.symlink_to(good_data)
-        fields = (
-            {"train_file": str(link)} if field == "train_file" else {"overrides": [f"data.val_files={link}"]}
-        )
+        fields = {"train_file": str(link)} if field == "train_file" else {"overrides": [f"data.val_files={link}"]}
         tid = world.add(**fields)
         evil = sandbox.shared_root / "users" / "bob" / "secret.parquet"
     _relink(link, evil)

@@ -183,9 +183,7 @@ def test_ray_view_counts_gpus_argus_did_not_place(world):
 def test_verl_gpu_message_sends_the_task_back_to_wait_and_it_is_retried(world):
     tid = world.add(n_gpus_per_node=4)
     world.tick()
-    world.jobs.fail(
-        f"{tid}--a01", "Job entrypoint command failed with exit code 1", log=f"RuntimeError: {GPU_MSG}\n"
-    )
+    world.jobs.fail(f"{tid}--a01", "Job entrypoint command failed with exit code 1", log=f"RuntimeError: {GPU_MSG}\n")
     world.tick()
     task = world.store.get(tid)
     assert task["state"] == "PENDING_RESOURCES"

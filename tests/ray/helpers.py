@@ -13,12 +13,8 @@ from argus.testing.server import user_client, wait_state
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-def submit(
-    config: RayConfig, yaml_text: str, submission_id: str | None = None
-) -> tuple[RayJobTool, str, object]:
-    _, rendered = prepare_submission(
-        config, yaml_text, datetime.now(UTC), "test", submission_id=submission_id
-    )
+def submit(config: RayConfig, yaml_text: str, submission_id: str | None = None) -> tuple[RayJobTool, str, object]:
+    _, rendered = prepare_submission(config, yaml_text, datetime.now(UTC), "test", submission_id=submission_id)
     tool = RayJobTool(config)
     return tool, tool.submit(rendered, yaml_text), rendered
 
@@ -32,8 +28,7 @@ def wait_for(tool: RayJobTool, sid: str, statuses: set[str], timeout: float = 12
             return view
         if view.status in TERMINAL:
             raise AssertionError(
-                f"{sid} ended {view.status} while waiting for {statuses}: {view.message}\n"
-                f"{tool.logs(sid, 40)}"
+                f"{sid} ended {view.status} while waiting for {statuses}: {view.message}\n{tool.logs(sid, 40)}"
             )
         time.sleep(0.5)
     raise AssertionError(f"{sid} still {view.status if view else '?'} after {timeout}s")

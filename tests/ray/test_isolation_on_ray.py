@@ -228,9 +228,7 @@ def test_a_job_sees_no_token_and_imports_only_its_own_code(iso):
             "entrypoint_resources": {"worker_node": 1},
         }
     )
-    text = task_yaml(
-        sb, "ppo", MARKER, total_training_steps=2, save_freq=1, env_vars={"VERL_SIM_STEP_SECONDS": "0.1"}
-    )
+    text = task_yaml(sb, "ppo", MARKER, total_training_steps=2, save_freq=1, env_vars={"VERL_SIM_STEP_SECONDS": "0.1"})
     cwd = os.getcwd()
     os.chdir(iso.submit_cwd)  # the submitter's (the server's) working directory
     try:
@@ -255,6 +253,4 @@ def test_a_job_sees_no_token_and_imports_only_its_own_code(iso):
     loose = [(str(p), oct(stat.S_IMODE(p.stat().st_mode))) for p in written if p.stat().st_mode & 0o007]
     assert not loose, loose
     # Still no process of the cluster holds the token after a job ran on it.
-    assert not [
-        p.pid for p in iso.node_processes() if TOKEN.encode() in proc_env(p.pid) and p.pid != iso.agent.pid
-    ]
+    assert not [p.pid for p in iso.node_processes() if TOKEN.encode() in proc_env(p.pid) and p.pid != iso.agent.pid]

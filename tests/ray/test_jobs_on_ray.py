@@ -30,9 +30,7 @@ def test_head_is_control_only_and_drivers_run_on_workers(ray_cluster, ray_config
     assert "worker_node" not in head[0].resources_total
     assert all(w.resources_total["GPU"] == 4 and w.resources_total["worker_node"] > 0 for w in workers)
 
-    runs = [
-        submit(ray_config, task_yaml(sandbox, wl, total_training_steps=2)) for wl in ("ppo", "grpo", "sft")
-    ]
+    runs = [submit(ray_config, task_yaml(sandbox, wl, total_training_steps=2)) for wl in ("ppo", "grpo", "sft")]
     worker_ids = {w.node_id for w in workers}
     for tool, sid, _ in runs:
         view = wait_for(tool, sid, {"SUCCEEDED"})
@@ -50,9 +48,7 @@ def test_two_code_versions_run_side_by_side(ray_config, sandbox):
     assert va.start_time < vb.end_time and vb.start_time < va.end_time
     assert markers(tool.logs(a)) == ["sim-a"]
     assert markers(tool.logs(b)) == ["sim-b"]
-    env_a = json.loads(
-        (Path(ray_config.shared_root) / "jobs" / a / "config" / "submit_payload.json").read_text()
-    )
+    env_a = json.loads((Path(ray_config.shared_root) / "jobs" / a / "config" / "submit_payload.json").read_text())
     assert env_a["runtime_env"]["env_vars"]["PYTHONPATH"].split(":")[0] == str(sandbox.code["sim-a"])
 
 
@@ -84,9 +80,7 @@ def test_three_ppo_runs_keep_three_job_directories(ray_config, sandbox):
 
 def _gpus_held(cluster) -> float:
     pgs = list_placement_groups(address=cluster.dashboard_url, detail=True)
-    return sum(
-        b.get("unit_resources", b).get("GPU", 0) for p in pgs if p.state == "CREATED" for b in p.bundles
-    )
+    return sum(b.get("unit_resources", b).get("GPU", 0) for p in pgs if p.state == "CREATED" for b in p.bundles)
 
 
 def test_stop_ends_a_running_task_and_frees_its_gpus(idle_cluster, ray_config, sandbox):
@@ -114,9 +108,7 @@ def test_stop_ends_a_running_task_and_frees_its_gpus(idle_cluster, ray_config, s
         time.sleep(0.5)
     assert _gpus_held(idle_cluster) == 0
     # And they are usable: a job that needs all 8 GPUs runs to the end.
-    tool, sid2, _ = submit(
-        ray_config, task_yaml(sandbox, "grpo", nnodes=2, n_gpus_per_node=4, total_training_steps=1)
-    )
+    tool, sid2, _ = submit(ray_config, task_yaml(sandbox, "grpo", nnodes=2, n_gpus_per_node=4, total_training_steps=1))
     wait_for(tool, sid2, {"SUCCEEDED"})
 
 

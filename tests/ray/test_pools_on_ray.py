@@ -141,9 +141,7 @@ def test_a_drained_node_takes_no_new_task_while_its_running_task_finishes(pools_
     waiting = admin_sdk.submit(slow(sandbox, 1, steps=2, pool="green"))["task_id"]
     anywhere = admin_sdk.submit(slow(sandbox, 1, steps=2))["task_id"]
     task = wait_state(admin_sdk, waiting, {"PENDING_RESOURCES"} | FINAL, timeout=30)
-    assert task["pending_reason"].startswith(
-        "Resources: no schedulable worker node is alive in pool green"
-    ), task
+    assert task["pending_reason"].startswith("Resources: no schedulable worker node is alive in pool green"), task
     assert wait_state(admin_sdk, anywhere, FINAL)["state"] == "SUCCEEDED"
     blue_ip = next(n.ip for n in pools_cluster.nodes if n.labels.get("pool") == "blue")
     assert driver_ip(pools_cluster, f"{anywhere}--a01") == blue_ip

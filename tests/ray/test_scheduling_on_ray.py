@@ -49,9 +49,7 @@ def test_a_one_by_eight_gang_is_not_admitted_on_four_plus_four(server, sandbox):
     tid = c.submit(spec(sandbox, 8, 2))["task_id"]
     task = wait_state(c, tid, {"PENDING_RESOURCES"}, timeout=15)
     assert task["pending_code"] == "Resources"
-    assert task["pending_reason"].startswith(
-        "Resources: needs 1 node(s) x 8 GPU(s); largest free bundle is 4"
-    )
+    assert task["pending_reason"].startswith("Resources: needs 1 node(s) x 8 GPU(s); largest free bundle is 4")
     assert "cannot fit on the current nodes" in task["pending_reason"]
     time.sleep(2)
     assert c.attempts(tid)["attempts"] == []  # never submitted, so it never hangs in Ray

@@ -153,7 +153,5 @@ def test_sigkill_and_restart_loses_nothing_and_submits_nothing_twice(server, san
         assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
     task = wait_state(erin, queued, {"SUCCEEDED", "FAILED"}, timeout=120)
     assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
-    ours = sorted(
-        j.submission_id for j in ray.list_jobs() if (j.submission_id or "").startswith("mvp2-erin-")
-    )
+    ours = sorted(j.submission_id for j in ray.list_jobs() if (j.submission_id or "").startswith("mvp2-erin-"))
     assert ours == sorted(f"{t}--a01" for t in [*running, queued])

@@ -129,9 +129,7 @@ def test_ray_status_maps_to_task_state(status, state):
 
 
 def test_failures_wait_retry_or_end_by_cause():
-    gpu = decide_outcome(
-        _view("FAILED", FailureCause.INSUFFICIENT_RESOURCES, "Total available GPUs 0 ..."), 5, 3
-    )
+    gpu = decide_outcome(_view("FAILED", FailureCause.INSUFFICIENT_RESOURCES, "Total available GPUs 0 ..."), 5, 3)
     assert (gpu.state, gpu.cause) == (TaskState.PENDING_RESOURCES, None)
     assert decide_outcome(_view("FAILED", FailureCause.NCCL), 1, 3).state == TaskState.QUEUED
     last = decide_outcome(_view("FAILED", FailureCause.NCCL), 3, 3)

@@ -257,8 +257,7 @@ def test_the_job_imports_its_code_path_first_never_its_working_directory(tmp_pat
     (code / "probe").mkdir(parents=True)
     (code / "probe" / "__init__.py").write_text("")
     (code / "probe" / "__main__.py").write_text(
-        "import secrets, sys, mvp_marker\n"
-        "print(sys.path[0], mvp_marker.MARKER, hasattr(secrets, 'token_hex'))\n"
+        "import secrets, sys, mvp_marker\nprint(sys.path[0], mvp_marker.MARKER, hasattr(secrets, 'token_hex'))\n"
     )
     (code / "mvp_marker.py").write_text("MARKER = 'mine'\n")
     cwd = tmp_path / "cwd"
@@ -269,9 +268,7 @@ def test_the_job_imports_its_code_path_first_never_its_working_directory(tmp_pat
     env = {"PATH": os.environ["PATH"]}  # a node's environment: no PYTHONPATH of its own
     for key, value in env_vars.items():
         env[key] = re.sub(r"\$\{[A-Z0-9_]+\}", "", os.path.expandvars(value))
-    out = subprocess.run(
-        [sys.executable, "-m", "probe"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-m", "probe"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(code), "mine", "True"]
 

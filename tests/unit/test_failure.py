@@ -7,9 +7,7 @@ import pytest
 from argus.domain.failure import Diagnosis, FailureCause, classify_failure
 
 # Ray's JobInfo.message for a failed entrypoint: a fixed first line, then the log's end.
-RAY_HEAD = (
-    "Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
-)
+RAY_HEAD = "Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
 TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "<frozen runpy>", line 198, in _run_module_as_main\n'
@@ -44,8 +42,7 @@ HYDRA = "hydra.errors.ConfigCompositionException: Could not override 'trainer.to
 DATA_FNF = "FileNotFoundError: Unable to find '/data/train.parquet'"
 DATA_ARROW = "pyarrow.lib.ArrowInvalid: Parquet magic bytes not found in footer. Either the file is corrupted or this is not a parquet file."
 MODEL = (
-    "OSError: /m is not a local folder and is not a valid model identifier listed on "
-    "'https://huggingface.co/models'"
+    "OSError: /m is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'"
 )
 OOM = (
     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
@@ -169,11 +166,7 @@ def test_non_platform_error_type_does_not_force_platform():
 
 
 def test_plain_traceback_is_user_code():
-    tail = (
-        '  File "/srv/shared/user/code/my_pkg/reward.py", line 3, in <module>\n'
-        "    import my_reward\n"
-        f"{USER}\n"
-    )
+    tail = f'  File "/srv/shared/user/code/my_pkg/reward.py", line 3, in <module>\n    import my_reward\n{USER}\n'
     diag = diagnose(ray_message(tail))
     assert diag.cause is FailureCause.USER_CODE
     assert diag.evidence == USER

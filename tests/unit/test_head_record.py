@@ -42,8 +42,5 @@ def test_another_machines_head_is_neither_stopped_nor_replaced_from_here(tmp_pat
         act(tmp_path)
     assert "was started on gpu-head-elsewhere, not on this machine" in str(info.value)
     # Nothing was touched: the record is still there, head.json was not marked stopped.
-    assert (
-        json.loads(head.state_file(str(tmp_path.resolve()), "prod").read_text())["host"]
-        == "gpu-head-elsewhere"
-    )
+    assert json.loads(head.state_file(str(tmp_path.resolve()), "prod").read_text())["host"] == "gpu-head-elsewhere"
     assert not (tmp_path / "ray" / "discovery" / "prod" / "head.json").exists()

@@ -47,9 +47,7 @@ class FakeClient:
             raise self.submit_error
         self.submitted.append(kwargs)
         sid = kwargs["submission_id"]
-        self.jobs[sid] = job_info(
-            sid, "PENDING", entrypoint=kwargs["entrypoint"], metadata=kwargs.get("metadata")
-        )
+        self.jobs[sid] = job_info(sid, "PENDING", entrypoint=kwargs["entrypoint"], metadata=kwargs.get("metadata"))
         return sid
 
     def get_job_info(self, sid):

@@ -136,6 +136,5 @@ def test_jobspec_and_payload_keep_env_names_not_values_while_ray_gets_them(tool_
     assert payload["PYTHONPATH"].startswith("/srv/shared/user/code")  # Argus's own: kept
     (sent,) = client.submitted
     assert (
-        sent["runtime_env"]["env_vars"]["WANDB_API_KEY"] == SECRET
-        and sent["runtime_env"]["env_vars"]["STEPS"] == "3"
+        sent["runtime_env"]["env_vars"]["WANDB_API_KEY"] == SECRET and sent["runtime_env"]["env_vars"]["STEPS"] == "3"
     )

@@ -79,10 +79,7 @@ def test_users_take_turns_in_order():
         futures = [pool.submit("a", "a0", "a0")]
         assert check.began.acquire(timeout=30)
         futures += [
-            pool.submit(u, f"{u}{i}", f"{u}{i}")
-            for u in ("a", "b", "c")
-            for i in range(3)
-            if (u, i) != ("a", 0)
+            pool.submit(u, f"{u}{i}", f"{u}{i}") for u in ("a", "b", "c") for i in range(3) if (u, i) != ("a", 0)
         ]
         check.release.set()
         for f in futures:

@@ -179,9 +179,7 @@ def test_port_finder_gives_up_above_65000():
 
 # -- command lines ------------------------------------------------------------------------------
 def test_workers_are_node_agents_that_find_the_head_through_head_json():
-    state = plan_cluster(
-        SHARED, 2, 4, 8, gcs_port=6379, dashboard_port=8265, drivers_per_worker=100, is_free=all_free
-    )
+    state = plan_cluster(SHARED, 2, 4, 8, gcs_port=6379, dashboard_port=8265, drivers_per_worker=100, is_free=all_free)
     worker = state.nodes[1]
     args = agent_args(state, worker)
     assert args[0] == "node-agent"

@@ -203,9 +203,7 @@ def test_the_agent_command_line():
         "--node-ip",
         "10.0.0.5",
     ]
-    by_name = rules.agent_command(
-        "argus", "/private", "prod", parse_registration({**GOOD, "host": "gpu1.example.com"})
-    )
+    by_name = rules.agent_command("argus", "/private", "prod", parse_registration({**GOOD, "host": "gpu1.example.com"}))
     assert "--node-ip" not in by_name and "--gpus" not in by_name  # Ray detects the GPUs
 
 
@@ -214,26 +212,20 @@ def test_the_start_script_detaches_and_prints_the_pid(tmp_path):
     script = rules.start_script(["sh", "-c", "echo started; sleep 0.2"], str(log))
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and out.stdout.strip().isdigit(), out
-    subprocess.run(
-        ["sh", "-c", f"while kill -0 {out.stdout.strip()} 2>/dev/null; do sleep 0.05; done"], timeout=10
-    )
+    subprocess.run(["sh", "-c", f"while kill -0 {out.stdout.strip()} 2>/dev/null; do sleep 0.05; done"], timeout=10)
     assert log.read_text() == "started\n"
     assert "'a b'" in rules.start_script(["x", "a b"], "/l/x.log")  # every argument quoted
 
 
 def test_the_check_script_names_what_is_missing(tmp_path):
-    ok = subprocess.run(
-        ["sh", "-c", rules.check_script("true", str(tmp_path))], capture_output=True, text=True
-    )
+    ok = subprocess.run(["sh", "-c", rules.check_script("true", str(tmp_path))], capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith("host=")
     no_root = subprocess.run(["sh", "-c", rules.check_script("true", str(tmp_path / "nope"))])
     assert no_root.returncode == 3
     assert "not visible" in rules.check_failure(3, "", "true", "/x")
     no_agent = subprocess.run(["sh", "-c", rules.check_script("/no/such/argus", str(tmp_path))])
     assert no_agent.returncode == 4
-    assert "`/no/such/argus node-agent --help` does not run" in rules.check_failure(
-        4, "", "/no/such/argus", "/x"
-    )
+    assert "`/no/such/argus node-agent --help` does not run" in rules.check_failure(4, "", "/no/such/argus", "/x")
     assert rules.check_failure(9, "boom\n", "a", "/x") == "the host check exited 9: boom"
 
 
@@ -243,18 +235,12 @@ def test_the_stop_script_only_stops_this_nodes_agent(tmp_path):
     fake.chmod(0o755)
     proc = subprocess.Popen([str(fake), "node-agent", "--name", "n1", "--x"])
     try:
-        other = subprocess.run(
-            ["sh", "-c", rules.stop_script(proc.pid, "n", 2)], capture_output=True, text=True
-        )
+        other = subprocess.run(["sh", "-c", rules.stop_script(proc.pid, "n", 2)], capture_output=True, text=True)
         assert other.stdout.strip() == "gone" and proc.poll() is None  # `n` is not `n1`
-        done = subprocess.run(
-            ["sh", "-c", rules.stop_script(proc.pid, "n1", 5)], capture_output=True, text=True
-        )
+        done = subprocess.run(["sh", "-c", rules.stop_script(proc.pid, "n1", 5)], capture_output=True, text=True)
         assert done.stdout.strip() == "stopped", done
         assert proc.wait(5) == 0
-        again = subprocess.run(
-            ["sh", "-c", rules.stop_script(proc.pid, "n1", 2)], capture_output=True, text=True
-        )
+        again = subprocess.run(["sh", "-c", rules.stop_script(proc.pid, "n1", 2)], capture_output=True, text=True)
         assert again.stdout.strip() == "gone"
     finally:
         if proc.poll() is None:

@@ -314,9 +314,7 @@ def test_loader_interpreter_and_ray_variables_are_refused_with_the_reason(name, 
 def test_ordinary_env_vars_pass_and_the_operators_are_free():
     env = {"NCCL_DEBUG": "INFO", "NCCL_SOCKET_IFNAME": "eth0", "WANDB_API_KEY": "k", "HF_HUB_OFFLINE": 1}
     assert parse(env_vars=env).env_vars == {**env, "HF_HUB_OFFLINE": "1"}
-    cfg = parse_ray_config(
-        {"runtime_env": {"env_vars": {"LD_LIBRARY_PATH": "/opt/lib", "RAY_DEDUP_LOGS": "0"}}}
-    )
+    cfg = parse_ray_config({"runtime_env": {"env_vars": {"LD_LIBRARY_PATH": "/opt/lib", "RAY_DEDUP_LOGS": "0"}}})
     assert cfg.runtime_env.env_vars["LD_LIBRARY_PATH"] == "/opt/lib"
 
 

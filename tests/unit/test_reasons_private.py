@@ -57,18 +57,13 @@ def test_fifo_names_the_blocking_task_only_to_its_owner():
 def test_no_reason_names_another_users_task_or_user(policy):
     """A crowd of users in one pass: every reason mentions at most its own user's tasks."""
     users = ["alice", "bob", "carol", "dave"]
-    running = [
-        RunningJob(f"mvp2-{u}-run", u, {n: 2}, 2000.0 + 500 * i)
-        for i, (u, n) in enumerate(zip(users, "abcd"))
-    ]
+    running = [RunningJob(f"mvp2-{u}-run", u, {n: 2}, 2000.0 + 500 * i) for i, (u, n) in enumerate(zip(users, "abcd"))]
     q = [
         job(f"mvp2-{u}-{k}", u, gpus=g, at=10 * i + k, limit=lim, priority=500 + 100 * (k == 0))
         for i, u in enumerate(users)
         for k, (g, lim) in enumerate([(4, 3600), (2, 9000), (1, 9000), (3, 60)])
     ]
-    p = plan(
-        NOW, q, running, {n: 2 for n in "abcd"}, policy, usage={u: float(i) for i, u in enumerate(users)}
-    )
+    p = plan(NOW, q, running, {n: 2 for n in "abcd"}, policy, usage={u: float(i) for i, u in enumerate(users)})
     assert p.waits, "nothing waited: the case tests nothing"
     assert any(w.code == PendingCode.PRIORITY for w in p.waits.values()), p.waits
     for jid, w in p.waits.items():

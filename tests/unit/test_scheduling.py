@@ -178,10 +178,7 @@ def test_a_reservation_is_kept_against_a_lighter_users_newcomer():
     assert kept.reserved == ("B", 200.0)
     # A higher priority still goes first.
     urgent = Job("U", "bob", 1, 4.0, submitted_at=6, time_limit_s=10, priority=900)
-    assert (
-        plan(50.0, [b, s, urgent], running, {"n0": 0, "n1": 0}, "default", usage=usage, keep="B").reserved[0]
-        == "U"
-    )
+    assert plan(50.0, [b, s, urgent], running, {"n0": 0, "n1": 0}, "default", usage=usage, keep="B").reserved[0] == "U"
 
 
 def test_age_lifts_a_heavy_users_job_that_has_waited_long():

@@ -48,9 +48,7 @@ class FakeService:
         path = request.url.raw_path.decode().split("?")[0]
         answer = self.routes.get((request.method, path))
         if answer is None:
-            return httpx.Response(
-                404, json={"error": "not_found", "message": f"no route {path}", "problems": []}
-            )
+            return httpx.Response(404, json={"error": "not_found", "message": f"no route {path}", "problems": []})
         return answer(request) if callable(answer) else answer
 
     def client(self, url: str = URL, token: str = "tok", **kw: Any) -> ArgusClient:
@@ -193,9 +191,7 @@ def test_tasks_repeats_state_and_iter_tasks_follows_cursors(svc):
 
 
 def test_iter_tasks_stops_on_a_repeated_cursor(svc):
-    svc.route(
-        "GET", "/api/v2/tasks", httpx.Response(200, json={"tasks": [{"task_id": "x"}], "next_cursor": "same"})
-    )
+    svc.route("GET", "/api/v2/tasks", httpx.Response(200, json={"tasks": [{"task_id": "x"}], "next_cursor": "same"}))
     with pytest.raises(ArgusAPIError, match="repeated"):
         list(svc.client().iter_tasks())
 
@@ -349,9 +345,7 @@ def test_cli_submit_prints_the_task_id_and_json(cli, svc, tmp_path):
     assert json.loads(result.stdout) == {"task_id": TID, "state": "QUEUED"}
 
 
-@pytest.mark.parametrize(
-    "status,code", [(400, "bad_request"), (413, "too_large"), (415, "unsupported_media_type")]
-)
+@pytest.mark.parametrize("status,code", [(400, "bad_request"), (413, "too_large"), (415, "unsupported_media_type")])
 def test_cli_bad_input_answers_exit_2_listing_problems(cli, svc, tmp_path, status, code):
     spec = tmp_path / "job.yaml"
     spec.write_text("workload: ppo\n")

@@ -231,12 +231,8 @@ def test_grpo_rollout_n_1_is_reported_as_rollout_n():
 
 
 def test_critic_model_id_only_for_ppo():
-    assert problems("grpo", critic_model_id="/m/critic") == {
-        "critic_model_id": "only PPO has a critic, not grpo"
-    }
-    assert problems("sft", critic_model_id="/m/critic") == {
-        "critic_model_id": "only PPO has a critic, not sft"
-    }
+    assert problems("grpo", critic_model_id="/m/critic") == {"critic_model_id": "only PPO has a critic, not grpo"}
+    assert problems("sft", critic_model_id="/m/critic") == {"critic_model_id": "only PPO has a critic, not sft"}
 
 
 def test_sft_has_no_rollout():
@@ -278,9 +274,7 @@ def test_reserved_env_vars_are_refused(name):
 
 @pytest.mark.parametrize("name", ["1BAD", "A-B", "A B", ""])
 def test_invalid_env_var_names_are_refused(name):
-    assert problems(env_vars={name: "x"}) == {
-        "env_vars": f"'{name}' is not a valid environment variable name"
-    }
+    assert problems(env_vars={name: "x"}) == {"env_vars": f"'{name}' is not a valid environment variable name"}
 
 
 def test_env_var_values_must_be_scalars():
@@ -344,9 +338,7 @@ def test_empty_yaml_is_an_empty_mapping():
 
 
 def test_load_task_spec_returns_text_verbatim(tmp_path):
-    text = (
-        "# my run\nworkload: grpo\ncode_path: ${shared_root}/code\nmodel_id: /m\ntrain_file: /d/t.parquet\n"
-    )
+    text = "# my run\nworkload: grpo\ncode_path: ${shared_root}/code\nmodel_id: /m\ntrain_file: /d/t.parquet\n"
     path = tmp_path / "job.yaml"
     path.write_text(text)
     spec, got = load_task_spec(path, "/private")
@@ -387,13 +379,9 @@ def test_default_entrypoint_resources_are_not_shared_between_instances():
     assert a.entrypoint_resources is not b.entrypoint_resources
 
 
-@pytest.mark.parametrize(
-    "address", ["127.0.0.1:8265", "ftp://h:1", "http://h:1/api", "http://h:x", "ray://h:10001"]
-)
+@pytest.mark.parametrize("address", ["127.0.0.1:8265", "ftp://h:1", "http://h:1/api", "http://h:x", "ray://h:10001"])
 def test_address_must_be_http_url(address):
-    assert ray_problems({"address": address}) == {
-        "address": "must be the dashboard URL, e.g. http://127.0.0.1:8265"
-    }
+    assert ray_problems({"address": address}) == {"address": "must be the dashboard URL, e.g. http://127.0.0.1:8265"}
 
 
 def test_address_trailing_slash_is_stripped():

@@ -14,9 +14,7 @@ from argus.cluster.ssh import SSHConnector, SSHError, SSHTarget, key_path
 
 @pytest.fixture
 def keys(tmp_path):
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ok.key")], check=True
-    )
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ok.key")], check=True)
     (tmp_path / "garbage.key").write_text("not a key\n")
     return tmp_path
 

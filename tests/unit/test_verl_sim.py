@@ -161,9 +161,7 @@ def test_without_a_config_overrides_are_parsed_only(sim, monkeypatch, tmp_path):
 
 
 def test_parse_overrides(sim):
-    tree = sim.config.parse_overrides(
-        ["a.b=1", "a.c='x y'", "+a.d=[1,2]", "e=null", "~a.b", "f.g.h=true", "lr=1e-5"]
-    )
+    tree = sim.config.parse_overrides(["a.b=1", "a.c='x y'", "+a.d=[1,2]", "e=null", "~a.b", "f.g.h=true", "lr=1e-5"])
     assert tree == {"a": {"c": "x y", "d": [1, 2]}, "e": None, "f": {"g": {"h": True}}, "lr": 1e-5}
 
 

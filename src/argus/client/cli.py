@@ -35,9 +35,7 @@ app = typer.Typer(
     help="Argus: verl training on a native Ray cluster.",
 )
 spec_app = typer.Typer(no_args_is_help=True, help="Render and validate TaskSpecs without submitting.")
-cluster_app = typer.Typer(
-    no_args_is_help=True, help="A local Ray cluster (head + worker nodes) on this machine."
-)
+cluster_app = typer.Typer(no_args_is_help=True, help="A local Ray cluster (head + worker nodes) on this machine.")
 app.add_typer(spec_app, name="spec")
 app.add_typer(cluster_app, name="cluster")
 service_cli.register(app)
@@ -78,9 +76,7 @@ def _fail(msg: str, code: int = 1) -> None:
 def _load(jobspec: Path, config: Path | None, validate: bool = True, submission_id: str | None = None):
     cfg, _ = load_ray_config(config)
     text = read_text(jobspec)
-    spec, rendered = prepare_submission(
-        cfg, text, _now(), str(jobspec), submission_id=submission_id, validate=validate
-    )
+    spec, rendered = prepare_submission(cfg, text, _now(), str(jobspec), submission_id=submission_id, validate=validate)
     return cfg, spec, text, rendered
 
 
@@ -112,11 +108,7 @@ def spec_render(
     out.print("[bold]entrypoint[/]")
     import shlex
 
-    print(
-        " \\\n    ".join(
-            [" ".join(shlex.split(req.entrypoint)[:3])] + [shell_quote(a) for a in rendered.overrides]
-        )
-    )
+    print(" \\\n    ".join([" ".join(shlex.split(req.entrypoint)[:3])] + [shell_quote(a) for a in rendered.overrides]))
     for w in rendered.warnings:
         err.print(f"[yellow]warning:[/] {w}")
 
@@ -134,9 +126,7 @@ def spec_validate(
     for w in rendered.warnings:
         err.print(f"[yellow]warning:[/] {w}")
     where = f" against {rendered.config_dir}" if rendered.config_dir else ""
-    out.print(
-        f"[green]valid[/]: {spec.workload} {spec.nnodes}x{spec.n_gpus_per_node} GPUs, overrides compose{where}"
-    )
+    out.print(f"[green]valid[/]: {spec.workload} {spec.nnodes}x{spec.n_gpus_per_node} GPUs, overrides compose{where}")
 
 
 # -- run (the seeds' run.py) ----------------------------------------------------------------
@@ -171,23 +161,15 @@ def run(
                 return
             table = Table("submission id", "status", "driver node", "started")
             for v in views:
-                started = (
-                    datetime.fromtimestamp(v.start_time).strftime("%Y-%m-%d %H:%M:%S")
-                    if v.start_time
-                    else "-"
-                )
+                started = datetime.fromtimestamp(v.start_time).strftime("%Y-%m-%d %H:%M:%S") if v.start_time else "-"
                 table.add_row(v.submission_id, v.status, (v.driver_node_id or "-")[:12], started)
             out.print(table)
             return
         if not submission_id:
             if jobspec is None:
-                _fail(
-                    f"--submission-id (or a --jobspec naming one) is required for --action {action.value}", 2
-                )
+                _fail(f"--submission-id (or a --jobspec naming one) is required for --action {action.value}", 2)
             spec, _ = load_task_spec(jobspec, cfg.shared_root)
-            submission_id = spec.submission_id or _fail(
-                "the jobspec has no submission_id; pass --submission-id", 2
-            )
+            submission_id = spec.submission_id or _fail("the jobspec has no submission_id; pass --submission-id", 2)
         if action is Action.status:
             v = tool.status(submission_id)
             if as_json:
@@ -218,9 +200,7 @@ def run(
 
 # -- cluster --------------------------------------------------------------------------------
 def _shared_root_opt() -> Path:
-    return typer.Option(
-        Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)"
-    )
+    return typer.Option(Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)")
 
 
 @cluster_app.command("up")
@@ -236,23 +216,17 @@ def cluster_up(
 ) -> None:
     """Start a head (0 CPU, 0 GPU) and WORKERS worker nodes; idempotent."""
     try:
-        state, started = local.up(
-            str(shared_root), workers, gpus_per_worker, cpus_per_worker, port, dashboard_port
-        )
+        state, started = local.up(str(shared_root), workers, gpus_per_worker, cpus_per_worker, port, dashboard_port)
     except ClusterError as exc:
         _fail(str(exc))
     verb = "started" if started else "already running"
-    out.print(
-        f"cluster {verb}: head {state.gcs_address}, {state.workers} workers x {state.gpus_per_worker} GPUs"
-    )
+    out.print(f"cluster {verb}: head {state.gcs_address}, {state.workers} workers x {state.gpus_per_worker} GPUs")
     out.print(f"dashboard / job server: {state.dashboard_url}")
     out.print(f"ray config: {local.config_file(state.shared_root)}")
 
 
 @cluster_app.command("status")
-def cluster_status(
-    shared_root: Path = _shared_root_opt(), as_json: bool = typer.Option(False, "--json")
-) -> None:
+def cluster_status(shared_root: Path = _shared_root_opt(), as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the local cluster's nodes; exit 1 when none runs or it is unhealthy."""
     st = local.status(shared_root.resolve())
     if st is None:

@@ -21,9 +21,7 @@ from argus.spec.config import default_shared_root
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-head_app = typer.Typer(
-    no_args_is_help=True, help="The Ray head (0 CPU, 0 GPU) and its head.json on shared storage."
-)
+head_app = typer.Typer(no_args_is_help=True, help="The Ray head (0 CPU, 0 GPU) and its head.json on shared storage.")
 
 
 def _fail(msg: str, code: int = 1) -> NoReturn:
@@ -32,9 +30,7 @@ def _fail(msg: str, code: int = 1) -> NoReturn:
 
 
 def _shared_root_opt() -> Path:
-    return typer.Option(
-        Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)"
-    )
+    return typer.Option(Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)")
 
 
 def _cluster_opt() -> str:
@@ -70,9 +66,7 @@ def head_start(
     dashboard_port: int = typer.Option(
         8265, "--dashboard-port", min=1, max=65535, help="Ray dashboard / job server port"
     ),
-    node_ip: str | None = typer.Option(
-        None, "--node-ip", help="the head's IP (default: this host's routable IP)"
-    ),
+    node_ip: str | None = typer.Option(None, "--node-ip", help="the head's IP (default: this host's routable IP)"),
     ttl_s: float = typer.Option(30.0, "--ttl", help="seconds head.json is trusted after each refresh"),
     refresh_s: float = typer.Option(5.0, "--refresh", help="seconds between refreshes of head.json"),
 ) -> None:
@@ -156,15 +150,9 @@ def head_status(
 def node_agent(
     shared_root: Path = _shared_root_opt(),
     cluster: str = _cluster_opt(),
-    gpus: int | None = typer.Option(
-        None, "--gpus", min=0, max=1024, help="GPUs offered (default: nvidia-smi's count)"
-    ),
-    cpus: int | None = typer.Option(
-        None, "--cpus", min=1, max=4096, help="CPUs offered (default: Ray counts)"
-    ),
-    labels: str | None = typer.Option(
-        None, "--labels", help="Ray node labels k=v,... (the pool: pool=<name>)"
-    ),
+    gpus: int | None = typer.Option(None, "--gpus", min=0, max=1024, help="GPUs offered (default: nvidia-smi's count)"),
+    cpus: int | None = typer.Option(None, "--cpus", min=1, max=4096, help="CPUs offered (default: Ray counts)"),
+    labels: str | None = typer.Option(None, "--labels", help="Ray node labels k=v,... (the pool: pool=<name>)"),
     name: str | None = typer.Option(None, "--name", help="this node's name (default: the hostname)"),
     node_ip: str | None = typer.Option(None, "--node-ip", help="this node's IP (default: Ray chooses)"),
     temp_dir: str | None = typer.Option(None, "--temp-dir", help="Ray temp dir (default: the head's)"),

@@ -89,9 +89,7 @@ def _print_nodes(answer: dict[str, Any]) -> None:
     if pools:
         table = Table("pool", "nodes", "GPUs free", "GPUs total", title="free GPUs per pool")
         for name, p in pools.items():
-            table.add_row(
-                _cell(name), _cell(p.get("nodes")), _num(p.get("gpus_free")), _num(p.get("gpus_total"))
-            )
+            table.add_row(_cell(name), _cell(p.get("nodes")), _num(p.get("gpus_free")), _num(p.get("gpus_total")))
         out.print(table)
     if answer.get("ray_error"):
         out.print(f"[yellow]Ray's live view is unavailable:[/] {escape(str(answer['ray_error']))}")
@@ -173,9 +171,7 @@ def add(
     port: int = typer.Option(22, "--port", help="SSH port"),
     gpus: int | None = typer.Option(None, "--gpus", help="GPUs to offer (default: Ray detects them)"),
     cpus: int | None = typer.Option(None, "--cpus", help="CPUs to offer (default: Ray detects them)"),
-    labels: str = typer.Option(
-        "", "--labels", help="k=v,... Ray node labels (pool=<name> puts it in a pool)"
-    ),
+    labels: str = typer.Option("", "--labels", help="k=v,... Ray node labels (pool=<name> puts it in a pool)"),
     url: str | None = _url_opt(),
     token: str | None = _token_opt(),
     as_json: bool = _json_opt(),
@@ -214,9 +210,7 @@ def _act(
     if as_json:
         _print_json(node)
         return
-    extra = (
-        " (offline requested: it goes offline once its work ends)" if node.get("offline_requested") else ""
-    )
+    extra = " (offline requested: it goes offline once its work ends)" if node.get("offline_requested") else ""
     out.print(f"{escape(str(node.get('id', node_id)))}: {_state(node.get('state'))}{extra}")
 
 

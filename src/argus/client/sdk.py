@@ -285,9 +285,7 @@ class ArgusClient(NodesMixin):
         params: dict[str, Any] = {"attempt": attempt}
         if tail is not None:
             params["tail"] = tail
-        return self.request(
-            "GET", task_path(task_id, "/logs"), params=params, headers={"Accept": "text/plain"}
-        ).text
+        return self.request("GET", task_path(task_id, "/logs"), params=params, headers={"Accept": "text/plain"}).text
 
     def follow_logs(self, task_id: str, poll_s: float = 1.0) -> Iterator[str]:
         """Yield the latest attempt's log as it grows, until the task reaches a final state.
@@ -394,9 +392,7 @@ def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get("ARGUS_CONFIG_DIR"):
         return Path(env["ARGUS_CONFIG_DIR"]).expanduser() / "credentials.json"
-    base = (
-        Path(env["XDG_CONFIG_HOME"]).expanduser() if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
-    )
+    base = Path(env["XDG_CONFIG_HOME"]).expanduser() if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
     return base / "argus" / "credentials.json"
 
 
@@ -455,7 +451,5 @@ def load_credentials(
         token = token or saved.get("token")
     missing = [name for name, value in (("URL", url), ("token", token)) if not value]
     if missing:
-        raise CredentialsError(
-            f"no Argus {' or '.join(missing)} given, in the environment or in {path}; {LOGIN_HINT}"
-        )
+        raise CredentialsError(f"no Argus {' or '.join(missing)} given, in the environment or in {path}; {LOGIN_HINT}")
     return Credentials(url=str(url), token=str(token))

@@ -89,9 +89,7 @@ class NodesMixin:
         """
         return self._json("POST", node_path(node_id, ":offline"), json={"reason": reason} if reason else None)
 
-    def wait_node(
-        self, node_id: str, states: set[str] | frozenset[str], timeout_s: float, poll_s: float = 0.5
-    ) -> dict:
+    def wait_node(self, node_id: str, states: set[str] | frozenset[str], timeout_s: float, poll_s: float = 0.5) -> dict:
         """Poll a node until its state is one of `states`.
 
         Raises:

@@ -41,15 +41,11 @@ def private_umask() -> int:
 
 
 def _shared_root_opt() -> Path:
-    return typer.Option(
-        Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)"
-    )
+    return typer.Option(Path(default_shared_root()), "--shared-root", help="shared storage root ($ARGUS_SHARED_ROOT)")
 
 
 def server(
-    config: Path | None = typer.Option(
-        None, "--config", help="server config YAML (ray, service, scheduler)"
-    ),
+    config: Path | None = typer.Option(None, "--config", help="server config YAML (ray, service, scheduler)"),
     host: str | None = typer.Option(None, "--host", help="overrides service.host"),
     port: int | None = typer.Option(None, "--port", help="overrides service.port"),
 ) -> None:
@@ -68,9 +64,7 @@ def server(
         for p in exc.problems:
             err.print(f"  - [bold]{escape(p.field)}[/]: {escape(p.reason)}")
         raise typer.Exit(2)
-    service = settings.service.model_copy(
-        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    )
+    service = settings.service.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
     settings = settings.model_copy(update={"service": service})
     if not settings.admin_token():
         err.print(

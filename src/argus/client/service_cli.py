@@ -156,9 +156,7 @@ def _field(name: str, value: str) -> None:
 
 # -- identity ---------------------------------------------------------------------------------
 def login(
-    url: str | None = typer.Option(
-        None, "--url", help="service URL, e.g. http://127.0.0.1:8080 ($ARGUS_URL)"
-    ),
+    url: str | None = typer.Option(None, "--url", help="service URL, e.g. http://127.0.0.1:8080 ($ARGUS_URL)"),
     token: str | None = typer.Option(None, "--token", help="your token ($ARGUS_TOKEN)"),
 ) -> None:
     """Check URL and TOKEN against the service and save them for later commands."""
@@ -178,9 +176,7 @@ def login(
     out.print(f"credentials saved to {escape(str(path))}")
 
 
-def me(
-    url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()
-) -> None:
+def me(url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()) -> None:
     """Show who the token belongs to."""
     with _session(url, token) as client:
         who = client.me()
@@ -222,9 +218,7 @@ def _states(values: list[str]) -> list[str]:
 
 
 def tasks(
-    state: list[str] | None = typer.Option(
-        None, "--state", "-s", help="only this state (repeat, or comma-separate)"
-    ),
+    state: list[str] | None = typer.Option(None, "--state", "-s", help="only this state (repeat, or comma-separate)"),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=500, help="tasks per page"),
     all_pages: bool = typer.Option(False, "--all", help="follow every page"),
     url: str | None = _url_opt(),
@@ -328,9 +322,7 @@ def attempts(
     if not rows:
         out.print(f"{escape(task_id)} has no attempts yet")
         return
-    table = Table(
-        "#", "ray submission id", "ray status", "failure kind", "created", "started", "ended", "message"
-    )
+    table = Table("#", "ray submission id", "ray status", "failure kind", "created", "started", "ended", "message")
     table.columns[1].no_wrap = True
     for a in rows:
         table.add_row(
@@ -407,9 +399,7 @@ def priority(
     out.print(f"{escape(str(answer.get('task_id', task_id)))}: priority {answer.get('priority')}")
 
 
-def queue(
-    url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()
-) -> None:
+def queue(url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()) -> None:
     """Show waiting and running tasks, oldest first."""
     with _session(url, token) as client:
         answer = client.queue()

@@ -77,9 +77,7 @@ def _table(result: engine.SimResult, trace: Path, users: str) -> Table:
 
 
 def simulate(
-    trace: Path = typer.Option(
-        ..., "--trace", help="trace CSV: job_id, submission_time, duration, num_gpu[, user]"
-    ),
+    trace: Path = typer.Option(..., "--trace", help="trace CSV: job_id, submission_time, duration, num_gpu[, user]"),
     nodes: str = typer.Option(..., "--nodes", help="NxG: N nodes of G GPUs each, e.g. 16x8"),
     policy: str = typer.Option("default", "--policy", help=f"scheduling policy: {', '.join(POLICIES)}"),
     time_limit_factor: float = typer.Option(

@@ -41,15 +41,11 @@ def users_create(
     if as_json:
         _print_json(answer)
         return
-    out.print(
-        f"created user [bold]{escape(str(answer.get('user_id', user_id)))}[/] ({_cell(answer.get('state'))})"
-    )
+    out.print(f"created user [bold]{escape(str(answer.get('user_id', user_id)))}[/] ({_cell(answer.get('state'))})")
 
 
 @users_app.command("list")
-def users_list(
-    url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()
-) -> None:
+def users_list(url: str | None = _url_opt(), token: str | None = _token_opt(), as_json: bool = _json_opt()) -> None:
     """List users."""
     with _session(url, token) as client:
         answer = client.users()
@@ -107,9 +103,7 @@ def tokens_issue(
     if as_json:
         _print_json(answer)
         return
-    err.print(
-        f"token for {escape(str(answer.get('user_id', user_id)))} (shown once; it cannot be read again):"
-    )
+    err.print(f"token for {escape(str(answer.get('user_id', user_id)))} (shown once; it cannot be read again):")
     print(answer.get("token", ""))
 
 

@@ -279,9 +279,7 @@ class NodeAgent:
         alive = self.handle is not None and self.runner.alive(self.handle)
         if self.handle is not None and not alive and self._started_at:
             self._failures = self._failures + 1 if now - self._started_at < STABLE_AFTER_S else 0
-            self._not_before = (
-                now + min(self.poll_s * 2**self._failures, MAX_BACKOFF_S) if self._failures else 0.0
-            )
+            self._not_before = now + min(self.poll_s * 2**self._failures, MAX_BACKOFF_S) if self._failures else 0.0
             self._started_at = 0.0
         elif alive and now - self._started_at >= STABLE_AFTER_S:
             self._failures = 0

@@ -239,9 +239,7 @@ def head_start_args(rec: HeadRecord) -> list[str]:
 def _wait(what: str, ready, proc: subprocess.Popen, log_path: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ClusterError(
-                f"{what} exited with code {proc.returncode}; end of {log_path}:\n{log_tail(log_path)}"
-            )
+            raise ClusterError(f"{what} exited with code {proc.returncode}; end of {log_path}:\n{log_tail(log_path)}")
         if ready():
             return
         time.sleep(0.3)
@@ -301,8 +299,7 @@ def start(
     for p, what, flag in ((port, "Ray GCS", "--port"), (dashboard_port, "Ray dashboard", "--dashboard-port")):
         if not port_free(p):
             raise PortInUse(
-                f"port {p} ({what}) is already in use by another process; "
-                f"stop it or choose another port with {flag}"
+                f"port {p} ({what}) is already in use by another process; stop it or choose another port with {flag}"
             )
     finder = PortFinder(default_port_start(ip), {port, dashboard_port})
     ports, lo, hi = node_ports(finder, ("ray_client_server_port",))
@@ -334,9 +331,7 @@ def start(
         )
         rec.head_pid = proc.pid
         _save(rec)
-        _wait(
-            "the Ray head", lambda: ip in alive_node_ips(rec.dashboard_url), proc, logs / "head.log", deadline
-        )
+        _wait("the Ray head", lambda: ip in alive_node_ips(rec.dashboard_url), proc, logs / "head.log", deadline)
         pub = spawn(
             [
                 sys.executable,
@@ -357,12 +352,7 @@ def start(
 
         def published() -> bool:
             info, _ = read_head(root, cluster)
-            return (
-                info is not None
-                and info.address == rec.address
-                and not info.stopped
-                and info.fresh(time.time())
-            )
+            return info is not None and info.address == rec.address and not info.stopped and info.fresh(time.time())
 
         _wait("the head.json publisher", published, pub, logs / "publisher.log", deadline)
     except BaseException:

@@ -123,9 +123,7 @@ class JobView:
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["diagnosis"] = (
-            {"cause": self.diagnosis.cause.value, "evidence": self.diagnosis.evidence}
-            if self.diagnosis
-            else None
+            {"cause": self.diagnosis.cause.value, "evidence": self.diagnosis.evidence} if self.diagnosis else None
         )
         return d
 
@@ -221,9 +219,7 @@ class RayJobTool:
         config["runtime_env"] = redact_runtime_env(config["runtime_env"])  # the operator's values
         write_private(cfg / "ray_config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_private(cfg / "jobspec.yaml", redact_spec_text(spec_text))
-        write_private(
-            cfg / "submit_payload.json", json.dumps(redacted_payload(request, spec_text), indent=2) + "\n"
-        )
+        write_private(cfg / "submit_payload.json", json.dumps(redacted_payload(request, spec_text), indent=2) + "\n")
         write_private(root / "debug" / "ray_status_pre.txt", self._debug_text(self.cluster_summary))
 
         sid = rendered.submission_id
@@ -244,9 +240,7 @@ class RayJobTool:
             raise
         log.append(f"{self._clock().isoformat()} accepted: {sid}")
         write_private(root / "logs" / "submit.out", "\n".join(log) + "\n")
-        write_private(
-            root / "debug" / "ray_job_list_post.txt", self._debug_text(lambda: self.own_job_text(sid))
-        )
+        write_private(root / "debug" / "ray_job_list_post.txt", self._debug_text(lambda: self.own_job_text(sid)))
         return sid
 
     def own_job_text(self, sid: str) -> str:
@@ -354,9 +348,7 @@ class RayJobTool:
             res.pop("object_store_memory", None)
             role = "head" if n.is_head_node else "worker"
             lines.append(f"{n.node_id} {n.node_ip} {role} {n.state} {json.dumps(res, sort_keys=True)}")
-        pgs = self._call(
-            "list_placement_groups", lambda: list_placement_groups(address=self.address, detail=True)
-        )
+        pgs = self._call("list_placement_groups", lambda: list_placement_groups(address=self.address, detail=True))
         live = [p for p in pgs if p.state not in ("REMOVED",)]
         lines += ["", f"placement groups ({len(live)} live):"]
         for p in live:

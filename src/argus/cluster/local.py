@@ -157,8 +157,7 @@ def plan_cluster(
     ):
         if not is_free(port):
             raise PortInUse(
-                f"port {port} ({what}) is already in use by another process; "
-                f"stop it or choose another port with {flag}"
+                f"port {port} ({what}) is already in use by another process; stop it or choose another port with {flag}"
             )
     prefix = loopback_prefix(gcs_port)
     nodes = []
@@ -174,9 +173,7 @@ def plan_cluster(
                 cpus=0 if is_head else cpus_per_worker,
                 port_start=default_port_start(ip),
                 cuda_visible_devices=None if is_head or gpu_slices is None else gpu_slices[k - 1],
-                labels={}
-                if is_head or not worker_labels or k > len(worker_labels)
-                else dict(worker_labels[k - 1]),
+                labels={} if is_head or not worker_labels or k > len(worker_labels) else dict(worker_labels[k - 1]),
             )
         )
     return ClusterState(
@@ -229,13 +226,8 @@ def gpu_slices(workers: int, gpus_per_worker: int, physical: int) -> list[str] |
         return None
     need = workers * gpus_per_worker
     if need > physical:
-        raise ClusterError(
-            f"{workers} workers x {gpus_per_worker} GPUs need {need} GPUs; this machine has {physical}"
-        )
-    return [
-        ",".join(str(i) for i in range(k * gpus_per_worker, (k + 1) * gpus_per_worker))
-        for k in range(workers)
-    ]
+        raise ClusterError(f"{workers} workers x {gpus_per_worker} GPUs need {need} GPUs; this machine has {physical}")
+    return [",".join(str(i) for i in range(k * gpus_per_worker, (k + 1) * gpus_per_worker)) for k in range(workers)]
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -304,9 +296,7 @@ def _start_agent(state: ClusterState, node: NodeState, log_dir: Path) -> subproc
     )
 
 
-def _wait_workers(
-    state: ClusterState, agents: dict[str, subprocess.Popen], log_dir: Path, timeout: float
-) -> None:
+def _wait_workers(state: ClusterState, agents: dict[str, subprocess.Popen], log_dir: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     want = {n.ip: n.name for n in state.nodes[1:]}
     while time.monotonic() < deadline:
@@ -314,8 +304,7 @@ def _wait_workers(
             if proc.poll() is not None:
                 log = log_dir / f"{name}.log"
                 raise ClusterError(
-                    f"the node agent of {name} exited with code {proc.returncode}; "
-                    f"end of {log}:\n{log_tail(log)}"
+                    f"the node agent of {name} exited with code {proc.returncode}; end of {log}:\n{log_tail(log)}"
                 )
         if set(want) <= alive_node_ips(state.dashboard_url):
             return

@@ -48,11 +48,7 @@ class HeadLocator:
         max_age_s: float = 1.0,
     ):
         self.config = config
-        self.path = (
-            Path(str(discovery_file(config.shared_root, config.cluster_name)))
-            if config.cluster_name
-            else None
-        )
+        self.path = Path(str(discovery_file(config.shared_root, config.cluster_name))) if config.cluster_name else None
         self._clock = clock
         self._read = read
         self._max_age_s = max_age_s
@@ -98,9 +94,7 @@ class HeadLocator:
         except HeadFileError as exc:
             raise ClusterUnavailable(f"{self.path} is not a valid head record: {exc}") from None
         if info.stopped:
-            raise ClusterUnavailable(
-                f"the head of cluster {self.config.cluster_name!r} ({info.address}) was stopped"
-            )
+            raise ClusterUnavailable(f"the head of cluster {self.config.cluster_name!r} ({info.address}) was stopped")
         if not info.fresh(now):
             raise ClusterUnavailable(
                 f"{self.path} is stale: updated {now - info.updated_at:.0f}s ago, TTL {info.ttl_s:g}s; "

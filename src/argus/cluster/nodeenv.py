@@ -157,9 +157,7 @@ def node_workdir(temp_dir: str | None, name: str) -> Path:
     return path
 
 
-def spawn(
-    args: list[str], log_path: Path, env: dict[str, str], cwd: Path | str | None = None
-) -> subprocess.Popen:
+def spawn(args: list[str], log_path: Path, env: dict[str, str], cwd: Path | str | None = None) -> subprocess.Popen:
     """Start a node process detached (its own session, stdin closed), its output appended to
     `log_path`, with `env`, umask NODE_UMASK and `cwd` (default: this node's `/`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,9 +60,7 @@ def _sessions(temp_dir: Path) -> list[Path]:
         entries = [
             e
             for e in os.scandir(temp_dir)
-            if e.name.startswith("session_")
-            and e.name != "session_latest"
-            and e.is_dir(follow_symlinks=False)
+            if e.name.startswith("session_") and e.name != "session_latest" and e.is_dir(follow_symlinks=False)
         ]
     except OSError:
         return []
@@ -94,11 +92,7 @@ def find_driver_log(submission_id: str, temp_dirs: Iterable[str | Path]) -> Foun
                 continue
             if os.path.islink(session / "logs"):
                 continue  # a link planted in a shared /tmp: never followed
-            if (
-                stat.S_ISREG(st.st_mode)
-                and st.st_uid == os.getuid()
-                and (best is None or st.st_mtime > best[0])
-            ):
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and (best is None or st.st_mtime > best[0]):
                 best = (st.st_mtime, path, st.st_size)
         if best is not None:
             break  # the most specific temp dir that has it
@@ -119,11 +113,7 @@ def find_driver_log(submission_id: str, temp_dirs: Iterable[str | Path]) -> Foun
 def lost_log_text(submission_id: str, lost_at: float | None, found: FoundLog | None) -> str:
     """What `<job_root>/logs/driver.log` holds for an attempt lost with its Ray head: the log
     found in an old session directory with a closing note, else a plain line saying so."""
-    when = (
-        datetime.fromtimestamp(lost_at, tz=UTC).isoformat(timespec="seconds")
-        if lost_at
-        else "an unknown time"
-    )
+    when = datetime.fromtimestamp(lost_at, tz=UTC).isoformat(timespec="seconds") if lost_at else "an unknown time"
     if found is None:
         return (
             f"[argus] the driver log of {submission_id} was lost with the Ray head: Ray no "

@@ -121,9 +121,7 @@ def _floats(mapping: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def _is_capacity(resource: str) -> bool:
-    return not (
-        resource.startswith("node:") or resource in _DROPPED_RESOURCES or _PG_RESOURCE.search(resource)
-    )
+    return not (resource.startswith("node:") or resource in _DROPPED_RESOURCES or _PG_RESOURCE.search(resource))
 
 
 def parse_node_state(node: Mapping[str, Any]) -> NodeCapacity:
@@ -296,9 +294,7 @@ class RaySnapshotSource:
             rows = nodes["data"]["result"]["result"]
             head = next(n for n in rows if n.get("is_head_node") and n.get("state") == "ALIVE")
         except (KeyError, TypeError, StopIteration):
-            raise ClusterUnavailable(
-                f"the dashboard at {self.dashboard_url} names no alive head node"
-            ) from None
+            raise ClusterUnavailable(f"the dashboard at {self.dashboard_url} names no alive head node") from None
         detail = _get_json(f"{self.dashboard_url}/nodes/{head['node_id']}", deadline)
         try:
             address = gcs_address_from_head_detail(detail["data"]["detail"], head.get("node_ip", ""))

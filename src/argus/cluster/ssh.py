@@ -152,12 +152,7 @@ class _ParamikoSession:
                     if chan.recv_stderr_ready():
                         err += chan.recv_stderr(65536)[: max(0, MAX_OUTPUT_BYTES - len(err))] or b""
                         busy = True
-                    if (
-                        not busy
-                        and chan.exit_status_ready()
-                        and not chan.recv_ready()
-                        and not chan.recv_stderr_ready()
-                    ):
+                    if not busy and chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                         break
                     if time.monotonic() > deadline:
                         raise SSHError(
@@ -187,9 +182,7 @@ class _ParamikoSession:
 class SSHConnector:
     """Opens SSH sessions with keys from `key_dir` (host keys recorded in `key_dir/known_hosts`)."""
 
-    def __init__(
-        self, key_dir: str | Path, connect_timeout_s: float = 10.0, known_hosts: str | Path | None = None
-    ):
+    def __init__(self, key_dir: str | Path, connect_timeout_s: float = 10.0, known_hosts: str | Path | None = None):
         self.key_dir = Path(key_dir).expanduser()
         self.connect_timeout_s = float(connect_timeout_s)
         self.known_hosts = Path(known_hosts) if known_hosts else self.key_dir / KNOWN_HOSTS
@@ -253,14 +246,8 @@ class SSHConnector:
         except paramiko.SSHException as exc:
             client.close()
             text = str(exc).strip()
-            if (
-                time.monotonic() - started >= 0.9 * t
-                or "timed out" in text.lower()
-                or "timeout" in text.lower()
-            ):
-                raise SSHError(
-                    "timeout", f"cannot connect to {where}: no SSH answer within {t:g} s"
-                ) from None
+            if time.monotonic() - started >= 0.9 * t or "timed out" in text.lower() or "timeout" in text.lower():
+                raise SSHError("timeout", f"cannot connect to {where}: no SSH answer within {t:g} s") from None
             if "banner" in text.lower() or "no existing session" in text.lower():
                 raise SSHError(
                     "unreachable", f"cannot connect to {where}: it did not answer as an SSH server ({text})"

@@ -103,10 +103,7 @@ class Capacity:
         total_free = sum(free.values())
         largest = max(free.values())
         if fitting == 0:
-            return (
-                f"{need}; largest free bundle is {largest:g} GPU(s) "
-                f"({total_free:g} free on {len(free)} node(s))"
-            )
+            return f"{need}; largest free bundle is {largest:g} GPU(s) ({total_free:g} free on {len(free)} node(s))"
         return (
             f"{need}; only {fitting} node(s) have {demand.gpus_per_node:g} free GPU(s) "
             f"({total_free:g} free on {len(free)} node(s))"

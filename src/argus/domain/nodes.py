@@ -112,8 +112,7 @@ def check_name(name: Any) -> str | None:
         return "must be a string"
     if not _NAME.fullmatch(name):
         return (
-            "must be 1-63 lower-case letters, digits and '-', starting and ending with a "
-            "letter or digit (a DNS label)"
+            "must be 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit (a DNS label)"
         )
     return None
 
@@ -396,9 +395,7 @@ def is_idle(ray_node: RayNodeView | None, running_tasks: int) -> bool:
     if ray_node is None or not ray_node.alive:
         return True
     return (
-        running_tasks == 0
-        and ray_node.free_gpus >= ray_node.total_gpus
-        and ray_node.free_cpus >= ray_node.total_cpus
+        running_tasks == 0 and ray_node.free_gpus >= ray_node.total_gpus and ray_node.free_cpus >= ray_node.total_cpus
     )
 
 
@@ -439,9 +436,7 @@ def reconcile(
         if ray_node is not None and ray_node.alive:
             return Decision(Step.ONLINE, f"joined Ray as node {ray_node.node_id}")
         if now - agent_started_at > join_timeout_s:
-            return Decision(
-                Step.FAIL, f"agent started but the node did not join Ray within {join_timeout_s:g} s"
-            )
+            return Decision(Step.FAIL, f"agent started but the node did not join Ray within {join_timeout_s:g} s")
         return Decision(Step.NOTHING)
     if offline_requested and state in (NodeState.ONLINE, NodeState.DRAINING):
         if is_idle(ray_node, running_tasks):

@@ -263,10 +263,7 @@ def plan(
         if limits.max_running is not None and n_running >= limits.max_running:
             wait(job, PendingCode.MAX_RUNNING, f"max_running_tasks ({limits.max_running}) tasks are running")
             continue
-        if (
-            limits.user_max_gpus is not None
-            and user_gpus.get(job.user, 0.0) + job.gpus > limits.user_max_gpus
-        ):
+        if limits.user_max_gpus is not None and user_gpus.get(job.user, 0.0) + job.gpus > limits.user_max_gpus:
             wait(
                 job,
                 PendingCode.QUOTA_USER,
@@ -274,10 +271,7 @@ def plan(
                 f"the limit is {_fmt_gpus(limits.user_max_gpus)}",
             )
             continue
-        if (
-            limits.user_gpu_hours_per_day is not None
-            and day.get(job.user, 0.0) >= limits.user_gpu_hours_per_day
-        ):
+        if limits.user_gpu_hours_per_day is not None and day.get(job.user, 0.0) >= limits.user_gpu_hours_per_day:
             wait(
                 job,
                 PendingCode.QUOTA_USER,

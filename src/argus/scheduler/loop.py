@@ -395,9 +395,7 @@ class Scheduler:
             for t in waiting
         ]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
-        result = plan(
-            now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept, pools=pools
-        )
+        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept, pools=pools)
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None

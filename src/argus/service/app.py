@@ -116,9 +116,7 @@ def create_app(
         run_nodes: run the node reconciler thread (default: when the scheduler runs).
     """
     own_checkpoints = db is None
-    db = db or open_database(
-        settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes
-    )
+    db = db or open_database(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
     store = TaskStore(db)
     users = UserStore(db)
     jobs = jobs or RayJobTool(settings.ray)
@@ -153,9 +151,7 @@ def create_app(
         # interpreter with the accept threads.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.service.read_threads
         if own_checkpoints and db.is_sqlite:
-            threading.Thread(
-                target=_checkpoints, args=(db, stop), name="argus-checkpoint", daemon=True
-            ).start()
+            threading.Thread(target=_checkpoints, args=(db, stop), name="argus-checkpoint", daemon=True).start()
         if run:
             thread = threading.Thread(target=scheduler.run, args=(stop,), name="argus-scheduler", daemon=True)
             thread.start()
@@ -189,9 +185,7 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.scheduler_running = run
     app.state.auth = Authenticator(users, settings.admin_token(environ))
-    app.state.tasks = TaskService(
-        settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity
-    )
+    app.state.tasks = TaskService(settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity)
     app.state.nodes = nodes
     errors.install(app)
 

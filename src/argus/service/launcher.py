@@ -165,9 +165,7 @@ def up(
         ClusterError: the cluster or the server failed to start (the log tail is in the message).
     """
     shared_root = str(Path(shared_root).resolve())
-    state, _ = local.up(
-        shared_root, workers, gpus_per_worker, gcs_port=gcs_port, dashboard_port=dashboard_port
-    )
+    state, _ = local.up(shared_root, workers, gpus_per_worker, gcs_port=gcs_port, dashboard_port=dashboard_port)
     rdir = run_dir(shared_root)
     info_path = rdir / "server.json"
     info = _read_json(info_path)
@@ -192,9 +190,7 @@ def up(
     if not local.port_free(port, host):
         raise PortInUse(f"port {port} is taken; pick another with --port")
     ray = load_yaml_mapping(local.config_file(shared_root).read_text(), "ray config")
-    settings = parse_settings(
-        {"ray": ray, "service": {"host": host, "port": port}}, "server config", environ={}
-    )
+    settings = parse_settings({"ray": ray, "service": {"host": host, "port": port}}, "server config", environ={})
     make_private_dirs(rdir)
     config = rdir / "server.yaml"
     write_private(config, dump_settings(settings))
@@ -222,14 +218,9 @@ def up(
         if healthy(url):
             write_private(
                 info_path,
-                json.dumps(
-                    {"pid": proc.pid, "url": url, "config": str(config), "log": str(log_path)}, indent=2
-                )
-                + "\n",
+                json.dumps({"pid": proc.pid, "url": url, "config": str(config), "log": str(log_path)}, indent=2) + "\n",
             )
-            return ServerInfo(
-                url, proc.pid, token, config, log_path, True, state.dashboard_url, ray_verdict(url)
-            )
+            return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url, ray_verdict(url))
         time.sleep(0.2)
     if proc.poll() is None:
         proc.kill()

@@ -75,9 +75,7 @@ class AgentOps:
                 hostname = next(
                     (line[5:].strip() for line in check.stdout.splitlines() if line.startswith("host=")), "?"
                 )
-                argv = rules.agent_command(
-                    cfg.agent_command, root, self.settings.cluster_name, registration(row)
-                )
+                argv = rules.agent_command(cfg.agent_command, root, self.settings.cluster_name, registration(row))
                 log_path = rules.agent_log_path(root, name)
                 started = session.run(rules.start_script(argv, log_path), COMMAND_TIMEOUT_S)
             finally:
@@ -103,9 +101,7 @@ class AgentOps:
         try:
             session = self.connector.connect(target(row))
             try:
-                res = session.run(
-                    rules.stop_script(row["agent_pid"], row["name"], wait), wait + COMMAND_TIMEOUT_S
-                )
+                res = session.run(rules.stop_script(row["agent_pid"], row["name"], wait), wait + COMMAND_TIMEOUT_S)
             finally:
                 session.close()
         except SSHError as exc:

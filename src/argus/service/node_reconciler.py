@@ -183,9 +183,7 @@ class NodeReconciler:
         registration, left running); any failure fails the node with the reason."""
         try:
             if stale is not None and (why := self.agents.stop(stale)):
-                log.warning(
-                    "node %s: the previous agent (pid %s) was not stopped: %s", name, stale["agent_pid"], why
-                )
+                log.warning("node %s: the previous agent (pid %s) was not stopped: %s", name, stale["agent_pid"], why)
             started = self.agents.start(self._row(name))
             self.store.agent_started(
                 name,

@@ -86,9 +86,7 @@ class NodeService(NodeReconciler):
     @staticmethod
     def _unmanaged(snap: ClusterSnapshot, registered: set[str]) -> list[NodeCapacity]:
         """Alive Ray workers that are not registered nodes."""
-        return [
-            n for n in snap.nodes if n.alive and not n.is_head and n.labels.get(NODE_LABEL) not in registered
-        ]
+        return [n for n in snap.nodes if n.alive and not n.is_head and n.labels.get(NODE_LABEL) not in registered]
 
     def _find_unmanaged(self, node_id: str, snap: ClusterSnapshot) -> NodeCapacity | None:
         names = {r["name"] for r in self.store.list()}
@@ -138,19 +136,13 @@ class NodeService(NodeReconciler):
         try:
             reg = rules.parse_registration(body)
         except rules.RegistrationError as exc:
-            raise APIError(
-                400, "the node registration is invalid", [Problem(f, m) for f, m in exc.problems]
-            ) from None
+            raise APIError(400, "the node registration is invalid", [Problem(f, m) for f, m in exc.problems]) from None
         key_dir = Path(self.settings.nodes.key_dir).expanduser()
         if not key_path(key_dir, reg.key).is_file():
             raise APIError(
                 400,
                 "the node registration is invalid",
-                [
-                    Problem(
-                        "key", f"no key file named {reg.key} in the server's key directory (nodes.key_dir)"
-                    )
-                ],
+                [Problem("key", f"no key file named {reg.key} in the server's key directory (nodes.key_dir)")],
             )
         with self._guard:
             if reg.name in self._busy:
@@ -199,9 +191,7 @@ class NodeService(NodeReconciler):
             n = self._ray_node(snap, node_id)
             self._ray_drain(n, f"argus: {reason}")
             self._hold(node_id, reason)
-            if not self.store.transition(
-                node_id, NodeState.DRAINING, self.clock(), reason, expect=[NodeState.ONLINE]
-            ):
+            if not self.store.transition(node_id, NodeState.DRAINING, self.clock(), reason, expect=[NodeState.ONLINE]):
                 raise self._conflict(self._row(node_id), "drain")
         return self._answer(node_id)
 

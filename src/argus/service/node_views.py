@@ -43,9 +43,7 @@ def running_view(placed: list[tuple[str, str]], who: Identity | None) -> dict[st
     return {"running_tasks": mine, "running_tasks_other": len(placed) - len(mine)}
 
 
-def node_view(
-    row: dict[str, Any], ray: NodeCapacity | None, running: Running, who: Identity | None
-) -> dict[str, Any]:
+def node_view(row: dict[str, Any], ray: NodeCapacity | None, running: Running, who: Identity | None) -> dict[str, Any]:
     """A registered node with its Ray node (`who` None: the admin's view)."""
     show_ssh = who is None or who.is_admin
     return {
@@ -119,9 +117,7 @@ def pools_of(snap: ClusterSnapshot) -> dict[str, dict[str, float]]:
     """GPUs per pool of the schedulable nodes in Ray's view (no pool: "-")."""
     pools: dict[str, dict[str, float]] = {}
     for n in snap.schedulable():
-        p = pools.setdefault(
-            n.labels.get(POOL_LABEL) or "-", {"nodes": 0, "gpus_total": 0.0, "gpus_free": 0.0}
-        )
+        p = pools.setdefault(n.labels.get(POOL_LABEL) or "-", {"nodes": 0, "gpus_total": 0.0, "gpus_free": 0.0})
         p["nodes"] += 1
         p["gpus_total"] += n.total_gpus
         p["gpus_free"] += n.available_gpus

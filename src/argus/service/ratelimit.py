@@ -75,9 +75,7 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate_per_s
 
     def _prune(self, now: float) -> None:
-        full = [
-            u for u, (t, at) in self._buckets.items() if t + (now - at) * (self.rate_per_s or 0) >= self.burst
-        ]
+        full = [u for u, (t, at) in self._buckets.items() if t + (now - at) * (self.rate_per_s or 0) >= self.burst]
         for u in full:
             del self._buckets[u]
         if len(self._buckets) > self.max_users:  # still too many: forget the oldest

@@ -161,9 +161,7 @@ class TaskService:
         self.resolve = ResolveCache()  # dispatch checks again, uncached
         self.checks = CheckCache(
             check_pool
-            or CheckPool(
-                svc.check_workers, max_queued=svc.check_queue_per_user, scrub_env=[svc.admin_token_env]
-            )
+            or CheckPool(svc.check_workers, max_queued=svc.check_queue_per_user, scrub_env=[svc.admin_token_env])
         )
         self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)
         self._accepting: anyio.CapacityLimiter | None = None
@@ -224,14 +222,10 @@ class TaskService:
             APIError: 400 not an integer 0-1000, 404 unknown, 409 the task is not waiting.
         """
         if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 1000:
-            raise APIError(
-                400, "invalid priority", [Problem("priority", "must be an integer from 0 to 1000")]
-            )
+            raise APIError(400, "invalid priority", [Problem("priority", "must be an integer from 0 to 1000")])
         row = self._own(who, task_id)
         if not self.store.set_priority(task_id, priority, self.clock(), who.user_id):
-            raise APIError(
-                409, f"task {task_id} is {row['state']}: only a waiting task's priority can change"
-            )
+            raise APIError(409, f"task {task_id} is {row['state']}: only a waiting task's priority can change")
         self.nudge(sync=True)
         return {"task_id": task_id, "priority": priority}
 
@@ -293,9 +287,7 @@ class TaskService:
         await self.checks.acheck(who.user_id, spec, rendered, "task spec")
         return await self._off_loop(self._store, who, text, spec, limit)
 
-    def submit(
-        self, who: Identity, text: str, parsed: tuple[TaskSpec, Rendered] | None = None
-    ) -> dict[str, Any]:
+    def submit(self, who: Identity, text: str, parsed: tuple[TaskSpec, Rendered] | None = None) -> dict[str, Any]:
         """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged (blocking).
 
         Args:

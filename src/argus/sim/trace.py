@@ -111,9 +111,7 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
         try:
             header = next(reader)
         except StopIteration:
-            raise TraceError(
-                f"{path}: empty file; the header line must name {', '.join(REQUIRED_COLUMNS)}"
-            ) from None
+            raise TraceError(f"{path}: empty file; the header line must name {', '.join(REQUIRED_COLUMNS)}") from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise TraceError(f"{path}, line 1: not a CSV header ({exc})") from None
         names = [h.strip() for h in header]

@@ -117,9 +117,7 @@ def input_problems(
         path = env_path_outside(str(value), roots, resolve)
         if path is not None:
             problems.append(
-                Problem(
-                    f"env_vars.{name}", f"'{path}' must lie under {shown} (after resolving '..' and symlinks)"
-                )
+                Problem(f"env_vars.{name}", f"'{path}' must lie under {shown} (after resolving '..' and symlinks)")
             )
     return problems
 
@@ -148,9 +146,7 @@ def env_path_outside(value: str, roots: list[str], resolve: Resolve = os.path.re
     return None
 
 
-def check_inputs(
-    spec: TaskSpec, shared_root: str, user: str | None = None, source: str = "task spec"
-) -> None:
+def check_inputs(spec: TaskSpec, shared_root: str, user: str | None = None, source: str = "task spec") -> None:
     """Raise when an input of `spec` lies outside the roots `user` may read.
 
     Raises:

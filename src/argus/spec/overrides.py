@@ -33,9 +33,7 @@ MANAGED_KEYS = (
 )
 # The one key under ray_kwargs.ray_init that only sizes ray.init (verl 0.9.1's default config).
 RAY_INIT_ALLOWED = frozenset({"num_cpus"})
-_OUTPUT_SEGMENT = re.compile(
-    r"^(?:.*_)?(?:dir|save_path)$|^(?:logdir|outdir|record_file|timeline_json_file)$"
-)
+_OUTPUT_SEGMENT = re.compile(r"^(?:.*_)?(?:dir|save_path)$|^(?:logdir|outdir|record_file|timeline_json_file)$")
 _HYDRA_SPECIAL = re.compile(r"^_[a-z]+_$")
 _RUNTIME_SEGMENTS = frozenset({"runtime_env", "env_vars", "py_executable"})
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -70,21 +68,14 @@ def key_problem(key: str) -> str | None:
             f"'{key}' would change the environment or the interpreter of the job's "
             f"processes, which Argus sets (use env_vars for environment variables)"
         )
-    if (
-        segments[:2] == ["ray_kwargs", "ray_init"]
-        and len(segments) > 2
-        and segments[2] not in RAY_INIT_ALLOWED
-    ):
+    if segments[:2] == ["ray_kwargs", "ray_init"] and len(segments) > 2 and segments[2] not in RAY_INIT_ALLOWED:
         return (
             f"'{key}' is passed to ray.init and could attach the job elsewhere in the cluster; "
             f"only ray_kwargs.ray_init.num_cpus may be set"
         )
     last = segments[-1]
     if _OUTPUT_SEGMENT.match(last) or segments[-2:] == ["prometheus", "file"]:
-        return (
-            f"'{key}' names a place the job writes to; a job writes only inside its own "
-            f"directory, which Argus sets"
-        )
+        return f"'{key}' names a place the job writes to; a job writes only inside its own directory, which Argus sets"
     if last.endswith("_cmd") or last in ("cmd", "command"):
         return f"'{key}' runs a shell command and cannot be overridden"
     return None
@@ -196,10 +187,7 @@ def _check(text: str) -> CheckedOverride | str:
     if "=" not in text:
         return f"'{text}' is not a Hydra override of the form key=value"
     if "$" in text:
-        return (
-            "must not contain '$': interpolation (${...}) and resolvers such as oc.env "
-            "are refused in overrides"
-        )
+        return "must not contain '$': interpolation (${...}) and resolvers such as oc.env are refused in overrides"
     try:
         parsed = _parser().parse_override(text)
     except Exception as exc:  # Hydra raises several types; all mean "not an override"

@@ -228,8 +228,7 @@ class TaskSpec(StrictModel):
             return None
         if not SUBMISSION_ID_RE.fullmatch(v):
             raise ValueError(
-                "must be 1-128 characters of letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
+                "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
         return v
 

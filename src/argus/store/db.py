@@ -171,9 +171,7 @@ def connect(url: str, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_
         return Database(
             url,
             _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes),
-            _sqlite_engine(
-                url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint, wal_max_bytes=wal_max_bytes
-            ),
+            _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint, wal_max_bytes=wal_max_bytes),
             wal_max_bytes,
         )
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

@@ -71,9 +71,7 @@ class FairQueuePool(sa.pool.QueuePool):
 
     def _do_get(self) -> Any:
         if not self._turns.acquire(self._timeout):
-            raise sa.exc.TimeoutError(
-                f"no database write connection within {self._timeout:g} s (writers queued ahead)"
-            )
+            raise sa.exc.TimeoutError(f"no database write connection within {self._timeout:g} s (writers queued ahead)")
         try:
             return super()._do_get()
         except BaseException:

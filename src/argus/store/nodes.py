@@ -74,9 +74,7 @@ class NodeStore:
         conn: sa.Connection, name: str, now: float, from_state: str | None, to_state: str, reason: str | None
     ) -> None:
         conn.execute(
-            node_events.insert().values(
-                node=name, at=now, from_state=from_state, to_state=to_state, reason=reason
-            )
+            node_events.insert().values(node=name, at=now, from_state=from_state, to_state=to_state, reason=reason)
         )
 
     def _move(
@@ -211,7 +209,5 @@ class NodeStore:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         with self.db.read.connect() as conn:
-            rows = conn.execute(
-                sa.select(node_events).where(node_events.c.node == name).order_by(node_events.c.id)
-            )
+            rows = conn.execute(sa.select(node_events).where(node_events.c.node == name).order_by(node_events.c.id))
             return [dict(r._mapping) for r in rows]

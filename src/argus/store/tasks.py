@@ -101,9 +101,7 @@ class TaskStore:
         if to in FINAL_STATES:
             values.setdefault("ended_at", now)
         res = conn.execute(
-            tasks.update()
-            .where(tasks.c.task_id == task["task_id"], tasks.c.state == current.value)
-            .values(**values)
+            tasks.update().where(tasks.c.task_id == task["task_id"], tasks.c.state == current.value).values(**values)
         )
         if res.rowcount != 1:
             return False
@@ -319,9 +317,7 @@ class TaskStore:
     def update_attempt(self, ray_submission_id: str, **fields: Any) -> None:
         """Set columns of one attempt (Ray's status, times, failure kind, archive flag)."""
         with self.db.write.begin() as conn:
-            conn.execute(
-                attempts.update().where(attempts.c.ray_submission_id == ray_submission_id).values(**fields)
-            )
+            conn.execute(attempts.update().where(attempts.c.ray_submission_id == ray_submission_id).values(**fields))
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, task_id: str) -> dict[str, Any] | None:
@@ -388,9 +384,7 @@ class TaskStore:
         with self.db.read.connect() as conn:
             return _row(
                 conn.execute(
-                    sa.select(attempts).where(
-                        attempts.c.task_id == task_id, attempts.c.attempt_no == attempt_no
-                    )
+                    sa.select(attempts).where(attempts.c.task_id == task_id, attempts.c.attempt_no == attempt_no)
                 ).first()
             )
 

@@ -69,9 +69,7 @@ class UserStore:
             False when there is no such user.
         """
         with self.db.write.begin() as conn:
-            res = conn.execute(
-                users.update().where(users.c.user_id == user_id).values(state=DISABLED, disabled_at=now)
-            )
+            res = conn.execute(users.update().where(users.c.user_id == user_id).values(state=DISABLED, disabled_at=now))
             if res.rowcount != 1:
                 return False
             conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
@@ -97,9 +95,7 @@ class UserStore:
                 # Whatever was issued while the user was disabled (a race with `disable`) goes too.
                 conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
                 return True
-            return (
-                conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
-            )
+            return conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
 
     def issue_token(self, user_id: str, now: float) -> str | None:
         """A new token for an active user; the plain token is returned only here.
@@ -116,9 +112,7 @@ class UserStore:
         )
         with self.db.write.begin() as conn:
             stored = conn.execute(
-                tokens.insert()
-                .from_select(["token_hash", "user_id", "created_at"], active)
-                .returning(tokens.c.user_id)
+                tokens.insert().from_select(["token_hash", "user_id", "created_at"], active).returning(tokens.c.user_id)
             ).first()
         return token if stored is not None else None
 

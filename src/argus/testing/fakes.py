@@ -205,9 +205,7 @@ class FakeRayNodes:
         return node_id
 
     def by_name(self, name: str) -> NodeCapacity | None:
-        return next(
-            (n for n in self.nodes.values() if n.labels.get("argus.io/node") == name and n.alive), None
-        )
+        return next((n for n in self.nodes.values() if n.labels.get("argus.io/node") == name and n.alive), None)
 
     def leave(self, node_id: str) -> None:
         self.nodes[node_id] = replace(self.nodes[node_id], alive=False, draining=False)
@@ -215,9 +213,7 @@ class FakeRayNodes:
     def use(self, node_id: str, gpus: float = 0, cpus: float = 0) -> None:
         """Work takes `gpus` and `cpus` of the node (0, 0 frees it)."""
         n = self.nodes[node_id]
-        self.nodes[node_id] = replace(
-            n, available_gpus=n.total_gpus - gpus, available_cpus=n.total_cpus - cpus
-        )
+        self.nodes[node_id] = replace(n, available_gpus=n.total_gpus - gpus, available_cpus=n.total_cpus - cpus)
 
     def snapshot(self) -> ClusterSnapshot:
         if self.down:

@@ -52,16 +52,13 @@ def prepare(shared_root: str | Path, markers: tuple[str, ...] = ("sim-a", "sim-b
     code = {m: make_snapshot(common / "code" / "verl" / m, m) for m in markers}
     model = common / "models" / "tiny-lm"
     model.mkdir(parents=True, exist_ok=True)
-    (model / "config.json").write_text(
-        '{"model_type": "tiny-lm", "hidden_size": 8, "num_hidden_layers": 1}\n'
-    )
+    (model / "config.json").write_text('{"model_type": "tiny-lm", "hidden_size": 8, "num_hidden_layers": 1}\n')
     data = common / "datasets" / "tiny"
     prompts = [f"What is {i} + {i}?" for i in range(32)]
     _write_parquet(data / "rl_train.parquet", {"prompt": prompts, "answer": [str(2 * i) for i in range(32)]})
     _write_parquet(data / "rl_val.parquet", {"prompt": prompts[:8], "answer": [str(2 * i) for i in range(8)]})
     messages = [
-        [{"role": "user", "content": p}, {"role": "assistant", "content": str(2 * i)}]
-        for i, p in enumerate(prompts)
+        [{"role": "user", "content": p}, {"role": "assistant", "content": str(2 * i)}] for i, p in enumerate(prompts)
     ]
     _write_parquet(data / "sft_train.parquet", {"messages": messages})
     _write_parquet(data / "sft_val.parquet", {"messages": messages[:8]})

@@ -37,14 +37,10 @@ def _reason(body: Any) -> str | None:
     if body is None:
         return None
     if not isinstance(body, dict) or set(body) - {"reason"}:
-        raise APIError(
-            400, 'the body must be empty or {"reason": "..."}', [Problem("reason", "the only key allowed")]
-        )
+        raise APIError(400, 'the body must be empty or {"reason": "..."}', [Problem("reason", "the only key allowed")])
     value = body.get("reason")
     if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON):
-        raise APIError(
-            400, "invalid reason", [Problem("reason", f"must be text of 1-{MAX_REASON} characters")]
-        )
+        raise APIError(400, "invalid reason", [Problem("reason", f"must be text of 1-{MAX_REASON} characters")])
     return value.strip() if value is not None else None
 
 

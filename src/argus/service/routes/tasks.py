@@ -28,9 +28,7 @@ def _svc(request: Request):
     "/tasks",
     status_code=201,
     summary="Submit a TaskSpec (YAML body)",
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}
-    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
 async def submit(request: Request, who: Caller) -> JSONResponse:
     svc = _svc(request)
@@ -98,9 +96,7 @@ def set_priority(
     return _svc(request).set_priority(_, task_id, body["priority"])
 
 
-@router.get(
-    "/tasks/{task_id}/logs", response_class=PlainTextResponse, summary="An attempt's driver log (text/plain)"
-)
+@router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse, summary="An attempt's driver log (text/plain)")
 async def logs(
     request: Request,
     task_id: str,

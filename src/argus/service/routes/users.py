@@ -81,9 +81,7 @@ def disable_user(request: Request, user_id: str, _: Admin) -> dict:
     return {"user_id": user_id, "state": "DISABLED"}
 
 
-@router.post(
-    "/users/{user_id}:enable", summary="Re-enable a disabled user (admin); their old tokens stay revoked"
-)
+@router.post("/users/{user_id}:enable", summary="Re-enable a disabled user (admin); their old tokens stay revoked")
 def enable_user(request: Request, user_id: str, _: Admin) -> dict:
     if not _known_id(user_id) or not _users(request).enable(user_id):
         raise not_found(f"no user {user_id}")

@@ -24,9 +24,7 @@ def checkpoint_root(default_local_dir: str | None) -> Path:
         raise ValueError("verl-sim: trainer.default_local_dir is not set")
     root = Path(default_local_dir).expanduser()
     if not root.is_absolute():
-        raise ValueError(
-            f"verl-sim: trainer.default_local_dir must be an absolute path, got '{default_local_dir}'"
-        )
+        raise ValueError(f"verl-sim: trainer.default_local_dir must be an absolute path, got '{default_local_dir}'")
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -59,9 +57,7 @@ def prune(root: Path, role: str, keep: int | None) -> list[Path]:
     return removed
 
 
-def save(
-    root: Path, step: int, files: Mapping[str, str], keep: Mapping[str, int | None]
-) -> tuple[Path, list[Path]]:
+def save(root: Path, step: int, files: Mapping[str, str], keep: Mapping[str, int | None]) -> tuple[Path, list[Path]]:
     """Write ``global_step_<step>/<relpath>`` for each file, the latest file, then apply retention.
 
     ``files`` maps a path relative to the step dir (``actor/model.txt``) to its text.

@@ -45,9 +45,7 @@ def check_resource_available(nnodes: int, n_gpus_per_node: int) -> None:
 def acquire_gpus(nnodes: int, n_gpus_per_node: int, timeout_s: float) -> PlacementGroup:
     """Reserve the GPUs; STRICT_SPREAD over nodes when nnodes > 1, else PACK."""
     if nnodes < 1 or n_gpus_per_node < 1:
-        raise ValueError(
-            f"verl-sim: need nnodes >= 1 and n_gpus_per_node >= 1, got {nnodes} x {n_gpus_per_node}"
-        )
+        raise ValueError(f"verl-sim: need nnodes >= 1 and n_gpus_per_node >= 1, got {nnodes} x {n_gpus_per_node}")
     strategy = "STRICT_SPREAD" if nnodes > 1 else "PACK"
     bundles = [{"GPU": n_gpus_per_node} for _ in range(nnodes)]
     pg = placement_group(bundles, strategy=strategy, name=f"verl-sim-{os.getpid()}")
@@ -82,9 +80,7 @@ def start_workers(pg: PlacementGroup, nnodes: int, n_gpus_per_node: int) -> list
         _BundleWorker.options(
             num_cpus=0,
             num_gpus=n_gpus_per_node,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=pg, placement_group_bundle_index=i
-            ),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i),
         ).remote()
         for i in range(nnodes)
     ]

@@ -63,9 +63,7 @@ def count_rows(files: Iterable[Path]) -> int | None:
     return total
 
 
-def derive_total_steps(
-    total_training_steps: int | None, total_epochs: int, rows: int, train_batch_size: int
-) -> int:
+def derive_total_steps(total_training_steps: int | None, total_epochs: int, rows: int, train_batch_size: int) -> int:
     """``trainer.total_training_steps`` if set, else epochs x ceil(rows / batch size)."""
     if total_training_steps is not None:
         return int(total_training_steps)

@@ -77,9 +77,7 @@ def plan_steps(s: Settings, train: list[Path]) -> int:
     return total
 
 
-def train(
-    flavor: Flavor, s: Settings, workers: list, total: int, ckpt_root: Path | None, has_val: bool
-) -> None:
+def train(flavor: Flavor, s: Settings, workers: list, total: int, ckpt_root: Path | None, has_val: bool) -> None:
     from . import cluster
     from .flavors import metrics_line
 
