@@ -67,7 +67,7 @@ class Attempt:
     # The node Ray ran the driver on, as Ray reports it (always a worker, never the head).
     driver_node_id: str | None = None
     driver_node_ip: str | None = None
-    driver_node_name: str | None = None  # the Argus node name (the node's `argus.node` label)
+    driver_node_name: str | None = None  # the Argus node name (its `argus.io/node` label)
 
 
 @dataclass(frozen=True, slots=True)
