@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from argus.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 from argus.spec.errors import Problem, SpecError
 
 log = logging.getLogger("argus.service")
@@ -48,6 +49,23 @@ def not_found(message: str) -> APIError:
     return APIError(404, message)
 
 
+# Each domain error kind and its HTTP status: the one place where the core's errors meet HTTP.
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 400,
+    Forbidden: 403,
+    Unavailable: 503,
+}
+
+
+def from_domain_error(exc: DomainError) -> APIError:
+    """The API error for a domain error (500 for a kind with no status of its own)."""
+    status = next((s for kind, s in DOMAIN_STATUS.items() if isinstance(exc, kind)), 500)
+    problems = [Problem(f, r) for f, r in exc.problems] if isinstance(exc, Invalid) else None
+    return APIError(status, exc.message, problems)
+
+
 def from_spec_error(exc: SpecError) -> APIError:
     return APIError(400, f"{exc.source} is invalid", exc.problems)
 
@@ -78,6 +96,11 @@ def install(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return error_response(exc.status, exc.message, exc.problems, headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        e = from_domain_error(exc)
+        return error_response(e.status, e.message, e.problems)
 
     @app.exception_handler(SpecError)
     async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
