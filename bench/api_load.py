@@ -76,7 +76,7 @@ def start_server(cluster: local.ClusterState, workdir: Path, db_url: str, port: 
             return proc
         except Exception:
             if proc.poll() is not None:
-                raise SystemExit((workdir / "server.log").read_text()[-3000:])
+                raise SystemExit((workdir / "server.log").read_text()[-3000:]) from None
             time.sleep(0.2)
     raise SystemExit("server did not start")
 
@@ -109,7 +109,10 @@ def accept_to_submit(client: ArgusClient, sandbox, samples: int) -> None:
         to_row.append(ts(att[0]["created_at"]) - ts(task["created_at"]))
         to_ray.append(ts(att[0]["submitted_at"]) - ts(task["created_at"]))
         client.wait(tid, timeout_s=120, poll_s=0.2)  # the GPUs are free again for the next one
-    ms = lambda xs: f"p50 {statistics.median(xs) * 1000:.0f} ms, max {max(xs) * 1000:.0f} ms"
+
+    def ms(xs):
+        return f"p50 {statistics.median(xs) * 1000:.0f} ms, max {max(xs) * 1000:.0f} ms"
+
     print(f"acceptance -> attempt written (just before submit_job): {ms(to_row)}  (n={samples})")
     print(f"acceptance -> submit_job returned:                     {ms(to_ray)}  (n={samples})")
 

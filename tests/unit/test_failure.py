@@ -40,7 +40,10 @@ GPU_4_8 = "ValueError: Total available GPUs 4.0 is less than total desired GPUs 
 GPU_0_2 = "ValueError: Total available GPUs 0 is less than total desired GPUs 2"
 HYDRA = "hydra.errors.ConfigCompositionException: Could not override 'trainer.totl_epochs'."
 DATA_FNF = "FileNotFoundError: Unable to find '/data/train.parquet'"
-DATA_ARROW = "pyarrow.lib.ArrowInvalid: Parquet magic bytes not found in footer. Either the file is corrupted or this is not a parquet file."
+DATA_ARROW = (
+    "pyarrow.lib.ArrowInvalid: Parquet magic bytes not found in footer. "
+    "Either the file is corrupted or this is not a parquet file."
+)
 MODEL = (
     "OSError: /m is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'"
 )

@@ -33,7 +33,7 @@ def test_the_lock_is_granted_in_arrival_order_and_a_releaser_cannot_barge():
         t = threading.Thread(target=take, args=(i,))
         t.start()
         threads.append(t)
-        _wait_until(lambda: len(lock._waiters) == i + 1)
+        _wait_until(lambda n=i + 1: len(lock._waiters) == n)
     lock.release()
     assert lock.acquire()  # asking again at once: served after every thread that waited
     assert order == [0, 1, 2, 3, 4]

@@ -354,7 +354,7 @@ def test_override_sizes_are_bounded_before_hydra_parses_them():
     long_list = "+data.extra=[" + ",".join(["1"] * 1500) + "]"
     assert "at most 2048" in problems(overrides=[long_list])["overrides[0]"]
     assert "at most 128" in problems(overrides=["data.train_batch_size=8"] * 129)["overrides"]
-    many = ["+data.k%d=[%s]" % (i, ",".join(["1"] * 900)) for i in range(5)]
+    many = ["+data.k{}=[{}]".format(i, ",".join(["1"] * 900)) for i in range(5)]
     assert "at most 8192" in problems(overrides=many)["overrides"]
 
 

@@ -102,7 +102,8 @@ def spec_render(
     out.print(f"[bold]submission_id[/]  {req.submission_id}")
     out.print(f"[bold]job_root[/]       {rendered.job_root}")
     out.print(
-        f"[bold]driver[/]         num_cpus={req.entrypoint_num_cpus} num_gpus={req.entrypoint_num_gpus} resources={req.entrypoint_resources}"
+        f"[bold]driver[/]         num_cpus={req.entrypoint_num_cpus} num_gpus={req.entrypoint_num_gpus} "
+        f"resources={req.entrypoint_resources}"
     )
     out.print(f"[bold]env_vars[/]       {json.dumps(req.runtime_env['env_vars'])}")
     out.print("[bold]entrypoint[/]")

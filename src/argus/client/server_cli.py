@@ -63,7 +63,7 @@ def server(
         err.print(f"[bold red]error:[/] {escape(exc.source)} is invalid:")
         for p in exc.problems:
             err.print(f"  - [bold]{escape(p.field)}[/]: {escape(p.reason)}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     service = settings.service.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
     settings = settings.model_copy(update={"service": service})
     if not settings.admin_token():
@@ -97,7 +97,7 @@ def up(
         )
     except ClusterError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     verb = "started" if info.started_now else "already running"
     out.print(f"server {verb}: {info.url}  (pid {info.pid}, log {info.log})")
     out.print(f"Ray dashboard / job server: {info.dashboard_url}")

@@ -286,7 +286,7 @@ def start_lock(temp_dir: str | None, timeout: float = 120.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"another `ray start` in {directory} held its lock for {timeout:.0f}s")
+                    raise ClusterError(f"another `ray start` in {directory} held its lock for {timeout:.0f}s") from None
                 time.sleep(0.2)
         try:
             yield

@@ -42,7 +42,7 @@ def parse_duration(value: str | int | float) -> float:
 
 def format_duration(seconds: float) -> str:
     """`1h30m`, `45s`, `2d3h`: the shortest exact form (whole seconds)."""
-    s = int(round(seconds))
+    s = round(seconds)
     out = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if s >= size:

@@ -438,7 +438,6 @@ def reconcile(
         if now - agent_started_at > join_timeout_s:
             return Decision(Step.FAIL, f"agent started but the node did not join Ray within {join_timeout_s:g} s")
         return Decision(Step.NOTHING)
-    if offline_requested and state in (NodeState.ONLINE, NodeState.DRAINING):
-        if is_idle(ray_node, running_tasks):
-            return Decision(Step.STOP, "offline requested and the node is empty")
+    if offline_requested and state in (NodeState.ONLINE, NodeState.DRAINING) and is_idle(ray_node, running_tasks):
+        return Decision(Step.STOP, "offline requested and the node is empty")
     return Decision(Step.NOTHING)

@@ -5,7 +5,8 @@ Owns the seeds' fields exactly (`workload`, `submission_id`, `code_path`, `model
 `save_freq`, `test_freq`, `trainer_device`) plus what real verl needs that the seeds leave out:
 `rollout_engine`, `rollout_n`, `critic_model_id`, `max_ckpt_to_keep`, `experiment_name`,
 `wandb`, `overrides` and `env_vars`, and for the service's scheduler `priority` (0-1000,
-default 500), `time_limit` (`90m`, `2h`, … ) and `pool` (the node pool to run in). Invariants: paths are absolute, free text is safe to quote
+default 500), `time_limit` (`90m`, `2h`, … ) and `pool` (the node pool to run in).
+Invariants: paths are absolute, free text is safe to quote
 for Hydra, `save_freq` defaults to the seeds' disk rule (10), `overrides` never touch the
 keys that Argus manages (the job's own directory, the gang shape) nor escape the run
 (`argus.spec.overrides`), a model id is a hub id or an absolute path, and `env_vars` never

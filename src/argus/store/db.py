@@ -7,7 +7,8 @@ timeout. Writes go through their own engine whose transactions start with `BEGIN
 read-then-write transaction holds the write lock from its first statement and two writers never
 deadlock on a lock upgrade. The write engine holds a single connection, so writers in this
 process queue on the pool (woken at once) instead of in SQLite's busy handler (which sleeps and
-polls, and made tail latency seconds long under 32 concurrent writers). PostgreSQL uses one pooled engine for both, at READ COMMITTED, with
+polls, and made tail latency seconds long under 32 concurrent writers). PostgreSQL uses one pooled
+engine for both, at READ COMMITTED, with
 `SELECT … FOR UPDATE` where a transition reads before it writes.
 
 The SQLite write-ahead log stays bounded: `Database.checkpoint` (run by the server every second)

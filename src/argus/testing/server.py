@@ -2,7 +2,8 @@
 
 `ServerProcess(ray_config_path, workdir, admin_token, **scheduler)` writes a server config (the
 cluster's RayConfig as its `ray` section, SQLite under `workdir` unless `db_url` is given), then
-`start()` runs `argus server` as `argus up` does (`launcher.server_command`) and waits for `/healthz`; `kill()` is SIGKILL
+`start()` runs `argus server` as `argus up` does (`launcher.server_command`) and waits for `/healthz`;
+`kill()` is SIGKILL
 (a crash), `stop()` a clean stop.
 """
 
