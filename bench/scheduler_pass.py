@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import secrets
 import statistics
@@ -95,10 +94,21 @@ def build(args: argparse.Namespace, work: Path, db_url: str):
     for node, row in zip(nodes, rows[args.waiting :]):
         tid = row["task_id"]
         attempt = store.start_attempt(tid, 0, str(work / tid), {node: 8.0}, now - 3600)
-        sid = attempt["ray_submission_id"]
+        sid = attempt.attempt.ray_submission_id
         jobs.jobs[sid] = FakeJob(sid, {"entrypoint": "python -m verl"}, "RUNNING", start_time=now - 3600)
-        store.update_attempt(sid, submitted_at=now - 3600, ray_status="RUNNING", start_time=now - 3600)
-        store.transition(tid, TaskState.RUNNING, now - 3600, "Ray: RUNNING", 1)
+        store.mark_submitted(sid, now - 3600)
+        store.record_ray_view(
+            sid,
+            ray_status="RUNNING",
+            message=None,
+            start_time=now - 3600,
+            end_time=None,
+            failure_kind=None,
+            driver_node_id=None,
+            driver_node_ip=None,
+            driver_node_name=None,
+        )
+        store.mark_running(tid, now - 3600, "Ray: RUNNING", 1)
     sched = Scheduler(settings, store, jobs, snaps, clock=lambda: now)
     return settings, db, store, sched, snaps
 
@@ -116,9 +126,9 @@ def churn(store: TaskStore, sched: Scheduler, now: float) -> None:
         jobs.finish(oldest.submission_id, "done\n")
     used: dict[str, float] = {}
     active = store.in_states(["SUBMITTED", "RUNNING"])
-    for a in store.latest_attempts([t["task_id"] for t in active]).values():
-        if jobs.jobs[a["ray_submission_id"]].status == "RUNNING":
-            for node, g in json.loads(a["placement"]).items():
+    for a in store.latest_attempts([t.task_id for t in active]).values():
+        if jobs.jobs[a.ray_submission_id].status == "RUNNING":
+            for node, g in a.placement.items():
                 used[node] = used.get(node, 0.0) + g
     snaps.free = {n: g - used.get(n, 0.0) for n, g in snaps.gpus.items()}
 
@@ -135,25 +145,22 @@ def baseline(store: TaskStore, sched: Scheduler, settings, now: float, passes: i
     cfg = settings.scheduler
     waiting = store.in_states(["QUEUED", "PENDING_RESOURCES"])
     active = store.in_states(["SUBMITTED", "RUNNING"])
-    latest = store.latest_attempts([t["task_id"] for t in active])
+    latest = store.latest_attempts([t.task_id for t in active])
     free = {n.node_id: n.available_gpus for n in sched.snapshots.snapshot().schedulable()}
     usage = sched.usage(now)
-    running = [
-        RunningJob(t["task_id"], t["user_id"], json.loads(latest[t["task_id"]]["placement"]), now + 3600)
-        for t in active
-    ]
+    running = [RunningJob(t.task_id, t.user_id, latest[t.task_id].placement, now + 3600) for t in active]
     jobs = [
         Job(
-            t["task_id"],
-            t["user_id"],
-            t["nnodes"],
-            t["n_gpus_per_node"],
-            t["created_at"],
-            t["time_limit_s"],
-            t["priority"],
-            t["driver_gpus"],
-            t["next_run_at"],
-            t["pool"],
+            t.task_id,
+            t.user_id,
+            t.nnodes,
+            t.n_gpus_per_node,
+            t.created_at,
+            t.time_limit_s,
+            t.priority,
+            t.driver_gpus,
+            t.next_run_at,
+            t.pool,
         )
         for t in waiting
     ]

@@ -161,12 +161,13 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         for section in SECTIONS:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1 :]
-                model = {
+                models: dict[str, type[StrictModel]] = {
                     "ray": RayConfig,
                     "service": ServiceSettings,
                     "scheduler": SchedulerSettings,
                     "nodes": NodesSettings,
-                }[section]
+                }
+                model = models[section]
                 if key in model.model_fields:
                     try:
                         value = yaml.safe_load(raw) if raw != "" else None

@@ -1,6 +1,7 @@
 """`/api/v2/nodes` over a real database (SQLite, and PostgreSQL when configured), with SSH and
 Ray faked (`FakeSSH`, whose agents join and leave `FakeRayNodes`; `FakeRayNodes` is also Ray's
-drain). The reconciler does not run by itself: tests call `reconcile()` and move the clock.
+drain). The reconciler does not run by itself: tests call its `tick(now)` (`NodesApi.reconcile`)
+and move the clock.
 
 Covers registration (bodies, 400 naming the field, 403, 409, a request never waiting for SSH),
 the bring-up (`pending` → `online` with the agent's command line; SSH, auth, host-check and join
@@ -27,10 +28,10 @@ from api_support import (
 from fastapi.testclient import TestClient
 
 from argus.cluster.ssh import SSHError
-from argus.domain.task import TaskState
 from argus.service.app import create_app
 from argus.settings import parse_settings
 from argus.store.tasks import TaskStore
+from argus.testing import FakeClock
 from argus.testing.cli import invoke as run_cli
 from argus.testing.fakes import FakeRayNodes, FakeSSH
 
@@ -68,23 +69,24 @@ RAY_KEYS = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class NodesApi(Api):
     ray: FakeRayNodes
     ssh: FakeSSH
-    clock: Clock
+    clock: FakeClock
     shared: Path
 
     @property
     def svc(self):
         return self.client.app.state.nodes
+
+    @property
+    def rec(self):
+        """The node reconciler (`argus.scheduler.node_reconciler.NodeReconciler`)."""
+        return self.client.app.state.node_reconciler
+
+    def reconcile(self) -> None:
+        """One reconciler pass at the test's clock."""
+        self.rec.tick(self.clock())
 
     def register(self, name: str, host: str = "10.0.0.5", **fields: Any):
         body = {"name": name, "host": host, "user": "root", "key": "good.pem", **fields}
@@ -99,8 +101,8 @@ class NodesApi(Api):
         """Register `name` and bring it online."""
         r = self.register(name, **fields)
         assert r.status_code == 201, r.text
-        self.svc.wait_idle()
-        self.svc.reconcile()
+        self.rec.wait_idle()
+        self.reconcile()
         node = self.node(name)
         assert node["state"] == "online", node
         return node
@@ -111,7 +113,7 @@ class NodesApi(Api):
         try:
             r = self.register(name, **fields)
             assert r.status_code == 201, r.text
-            self.svc.wait_idle()
+            self.rec.wait_idle()
         finally:
             self.ssh.join = True
 
@@ -150,7 +152,7 @@ def api(tmp_path_factory, backend) -> Iterator[NodesApi]:
     )
     ray = FakeRayNodes()
     ssh = FakeSSH(ray=ray)
-    clock = Clock()
+    clock = FakeClock(1_800_000_000.0)
     app = create_app(
         settings,
         run_scheduler=False,
@@ -189,7 +191,7 @@ def test_register_brings_the_node_up_over_ssh(api, backend):
     assert body["ssh"] == {"host": "10.0.0.5", "port": 22, "user": "root", "key": "good.pem"}
     assert body["ray"] is None and body["running_tasks"] == []
 
-    api.svc.wait_idle()
+    api.rec.wait_idle()
     check, start = [c for h, c in api.ssh.commands if h == "10.0.0.5"][-2:]
     assert "uname -n" in check and "/opt/argus/bin/argus node-agent --help" in check
     assert (
@@ -200,7 +202,7 @@ def test_register_brings_the_node_up_over_ssh(api, backend):
     node = api.node("gpu-1")
     assert node["state"] == "pending" and node["agent_pid"] > 0 and node["agent_started_at"]
 
-    api.svc.reconcile()
+    api.reconcile()
     node = api.node("gpu-1")
     joined = api.ray.by_name("gpu-1")
     assert node["state"] == "online" and node["reason"] == f"joined Ray as node {joined.node_id}"
@@ -230,9 +232,9 @@ def test_register_never_waits_for_ssh(api):
         assert_error(api.post(api.admin, "/api/v2/nodes/slow-1:offline"), 409, "conflict")
     finally:
         api.ssh.gate.set()
-        api.svc.wait_idle()
+        api.rec.wait_idle()
         api.ssh.gate = None
-    api.svc.reconcile()
+    api.reconcile()
     assert api.node("slow-1")["state"] == "online"
 
 
@@ -289,8 +291,8 @@ def test_a_registered_name_is_409_until_it_failed_or_went_offline(api, backend):
     r = api.register("dup-1", host="10.0.0.6", gpus=2)
     assert r.status_code == 201 and r.json()["state"] == "pending" and r.json()["ssh"]["host"] == "10.0.0.6"
     assert not api.hold("dup-1").exists()  # registered again: free to join
-    api.svc.wait_idle()
-    api.svc.reconcile()
+    api.rec.wait_idle()
+    api.reconcile()
     assert api.node("dup-1")["state"] == "online"
     assert [e[1] for e in events(backend, "dup-1")] == [
         "pending",
@@ -330,7 +332,7 @@ def test_ssh_failures_fail_the_node_with_the_reason(api, backend, error, words):
     api.ssh.fail["10.9.0.1"] = error
     try:
         assert api.register(name, host="10.9.0.1").status_code == 201
-        api.svc.wait_idle()
+        api.rec.wait_idle()
     finally:
         del api.ssh.fail["10.9.0.1"]
     node = api.node(name)
@@ -342,7 +344,7 @@ def test_a_host_check_failure_names_what_is_missing(api):
     api.ssh.check_rc = 4
     try:
         api.register("noagent-1")
-        api.svc.wait_idle()
+        api.rec.wait_idle()
     finally:
         api.ssh.check_rc = 0
     node = api.node("noagent-1")
@@ -352,11 +354,11 @@ def test_a_host_check_failure_names_what_is_missing(api):
 
 def test_an_agent_that_never_joins_fails_after_the_join_timeout_and_can_be_cleaned_up(api, backend):
     api.unjoined("lost-1")
-    api.svc.reconcile()
+    api.reconcile()
     assert api.node("lost-1")["state"] == "pending"
     api.clock.now += 121
     try:
-        api.svc.reconcile()
+        api.reconcile()
     finally:
         api.clock.now -= 121
     node = api.node("lost-1")
@@ -365,7 +367,7 @@ def test_an_agent_that_never_joins_fails_after_the_join_timeout_and_can_be_clean
     assert "looks for the head in /private/ray/discovery/argus/head.json" in node["reason"]
     # A late join must not put a failed node in service: its agent is stopped, and held out.
     assert node["agent_pid"] not in api.ssh.agents
-    assert api.svc._held_name("lost-1")
+    assert api.rec.held_name("lost-1")
     r = api.post(api.admin, "/api/v2/nodes/lost-1:offline")
     assert r.status_code == 200 and r.json()["state"] == "offline", r.text
     assert r.json()["agent_pid"] is None
@@ -376,7 +378,7 @@ def test_registering_a_failed_node_again_stops_its_leftover_agent_first(api):
     api.ssh.stop_rc = 1  # when it fails, its agent cannot be stopped (it is held out instead)
     api.clock.now += 121
     try:
-        api.svc.reconcile()
+        api.reconcile()
     finally:
         api.clock.now -= 121
         api.ssh.stop_rc = 0
@@ -384,13 +386,33 @@ def test_registering_a_failed_node_again_stops_its_leftover_agent_first(api):
     assert old["state"] == "failed" and old["agent_pid"] in api.ssh.agents
     r = api.register("again-1", host="10.0.0.22")
     assert r.status_code == 201, r.text
-    api.svc.wait_idle()
+    api.rec.wait_idle()
     assert old["agent_pid"] not in api.ssh.agents  # stopped on its old host
     stop = next(i for i, (h, c) in enumerate(api.ssh.commands) if h == "10.0.0.21" and "kill -TERM" in c)
     start = next(i for i, (h, c) in enumerate(api.ssh.commands) if h == "10.0.0.22" and "nohup" in c)
     assert stop < start
-    api.svc.reconcile()
+    api.reconcile()
     assert api.node("again-1")["state"] == "online"
+
+
+def test_the_reconciler_runs_passes_until_stopped(api):
+    api.unjoined("run-1")
+    api.clock.now += 121  # its first pass fails the node that did not join
+    stop = threading.Event()
+    thread = threading.Thread(target=api.rec.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while api.node("run-1")["state"] != "failed" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert api.node("run-1")["state"] == "failed"
+        assert api.rec.last_error is None
+    finally:
+        stop.set()
+        api.rec.nudge()
+        thread.join(timeout=10)
+        api.clock.now -= 121
+    assert not thread.is_alive()
 
 
 def test_a_bring_up_lost_in_a_restart_fails_the_node(api, backend):
@@ -400,7 +422,7 @@ def test_a_bring_up_lost_in_a_restart_fails_the_node(api, backend):
         parse_registration({"name": "orphan-1", "host": "10.0.0.7", "user": "root", "key": "good.pem"}),
         api.clock(),
     )
-    api.svc.reconcile()
+    api.reconcile()
     node = api.node("orphan-1")
     assert node["state"] == "failed" and "restarted before the agent was started" in node["reason"]
 
@@ -483,13 +505,13 @@ def test_offline_of_a_busy_node_drains_first_and_finishes_when_it_is_empty(api, 
     assert (r.json()["state"], r.json()["offline_requested"]) == ("draining", True)
     assert "draining first (1 task(s) placed there)" in r.json()["reason"]
     assert api.ray.drains[-1][0] == node_id and api.hold("busy-1").exists()
-    api.svc.reconcile()
+    api.reconcile()
     assert api.node("busy-1")["state"] == "draining"
     api.ray.use(node_id)  # Ray's view is free, but Argus still places a task there
-    api.svc.reconcile()
+    api.reconcile()
     assert api.node("busy-1")["state"] == "draining"
-    assert tasks.transition(tid, TaskState.CANCELED, api.clock(), "test")
-    api.svc.reconcile()
+    assert tasks.cancel(tid, api.clock(), "test")
+    api.reconcile()
     node = api.node("busy-1")
     assert node["state"] == "offline" and not node["offline_requested"], node
     assert node["reason"] == "offline requested: the node is empty"
@@ -503,7 +525,7 @@ def test_undrain_cancels_a_requested_offline(api):
     r = api.post(api.admin, "/api/v2/nodes/keep-1:undrain")
     assert (r.json()["state"], r.json()["offline_requested"]) == ("online", False)
     api.ray.use(node["ray"]["node_id"])
-    api.svc.reconcile()
+    api.reconcile()
     assert api.node("keep-1")["state"] == "online"
 
 
@@ -563,7 +585,7 @@ def test_ray_unreachable_lists_the_registry_and_refuses_a_drain(api, backend):
         before = backend.count("node_events")
         assert_error(api.post(api.admin, "/api/v2/nodes/ray-1:drain"), 503, "unavailable")
         assert backend.count("node_events") == before and api.node("ray-1")["state"] == "online"
-        api.svc.reconcile()  # nothing to do without Ray, nothing breaks
+        api.reconcile()  # nothing to do without Ray, nothing breaks
     finally:
         api.ray.down = False
 
@@ -620,8 +642,8 @@ def test_the_cli_adds_lists_drains_undrains_and_takes_nodes_offline(api, cli):
     )
     assert r.exit_code == 0, r.err_text
     assert "registered cli-1 (pending)" in r.out_text
-    api.svc.wait_idle()
-    api.svc.reconcile()
+    api.rec.wait_idle()
+    api.reconcile()
     r = cli("nodes")
     assert r.exit_code == 0, r.err_text
     line = next(l for l in r.out_text.splitlines() if "cli-1" in l)

@@ -18,25 +18,17 @@ from api_support import ADMIN_TOKEN, Api, Backend, backend, make_settings, sandb
 from fastapi.testclient import TestClient
 
 from argus.service.app import create_app
+from argus.testing import FakeClock
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import Sandbox
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class World(Api):
     jobs: FakeJobs
-    clock: Clock
+    clock: FakeClock
 
     def tick(self) -> None:
-        self.clock.now += 1
-        self.client.app.state.scheduler.tick(self.clock.now)
+        self.client.app.state.scheduler.tick(self.clock.advance(1))
 
     def task(self, who, tid: str) -> dict[str, Any]:
         r = self.get(who, f"/api/v2/tasks/{tid}")
@@ -50,7 +42,7 @@ class World(Api):
 
 
 def _world(sandbox: Sandbox, backend: Backend) -> Iterator[World]:
-    clock, jobs = Clock(), FakeJobs()
+    clock, jobs = FakeClock(1_800_000_000.0), FakeJobs()
     jobs.clock = clock
     app = create_app(
         make_settings(sandbox, backend.url),
@@ -187,8 +179,8 @@ def test_a_token_slipped_in_while_disabled_does_not_survive_enable(world, backen
     user = world.new_user("dave")
     assert world.post(world.admin, f"/api/v2/users/{user.user_id}:disable").status_code == 200
     assert _issue(world, user.user_id).status_code == 409
-    assert world.client.app.state.users.issue_token(user.user_id, 0.0) is None  # the store refuses too
-    store = world.client.app.state.users
+    store = world.client.app.state.users.store
+    assert store.issue_token(user.user_id, 0.0) is None  # the store refuses too
     from argus.store.schema import tokens
     from argus.store.users import hash_token
 

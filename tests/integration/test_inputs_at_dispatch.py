@@ -18,6 +18,7 @@ from argus.spec.loader import load_yaml_mapping
 from argus.spec.taskspec import parse_task_spec
 from argus.store.db import open_database
 from argus.store.tasks import TaskStore
+from argus.testing import FakeClock
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import prepare, task_yaml
 
@@ -46,12 +47,16 @@ class Dispatch:
         )
         self.db = open_database(self.settings.db_url)
         self.store = TaskStore(self.db)
-        self.jobs = FakeJobs(clock=lambda: self.now)
-        self.now = T0
+        self.clock = FakeClock(T0)
+        self.jobs = FakeJobs(clock=self.clock)
         self.sched = Scheduler(
-            self.settings, self.store, self.jobs, FakeSnapshots({"w1": 4, "w2": 4}), clock=lambda: self.now
+            self.settings, self.store, self.jobs, FakeSnapshots({"w1": 4, "w2": 4}), clock=self.clock
         )
         self.n = 0
+
+    @property
+    def now(self) -> float:
+        return self.clock()
 
     def add(self, user: str = "alice", **fields) -> str:
         """Store a task the way the API does once its inputs passed the check at submit."""
@@ -76,8 +81,7 @@ class Dispatch:
         return tid
 
     def tick(self) -> None:
-        self.now += 1
-        self.sched.tick(self.now)
+        self.sched.tick(self.clock.advance(1))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -113,12 +117,12 @@ def test_a_link_re_pointed_outside_after_submit_fails_the_task_before_ray(world,
     _relink(link, evil)
     world.tick()
     task = world.store.get(tid)
-    assert (task["state"], task["failure_cause"]) == ("FAILED", "CONFIG"), task
+    assert (task.state, task.failure_cause) == ("FAILED", "CONFIG"), task
     shown = {"train_file": "train_file", "code_path": "code_path", "override": "overrides[0]"}[field]
-    assert f"inputs refused at submission: {shown}: " in task["error_summary"], task["error_summary"]
+    assert f"inputs refused at submission: {shown}: " in task.error_summary, task.error_summary
     assert world.jobs.submits == []  # never reached Ray
     [attempt] = world.store.attempts(tid)
-    assert attempt["submitted_at"] is None
+    assert attempt.submitted_at is None
 
 
 def test_an_unchanged_link_inside_common_is_submitted(world, sandbox, tmp_path):
@@ -126,5 +130,5 @@ def test_an_unchanged_link_inside_common_is_submitted(world, sandbox, tmp_path):
     link.symlink_to(sandbox.rl_train)
     tid = world.add(train_file=str(link), overrides=[f"data.val_files={link}"])
     world.tick()
-    assert world.store.get(tid)["state"] == "SUBMITTED"
+    assert world.store.get(tid).state == "SUBMITTED"
     assert world.jobs.submits == [f"{tid}--a01"]

@@ -73,8 +73,8 @@ def test_a_lost_attempt_log_is_archived_from_the_old_session_directory(sandbox, 
     )
     tid, sid = _lose(world)
     first = world.store.attempt(tid, 1)
-    assert first["ray_status"] == "LOST" and first["log_archived"]
-    log = Path(first["job_root"]) / "logs" / "driver.log"
+    assert first.ray_status == "LOST" and first.log_archived
+    log = Path(first.job_root) / "logs" / "driver.log"
     text = log.read_text()
     assert text.startswith("step 1\nstep 2 before the head died\n")
     assert "the Ray head lost this job" in text and "session_2027-01-15_08-00-00_000001" in text
@@ -86,8 +86,8 @@ def test_a_lost_attempt_without_a_session_log_says_it_was_lost(sandbox, tmp_path
     world = World(sandbox, tmp_path)
     tid, sid = _lose(world)
     first = world.store.attempt(tid, 1)
-    text = (Path(first["job_root"]) / "logs" / "driver.log").read_text()
-    when = datetime.fromtimestamp(first["end_time"], tz=UTC).isoformat(timespec="seconds")
+    text = (Path(first.job_root) / "logs" / "driver.log").read_text()
+    when = datetime.fromtimestamp(first.end_time, tz=UTC).isoformat(timespec="seconds")
     assert text == (
         f"[argus] the driver log of {sid} was lost with the Ray head: Ray no longer "
         f"knew the job at {when}, and no old Ray session directory holds its log\n"
@@ -103,7 +103,7 @@ def test_the_log_route_serves_the_lost_attempts_archive(sandbox, tmp_path, ray_t
         world.store,
         world.jobs,
         nudge=lambda **_: None,
-        clock=lambda: world.now,
+        clock=world.clock,
         check_pool=object(),
     )
     text = service.logs(Identity("alice", False), tid, "1", None)

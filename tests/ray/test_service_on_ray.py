@@ -14,6 +14,8 @@ from ray.job_submission import JobSubmissionClient
 
 from argus.client.sdk import ArgusAPIError
 from argus.cluster import local
+from argus.cluster.snapshot import RaySnapshotSource
+from argus.domain.nodes import NODE_LABEL
 from argus.testing.sandbox import task_yaml
 from argus.testing.server import ServerProcess
 
@@ -54,6 +56,17 @@ def test_task_runs_to_success_with_outputs_under_the_users_own_directory(server,
     assert [a["ray_status"] for a in attempts] == ["SUCCEEDED"], attempts
     sid = f"{tid}--a01"
     assert task["latest_attempt"]["ray_submission_id"] == sid
+    # The driver ran on a worker (seed 001 §3.3), named as Argus knows it, never on the head.
+    driver = {k: task["latest_attempt"][k] for k in ("driver_node_id", "driver_node_ip", "driver_node_name")}
+    assert attempts[0] == task["latest_attempt"]
+    workers = {n.name: n.ip for n in ray_cluster.nodes if not n.is_head}
+    head_ip = next(n.ip for n in ray_cluster.nodes if n.is_head)
+    assert driver["driver_node_name"] in workers, driver
+    assert driver["driver_node_ip"] == workers[driver["driver_node_name"]] != head_ip, driver
+    snap = RaySnapshotSource(ray_cluster.dashboard_url, ray_cluster.gcs_address).snapshot()
+    by_id = {n.node_id: n for n in snap.nodes}
+    assert driver["driver_node_id"] in by_id and not by_id[driver["driver_node_id"]].is_head, driver
+    assert by_id[driver["driver_node_id"]].labels.get(NODE_LABEL) == driver["driver_node_name"]
     root = Path(ray_cluster.shared_root) / "users" / "alice" / "jobs" / sid
     assert task["latest_attempt"]["job_root"] == str(root)
     assert sorted(p.name for p in (root / "checkpoints").glob("global_step_*")) == [

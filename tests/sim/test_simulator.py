@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from argus.client.cli import app
 from argus.sim import ClusterShape, FairShare, TraceError, TraceJob, load_trace, simulate
-from argus.sim.engine import percentile
+from argus.sim.metrics import percentile
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"
 REQUIRED_JSON_KEYS = {
@@ -178,18 +178,17 @@ def test_default_orders_by_decayed_usage():
 def test_fair_share_usage_decays_with_the_half_life():
     h = 7 * 86400.0
     fs = FairShare(h)
-    fs.hold("alice", 1)
-    fs.advance(h)
+    fs.start("a1", "alice", 1, 0.0)
     # integral of 2^(-(h - s)/h) over [0, h] = (1 - 1/2) * h / ln 2 seconds, in hours
     once = 0.5 * h / math.log(2) / 3600
-    assert fs.hours["alice"] == pytest.approx(once)
-    fs.hold("alice", -1)
-    fs.advance(2 * h)  # nothing held: one more half-life halves it
-    assert fs.hours["alice"] == pytest.approx(once / 2)
+    assert fs.hours(h)["alice"] == pytest.approx(once)
+    fs.end("a1", h)
+    assert fs.hours(2 * h)["alice"] == pytest.approx(once / 2)  # nothing held: one more half-life halves it
+    assert fs.hours(h * 10.5)["alice"] == pytest.approx(once * 2**-9.5)
+    assert fs.hours(h * 11.5) == {}  # ended more than 10 half-lives ago: not counted
     short = FairShare(1e12)
-    short.hold("bob", 2)
-    short.advance(3600)  # no visible decay: 2 GPUs for an hour
-    assert short.hours["bob"] == pytest.approx(2.0)
+    short.start("b1", "bob", 2, 0.0)
+    assert short.hours(3600)["bob"] == pytest.approx(2.0)  # no visible decay: 2 GPUs for an hour
 
 
 # -- loading ----------------------------------------------------------------------------------

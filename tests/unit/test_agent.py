@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from argus.cluster.agent import NODE_LABEL, NodeAgent, NodeSpec, parse_labels, worker_start_args
 from argus.domain.discovery import Action, HeadInfo, discovery_file, hold_file
+from argus.testing import FakeClock
 
 ROOT, CLUSTER, NAME = "/private", "prod", "gpu-1"
 HEAD_PATH = str(discovery_file(ROOT, CLUSTER))
@@ -27,14 +28,6 @@ def head(port: int = 6380, at: float = 1000.0, **extra) -> str:
         temp_dir="/tmp/argus-ray-x",
         **extra,
     ).to_json()
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeRunner:
@@ -66,7 +59,7 @@ class FakeRunner:
 def world(caplog):
     caplog.set_level(logging.INFO, logger="argus.node-agent")
     files: dict[str, str] = {}
-    clock, runner = Clock(), FakeRunner()
+    clock, runner = FakeClock(1000.0), FakeRunner()
     agent = NodeAgent(ROOT, CLUSTER, NAME, runner, clock=clock, read_text=files.get, poll_s=2.0)
     return agent, files, clock, runner, caplog
 

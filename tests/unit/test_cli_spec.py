@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 
 from argus.client.cli import app
 from argus.cluster.jobs import RayJobTool
+from argus.spec.config import load_ray_config
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RENDER_KEYS = {
@@ -296,3 +298,57 @@ def test_run_status_json_carries_diagnosis(shared, unreachable_config, monkeypat
         "cause": "INSUFFICIENT_RESOURCES",
         "evidence": "ValueError: Total available GPUs 0 is less than total desired GPUs 2",
     }
+
+
+# -- the seeds' examples, as written --------------------------------------------------------------
+# `argus spec validate` checks the fields and composes the overrides against verl's config; it
+# never looks for the files a spec names (that happens at submission, against the user's roots),
+# so the seeds' `/private` paths validate on a machine that has no `/private`.
+SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
+SEED_RAY_CONFIG = SEEDS / "000_s3_1_ray_config.yaml"
+
+
+@pytest.mark.parametrize(
+    "fixture, summary",
+    [("003_s3_jobspec.yaml", "valid: ppo 2x4 GPUs"), ("000_s3_2_jobspec.yaml", "valid: sft 2x4 GPUs")],
+)
+def test_seed_example_specs_validate_as_written(monkeypatch, fixture, summary):
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = invoke("spec", "validate", SEEDS / fixture, "--config", SEED_RAY_CONFIG)
+    assert result.exit_code == 0, result.output
+    assert result.text_out.startswith(f"{summary}, overrides compose against ")
+    assert result.text_err == ""
+
+
+def test_seed_ray_config_is_the_production_shared_root():
+    cfg, _ = load_ray_config(SEED_RAY_CONFIG)
+    assert cfg.shared_root == "/private"
+    assert cfg.entrypoint_resources == {"worker_node": 1}
+    assert cfg.user_code_path == "/private/user/code"
+    assert cfg.runtime_env.env_vars == {"HF_HOME": "/private/common/hf"}
+
+
+def test_seed_003_example_renders_like_the_spec_without_its_empty_values(monkeypatch, tmp_path):
+    """`submission_id: ""` and `trainer_device: null` render exactly as if left out."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    text = (SEEDS / "003_s3_jobspec.yaml").read_text(encoding="utf-8")
+    kept = [line for line in text.splitlines() if not line.startswith(("submission_id:", "trainer_device:"))]
+    assert len(kept) == len(text.splitlines()) - 2
+    without = tmp_path / "without.yaml"
+    without.write_text("\n".join(kept) + "\n", encoding="utf-8")
+
+    def render(path: Path) -> dict:
+        result = invoke("spec", "render", "--json", path, "--config", SEED_RAY_CONFIG)
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        sid = payload["submission_id"]
+        assert re.fullmatch(r"mvp11-ppo-\d{8}-\d{6}-[0-9a-f]{4}", sid)
+        # the generated id (clock and random suffix) is the only difference allowed
+        return json.loads(result.stdout.replace(sid, "<sid>"))
+
+    seed = render(SEEDS / "003_s3_jobspec.yaml")
+    assert seed == render(without)
+    argv = shlex.split(seed["entrypoint"])
+    assert "trainer.device=cuda" in argv
+    assert seed["job_root"] == "/private/jobs/<sid>"

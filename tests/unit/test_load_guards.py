@@ -11,6 +11,7 @@ import pytest
 
 from argus.service.checks import CheckBacklog, CheckPool
 from argus.service.ratelimit import RateLimited, RateLimiter
+from argus.testing import FakeClock
 
 
 class GatedCheck:
@@ -145,29 +146,21 @@ def test_a_failing_check_fails_its_future_and_the_pool_goes_on():
 
 
 # -- the per-user submission rate --------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_token_bucket_allows_the_burst_then_says_when_to_retry():
-    clock = Clock()
+    clock = FakeClock(100.0)
     rate = RateLimiter(2.0, 3, clock)
     assert [rate.wait_s("alice") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert rate.wait_s("alice") == pytest.approx(0.5)
     assert rate.wait_s("bob") == 0.0  # another user has a bucket of their own
-    clock.now += 0.5
+    clock.advance(0.5)
     assert rate.wait_s("alice") == 0.0
     assert rate.wait_s("alice") == pytest.approx(0.5)
-    clock.now += 100
+    clock.advance(100)
     assert [rate.wait_s("alice") for _ in range(4)] == [0.0, 0.0, 0.0, pytest.approx(0.5)]  # capped
 
 
 def test_past_the_rate_take_raises_429_naming_the_limit():
-    clock = Clock()
+    clock = FakeClock(100.0)
     rate = RateLimiter(0.25, 1, clock)
     rate.take("alice")
     with pytest.raises(RateLimited) as info:
@@ -179,7 +172,7 @@ def test_past_the_rate_take_raises_429_naming_the_limit():
 
 
 def test_no_rate_means_no_limit():
-    rate = RateLimiter(None, 1, Clock())
+    rate = RateLimiter(None, 1, FakeClock(100.0))
     assert all(rate.wait_s("alice") == 0.0 for _ in range(1000))
 
 

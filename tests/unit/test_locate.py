@@ -14,6 +14,7 @@ from argus.cluster.locate import HeadLocator
 from argus.cluster.snapshot import RaySnapshotSource
 from argus.domain.discovery import HeadInfo, discovery_file
 from argus.spec.config import parse_ray_config
+from argus.testing import FakeClock
 
 T = 1_800_000_000.0
 
@@ -35,12 +36,12 @@ def publish(root, **fields):
 
 @pytest.fixture
 def clock():
-    return {"now": T + 1}
+    return FakeClock(T + 1)
 
 
 def locator(root, clock, **cfg):
     config = parse_ray_config({"shared_root": str(root), "cluster_name": "c1", **cfg})
-    return HeadLocator(config, clock=lambda: clock["now"], max_age_s=0)
+    return HeadLocator(config, clock=clock, max_age_s=0)
 
 
 def test_without_a_cluster_name_the_configured_address_is_used(tmp_path):
@@ -89,13 +90,11 @@ def test_answers_are_reused_for_max_age(tmp_path, clock):
     reads = []
     config = parse_ray_config({"shared_root": str(tmp_path), "cluster_name": "c1"})
     publish(tmp_path)
-    loc = HeadLocator(
-        config, clock=lambda: clock["now"], max_age_s=1.0, read=lambda p: reads.append(p) or p.read_text()
-    )
+    loc = HeadLocator(config, clock=clock, max_age_s=1.0, read=lambda p: reads.append(p) or p.read_text())
     loc.current()
     loc.current()
     assert len(reads) == 1
-    clock["now"] += 1.5
+    clock.advance(1.5)
     loc.current()
     assert len(reads) == 2
 

@@ -308,3 +308,33 @@ def test_offline_waits_until_the_node_is_empty():
         assert reconcile(state, 1, True, None, 0, 2, 120).step == Step.STOP  # Ray let it go
         assert reconcile(state, 1, False, ALIVE, 0, 2, 120).step == Step.NOTHING
     assert is_idle(RayNodeView("x", False, False, 4, 0, 8, 0), 3)  # a dead node runs nothing
+
+
+# -- the node record ----------------------------------------------------------------------------
+def test_a_node_record_gives_back_its_registration_and_is_frozen():
+    import dataclasses
+
+    from argus.domain.node_records import Node
+
+    reg = parse_registration({**GOOD, "port": 2222, "labels": {"pool": "a100"}, "gpus": 8})
+    node = Node(
+        name=reg.name,
+        host=reg.host,
+        port=reg.port,
+        ssh_user=reg.user,
+        key_ref=reg.key,
+        labels=reg.labels,
+        gpus=reg.gpus,
+        cpus=None,
+        state=NodeState.PENDING,
+        reason="registered",
+        agent_pid=None,
+        agent_started_at=None,
+        ray_node_id=None,
+        offline_requested=False,
+        created_at=1.0,
+        updated_at=1.0,
+    )
+    assert node.registration() == reg and node.pool == "a100"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.state = NodeState.ONLINE  # type: ignore[misc]

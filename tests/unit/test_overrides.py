@@ -18,6 +18,7 @@ from argus.spec.hydra_check import installed_verl_config_dir
 from argus.spec.inputs import input_problems, is_under
 from argus.spec.overrides import check_override, key_problem
 from argus.spec.taskspec import parse_task_spec
+from argus.testing import FakeClock
 from conftest import spec_dict
 
 
@@ -392,15 +393,15 @@ def test_env_var_values_that_are_paths_stay_in_the_users_roots(shared):
 def test_the_accept_paths_resolve_cache_expires(tmp_path):
     from argus.spec.inputs import ResolveCache
 
-    now = [0.0]
-    resolve = ResolveCache(max_age_s=2.0, clock=lambda: now[0])
+    clock = FakeClock()
+    resolve = ResolveCache(max_age_s=2.0, clock=clock)
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "a")
     assert resolve(str(link)) == str(tmp_path / "a")
     link.unlink()
     link.symlink_to("/etc")
     assert resolve(str(link)) == str(tmp_path / "a")  # remembered for a moment
-    now[0] = 2.5
+    clock.set(2.5)
     assert resolve(str(link)) == "/etc"
 
 

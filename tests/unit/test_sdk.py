@@ -27,6 +27,7 @@ from argus.client.sdk import (
     load_credentials,
     save_credentials,
 )
+from argus.testing import FakeClock
 from argus.testing.cli import invoke as run_cli
 
 URL = "http://argus.test:8080"
@@ -265,16 +266,16 @@ def test_follow_logs_of_a_task_canceled_before_any_attempt_yields_nothing(svc):
 def test_wait_returns_the_final_task_or_times_out(svc):
     states = iter(["QUEUED", "RUNNING", "TIMEOUT"])
     svc.route("GET", f"/api/v2/tasks/{TID}", lambda r: httpx.Response(200, json={"state": next(states)}))
-    now = [0.0]
-    client = svc.client(sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    clock = FakeClock()
+    client = svc.client(sleep=clock.sleep, clock=clock)
     assert client.wait(TID, timeout_s=10, poll_s=1)["state"] == "TIMEOUT"
     assert "TIMEOUT" in FINAL_STATES
 
     svc.route("GET", f"/api/v2/tasks/{TID}", httpx.Response(200, json={"state": "RUNNING"}))
-    now[0] = 0.0
+    clock.set(0.0)
     with pytest.raises(TimeoutError, match="still RUNNING after 3s"):
         client.wait(TID, timeout_s=3, poll_s=1)
-    assert now[0] == pytest.approx(3.0)
+    assert clock() == pytest.approx(3.0)
 
 
 # -- credentials ------------------------------------------------------------------------------
@@ -565,3 +566,74 @@ def test_set_priority_posts_the_value_to_the_priority_route(svc):
     with pytest.raises(ArgusAPIError) as exc:
         svc.client().set_priority(TID, 1)
     assert exc.value.status == 409
+
+
+# -- the driver node of the latest attempt (`argus status`) ----------------------------------------
+NODE_ID = "3f2a01bc" + "9" * 48  # a Ray node id: 56 hex digits
+
+
+def _running_task(**driver: Any) -> dict[str, Any]:
+    attempt = {
+        "attempt_no": 1,
+        "ray_submission_id": TID + "--a01",
+        "ray_status": "RUNNING",
+        "failure_kind": None,
+        "message": None,
+        "driver_node_id": None,
+        "driver_node_ip": None,
+        "driver_node_name": None,
+    }
+    attempt.update(driver)
+    return {
+        "task_id": TID,
+        "user_id": "alice",
+        "workload": "ppo",
+        "state": "RUNNING",
+        "desired_resources": {"nnodes": 1, "n_gpus_per_node": 4, "total_gpus": 4},
+        "latest_attempt": attempt,
+        "created_at": "2026-11-25T02:10:00+00:00",
+        "updated_at": "2026-11-25T02:11:00+00:00",
+    }
+
+
+def test_cli_status_shows_the_driver_node_of_the_latest_attempt(cli, svc):
+    task = _running_task(driver_node_id=NODE_ID, driver_node_ip="10.0.0.2", driver_node_name="worker-1")
+    svc.route("GET", f"/api/v2/tasks/{TID}", httpx.Response(200, json=task))
+    result = cli("status", TID)
+    assert result.exit_code == 0, result.output
+    lines = result.out_text.splitlines()
+    assert "driver node     worker-1 (10.0.0.2, id 3f2a01bc…)" in lines
+    assert lines.index("driver node     worker-1 (10.0.0.2, id 3f2a01bc…)") == 1 + next(
+        i for i, line in enumerate(lines) if line.startswith("latest attempt  #1 ")
+    )
+    assert cli("status", TID, "--json").json()["latest_attempt"]["driver_node_id"] == NODE_ID
+
+
+def test_cli_status_shows_no_driver_node_while_it_is_unknown(cli, svc):
+    svc.route("GET", f"/api/v2/tasks/{TID}", httpx.Response(200, json=_running_task()))
+    result = cli("status", TID)
+    assert result.exit_code == 0, result.output
+    assert f"#1 {TID}--a01 RUNNING" in result.out_text
+    assert "driver node" not in result.out_text
+    older = _running_task()  # a server from before the fields: no keys at all
+    for key in ("driver_node_id", "driver_node_ip", "driver_node_name"):
+        del older["latest_attempt"][key]
+    svc.route("GET", f"/api/v2/tasks/{TID}", httpx.Response(200, json=older))
+    result = cli("status", TID)
+    assert result.exit_code == 0 and "driver node" not in result.out_text
+
+
+@pytest.mark.parametrize(
+    "fields, shown",
+    [
+        ({"driver_node_ip": "10.0.0.2"}, "10.0.0.2"),
+        ({"driver_node_ip": "10.0.0.2", "driver_node_id": NODE_ID}, "10.0.0.2 (id 3f2a01bc…)"),
+        ({"driver_node_id": "abc"}, "id abc"),
+        ({"driver_node_name": "worker-[b]"}, "worker-[b]"),
+    ],
+)
+def test_cli_status_shows_what_is_known_of_the_driver_node(cli, svc, fields, shown):
+    svc.route("GET", f"/api/v2/tasks/{TID}", httpx.Response(200, json=_running_task(**fields)))
+    result = cli("status", TID)
+    assert result.exit_code == 0, result.output
+    assert f"driver node     {shown}\n" in result.out_text

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import pytest
 
 from argus.spec.config import RayConfig, load_ray_config, parse_ray_config
+from argus.spec.entrypoint import build_entrypoint, build_submission
 from argus.spec.errors import Problem, SpecError
 from argus.spec.loader import expand_vars, load_yaml_mapping
 from argus.spec.taskspec import (
     DEFAULT_SAVE_FREQ,
+    DEFAULT_TRAINER_DEVICE,
     MANAGED_KEYS,
     RESERVED_ENV_VARS,
     TaskSpec,
@@ -73,6 +77,30 @@ def test_sft_spec_parses():
 def test_empty_submission_id_means_none():
     assert parse(submission_id="").submission_id is None
     assert parse(submission_id="run-1.a_b").submission_id == "run-1.a_b"
+
+
+@pytest.mark.parametrize("workload", ["ppo", "grpo", "sft"])
+def test_null_trainer_device_is_the_workload_default(workload):
+    """Seed 003 §3 writes `trainer_device: null`: the same spec, and the same command, as leaving it out."""
+    given, left_out = parse(workload, trainer_device=None), parse(workload)
+    assert given.trainer_device == left_out.trainer_device == DEFAULT_TRAINER_DEVICE == "cuda"
+    assert given == left_out
+    cfg = parse_ray_config({"shared_root": SHARED})
+    root = PurePosixPath(SHARED) / "jobs" / "run-1"
+    assert build_submission(cfg, given, "run-1", root) == build_submission(cfg, left_out, "run-1", root)
+    assert "trainer.device=cuda" in build_entrypoint(given, "run-1", root).split()
+
+
+def test_trainer_device_still_refuses_other_values():
+    assert problems(trainer_device="tpu") == {"trainer_device": "Input should be 'cuda', 'cpu' or 'npu'"}
+    assert problems(trainer_device="") == {"trainer_device": "Input should be 'cuda', 'cpu' or 'npu'"}
+    assert parse("sft", trainer_device="cpu").trainer_device == "cpu"
+
+
+def test_empty_submission_id_and_null_val_file_are_left_out():
+    given = parse(submission_id="", val_file=None)
+    assert given.submission_id is None and given.val_file is None
+    assert given == parse()
 
 
 def test_spec_is_frozen():

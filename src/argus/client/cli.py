@@ -12,13 +12,14 @@ import sys
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from argus.client import head_cli, nodes_cli, server_cli, service_cli, sim_cli, users_cli
+from argus.client import head_cli, nodes_cli, server_cli, service_cli, sim_cli, tasks_cli, users_cli
 from argus.cluster import local
 from argus.cluster.errors import ClusterError
 from argus.spec.config import default_shared_root, load_ray_config
@@ -39,6 +40,7 @@ cluster_app = typer.Typer(no_args_is_help=True, help="A local Ray cluster (head 
 app.add_typer(spec_app, name="spec")
 app.add_typer(cluster_app, name="cluster")
 service_cli.register(app)
+tasks_cli.register(app)
 users_cli.register(app)
 server_cli.register(app)
 sim_cli.register(app)
@@ -61,14 +63,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _fail_input(exc: SpecError) -> None:
+def _fail_input(exc: SpecError) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(exc.source)} is invalid:")
     for p in exc.problems:
         err.print(f"  - [bold]{escape(p.field)}[/]: {escape(p.reason)}")
     raise typer.Exit(2)
 
 
-def _fail(msg: str, code: int = 1) -> None:
+def _fail(msg: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(msg)}")
     raise typer.Exit(code)
 

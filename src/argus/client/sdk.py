@@ -1,9 +1,10 @@
 """The Python SDK of the Argus REST API (v2, see docs/api.md) and the saved CLI credentials.
 
-Owns the HTTP conversation with the service: one keep-alive `httpx.Client` per `ArgusClient`,
-bearer auth, quoting of task ids in paths, parsing of the uniform error body into
-`ArgusAPIError`, unreachable servers as `ArgusUnavailable`, cursor paging, log following and
-waiting for a final state. Also owns where `argus login` keeps the URL and token
+Owns the API's resources as methods of `ArgusClient`: tasks (submit, list with cursor paging,
+details, attempts, cancel, priority, logs, following the log and waiting for a final state, the
+queue), identity and users; quoting of task ids in paths. The HTTP plumbing (connection, auth,
+errors) is `argus.client.sdk_http`'s and the node methods `argus.client.sdk_nodes`'s; their
+public names are re-exported here. Also owns where `argus login` keeps the URL and token
 (`credentials.json`, mode 0600) and how the environment overrides them.
 """
 
@@ -11,93 +12,45 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+from argus.client.sdk_http import (
+    ApiSession,
+    ArgusAPIError,
+    ArgusError,
+    ArgusUnavailable,
+    error_from_response,
+)
+from argus.client.sdk_nodes import NodesMixin, node_path
 
-from argus.client.sdk_nodes import NodesMixin, node_path  # noqa: F401  (node_path: re-exported)
+__all__ = [
+    "FINAL_STATES",
+    "LOGIN_HINT",
+    "STATES",
+    "YAML_CONTENT_TYPE",
+    "ApiSession",
+    "ArgusAPIError",
+    "ArgusClient",
+    "ArgusError",
+    "ArgusUnavailable",
+    "Credentials",
+    "CredentialsError",
+    "credentials_path",
+    "error_from_response",
+    "load_credentials",
+    "node_path",
+    "save_credentials",
+    "task_path",
+]
 
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"})
 STATES = frozenset({"QUEUED", "PENDING_RESOURCES", "SUBMITTED", "RUNNING"}) | FINAL_STATES
 YAML_CONTENT_TYPE = "application/yaml"
 LOGIN_HINT = "run `argus login --url URL --token TOKEN` (or set ARGUS_URL and ARGUS_TOKEN)"
-
-
-class ArgusError(Exception):
-    """Base class of the SDK's errors."""
-
-
-class ArgusAPIError(ArgusError):
-    """The service answered with a non-2xx status.
-
-    Attributes:
-        status: the HTTP status code.
-        error: the machine-readable code (`bad_request`, `not_found`, ...).
-        message: the human-readable message.
-        problems: one `{"field": ..., "message": ...}` per invalid field (possibly empty).
-    """
-
-    def __init__(self, status: int, error: str, message: str, problems: list[dict[str, str]] | None = None):
-        self.status = status
-        self.error = error
-        self.message = message
-        self.problems = list(problems or [])
-        super().__init__(f"{status} {error}: {message}")
-
-
-class ArgusUnavailable(ArgusError):
-    """The service could not be reached (refused, unresolvable, timed out, broken connection)."""
-
-
-class CredentialsError(ArgusError):
-    """No usable URL and token were given, found in the environment or saved."""
-
-
-def _problem(item: Any) -> dict[str, str]:
-    if isinstance(item, Mapping):
-        field = item.get("field")
-        if field is None and isinstance(item.get("loc"), (list, tuple)):  # FastAPI's own 422 shape
-            field = ".".join(str(p) for p in item["loc"] if p != "body")
-        message = item.get("message", item.get("msg", ""))
-        return {"field": str(field if field is not None else ""), "message": str(message)}
-    return {"field": "", "message": str(item)}
-
-
-def error_from_response(response: httpx.Response) -> ArgusAPIError:
-    """Parse an error response into `ArgusAPIError`, tolerating bodies that are not the API's.
-
-    Args:
-        response: a response with a non-2xx status.
-    Returns:
-        The error; `error` falls back to the reason phrase in snake case and `message` to the
-        body text (or the reason phrase) when the body is not the documented JSON.
-    """
-    status = response.status_code
-    reason = response.reason_phrase or f"HTTP {status}"
-    error = reason.lower().replace(" ", "_").replace("-", "_")
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if isinstance(body, Mapping):
-        problems_raw = body.get("problems")
-        detail = body.get("detail")
-        if problems_raw is None and isinstance(detail, list):
-            problems_raw = detail
-        message = body.get("message")
-        if message is None:
-            message = detail if isinstance(detail, str) else reason
-        problems = [_problem(p) for p in problems_raw] if isinstance(problems_raw, list) else []
-        return ArgusAPIError(status, str(body.get("error") or error), str(message), problems)
-    text = response.text.strip() if body is None else json.dumps(body)
-    if len(text) > 500:
-        text = text[:500] + "..."
-    return ArgusAPIError(status, error, text or reason, [])
 
 
 def task_path(task_id: str, suffix: str = "") -> str:
@@ -115,77 +68,18 @@ def task_path(task_id: str, suffix: str = "") -> str:
 
 
 class ArgusClient(NodesMixin):
-    """A connection to one Argus service, authenticated by one token.
+    """A connection to one Argus service, authenticated by one token: the API's resources.
 
     Args:
         url: the service's base URL (`http://host:port`).
         token: the bearer token (admin or user); None sends no Authorization header.
         timeout: seconds for connecting and for each read.
         transport: an httpx transport to use instead of the network (tests).
-        sleep, clock: the pause and the monotonic clock of `follow_logs` and `wait` (tests).
+        sleep, clock: the pause and the monotonic clock of `follow_logs`, `wait` and
+            `wait_node` (tests).
     Raises:
         ValueError: the URL is not http(s).
     """
-
-    def __init__(
-        self,
-        url: str,
-        token: str | None,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        url = url.strip().rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"the service URL must start with http:// or https://, got {url!r}")
-        self.url = url
-        headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=url + "/", headers=headers, timeout=timeout, transport=transport)
-        self._sleep = sleep
-        self._clock = clock
-
-    # -- plumbing ---------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close the keep-alive connections."""
-        self._http.close()
-
-    def __enter__(self) -> ArgusClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send one request and return its 2xx response.
-
-        Raises:
-            ArgusAPIError: the status is not 2xx.
-            ArgusUnavailable: the service could not be reached.
-        """
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-            raise ArgusUnavailable(
-                f"cannot reach the Argus service at {self.url}: "
-                f"{method} {path} {kind} ({str(exc) or type(exc).__name__})"
-            ) from exc
-        if not response.is_success:
-            raise error_from_response(response)
-        return response
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, **kwargs)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ArgusAPIError(
-                response.status_code, "bad_response", f"{method} {path} answered with a body that is not JSON"
-            ) from exc
 
     # -- operations and identity ------------------------------------------------------------
     def health(self) -> dict:
@@ -308,6 +202,7 @@ class ArgusClient(NodesMixin):
                 number = latest.get("attempt_no") if isinstance(latest, dict) else None
                 if number != attempt_no:
                     attempt_no, seen = number, ""
+                text: str | None
                 try:
                     text = self.logs(task_id, attempt=attempt_no if attempt_no is not None else "latest")
                 except ArgusAPIError as exc:
@@ -316,9 +211,8 @@ class ArgusClient(NodesMixin):
                     text = None
                 # Grown: the text past what was seen. Replaced by the archive: nothing until
                 # it grows past the length seen (the same slice, empty until then).
-                new = text[len(seen) :] if text is not None else ""
-                if new:
-                    seen = text
+                if text is not None and text[len(seen) :]:
+                    new, seen = text[len(seen) :], text
                     yield new
             if final:
                 return
@@ -378,6 +272,10 @@ class ArgusClient(NodesMixin):
 
 
 # -- credentials ------------------------------------------------------------------------------
+class CredentialsError(ArgusError):
+    """No usable URL and token were given, found in the environment or saved."""
+
+
 @dataclass(frozen=True)
 class Credentials:
     """Where the service is and the token to call it with."""

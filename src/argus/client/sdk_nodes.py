@@ -3,7 +3,7 @@
 Owns the `/api/v2/nodes` conversation: listing nodes, reading one, and the admin's add, drain,
 undrain and offline, plus polling a node into a wanted state (`wait_node`), and `node_path`,
 the quoting of a node id as one path segment. The HTTP plumbing (`_json`, `_sleep`, `_clock`)
-is `ArgusClient`'s.
+is `argus.client.sdk_http.ApiSession`'s, which this class extends.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
+
+from argus.client.sdk_http import ApiSession
 
 
 def node_path(node_id: str, suffix: str = "") -> str:
@@ -27,8 +29,8 @@ def node_path(node_id: str, suffix: str = "") -> str:
     return f"/api/v2/nodes/{segment}{suffix}"
 
 
-class NodesMixin:
-    """`ArgusClient`'s node methods; they rely on its `_json`, `_sleep` and `_clock`."""
+class NodesMixin(ApiSession):
+    """`ArgusClient`'s node methods, over the session's `_json`, `_sleep` and `_clock`."""
 
     def nodes(self) -> dict:
         """`{"nodes": [...], "pools": [...], "ray_error"}`: registered nodes joined with Ray's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -23,7 +24,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _fail(problems: list[str], code: int) -> None:
+def _fail(problems: list[str], code: int) -> NoReturn:
     if len(problems) == 1:
         err.print(f"[bold red]error:[/] {escape(problems[0])}")
     else:

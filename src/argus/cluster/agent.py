@@ -247,6 +247,7 @@ class NodeAgent:
 
     # one poll ---------------------------------------------------------------------------
     def _read(self) -> tuple[HeadInfo | None, str | None, str | None]:
+        problem: str | None
         try:
             text = self.read_text(self.head_path)
         except OSError as exc:

@@ -1,8 +1,8 @@
 """Asking Ray to drain a node: nothing new is placed there, running work goes on.
 
-Owns `RayDrain`, which sends the GCS autoscaler service's `DrainNode` (reason PREEMPTION, no
-deadline) over one short-lived gRPC channel, the way `RaySnapshotSource` reads the resource
-table: the caller never becomes a Ray driver.
+Owns `RayDrain` (it satisfies `argus.ports.Drainer`), which sends the GCS autoscaler
+service's `DrainNode` (reason PREEMPTION, no deadline) over one short-lived gRPC channel, the
+way `RaySnapshotSource` reads the resource table: the caller never becomes a Ray driver.
 
 What Ray then does (2.60): the node reports DRAINING, the scheduler places no new task, actor,
 placement-group bundle or job driver there, and work already running goes on. When the node
@@ -14,15 +14,9 @@ hold is lifted).
 from __future__ import annotations
 
 import time
-from typing import Protocol
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable
 from argus.cluster.snapshot import RaySnapshotSource
-
-
-class NodeDrainer(Protocol):
-    def drain(self, node_id: str, reason: str) -> None:
-        """Ask Ray to drain the node with this id (hex)."""
 
 
 class DrainRefused(ClusterError):
@@ -54,9 +48,11 @@ class RayDrain:
         try:
             stub = autoscaler_pb2_grpc.AutoscalerStateServiceStub(channel)
             reply = stub.DrainNode(
-                autoscaler_pb2.DrainNodeRequest(
+                autoscaler_pb2.DrainNodeRequest(  # type: ignore[attr-defined]
                     node_id=raw,
-                    reason=autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                    reason=autoscaler_pb2.DrainNodeReason.Value(  # type: ignore[attr-defined]
+                        "DRAIN_NODE_REASON_PREEMPTION"
+                    ),
                     reason_message=reason[:500],
                     deadline_timestamp_ms=0,
                 ),

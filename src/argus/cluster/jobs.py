@@ -154,7 +154,7 @@ class RayJobTool:
         self.config = config
         self.locator = HeadLocator(config)
         self._client_factory = client_factory
-        self._client = None
+        self._client: Any = None  # a JobSubmissionClient, made on first use
         self._client_address: str | None = None
         self._clock = clock
 
@@ -172,9 +172,11 @@ class RayJobTool:
     def client(self):
         address = self.address
         if self._client is None or self._client_address != address:
-            factory = self._client_factory
+            factory: Callable[[str], Any] | None = self._client_factory
             if factory is None:
-                from ray.job_submission import JobSubmissionClient as factory
+                from ray.job_submission import JobSubmissionClient
+
+                factory = JobSubmissionClient
             try:
                 self._client = factory(address)
             except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -67,37 +67,38 @@ class HeadLocator:
             ClusterUnavailable: discovery is on and head.json is missing, invalid, stale, or
                 says the head stopped.
         """
-        if self.path is None:
+        path = self.path
+        if path is None:
             return HeadAddress(self.config.address, None)
         now = self._clock()
         with self._lock:
             if self._cached is not None and now - self._cached[0] < self._max_age_s:
                 return self._cached[1]
-        info = self._load(now)
+        info = self._load(path, now)
         found = HeadAddress(info.dashboard_url.rstrip("/"), info.address)
         with self._lock:
             self._cached = (now, found)
         return found
 
-    def _load(self, now: float) -> HeadInfo:
+    def _load(self, path: Path, now: float) -> HeadInfo:
         try:
-            text = self._read(self.path)
+            text = self._read(path)
         except OSError as exc:
-            raise ClusterUnavailable(f"cannot read {self.path}: {exc}") from None
+            raise ClusterUnavailable(f"cannot read {path}: {exc}") from None
         if text is None:
             raise ClusterUnavailable(
-                f"no head published for cluster {self.config.cluster_name!r}: {self.path} is missing "
+                f"no head published for cluster {self.config.cluster_name!r}: {path} is missing "
                 "(start one with `argus head start`)"
             )
         try:
             info = parse_head(text)
         except HeadFileError as exc:
-            raise ClusterUnavailable(f"{self.path} is not a valid head record: {exc}") from None
+            raise ClusterUnavailable(f"{path} is not a valid head record: {exc}") from None
         if info.stopped:
             raise ClusterUnavailable(f"the head of cluster {self.config.cluster_name!r} ({info.address}) was stopped")
         if not info.fresh(now):
             raise ClusterUnavailable(
-                f"{self.path} is stale: updated {now - info.updated_at:.0f}s ago, TTL {info.ttl_s:g}s; "
+                f"{path} is stale: updated {now - info.updated_at:.0f}s ago, TTL {info.ttl_s:g}s; "
                 "the head or its publisher is down"
             )
         return info

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeGuard
 
 from argus.cluster.errors import ClusterError
 from argus.cluster.nodeenv import (  # noqa: F401  (re-exported for the node modules)
@@ -162,8 +163,8 @@ def ray_exe() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Whether `pid` runs (a zombie does not)."""
+def pid_alive(pid: int | None) -> TypeGuard[int]:
+    """Whether `pid` runs (a zombie does not); True narrows `pid` to an int."""
     if not pid:
         return False
     try:
@@ -175,9 +176,9 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def owned(pid: int | None, marker: str) -> bool:
+def owned(pid: int | None, marker: str) -> TypeGuard[int]:
     """Alive and still the process we started: its command line names `marker` (a recorded
-    pid may have been reused by an unrelated process since)."""
+    pid may have been reused by an unrelated process since). True narrows `pid` to an int."""
     if not pid_alive(pid):
         return False
     try:

@@ -343,7 +343,10 @@ def _read_resource_state(address: str, deadline: float) -> tuple[dict[str, Any],
     )
     try:
         stub = autoscaler_pb2_grpc.AutoscalerStateServiceStub(channel)
-        reply = stub.GetClusterResourceState(autoscaler_pb2.GetClusterResourceStateRequest(), timeout=timeout)
+        # Ray's generated protobuf module defines its message classes at import time through the
+        # descriptor pool and ships no stubs, so mypy cannot see them.
+        request = autoscaler_pb2.GetClusterResourceStateRequest()  # type: ignore[attr-defined]
+        reply = stub.GetClusterResourceState(request, timeout=timeout)
         taken_at = time.time()
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else None

@@ -1,7 +1,9 @@
 """SSH to managed nodes (paramiko): connect with a key from the server's key directory, run a
 command, get `(rc, stdout, stderr)`.
 
-Owns `SSHConnector` (what the node service is given) and `SSHError`, the one exception every
+Owns `SSHConnector` (what the node service is given; it satisfies `argus.ports.SSHRunner`, its
+sessions `argus.ports.SSHSession`), the records those ports speak in (`SSHTarget`,
+`CommandResult`), and `SSHError`, the one exception every
 failure becomes, with `kind` (`auth`, `unreachable`, `timeout`, `host_key`, `key`, `ssh`) and a
 message that says what to fix:
 
@@ -28,7 +30,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import paramiko
 
@@ -67,18 +68,6 @@ class SSHTarget:
 
     def __str__(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
-
-
-class SSHSession(Protocol):
-    def run(self, command: str, timeout_s: float = 30.0) -> CommandResult: ...
-
-    def close(self) -> None: ...
-
-
-class Connector(Protocol):
-    """What the node service needs: a session to a target (`SSHConnector`, or a fake)."""
-
-    def connect(self, target: SSHTarget) -> SSHSession: ...
 
 
 def key_path(key_dir: str | Path, key_ref: str) -> Path:
@@ -259,6 +248,7 @@ class SSHConnector:
             if isinstance(exc, socket.gaierror):
                 why = f"cannot resolve {target.host} ({why})"
             elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-                why = "; ".join(sorted({e.strerror or str(e) for e in exc.errors.values()})) or str(exc)
+                causes = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
+                why = "; ".join(sorted(causes)) or str(exc)
             raise SSHError("unreachable", f"cannot connect to {where}: {why}") from None
         return _ParamikoSession(client, target)

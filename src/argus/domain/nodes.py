@@ -234,11 +234,12 @@ def parse_registration(body: Any) -> NodeRegistration:
             problems.append((f"labels.{k}", why))
     if problems:
         raise RegistrationError(problems)
+    # Each was checked above to be a string of its own syntax.
     return NodeRegistration(
-        name=name,
-        host=host,
-        user=user,
-        key=key,
+        name=str(name),
+        host=str(host),
+        user=str(user),
+        key=str(key),
         port=port,
         labels=dict(labels),
         gpus=body.get("gpus"),

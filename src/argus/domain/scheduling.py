@@ -27,7 +27,7 @@ max_running are never exceeded by what the plan admits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -164,8 +164,7 @@ def _reservation(
     it cannot fit even on an empty cluster.
     """
     future = dict(free)
-    cap = Capacity(dict(future), pools)
-    placement = cap.fit(job.demand)
+    placement = Capacity(dict(future), pools).fit(job.demand)
     if placement is not None:
         return now, future, placement
     for r in sorted(running, key=lambda r: r.ends_by):
@@ -195,7 +194,7 @@ def plan(
     keep: str | None = None,
     pools: Mapping[str, str | None] | None = None,
 ) -> Plan:
-    """Decide one scheduling pass.
+    """Decide one scheduling pass (a `Planner` over these inputs).
 
     Args:
         now: the time of the pass (the caller's clock).
@@ -213,133 +212,216 @@ def plan(
 
     Returns:
         The jobs to start now in order, each with its placement, and a wait for every other job.
+
+    Raises:
+        ValueError: an unknown policy.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
-    result = Plan()
-    pools = pools or {}
-    cap = Capacity.of(free, pools)
-    jobs = order(queue, policy, usage, now, keep)
-    capacity_total = dict(free)  # what each node would have free with nothing running
-    for r in running:
-        for node, g in r.gpus_by_node.items():
-            if node in capacity_total:
-                capacity_total[node] += g
-    started: list[RunningJob] = []  # this pass's starts, as running jobs for the reservation
-    n_running = len(running)
-    user_gpus: dict[str, float] = {}
-    for r in running:
-        user_gpus[r.user] = user_gpus.get(r.user, 0.0) + r.gpus
-    day = day_usage or {}
-    largest = max(cap.free.values(), default=0.0)
-    failed: set[Demand] = set()  # demands that did not fit since capacity last changed
-    spare_failed: set[Demand] = set()  # long demands that did not fit in the spare GPUs
-    reasons: dict[Demand, str] = {}  # their reasons, for as long
+    planner = Planner(now, running, free, policy, limits, day_usage or {}, explain, pools or {})
+    return planner.run(order(queue, policy, usage, now, keep))
 
-    def why_not(demand: Demand) -> str:
-        if not explain:
-            return ""
-        if demand not in reasons:
-            reasons[demand] = cap.why_not(demand)
-        return reasons[demand]
 
-    head: Job | None = None  # the reserved job (easy, default) or the blocking one (fifo)
-    shadow: float | None = None
-    spare: dict[str, float] | None = None  # per node: GPUs the reservation leaves at its start
-    blocked_detail = ""
+class Planner:
+    """One pass of the policy: what it has decided so far, and its steps.
 
-    def wait(job: Job, code: PendingCode, detail: str, est: float | None = None) -> None:
-        result.waits[job.id] = Wait(code, detail if explain else "", est)
+    `run(jobs)` takes the ordered queue and, for each job in turn: holds it back when it may
+    not start yet (`_held_back`: its begin time, max_running, the user's quotas, or behind the
+    FIFO head), fits it now (`_fit`), keeps a backfill off the reservation's GPUs
+    (`_backfill`), starts it (`_start`), or makes it wait for resources (`_wait_for_resources`),
+    where the first job that does not fit becomes the head: FIFO's blocker, or the reserved job
+    (`_reserve`). Waits are explained as it goes (`_wait`).
+    """
 
-    candidates = jobs
-    backfill_sorted = False
-    i = 0
-    while i < len(candidates):
-        job = candidates[i]
-        i += 1
-        if job.not_before is not None and job.not_before > now:
-            wait(job, PendingCode.BEGIN_TIME, "retrying after a failed start", job.not_before)
-            continue
-        if limits.max_running is not None and n_running >= limits.max_running:
-            wait(job, PendingCode.MAX_RUNNING, f"max_running_tasks ({limits.max_running}) tasks are running")
-            continue
-        if limits.user_max_gpus is not None and user_gpus.get(job.user, 0.0) + job.gpus > limits.user_max_gpus:
-            wait(
-                job,
-                PendingCode.QUOTA_USER,
-                f"user {job.user} holds {_fmt_gpus(user_gpus.get(job.user, 0.0))} GPU(s); "
-                f"the limit is {_fmt_gpus(limits.user_max_gpus)}",
-            )
-            continue
-        if limits.user_gpu_hours_per_day is not None and day.get(job.user, 0.0) >= limits.user_gpu_hours_per_day:
-            wait(
-                job,
-                PendingCode.QUOTA_USER,
-                f"user {job.user} used {day.get(job.user, 0.0):.1f} GPU-hours in the last 24 h; "
-                f"the limit is {limits.user_gpu_hours_per_day:g}",
-            )
-            continue
-        if head is not None and policy == "fifo":
-            wait(job, PendingCode.PRIORITY, blocked_detail.format(_name_for(head, job, "an earlier task")))
-            continue
-        demand = job.demand
-        placement = None
-        if shadow is not None and now + job.time_limit_s > shadow and demand in spare_failed:
-            wait(job, PendingCode.PRIORITY, _would_delay(head, job, shadow))
-            continue
-        if demand.gpus_per_node <= largest and demand not in failed:
-            placement = cap.fit(demand)
-            if placement is None:
-                failed.add(demand)
-        if placement is not None and head is not None and shadow is not None and spare is not None:
-            # Backfill: only if it cannot delay the reservation.
-            if now + job.time_limit_s > shadow:
-                limited = cap.with_free({n: min(g, spare.get(n, 0.0)) for n, g in cap.free.items()})
-                placement = limited.fit(demand)
-                if placement is None:
-                    spare_failed.add(demand)
-                    wait(job, PendingCode.PRIORITY, _would_delay(head, job, shadow), None)
-                    continue
-                for node, g in placement.gpus_by_node.items():
-                    spare[node] = spare.get(node, 0.0) - g
-        if placement is not None:
-            cap.take(placement)
-            largest = max(cap.free.values(), default=0.0)
-            failed.clear()
-            spare_failed.clear()
-            reasons.clear()
-            n_running += 1
-            user_gpus[job.user] = user_gpus.get(job.user, 0.0) + job.gpus
-            result.start.append((job, placement))
-            started.append(RunningJob(job.id, job.user, placement.gpus_by_node, now + job.time_limit_s))
-            continue
-        # It does not fit now.
-        if head is None and cap.with_free(capacity_total).fit(demand) is None:
-            # Not even on empty nodes: it reserves nothing and blocks nobody, in any policy.
-            wait(job, PendingCode.RESOURCES, f"{why_not(demand)}; it cannot fit on the current nodes")
-            continue
-        if head is None:
-            head = job
-            result.blocked_by = job.id
-            reason = why_not(demand)
-            if policy == "fifo":
-                wait(job, PendingCode.RESOURCES, reason)
-                blocked_detail = "behind {}, which waits for resources" if explain else ""
+    def __init__(
+        self,
+        now: float,
+        running: Sequence[RunningJob],
+        free: Mapping[str, float],
+        policy: str,
+        limits: Limits,
+        day: Mapping[str, float],
+        explain: bool,
+        pools: Mapping[str, str | None],
+    ) -> None:
+        self.now, self.running, self.policy, self.limits = now, running, policy, limits
+        self.day, self.explain, self.pools = day, explain, pools
+        self.result = Plan()
+        self.cap = Capacity.of(free, pools)
+        self.capacity_total = dict(free)  # what each node would have free with nothing running
+        self.user_gpus: dict[str, float] = {}
+        for r in running:
+            for node, g in r.gpus_by_node.items():
+                if node in self.capacity_total:
+                    self.capacity_total[node] += g
+            self.user_gpus[r.user] = self.user_gpus.get(r.user, 0.0) + r.gpus
+        self.started: list[RunningJob] = []  # this pass's starts, as running jobs for the reservation
+        self.n_running = len(running)
+        self.largest = max(self.cap.free.values(), default=0.0)
+        self.failed: set[Demand] = set()  # demands that did not fit since capacity last changed
+        self.spare_failed: set[Demand] = set()  # long demands that did not fit in the spare GPUs
+        self.reasons: dict[Demand, str] = {}  # their reasons, for as long
+        self.head: Job | None = None  # the reserved job (easy, default) or the blocking one (fifo)
+        self.shadow: float | None = None  # the reserved start
+        self.spare: dict[str, float] | None = None  # per node: GPUs the reservation leaves at its start
+        self.blocked_detail = ""
+        self.candidates: list[Job] = []
+        self.next = 0
+        self.backfill_sorted = False
+
+    def run(self, jobs: list[Job]) -> Plan:
+        """Decide for each of `jobs` (in the policy's order) and return the plan."""
+        self.candidates = jobs
+        self.next = 0
+        while self.next < len(self.candidates):
+            job = self.candidates[self.next]
+            self.next += 1
+            if self._held_back(job):
                 continue
-            res = _reservation(job, now, cap.free, [*running, *started], pools)
-            assert res is not None  # it fits on empty nodes, checked above
-            shadow, future, at = res
-            spare = dict(future)
-            for node, g in at.gpus_by_node.items():
-                spare[node] -= g
-            result.reserved = (job.id, shadow)
-            wait(job, PendingCode.RESOURCES, reason, shadow)
-            blocked_detail = f"behind {{}}, reserved to start by {shadow:.0f}"
-            if policy == "default" and not backfill_sorted:
-                # Backfill candidates: shortest time limit first (they free GPUs soonest).
-                rest = sorted(candidates[i:], key=lambda j: (j.time_limit_s, j.submitted_at, j.id))
-                candidates = candidates[:i] + rest
-                backfill_sorted = True
-            continue
-        wait(job, PendingCode.RESOURCES, why_not(demand))
-    return result
+            demand = job.demand
+            if self.shadow is not None and self.now + job.time_limit_s > self.shadow and demand in self.spare_failed:
+                self._wait(job, PendingCode.PRIORITY, self._would_delay)
+                continue
+            placement = self._fit(demand)
+            if placement is not None and self.shadow is not None:
+                placement = self._backfill(job, demand, placement)
+                if placement is None:
+                    continue
+            if placement is not None:
+                self._start(job, placement)
+            else:
+                self._wait_for_resources(job, demand)
+        return self.result
+
+    def _wait(self, job: Job, code: PendingCode, detail: Callable[[Job], str], est: float | None = None) -> None:
+        """Record `job`'s wait; its detail is built only when the plan explains."""
+        self.result.waits[job.id] = Wait(code, detail(job) if self.explain else "", est)
+
+    def _held_back(self, job: Job) -> bool:
+        """Make `job` wait when it may not start whatever the GPUs: its begin time, the limits,
+        or, in FIFO, a blocked job ahead of it. Returns whether it waits."""
+        limits, user = self.limits, job.user
+        if job.not_before is not None and job.not_before > self.now:
+            self._wait(job, PendingCode.BEGIN_TIME, lambda _: "retrying after a failed start", job.not_before)
+        elif limits.max_running is not None and self.n_running >= limits.max_running:
+            self._wait(
+                job, PendingCode.MAX_RUNNING, lambda _: f"max_running_tasks ({limits.max_running}) tasks are running"
+            )
+        elif limits.user_max_gpus is not None and self.user_gpus.get(user, 0.0) + job.gpus > limits.user_max_gpus:
+            self._wait(
+                job,
+                PendingCode.QUOTA_USER,
+                lambda _: (
+                    f"user {user} holds {_fmt_gpus(self.user_gpus.get(user, 0.0))} GPU(s); "
+                    f"the limit is {_fmt_gpus(limits.user_max_gpus or 0.0)}"
+                ),
+            )
+        elif limits.user_gpu_hours_per_day is not None and self.day.get(user, 0.0) >= limits.user_gpu_hours_per_day:
+            self._wait(
+                job,
+                PendingCode.QUOTA_USER,
+                lambda _: (
+                    f"user {user} used {self.day.get(user, 0.0):.1f} GPU-hours in the last 24 h; "
+                    f"the limit is {limits.user_gpu_hours_per_day:g}"
+                ),
+            )
+        elif self.head is not None and self.policy == "fifo":
+            self._wait(job, PendingCode.PRIORITY, self._behind_head)
+        else:
+            return False
+        return True
+
+    def _fit(self, demand: Demand) -> Placement | None:
+        """Where `demand` fits now, or None (remembered until the capacity changes)."""
+        if demand.gpus_per_node > self.largest or demand in self.failed:
+            return None
+        placement = self.cap.fit(demand)
+        if placement is None:
+            self.failed.add(demand)
+        return placement
+
+    def _backfill(self, job: Job, demand: Demand, placement: Placement) -> Placement | None:
+        """With a reservation made: where `job` may start without delaying it, or None (it waits).
+
+        A job that ends by the reserved start keeps `placement`; a longer one may use only the
+        GPUs the reservation leaves spare.
+        """
+        assert self.shadow is not None and self.spare is not None
+        if self.now + job.time_limit_s <= self.shadow:
+            return placement
+        spare = self.spare
+        limited = self.cap.with_free({n: min(g, spare.get(n, 0.0)) for n, g in self.cap.free.items()})
+        placement_in_spare = limited.fit(demand)
+        if placement_in_spare is None:
+            self.spare_failed.add(demand)
+            self._wait(job, PendingCode.PRIORITY, self._would_delay)
+            return None
+        for node, g in placement_in_spare.gpus_by_node.items():
+            spare[node] = spare.get(node, 0.0) - g
+        return placement_in_spare
+
+    def _start(self, job: Job, placement: Placement) -> None:
+        """Start `job` now on `placement`: take its GPUs and count it against the limits."""
+        self.cap.take(placement)
+        self.largest = max(self.cap.free.values(), default=0.0)
+        self.failed.clear()
+        self.spare_failed.clear()
+        self.reasons.clear()
+        self.n_running += 1
+        self.user_gpus[job.user] = self.user_gpus.get(job.user, 0.0) + job.gpus
+        self.result.start.append((job, placement))
+        self.started.append(RunningJob(job.id, job.user, placement.gpus_by_node, self.now + job.time_limit_s))
+
+    def _wait_for_resources(self, job: Job, demand: Demand) -> None:
+        """`job` does not fit now: it waits, and the first such job that could fit on empty
+        nodes becomes the head (`_reserve`)."""
+        if self.head is not None:
+            self._wait(job, PendingCode.RESOURCES, self._why_not)
+        elif self.cap.with_free(self.capacity_total).fit(demand) is None:
+            # Not even on empty nodes: it reserves nothing and blocks nobody, in any policy.
+            self._wait(job, PendingCode.RESOURCES, lambda j: f"{self._why_not(j)}; it cannot fit on the current nodes")
+        else:
+            self._reserve(job)
+
+    def _reserve(self, job: Job) -> None:
+        """Make `job` the head: in FIFO it blocks the rest; else it gets the EASY reservation
+        (the earliest start by the running jobs' limits, and the GPUs it leaves spare), and in
+        `default` the rest are tried shortest time limit first."""
+        self.head = job
+        self.result.blocked_by = job.id
+        if self.policy == "fifo":
+            self._wait(job, PendingCode.RESOURCES, self._why_not)
+            self.blocked_detail = "behind {}, which waits for resources" if self.explain else ""
+            return
+        res = _reservation(job, self.now, self.cap.free, [*self.running, *self.started], self.pools)
+        assert res is not None  # it fits on empty nodes, checked by the caller
+        shadow, future, at = res
+        self.shadow = shadow
+        self.spare = dict(future)
+        for node, g in at.gpus_by_node.items():
+            self.spare[node] -= g
+        self.result.reserved = (job.id, shadow)
+        self._wait(job, PendingCode.RESOURCES, self._why_not, shadow)
+        self.blocked_detail = f"behind {{}}, reserved to start by {shadow:.0f}"
+        if self.policy == "default" and not self.backfill_sorted:
+            # Backfill candidates: shortest time limit first (they free GPUs soonest).
+            i = self.next
+            rest = sorted(self.candidates[i:], key=lambda j: (j.time_limit_s, j.submitted_at, j.id))
+            self.candidates = self.candidates[:i] + rest
+            self.backfill_sorted = True
+
+    # -- the waits' details ------------------------------------------------------------------
+    def _why_not(self, job: Job) -> str:
+        """Why `job`'s demand does not fit now (remembered until the capacity changes)."""
+        demand = job.demand
+        if demand not in self.reasons:
+            self.reasons[demand] = self.cap.why_not(demand)
+        return self.reasons[demand]
+
+    def _would_delay(self, job: Job) -> str:
+        assert self.head is not None and self.shadow is not None
+        return _would_delay(self.head, job, self.shadow)
+
+    def _behind_head(self, job: Job) -> str:
+        assert self.head is not None
+        return self.blocked_detail.format(_name_for(self.head, job, "an earlier task"))

@@ -12,24 +12,24 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from argus.cluster.errors import ClusterError, JobNotFound
-from argus.cluster.jobs import RayJobTool
 from argus.cluster.session_logs import find_driver_log, lost_log_text, ray_temp_dirs
+from argus.domain.records import Attempt
 from argus.domain.task import RAY_FINAL_STATUSES
+from argus.ports import JobTool
 from argus.settings import ArgusSettings
-from argus.store.tasks import TaskStore
+from argus.store.tasks import LOST, TaskStore
 
 log = logging.getLogger("argus.scheduler")
 ARCHIVE_TRIES = 5
-LOST = "LOST"  # an attempt's ray_status once Ray no longer knows its job (its head restarted)
+__all__ = ["ARCHIVE_TRIES", "LOST", "LogArchiver", "write_log"]
 
 
 class LogArchiver:
     """Archives ended attempts' logs; remembers how often each has failed."""
 
-    def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: RayJobTool):
+    def __init__(self, settings: ArgusSettings, store: TaskStore, jobs: JobTool):
         self.settings = settings
         self.store = store
         self.jobs = jobs
@@ -43,7 +43,7 @@ class LogArchiver:
         the reason in `logs/driver.log`, so it never holds up the rest of the pass.
         """
         for attempt in self.store.unarchived_final_attempts():
-            sid = attempt["ray_submission_id"]
+            sid = attempt.ray_submission_id
             try:
                 self.archive_one(attempt)
                 self.failures.pop(sid, None)
@@ -57,28 +57,34 @@ class LogArchiver:
                         write_log(attempt, f"[argus] the driver log could not be archived: {exc}\n")
                     except OSError:
                         pass
-                    self.store.update_attempt(sid, log_archived=True)
+                    self.store.mark_archived(sid)
 
-    def archive_one(self, attempt: dict[str, Any]) -> None:
-        sid = attempt["ray_submission_id"]
+    def archive_one(self, attempt: Attempt) -> None:
+        """Archive one ended attempt's log, or stop its Ray job if it still lives.
+
+        Raises:
+            ClusterError: Ray could not be asked (the job's status or its log).
+            OSError: the log could not be written.
+        """
+        sid = attempt.ray_submission_id
         try:
             view = self.jobs.status(sid, diagnose=False)
         except JobNotFound:
-            if attempt.get("ray_status") == LOST:  # lost with its head: its old session may hold it
+            if attempt.ray_status == LOST:  # lost with its head: its old session may hold it
                 found = find_driver_log(sid, ray_temp_dirs(self.settings.ray))
-                write_log(attempt, lost_log_text(sid, attempt.get("end_time"), found))
-            self.store.update_attempt(sid, log_archived=True)
+                write_log(attempt, lost_log_text(sid, attempt.end_time, found))
+            self.store.mark_archived(sid)
             return
         if view.status not in RAY_FINAL_STATUSES:
             self.jobs.stop(sid)  # its task ended (cancelled, timed out) but the job lives
             return
         write_log(attempt, self.jobs.logs(sid))
-        self.store.update_attempt(sid, log_archived=True, ray_status=view.status, end_time=view.end_time)
+        self.store.mark_archived(sid, view.status, view.end_time)
 
 
-def write_log(attempt: dict[str, Any], text: str) -> None:
+def write_log(attempt: Attempt, text: str) -> None:
     """Write `text` as the attempt's `logs/driver.log` (atomically; 0640 whatever the umask)."""
-    path = Path(attempt["job_root"]) / "logs" / "driver.log"
+    path = Path(attempt.job_root) / "logs" / "driver.log"
     path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     tmp = path.with_suffix(".log.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

@@ -21,21 +21,20 @@ archive, admit) runs every `interval_s`. What a Ray status means for a task is d
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
-from argus.cluster.jobs import RayJobTool
 from argus.domain.admission import Booked, free_gpus
 from argus.domain.durations import format_duration
 from argus.domain.failure import FailureCause
+from argus.domain.fairshare import fair_share, horizon_start
 from argus.domain.outcome import RETRYABLE, Outcome, decide_outcome
 from argus.domain.paths import job_root as compute_job_root
+from argus.domain.records import Attempt, Dispatch, Task
 from argus.domain.scheduling import Job, Limits, RunningJob, plan
 from argus.domain.task import (
     ACTIVE_STATES,
@@ -44,7 +43,10 @@ from argus.domain.task import (
     TaskState,
     attempt_submission_id,
 )
+from argus.ports import Clock, ClusterView, JobTool
 from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
+from argus.scheduler.pacing import Pacer
+from argus.scheduler.ray_view import RayNodes, lost_in_ray, seen_in_ray
 from argus.settings import ArgusSettings
 from argus.spec.errors import SpecError
 from argus.spec.inputs import check_inputs
@@ -71,9 +73,9 @@ class Scheduler:
         self,
         settings: ArgusSettings,
         store: TaskStore,
-        jobs: RayJobTool,
-        snapshots: Any,
-        clock: Callable[[], float] = time.time,
+        jobs: JobTool,
+        snapshots: ClusterView,
+        clock: Clock = time.time,
     ):
         self.settings = settings
         self.store = store
@@ -88,47 +90,37 @@ class Scheduler:
         self.ray_error: str | None = None
         self.ray_ok_at: float | None = None
         self._snapshot_at: float | None = None
-        self._need_sync = False
         self._blocked_by: str | None = None
         self._kept: str | None = None  # the task the last full pass reserved: it keeps its place
         self._archiver = LogArchiver(settings, store, jobs)
         self._archive_failures = self._archiver.failures
         self._usage: tuple[dict[str, float], dict[str, float]] | None = None
-        self._wake = threading.Event()
+        # A nudged pass admits only; a full pass (sync, archive, admit) every `interval_s`, or
+        # when a nudge asks for one. Nudges within `min_tick_gap_s` of a pass share the next.
+        self._pacer = Pacer(
+            "scheduler tick",
+            settings.scheduler.interval_s,
+            min_gap_s=settings.scheduler.min_tick_gap_s,
+            clock=clock,
+            log=log,
+        )
         self._lock = threading.Lock()
 
     # -- pacing ---------------------------------------------------------------------------
     def nudge(self, sync: bool = False) -> None:
         """Ask for a pass now: a task arrived (admit), or one was cancelled (`sync`: its GPUs
         are free once Ray is read back)."""
-        if sync:
-            self._need_sync = True
-        self._wake.set()
+        self._pacer.nudge(full=sync)
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until `stop` is set; a failed tick is logged and retried at the next one."""
-        interval = self.settings.scheduler.interval_s
-        gap = min(self.settings.scheduler.min_tick_gap_s, interval)
-        last_full = float("-inf")
-        while not stop.is_set():
-            self._wake.clear()
-            started = time.monotonic()
-            # A pass that a nudge starts admits; syncing every active task with Ray (one call
-            # each) happens on the interval, and whenever a nudge marked it as needed.
-            full = self._need_sync or started - last_full >= interval * 0.9
-            if full:
-                last_full = started  # a failed full pass is retried at the interval, not at once
-            try:
-                self.tick(self.clock(), full=full)
-            except Exception as exc:  # the loop must outlive any one bad pass
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("scheduler tick failed")
-            if stop.is_set():
-                break
-            # Nudges that arrive during a pass or within `gap` of its start are served by one
-            # pass: under a burst of submissions the loop does not spin on every single one.
-            if self._wake.wait(interval):
-                stop.wait(max(0.0, gap - (time.monotonic() - started)))
+        """Tick until `stop` is set, paced by `argus.scheduler.pacing.Pacer`: a nudged pass
+        admits only (syncing every active task with Ray, one call each, happens on the interval
+        and when a nudge asked for it); a failed tick is logged, kept in `last_error` and retried
+        at the next one."""
+        self._pacer.run(stop, lambda now, full: self.tick(now, full=full), self._tick_failed)
+
+    def _tick_failed(self, error: str) -> None:
+        self.last_error = error
 
     def tick(self, now: float, full: bool = True) -> None:
         """One pass: sync with Ray, archive, then admit (see the module docstring).
@@ -165,106 +157,101 @@ class Scheduler:
             ClusterUnavailable: Ray cannot be reached (nothing was changed).
         """
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
-        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        latest = self.store.latest_attempts([t.task_id for t in active])
+        nodes = RayNodes(self.snapshots)  # one snapshot at most, and only for a new driver node
         ended = False
         for task in active:
-            attempt = latest.get(task["task_id"])
+            attempt = latest.get(task.task_id)
             if attempt is None:  # cannot happen: SUBMITTED is entered with its attempt
                 continue
             try:
-                if attempt["submitted_at"] is None:
+                if attempt.submitted_at is None:
                     self._resubmit_if_lost(task, attempt, now)
                     continue
-                ended |= self._sync_one(task, attempt, now)
+                ended |= self._sync_one(task, attempt, now, nodes)
             except ClusterUnavailable:
                 raise  # Ray is away: no pass may admit before it has reconciled
             except Exception:  # one task's trouble must not stop every other task's pass
-                log.exception("syncing %s failed; it is retried at the next pass", task["task_id"])
+                log.exception("syncing %s failed; it is retried at the next pass", task.task_id)
         return ended
 
-    def _resubmit_if_lost(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> None:
-        sid = attempt["ray_submission_id"]
+    def _resubmit_if_lost(self, task: Task, attempt: Attempt, now: float) -> None:
+        sid = attempt.ray_submission_id
         try:
             self.jobs.status(sid, diagnose=False)
         except JobNotFound:
-            self._submit(task, attempt, now)
+            text = self.store.spec_text(task.task_id)
+            if text is not None:
+                self._submit(Dispatch(task, attempt, text), now)
             return
-        self.store.update_attempt(sid, submitted_at=now)
+        self.store.mark_submitted(sid, now)
 
-    def _sync_one(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> bool:
-        sid = attempt["ray_submission_id"]
+    def _sync_one(self, task: Task, attempt: Attempt, now: float, nodes: RayNodes) -> bool:
+        sid = attempt.ray_submission_id
         try:
             view = self.jobs.status(sid)
         except JobNotFound:
             view = None
-        tries = task["attempts"]
+        tries = task.attempts
         if view is None or view.status == "FAILED":  # only failures worth retrying use up tries
             tries = 1 + sum(
                 1
-                for a in self.store.attempts(task["task_id"])
-                if a["attempt_no"] < attempt["attempt_no"] and a["failure_kind"] in RETRIED
+                for a in self.store.attempts(task.task_id)
+                if a.attempt_no < attempt.attempt_no and a.failure_kind in RETRIED
             )
         outcome = decide_outcome(view, attempts=tries, max_attempts=self.settings.scheduler.max_attempts)
-        fields: dict[str, Any] = {}
-        if view is not None:
-            fields = {
-                "ray_status": view.status,
-                "message": view.message,
-                "start_time": view.start_time,
-                "end_time": view.end_time,
-            }
-            if view.diagnosis:
-                fields["failure_kind"] = view.diagnosis.cause.value
+        if view is None:
+            seen = lost_in_ray(attempt, outcome.evidence, now)
+            if seen != attempt:
+                self.store.mark_lost(sid, outcome.evidence, now)
         else:
-            fields = {
-                "ray_status": LOST,
-                "message": outcome.evidence,
-                "end_time": now,
-                "failure_kind": FailureCause.PLATFORM.value,
-            }
-        if fields != {k: attempt.get(k) for k in fields}:
-            self.store.update_attempt(sid, **fields)
-            attempt = {**attempt, **fields}
-        limit = task["time_limit_s"]
-        if outcome.state in ACTIVE_STATES and now - self._started(attempt, now) >= limit:
-            return self._time_out(task, attempt, now)
-        return self._apply(task, attempt, outcome, now)
+            seen = seen_in_ray(attempt, view, nodes)
+            if seen != attempt:
+                self.store.record_ray_view(
+                    sid,
+                    ray_status=view.status,
+                    message=seen.message,
+                    start_time=seen.start_time,
+                    end_time=seen.end_time,
+                    failure_kind=seen.failure_kind,
+                    driver_node_id=seen.driver_node_id,
+                    driver_node_ip=seen.driver_node_ip,
+                    driver_node_name=seen.driver_node_name,
+                )
+        if outcome.state in ACTIVE_STATES and now - self._started(seen, now) >= task.time_limit_s:
+            return self._time_out(task, seen, now)
+        return self._apply(task, seen, outcome, now)
 
-    def _time_out(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> bool:
+    def _time_out(self, task: Task, attempt: Attempt, now: float) -> bool:
         """Stop the Ray job at the task's time limit; the task ends TIMEOUT."""
-        limit = format_duration(task["time_limit_s"])
-        if self.store.transition(
-            task["task_id"],
-            TaskState.TIMEOUT,
-            now,
-            f"time limit {limit} reached",
-            attempt["attempt_no"],
-            error_summary=f"stopped at its time limit ({limit})",
-        ):
+        limit = format_duration(task.time_limit_s)
+        reason, summary = f"time limit {limit} reached", f"stopped at its time limit ({limit})"
+        if self.store.time_out(task.task_id, now, reason, attempt.attempt_no, summary):
             try:
-                self.jobs.stop(attempt["ray_submission_id"])
+                self.jobs.stop(attempt.ray_submission_id)
             except ClusterError:
                 pass  # the archive pass stops it once Ray answers
         return True
 
-    def _apply(self, task: dict[str, Any], attempt: dict[str, Any], outcome: Outcome, now: float) -> bool:
-        tid, no = task["task_id"], attempt["attempt_no"]
-        state = TaskState(task["state"])
-        if outcome.state == state:
+    def _apply(self, task: Task, attempt: Attempt, outcome: Outcome, now: float) -> bool:
+        """Move the task to the state Ray's view calls for, by the store's named transition."""
+        tid, no, to = task.task_id, attempt.attempt_no, outcome.state
+        if to == task.state:
             return False
-        extra: dict[str, Any] = {}
-        if outcome.state == TaskState.PENDING_RESOURCES:
+        cause = outcome.cause.value if outcome.cause is not None else None
+        summary = outcome.evidence if outcome.cause is not None else None
+        if to == TaskState.RUNNING:
+            self.store.mark_running(tid, now, outcome.reason, no)
+        elif to == TaskState.PENDING_RESOURCES:
             retry = self.settings.scheduler.retry_interval_s
-            extra = {
-                "pending_code": "BeginTime",
-                "estimated_start": now + retry,
-                "pending_reason": f"retrying in {retry:g}s after: {outcome.evidence}",
-                "next_run_at": now + retry,
-            }
-        if outcome.cause is not None:
-            extra.update(failure_cause=outcome.cause.value, error_summary=outcome.evidence)
-        self.store.transition(tid, outcome.state, now, outcome.reason, no, **extra)
-        return outcome.state not in ACTIVE_STATES
+            detail = f"retrying in {retry:g}s after: {outcome.evidence}"
+            self.store.retry_later(tid, now, outcome.reason, no, now + retry, detail)
+        elif to == TaskState.QUEUED:
+            self.store.requeue(tid, now, outcome.reason, no, cause, summary)
+        elif to in FINAL_STATES:
+            self.store.finish(tid, to, now, outcome.reason, no, cause, summary)
+        # SUBMITTED (Ray has not started the job): a task never goes back from RUNNING.
+        return to not in ACTIVE_STATES
 
     # -- 2. archive -----------------------------------------------------------------------
     def archive(self) -> None:
@@ -274,7 +261,7 @@ class Scheduler:
 
     # -- 3. admission ---------------------------------------------------------------------
     def capacity(
-        self, active: list[dict[str, Any]], latest: dict[str, dict[str, Any]], now: float
+        self, active: list[Task], latest: Mapping[str, Attempt], now: float
     ) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
         """Per schedulable node: free GPUs, its pool (the `pool` label) and its total GPUs.
 
@@ -289,15 +276,16 @@ class Scheduler:
         nodes = snap.schedulable()
         booked: list[tuple[float, Booked]] = []
         for t in active:
-            attempt = latest.get(t["task_id"]) or {}
-            started = attempt.get("start_time")
-            gpus = json.loads(attempt.get("placement") or "{}")
-            if t["state"] != TaskState.RUNNING or not started:
+            attempt = latest.get(t.task_id)
+            started = attempt.start_time if attempt is not None else None
+            gpus = attempt.placement if attempt is not None else {}
+            placed: bool | None
+            if t.state != TaskState.RUNNING or not started:
                 placed = False  # not started: its placement groups do not exist yet
             else:
                 placed = True if now - started > PLACEMENT_GRACE_S else None
-            shape = (int(t["nnodes"]), float(t["n_gpus_per_node"]), float(t.get("driver_gpus") or 0))
-            booked.append((started or now, Booked(gpus, placed, t.get("pool"), shape)))
+            shape = (int(t.nnodes), float(t.n_gpus_per_node), float(t.driver_gpus or 0))
+            booked.append((started or now, Booked(gpus, placed, t.pool, shape)))
         booked.sort(key=lambda b: b[0])
         used = sum(max(0.0, n.total_gpus - n.available_gpus) for n in snap.nodes if n.alive and not n.is_head)
         total = {n.node_id: n.total_gpus for n in nodes}
@@ -320,7 +308,7 @@ class Scheduler:
         """
         now = self.clock()
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
-        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        latest = self.store.latest_attempts([t.task_id for t in active])
         free, pools, total = self.capacity(active, latest, now)
         out: dict[str, dict[str, float]] = {}
         for node, gpus in total.items():
@@ -331,21 +319,12 @@ class Scheduler:
         return dict(sorted(out.items()))
 
     def usage(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Per user: decayed GPU-hours (fair share) and GPU-hours over the last 24 hours."""
+        """Per user: decayed GPU-hours (fair share) and GPU-hours over the last 24 hours.
+
+        The formula is `argus.domain.fairshare.fair_share`'s, the simulator's too.
+        """
         half_life = self.settings.scheduler.fair_share_half_life_h * 3600
-        decayed: dict[str, float] = {}
-        day: dict[str, float] = {}
-        for r in self.store.usage_rows(now - 10 * half_life):
-            gpus = r["nnodes"] * r["n_gpus_per_node"] + r["driver_gpus"]
-            start, end = r["start_time"], min(r["end_time"] or now, now)
-            if end <= start:
-                continue
-            hours = gpus * (end - start) / 3600
-            decayed[r["user_id"]] = decayed.get(r["user_id"], 0.0) + hours * 0.5 ** ((now - end) / half_life)
-            overlap = end - max(start, now - 86400)
-            if overlap > 0:
-                day[r["user_id"]] = day.get(r["user_id"], 0.0) + gpus * overlap / 3600
-        return decayed, day
+        return fair_share(self.store.usage_rows(horizon_start(now, half_life)), now, half_life)
 
     def admit(self, now: float, full: bool = True) -> None:
         """Plan with the policy and act on it: start what it starts, record why others wait.
@@ -366,31 +345,27 @@ class Scheduler:
                 self._blocked_by = None
             return
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
-        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        latest = self.store.latest_attempts([t.task_id for t in active])
         free, pools, _ = self.capacity(active, latest, now)
         if full or self._usage is None:
             self._usage = self.usage(now)
-        running = [
-            RunningJob(
-                t["task_id"],
-                t["user_id"],
-                json.loads((latest.get(t["task_id"]) or {}).get("placement") or "{}"),
-                self._started(latest.get(t["task_id"]), now) + t["time_limit_s"],
-            )
-            for t in active
-        ]
+        running = []
+        for t in active:
+            attempt = latest.get(t.task_id)
+            gpus = attempt.placement if attempt is not None else {}
+            running.append(RunningJob(t.task_id, t.user_id, gpus, self._started(attempt, now) + t.time_limit_s))
         jobs = [
             Job(
-                t["task_id"],
-                t["user_id"],
-                t["nnodes"],
-                t["n_gpus_per_node"],
-                t["created_at"],
-                t["time_limit_s"],
-                t["priority"],
-                t["driver_gpus"],
-                t["next_run_at"],
-                t.get("pool"),
+                t.task_id,
+                t.user_id,
+                t.nnodes,
+                t.n_gpus_per_node,
+                t.created_at,
+                t.time_limit_s,
+                t.priority,
+                t.driver_gpus,
+                t.next_run_at,
+                t.pool,
             )
             for t in waiting
         ]
@@ -399,7 +374,7 @@ class Scheduler:
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None
-        by_id = {t["task_id"]: t for t in waiting}
+        by_id = {t.task_id: t for t in waiting}
         # Only the waits whose reason or estimate changed are written (none: no transaction).
         self.store.record_waits(
             [
@@ -413,70 +388,60 @@ class Scheduler:
             self._admit_one(by_id[job.id], placement.to_json(), now)
 
     @staticmethod
-    def _started(attempt: dict[str, Any] | None, now: float) -> float:
+    def _started(attempt: Attempt | None, now: float) -> float:
         """When an attempt's time limit started counting: Ray's start, else its submission."""
         if attempt is None:
             return now
-        return attempt.get("start_time") or attempt.get("submitted_at") or attempt.get("created_at") or now
+        return attempt.start_time or attempt.submitted_at or attempt.created_at or now
 
-    def _admit_one(self, task: dict[str, Any], placement: dict[str, float], now: float) -> None:
-        tid = task["task_id"]
-        no = task["attempts"] + 1
-        root = compute_job_root(self.settings.shared_root, attempt_submission_id(tid, no), task["user_id"])
-        attempt = self.store.start_attempt(tid, task["attempts"], str(root), placement, now)
-        if attempt is None:
+    def _admit_one(self, task: Task, placement: Mapping[str, float], now: float) -> None:
+        tid = task.task_id
+        no = task.attempts + 1
+        root = compute_job_root(self.settings.shared_root, attempt_submission_id(tid, no), task.user_id)
+        dispatch = self.store.start_attempt(tid, task.attempts, str(root), placement, now)
+        if dispatch is None:
             return  # cancelled meanwhile
-        self._submit(task, attempt, now)
+        self._submit(dispatch, now)
 
-    def _submit(self, task: dict[str, Any], attempt: dict[str, Any], now: float) -> None:
+    def _submit(self, dispatch: Dispatch, now: float) -> None:
         """Call `submit_job` for an attempt already on record (never twice: Ray refuses a
-        duplicate id, and that refusal counts as accepted)."""
-        tid, sid = task["task_id"], attempt["ray_submission_id"]
-        row = self.store.get(tid)
-        if row is None or TaskState(row["state"]) in FINAL_STATES:
-            return
+        duplicate id, and that refusal counts as accepted). A task cancelled meanwhile has its
+        job stopped right after."""
+        task, attempt, text = dispatch.task, dispatch.attempt, dispatch.jobspec_yaml
+        tid, sid = task.task_id, attempt.ray_submission_id
         try:
             spec, rendered = prepare_submission(
                 self.settings.ray,
-                row["jobspec_yaml"],
+                text,
                 _utc(now),
                 source=tid,
                 submission_id=sid,
-                user=row["user_id"],
+                user=task.user_id,
                 validate=False,
             )
             # Again right before submission: a link under common/ may have changed since.
-            check_inputs(spec, self.settings.shared_root, row["user_id"], source=tid)
-            self.jobs.submit(rendered, row["jobspec_yaml"])
+            check_inputs(spec, self.settings.shared_root, task.user_id, source=tid)
+            self.jobs.submit(rendered, text)
         except SubmissionRefused:
             pass  # Ray has it already: this attempt was submitted before a crash
         except ClusterUnavailable:
             raise
         except SpecError as exc:
-            why = "; ".join(str(p) for p in exc.problems)
-            self.store.transition(
-                tid,
-                TaskState.FAILED,
-                now,
-                f"inputs refused at submission: {why}",
-                attempt["attempt_no"],
-                failure_cause=FailureCause.CONFIG.value,
-                error_summary=f"inputs refused at submission: {why}",
-            )
+            why = f"inputs refused at submission: {'; '.join(str(p) for p in exc.problems)}"
+            self.store.finish(tid, TaskState.FAILED, now, why, attempt.attempt_no, FailureCause.CONFIG.value, why)
             return
         except (ClusterError, OSError, ValueError) as exc:
-            self.store.transition(
+            self.store.finish(
                 tid,
                 TaskState.FAILED,
                 now,
                 f"submission failed: {exc}",
-                attempt["attempt_no"],
-                failure_cause=FailureCause.PLATFORM.value,
-                error_summary=str(exc),
+                attempt.attempt_no,
+                FailureCause.PLATFORM.value,
+                str(exc),
             )
             return
-        done = self.clock()
-        self.store.update_attempt(sid, submitted_at=done, ray_status="PENDING")
+        self.store.mark_submitted(sid, self.clock(), "PENDING")
         after = self.store.get(tid)
-        if after is not None and TaskState(after["state"]) in FINAL_STATES:
+        if after is not None and after.state in FINAL_STATES:
             self.jobs.stop(sid)  # cancelled while it was being submitted

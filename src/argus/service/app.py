@@ -20,16 +20,21 @@ from fastapi import FastAPI, Request
 
 from argus.cluster.drain import RayDrain
 from argus.cluster.jobs import RayJobTool
+from argus.ports import Drainer, SSHRunner
 from argus.scheduler.loop import Scheduler
+from argus.scheduler.node_reconciler import NodeReconciler
 from argus.service import errors
+from argus.service.api_models import Health, JSONBody
+from argus.service.api_models import errors as error_responses
 from argus.service.auth import Authenticator
 from argus.service.errors import error_response
-from argus.service.node_service import Drainer, NodeService
+from argus.service.node_service import NodeService
 from argus.service.ratelimit import RateLimited
 from argus.service.routes import nodes as node_routes
 from argus.service.routes import tasks as task_routes
 from argus.service.routes import users as user_routes
 from argus.service.task_service import TaskService
+from argus.service.users import UserService
 from argus.service.views import iso
 from argus.settings import ArgusSettings
 from argus.store.db import Database, open_database
@@ -104,7 +109,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     run_scheduler: bool | None = None,
     environ: Mapping[str, str] | None = None,
-    ssh: Any = None,
+    ssh: SSHRunner | None = None,
     drainer: Drainer | None = None,
     run_nodes: bool | None = None,
 ) -> FastAPI:
@@ -130,16 +135,8 @@ def create_app(
         from argus.cluster.ssh import SSHConnector
 
         ssh = SSHConnector(settings.nodes.key_dir, settings.nodes.ssh_connect_timeout_s)
-    nodes = NodeService(
-        settings,
-        NodeStore(db),
-        store,
-        snapshots,
-        ssh,
-        drainer or RayDrain(snapshots),
-        clock,
-        pool_capacity=scheduler.pool_capacity,
-    )
+    reconciler = NodeReconciler(settings, NodeStore(db), store, snapshots, ssh, drainer or RayDrain(snapshots), clock)
+    nodes = NodeService(reconciler, pool_capacity=scheduler.pool_capacity)
     reconcile = run if run_nodes is None else run_nodes
     stop = threading.Event()
 
@@ -157,19 +154,19 @@ def create_app(
             thread.start()
         node_thread = None
         if reconcile:
-            node_thread = threading.Thread(target=nodes.run, args=(stop,), name="argus-nodes", daemon=True)
+            node_thread = threading.Thread(target=reconciler.run, args=(stop,), name="argus-nodes", daemon=True)
             node_thread.start()
         try:
             yield
         finally:
             stop.set()
             scheduler.nudge()
-            nodes.nudge()
+            reconciler.nudge()
             if thread is not None:
                 thread.join(timeout=30)
             if node_thread is not None:
                 node_thread.join(timeout=30)
-            nodes.close()
+            reconciler.close()
             app.state.tasks.close()
 
     app = FastAPI(
@@ -180,13 +177,14 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.users = users
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.scheduler_running = run
     app.state.auth = Authenticator(users, settings.admin_token(environ))
+    app.state.users = UserService(users, app.state.auth, clock)
     app.state.tasks = TaskService(settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity)
     app.state.nodes = nodes
+    app.state.node_reconciler = reconciler
     errors.install(app)
 
     @app.exception_handler(RateLimited)
@@ -197,7 +195,13 @@ def create_app(
     app.include_router(user_routes.router)
     app.include_router(node_routes.router)
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the database and the scheduler")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Liveness: the database and the scheduler",
+        response_model=Health,
+        responses=error_responses(503),
+    )
     async def healthz(request: Request) -> Any:  # on the loop: one indexed read, no thread to wait for
         try:
             store.get("-")
@@ -224,9 +228,9 @@ def create_app(
                 "ray_ok_at": iso(scheduler.ray_ok_at),
                 "last_error": scheduler.last_error,
             },
-            "nodes": {"reconciling": reconcile, "last_error": nodes.last_error},
+            "nodes": {"reconciling": reconcile, "last_error": reconciler.last_error},
         }
-        return body if db_state == "ok" else error_response(503, "database unavailable")
+        return JSONBody(body) if db_state == "ok" else error_response(503, "database unavailable")
 
     app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)
     return app

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request
 
+from argus.domain.users import ADMIN
 from argus.service.errors import APIError
 from argus.store.users import UserStore
-
-ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,13 @@ class Authenticator:
     database behind the server's back goes unnoticed.
     """
 
-    def __init__(self, users: UserStore, admin_token: str | None, ttl_s: float = 5.0, clock=time.monotonic):
+    def __init__(
+        self,
+        users: UserStore,
+        admin_token: str | None,
+        ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.users = users
         self.admin_token = admin_token
         self.ttl_s = ttl_s

@@ -27,13 +27,16 @@ states and decisions are `argus.domain.nodes`'; every state change goes through 
   offline: Argus has no SSH access to them.
 
 Admin actions and the reconciler take a per-node lock in this process, so they act on a node
-one at a time; the store's compare-and-set guards against other processes. The shared state,
-the background bring-up, offline completion and the reconciler loop are
-`argus.service.node_reconciler`'s (`NodeReconciler`, the base class of `NodeService`).
+one at a time; the store's compare-and-set guards against other processes. The shared state
+and operations (locks, hold files, Ray's drain), the background bring-up, offline completion
+and the reconciler loop are `argus.scheduler.node_reconciler.NodeReconciler`'s, which this
+service is handed. Errors are domain errors (`argus.domain.errors`), mapped to HTTP by
+`argus.service.errors`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +44,51 @@ from argus.cluster.errors import ClusterUnavailable
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
 from argus.cluster.ssh import key_path
 from argus.domain import nodes as rules
+from argus.domain.errors import Conflict, Invalid, NotFound, Unavailable
 from argus.domain.nodes import NODE_LABEL, NodeState
+from argus.scheduler.node_reconciler import NodeReconciler, conflict, decision_view
 from argus.service.auth import Identity
-from argus.service.errors import APIError, not_found
-from argus.service.node_reconciler import Drainer, NodeReconciler, _decision_view, hold_path
 from argus.service.node_views import event_view, node_view, pools_of, unmanaged_view
-from argus.spec.errors import Problem
 from argus.store.nodes import NodeExists
 
-__all__ = ["Drainer", "NodeService", "hold_path"]
+INVALID = "the node registration is invalid"
 
 
-class NodeService(NodeReconciler):
-    """Managed nodes: the admin's actions and the listing (the background bring-up and the
-    reconciler are `NodeReconciler`'s)."""
+class NodeService:
+    """Managed nodes: the admin's actions and the listing, over the reconciler's operations
+    (the background bring-up and the reconciler loop are `NodeReconciler`'s)."""
+
+    def __init__(
+        self,
+        reconciler: NodeReconciler,
+        pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
+    ):
+        """
+        Args:
+            reconciler: the node operations and the background side.
+            pool_capacity: GPUs per pool as admission counts them (the scheduler's); default:
+                Ray's view alone.
+        """
+        self.nodes = reconciler
+        self.settings = reconciler.settings
+        self.store = reconciler.store
+        self.snapshots = reconciler.snapshots
+        self.clock = reconciler.clock
+        self.pool_capacity = pool_capacity
 
     # -- reads ----------------------------------------------------------------------------
+    @staticmethod
+    def _unmanaged(snap: ClusterSnapshot, registered: set[str]) -> list[NodeCapacity]:
+        """Alive Ray workers that are not registered nodes."""
+        return [n for n in snap.nodes if n.alive and not n.is_head and n.labels.get(NODE_LABEL) not in registered]
+
+    def _find_unmanaged(self, node_id: str, snap: ClusterSnapshot) -> NodeCapacity | None:
+        names = {r.name for r in self.store.list()}
+        for n in self._unmanaged(snap, names):
+            if node_id in (n.node_id, n.labels.get(NODE_LABEL)):
+                return n
+        return None
+
     def list(self, who: Identity) -> dict[str, Any]:
         """Registered nodes (by name) joined with Ray's view, then unmanaged Ray workers.
 
@@ -65,146 +97,124 @@ class NodeService(NodeReconciler):
         registry is still listed (`ray: null` for every node), `pools` is None and `ray_error`
         says why.
         """
-        rows = self.store.list()
+        registered = self.store.list()
         snap, ray_error = None, None
         try:
             snap = self.snapshots.snapshot()
         except ClusterUnavailable as exc:
             ray_error = str(exc)
-        running = self._running_by_node()
-        views = [node_view(r, self._ray_node(snap, r["name"]), running, who) for r in rows]
+        running = self.nodes.running_by_node()
+        views = [node_view(r, self.nodes.ray_node(snap, r.name), running, who) for r in registered]
         pools: dict[str, dict[str, float]] | None = None
         if snap is not None:
-            names = {r["name"] for r in rows}
-            views += [unmanaged_view(n, running, self._held(n), who) for n in self._unmanaged(snap, names)]
+            names = {r.name for r in registered}
+            views += [unmanaged_view(n, running, self.nodes.held(n), who) for n in self._unmanaged(snap, names)]
             try:
                 pools = self.pool_capacity() if self.pool_capacity else pools_of(snap)
             except ClusterUnavailable as exc:
                 ray_error = str(exc)
         return {"nodes": views, "pools": pools, "ray_error": ray_error}
 
-    @staticmethod
-    def _unmanaged(snap: ClusterSnapshot, registered: set[str]) -> list[NodeCapacity]:
-        """Alive Ray workers that are not registered nodes."""
-        return [n for n in snap.nodes if n.alive and not n.is_head and n.labels.get(NODE_LABEL) not in registered]
-
-    def _find_unmanaged(self, node_id: str, snap: ClusterSnapshot) -> NodeCapacity | None:
-        names = {r["name"] for r in self.store.list()}
-        for n in self._unmanaged(snap, names):
-            if node_id in (n.node_id, n.labels.get(NODE_LABEL)):
-                return n
-        return None
-
     def get(self, who: Identity, node_id: str) -> dict[str, Any]:
         """One node with its events (an unmanaged one has none).
 
         Raises:
-            APIError: 404 neither registered nor an alive Ray worker of that name or id.
+            NotFound: neither registered nor an alive Ray worker of that name or id.
+            Unavailable: not registered, and Ray cannot be read.
         """
-        row = self.store.get(node_id) if rules.check_name(node_id) is None else None
+        node = self.store.get(node_id) if rules.check_name(node_id) is None else None
         try:
             snap = self.snapshots.snapshot()
         except ClusterUnavailable:
-            if row is None:
-                raise APIError(503, "no registered node is named so, and Ray cannot be read") from None
+            if node is None:
+                raise Unavailable("no registered node is named so, and Ray cannot be read") from None
             snap = None
-        running = self._running_by_node()
-        if row is not None:
-            view = node_view(row, self._ray_node(snap, node_id), running, who)
+        running = self.nodes.running_by_node()
+        if node is not None:
+            view = node_view(node, self.nodes.ray_node(snap, node_id), running, who)
             return {**view, "events": [event_view(e) for e in self.store.events(node_id)]}
         n = self._find_unmanaged(node_id, snap) if snap is not None else None
         if n is None:
-            raise not_found(f"no node {node_id}")
-        return {**unmanaged_view(n, running, self._held(n), who), "events": []}
+            raise NotFound(f"no node {node_id}")
+        return {**unmanaged_view(n, running, self.nodes.held(n), who), "events": []}
 
     def _answer(self, name: str, snap: ClusterSnapshot | None = None) -> dict[str, Any]:
         if snap is None:
-            try:
-                snap = self.snapshots.snapshot()
-            except ClusterUnavailable:
-                snap = None
-        return node_view(self._row(name), self._ray_node(snap, name), self._running_by_node(), None)
+            snap = self.nodes.snapshot_or_none()
+        return node_view(self.nodes.node(name), self.nodes.ray_node(snap, name), self.nodes.running_by_node(), None)
 
     # -- register -------------------------------------------------------------------------
     def register(self, body: Any) -> dict[str, Any]:
         """Validate and store a `pending` node; its bring-up runs in the background.
 
         Raises:
-            APIError: 400 naming each invalid field (the key must exist in the key directory),
-                409 when the name is registered and its node is not failed or offline.
+            Invalid: naming each invalid field (the key must exist in the key directory).
+            Conflict: the name is being set up, or registered and its node is not failed or
+                offline.
         """
         try:
             reg = rules.parse_registration(body)
         except rules.RegistrationError as exc:
-            raise APIError(400, "the node registration is invalid", [Problem(f, m) for f, m in exc.problems]) from None
+            raise Invalid(INVALID, exc.problems) from None
         key_dir = Path(self.settings.nodes.key_dir).expanduser()
         if not key_path(key_dir, reg.key).is_file():
-            raise APIError(
-                400,
-                "the node registration is invalid",
-                [Problem("key", f"no key file named {reg.key} in the server's key directory (nodes.key_dir)")],
+            raise Invalid(
+                INVALID, [("key", f"no key file named {reg.key} in the server's key directory (nodes.key_dir)")]
             )
-        with self._guard:
-            if reg.name in self._busy:
-                raise APIError(409, f"node {reg.name} is being set up already")
-            self._busy.add(reg.name)
+        if not self.nodes.claim(reg.name):
+            raise Conflict(f"node {reg.name} is being set up already")
         try:
-            with self._lock(reg.name):
+            with self.nodes.lock(reg.name):
                 old = self.store.get(reg.name)
-                row = self.store.create(reg, self.clock())
-                self._release(reg.name)
+                node = self.store.create(reg, self.clock())
+                self.nodes.release(reg.name)
         except NodeExists as exc:
-            with self._guard:
-                self._busy.discard(reg.name)
-            raise APIError(
-                409,
+            self.nodes.unclaim(reg.name)
+            raise Conflict(
                 f"node {reg.name} is registered already and {exc.state}; only a "
                 f"failed or offline node can be registered again",
             ) from None
         except BaseException:
-            with self._guard:
-                self._busy.discard(reg.name)
+            self.nodes.unclaim(reg.name)
             raise
         # A failed node's agent may still run (it did not join in time): stop it first.
-        stale = old if old is not None and old["agent_pid"] else None
-        job = self._pool.submit(self._bring_up, reg.name, stale)
-        with self._guard:
-            self._jobs = [j for j in self._jobs if not j.done()] + [job]
-        return node_view(row, None, {}, None)
+        self.nodes.bring_up(reg.name, old if old is not None and old.agent_pid else None)
+        return node_view(node, None, {}, None)
 
     # -- drain, undrain, offline ----------------------------------------------------------
     def drain(self, node_id: str, reason: str | None = None) -> dict[str, Any]:
         """online -> draining (or Ray's drain of an unmanaged node).
 
         Raises:
-            APIError: 404 unknown, 409 not online, 503 Ray unavailable (nothing changed).
+            NotFound: unknown. Conflict: not online. Unavailable: Ray cannot be reached
+                (nothing changed).
         """
         reason = reason or "drained by the admin"
-        row = self.store.get(node_id) if rules.check_name(node_id) is None else None
-        if row is None:
+        known = self.store.get(node_id) if rules.check_name(node_id) is None else None
+        if known is None:
             return self._drain_unmanaged(node_id, reason)
-        with self._lock(node_id):
-            row = self._row(node_id)
-            if row["state"] != NodeState.ONLINE:
-                raise self._conflict(row, "drain")
-            snap = self._snapshot()
-            n = self._ray_node(snap, node_id)
-            self._ray_drain(n, f"argus: {reason}")
-            self._hold(node_id, reason)
-            if not self.store.transition(node_id, NodeState.DRAINING, self.clock(), reason, expect=[NodeState.ONLINE]):
-                raise self._conflict(self._row(node_id), "drain")
+        with self.nodes.lock(node_id):
+            node = self.nodes.node(node_id)
+            if node.state != NodeState.ONLINE:
+                raise conflict(node, "drain")
+            snap = self.nodes.snapshot()
+            n = self.nodes.ray_node(snap, node_id)
+            self.nodes.ray_drain(n, f"argus: {reason}")
+            self.nodes.hold(node_id, reason)
+            if not self.store.draining(node_id, self.clock(), reason):
+                raise conflict(self.nodes.node(node_id), "drain")
         return self._answer(node_id)
 
     def _drain_unmanaged(self, node_id: str, reason: str) -> dict[str, Any]:
-        snap = self._snapshot()
+        snap = self.nodes.snapshot()
         n = self._find_unmanaged(node_id, snap)
         if n is None:
-            raise not_found(f"no node {node_id}")
-        self._ray_drain(n, f"argus: {reason}")
+            raise NotFound(f"no node {node_id}")
+        self.nodes.ray_drain(n, f"argus: {reason}")
         if n.labels.get(NODE_LABEL):
-            self._hold(n.labels[NODE_LABEL], reason)
-        after = self._find_unmanaged(node_id, self._snapshot()) or n
-        return unmanaged_view(after, self._running_by_node(), reason)
+            self.nodes.hold(n.labels[NODE_LABEL], reason)
+        after = self._find_unmanaged(node_id, self.nodes.snapshot()) or n
+        return unmanaged_view(after, self.nodes.running_by_node(), reason)
 
     def undrain(self, node_id: str) -> dict[str, Any]:
         """draining -> online: the hold file is removed (and a pending offline cancelled).
@@ -213,47 +223,42 @@ class NodeService(NodeReconciler):
         its agent then joins afresh.
 
         Raises:
-            APIError: 404 unknown, 409 not draining (or an unmanaged node without a name).
+            NotFound: unknown. Conflict: not draining (or an unmanaged node without a name).
         """
-        row = self.store.get(node_id) if rules.check_name(node_id) is None else None
-        if row is None:
-            n = self._find_unmanaged(node_id, self._snapshot())
-            if n is None:
-                # A drained node whose raylet Ray stopped is gone from Ray; its hold is what
-                # keeps its agent out, and lifting it lets the agent join again.
-                if rules.check_name(node_id) is None and self._release_if_held(node_id):
-                    return {
-                        "id": node_id,
-                        "name": node_id,
-                        "managed": False,
-                        "state": NodeState.OFFLINE.value,
-                        "reason": "hold lifted: its agent joins again",
-                    }
-                raise not_found(f"no node {node_id}")
-            name = n.labels.get(NODE_LABEL)
-            if not name:
-                raise APIError(
-                    409,
-                    f"node {node_id} is not managed and has no {NODE_LABEL} label: "
-                    "there is no hold file to remove, and Ray cannot cancel a drain",
-                )
-            self._release(name)
-            return unmanaged_view(n, self._running_by_node())  # Ray may still drain it
-        with self._lock(node_id):
-            row = self._row(node_id)
-            if row["state"] != NodeState.DRAINING:
-                raise self._conflict(row, "undrain")
-            self._release(node_id)
-            if not self.store.transition(
-                node_id,
-                NodeState.ONLINE,
-                self.clock(),
-                "undrained by the admin",
-                expect=[NodeState.DRAINING],
-                offline_requested=False,
-            ):
-                raise self._conflict(self._row(node_id), "undrain")
+        known = self.store.get(node_id) if rules.check_name(node_id) is None else None
+        if known is None:
+            return self._undrain_unmanaged(node_id)
+        with self.nodes.lock(node_id):
+            node = self.nodes.node(node_id)
+            if node.state != NodeState.DRAINING:
+                raise conflict(node, "undrain")
+            self.nodes.release(node_id)
+            if not self.store.undrained(node_id, self.clock(), "undrained by the admin"):
+                raise conflict(self.nodes.node(node_id), "undrain")
         return self._answer(node_id)
+
+    def _undrain_unmanaged(self, node_id: str) -> dict[str, Any]:
+        n = self._find_unmanaged(node_id, self.nodes.snapshot())
+        if n is None:
+            # A drained node whose raylet Ray stopped is gone from Ray; its hold is what
+            # keeps its agent out, and lifting it lets the agent join again.
+            if rules.check_name(node_id) is None and self.nodes.release_if_held(node_id):
+                return {
+                    "id": node_id,
+                    "name": node_id,
+                    "managed": False,
+                    "state": NodeState.OFFLINE.value,
+                    "reason": "hold lifted: its agent joins again",
+                }
+            raise NotFound(f"no node {node_id}")
+        name = n.labels.get(NODE_LABEL)
+        if not name:
+            raise Conflict(
+                f"node {node_id} is not managed and has no {NODE_LABEL} label: "
+                "there is no hold file to remove, and Ray cannot cancel a drain",
+            )
+        self.nodes.release(name)
+        return unmanaged_view(n, self.nodes.running_by_node())  # Ray may still drain it
 
     def offline(self, node_id: str, reason: str | None = None) -> dict[str, Any]:
         """Stop the node's agent once it runs no work; drain it first when it does.
@@ -261,60 +266,45 @@ class NodeService(NodeReconciler):
         Returns:
             The node: `offline`, or `draining` with `offline_requested` (the reconciler finishes).
         Raises:
-            APIError: 404 unknown, 409 already offline / being set up / not managed,
-                503 Ray unavailable for a node that may run work (nothing changed).
+            NotFound: unknown. Conflict: already offline / being set up / not managed.
+            Unavailable: Ray cannot be reached for a node that may run work (nothing changed).
         """
         reason = reason or "taken offline by the admin"
-        row = self.store.get(node_id) if rules.check_name(node_id) is None else None
-        if row is None:
-            snap = self._snapshot()
-            if self._find_unmanaged(node_id, snap) is None:
-                raise not_found(f"no node {node_id}")
-            raise APIError(
-                409,
+        known = self.store.get(node_id) if rules.check_name(node_id) is None else None
+        if known is None:
+            if self._find_unmanaged(node_id, self.nodes.snapshot()) is None:
+                raise NotFound(f"no node {node_id}")
+            raise Conflict(
                 f"node {node_id} is not managed by Argus (it joined by itself): "
                 "Argus cannot stop its agent; drain it instead",
             )
-        with self._guard:
-            if node_id in self._busy:
-                raise APIError(409, f"node {node_id} is being set up; try again in a moment")
-        with self._lock(node_id):
-            row = self._row(node_id)
-            state = NodeState(row["state"])
-            if state == NodeState.OFFLINE:
-                raise self._conflict(row, "offline")
-            if state in (NodeState.PENDING, NodeState.FAILED):
-                snap = self._snapshot_or_none()
-                self._take_offline(row, self._ray_node(snap, node_id), reason)
+        if self.nodes.is_busy(node_id):
+            raise Conflict(f"node {node_id} is being set up; try again in a moment")
+        with self.nodes.lock(node_id):
+            node = self.nodes.node(node_id)
+            if node.state == NodeState.OFFLINE:
+                raise conflict(node, "offline")
+            if node.state in (NodeState.PENDING, NodeState.FAILED):
+                snap = self.nodes.snapshot_or_none()
+                if not self.nodes.take_offline(node, self.nodes.ray_node(snap, node_id), reason):
+                    raise conflict(self.nodes.node(node_id), "offline")
                 return self._answer(node_id, snap)
-            snap = self._snapshot()
-            n = self._ray_node(snap, node_id)
-            running = self._running_by_node().get(n.node_id, []) if n is not None else []
-            if rules.is_idle(_decision_view(n), len(running)):
+            snap = self.nodes.snapshot()
+            n = self.nodes.ray_node(snap, node_id)
+            running = self.nodes.running_by_node().get(n.node_id, []) if n is not None else []
+            if rules.is_idle(decision_view(n), len(running)):
                 # Drained first, so nothing is placed there while the agent is being stopped.
-                self._ray_drain(n, f"argus: {reason}")
-                self._take_offline(row, n, reason)
+                self.nodes.ray_drain(n, f"argus: {reason}")
+                if not self.nodes.take_offline(node, n, reason):
+                    raise conflict(self.nodes.node(node_id), "offline")
                 return self._answer(node_id, snap)
             why = f"{reason}: draining first ({len(running)} task(s) placed there)"
-            if state == NodeState.ONLINE:
-                self._ray_drain(n, f"argus: {reason}")
-                self._hold(node_id, reason)
-                if not self.store.transition(
-                    node_id,
-                    NodeState.DRAINING,
-                    self.clock(),
-                    why,
-                    expect=[NodeState.ONLINE],
-                    offline_requested=True,
-                ):
-                    raise self._conflict(self._row(node_id), "offline")
+            if node.state == NodeState.ONLINE:
+                self.nodes.ray_drain(n, f"argus: {reason}")
+                self.nodes.hold(node_id, reason)
+                if not self.store.draining(node_id, self.clock(), why, offline_requested=True):
+                    raise conflict(self.nodes.node(node_id), "offline")
             else:
-                self.store.record(node_id, self.clock(), why, [NodeState.DRAINING], offline_requested=True)
-        self.nudge()
+                self.store.offline_requested(node_id, self.clock(), why)
+        self.nodes.nudge()
         return self._answer(node_id)
-
-    def _snapshot_or_none(self) -> ClusterSnapshot | None:
-        try:
-            return self.snapshots.snapshot()
-        except ClusterUnavailable:
-            return None

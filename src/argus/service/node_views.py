@@ -1,9 +1,9 @@
-"""Node rows and Ray's nodes to API bodies (docs/api.md, Nodes).
+"""Node records and Ray's nodes to API bodies (docs/api.md, Nodes).
 
-Pure: a registry row (or a Ray node that joined by itself) and what Ray says about it become
-the node body; SSH details and the agent's pid are shown to the admin only, and so are other
-users' tasks: a user's `running_tasks` lists only their own, `running_tasks_other` counts the
-rest.
+Pure: a registered node (`argus.domain.node_records.Node`, or a Ray node that joined by
+itself) and what Ray says about it become the node body; SSH details and the agent's pid are
+shown to the admin only, and so are other users' tasks: a user's `running_tasks` lists only
+their own, `running_tasks_other` counts the rest.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
+from argus.domain.node_records import Node, NodeEvent, Running
 from argus.domain.nodes import NODE_LABEL, POOL_LABEL, NodeState
 from argus.service.auth import Identity
 from argus.service.views import iso
@@ -33,9 +34,6 @@ def ray_view(n: NodeCapacity | None) -> dict[str, Any] | None:
     }
 
 
-Running = dict[str, list[tuple[str, str]]]  # Ray node id -> (task id, user id) placed there
-
-
 def running_view(placed: list[tuple[str, str]], who: Identity | None) -> dict[str, Any]:
     """`running_tasks` (the ids `who` may see, sorted) and `running_tasks_other` (how many
     other users' tasks are there besides; 0 for the admin, `who` None)."""
@@ -43,27 +41,25 @@ def running_view(placed: list[tuple[str, str]], who: Identity | None) -> dict[st
     return {"running_tasks": mine, "running_tasks_other": len(placed) - len(mine)}
 
 
-def node_view(row: dict[str, Any], ray: NodeCapacity | None, running: Running, who: Identity | None) -> dict[str, Any]:
+def node_view(node: Node, ray: NodeCapacity | None, running: Running, who: Identity | None) -> dict[str, Any]:
     """A registered node with its Ray node (`who` None: the admin's view)."""
     show_ssh = who is None or who.is_admin
     return {
-        "id": row["name"],
-        "name": row["name"],
+        "id": node.name,
+        "name": node.name,
         "managed": True,
-        "state": row["state"],
-        "reason": row["reason"],
-        "offline_requested": bool(row["offline_requested"]),
-        "pool": row["labels"].get(POOL_LABEL),
-        "labels": row["labels"],
-        "gpus": row["gpus"],
-        "cpus": row["cpus"],
-        "ssh": {"host": row["host"], "port": row["port"], "user": row["ssh_user"], "key": row["key_ref"]}
-        if show_ssh
-        else None,
-        "agent_pid": row["agent_pid"] if show_ssh else None,
-        "agent_started_at": iso(row["agent_started_at"]),
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
+        "state": node.state.value,
+        "reason": node.reason,
+        "offline_requested": node.offline_requested,
+        "pool": node.pool,
+        "labels": dict(node.labels),
+        "gpus": node.gpus,
+        "cpus": node.cpus,
+        "ssh": {"host": node.host, "port": node.port, "user": node.ssh_user, "key": node.key_ref} if show_ssh else None,
+        "agent_pid": node.agent_pid if show_ssh else None,
+        "agent_started_at": iso(node.agent_started_at),
+        "created_at": iso(node.created_at),
+        "updated_at": iso(node.updated_at),
         "ray": ray_view(ray),
         **running_view(running.get(ray.node_id, []) if ray is not None and ray.alive else [], who),
     }
@@ -104,13 +100,8 @@ def unmanaged_view(
     }
 
 
-def event_view(e: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "at": iso(e["at"]),
-        "from_state": e["from_state"],
-        "to_state": e["to_state"],
-        "reason": e["reason"],
-    }
+def event_view(e: NodeEvent) -> dict[str, Any]:
+    return {"at": iso(e.at), "from_state": e.from_state, "to_state": e.to_state, "reason": e.reason}
 
 
 def pools_of(snap: ClusterSnapshot) -> dict[str, dict[str, float]]:

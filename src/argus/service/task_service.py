@@ -5,25 +5,19 @@ to `<shared_root>/common/`, the task stored verbatim as QUEUED, the scheduler nu
 visibility rule: a task that is not the caller's is reported as not found, the same answer as
 for a task that does not exist.
 
-The offline verl check (a Hydra compose, about half a second) is cached per distinct
-(verl config directory, workload, overrides): the overrides are rendered with a fixed
-placeholder id for the check, so resubmitting the same spec does not compose again. A check not
-in the cache runs in the `CheckPool` (worker processes, fair between users), awaited without
-holding a thread. The rest of acceptance (parse, cached check, insert) runs on a few threads of
-its own (`service.accept_threads`): never on the event loop, which would then wait on the database's one
-writer, and never in the thread pool the read routes use.
+The offline verl check is cached (`argus.service.check_cache.CheckCache`); one not in the cache
+runs in the `CheckPool`, awaited without holding a thread. The rest of acceptance (parse, cached
+check, insert) runs on a few threads of its own (`service.accept_threads`): never on the event
+loop, which would then wait on the database's one writer, and never in the thread pool the read
+routes use. Reads take the store's records (`argus.domain.records`) to API bodies (`views`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,8 +26,9 @@ import anyio
 import sqlalchemy as sa
 
 from argus.cluster.errors import ClusterError, JobNotFound
-from argus.cluster.jobs import RayJobTool, tail_lines
+from argus.cluster.jobs import tail_lines
 from argus.domain.durations import format_duration
+from argus.domain.records import Task
 from argus.domain.task import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -42,13 +37,15 @@ from argus.domain.task import (
     new_task_id,
     parse_task_id,
 )
+from argus.ports import Clock, JobTool
 from argus.service.auth import Identity
-from argus.service.checks import CheckBacklog, CheckPool
+from argus.service.check_cache import CHECK_ID, CHECK_USER, CheckCache
+from argus.service.checks import CheckPool
 from argus.service.errors import APIError, not_found
-from argus.service.ratelimit import RateLimited, RateLimiter
+from argus.service.ratelimit import RateLimiter
 from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
 from argus.settings import ArgusSettings
-from argus.spec.entrypoint import CONFIG_NAMES, driver_gpus
+from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
 from argus.spec.inputs import ResolveCache, input_problems
 from argus.spec.render import Rendered, prepare_submission
@@ -56,83 +53,6 @@ from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec
 from argus.store.tasks import TaskStore
 
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
-CHECK_ID = "mvp2-check-ppo-00000000-000000-0000--a01"
-CHECK_USER = "check"
-
-
-class CheckCache:
-    """Remembers which (config dir, workload, overrides) composed cleanly against verl; what
-    it has not seen is composed in `pool`."""
-
-    def __init__(self, pool: CheckPool, size: int = 1024):
-        self.pool = pool
-        self.size = size
-        self._ok: OrderedDict[tuple, bool] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(spec: TaskSpec, rendered: Rendered) -> tuple:
-        return (str(rendered.config_dir), spec.workload, tuple(rendered.overrides))
-
-    def known(self, spec: TaskSpec, rendered: Rendered) -> bool:
-        """Whether this exact override set composed cleanly before (or needs no compose)."""
-        if rendered.config_dir is None:
-            return True
-        key = self.key(spec, rendered)
-        with self._lock:
-            if key in self._ok:
-                self._ok.move_to_end(key)
-                return True
-            return False
-
-    def _start(self, user: str, spec: TaskSpec, rendered: Rendered) -> Future:
-        try:
-            return self.pool.submit(
-                user,
-                self.key(spec, rendered),
-                CONFIG_NAMES[spec.workload],
-                list(rendered.overrides),
-                str(rendered.config_dir),
-                list(spec.overrides),
-            )
-        except CheckBacklog as exc:
-            raise RateLimited(
-                f"too many new override sets waiting for their verl check: user {user} has "
-                f"{exc.waiting} (service.check_queue_per_user); retry later",
-                2.0,
-                [
-                    Problem(
-                        "service.check_queue_per_user",
-                        f"at most {self.pool.max_queued} checks of one user wait at once",
-                    )
-                ],
-            ) from None
-
-    def _finish(self, spec: TaskSpec, rendered: Rendered, problems: list[Problem], source: str) -> None:
-        if problems:
-            raise SpecError(source, problems)  # failures are not cached
-        with self._lock:
-            self._ok[self.key(spec, rendered)] = True
-            while len(self._ok) > self.size:
-                self._ok.popitem(last=False)
-
-    async def acheck(self, user: str, spec: TaskSpec, rendered: Rendered, source: str) -> None:
-        """`check`, awaited on the event loop without holding a thread."""
-        if self.known(spec, rendered):
-            return
-        problems = await asyncio.wrap_future(self._start(user, spec, rendered))
-        self._finish(spec, rendered, problems, source)
-
-    def check(self, user: str, spec: TaskSpec, rendered: Rendered, source: str) -> None:
-        """Compose the overrides against verl unless known clean; blocks until done.
-
-        Raises:
-            SpecError: an override does not compose.
-            RateLimited: `user` has too many checks waiting.
-        """
-        if self.known(spec, rendered):
-            return
-        self._finish(spec, rendered, self._start(user, spec, rendered).result(), source)
 
 
 class TaskService:
@@ -140,9 +60,9 @@ class TaskService:
         self,
         settings: ArgusSettings,
         store: TaskStore,
-        jobs: RayJobTool,
+        jobs: JobTool,
         nudge: Callable[..., None],
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
         pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
         check_pool: CheckPool | None = None,
         rate: RateLimiter | None = None,
@@ -225,7 +145,7 @@ class TaskService:
             raise APIError(400, "invalid priority", [Problem("priority", "must be an integer from 0 to 1000")])
         row = self._own(who, task_id)
         if not self.store.set_priority(task_id, priority, self.clock(), who.user_id):
-            raise APIError(409, f"task {task_id} is {row['state']}: only a waiting task's priority can change")
+            raise APIError(409, f"task {task_id} is {row.state.value}: only a waiting task's priority can change")
         self.nudge(sync=True)
         return {"task_id": task_id, "priority": priority}
 
@@ -328,16 +248,27 @@ class TaskService:
         return {"task_id": task_id, "state": TaskState.QUEUED.value}
 
     # -- read -----------------------------------------------------------------------------
-    def _own(self, who: Identity, task_id: str) -> dict[str, Any]:
-        row = self.store.get(task_id) if parse_task_id(task_id) else None  # never a lookup of junk
-        if row is None or not who.owns(row["user_id"]):
+    @staticmethod
+    def _visible(who: Identity, task_id: str, task: Task | None) -> Task:
+        if task is None or not who.owns(task.user_id):
             raise not_found(f"no task {task_id}")
-        return row
+        return task
+
+    def _own(self, who: Identity, task_id: str) -> Task:
+        """The caller's task (the admin's: anyone's).
+
+        Raises:
+            APIError: 404 no such task, or not the caller's.
+        """
+        return self._visible(who, task_id, self.store.get(task_id) if parse_task_id(task_id) else None)
 
     def get(self, who: Identity, task_id: str) -> dict[str, Any]:
-        row = self._own(who, task_id)
+        """The task's detail: its latest attempt and its TaskSpec text (secrets redacted)."""
+        found = self.store.get_with_spec(task_id) if parse_task_id(task_id) else None  # never a lookup of junk
+        task, text = found if found is not None else (None, "")
+        task = self._visible(who, task_id, task)
         latest = self.store.latest_attempts([task_id]).get(task_id)
-        return task_detail(row, latest)
+        return task_detail(task, latest, text)
 
     def list(self, who: Identity, states: list[str], limit: int, cursor: str | None) -> dict[str, Any]:
         bad = [s for s in states if s not in TaskState.__members__]
@@ -357,7 +288,7 @@ class TaskService:
         rows = rows[:limit]
         return {
             "tasks": [task_summary(r) for r in rows],
-            "next_cursor": str(rows[-1]["seq"]) if more and rows else None,
+            "next_cursor": str(rows[-1].seq) if more and rows else None,
         }
 
     def attempts(self, who: Identity, task_id: str) -> dict[str, Any]:
@@ -368,7 +299,7 @@ class TaskService:
         user = None if who.is_admin else who.user_id
         waiting = self.store.in_states([s.value for s in WAITING_STATES], user)
         active = self.store.in_states([s.value for s in ACTIVE_STATES], user)
-        latest = self.store.latest_attempts([t["task_id"] for t in active])
+        latest = self.store.latest_attempts([t.task_id for t in active])
         pools: dict[str, dict[str, float]] | None = None
         pools_error = None
         if self.pool_capacity is not None:
@@ -381,25 +312,25 @@ class TaskService:
             "pools_error": pools_error,
             "pending": [
                 {
-                    "task_id": t["task_id"],
-                    "user_id": t["user_id"],
-                    "state": t["state"],
-                    "pool": t.get("pool"),
-                    "priority": t["priority"],
-                    "next_run_at": iso(t["next_run_at"]),
+                    "task_id": t.task_id,
+                    "user_id": t.user_id,
+                    "state": t.state.value,
+                    "pool": t.pool,
+                    "priority": t.priority,
+                    "next_run_at": iso(t.next_run_at),
                     "pending_reason": pending_reason(t),
-                    "estimated_start": iso(t["estimated_start"]),
-                    "created_at": iso(t["created_at"]),
+                    "estimated_start": iso(t.estimated_start),
+                    "created_at": iso(t.created_at),
                 }
                 for t in waiting
             ],
             "running": [
                 {
-                    "task_id": t["task_id"],
-                    "user_id": t["user_id"],
-                    "state": t["state"],
-                    "pool": t.get("pool"),
-                    "ray_submission_id": latest.get(t["task_id"], {}).get("ray_submission_id"),
+                    "task_id": t.task_id,
+                    "user_id": t.user_id,
+                    "state": t.state.value,
+                    "pool": t.pool,
+                    "ray_submission_id": a.ray_submission_id if (a := latest.get(t.task_id)) else None,
                 }
                 for t in active
             ],
@@ -414,17 +345,16 @@ class TaskService:
             APIError: 404 not the caller's task, 409 it had already ended.
         """
         for _ in range(5):
-            row = self._own(who, task_id)
-            state = TaskState(row["state"])
+            state = self._own(who, task_id).state
             if state in FINAL_STATES:
                 raise APIError(409, f"task {task_id} already ended ({state.value})")
             now = self.clock()
-            if self.store.transition(task_id, TaskState.CANCELED, now, f"cancelled by {who.user_id}"):
+            if self.store.cancel(task_id, now, f"cancelled by {who.user_id}"):
                 if state in ACTIVE_STATES:
                     latest = self.store.latest_attempts([task_id]).get(task_id)
                     if latest is not None:
                         try:
-                            self.jobs.stop(latest["ray_submission_id"])
+                            self.jobs.stop(latest.ray_submission_id)
                         except ClusterError:
                             pass  # the archive pass stops it once Ray answers
                 self.nudge(sync=True)
@@ -441,12 +371,12 @@ class TaskService:
         else:
             raise APIError(400, "invalid attempt", [Problem("attempt", "must be 'latest' or a number")])
         if att is None:
-            raise not_found(f"task {task_id} has no attempt {attempt} yet (state {row['state']})")
-        archive = Path(att["job_root"]) / "logs" / "driver.log"
-        if att["log_archived"] and archive.exists():
+            raise not_found(f"task {task_id} has no attempt {attempt} yet (state {row.state.value})")
+        archive = Path(att.job_root) / "logs" / "driver.log"
+        if att.log_archived and archive.exists():
             return tail_lines(archive.read_text(errors="replace"), tail)
         try:
-            return self.jobs.logs(att["ray_submission_id"], tail)
+            return self.jobs.logs(att.ray_submission_id, tail)
         except (JobNotFound, ClusterError) as exc:
             if archive.exists():
                 return tail_lines(archive.read_text(errors="replace"), tail)

@@ -1,9 +1,10 @@
 """The trace simulator: a discrete-event replay of a trace through `argus.domain.scheduling.plan`.
 
 Owns the fake cluster (N identical nodes of G GPUs), the fake clock (a heap of arrival and end
-events), the fair-share usage the `default` policy reads, and the metrics of a replay. The
-policy is the live scheduler's, called unchanged: after every batch of events that share a
-timestamp, one `plan(...)` pass decides which waiting jobs start and where.
+events) and the fair-share usage the `default` policy reads; the metrics of a replay are
+`argus.sim.metrics`'. The policy is the live scheduler's, called unchanged: after every batch
+of events that share a timestamp, one `plan(...)` pass decides which waiting jobs start and
+where.
 
 Model:
 - a job with num_gpu <= G is one bundle of num_gpu GPUs on one node; a larger job takes
@@ -11,8 +12,9 @@ Model:
 - the policy sees time_limit_s = duration x factor; a job ends at start + min(duration, limit)
   (a job longer than its limit is killed at the limit), and the policy is told it ends by
   start + limit;
-- fair share (`default` only): per-user GPU-hours, decayed exponentially (7-day half-life by
-  default), brought up to date at event times; all priorities are 500.
+- fair share (`default` only): per-user decayed GPU-hours by the live scheduler's formula
+  (`argus.domain.fairshare`, 7-day half-life by default), valued at every pass; all
+  priorities are 500.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import heapq
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from argus.domain.fairshare import Usage, decayed_gpu_hours, horizon_start
 from argus.domain.scheduling import POLICIES, Job, RunningJob, plan
+from argus.sim.metrics import JobRecord, Metrics, measure
 from argus.sim.trace import TraceError, TraceJob
 
 HALF_LIFE_S = 7 * 86400.0
-BSLD_BOUND_S = 10.0
 PRIORITY = 500
 _END, _ARRIVE = 0, 1
 _NODES = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -86,52 +90,6 @@ class ClusterShape:
         return (nnodes, self.gpus_per_node) if nnodes <= self.nodes else None
 
 
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """What happened to one job: when it started and ended, and where its GPUs were."""
-
-    job: TraceJob
-    start: float
-    end: float
-    gpus_by_node: dict[str, float]
-    killed: bool  # ran into its time limit
-
-    @property
-    def wait(self) -> float:
-        return self.start - self.job.submitted_at
-
-    @property
-    def run(self) -> float:
-        return self.end - self.start
-
-    @property
-    def jct(self) -> float:
-        return self.end - self.job.submitted_at
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """The figures of one replay (times in seconds)."""
-
-    jobs: int
-    finished: int
-    rejected: int
-    killed: int
-    avg_wait_s: float
-    p50_wait_s: float
-    p95_wait_s: float
-    p99_wait_s: float
-    max_wait_s: float
-    avg_jct_s: float
-    avg_bsld: float
-    utilization: float
-    makespan_s: float
-    largest_jobs_gpus: int
-    largest_jobs_max_wait_s: float
-    jct_lower_bound_s: float
-    makespan_lower_bound_s: float
-
-
 @dataclass
 class SimResult:
     """A replay: its inputs, every job's record, the metrics and what the policy cost."""
@@ -167,103 +125,65 @@ class SimResult:
         return out
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) of sorted values, interpolating linearly between ranks.
-
-    Args:
-        sorted_values: the values, ascending.
-        q: the percentile.
-
-    Returns:
-        The percentile, or 0.0 for no values.
-    """
-    n = len(sorted_values)
-    if n == 0:
-        return 0.0
-    pos = (n - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def measure(records: Sequence[JobRecord], rejected: Sequence[TraceJob], shape: ClusterShape) -> Metrics:
-    """The metrics of a replay.
-
-    Wait = start - submission; JCT = end - submission; bounded slowdown =
-    max(1, (wait + run) / max(run, 10 s)); utilisation = GPU-seconds held / (total GPUs x
-    makespan), makespan = last end - first submission. Lower bounds: the mean run time (for
-    JCT) and GPU-seconds / total GPUs (for the makespan). The largest jobs are the finished
-    jobs with the most GPUs.
-
-    Args:
-        records: the finished jobs.
-        rejected: the jobs that could never fit.
-        shape: the cluster.
-
-    Returns:
-        The metrics (zeros where there is no finished job).
-    """
-    n = len(records)
-    killed = sum(1 for r in records if r.killed)
-    if n == 0:
-        return Metrics(len(rejected), 0, len(rejected), 0, *([0.0] * 9), 0, 0.0, 0.0, 0.0)
-    waits = sorted(r.wait for r in records)
-    first = min(r.job.submitted_at for r in records)
-    makespan = max(r.end for r in records) - first
-    held = sum(sum(r.gpus_by_node.values()) * r.run for r in records)
-    asked = sum(r.job.num_gpu * r.run for r in records)
-    bsld = sum(max(1.0, r.jct / max(r.run, BSLD_BOUND_S)) for r in records) / n
-    biggest = max(r.job.num_gpu for r in records)
-    return Metrics(
-        jobs=n + len(rejected),
-        finished=n,
-        rejected=len(rejected),
-        killed=killed,
-        avg_wait_s=sum(waits) / n,
-        p50_wait_s=percentile(waits, 50),
-        p95_wait_s=percentile(waits, 95),
-        p99_wait_s=percentile(waits, 99),
-        max_wait_s=waits[-1],
-        avg_jct_s=sum(r.jct for r in records) / n,
-        avg_bsld=bsld,
-        utilization=held / (shape.total_gpus * makespan) if makespan > 0 else 0.0,
-        makespan_s=makespan,
-        largest_jobs_gpus=biggest,
-        largest_jobs_max_wait_s=max(r.wait for r in records if r.job.num_gpu == biggest),
-        jct_lower_bound_s=sum(r.run for r in records) / n,
-        makespan_lower_bound_s=asked / shape.total_gpus,
-    )
-
-
 class FairShare:
-    """Per-user GPU-hours, decayed with a half-life, accrued by the jobs running between events.
+    """Each user's decayed GPU-hours during a replay, by the live scheduler's formula.
 
-    `advance(now)` brings `hours` up to `now`, exactly for GPUs held at a constant rate since
-    the last call; `hold(user, gpus)` changes what a user holds from then on (negative: release).
+    The formula is `argus.domain.fairshare`'s: `hours(now)` equals
+    `fair_share(every usage so far, now, half_life_s).decayed` (up to rounding). The jobs that
+    run now are valued with `decayed_gpu_hours` at every call; a job that ended is valued once,
+    at its end, and its worth then decays by the formula's factor 0.5 ** ((now - end) /
+    half_life_s), until it passes the horizon and is dropped as `fair_share` drops it. So a
+    call costs O(users + running jobs), not O(history). Times must not decrease between calls.
     """
 
     def __init__(self, half_life_s: float) -> None:
         self.half_life_s = half_life_s
-        self.hours: dict[str, float] = {}
-        self.rate: dict[str, float] = {}  # GPUs each user holds now
-        self.at = 0.0
+        self.running: dict[str, Usage] = {}  # job id -> its usage so far (end None)
+        self._ended: deque[tuple[float, str, float]] = deque()  # (end, user, worth at the end), by end
+        self._settled: dict[str, float] = {}  # per user: the worth of the ended usages at `_at`
+        self._counted: dict[str, int] = {}  # per user: ended usages in `_settled`
+        self._at = -math.inf
 
-    def advance(self, now: float) -> None:
-        """Decay and accrue every user's GPU-hours up to `now`."""
-        dt = now - self.at
-        self.at = now
-        if dt <= 0:
-            return
-        d = 2.0 ** (-dt / self.half_life_s)
-        # GPUs held at a constant rate over dt, each GPU-hour decayed from when it was used.
-        accrued = (1.0 - d) * self.half_life_s / math.log(2) / 3600.0
-        for user in self.hours:
-            self.hours[user] = self.hours[user] * d + self.rate.get(user, 0.0) * accrued
+    def start(self, key: str, user: str, gpus: float, now: float) -> None:
+        """`user`'s job `key` holds `gpus` GPUs from `now`."""
+        self.running[key] = Usage(user, gpus, now)
 
-    def hold(self, user: str, gpus: float) -> None:
-        """From now on `user` holds `gpus` more GPUs (fewer when negative)."""
-        self.rate[user] = self.rate.get(user, 0.0) + gpus
-        self.hours.setdefault(user, 0.0)
+    def end(self, key: str, now: float) -> None:
+        """Job `key` released its GPUs at `now`."""
+        usage = replace(self.running.pop(key), end=now)
+        self._advance(now)
+        worth = decayed_gpu_hours(usage, now, self.half_life_s)
+        if worth > 0:
+            self._ended.append((now, usage.user, worth))
+            self._settled[usage.user] = self._settled.get(usage.user, 0.0) + worth
+            self._counted[usage.user] = self._counted.get(usage.user, 0) + 1
+
+    def hours(self, now: float) -> dict[str, float]:
+        """Per user with any: the decayed GPU-hours at `now`."""
+        self._advance(now)
+        out = {user: h for user, h in self._settled.items() if h > 0}
+        for usage in self.running.values():
+            h = decayed_gpu_hours(usage, now, self.half_life_s)
+            if h > 0:
+                out[usage.user] = out.get(usage.user, 0.0) + h
+        return out
+
+    def _advance(self, now: float) -> None:
+        """Decay the ended usages' worth to `now` and drop those past the horizon."""
+        if now > self._at:
+            factor = 0.5 ** ((now - self._at) / self.half_life_s) if self._at > -math.inf else 0.0
+            for user in self._settled:
+                self._settled[user] *= factor
+            self._at = now
+        horizon = horizon_start(now, self.half_life_s)
+        while self._ended and self._ended[0][0] <= horizon:
+            end, user, worth = self._ended.popleft()
+            self._counted[user] -= 1
+            if self._counted[user] == 0:
+                del self._counted[user], self._settled[user]
+            else:
+                left = self._settled[user] - worth * 0.5 ** ((now - end) / self.half_life_s)
+                self._settled[user] = max(0.0, left)
 
 
 def simulate(
@@ -295,129 +215,141 @@ def simulate(
     if not time_limit_factor > 0 or math.isinf(time_limit_factor):
         raise TraceError(f"--time-limit-factor {time_limit_factor!r}: must be a positive number")
     t0 = time.perf_counter()
-    free = {n: float(shape.gpus_per_node) for n in shape.node_names()}
-    pending: list[Job | None] = []
-    rejected: list[TraceJob] = []
-    heap: list[tuple[float, int, int]] = []
-    for i, tj in enumerate(jobs):
-        gang = shape.gang(tj.num_gpu)
-        if gang is None:
-            rejected.append(tj)
-            pending.append(None)
-            continue
-        pending.append(
-            Job(
-                id=tj.id,
-                user=tj.user,
-                nnodes=gang[0],
-                gpus_per_node=float(gang[1]),
-                submitted_at=tj.submitted_at,
-                time_limit_s=tj.duration_s * time_limit_factor,
-                priority=PRIORITY,
-            )
-        )
-        heap.append((tj.submitted_at, _ARRIVE, i))
-    heapq.heapify(heap)
-    index = {tj.id: i for i, tj in enumerate(jobs)}
-    if len(index) != len(jobs):
-        raise TraceError("job ids repeat: every job of a trace needs an id of its own")
-    queue: dict[str, Job] = {}
-    running: dict[str, RunningJob] = {}
-    started: dict[str, float] = {}
-    records: list[JobRecord] = []
-    usage = FairShare(half_life_s) if policy == "default" else None
-    if usage is not None and heap:
-        usage.at = heap[0][0]
-    passes, plan_s, max_q, sum_q = 0, 0.0, 0, 0
-    kept: str | None = None  # the job the last pass reserved
+    replay = _Replay(jobs, shape, policy, time_limit_factor, half_life_s)
+    replay.run()
+    return replay.result(time.perf_counter() - t0)
 
-    while heap:
-        now = heap[0][0]
-        if usage is not None:
-            usage.advance(now)
-        while heap and heap[0][0] == now:
-            _, kind, i = heapq.heappop(heap)
-            tj = jobs[i]
-            if kind == _ARRIVE:
-                queue[tj.id] = pending[i]
+
+class _Replay:
+    """One replay's state and its steps: load the trace, then per event time apply the
+    arrivals and ends, and plan a pass that starts jobs; finally the result."""
+
+    def __init__(
+        self, jobs: Sequence[TraceJob], shape: ClusterShape, policy: str, factor: float, half_life_s: float
+    ) -> None:
+        self.trace, self.shape, self.policy, self.factor = jobs, shape, policy, factor
+        self.free = {n: float(shape.gpus_per_node) for n in shape.node_names()}
+        self.pending: list[Job | None] = []  # by trace index; None: rejected
+        self.rejected: list[TraceJob] = []
+        self.heap: list[tuple[float, int, int]] = []  # (time, _END | _ARRIVE, trace index)
+        self.index = {tj.id: i for i, tj in enumerate(jobs)}
+        if len(self.index) != len(jobs):
+            raise TraceError("job ids repeat: every job of a trace needs an id of its own")
+        self.queue: dict[str, Job] = {}
+        self.running: dict[str, RunningJob] = {}
+        self.started: dict[str, float] = {}
+        self.records: list[JobRecord] = []
+        self.usage = FairShare(half_life_s) if policy == "default" else None
+        self.passes, self.plan_s, self.max_q, self.sum_q = 0, 0.0, 0, 0
+        self.kept: str | None = None  # the job the last pass reserved
+        self._load()
+
+    def _load(self) -> None:
+        """Turn the trace into waiting jobs (rejecting those that never fit) and arrival events."""
+        for i, tj in enumerate(self.trace):
+            gang = self.shape.gang(tj.num_gpu)
+            if gang is None:
+                self.rejected.append(tj)
+                self.pending.append(None)
                 continue
-            r = running.pop(tj.id)
+            self.pending.append(
+                Job(
+                    id=tj.id,
+                    user=tj.user,
+                    nnodes=gang[0],
+                    gpus_per_node=float(gang[1]),
+                    submitted_at=tj.submitted_at,
+                    time_limit_s=tj.duration_s * self.factor,
+                    priority=PRIORITY,
+                )
+            )
+            self.heap.append((tj.submitted_at, _ARRIVE, i))
+        heapq.heapify(self.heap)
+
+    def run(self) -> None:
+        """Replay every event; then no job may be left waiting.
+
+        Raises:
+            SimulationError: as `simulate`.
+        """
+        while self.heap:
+            now = self.heap[0][0]
+            self._events(now)
+            if self.queue:
+                self._pass(now)
+        if self.queue:
+            raise SimulationError(
+                f"{len(self.queue)} job(s) still wait with nothing running, e.g. "
+                f"{next(iter(self.queue))}: the policy never started them"
+            )
+
+    def _events(self, now: float) -> None:
+        """Apply every arrival and end at `now`: queue the arrivals, free the ends' GPUs."""
+        while self.heap and self.heap[0][0] == now:
+            _, kind, i = heapq.heappop(self.heap)
+            tj, job = self.trace[i], self.pending[i]
+            assert job is not None  # only jobs that fit have events
+            if kind == _ARRIVE:
+                self.queue[tj.id] = job
+                continue
+            r = self.running.pop(tj.id)
             for node, g in r.gpus_by_node.items():
-                free[node] += g
-            if usage is not None:
-                usage.hold(tj.user, -r.gpus)
-            start = started.pop(tj.id)
-            limit = pending[i].time_limit_s
-            records.append(JobRecord(tj, start, now, dict(r.gpus_by_node), tj.duration_s > limit))
-        if not queue:
-            continue
-        waiting = list(queue.values())
-        kept = kept if kept in queue else None
-        max_q, sum_q, passes = max(max_q, len(waiting)), sum_q + len(waiting), passes + 1
+                self.free[node] += g
+            if self.usage is not None:
+                self.usage.end(tj.id, now)
+            start = self.started.pop(tj.id)
+            self.records.append(JobRecord(tj, start, now, dict(r.gpus_by_node), tj.duration_s > job.time_limit_s))
+
+    def _pass(self, now: float) -> None:
+        """One policy pass over the waiting jobs; start what it starts and schedule their ends."""
+        waiting = list(self.queue.values())
+        kept = self.kept if self.kept in self.queue else None
+        self.max_q, self.sum_q, self.passes = max(self.max_q, len(waiting)), self.sum_q + len(waiting), self.passes + 1
+        usage = self.usage.hours(now) if self.usage is not None else None
         p0 = time.perf_counter()
         decision = plan(
-            now,
-            waiting,
-            list(running.values()),
-            free,
-            policy,
-            usage=usage.hours if usage is not None else None,
-            explain=False,
-            keep=kept,
+            now, waiting, list(self.running.values()), self.free, self.policy, usage=usage, explain=False, keep=kept
         )
-        kept = decision.reserved[0] if decision.reserved else None  # as the live loop does
-        plan_s += time.perf_counter() - p0
+        self.kept = decision.reserved[0] if decision.reserved else None  # as the live loop does
+        self.plan_s += time.perf_counter() - p0
         for job, placement in decision.start:
-            _start(job, placement.gpus_by_node, now, queue, free, running, started)
-            i = index[job.id]
-            end = now + min(jobs[i].duration_s, job.time_limit_s)
-            heapq.heappush(heap, (end, _END, i))
-            if usage is not None:
-                usage.hold(job.user, job.gpus)
-    if queue:
-        raise SimulationError(
-            f"{len(queue)} job(s) still wait with nothing running, e.g. "
-            f"{next(iter(queue))}: the policy never started them"
-        )
-    records.sort(key=lambda r: (r.job.submitted_at, r.start))
-    return SimResult(
-        policy=policy,
-        shape=shape,
-        time_limit_factor=time_limit_factor,
-        records=records,
-        rejected=rejected,
-        metrics=measure(records, rejected, shape),
-        passes=passes,
-        plan_seconds=plan_s,
-        max_queue=max_q,
-        avg_queue=sum_q / passes if passes else 0.0,
-        sim_seconds=time.perf_counter() - t0,
-    )
+            self._start(job, placement.gpus_by_node, now)
+            i = self.index[job.id]
+            heapq.heappush(self.heap, (now + min(self.trace[i].duration_s, job.time_limit_s), _END, i))
+            if self.usage is not None:
+                self.usage.start(job.id, job.user, job.gpus, now)
 
-
-def _start(
-    job: Job,
-    by_node: dict[str, float],
-    now: float,
-    queue: dict[str, Job],
-    free: dict[str, float],
-    running: dict[str, RunningJob],
-    started: dict[str, float],
-) -> None:
-    """Take `job` out of the queue onto its nodes, checking the placement against the cluster."""
-    if queue.pop(job.id, None) is None:
-        raise SimulationError(f"at t={now:g} the policy started {job.id}, which is not waiting")
-    if len(by_node) != job.nnodes or any(g != job.gpus_per_node for g in by_node.values()):
-        raise SimulationError(
-            f"at t={now:g} {job.id} (gang {job.nnodes}x{job.gpus_per_node:g}) was placed as {by_node}"
-        )
-    for node, g in by_node.items():
-        if free.get(node, -1.0) < g:
+    def _start(self, job: Job, by_node: dict[str, float], now: float) -> None:
+        """Take `job` out of the queue onto its nodes, checking the placement against the cluster."""
+        if self.queue.pop(job.id, None) is None:
+            raise SimulationError(f"at t={now:g} the policy started {job.id}, which is not waiting")
+        if len(by_node) != job.nnodes or any(g != job.gpus_per_node for g in by_node.values()):
             raise SimulationError(
-                f"at t={now:g} {job.id} takes {g:g} GPU(s) on {node}, which has {free.get(node, 0.0):g} free"
+                f"at t={now:g} {job.id} (gang {job.nnodes}x{job.gpus_per_node:g}) was placed as {by_node}"
             )
-    for node, g in by_node.items():
-        free[node] -= g
-    gpus = dict(by_node)
-    running[job.id] = RunningJob(job.id, job.user, gpus, now + job.time_limit_s)
-    started[job.id] = now
+        for node, g in by_node.items():
+            if self.free.get(node, -1.0) < g:
+                raise SimulationError(
+                    f"at t={now:g} {job.id} takes {g:g} GPU(s) on {node}, which has {self.free.get(node, 0.0):g} free"
+                )
+        for node, g in by_node.items():
+            self.free[node] -= g
+        self.running[job.id] = RunningJob(job.id, job.user, dict(by_node), now + job.time_limit_s)
+        self.started[job.id] = now
+
+    def result(self, seconds: float) -> SimResult:
+        """The replay's records (by submission, then start), metrics and cost."""
+        self.records.sort(key=lambda r: (r.job.submitted_at, r.start))
+        return SimResult(
+            policy=self.policy,
+            shape=self.shape,
+            time_limit_factor=self.factor,
+            records=self.records,
+            rejected=self.rejected,
+            metrics=measure(self.records, self.rejected, self.shape),
+            passes=self.passes,
+            plan_seconds=self.plan_s,
+            max_queue=self.max_q,
+            avg_queue=self.sum_q / self.passes if self.passes else 0.0,
+            sim_seconds=seconds,
+        )

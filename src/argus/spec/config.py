@@ -19,6 +19,8 @@ from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_
 
 DEFAULT_SHARED_ROOT_ENV = "ARGUS_SHARED_ROOT"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The default `entrypoint_resources`: a resource only worker nodes offer (seed 000 §3.1).
+WORKER_NODE_RESOURCE: dict[str, float] = {"worker_node": 1}
 
 
 def default_shared_root() -> str:
@@ -62,7 +64,7 @@ class RayConfig(StrictModel):
     cluster_name: str | None = None
     shared_root: str = Field(default_factory=default_shared_root)
     entrypoint_num_cpus: float = Field(default=1, ge=0)
-    entrypoint_resources: dict[str, float] = Field(default_factory=lambda: {"worker_node": 1})
+    entrypoint_resources: dict[str, float] = Field(default_factory=lambda: dict(WORKER_NODE_RESOURCE))
     runtime_env: RuntimeEnvConfig = Field(default_factory=RuntimeEnvConfig)
     user_code_path: str = "${shared_root}/user/code"
 

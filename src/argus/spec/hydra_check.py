@@ -13,6 +13,7 @@ import functools
 import importlib.metadata
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from argus.spec.errors import Problem
@@ -72,7 +73,7 @@ def _type_problems(base, composed, overrides: list[str]) -> list[Problem]:
 
 
 def check_overrides(
-    config_name: str, overrides: list[str], config_dir: Path, user_overrides: list[str] = ()
+    config_name: str, overrides: list[str], config_dir: Path, user_overrides: Sequence[str] = ()
 ) -> list[Problem]:
     """Compose `config_name` in `config_dir` with `overrides`; problems found, or [].
 

@@ -114,10 +114,10 @@ def input_problems(
                 )
                 break
     for name, value in spec.env_vars.items():
-        path = env_path_outside(str(value), roots, resolve)
-        if path is not None:
+        outside = env_path_outside(str(value), roots, resolve)
+        if outside is not None:
             problems.append(
-                Problem(f"env_vars.{name}", f"'{path}' must lie under {shown} (after resolving '..' and symlinks)")
+                Problem(f"env_vars.{name}", f"'{outside}' must lie under {shown} (after resolving '..' and symlinks)")
             )
     return problems
 

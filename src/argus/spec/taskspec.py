@@ -10,7 +10,9 @@ Invariants: paths are absolute, free text is safe to quote
 for Hydra, `save_freq` defaults to the seeds' disk rule (10), `overrides` never touch the
 keys that Argus manages (the job's own directory, the gang shape) nor escape the run
 (`argus.spec.overrides`), a model id is a hub id or an absolute path, and `env_vars` never
-set the loader, the interpreter, the shell, the GPUs or Ray's hooks. Paths are compared with
+set the loader, the interpreter, the shell, the GPUs or Ray's hooks. Where the seeds' examples
+write an empty value (`submission_id: ""`, `trainer_device: null`, `val_file: null`), it means
+exactly what leaving the key out means. Paths are compared with
 the roots the user may read by `argus.spec.inputs` (that needs the filesystem).
 """
 
@@ -40,6 +42,11 @@ __all__ = [
 ]
 
 Workload = Literal["ppo", "grpo", "sft"]
+TrainerDevice = Literal["cuda", "cpu", "npu"]
+# `trainer.device` when the spec leaves it out or gives `null` (seed 003 §3 writes
+# `trainer_device: null`): the workload's default, verl's own for every workload (`ppo_trainer`
+# and `sft_trainer_engine` both say `cuda`; 0.9.1 resets an SFT `cpu` to the accelerator anyway).
+DEFAULT_TRAINER_DEVICE: TrainerDevice = "cuda"
 SUBMISSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_SAVE_FREQ = 10
 DEFAULT_PRIORITY = 500
@@ -173,7 +180,8 @@ class TaskSpec(StrictModel):
     total_training_steps: int | None = Field(default=None, ge=1)
     save_freq: int = DEFAULT_SAVE_FREQ
     test_freq: int = -1
-    trainer_device: Literal["cuda", "cpu", "npu"] = "cuda"
+    # null (seed 003 §3) is the workload's default, exactly as when the key is left out.
+    trainer_device: TrainerDevice = DEFAULT_TRAINER_DEVICE
     rollout_engine: Literal["vllm", "sglang", "trtllm"] = "vllm"
     rollout_n: int | None = Field(default=None, ge=1)
     critic_model_id: str | None = None
@@ -200,6 +208,12 @@ class TaskSpec(StrictModel):
             if total > MAX_OVERRIDES_CHARS:
                 raise ValueError(f"are {total} characters together; at most {MAX_OVERRIDES_CHARS}")
         return v
+
+    @field_validator("trainer_device", mode="before")
+    @classmethod
+    def _trainer_device(cls, v: Any) -> Any:
+        """`null` is the default device; anything else is checked against the literal."""
+        return DEFAULT_TRAINER_DEVICE if v is None else v
 
     @field_validator("pool")
     @classmethod

@@ -21,6 +21,7 @@ restarts.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,7 @@ class Database:
             return self.truncate_wal()
         raw = self.read.raw_connection()
         try:
-            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _sqlite3(raw).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             raw.close()
         return False
@@ -106,7 +107,7 @@ class Database:
             return False
         raw = self.write.raw_connection()
         try:
-            conn = raw.driver_connection
+            conn = _sqlite3(raw)
             conn.execute(f"PRAGMA busy_timeout={TRUNCATE_BUSY_TIMEOUT_MS}")
             try:
                 busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -122,6 +123,19 @@ class Database:
         self.read.dispose()
         if self.write is not self.read:
             self.write.dispose()
+
+
+def _sqlite3(raw: sa.PoolProxiedConnection) -> sqlite3.Connection:
+    """The sqlite3 connection under a pooled one.
+
+    Raises:
+        sqlalchemy.exc.InvalidRequestError: the pooled connection was invalidated (no DBAPI
+            connection under it).
+    """
+    conn = raw.driver_connection
+    if conn is None:
+        raise sa.exc.InvalidRequestError("the pooled SQLite connection was invalidated")
+    return conn
 
 
 def _sqlite_engine(

@@ -10,8 +10,10 @@ Owns every write to `nodes` and `node_events`. Invariants:
 - a name is registered once; registering it again is allowed only from `failed` or `offline`
   (`reregister`), which keeps the node's history.
 
-Rows are returned as plain dicts keyed by column name, `labels` decoded. Times are epoch seconds
-passed in by the caller (the clock is never read here).
+Nodes and events are returned as frozen records (`argus.domain.node_records`: `Node`,
+`NodeEvent`), `labels` decoded here once; every write is a named method (`joined`, `failed`,
+`draining`, `undrained`, `offline_requested`, `went_offline`, `agent_started`). Times are epoch
+seconds passed in by the caller (the clock is never read here).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from argus.domain.node_records import Node, NodeEvent
 from argus.domain.nodes import ALLOWED_FROM, NodeRegistration, NodeState
 from argus.store.db import Database
 from argus.store.schema import node_events, nodes
@@ -36,12 +39,31 @@ class NodeExists(Exception):
         self.state = state
 
 
-def _row(r: Any) -> dict[str, Any] | None:
-    if r is None:
-        return None
-    row = dict(r._mapping)
-    row["labels"] = json.loads(row.get("labels") or "{}")
-    return row
+def _node(r: Any) -> Node:
+    m = r._mapping
+    return Node(
+        name=m["name"],
+        host=m["host"],
+        port=m["port"],
+        ssh_user=m["ssh_user"],
+        key_ref=m["key_ref"],
+        labels=json.loads(m["labels"] or "{}"),
+        gpus=m["gpus"],
+        cpus=m["cpus"],
+        state=NodeState(m["state"]),
+        reason=m["reason"],
+        agent_pid=m["agent_pid"],
+        agent_started_at=m["agent_started_at"],
+        ray_node_id=m["ray_node_id"],
+        offline_requested=bool(m["offline_requested"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _event_record(r: Any) -> NodeEvent:
+    m = r._mapping
+    return NodeEvent(m["id"], m["node"], m["at"], m["from_state"], m["to_state"], m["reason"])
 
 
 def _registration_values(reg: NodeRegistration) -> dict[str, Any]:
@@ -63,11 +85,12 @@ class NodeStore:
         self.db = db
 
     # -- helpers --------------------------------------------------------------------------
-    def _locked(self, conn: sa.Connection, name: str) -> dict[str, Any] | None:
+    def _locked(self, conn: sa.Connection, name: str) -> Node | None:
         q = sa.select(nodes).where(nodes.c.name == name)
         if not self.db.is_sqlite:
             q = q.with_for_update()
-        return _row(conn.execute(q).first())
+        r = conn.execute(q).first()
+        return None if r is None else _node(r)
 
     @staticmethod
     def _event(
@@ -80,33 +103,33 @@ class NodeStore:
     def _move(
         self,
         conn: sa.Connection,
-        node: dict[str, Any],
+        node: Node,
         to: NodeState,
         now: float,
         reason: str | None,
-        fields: dict[str, Any],
+        columns: dict[str, Any],
     ) -> bool:
-        current = NodeState(node["state"])
+        current = node.state
         if current not in ALLOWED_FROM[to]:
             return False
         res = conn.execute(
             nodes.update()
-            .where(nodes.c.name == node["name"], nodes.c.state == current.value)
-            .values(state=to.value, reason=reason, updated_at=now, **fields)
+            .where(nodes.c.name == node.name, nodes.c.state == current.value)
+            .values(state=to.value, reason=reason, updated_at=now, **columns)
         )
         if res.rowcount != 1:
             return False
-        self._event(conn, node["name"], now, current.value, to.value, reason)
+        self._event(conn, node.name, now, current.value, to.value, reason)
         return True
 
     # -- create ---------------------------------------------------------------------------
-    def create(self, reg: NodeRegistration, now: float, reason: str = "registered") -> dict[str, Any]:
+    def create(self, reg: NodeRegistration, now: float, reason: str = "registered") -> Node:
         """Insert a `pending` node and its first event; or, when the name is registered and its
         node is failed or offline, register it again (`pending`, the new fields, its agent and
         Ray fields cleared).
 
         Returns:
-            The node row.
+            The node.
         Raises:
             NodeExists: the name is registered and its node is pending, online or draining.
         """
@@ -144,70 +167,95 @@ class NodeStore:
                     "offline_requested": False,
                 },
             ):
-                raise NodeExists(reg.name, old["state"])
-            return self._locked(conn, reg.name)  # type: ignore[return-value]
+                raise NodeExists(reg.name, old.state.value)
+            created = self._locked(conn, reg.name)
+            assert created is not None
+            return created
 
     # -- transitions ----------------------------------------------------------------------
-    def transition(
+    def _transition(
         self,
         name: str,
         to: NodeState,
         now: float,
         reason: str,
         expect: Iterable[NodeState] | None = None,
-        **fields: Any,
+        columns: dict[str, Any] | None = None,
     ) -> bool:
-        """Move the node to `to` if its current state allows it; False otherwise.
-
-        Args:
-            expect: when given, the move happens only from one of these states (narrower than
-                the transition table: `offline` of an empty node must not race an undrain).
-            fields: other columns to set in the same UPDATE (agent_pid, ray_node_id, …).
-        """
+        """Move the node to `to` if its current state allows it (and is one of `expect`, when
+        given: narrower than the transition table); False otherwise. `columns` are set in the
+        same UPDATE."""
         with self.db.write.begin() as conn:
             node = self._locked(conn, name)
-            if node is None or (expect is not None and node["state"] not in set(expect)):
+            if node is None or (expect is not None and node.state not in set(expect)):
                 return False
-            return self._move(conn, node, to, now, reason, fields)
+            return self._move(conn, node, to, now, reason, columns or {})
 
-    def record(self, name: str, now: float, reason: str, expect: Iterable[NodeState], **fields: Any) -> bool:
-        """Set columns without a change of state, with an event (`from_state == to_state`).
-
-        Returns:
-            False when the node is unknown or not in one of the `expect`ed states.
-        """
+    def _record(self, name: str, now: float, reason: str, expect: Iterable[NodeState], columns: dict[str, Any]) -> bool:
+        """Set columns without a change of state, with an event (`from_state == to_state`);
+        False when the node is unknown or not in one of the `expect`ed states."""
         with self.db.write.begin() as conn:
             node = self._locked(conn, name)
-            if node is None or node["state"] not in set(expect):
+            if node is None or node.state not in set(expect):
                 return False
             res = conn.execute(
                 nodes.update()
-                .where(nodes.c.name == name, nodes.c.state == node["state"])
-                .values(updated_at=now, **fields)
+                .where(nodes.c.name == name, nodes.c.state == node.state.value)
+                .values(updated_at=now, **columns)
             )
             if res.rowcount != 1:
                 return False
-            self._event(conn, name, now, node["state"], node["state"], reason)
+            self._event(conn, name, now, node.state.value, node.state.value, reason)
             return True
 
     def agent_started(self, name: str, pid: int | None, now: float, reason: str) -> bool:
         """The agent runs on a pending node: its pid and when, with an event."""
-        return self.record(name, now, reason, [NodeState.PENDING], agent_pid=pid, agent_started_at=now)
+        return self._record(name, now, reason, [NodeState.PENDING], {"agent_pid": pid, "agent_started_at": now})
+
+    def joined(self, name: str, ray_node_id: str | None, now: float, reason: str) -> bool:
+        """pending -> online: the node's agent joined Ray as `ray_node_id`."""
+        return self._transition(name, NodeState.ONLINE, now, reason, [NodeState.PENDING], {"ray_node_id": ray_node_id})
+
+    def failed(self, name: str, now: float, reason: str) -> bool:
+        """pending -> failed (SSH, the host check or the join went wrong: `reason` says which)."""
+        return self._transition(name, NodeState.FAILED, now, reason, [NodeState.PENDING])
+
+    def draining(self, name: str, now: float, reason: str, offline_requested: bool = False) -> bool:
+        """online -> draining; `offline_requested`: the admin asked for offline while work runs."""
+        columns = {"offline_requested": True} if offline_requested else {}
+        return self._transition(name, NodeState.DRAINING, now, reason, [NodeState.ONLINE], columns)
+
+    def undrained(self, name: str, now: float, reason: str) -> bool:
+        """draining -> online, a requested offline cancelled."""
+        return self._transition(name, NodeState.ONLINE, now, reason, [NodeState.DRAINING], {"offline_requested": False})
+
+    def offline_requested(self, name: str, now: float, reason: str) -> bool:
+        """A draining node goes offline once it is empty (the reconciler finishes the job)."""
+        return self._record(name, now, reason, [NodeState.DRAINING], {"offline_requested": True})
+
+    def went_offline(self, name: str, now: float, reason: str) -> bool:
+        """-> offline from any state the transition table allows: the agent stopped (or is held
+        out); its pid and a requested offline are cleared."""
+        return self._transition(
+            name, NodeState.OFFLINE, now, reason, columns={"agent_pid": None, "offline_requested": False}
+        )
 
     # -- reads ----------------------------------------------------------------------------
-    def get(self, name: str) -> dict[str, Any] | None:
+    def get(self, name: str) -> Node | None:
         with self.db.read.connect() as conn:
-            return _row(conn.execute(sa.select(nodes).where(nodes.c.name == name)).first())
+            r = conn.execute(sa.select(nodes).where(nodes.c.name == name)).first()
+            return None if r is None else _node(r)
 
-    def list(self, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Registered nodes by name."""
-        q = sa.select(nodes).order_by(nodes.c.name)
-        if states is not None:
-            q = q.where(nodes.c.state.in_(list(states)))
-        with self.db.read.connect() as conn:
-            return [_row(r) for r in conn.execute(q)]  # type: ignore[misc]
-
-    def events(self, name: str) -> list[dict[str, Any]]:
+    def events(self, name: str) -> list[NodeEvent]:
+        """The node's history, oldest first."""
         with self.db.read.connect() as conn:
             rows = conn.execute(sa.select(node_events).where(node_events.c.node == name).order_by(node_events.c.id))
-            return [dict(r._mapping) for r in rows]
+            return [_event_record(r) for r in rows]
+
+    def list(self, states: Iterable[NodeState] | None = None) -> list[Node]:
+        """Registered nodes by name (those in `states`, when given)."""
+        q = sa.select(nodes).order_by(nodes.c.name)
+        if states is not None:
+            q = q.where(nodes.c.state.in_([NodeState(s).value for s in states]))
+        with self.db.read.connect() as conn:
+            return [_node(r) for r in conn.execute(q)]

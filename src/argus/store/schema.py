@@ -1,8 +1,8 @@
 """The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events, nodes, node_events.
 
 Times are seconds since the epoch (UTC) as floats, so SQLite and PostgreSQL sort and compare
-them the same way. `tasks.seq` is the insertion order (FIFO and the list cursor). The migration
-in `argus/store/migrations/versions/` creates exactly these tables; change both together.
+them the same way. `tasks.seq` is the insertion order (FIFO and the list cursor). The migrations
+in `argus/store/migrations/versions/` create exactly these tables; change both together.
 """
 
 from __future__ import annotations
@@ -75,6 +75,10 @@ attempts = sa.Table(
     sa.Column("start_time", sa.Float),
     sa.Column("end_time", sa.Float),
     sa.Column("log_archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The node Ray ran the driver on, as Ray reports it; the name is its `argus.io/node` label.
+    sa.Column("driver_node_id", sa.String(64)),
+    sa.Column("driver_node_ip", sa.String(64)),
+    sa.Column("driver_node_name", sa.String(63)),
     sa.UniqueConstraint("task_id", "attempt_no", name="uq_attempts_task_no"),
 )
 

@@ -1,67 +1,74 @@
-"""Tasks, attempts and their events: one named function per state transition.
+"""Tasks, attempts and their events: one named method per change.
 
-Owns every write to `tasks`, `attempts` and `task_events`. Invariants:
+Owns every write to `tasks`, `attempts` and `task_events` (the reads, and the rows made records,
+are in `argus.store.task_reads`). Invariants:
 
 - every state change is compare-and-set (`UPDATE … WHERE task_id=? AND state=<the state read in
   the same transaction>`), allowed only by `argus.domain.task.ALLOWED_FROM`, and appends a
   `task_events` row in the same transaction; a final state is never left;
 - an attempt row (with its Ray submission id) is written, and the task moved to SUBMITTED, in one
-  transaction *before* `submit_job` is called; `mark_submitted` records Ray's acceptance.
+  transaction *before* `submit_job` is called (`start_attempt`); `mark_submitted` records Ray's
+  acceptance;
+- no caller names a column: each transition and each attempt update is a method of its own.
 
-Rows are returned as plain dicts keyed by column name. Times are epoch seconds passed in by the
-caller (the clock is never read here).
+Times are epoch seconds passed in by the caller (the clock is never read here).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from argus.domain.failure import FailureCause
+from argus.domain.fairshare import Usage
+from argus.domain.records import Attempt, Dispatch, Task
 from argus.domain.task import ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id
 from argus.store.db import Database
 from argus.store.schema import attempts, task_events, tasks
+from argus.store.task_reads import LOST, TASK_COLUMNS, TaskReads, task_record
+
+__all__ = ["LOST", "TaskStore", "wait_changed"]
+_PENDING = TaskState.PENDING_RESOURCES.value  # read once: an enum member's `.value` is slow
 
 
-def _row(r: Any) -> dict[str, Any] | None:
-    return None if r is None else dict(r._mapping)
+def _changed(
+    state: str,
+    pending_code: str | None,
+    pending_reason: str | None,
+    estimated: float | None,
+    code: str,
+    detail: str | None,
+    est: float | None,
+) -> bool:
+    if code == "BeginTime" and pending_code == code:
+        detail = pending_reason
+    return (state, pending_code, pending_reason, estimated) != (_PENDING, code, detail, est)
 
 
-def _dicts(result: Any) -> list[dict[str, Any]]:
-    """Every row of `result` as a dict (zipped with the keys once: a row's `_mapping` per row
-    costs several times more, which shows on a queue of thousands)."""
-    keys = tuple(result.keys())
-    return [dict(zip(keys, r)) for r in result.all()]
-
-
-def wait_changed(row: Mapping[str, Any], code: str, detail: str, est: float | None) -> bool:
+def wait_changed(task: Task, code: str, detail: str, est: float | None) -> bool:
     """Whether recording this wait would change the waiting task's row (its state, reason
     code, detail or estimated start). A retry's BeginTime keeps the evidence it was written
     with, so only its code and estimate count."""
-    if code == "BeginTime" and row["pending_code"] == code:
-        detail = row["pending_reason"]
-    return (row["state"], row["pending_code"], row["pending_reason"], row["estimated_start"]) != (
-        TaskState.PENDING_RESOURCES.value,
-        code,
-        detail,
-        est,
-    )
+    return _changed(task.state, task.pending_code, task.pending_reason, task.estimated_start, code, detail, est)
 
 
-class TaskStore:
-    """Tasks and attempts in one database."""
+class TaskStore(TaskReads):
+    """Tasks and attempts in one database: the reads (`TaskReads`) and every write."""
 
     def __init__(self, db: Database):
         self.db = db
 
     # -- helpers --------------------------------------------------------------------------
-    def _locked_task(self, conn: sa.Connection, task_id: str) -> dict[str, Any] | None:
-        q = sa.select(tasks).where(tasks.c.task_id == task_id)
+    def _locked(self, conn: sa.Connection, task_id: str) -> Task | None:
+        q = sa.select(*TASK_COLUMNS).where(tasks.c.task_id == task_id)
         if not self.db.is_sqlite:
             q = q.with_for_update()
-        return _row(conn.execute(q).first())
+        r = conn.execute(q).first()
+        return None if r is None else task_record(r)
 
     @staticmethod
     def _event(
@@ -84,29 +91,47 @@ class TaskStore:
             )
         )
 
+    @staticmethod
     def _move(
-        self,
         conn: sa.Connection,
-        task: dict[str, Any],
+        task: Task,
         to: TaskState,
         now: float,
         reason: str | None,
         attempt_no: int | None,
-        fields: dict[str, Any],
+        values: Mapping[str, Any],
     ) -> bool:
-        current = TaskState(task["state"])
+        """The compare-and-set UPDATE (with `values`, other columns of the same row) and its event."""
+        current = task.state
         if current not in ALLOWED_FROM[to]:
             return False
-        values = {"state": to.value, "updated_at": now, **fields}
+        row = {"state": to.value, "updated_at": now, **values}
         if to in FINAL_STATES:
-            values.setdefault("ended_at", now)
+            row.setdefault("ended_at", now)
         res = conn.execute(
-            tasks.update().where(tasks.c.task_id == task["task_id"], tasks.c.state == current.value).values(**values)
+            tasks.update().where(tasks.c.task_id == task.task_id, tasks.c.state == current.value).values(**row)
         )
         if res.rowcount != 1:
             return False
-        self._event(conn, task["task_id"], now, current.value, to.value, reason, attempt_no)
+        TaskStore._event(conn, task.task_id, now, current.value, to.value, reason, attempt_no)
         return True
+
+    def _transition(
+        self,
+        task_id: str,
+        to: TaskState,
+        now: float,
+        reason: str | None,
+        attempt_no: int | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> bool:
+        with self.db.write.begin() as conn:
+            task = self._locked(conn, task_id)
+            return task is not None and self._move(conn, task, to, now, reason, attempt_no, values or {})
+
+    def _set_attempt(self, sid: str, values: Mapping[str, Any], *where: Any) -> None:
+        with self.db.write.begin() as conn:
+            conn.execute(attempts.update().where(attempts.c.ray_submission_id == sid, *where).values(**values))
 
     # -- create ---------------------------------------------------------------------------
     def create(
@@ -146,26 +171,57 @@ class TaskStore:
             )
             self._event(conn, task_id, now, None, TaskState.QUEUED.value, "accepted")
 
-    # -- transitions ----------------------------------------------------------------------
-    def transition(
+    # -- task transitions (each returns False when the task's state does not allow it) -----
+    def mark_running(self, task_id: str, now: float, reason: str | None, attempt_no: int) -> bool:
+        """SUBMITTED -> RUNNING: Ray started the attempt's driver."""
+        return self._transition(task_id, TaskState.RUNNING, now, reason, attempt_no)
+
+    def finish(
         self,
         task_id: str,
         to: TaskState,
         now: float,
-        reason: str | None = None,
+        reason: str | None,
         attempt_no: int | None = None,
-        **fields: Any,
+        cause: str | None = None,
+        summary: str | None = None,
     ) -> bool:
-        """Move the task to `to` if its current state allows it; False otherwise.
+        """End the task in the final state `to` (`ended_at` = now), with its failure cause and
+        error summary when given (else those are left as they are).
 
-        Args:
-            fields: other task columns to set in the same UPDATE (failure_cause, …).
+        Raises:
+            ValueError: `to` is not a final state.
         """
-        with self.db.write.begin() as conn:
-            task = self._locked_task(conn, task_id)
-            if task is None:
-                return False
-            return self._move(conn, task, to, now, reason, attempt_no, fields)
+        if to not in FINAL_STATES:
+            raise ValueError(f"{to} is not a final state")
+        values = {} if cause is None else {"failure_cause": cause}
+        if summary is not None:
+            values["error_summary"] = summary
+        return self._transition(task_id, to, now, reason, attempt_no, values)
+
+    def cancel(self, task_id: str, now: float, reason: str) -> bool:
+        """Any non-final state -> CANCELED."""
+        return self.finish(task_id, TaskState.CANCELED, now, reason)
+
+    def time_out(self, task_id: str, now: float, reason: str, attempt_no: int, summary: str) -> bool:
+        """Any non-final state -> TIMEOUT: the task reached its time limit."""
+        return self.finish(task_id, TaskState.TIMEOUT, now, reason, attempt_no, summary=summary)
+
+    def requeue(
+        self, task_id: str, now: float, reason: str | None, attempt_no: int, cause: str | None, summary: str | None
+    ) -> bool:
+        """An active task -> QUEUED: its attempt failed in a way worth another attempt (`cause`,
+        with `summary` as the evidence)."""
+        values = {"failure_cause": cause, "error_summary": summary}
+        return self._transition(task_id, TaskState.QUEUED, now, reason, attempt_no, values)
+
+    def retry_later(
+        self, task_id: str, now: float, reason: str | None, attempt_no: int, at: float, detail: str
+    ) -> bool:
+        """An active task -> PENDING_RESOURCES, due again at `at` (pending code BeginTime):
+        its attempt found the GPUs short."""
+        values = {"pending_code": "BeginTime", "estimated_start": at, "pending_reason": detail, "next_run_at": at}
+        return self._transition(task_id, TaskState.PENDING_RESOURCES, now, reason, attempt_no, values)
 
     def record_waits(self, waits: Sequence[tuple[str, str, str, float | None]], now: float) -> int:
         """Why waiting tasks wait: (task_id, code, detail, estimated_start) for each.
@@ -194,19 +250,19 @@ class TaskStore:
             if not self.db.is_sqlite:
                 q = q.with_for_update()
             changes, events = [], []
-            for r in conn.execute(q).all():
-                _, code, detail, est = by_id[r.task_id]
-                if not wait_changed(r._mapping, code, detail, est):
+            for tid, state, pending_code, pending_reason, estimated in conn.execute(q).all():
+                _, code, detail, est = by_id[tid]
+                if not _changed(state, pending_code, pending_reason, estimated, code, detail, est):
                     continue
-                if code == "BeginTime" and r.pending_code == code:
-                    detail = r.pending_reason  # keep the evidence of the failed start
-                changes.append({"tid": r.task_id, "old": r.state, "code": code, "detail": detail, "est": est})
-                if r.state != TaskState.PENDING_RESOURCES or r.pending_code != code:
+                if code == "BeginTime" and pending_code == code:
+                    detail = pending_reason  # keep the evidence of the failed start
+                changes.append({"tid": tid, "old": state, "code": code, "detail": detail, "est": est})
+                if state != TaskState.PENDING_RESOURCES or pending_code != code:
                     events.append(
                         {
-                            "task_id": r.task_id,
+                            "task_id": tid,
                             "at": now,
-                            "from_state": r.state,
+                            "from_state": state,
                             "to_state": TaskState.PENDING_RESOURCES.value,
                             "attempt_no": None,
                             "reason": f"{code}: {detail}",
@@ -232,26 +288,34 @@ class TaskStore:
     def set_priority(self, task_id: str, priority: int, now: float, by: str) -> bool:
         """Change a waiting task's priority (with an event); False when it is not waiting."""
         with self.db.write.begin() as conn:
-            task = self._locked_task(conn, task_id)
-            if task is None or task["state"] not in (TaskState.QUEUED, TaskState.PENDING_RESOURCES):
+            task = self._locked(conn, task_id)
+            if task is None or task.state not in (TaskState.QUEUED, TaskState.PENDING_RESOURCES):
                 return False
             conn.execute(
                 tasks.update()
-                .where(tasks.c.task_id == task_id, tasks.c.state == task["state"])
+                .where(tasks.c.task_id == task_id, tasks.c.state == task.state.value)
                 .values(priority=priority, updated_at=now)
             )
             self._event(
                 conn,
                 task_id,
                 now,
-                task["state"],
-                task["state"],
-                f"priority {task['priority']} -> {priority} by {by}",
+                task.state.value,
+                task.state.value,
+                f"priority {task.priority} -> {priority} by {by}",
             )
             return True
 
-    def usage_rows(self, since: float) -> list[dict[str, Any]]:
-        """Attempts that ran after `since` (or still run): user, GPUs, start and end."""
+    def usage_rows(self, since: float) -> list[Usage]:
+        """Attempts that ran after `since` (or still run), as fair-share usages.
+
+        Args:
+            since: the earliest end that counts (`argus.domain.fairshare.horizon_start`).
+
+        Returns:
+            One `Usage` per started attempt that ended after `since` or has no end yet: the
+            task's user and GPUs (its gang and its driver's), the attempt's start and end.
+        """
         q = (
             sa.select(
                 tasks.c.user_id,
@@ -268,200 +332,116 @@ class TaskStore:
             )
         )
         with self.db.read.connect() as conn:
-            return _dicts(conn.execute(q))
+            rows = conn.execute(q).all()
+        return [
+            Usage(user, nnodes * per_node + driver, start, end) for user, nnodes, per_node, driver, start, end in rows
+        ]
 
+    # -- attempts -------------------------------------------------------------------------
     def start_attempt(
-        self, task_id: str, expected_attempts: int, job_root: str, placement: dict[str, float], now: float
-    ) -> dict[str, Any] | None:
+        self, task_id: str, expected_attempts: int, job_root: str, placement: Mapping[str, float], now: float
+    ) -> Dispatch | None:
         """Write attempt `expected_attempts + 1` and move the task to SUBMITTED, atomically.
 
-        Returns the attempt row, or None when the task is no longer waiting (cancelled) or
-        another attempt was started meanwhile.
+        Returns:
+            What submitting it needs (the task as now written, the attempt, the spec text), or
+            None when the task is no longer waiting (cancelled) or another attempt was started
+            meanwhile.
         """
         attempt_no = expected_attempts + 1
         sid = attempt_submission_id(task_id, attempt_no)
+        cleared: dict[str, Any] = {
+            "attempts": attempt_no,
+            "pending_reason": None,
+            "next_run_at": None,
+            "failure_cause": None,
+            "error_summary": None,
+            "pending_code": None,
+            "estimated_start": None,
+        }
         with self.db.write.begin() as conn:
-            task = self._locked_task(conn, task_id)
-            if task is None or task["attempts"] != expected_attempts:
+            task = self._locked(conn, task_id)
+            if task is None or task.attempts != expected_attempts:
                 return None
-            if not self._move(
-                conn,
-                task,
-                TaskState.SUBMITTED,
-                now,
-                f"attempt {attempt_no}",
-                attempt_no,
-                {
-                    "attempts": attempt_no,
-                    "pending_reason": None,
-                    "next_run_at": None,
-                    "failure_cause": None,
-                    "error_summary": None,
-                    "pending_code": None,
-                    "estimated_start": None,
-                },
-            ):
+            if not self._move(conn, task, TaskState.SUBMITTED, now, f"attempt {attempt_no}", attempt_no, cleared):
                 return None
-            conn.execute(
+            placed = dict(placement)
+            res = conn.execute(
                 attempts.insert().values(
                     task_id=task_id,
                     attempt_no=attempt_no,
                     ray_submission_id=sid,
                     job_root=job_root,
-                    placement=json.dumps(placement),
+                    placement=json.dumps(placed),
                     created_at=now,
                 )
             )
-            return _row(conn.execute(sa.select(attempts).where(attempts.c.ray_submission_id == sid)).first())
+            text = conn.execute(sa.select(tasks.c.jobspec_yaml).where(tasks.c.task_id == task_id)).scalar_one()
+        written = dataclasses.replace(
+            task,
+            state=TaskState.SUBMITTED,
+            updated_at=now,
+            attempts=attempt_no,
+            pending_reason=None,
+            next_run_at=None,
+            failure_cause=None,
+            error_summary=None,
+            pending_code=None,
+            estimated_start=None,
+        )
+        key = res.inserted_primary_key
+        assert key is not None  # the INSERT of one row
+        attempt = Attempt(
+            key[0], task_id, attempt_no, sid, None, None, None, job_root, placed, now, None, None, None, False
+        )
+        return Dispatch(written, attempt, text)
 
-    def update_attempt(self, ray_submission_id: str, **fields: Any) -> None:
-        """Set columns of one attempt (Ray's status, times, failure kind, archive flag)."""
-        with self.db.write.begin() as conn:
-            conn.execute(attempts.update().where(attempts.c.ray_submission_id == ray_submission_id).values(**fields))
+    def mark_submitted(self, sid: str, at: float, ray_status: str | None = None) -> None:
+        """Record that Ray accepted the attempt's job at `at` (and its status, when known).
+        An attempt already marked keeps its first time."""
+        values: dict[str, Any] = {"submitted_at": at}
+        if ray_status is not None:
+            values["ray_status"] = ray_status
+        self._set_attempt(sid, values, attempts.c.submitted_at.is_(None))
 
-    # -- reads ----------------------------------------------------------------------------
-    def get(self, task_id: str) -> dict[str, Any] | None:
-        with self.db.read.connect() as conn:
-            return _row(conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).first())
-
-    def list(
+    def record_ray_view(
         self,
-        user_id: str | None,
-        states: Iterable[str] | None = None,
-        limit: int = 50,
-        before_seq: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Newest first; `user_id=None` lists everyone's."""
-        q = sa.select(tasks.c[*_SUMMARY]).order_by(tasks.c.seq.desc()).limit(limit)
-        if user_id is not None:
-            q = q.where(tasks.c.user_id == user_id)
-        if states:
-            q = q.where(tasks.c.state.in_(list(states)))
-        if before_seq is not None:
-            q = q.where(tasks.c.seq < before_seq)
-        with self.db.read.connect() as conn:
-            return _dicts(conn.execute(q))
-
-    def in_states(self, states: Iterable[str], user_id: str | None = None) -> list[dict[str, Any]]:
-        """Tasks in `states`, oldest first."""
-        q = sa.select(tasks.c[*_SUMMARY]).where(tasks.c.state.in_(list(states))).order_by(tasks.c.seq)
-        if user_id is not None:
-            q = q.where(tasks.c.user_id == user_id)
-        with self.db.read.connect() as conn:
-            return _dicts(conn.execute(q))
-
-    def due(self, now: float, limit: int = 1000) -> list[dict[str, Any]]:
-        """New and due waiting tasks, oldest first: every QUEUED task, and the
-        PENDING_RESOURCES ones whose `next_run_at` (a retry after a failed start) has come.
-
-        Two indexed queries merged by age, rather than one OR that reads every waiting row."""
-        queued = (
-            sa.select(tasks.c[*_SUMMARY])
-            .where(tasks.c.state == TaskState.QUEUED.value)
-            .order_by(tasks.c.seq)
-            .limit(limit)
+        sid: str,
+        *,
+        ray_status: str,
+        message: str | None,
+        start_time: float | None,
+        end_time: float | None,
+        failure_kind: str | None,
+        driver_node_id: str | None,
+        driver_node_ip: str | None,
+        driver_node_name: str | None,
+    ) -> None:
+        """Record what Ray says of the attempt's job: its status, message, times, diagnosed
+        failure kind, and the node its driver runs on (Ray's node id and IP, the node's Argus name)."""
+        self._set_attempt(
+            sid,
+            {
+                "ray_status": ray_status,
+                "message": message,
+                "start_time": start_time,
+                "end_time": end_time,
+                "failure_kind": failure_kind,
+                "driver_node_id": driver_node_id,
+                "driver_node_ip": driver_node_ip,
+                "driver_node_name": driver_node_name,
+            },
         )
-        pending = (
-            sa.select(tasks.c[*_SUMMARY])
-            .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= now)
-            .order_by(tasks.c.seq)
-            .limit(limit)
-        )
-        with self.db.read.connect() as conn:
-            rows = _dicts(conn.execute(queued))
-            rows += _dicts(conn.execute(pending))
-        rows.sort(key=lambda r: r["seq"])
-        return rows[:limit]
 
-    def attempts(self, task_id: str) -> list[dict[str, Any]]:
-        with self.db.read.connect() as conn:
-            rows = conn.execute(
-                sa.select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.attempt_no)
-            )
-            return [dict(r._mapping) for r in rows]
+    def mark_lost(self, sid: str, message: str | None, at: float) -> None:
+        """Ray no longer knows the attempt's job (its head restarted): LOST at `at`, a PLATFORM failure."""
+        values = {"ray_status": LOST, "message": message, "end_time": at, "failure_kind": FailureCause.PLATFORM.value}
+        self._set_attempt(sid, values)
 
-    def attempt(self, task_id: str, attempt_no: int) -> dict[str, Any] | None:
-        with self.db.read.connect() as conn:
-            return _row(
-                conn.execute(
-                    sa.select(attempts).where(attempts.c.task_id == task_id, attempts.c.attempt_no == attempt_no)
-                ).first()
-            )
-
-    def latest_attempts(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The latest attempt of each task that has one."""
-        if not task_ids:
-            return {}
-        if len(task_ids) == 1:  # one task's detail (the hot read): its index, newest first
-            q1 = (
-                sa.select(attempts)
-                .where(attempts.c.task_id == task_ids[0])
-                .order_by(attempts.c.attempt_no.desc())
-                .limit(1)
-            )
-            with self.db.read.connect() as conn:
-                return {r["task_id"]: r for r in _dicts(conn.execute(q1))}
-        latest = (
-            sa.select(attempts.c.task_id, sa.func.max(attempts.c.attempt_no).label("n"))
-            .where(attempts.c.task_id.in_(list(task_ids)))
-            .group_by(attempts.c.task_id)
-            .subquery()
-        )
-        q = sa.select(attempts).join(
-            latest, sa.and_(attempts.c.task_id == latest.c.task_id, attempts.c.attempt_no == latest.c.n)
-        )
-        with self.db.read.connect() as conn:
-            return {r["task_id"]: r for r in _dicts(conn.execute(q))}
-
-    def unarchived_final_attempts(self) -> list[dict[str, Any]]:
-        """Attempts whose Ray job ended (or was lost with its head), or whose task ended (even
-        if Ray never confirmed the submission: a job it did accept is then found and stopped),
-        with no archived log."""
-        q = (
-            sa.select(attempts)
-            .join(tasks, tasks.c.task_id == attempts.c.task_id)
-            .where(
-                attempts.c.log_archived.is_(False),
-                sa.or_(
-                    tasks.c.state.in_([s.value for s in FINAL_STATES]),
-                    sa.and_(
-                        attempts.c.submitted_at.is_not(None),
-                        attempts.c.ray_status.in_(["SUCCEEDED", "FAILED", "STOPPED", "LOST"]),
-                    ),
-                ),
-            )
-        )
-        with self.db.read.connect() as conn:
-            return _dicts(conn.execute(q))
-
-    def events(self, task_id: str) -> list[dict[str, Any]]:
-        with self.db.read.connect() as conn:
-            rows = conn.execute(
-                sa.select(task_events).where(task_events.c.task_id == task_id).order_by(task_events.c.id)
-            )
-            return [dict(r._mapping) for r in rows]
-
-
-_SUMMARY = (
-    "seq",
-    "task_id",
-    "user_id",
-    "workload",
-    "state",
-    "nnodes",
-    "n_gpus_per_node",
-    "driver_gpus",
-    "attempts",
-    "failure_cause",
-    "error_summary",
-    "pending_reason",
-    "next_run_at",
-    "created_at",
-    "updated_at",
-    "ended_at",
-    "priority",
-    "time_limit_s",
-    "pending_code",
-    "estimated_start",
-    "pool",
-)
+    def mark_archived(self, sid: str, ray_status: str | None = None, end_time: float | None = None) -> None:
+        """The attempt's driver log is archived (or given up on); with `ray_status`, Ray's final
+        status and end time as read when archiving."""
+        values: dict[str, Any] = {"log_archived": True}
+        if ray_status is not None:
+            values.update(ray_status=ray_status, end_time=end_time)
+        self._set_attempt(sid, values)

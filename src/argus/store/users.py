@@ -5,22 +5,22 @@ disabling a user revokes (deletes) every token they have, in the same transactio
 joins the user's state, so a disabled user's tokens resolve to nobody from the moment `disable`
 commits (nothing is cached here); re-enabling revokes again whatever a race may have slipped in,
 so no token issued before a re-enable ever works after it; a token is only issued to an active
-user.
+user. Reads hand out frozen `User` records (`argus.domain.users`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
 
 import sqlalchemy as sa
 
+from argus.domain.users import User, UserState
 from argus.store.db import Database
 from argus.store.schema import tokens, users
 
-ACTIVE = "ACTIVE"
-DISABLED = "DISABLED"
+ACTIVE = UserState.ACTIVE.value
+DISABLED = UserState.DISABLED.value
 TOKEN_PREFIX = "argus_"
 
 
@@ -37,27 +37,41 @@ class UserExists(Exception):
     pass
 
 
+def _user(r: sa.Row) -> User:
+    return User(user_id=r.user_id, state=UserState(r.state), created_at=r.created_at, disabled_at=r.disabled_at)
+
+
 class UserStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def create(self, user_id: str, now: float) -> dict[str, Any]:
-        """Raises: UserExists."""
+    def create(self, user_id: str, now: float) -> User:
+        """Store a new active user.
+
+        Args:
+            user_id: the user (already checked).
+            now: the user's `created_at`.
+        Returns:
+            The user as stored.
+        Raises:
+            UserExists: `user_id` is taken.
+        """
         try:
             with self.db.write.begin() as conn:
                 conn.execute(users.insert().values(user_id=user_id, state=ACTIVE, created_at=now))
         except sa.exc.IntegrityError:
             raise UserExists(user_id) from None
-        return self.get(user_id)  # type: ignore[return-value]
+        return User(user_id=user_id, state=UserState.ACTIVE, created_at=now)
 
-    def get(self, user_id: str) -> dict[str, Any] | None:
+    def get(self, user_id: str) -> User | None:
         with self.db.read.connect() as conn:
             r = conn.execute(sa.select(users).where(users.c.user_id == user_id)).first()
-            return None if r is None else dict(r._mapping)
+            return None if r is None else _user(r)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[User]:
+        """Every user, by id."""
         with self.db.read.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(users).order_by(users.c.user_id))]
+            return [_user(r) for r in conn.execute(sa.select(users).order_by(users.c.user_id))]
 
     def disable(self, user_id: str, now: float) -> bool:
         """Disable `user_id` and revoke every token they have.

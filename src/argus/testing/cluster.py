@@ -25,9 +25,11 @@ def quiesce(state: ClusterState, timeout: float = 120.0) -> None:
     gpus = state.workers * state.gpus_per_worker
     deadline = time.monotonic() + timeout
     while True:
-        live = [j.submission_id for j in client.list_jobs() if not j.status.is_terminal()]
-        for sid in live:
-            client.stop_job(sid)
+        jobs = [j for j in client.list_jobs() if not j.status.is_terminal()]
+        live = [j.submission_id or j.job_id for j in jobs]
+        for job in jobs:
+            if job.submission_id is not None:  # a driver started without the Jobs API has none
+                client.stop_job(job.submission_id)
         snap = source.snapshot()
         if not live and snap.available_gpus == snap.total_gpus == gpus:
             return

@@ -7,10 +7,16 @@ raise `JobNotFound`; a test moves jobs along with `run`, `finish`, `fail` and `l
 restart that forgets every job). `FakeSnapshots` holds GPUs per node and can be made unreachable.
 `FakeRayNodes` (labelled nodes, Ray's drain) and `FakeSSH` (a connector whose node agents join
 and leave `FakeRayNodes`) stand in for the managed nodes' side.
+
+Each satisfies its port in `argus.ports` with the port's exact signatures (`FakeJobs`: `JobTool`;
+`FakeSnapshots`, `FakeRayNodes`: `ClusterView`; `FakeRayNodes`: `Drainer`; `FakeSSH`:
+`SSHRunner`, its sessions `SSHSession`); `argus.testing.conformance` has mypy check that.
 """
 
 from __future__ import annotations
 
+import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,7 +25,9 @@ from typing import Any
 from argus.cluster.errors import ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.cluster.jobs import JobView, tail_lines
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
+from argus.cluster.ssh import CommandResult, SSHTarget
 from argus.domain.failure import classify_failure
+from argus.spec.render import Rendered
 
 
 @dataclass
@@ -49,7 +57,7 @@ class FakeJobs:
         if self.down:
             raise ClusterUnavailable("cannot reach the Ray job server (fake: down)")
 
-    def submit(self, rendered: Any, spec_text: str) -> str:
+    def submit(self, rendered: Rendered, spec_text: str) -> str:
         self._up()
         sid = rendered.submission_id
         self.submits.append(sid)
@@ -221,12 +229,12 @@ class FakeRayNodes:
         head = NodeCapacity("ff" * 28, "127.0.0.1", True, True, False, 0, 0, 0, 0)
         return ClusterSnapshot((head, *self.nodes.values()), time.time())
 
-    def drain(self, node_id_hex: str, reason: str) -> None:
+    def drain(self, node_id: str, reason: str) -> None:
         if self.down:
             raise ClusterUnavailable("cannot reach the GCS (fake: down)")
-        self.drains.append((node_id_hex, reason))
-        if node_id_hex in self.nodes:
-            self.nodes[node_id_hex] = replace(self.nodes[node_id_hex], draining=True)
+        self.drains.append((node_id, reason))
+        if node_id in self.nodes:
+            self.nodes[node_id] = replace(self.nodes[node_id], draining=True)
 
 
 @dataclass
@@ -245,12 +253,12 @@ class FakeSSH:
     check_rc: int = 0
     join: bool = True
     stop_rc: int = 0
-    gate: Any = None
+    gate: threading.Event | None = None
     commands: list[tuple[str, str]] = field(default_factory=list)
     agents: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # pid -> (name, node id)
     _pid: int = 4000
 
-    def connect(self, target: Any) -> FakeSSHSession:
+    def connect(self, target: SSHTarget) -> FakeSSHSession:
         if self.gate is not None:
             self.gate.wait(30)
         if target.host in self.fail:
@@ -261,14 +269,10 @@ class FakeSSH:
 @dataclass
 class FakeSSHSession:
     ssh: FakeSSH
-    target: Any
+    target: SSHTarget
     closed: bool = False
 
-    def run(self, command: str, timeout_s: float = 30.0) -> Any:
-        import shlex
-
-        from argus.cluster.ssh import CommandResult
-
+    def run(self, command: str, timeout_s: float = 30.0) -> CommandResult:
         s = self.ssh
         s.commands.append((self.target.host, command))
         if "uname -n" in command:

@@ -1,26 +1,40 @@
-"""`/api/v2/tasks` and `/api/v2/queue` (seed 003 §4)."""
+"""`/api/v2/tasks` and `/api/v2/queue` (seed 003 §4).
+
+Each route declares its answer's model (`argus.service.api_models`) for `/openapi.json` and
+answers the service's dict as `JSONBody` (serialised once, not validated again); a TaskSpec is
+YAML text, read raw and declared in OpenAPI by hand.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
+from argus.service.api_models import (
+    AttemptList,
+    JSONBody,
+    PriorityAnswer,
+    Queue,
+    TaskDetail,
+    TaskList,
+    TaskStateAnswer,
+    errors,
+)
+from argus.service.api_models_requests import NO_BODY, PriorityChange
 from argus.service.auth import Identity, admin_identity, current_identity
 from argus.service.errors import APIError
+from argus.service.task_service import TaskService
+from argus.service.threads import on_ray_threads
 from argus.spec.errors import Problem
 
 router = APIRouter(prefix="/api/v2", tags=["tasks"])
-T = TypeVar("T")
 YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
 Caller = Annotated[Identity, Depends(current_identity)]
 
 
-def _svc(request: Request):
+def _svc(request: Request) -> TaskService:
     return request.app.state.tasks
 
 
@@ -28,9 +42,11 @@ def _svc(request: Request):
     "/tasks",
     status_code=201,
     summary="Submit a TaskSpec (YAML body)",
+    response_model=TaskStateAnswer,
+    responses=errors(400, 401, 413, 415, 429),
     openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
-async def submit(request: Request, who: Caller) -> JSONResponse:
+async def submit(request: Request, who: Caller) -> JSONBody:
     svc = _svc(request)
     svc.take_rate(who)  # 429 with Retry-After past the user's submission rate
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -47,56 +63,71 @@ async def submit(request: Request, who: Caller) -> JSONResponse:
         raise APIError(400, "the body is not UTF-8", [Problem("<body>", "must be UTF-8 text")]) from None
     # Off the event loop: parse and insert on the accept threads, a new override set's verl
     # check in the check pool (fair between users); reads are never queued behind them.
-    return JSONResponse(await svc.accept(who, text), status_code=201)
+    return JSONBody(await svc.accept(who, text), status_code=201)
 
 
 def _states(raw: list[str] | None) -> list[str]:
     return [s.strip().upper() for part in (raw or []) for s in part.split(",") if s.strip()]
 
 
-@router.get("/tasks", summary="List your tasks, newest first")
+@router.get("/tasks", summary="List your tasks, newest first", response_model=TaskList, responses=errors(400, 401))
 def list_tasks(
     request: Request,
     who: Caller,
     state: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-) -> dict:
-    return _svc(request).list(who, _states(state), limit, cursor)
+) -> JSONBody:
+    return JSONBody(_svc(request).list(who, _states(state), limit, cursor))
 
 
-@router.get("/tasks/{task_id}", summary="One task")
-def get_task(request: Request, task_id: str, who: Caller) -> dict:
-    return _svc(request).get(who, task_id)
+@router.get("/tasks/{task_id}", summary="One task", response_model=TaskDetail, responses=errors(401, 404))
+def get_task(request: Request, task_id: str, who: Caller) -> JSONBody:
+    return JSONBody(_svc(request).get(who, task_id))
 
 
-@router.get("/tasks/{task_id}/attempts", summary="A task's attempts (one Ray job each)")
-def get_attempts(request: Request, task_id: str, who: Caller) -> dict:
-    return _svc(request).attempts(who, task_id)
+@router.get(
+    "/tasks/{task_id}/attempts",
+    summary="A task's attempts (one Ray job each)",
+    response_model=AttemptList,
+    responses=errors(401, 404),
+)
+def get_attempts(request: Request, task_id: str, who: Caller) -> JSONBody:
+    return JSONBody(_svc(request).attempts(who, task_id))
 
 
-@router.post("/tasks/{task_id}:cancel", summary="Cancel a task in any non-final state")
-async def cancel(request: Request, task_id: str, who: Caller) -> dict:
-    return await on_ray_threads(request, _svc(request).cancel, who, task_id)
+@router.post(
+    "/tasks/{task_id}:cancel",
+    summary="Cancel a task in any non-final state",
+    response_model=TaskStateAnswer,
+    responses=errors(401, 404, 409),
+)
+async def cancel(request: Request, task_id: str, who: Caller) -> JSONBody:
+    return JSONBody(await on_ray_threads(request, _svc(request).cancel, who, task_id))
 
 
-@router.post("/tasks/{task_id}:priority", summary="Change a waiting task's priority (admin)")
+@router.post(
+    "/tasks/{task_id}:priority",
+    summary="Change a waiting task's priority (admin)",
+    response_model=PriorityAnswer,
+    responses=errors(400, 401, 403, 404, 409),
+    openapi_extra=PriorityChange.openapi(),
+)
 def set_priority(
     request: Request,
     task_id: str,
-    _: Annotated[Identity, Depends(admin_identity)],
-    body: Annotated[Any, Body()] = None,
-) -> dict:
-    if not isinstance(body, dict) or set(body) != {"priority"}:
-        raise APIError(
-            400,
-            'the body must be {"priority": <0-1000>}',
-            [Problem("priority", "is required, alone, as a JSON object key")],
-        )
-    return _svc(request).set_priority(_, task_id, body["priority"])
+    admin: Annotated[Identity, Depends(admin_identity)],
+    body: Annotated[PriorityChange, Body(validate_default=True)] = NO_BODY,
+) -> JSONBody:
+    return JSONBody(_svc(request).set_priority(admin, task_id, body.priority))
 
 
-@router.get("/tasks/{task_id}/logs", response_class=PlainTextResponse, summary="An attempt's driver log (text/plain)")
+@router.get(
+    "/tasks/{task_id}/logs",
+    response_class=PlainTextResponse,
+    summary="An attempt's driver log (text/plain)",
+    responses=errors(400, 401, 404, 503, text_route=True),
+)
 async def logs(
     request: Request,
     task_id: str,
@@ -107,15 +138,6 @@ async def logs(
     return PlainTextResponse(await on_ray_threads(request, _svc(request).logs, who, task_id, attempt, tail))
 
 
-@router.get("/queue", summary="Your waiting and running tasks")
-async def queue(request: Request, who: Caller) -> dict:
-    return await on_ray_threads(request, _svc(request).queue, who)
-
-
-async def on_ray_threads(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """Run a route's work that may wait on Ray (seconds, when Ray is slow or gone) on threads of
-    its own (`service.ray_threads`), never holding the few threads of the other reads."""
-    state = request.app.state
-    if getattr(state, "ray_threads", None) is None:
-        state.ray_threads = anyio.CapacityLimiter(state.settings.service.ray_threads)
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=state.ray_threads)
+@router.get("/queue", summary="Your waiting and running tasks", response_model=Queue, responses=errors(401))
+async def queue(request: Request, who: Caller) -> JSONBody:
+    return JSONBody(await on_ray_threads(request, _svc(request).queue, who))

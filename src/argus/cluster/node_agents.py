@@ -4,17 +4,18 @@ Owns the SSH conversations of the node lifecycle: the bring-up (connect, check t
 the agent detached and read its pid) and the stop (SIGTERM to the recorded pid, waiting for it
 to exit). The scripts are
 `argus.domain.nodes`'; every failure becomes `AgentError` with a reason fit for the node's
-`reason` field. No state is kept here: the caller records what happened.
+`reason` field. No state is kept here: the caller (`argus.scheduler.node_reconciler`) records
+what happened.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from argus.cluster.ssh import Connector, SSHError, SSHTarget
+from argus.cluster.ssh import SSHError, SSHTarget
 from argus.domain import nodes as rules
-from argus.domain.nodes import NodeRegistration
+from argus.domain.node_records import Node
+from argus.ports import SSHRunner
 from argus.settings import ArgusSettings
 
 COMMAND_TIMEOUT_S = 60.0
@@ -31,32 +32,19 @@ class Started:
     log_path: str
 
 
-def registration(row: dict[str, Any]) -> NodeRegistration:
-    """A node row as the registration it was made from."""
-    return NodeRegistration(
-        name=row["name"],
-        host=row["host"],
-        user=row["ssh_user"],
-        key=row["key_ref"],
-        port=row["port"],
-        labels=dict(row["labels"]),
-        gpus=row["gpus"],
-        cpus=row["cpus"],
-    )
-
-
-def target(row: dict[str, Any]) -> SSHTarget:
-    return SSHTarget(row["host"], row["port"], row["ssh_user"], row["key_ref"])
+def target(node: Node) -> SSHTarget:
+    """Where the node's agent is reached over SSH."""
+    return SSHTarget(node.host, node.port, node.ssh_user, node.key_ref)
 
 
 class AgentOps:
     """The node agent's start and stop over SSH, as `settings.nodes` configures them."""
 
-    def __init__(self, settings: ArgusSettings, connector: Connector):
+    def __init__(self, settings: ArgusSettings, connector: SSHRunner):
         self.settings = settings
         self.connector = connector
 
-    def start(self, row: dict[str, Any]) -> Started:
+    def start(self, node: Node) -> Started:
         """Connect, check the host, and start the agent.
 
         Raises:
@@ -65,9 +53,9 @@ class AgentOps:
         """
         cfg = self.settings.nodes
         root = self.settings.nodes_shared_root
-        name = row["name"]
+        name = node.name
         try:
-            session = self.connector.connect(target(row))
+            session = self.connector.connect(target(node))
             try:
                 check = session.run(rules.check_script(cfg.agent_command, root), COMMAND_TIMEOUT_S)
                 if check.rc != 0:
@@ -75,7 +63,7 @@ class AgentOps:
                 hostname = next(
                     (line[5:].strip() for line in check.stdout.splitlines() if line.startswith("host=")), "?"
                 )
-                argv = rules.agent_command(cfg.agent_command, root, self.settings.cluster_name, registration(row))
+                argv = rules.agent_command(cfg.agent_command, root, self.settings.cluster_name, node.registration())
                 log_path = rules.agent_log_path(root, name)
                 started = session.run(rules.start_script(argv, log_path), COMMAND_TIMEOUT_S)
             finally:
@@ -88,20 +76,20 @@ class AgentOps:
             raise AgentError(f"starting the agent failed (exit {started.rc}): {detail}")
         return Started(int(pid), hostname, log_path)
 
-    def stop(self, row: dict[str, Any]) -> str | None:
+    def stop(self, node: Node) -> str | None:
         """SIGTERM the node's recorded agent and wait for it to exit.
 
         Returns:
             None when it stopped (or was already gone, or none was recorded); else why it could
             not be stopped.
         """
-        if not row["agent_pid"]:
+        if not node.agent_pid:
             return None
         wait = self.settings.nodes.agent_stop_timeout_s
         try:
-            session = self.connector.connect(target(row))
+            session = self.connector.connect(target(node))
             try:
-                res = session.run(rules.stop_script(row["agent_pid"], row["name"], wait), wait + COMMAND_TIMEOUT_S)
+                res = session.run(rules.stop_script(node.agent_pid, node.name, wait), wait + COMMAND_TIMEOUT_S)
             finally:
                 session.close()
         except SSHError as exc:

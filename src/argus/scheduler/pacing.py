@@ -1,0 +1,106 @@
+"""The one loop shape of the scheduler and the node reconciler: when a pass runs.
+
+Owns `Pacer`, which a loop holds and whose `run(stop, tick, failed)` is the loop's `run(stop)`:
+
+- a pass runs at once when started, then whenever the first of three things comes: a nudge
+  (`nudge()`, e.g. from the API), the interval (`interval_s`), or `stop`;
+- each pass calls `tick(now, full)` with the injected clock's `now`. A pass is *full* when no
+  full pass started within `full_every_s` (90 % of the interval by default, so that the
+  interval's own wake-ups are full), or when a nudge asked for one (`nudge(full=True)`); every
+  other (nudged) pass is light. A loop that has only one kind of pass ignores `full`;
+- a pass that raises is logged and handed to `failed` (the loop records it, e.g. as its
+  `last_error`), and the loop goes on: the loop outlives any one bad pass. A failed full pass
+  is retried at the interval, not at once;
+- nudges that come during a pass, or within `min_gap_s` of its start, are served by one pass
+  (under a burst of nudges the loop does not spin on every single one);
+- `stop` ends the loop after the pass in progress; set it, then `nudge()` to wake the loop.
+
+Invariants: passes never overlap (one thread runs them); `tick` is never called after `run`
+has seen `stop`. Nothing here knows what a pass does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from argus.ports import Clock
+
+FULL_EVERY = 0.9  # of the interval: a wake-up at the interval always runs a full pass
+
+Tick = Callable[[float, bool], None]
+
+
+class Pacer:
+    """Paces one loop's passes (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        interval_s: float,
+        *,
+        min_gap_s: float = 0.0,
+        full_every_s: float | None = None,
+        clock: Clock = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        log: logging.Logger | None = None,
+    ):
+        """
+        Args:
+            name: what a pass is called in the log ("scheduler tick").
+            interval_s: the longest wait between passes.
+            min_gap_s: nudged passes start at least this long after the previous pass started
+                (at most the interval).
+            full_every_s: a pass is full when none was within this long (default: 90 % of the
+                interval).
+            clock: the `now` handed to each pass.
+            monotonic: how elapsed time is measured (a fake in tests).
+            log: where failed passes are logged.
+        """
+        self.name = name
+        self.interval_s = interval_s
+        self.min_gap_s = min(min_gap_s, interval_s)
+        self.full_every_s = interval_s * FULL_EVERY if full_every_s is None else full_every_s
+        self.clock = clock
+        self.monotonic = monotonic
+        self.log = log or logging.getLogger("argus.loops")
+        self._wake = threading.Event()
+        self._full_wanted = False
+        self._last_full = float("-inf")
+
+    def nudge(self, full: bool = False) -> None:
+        """Ask for a pass soon; `full`: it must be a full pass."""
+        if full:
+            self._full_wanted = True
+        self._wake.set()
+
+    def run(self, stop: threading.Event, tick: Tick, failed: Callable[[str], None]) -> None:
+        """Run passes until `stop` is set.
+
+        Args:
+            tick: one pass, `tick(now, full)`.
+            failed: told `"<ExceptionType>: <message>"` of a pass that raised.
+        """
+        while not stop.is_set():
+            started = self.one_pass(tick, failed)
+            if stop.is_set():
+                break
+            if self._wake.wait(self.interval_s):
+                stop.wait(max(0.0, self.min_gap_s - (self.monotonic() - started)))
+
+    def one_pass(self, tick: Tick, failed: Callable[[str], None]) -> float:
+        """Run one pass now, full or light as due; returns when it started (`monotonic`)."""
+        self._wake.clear()
+        started = self.monotonic()
+        full = self._full_wanted or started - self._last_full >= self.full_every_s
+        if full:
+            self._full_wanted = False
+            self._last_full = started  # a failed full pass is retried at the interval, not at once
+        try:
+            tick(self.clock(), full)
+        except Exception as exc:  # the loop must outlive any one bad pass
+            failed(f"{type(exc).__name__}: {exc}")
+            self.log.exception("%s failed", self.name)
+        return started

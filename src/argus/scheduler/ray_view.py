@@ -1,0 +1,77 @@
+"""An attempt's record as Ray shows its job (part of step 1 of a scheduler pass, the sync).
+
+Owns what the scheduler writes back to an attempt from Ray's `JobView`: its status, message,
+times, diagnosed failure kind, and the node its driver runs on: Ray's node id (the job's
+`driver_node_id`), that node's IP as the GCS has it (Ray's `driver_info` IP is where the driver
+process says it connected from, which on a host with several nodes is the head's), and the
+node's Argus name (its `argus.io/node` label). Invariants:
+
+- the driver's node is looked up only when Ray reports a driver node the attempt does not have
+  yet, in at most one cluster snapshot per pass (`RayNodes`, taken on the first ask);
+- when that snapshot cannot be read the driver node is left as it was, so the next pass tries
+  again (a node id is never recorded without the lookup of its name);
+- a node the snapshot does not know (gone already) keeps the IP the job reports and no name;
+- a failure kind once diagnosed is kept when a later view carries no diagnosis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from argus.cluster.errors import ClusterError
+from argus.cluster.jobs import JobView
+from argus.domain.failure import FailureCause
+from argus.domain.nodes import NODE_LABEL
+from argus.domain.records import Attempt
+from argus.ports import ClusterView
+from argus.store.tasks import LOST
+
+
+class RayNodes:
+    """Ray nodes' IP and Argus name by node id, from one snapshot taken on the first ask (per pass)."""
+
+    def __init__(self, snapshots: ClusterView):
+        self._snapshots = snapshots
+        self._nodes: Mapping[str, tuple[str, str | None]] | None = None
+        self._read = False
+
+    def nodes(self) -> Mapping[str, tuple[str, str | None]] | None:
+        """Node id -> (IP, name; None without the label) of every node in the snapshot; None
+        when it could not be read."""
+        if not self._read:
+            self._read = True
+            try:
+                snap = self._snapshots.snapshot()
+            except ClusterError:
+                return None
+            self._nodes = {n.node_id: (n.node_ip, n.labels.get(NODE_LABEL)) for n in snap.nodes}
+        return self._nodes
+
+
+def seen_in_ray(attempt: Attempt, view: JobView, nodes: RayNodes) -> Attempt:
+    """The attempt as `view` shows it (equal to `attempt` when nothing changed)."""
+    node = (attempt.driver_node_id, attempt.driver_node_ip, attempt.driver_node_name)
+    if view.driver_node_id and view.driver_node_id != attempt.driver_node_id:
+        known = nodes.nodes()
+        if known is not None:
+            ip, name = known.get(view.driver_node_id, (view.driver_node_ip, None))
+            node = (view.driver_node_id, ip, name)
+    return dataclasses.replace(
+        attempt,
+        ray_status=view.status,
+        message=view.message,
+        start_time=view.start_time,
+        end_time=view.end_time,
+        failure_kind=view.diagnosis.cause.value if view.diagnosis else attempt.failure_kind,
+        driver_node_id=node[0],
+        driver_node_ip=node[1],
+        driver_node_name=node[2],
+    )
+
+
+def lost_in_ray(attempt: Attempt, evidence: str | None, now: float) -> Attempt:
+    """The attempt once Ray no longer knows its job (its head restarted): LOST, a PLATFORM failure."""
+    return dataclasses.replace(
+        attempt, ray_status=LOST, message=evidence, end_time=now, failure_kind=FailureCause.PLATFORM.value
+    )

@@ -1,0 +1,136 @@
+"""The loops' pacing (`argus.scheduler.pacing.Pacer`): which passes are full, nudges coalesced,
+a failing pass recorded and the loop going on, stop ending it. A fake clock and a fake
+monotonic time; the only real waits are a few milliseconds of `min_gap_s`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from argus.scheduler.pacing import Pacer
+
+INTERVAL = 60.0  # never waited out here: every wake-up is a nudge or stop
+
+
+class Mono:
+    """A monotonic time that moves only when told."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Passes:
+    """A loop's tick that records `(now, full)` of each pass; `fail` passes raise."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.seen: list[tuple[float, bool]] = []
+        self.errors: list[str] = []
+        self.fail = fail
+        self.during: list[Callable[[], object]] = []  # called during the next passes, in order
+        self.changed = threading.Condition()
+
+    def tick(self, now: float, full: bool) -> None:
+        with self.changed:
+            self.seen.append((now, full))
+            self.changed.notify_all()
+        if self.during:
+            self.during.pop(0)()
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("boom")
+
+    def failed(self, error: str) -> None:
+        self.errors.append(error)
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.seen) >= n, timeout), self.seen
+
+
+def pacer(mono: Mono | None = None, gap: float = 0.0) -> Pacer:
+    return Pacer("test pass", INTERVAL, min_gap_s=gap, clock=lambda: 1_800_000_000.0, monotonic=mono or Mono())
+
+
+def test_the_first_pass_is_full_nudged_ones_are_light_and_the_interval_makes_them_full():
+    mono = Mono()
+    p, passes = pacer(mono), Passes()
+    p.one_pass(passes.tick, passes.failed)
+    mono.t += 1
+    p.one_pass(passes.tick, passes.failed)  # a nudge 1 s later: admits only
+    mono.t += INTERVAL * 0.9
+    p.one_pass(passes.tick, passes.failed)  # the interval's wake-up: full
+    mono.t += 1
+    p.nudge(full=True)
+    p.one_pass(passes.tick, passes.failed)  # asked for a full pass
+    mono.t += 1
+    p.one_pass(passes.tick, passes.failed)
+    assert [full for _, full in passes.seen] == [True, False, True, True, False]
+    assert {now for now, _ in passes.seen} == {1_800_000_000.0}  # the injected clock
+
+
+def test_a_failing_pass_is_recorded_and_a_failed_full_pass_waits_for_the_interval():
+    mono = Mono()
+    p, passes = pacer(mono), Passes(fail=1)
+    p.one_pass(passes.tick, passes.failed)
+    assert passes.errors == ["RuntimeError: boom"]
+    mono.t += 1
+    p.one_pass(passes.tick, passes.failed)
+    assert [full for _, full in passes.seen] == [True, False]
+    assert passes.errors == ["RuntimeError: boom"]
+
+
+def run_in_thread(p: Pacer, passes: Passes) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=p.run, args=(stop, passes.tick, passes.failed), daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def stop_it(p: Pacer, thread: threading.Thread, stop: threading.Event) -> None:
+    stop.set()
+    p.nudge()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_the_loop_goes_on_after_a_failing_pass_and_stop_ends_it():
+    p, passes = pacer(), Passes(fail=1)
+    thread, stop = run_in_thread(p, passes)
+    passes.wait_for(1)
+    p.nudge()
+    passes.wait_for(2)
+    assert passes.errors == ["RuntimeError: boom"]
+    stop_it(p, thread, stop)  # long before the interval
+    assert len(passes.seen) == 2
+
+
+def test_nudges_during_a_pass_are_served_by_one_pass():
+    p, passes = pacer(gap=0.005), Passes()
+    # Three nudges arrive while the first pass runs: one pass serves them all.
+    passes.during.append(lambda: [p.nudge() for _ in range(3)])
+    thread, stop = run_in_thread(p, passes)
+    passes.wait_for(2)
+    with passes.changed:  # no third pass comes: the loop waits for the interval
+        assert not passes.changed.wait_for(lambda: len(passes.seen) > 2, 0.02)
+    stop_it(p, thread, stop)
+    assert [full for _, full in passes.seen] == [True, False]
+
+
+def test_stop_set_during_a_pass_ends_the_loop_after_it():
+    p, passes = pacer(), Passes()
+    thread, stop = run_in_thread(p, passes)
+    passes.wait_for(1)
+    passes.during.append(stop.set)
+    p.nudge()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and len(passes.seen) == 2
+
+
+@pytest.mark.parametrize("gap,expected", [(0.0, 0.0), (5.0, 5.0), (120.0, INTERVAL)])
+def test_the_gap_is_at_most_the_interval(gap, expected):
+    assert pacer(gap=gap).min_gap_s == expected
