@@ -244,6 +244,22 @@ def test_an_attempt_written_but_never_submitted_is_submitted_once_after_a_crash(
     assert world.store.attempts(tid)[0].submitted_at is not None
 
 
+def test_a_task_cancelled_while_its_lost_attempt_is_looked_up_is_not_submitted(world):
+    tid = world.add()
+    world.store.start_attempt(tid, 0, "/x/root", {"w1": 2}, world.now)  # crash before submit_job
+    world.sched = world.new_scheduler()
+    status = world.jobs.status
+
+    def cancelled_meanwhile(sid, diagnose=True):  # the user cancels while the pass asks Ray
+        world.store.cancel(tid, world.now, "cancelled by alice")
+        return status(sid, diagnose)
+
+    world.jobs.status = cancelled_meanwhile
+    world.tick()
+    assert world.jobs.submits == []
+    assert world.state(tid) == "CANCELED"
+
+
 def test_an_attempt_ray_accepted_before_the_crash_is_not_submitted_again(world):
     tid = world.add()
     world.tick()

@@ -10,18 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from argus.scheduler.pacing import Pacer
+from argus.testing import FakeClock
 
 INTERVAL = 60.0  # never waited out here: every wake-up is a nudge or stop
-
-
-class Mono:
-    """A monotonic time that moves only when told."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+NOW = 1_800_000_000.0  # what the wall clock shows throughout
 
 
 class Passes:
@@ -52,33 +44,34 @@ class Passes:
             assert self.changed.wait_for(lambda: len(self.seen) >= n, timeout), self.seen
 
 
-def pacer(mono: Mono | None = None, gap: float = 0.0) -> Pacer:
-    return Pacer("test pass", INTERVAL, min_gap_s=gap, clock=lambda: 1_800_000_000.0, monotonic=mono or Mono())
+def pacer(mono: FakeClock | None = None, gap: float = 0.0) -> Pacer:
+    """A pacer whose wall clock stays at NOW and whose monotonic time is `mono` (moved by the test)."""
+    return Pacer("test pass", INTERVAL, min_gap_s=gap, clock=FakeClock(NOW), monotonic=mono or FakeClock(1000.0))
 
 
 def test_the_first_pass_is_full_nudged_ones_are_light_and_the_interval_makes_them_full():
-    mono = Mono()
+    mono = FakeClock(1000.0)
     p, passes = pacer(mono), Passes()
     p.one_pass(passes.tick, passes.failed)
-    mono.t += 1
+    mono.advance(1)
     p.one_pass(passes.tick, passes.failed)  # a nudge 1 s later: admits only
-    mono.t += INTERVAL * 0.9
+    mono.advance(INTERVAL * 0.9)
     p.one_pass(passes.tick, passes.failed)  # the interval's wake-up: full
-    mono.t += 1
+    mono.advance(1)
     p.nudge(full=True)
     p.one_pass(passes.tick, passes.failed)  # asked for a full pass
-    mono.t += 1
+    mono.advance(1)
     p.one_pass(passes.tick, passes.failed)
     assert [full for _, full in passes.seen] == [True, False, True, True, False]
-    assert {now for now, _ in passes.seen} == {1_800_000_000.0}  # the injected clock
+    assert {now for now, _ in passes.seen} == {NOW}  # the injected clock
 
 
 def test_a_failing_pass_is_recorded_and_a_failed_full_pass_waits_for_the_interval():
-    mono = Mono()
+    mono = FakeClock(1000.0)
     p, passes = pacer(mono), Passes(fail=1)
     p.one_pass(passes.tick, passes.failed)
     assert passes.errors == ["RuntimeError: boom"]
-    mono.t += 1
+    mono.advance(1)
     p.one_pass(passes.tick, passes.failed)
     assert [full for _, full in passes.seen] == [True, False]
     assert passes.errors == ["RuntimeError: boom"]

@@ -133,7 +133,6 @@ class Scheduler:
             full = full or not self.reconciled
             try:
                 if full:
-                    self._need_sync = False
                     self.sync(now)
                     self.archive()
                 if not self.reconciled:
@@ -180,9 +179,10 @@ class Scheduler:
         try:
             self.jobs.status(sid, diagnose=False)
         except JobNotFound:
-            text = self.store.spec_text(task.task_id)
-            if text is not None:
-                self._submit(Dispatch(task, attempt, text), now)
+            # Read again, with the spec: the task may have been cancelled since this pass began.
+            current = self.store.get_with_spec(task.task_id)
+            if current is not None and current[0].state not in FINAL_STATES:
+                self._submit(Dispatch(current[0], attempt, current[1]), now)
             return
         self.store.mark_submitted(sid, now)
 
@@ -246,8 +246,8 @@ class Scheduler:
             retry = self.settings.scheduler.retry_interval_s
             detail = f"retrying in {retry:g}s after: {outcome.evidence}"
             self.store.retry_later(tid, now, outcome.reason, no, now + retry, detail)
-        elif to == TaskState.QUEUED:
-            self.store.requeue(tid, now, outcome.reason, no, cause, summary)
+        elif to == TaskState.QUEUED and outcome.cause is not None:  # a retry always has its cause
+            self.store.requeue(tid, now, outcome.reason, no, outcome.cause.value, outcome.evidence)
         elif to in FINAL_STATES:
             self.store.finish(tid, to, now, outcome.reason, no, cause, summary)
         # SUBMITTED (Ray has not started the job): a task never goes back from RUNNING.

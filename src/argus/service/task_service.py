@@ -10,6 +10,10 @@ runs in the `CheckPool`, awaited without holding a thread. The rest of acceptanc
 check, insert) runs on a few threads of its own (`service.accept_threads`): never on the event
 loop, which would then wait on the database's one writer, and never in the thread pool the read
 routes use. Reads take the store's records (`argus.domain.records`) to API bodies (`views`).
+
+Errors are the core's kinds (`argus.domain.errors`: NotFound, Conflict, Invalid, Unavailable),
+mapped to HTTP in `argus.service.errors`; an invalid spec is a `SpecError`, the per-user rate a
+`RateLimited` (429, which has no domain kind).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sqlalchemy as sa
 from argus.cluster.errors import ClusterError, JobNotFound
 from argus.cluster.jobs import tail_lines
 from argus.domain.durations import format_duration
+from argus.domain.errors import Conflict, Invalid, NotFound, Unavailable
 from argus.domain.records import Task
 from argus.domain.task import (
     ACTIVE_STATES,
@@ -41,7 +46,6 @@ from argus.ports import Clock, JobTool
 from argus.service.auth import Identity
 from argus.service.check_cache import CHECK_ID, CHECK_USER, CheckCache
 from argus.service.checks import CheckPool
-from argus.service.errors import APIError, not_found
 from argus.service.ratelimit import RateLimiter
 from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
 from argus.settings import ArgusSettings
@@ -135,17 +139,18 @@ class TaskService:
             )
         return limit
 
-    def set_priority(self, who: Identity, task_id: str, priority: Any) -> dict[str, Any]:
+    def set_priority(self, who: Identity, task_id: str, priority: int) -> dict[str, Any]:
         """Admin only: change a waiting task's priority.
 
+        Args:
+            priority: 0-1000, already checked by the request body (`PriorityChange`).
         Raises:
-            APIError: 400 not an integer 0-1000, 404 unknown, 409 the task is not waiting.
+            NotFound: no such task.
+            Conflict: the task is not waiting.
         """
-        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 1000:
-            raise APIError(400, "invalid priority", [Problem("priority", "must be an integer from 0 to 1000")])
         row = self._own(who, task_id)
         if not self.store.set_priority(task_id, priority, self.clock(), who.user_id):
-            raise APIError(409, f"task {task_id} is {row.state.value}: only a waiting task's priority can change")
+            raise Conflict(f"task {task_id} is {row.state.value}: only a waiting task's priority can change")
         self.nudge(sync=True)
         return {"task_id": task_id, "priority": priority}
 
@@ -221,6 +226,11 @@ class TaskService:
         return self._store(who, text, spec, limit)
 
     def _store(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> dict[str, Any]:
+        """Insert the task as QUEUED under a fresh id and nudge the scheduler.
+
+        Raises:
+            Unavailable: no free task id after 20 draws.
+        """
         now = self.clock()
         when = datetime.fromtimestamp(now, tz=UTC)
         for _ in range(20):
@@ -243,7 +253,7 @@ class TaskService:
             except sa.exc.IntegrityError:
                 continue  # the same id in the same second: draw another suffix
         else:
-            raise APIError(503, "could not allocate a task id; try again")
+            raise Unavailable("could not allocate a task id; try again")
         self.nudge()
         return {"task_id": task_id, "state": TaskState.QUEUED.value}
 
@@ -251,19 +261,23 @@ class TaskService:
     @staticmethod
     def _visible(who: Identity, task_id: str, task: Task | None) -> Task:
         if task is None or not who.owns(task.user_id):
-            raise not_found(f"no task {task_id}")
+            raise NotFound(f"no task {task_id}")
         return task
 
     def _own(self, who: Identity, task_id: str) -> Task:
         """The caller's task (the admin's: anyone's).
 
         Raises:
-            APIError: 404 no such task, or not the caller's.
+            NotFound: no such task, or not the caller's.
         """
         return self._visible(who, task_id, self.store.get(task_id) if parse_task_id(task_id) else None)
 
     def get(self, who: Identity, task_id: str) -> dict[str, Any]:
-        """The task's detail: its latest attempt and its TaskSpec text (secrets redacted)."""
+        """The task's detail: its latest attempt and its TaskSpec text (secrets redacted).
+
+        Raises:
+            NotFound: no such task, or not the caller's.
+        """
         found = self.store.get_with_spec(task_id) if parse_task_id(task_id) else None  # never a lookup of junk
         task, text = found if found is not None else (None, "")
         task = self._visible(who, task_id, task)
@@ -271,17 +285,18 @@ class TaskService:
         return task_detail(task, latest, text)
 
     def list(self, who: Identity, states: list[str], limit: int, cursor: str | None) -> dict[str, Any]:
+        """The caller's tasks (the admin's: everyone's), newest first, a page at a time.
+
+        Raises:
+            Invalid: an unknown state, or a cursor that is not a `next_cursor` value.
+        """
         bad = [s for s in states if s not in TaskState.__members__]
         if bad:
-            raise APIError(
-                400,
-                "unknown state",
-                [Problem("state", f"'{bad[0]}' is not one of {', '.join(TaskState.__members__)}")],
-            )
+            raise Invalid("unknown state", [("state", f"'{bad[0]}' is not one of {', '.join(TaskState.__members__)}")])
         before = None
         if cursor:
             if not _SMALL_INT.fullmatch(cursor):
-                raise APIError(400, "invalid cursor", [Problem("cursor", "must be a next_cursor value")])
+                raise Invalid("invalid cursor", [("cursor", "must be a next_cursor value")])
             before = int(cursor)
         rows = self.store.list(None if who.is_admin else who.user_id, states or None, limit + 1, before)
         more = len(rows) > limit
@@ -292,6 +307,11 @@ class TaskService:
         }
 
     def attempts(self, who: Identity, task_id: str) -> dict[str, Any]:
+        """The task's attempts, oldest first.
+
+        Raises:
+            NotFound: no such task, or not the caller's.
+        """
         self._own(who, task_id)
         return {"task_id": task_id, "attempts": [attempt_view(a) for a in self.store.attempts(task_id)]}
 
@@ -342,12 +362,13 @@ class TaskService:
         unreachable now, by the scheduler's archive pass later).
 
         Raises:
-            APIError: 404 not the caller's task, 409 it had already ended.
+            NotFound: not the caller's task.
+            Conflict: it had already ended, or kept changing state.
         """
         for _ in range(5):
             state = self._own(who, task_id).state
             if state in FINAL_STATES:
-                raise APIError(409, f"task {task_id} already ended ({state.value})")
+                raise Conflict(f"task {task_id} already ended ({state.value})")
             now = self.clock()
             if self.store.cancel(task_id, now, f"cancelled by {who.user_id}"):
                 if state in ACTIVE_STATES:
@@ -359,19 +380,26 @@ class TaskService:
                             pass  # the archive pass stops it once Ray answers
                 self.nudge(sync=True)
                 return {"task_id": task_id, "state": TaskState.CANCELED.value}
-        raise APIError(409, f"task {task_id} kept changing state; try again")
+        raise Conflict(f"task {task_id} kept changing state; try again")
 
     # -- logs -----------------------------------------------------------------------------
     def logs(self, who: Identity, task_id: str, attempt: str, tail: int | None) -> str:
+        """An attempt's driver log: the archive once written, else Ray's.
+
+        Raises:
+            Invalid: `attempt` is neither `latest` nor a number.
+            NotFound: no such task (or not the caller's), or no such attempt yet.
+            Unavailable: Ray cannot be read and no archived log exists.
+        """
         row = self._own(who, task_id)
         if attempt == "latest":
             att = self.store.latest_attempts([task_id]).get(task_id)
         elif _SMALL_INT.fullmatch(attempt):
             att = self.store.attempt(task_id, int(attempt))
         else:
-            raise APIError(400, "invalid attempt", [Problem("attempt", "must be 'latest' or a number")])
+            raise Invalid("invalid attempt", [("attempt", "must be 'latest' or a number")])
         if att is None:
-            raise not_found(f"task {task_id} has no attempt {attempt} yet (state {row.state.value})")
+            raise NotFound(f"task {task_id} has no attempt {attempt} yet (state {row.state.value})")
         archive = Path(att.job_root) / "logs" / "driver.log"
         if att.log_archived and archive.exists():
             return tail_lines(archive.read_text(errors="replace"), tail)
@@ -382,4 +410,4 @@ class TaskService:
                 return tail_lines(archive.read_text(errors="replace"), tail)
             if isinstance(exc, JobNotFound):
                 return ""  # written but not yet accepted by Ray: nothing logged yet
-            raise APIError(503, f"Ray is unavailable and no archived log exists: {exc}") from None
+            raise Unavailable(f"Ray is unavailable and no archived log exists: {exc}") from None

@@ -208,7 +208,7 @@ class TaskStore(TaskReads):
         return self.finish(task_id, TaskState.TIMEOUT, now, reason, attempt_no, summary=summary)
 
     def requeue(
-        self, task_id: str, now: float, reason: str | None, attempt_no: int, cause: str | None, summary: str | None
+        self, task_id: str, now: float, reason: str | None, attempt_no: int, cause: str, summary: str | None
     ) -> bool:
         """An active task -> QUEUED: its attempt failed in a way worth another attempt (`cause`,
         with `summary` as the evidence)."""
