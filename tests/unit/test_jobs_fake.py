@@ -19,6 +19,7 @@ from argus.domain.failure import FailureCause
 from argus.spec.config import parse_ray_config
 from argus.spec.render import render
 from argus.spec.taskspec import parse_task_spec
+from argus.testing import FakeClock
 from conftest import spec_dict
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -128,7 +129,7 @@ def tool(config, fake, monkeypatch):
         fake.address = address
         return fake
 
-    t = RayJobTool(config, client_factory=factory, clock=lambda: NOW)
+    t = RayJobTool(config, client_factory=factory, clock=FakeClock(NOW.timestamp()).utc)
     t.made = made  # type: ignore[attr-defined]
     return t
 
@@ -241,7 +242,7 @@ def test_debug_snapshot_failure_does_not_fail_submission(config, fake, monkeypat
         raise ClusterUnavailable("list_nodes failed: boom")
 
     monkeypatch.setattr(RayJobTool, "cluster_summary", broken)
-    tool = RayJobTool(config, client_factory=lambda a: fake, clock=lambda: NOW)
+    tool = RayJobTool(config, client_factory=lambda a: fake, clock=FakeClock(NOW.timestamp()).utc)
     assert tool.submit(rendered_for(config), SPEC_TEXT) == "run-1"
     pre = (shared / "jobs" / "run-1" / "debug" / "ray_status_pre.txt").read_text()
     assert pre == "unavailable: list_nodes failed: boom\n"

@@ -22,6 +22,7 @@ from argus.spec.config import parse_ray_config
 from argus.spec.redact import REDACTED, redact_spec_text
 from argus.spec.render import render
 from argus.spec.taskspec import parse_task_spec
+from argus.testing import FakeClock
 from conftest import spec_dict
 
 SECRET = "k-alice-secret-value"
@@ -64,7 +65,7 @@ def tool_and_client(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(RayJobTool, "cluster_summary", lambda self: "cluster at fake\n")
     client = EnvClient("unused")
-    return RayJobTool(config, client_factory=lambda a: client, clock=lambda: NOW), client, config
+    return RayJobTool(config, client_factory=lambda a: client, clock=FakeClock(NOW.timestamp()).utc), client, config
 
 
 SPEC = (

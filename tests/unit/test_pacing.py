@@ -1,6 +1,6 @@
 """The loops' pacing (`argus.scheduler.pacing.Pacer`): which passes are full, nudges coalesced,
-a failing pass recorded and the loop going on, stop ending it. A fake clock and a fake
-monotonic time; the only real waits are a few milliseconds of `min_gap_s`."""
+a failing pass recorded and the loop going on, stop ending it. Two FakeClocks: the wall clock
+and the monotonic time; the only real waits are a few milliseconds of `min_gap_s`."""
 
 from __future__ import annotations
 

@@ -2,12 +2,17 @@
 
 Owns `FakeClock`: an `argus.ports.Clock` (call it for the time) that moves only when a test
 moves it, with `advance(seconds)`, `set(t)`, or `sleep(seconds)` where code under test is given
-a sleep function. `now` is the current time, also settable.
+a sleep function. `now` is the current time, also settable. Code that takes its time as an aware
+datetime (`Callable[[], datetime]`, like `RayJobTool`'s clock) is given the bound method `utc`.
+A loop that measures elapsed time apart from the wall clock (a `monotonic` argument) is given a
+second FakeClock.
 
 Invariant: the time changes only through the test (never on its own).
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 
 class FakeClock:
@@ -32,6 +37,10 @@ class FakeClock:
         """Show `t` from now on; returns it."""
         self.now = float(t)
         return self.now
+
+    def utc(self) -> datetime:
+        """The time as an aware UTC datetime (pass `clock.utc` where a datetime clock is wanted)."""
+        return datetime.fromtimestamp(self.now, tz=UTC)
 
     def sleep(self, seconds: float) -> None:
         """A `time.sleep` stand-in: the time moves by `seconds` at once."""
