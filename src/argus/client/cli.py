@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from argus.spec.errors import SpecError
 from argus.spec.loader import read_text
 from argus.spec.render import prepare_submission
 from argus.spec.taskspec import load_task_spec
+
+if TYPE_CHECKING:
+    from argus.cluster.jobs import JobView, RayJobTool
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -148,57 +151,81 @@ def run(
 
     try:
         if action is Action.submit:
-            if jobspec is None:
-                _fail("--jobspec is required for --action submit", 2)
-            cfg, spec, text, rendered = _load(jobspec, config, submission_id=submission_id)
-            sid = RayJobTool(cfg).submit(rendered, text)
-            out.print(f"submitted [bold]{sid}[/]")
-            out.print(f"job root: {rendered.job_root}")
+            _submit(config, jobspec, submission_id)
             return
         cfg, _ = load_ray_config(config)
         tool = RayJobTool(cfg)
         if action is Action.list:
-            views = tool.list()
-            if as_json:
-                print(json.dumps([v.as_dict() for v in views], indent=2))
-                return
-            table = Table("submission id", "status", "driver node", "started")
-            for v in views:
-                started = datetime.fromtimestamp(v.start_time).strftime("%Y-%m-%d %H:%M:%S") if v.start_time else "-"
-                table.add_row(v.submission_id, v.status, (v.driver_node_id or "-")[:12], started)
-            out.print(table)
+            _print_job_list(tool.list(), as_json)
             return
-        if not submission_id:
-            if jobspec is None:
-                _fail(f"--submission-id (or a --jobspec naming one) is required for --action {action.value}", 2)
-            spec, _ = load_task_spec(jobspec, cfg.shared_root)
-            submission_id = spec.submission_id or _fail("the jobspec has no submission_id; pass --submission-id", 2)
+        submission_id = submission_id or _jobspec_submission_id(jobspec, cfg.shared_root, action)
         if action is Action.status:
-            v = tool.status(submission_id)
-            if as_json:
-                print(json.dumps(v.as_dict(), indent=2))
-                return
-            out.print(f"[bold]{v.submission_id}[/]  {v.status}")
-            out.print(f"driver node: {v.driver_node_id or '-'}")
-            if v.message:
-                out.print(f"message: {v.message.splitlines()[0] if v.message else ''}")
-            if v.diagnosis:
-                out.print(f"[bold red]cause[/]: {v.diagnosis.cause.value}")
-                out.print(f"evidence: {v.diagnosis.evidence}")
+            _print_job_status(tool.status(submission_id), as_json)
         elif action is Action.stop:
             stopped = tool.stop(submission_id)
             out.print(f"{submission_id}: {'stop requested' if stopped else 'already finished'}")
         elif action is Action.logs:
-            if follow:
-                for chunk in tool.follow(submission_id):
-                    sys.stdout.write(chunk)
-                    sys.stdout.flush()
-            else:
-                sys.stdout.write(tool.logs(submission_id, tail))
+            _write_logs(tool, submission_id, follow, tail)
     except SpecError as exc:
         _fail_input(exc)
     except ClusterError as exc:
         _fail(str(exc))
+
+
+def _submit(config: Path, jobspec: Path | None, submission_id: str | None) -> None:
+    """Render JOBSPEC, submit it to Ray, and print its submission id and job root."""
+    from argus.cluster.jobs import RayJobTool
+
+    if jobspec is None:
+        _fail("--jobspec is required for --action submit", 2)
+    cfg, _, text, rendered = _load(jobspec, config, submission_id=submission_id)
+    sid = RayJobTool(cfg).submit(rendered, text)
+    out.print(f"submitted [bold]{sid}[/]")
+    out.print(f"job root: {rendered.job_root}")
+
+
+def _print_job_list(views: list[JobView], as_json: bool) -> None:
+    """Print the jobs as JSON or as a table."""
+    if as_json:
+        print(json.dumps([v.as_dict() for v in views], indent=2))
+        return
+    table = Table("submission id", "status", "driver node", "started")
+    for v in views:
+        started = datetime.fromtimestamp(v.start_time).strftime("%Y-%m-%d %H:%M:%S") if v.start_time else "-"
+        table.add_row(v.submission_id, v.status, (v.driver_node_id or "-")[:12], started)
+    out.print(table)
+
+
+def _jobspec_submission_id(jobspec: Path | None, shared_root: str, action: Action) -> str:
+    """The submission id JOBSPEC names (exit 2 when there is no jobspec or it names none)."""
+    if jobspec is None:
+        _fail(f"--submission-id (or a --jobspec naming one) is required for --action {action.value}", 2)
+    spec, _ = load_task_spec(jobspec, shared_root)
+    return spec.submission_id or _fail("the jobspec has no submission_id; pass --submission-id", 2)
+
+
+def _print_job_status(v: JobView, as_json: bool) -> None:
+    """Print one job's status, driver node, message and diagnosis (or all of it as JSON)."""
+    if as_json:
+        print(json.dumps(v.as_dict(), indent=2))
+        return
+    out.print(f"[bold]{v.submission_id}[/]  {v.status}")
+    out.print(f"driver node: {v.driver_node_id or '-'}")
+    if v.message:
+        out.print(f"message: {v.message.splitlines()[0] if v.message else ''}")
+    if v.diagnosis:
+        out.print(f"[bold red]cause[/]: {v.diagnosis.cause.value}")
+        out.print(f"evidence: {v.diagnosis.evidence}")
+
+
+def _write_logs(tool: RayJobTool, submission_id: str, follow: bool, tail: int | None) -> None:
+    """Write the job's logs to stdout: streamed until it ends with `follow`, else its last `tail` lines."""
+    if follow:
+        for chunk in tool.follow(submission_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    else:
+        sys.stdout.write(tool.logs(submission_id, tail))
 
 
 # -- cluster --------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ Owns, per (shared_root, cluster name):
   `<shared_root>/ray/discovery/<cluster>/head.json` atomically (temp file + rename) every
   `refresh_s` while the head process lives and its GCS port accepts connections, so the file
   goes stale (past `ttl_s`) when the head dies, and says `stopped: true` after a clean stop;
-- the record `head-state.json` next to head.json (pids, ports), which `stop` and `status` read.
+- the record `head-state.json` next to head.json (pids, ports), which `stop` and `status` read
+  (its format, its paths and head.json's reading and writing: `argus.cluster.head_record`).
 Both processes get the allow-list environment, umask and an empty working directory of their
 own (`argus.cluster.nodeenv`), never the caller's.
 `stop` ends exactly the recorded process trees (never `ray stop`, which would kill every Ray on
@@ -19,21 +20,28 @@ the host).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from argus.cluster.errors import ClusterError, PortInUse
+from argus.cluster.head_record import (
+    HeadRecord,
+    check_cluster_name,
+    load_record,
+    log_dir,
+    read_head,
+    save_record,
+    state_file,
+    temp_dir_for,
+    write_head,
+)
 from argus.cluster.procs import (
     PortFinder,
     alive_node_ips,
@@ -52,63 +60,13 @@ from argus.cluster.procs import (
     stop_trees,
     tcp_open,
 )
-from argus.domain.discovery import HeadFileError, HeadInfo, discovery_dir, discovery_file, parse_head
+from argus.domain.discovery import HeadInfo
+from argus.domain.discovery import discovery_file as discovery_file  # `head.discovery_file` for the CLI
 
 DEFAULT_GCS_PORT = 6380  # Ray's usual 6379 is Redis's too
 DEFAULT_DASHBOARD_PORT = 8265
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
-STATE_NAME = "head-state.json"
-_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 log = logging.getLogger("argus.head")
-
-
-@dataclass
-class HeadRecord:
-    """What `start` started: enough for `stop` and `status`, and for the publisher."""
-
-    shared_root: str
-    cluster: str
-    head_ip: str
-    gcs_port: int
-    dashboard_port: int
-    temp_dir: str
-    ttl_s: float
-    refresh_s: float
-    ports: dict[str, int] = field(default_factory=dict)
-    min_worker_port: int = 0
-    max_worker_port: int = 0
-    head_pid: int | None = None
-    publisher_pid: int | None = None
-    started_at: float | None = None
-    host: str = ""  # the machine the head and its publisher run on (their pids are its)
-
-    @property
-    def address(self) -> str:
-        return f"{self.head_ip}:{self.gcs_port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://{self.head_ip}:{self.dashboard_port}"
-
-    def info(self, now: float, stopped: bool = False) -> HeadInfo:
-        """The head.json content at `now`."""
-        return HeadInfo(
-            cluster_name=self.cluster,
-            head_ip=self.head_ip,
-            gcs_port=self.gcs_port,
-            dashboard_url=self.dashboard_url,
-            updated_at=now,
-            ttl_s=self.ttl_s,
-            stopped=stopped,
-            temp_dir=self.temp_dir,
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> HeadRecord:
-        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -129,27 +87,6 @@ class HeadStatus:
         return self.head_alive and self.publisher_alive and self.fresh and self.problem is None
 
 
-# -- paths -------------------------------------------------------------------------------
-def check_cluster_name(cluster: str) -> None:
-    """Raises: ValueError unless `cluster` is 1-63 letters, digits, `.`, `_`, `-`."""
-    if not _CLUSTER_NAME.fullmatch(cluster or ""):
-        raise ValueError(f"cluster name {cluster!r}: use 1-63 letters, digits, '.', '_' or '-'")
-
-
-def state_file(shared_root: str | Path, cluster: str) -> Path:
-    return Path(discovery_dir(str(shared_root), cluster)) / STATE_NAME
-
-
-def log_dir(shared_root: str | Path, cluster: str) -> Path:
-    return Path(discovery_dir(str(shared_root), cluster)) / "logs"
-
-
-def temp_dir_for(shared_root: str | Path, cluster: str) -> str:
-    """Short (unix socket paths are limited to 107 bytes), one per (shared_root, cluster)."""
-    digest = hashlib.sha1(f"{Path(shared_root).resolve()}:{cluster}".encode()).hexdigest()[:8]
-    return f"/tmp/argus-ray-{digest}"
-
-
 def _same_host(rec: HeadRecord, what: str) -> None:
     """The record's pids are those of the host that started it: act on them only there.
 
@@ -163,47 +100,6 @@ def _same_host(rec: HeadRecord, what: str) -> None:
             f"({here}); run this there to {what} (if that machine is gone for good, remove "
             f"{state_file(rec.shared_root, rec.cluster)})"
         )
-
-
-def load_record(shared_root: str | Path, cluster: str) -> HeadRecord | None:
-    try:
-        return HeadRecord.from_json(state_file(shared_root, cluster).read_text())
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def _save(rec: HeadRecord) -> None:
-    _atomic_write(state_file(rec.shared_root, rec.cluster), rec.to_json())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_head(shared_root: str, cluster: str, info: HeadInfo) -> Path:
-    """Publish `info` as head.json, atomically (readers see the old file or the new one)."""
-    path = Path(discovery_file(shared_root, cluster))
-    _atomic_write(path, info.to_json())
-    return path
-
-
-def read_head(shared_root: str, cluster: str) -> tuple[HeadInfo | None, str | None]:
-    """(head.json parsed, None) or (None, why not)."""
-    path = Path(discovery_file(shared_root, cluster))
-    try:
-        return parse_head(path.read_text()), None
-    except FileNotFoundError:
-        return None, f"{path} does not exist"
-    except OSError as exc:
-        return None, f"cannot read {path}: {exc}"
-    except HeadFileError as exc:
-        return None, f"{path}: {exc}"
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -280,30 +176,59 @@ def start(
         raise ValueError(f"refresh_s ({refresh_s:g}) must be positive and below ttl_s ({ttl_s:g})")
     root = str(Path(shared_root).resolve())
     ip = node_ip or routable_ip()
+    running = _running_head(root, cluster, ip, port, dashboard_port)
+    if running is not None:
+        return running
+    _check_ports_free(port, dashboard_port)
+    rec = _plan_head(root, cluster, ip, port, dashboard_port, ttl_s, refresh_s)
+    deadline = time.monotonic() + timeout
+    try:
+        _start_head_process(rec, deadline)
+        _start_publisher(rec, deadline)
+    except BaseException:
+        stop(root, cluster, grace_s=5.0)
+        raise
+    return rec
+
+
+def _running_head(root: str, cluster: str, ip: str, port: int, dashboard_port: int) -> HeadRecord | None:
+    """The recorded head when this very head runs healthy; else None, what is left of a dead one cleared.
+
+    Raises:
+        ClusterError: the recorded head runs on another machine, or another head of this cluster runs.
+    """
     current = status(root, cluster)
-    if current is not None:
-        old = current.record
-        _same_host(old, "start another head")
-        if current.head_alive:
-            if current.healthy and (old.head_ip, old.gcs_port, old.dashboard_port) == (
-                ip,
-                port,
-                dashboard_port,
-            ):
-                return old
-            raise ClusterError(
-                f"a head of cluster {cluster!r} already runs at {old.address} (pid {old.head_pid}); "
-                f"stop it first: argus head stop --shared-root {root} --cluster {cluster}"
-            )
-        stop(root, cluster, grace_s=5.0)  # what is left of a head that died
+    if current is None:
+        return None
+    old = current.record
+    _same_host(old, "start another head")
+    if current.head_alive:
+        if current.healthy and (old.head_ip, old.gcs_port, old.dashboard_port) == (ip, port, dashboard_port):
+            return old
+        raise ClusterError(
+            f"a head of cluster {cluster!r} already runs at {old.address} (pid {old.head_pid}); "
+            f"stop it first: argus head stop --shared-root {root} --cluster {cluster}"
+        )
+    stop(root, cluster, grace_s=5.0)  # what is left of a head that died
+    return None
+
+
+def _check_ports_free(port: int, dashboard_port: int) -> None:
+    """Raises: PortInUse when the GCS or the dashboard port is taken."""
     for p, what, flag in ((port, "Ray GCS", "--port"), (dashboard_port, "Ray dashboard", "--dashboard-port")):
         if not port_free(p):
             raise PortInUse(
                 f"port {p} ({what}) is already in use by another process; stop it or choose another port with {flag}"
             )
+
+
+def _plan_head(
+    root: str, cluster: str, ip: str, port: int, dashboard_port: int, ttl_s: float, refresh_s: float
+) -> HeadRecord:
+    """The record of the head to start: its other ports found free, its temp dir, this host."""
     finder = PortFinder(default_port_start(ip), {port, dashboard_port})
     ports, lo, hi = node_ports(finder, ("ray_client_server_port",))
-    rec = HeadRecord(
+    return HeadRecord(
         root,
         cluster,
         ip,
@@ -318,47 +243,51 @@ def start(
         started_at=time.time(),
         host=socket.gethostname(),
     )
-    logs = log_dir(root, cluster)
-    deadline = time.monotonic() + timeout
-    try:
-        proc = start_ray(
-            head_start_args(rec),
-            logs / "head.log",
-            node_env(),
-            rec.temp_dir,
-            timeout=max(deadline - time.monotonic(), 1.0),
-            cwd=node_workdir(rec.temp_dir, "head-ray"),
-        )
-        rec.head_pid = proc.pid
-        _save(rec)
-        _wait("the Ray head", lambda: ip in alive_node_ips(rec.dashboard_url), proc, logs / "head.log", deadline)
-        pub = spawn(
-            [
-                sys.executable,
-                "-m",
-                "argus.cluster.head",
-                "publish",
-                "--shared-root",
-                root,
-                "--cluster",
-                cluster,
-            ],
-            logs / "publisher.log",
-            node_env(),
-            cwd=node_workdir(rec.temp_dir, "head-publisher"),
-        )
-        rec.publisher_pid = pub.pid
-        _save(rec)
 
-        def published() -> bool:
-            info, _ = read_head(root, cluster)
-            return info is not None and info.address == rec.address and not info.stopped and info.fresh(time.time())
 
-        _wait("the head.json publisher", published, pub, logs / "publisher.log", deadline)
-    except BaseException:
-        stop(root, cluster, grace_s=5.0)
-        raise
-    return rec
+def _start_head_process(rec: HeadRecord, deadline: float) -> None:
+    """Start `ray start --head`, record its pid, and wait until Ray sees the head alive."""
+    head_log = log_dir(rec.shared_root, rec.cluster) / "head.log"
+    proc = start_ray(
+        head_start_args(rec),
+        head_log,
+        node_env(),
+        rec.temp_dir,
+        timeout=max(deadline - time.monotonic(), 1.0),
+        cwd=node_workdir(rec.temp_dir, "head-ray"),
+    )
+    rec.head_pid = proc.pid
+    save_record(rec)
+    _wait("the Ray head", lambda: rec.head_ip in alive_node_ips(rec.dashboard_url), proc, head_log, deadline)
+
+
+def _start_publisher(rec: HeadRecord, deadline: float) -> None:
+    """Start the head.json publisher, record its pid, and wait for its first fresh head.json."""
+    pub_log = log_dir(rec.shared_root, rec.cluster) / "publisher.log"
+    pub = spawn(
+        [
+            sys.executable,
+            "-m",
+            "argus.cluster.head",
+            "publish",
+            "--shared-root",
+            rec.shared_root,
+            "--cluster",
+            rec.cluster,
+        ],
+        pub_log,
+        node_env(),
+        cwd=node_workdir(rec.temp_dir, "head-publisher"),
+    )
+    rec.publisher_pid = pub.pid
+    save_record(rec)
+    _wait("the head.json publisher", lambda: _published(rec), pub, pub_log, deadline)
+
+
+def _published(rec: HeadRecord) -> bool:
+    """Whether head.json names this head, not stopped, and is fresh."""
+    info, _ = read_head(rec.shared_root, rec.cluster)
+    return info is not None and info.address == rec.address and not info.stopped and info.fresh(time.time())
 
 
 def stop(shared_root: str, cluster: str, grace_s: float = 10.0) -> bool:

@@ -339,15 +339,7 @@ def up(
     shared_root = str(Path(shared_root).resolve())
     current = status(shared_root)
     if current is not None and current.healthy:
-        s = current.state
-        if (s.workers, s.gpus_per_worker, s.cpus_per_worker) != (workers, gpus_per_worker, cpus_per_worker):
-            raise ClusterError(
-                f"a cluster with {s.workers} workers x {s.gpus_per_worker} GPUs x "
-                f"{s.cpus_per_worker} CPUs already runs for {shared_root}; "
-                "run `argus cluster down` first to change its shape"
-            )
-        write_config(s)
-        return s, False
+        return _reuse_running(current.state, shared_root, workers, gpus_per_worker, cpus_per_worker), False
     if current is not None:
         down(shared_root)  # a half-dead cluster: clear it, then start clean
     slices = gpu_slices(workers, gpus_per_worker, detect_gpus())
@@ -364,27 +356,57 @@ def up(
     )
     log_dir = state_dir(shared_root) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    _start_nodes(state, log_dir, timeout)
+    write_config(state)
+    return state, True
+
+
+def _reuse_running(
+    s: ClusterState, shared_root: str, workers: int, gpus_per_worker: int, cpus_per_worker: int
+) -> ClusterState:
+    """The running cluster, its RayConfig rewritten, when it has this shape (ClusterError if not)."""
+    if (s.workers, s.gpus_per_worker, s.cpus_per_worker) != (workers, gpus_per_worker, cpus_per_worker):
+        raise ClusterError(
+            f"a cluster with {s.workers} workers x {s.gpus_per_worker} GPUs x "
+            f"{s.cpus_per_worker} CPUs already runs for {shared_root}; "
+            "run `argus cluster down` first to change its shape"
+        )
+    write_config(s)
+    return s
+
+
+def _start_nodes(state: ClusterState, log_dir: Path, timeout: float) -> None:
+    """Start the head, then the agents, and wait for every worker; on failure stop what started."""
     state.started_at = time.time()
     deadline = time.monotonic() + timeout
     try:
         _save(state)
-        rec = head_mod.start(
-            shared_root, state.cluster, gcs_port, dashboard_port, node_ip=state.head.ip, timeout=timeout
-        )
-        state.head.pid, state.temp_dir = rec.head_pid, rec.temp_dir
-        _save(state)
-        agents = {}
-        for node in state.nodes[1:]:
-            agents[node.name] = _start_agent(state, node, log_dir)
-            node.pid = agents[node.name].pid
-            _save(state)
+        _start_head(state, timeout)
+        agents = _start_agents(state, log_dir)
         _wait_workers(state, agents, log_dir, max(deadline - time.monotonic(), 10.0))
     except BaseException:
         _save(state)
-        down(shared_root)
+        down(state.shared_root)
         raise
-    write_config(state)
-    return state, True
+
+
+def _start_head(state: ClusterState, timeout: float) -> None:
+    """Start the head (`argus.cluster.head.start`) and record its pid and temp dir."""
+    rec = head_mod.start(
+        state.shared_root, state.cluster, state.gcs_port, state.dashboard_port, node_ip=state.head.ip, timeout=timeout
+    )
+    state.head.pid, state.temp_dir = rec.head_pid, rec.temp_dir
+    _save(state)
+
+
+def _start_agents(state: ClusterState, log_dir: Path) -> dict[str, subprocess.Popen]:
+    """Start one node agent per worker, recording each pid as it starts."""
+    agents = {}
+    for node in state.nodes[1:]:
+        agents[node.name] = _start_agent(state, node, log_dir)
+        node.pid = agents[node.name].pid
+        _save(state)
+    return agents
 
 
 def down(shared_root: str | Path, grace_s: float = 10.0) -> bool:

@@ -196,12 +196,7 @@ class SSHConnector:
                 message naming the host, port, user and key reference as relevant.
         """
         pkey = self.load_key(target.key_ref)
-        where = f"{target.host}:{target.port}"
-        client = paramiko.SSHClient()
-        with _known_hosts_lock:
-            if self.known_hosts.exists():
-                client.load_host_keys(str(self.known_hosts))
-        client.set_missing_host_key_policy(_RecordFirstKey(self.known_hosts))
+        client = self._new_client()
         t = self.connect_timeout_s
         started = time.monotonic()
         try:
@@ -217,38 +212,57 @@ class SSHConnector:
                 allow_agent=False,
                 look_for_keys=False,
             )
-        except paramiko.BadHostKeyException as exc:
+        except (paramiko.SSHException, OSError) as exc:
             client.close()
-            raise SSHError(
+            raise self._connect_error(exc, target, started) from None
+        return _ParamikoSession(client, target)
+
+    def _new_client(self) -> paramiko.SSHClient:
+        """A client that knows the recorded host keys and records a new host's first key."""
+        client = paramiko.SSHClient()
+        with _known_hosts_lock:
+            if self.known_hosts.exists():
+                client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(_RecordFirstKey(self.known_hosts))
+        return client
+
+    def _connect_error(self, exc: paramiko.SSHException | OSError, target: SSHTarget, started: float) -> SSHError:
+        """The SSHError that a failed connect to `target` (begun at `started`) is reported as."""
+        where = f"{target.host}:{target.port}"
+        t = self.connect_timeout_s
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return SSHError(
                 "host_key",
                 f"the host key of {where} is not the one recorded in "
                 f"{self.known_hosts} (got {exc.key.get_name()} "
                 f"{exc.key.fingerprint}); if the host was re-created, "
                 f"remove its line there",
-            ) from None
-        except paramiko.AuthenticationException:
-            client.close()
-            raise SSHError("auth", f"authentication failed for {target} with key {target.key_ref}") from None
-        except TimeoutError:
-            client.close()
-            raise SSHError("timeout", f"cannot connect to {where}: timed out after {t:g} s") from None
-        except paramiko.SSHException as exc:
-            client.close()
-            text = str(exc).strip()
-            if time.monotonic() - started >= 0.9 * t or "timed out" in text.lower() or "timeout" in text.lower():
-                raise SSHError("timeout", f"cannot connect to {where}: no SSH answer within {t:g} s") from None
-            if "banner" in text.lower() or "no existing session" in text.lower():
-                raise SSHError(
-                    "unreachable", f"cannot connect to {where}: it did not answer as an SSH server ({text})"
-                ) from None
-            raise SSHError("ssh", f"cannot connect to {where}: {text}") from None
-        except OSError as exc:  # refused, unreachable, unresolvable (NoValidConnectionsError too)
-            client.close()
-            why = exc.strerror or str(exc) or type(exc).__name__
-            if isinstance(exc, socket.gaierror):
-                why = f"cannot resolve {target.host} ({why})"
-            elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-                causes = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
-                why = "; ".join(sorted(causes)) or str(exc)
-            raise SSHError("unreachable", f"cannot connect to {where}: {why}") from None
-        return _ParamikoSession(client, target)
+            )
+        if isinstance(exc, paramiko.AuthenticationException):
+            return SSHError("auth", f"authentication failed for {target} with key {target.key_ref}")
+        if isinstance(exc, TimeoutError):
+            return SSHError("timeout", f"cannot connect to {where}: timed out after {t:g} s")
+        if isinstance(exc, paramiko.SSHException):
+            return _handshake_error(str(exc).strip(), where, time.monotonic() - started, t)
+        # refused, unreachable, unresolvable (NoValidConnectionsError too)
+        return SSHError("unreachable", f"cannot connect to {where}: {_unreachable_reason(exc, target.host)}")
+
+
+def _handshake_error(text: str, where: str, elapsed: float, t: float) -> SSHError:
+    """The SSHError for an SSH-level failure: a timeout, no SSH server answering, or another."""
+    if elapsed >= 0.9 * t or "timed out" in text.lower() or "timeout" in text.lower():
+        return SSHError("timeout", f"cannot connect to {where}: no SSH answer within {t:g} s")
+    if "banner" in text.lower() or "no existing session" in text.lower():
+        return SSHError("unreachable", f"cannot connect to {where}: it did not answer as an SSH server ({text})")
+    return SSHError("ssh", f"cannot connect to {where}: {text}")
+
+
+def _unreachable_reason(exc: OSError, host: str) -> str:
+    """Why a TCP connect failed, in words: refused, unreachable, or the name not resolved."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, socket.gaierror):
+        why = f"cannot resolve {host} ({why})"
+    elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        causes = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
+        why = "; ".join(sorted(causes)) or str(exc)
+    return why

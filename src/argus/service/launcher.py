@@ -27,11 +27,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from argus.cluster import local
 from argus.cluster.errors import ClusterError, PortInUse
 from argus.cluster.jobs import make_private_dirs, write_private
-from argus.settings import dump_settings, parse_settings
+from argus.settings import ArgusSettings, dump_settings, parse_settings
 from argus.spec.loader import load_yaml_mapping
 
 START_TIMEOUT_S = 60.0
@@ -166,62 +167,104 @@ def up(
     """
     shared_root = str(Path(shared_root).resolve())
     state, _ = local.up(shared_root, workers, gpus_per_worker, gcs_port=gcs_port, dashboard_port=dashboard_port)
-    rdir = run_dir(shared_root)
-    info_path = rdir / "server.json"
-    info = _read_json(info_path)
-    if info and _pid_alive(info.get("pid", 0)) and healthy(info["url"]):
-        # Name the token the running server was started with, never one it would refuse.
-        token = next((t for t in known_tokens(shared_root) if accepts_as_admin(info["url"], t)), None)
-        if "token_sha256" in info:  # written by an older `up`: the hash goes
-            write_private(
-                info_path, json.dumps({k: v for k, v in info.items() if k != "token_sha256"}, indent=2) + "\n"
-            )
-        return ServerInfo(
-            info["url"],
-            info["pid"],
-            token,
-            Path(info["config"]),
-            Path(info["log"]),
-            False,
-            state.dashboard_url,
-            ray_verdict(info["url"]),
-        )
+    running = _running_server(shared_root, state.dashboard_url)
+    if running is not None:
+        return running
     token = admin_token(shared_root)
     if not local.port_free(port, host):
         raise PortInUse(f"port {port} is taken; pick another with --port")
+    config, settings = _write_server_config(shared_root, host, port)
+    log_path = _prepare_server_log(shared_root)
+    proc = _start_server(shared_root, settings, token, config, log_path)
+    url = f"http://{host}:{port}"
+    if _wait_healthy(proc, url):
+        _record_server(shared_root, proc.pid, url, config, log_path)
+        return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url, ray_verdict(url))
+    _fail_start(proc, log_path)
+
+
+def _running_server(shared_root: str, dashboard_url: str) -> ServerInfo | None:
+    """The recorded server when its process lives and it answers, else None."""
+    info_path = run_dir(shared_root) / "server.json"
+    info = _read_json(info_path)
+    if not (info and _pid_alive(info.get("pid", 0)) and healthy(info["url"])):
+        return None
+    # Name the token the running server was started with, never one it would refuse.
+    token = next((t for t in known_tokens(shared_root) if accepts_as_admin(info["url"], t)), None)
+    if "token_sha256" in info:  # written by an older `up`: the hash goes
+        write_private(info_path, json.dumps({k: v for k, v in info.items() if k != "token_sha256"}, indent=2) + "\n")
+    return ServerInfo(
+        info["url"],
+        info["pid"],
+        token,
+        Path(info["config"]),
+        Path(info["log"]),
+        False,
+        dashboard_url,
+        ray_verdict(info["url"]),
+    )
+
+
+def _write_server_config(shared_root: str, host: str, port: int) -> tuple[Path, ArgusSettings]:
+    """Write run/server.yaml: the local cluster's ray section and this host and port."""
     ray = load_yaml_mapping(local.config_file(shared_root).read_text(), "ray config")
     settings = parse_settings({"ray": ray, "service": {"host": host, "port": port}}, "server config", environ={})
+    rdir = run_dir(shared_root)
     make_private_dirs(rdir)
     config = rdir / "server.yaml"
     write_private(config, dump_settings(settings))
+    return config, settings
+
+
+def _prepare_server_log(shared_root: str) -> Path:
+    """The server's log file, created if missing, mode 0640."""
     log_path = server_log(shared_root)
     make_private_dirs(log_path.parent)
     if not log_path.exists():
         write_private(log_path, "")
     os.chmod(log_path, 0o640)
+    return log_path
+
+
+def _start_server(
+    shared_root: str, settings: ArgusSettings, token: str, config: Path, log_path: Path
+) -> subprocess.Popen:
+    """Start `argus server` in a session of its own, its output appended to `log_path`."""
     env = {**os.environ, settings.service.admin_token_env: token, "ARGUS_SHARED_ROOT": shared_root}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             server_command(config),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            cwd=rdir,
+            cwd=run_dir(shared_root),
             start_new_session=True,
         )
-    url = f"http://{host}:{port}"
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str) -> bool:
+    """Whether the server answers at `url` within START_TIMEOUT_S (False once it has exited)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            break
+            return False
         if healthy(url):
-            write_private(
-                info_path,
-                json.dumps({"pid": proc.pid, "url": url, "config": str(config), "log": str(log_path)}, indent=2) + "\n",
-            )
-            return ServerInfo(url, proc.pid, token, config, log_path, True, state.dashboard_url, ray_verdict(url))
+            return True
         time.sleep(0.2)
+    return False
+
+
+def _record_server(shared_root: str, pid: int, url: str, config: Path, log_path: Path) -> None:
+    """Write run/server.json: the server's pid, URL, config and log (nothing of its token)."""
+    write_private(
+        run_dir(shared_root) / "server.json",
+        json.dumps({"pid": pid, "url": url, "config": str(config), "log": str(log_path)}, indent=2) + "\n",
+    )
+
+
+def _fail_start(proc: subprocess.Popen, log_path: Path) -> NoReturn:
+    """Kill the server if it still runs; raise ClusterError with the end of its log."""
     if proc.poll() is None:
         proc.kill()
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])

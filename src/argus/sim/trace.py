@@ -13,6 +13,10 @@ import csv
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import _csv
 
 REQUIRED_COLUMNS = ("job_id", "submission_time", "duration", "num_gpu")
 DEFAULT_USERS = 16
@@ -98,62 +102,84 @@ def load_trace(path: str | Path, users: int = DEFAULT_USERS, limit: int | None =
     path = Path(path)
     if users < 1:
         raise TraceError(f"--users must be at least 1, not {users}")
+    handle = _open_trace(path)
+    with handle:
+        reader = csv.reader(handle)
+        names = _read_header(reader, path)
+        col = {c: names.index(c) for c in (*REQUIRED_COLUMNS, "user") if c in names}
+        jobs = _read_jobs(reader, path, names, col, users, limit)
+    jobs.sort(key=lambda j: j.submitted_at)
+    return Trace(path, jobs, None if "user" in col else users)
+
+
+def _open_trace(path: Path) -> TextIO:
+    """The trace file opened for reading as CSV text (TraceError when it cannot be)."""
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        return path.open(newline="", encoding="utf-8")
     except FileNotFoundError:
         raise TraceError(f"{path}: no such file") from None
     except OSError as exc:
         raise TraceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_header(reader: _csv.Reader, path: Path) -> list[str]:
+    """The header's column names, stripped (TraceError when a required one is missing)."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise TraceError(f"{path}: empty file; the header line must name {', '.join(REQUIRED_COLUMNS)}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}, line 1: not a CSV header ({exc})") from None
+    names = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise TraceError(
+            f"{path}, line 1: missing column(s) {', '.join(missing)} (the header has {', '.join(names) or 'nothing'})"
+        )
+    return names
+
+
+def _read_jobs(
+    reader: _csv.Reader, path: Path, names: list[str], col: dict[str, int], users: int, limit: int | None
+) -> list[TraceJob]:
+    """The data rows as jobs, in file order: blank rows skipped, at most `limit`."""
     jobs: list[TraceJob] = []
     seen: dict[str, int] = {}
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise TraceError(f"{path}: empty file; the header line must name {', '.join(REQUIRED_COLUMNS)}") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise TraceError(f"{path}, line 1: not a CSV header ({exc})") from None
-        names = [h.strip() for h in header]
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
-        if missing:
-            raise TraceError(
-                f"{path}, line 1: missing column(s) {', '.join(missing)} "
-                f"(the header has {', '.join(names) or 'nothing'})"
-            )
-        col = {c: names.index(c) for c in (*REQUIRED_COLUMNS, "user") if c in names}
-        try:
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not cell.strip() for cell in row):
-                    continue
-                if limit is not None and len(jobs) >= limit:
-                    break
-                where = f"{path}, line {line}"
-                if len(row) < len(names):
-                    absent = [c for c, i in col.items() if i >= len(row)]
-                    raise TraceError(
-                        f"{where}: {len(row)} field(s), the header has {len(names)}"
-                        + (f" (no {', '.join(absent)})" if absent else "")
-                    )
-                cells = {c: row[i].strip() for c, i in col.items()}
-                for c, text in cells.items():
-                    if not text:
-                        raise TraceError(f"{where}, column {c}: empty")
-                job_id = cells["job_id"]
-                if job_id in seen:
-                    raise TraceError(f"{where}, column job_id: {job_id!r} repeats line {seen[job_id]}")
-                seen[job_id] = line
-                jobs.append(
-                    TraceJob(
-                        id=job_id,
-                        submitted_at=_number(cells["submission_time"], where, "submission_time", 0.0, False),
-                        duration_s=_number(cells["duration"], where, "duration", 0.0, False),
-                        num_gpu=_gpus(cells["num_gpu"], where),
-                        user=cells["user"] if "user" in cells else synthetic_user(job_id, users),
-                    )
-                )
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise TraceError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
-    jobs.sort(key=lambda j: j.submitted_at)
-    return Trace(path, jobs, None if "user" in col else users)
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if limit is not None and len(jobs) >= limit:
+                break
+            jobs.append(_job(row, f"{path}, line {line}", line, names, col, seen, users))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
+    return jobs
+
+
+def _job(
+    row: list[str], where: str, line: int, names: list[str], col: dict[str, int], seen: dict[str, int], users: int
+) -> TraceJob:
+    """One data row as a job, checked; records its id in `seen` (TraceError when a repeat)."""
+    if len(row) < len(names):
+        absent = [c for c, i in col.items() if i >= len(row)]
+        raise TraceError(
+            f"{where}: {len(row)} field(s), the header has {len(names)}"
+            + (f" (no {', '.join(absent)})" if absent else "")
+        )
+    cells = {c: row[i].strip() for c, i in col.items()}
+    for c, text in cells.items():
+        if not text:
+            raise TraceError(f"{where}, column {c}: empty")
+    job_id = cells["job_id"]
+    if job_id in seen:
+        raise TraceError(f"{where}, column job_id: {job_id!r} repeats line {seen[job_id]}")
+    seen[job_id] = line
+    return TraceJob(
+        id=job_id,
+        submitted_at=_number(cells["submission_time"], where, "submission_time", 0.0, False),
+        duration_s=_number(cells["duration"], where, "duration", 0.0, False),
+        num_gpu=_gpus(cells["num_gpu"], where),
+        user=cells["user"] if "user" in cells else synthetic_user(job_id, users),
+    )
