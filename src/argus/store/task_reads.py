@@ -34,6 +34,19 @@ _STATES = {s.value: s for s in TaskState}
 # The builders below index these positions of the records' fields.
 assert [c.name for c in TASK_COLUMNS][4] == "state" and [c.name for c in ATTEMPT_COLUMNS][8] == "placement"
 
+# The hot one-row reads (a task's detail, the API's ownership checks), built once with a bound
+# parameter: a statement of twenty-odd named columns costs more to build and to key for the
+# compiled cache than to run, and a statement object keeps its cache key.
+_ONE_TASK = sa.select(*TASK_COLUMNS).where(tasks.c.task_id == sa.bindparam("task_id"))
+_ONE_TASK_WITH_SPEC = sa.select(*TASK_COLUMNS, tasks.c.jobspec_yaml).where(tasks.c.task_id == sa.bindparam("task_id"))
+_SPEC_TEXT = sa.select(tasks.c.jobspec_yaml).where(tasks.c.task_id == sa.bindparam("task_id"))
+_LATEST_ATTEMPT = (
+    sa.select(*ATTEMPT_COLUMNS)
+    .where(attempts.c.task_id == sa.bindparam("task_id"))
+    .order_by(attempts.c.attempt_no.desc())
+    .limit(1)
+)
+
 
 def task_record(r: Sequence[Any]) -> Task:
     """One `TASK_COLUMNS` row as a `Task`."""
@@ -64,19 +77,19 @@ class TaskReads:
 
     def get(self, task_id: str) -> Task | None:
         with self.db.read.connect() as conn:
-            r = conn.execute(sa.select(*TASK_COLUMNS).where(tasks.c.task_id == task_id)).first()
+            r = conn.execute(_ONE_TASK, {"task_id": task_id}).first()
         return None if r is None else task_record(r)
 
     def get_with_spec(self, task_id: str) -> tuple[Task, str] | None:
         """The task and its TaskSpec text in one read (a task's detail)."""
         with self.db.read.connect() as conn:
-            r = conn.execute(sa.select(*TASK_COLUMNS, tasks.c.jobspec_yaml).where(tasks.c.task_id == task_id)).first()
+            r = conn.execute(_ONE_TASK_WITH_SPEC, {"task_id": task_id}).first()
         return None if r is None else (task_record(r[:-1]), r[-1])
 
     def spec_text(self, task_id: str) -> str | None:
         """The task's TaskSpec YAML, verbatim as submitted (None: no such task)."""
         with self.db.read.connect() as conn:
-            return conn.execute(sa.select(tasks.c.jobspec_yaml).where(tasks.c.task_id == task_id)).scalar()
+            return conn.execute(_SPEC_TEXT, {"task_id": task_id}).scalar()
 
     def list(
         self,
@@ -141,22 +154,17 @@ class TaskReads:
         if not task_ids:
             return {}
         if len(task_ids) == 1:  # one task's detail (the hot read): its index, newest first
-            q: sa.Select[Any] = (
-                sa.select(*ATTEMPT_COLUMNS)
-                .where(attempts.c.task_id == task_ids[0])
-                .order_by(attempts.c.attempt_no.desc())
-                .limit(1)
-            )
-        else:
-            latest = (
-                sa.select(attempts.c.task_id, sa.func.max(attempts.c.attempt_no).label("n"))
-                .where(attempts.c.task_id.in_(list(task_ids)))
-                .group_by(attempts.c.task_id)
-                .subquery()
-            )
-            q = sa.select(*ATTEMPT_COLUMNS).join(
-                latest, sa.and_(attempts.c.task_id == latest.c.task_id, attempts.c.attempt_no == latest.c.n)
-            )
+            with self.db.read.connect() as conn:
+                return {a.task_id: a for a in _attempts(conn.execute(_LATEST_ATTEMPT, {"task_id": task_ids[0]}))}
+        latest = (
+            sa.select(attempts.c.task_id, sa.func.max(attempts.c.attempt_no).label("n"))
+            .where(attempts.c.task_id.in_(list(task_ids)))
+            .group_by(attempts.c.task_id)
+            .subquery()
+        )
+        q = sa.select(*ATTEMPT_COLUMNS).join(
+            latest, sa.and_(attempts.c.task_id == latest.c.task_id, attempts.c.attempt_no == latest.c.n)
+        )
         with self.db.read.connect() as conn:
             return {a.task_id: a for a in _attempts(conn.execute(q))}
 
