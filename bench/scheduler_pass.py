@@ -149,21 +149,7 @@ def baseline(store: TaskStore, sched: Scheduler, settings, now: float, passes: i
     free = {n.node_id: n.available_gpus for n in sched.snapshots.snapshot().schedulable()}
     usage = sched.usage(now)
     running = [RunningJob(t.task_id, t.user_id, latest[t.task_id].placement, now + 3600) for t in active]
-    jobs = [
-        Job(
-            t.task_id,
-            t.user_id,
-            t.nnodes,
-            t.n_gpus_per_node,
-            t.created_at,
-            t.time_limit_s,
-            t.priority,
-            t.driver_gpus,
-            t.next_run_at,
-            t.pool,
-        )
-        for t in waiting
-    ]
+    jobs = [Job.of(t) for t in waiting]
     limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
     out = []
     for _ in range(passes):

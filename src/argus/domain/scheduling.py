@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from argus.domain.admission import Capacity, Demand, Placement
+from argus.domain.records import Task
 
 POLICIES = ("fifo", "easy", "default")
 
@@ -66,6 +67,14 @@ class Job:
     @property
     def gpus(self) -> float:
         return self.nnodes * self.gpus_per_node + self.driver_gpus
+
+    @classmethod
+    def of(cls, t: Task) -> Job:
+        """A waiting task as the policy sees it."""
+        return cls(
+            t.task_id, t.user_id, t.nnodes, t.n_gpus_per_node, t.created_at, t.time_limit_s, t.priority,
+            t.driver_gpus, t.next_run_at, t.pool,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

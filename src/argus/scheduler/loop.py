@@ -354,21 +354,7 @@ class Scheduler:
             attempt = latest.get(t.task_id)
             gpus = attempt.placement if attempt is not None else {}
             running.append(RunningJob(t.task_id, t.user_id, gpus, self._started(attempt, now) + t.time_limit_s))
-        jobs = [
-            Job(
-                t.task_id,
-                t.user_id,
-                t.nnodes,
-                t.n_gpus_per_node,
-                t.created_at,
-                t.time_limit_s,
-                t.priority,
-                t.driver_gpus,
-                t.next_run_at,
-                t.pool,
-            )
-            for t in waiting
-        ]
+        jobs = [Job.of(t) for t in waiting]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
         result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept, pools=pools)
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
