@@ -58,6 +58,14 @@ def users_list(url: str | None = _url_opt(), token: str | None = _token_opt(), a
     out.print(table)
 
 
+def _print_state(answer: dict, user_id: str, as_json: bool) -> None:
+    """A user's new state, as `USER: STATE` (or the answer itself with --json)."""
+    if as_json:
+        _print_json(answer)
+        return
+    out.print(f"{escape(str(answer.get('user_id', user_id)))}: {_cell(answer.get('state'))}")
+
+
 @users_app.command("disable")
 def users_disable(
     user_id: str = typer.Argument(..., help="user id"),
@@ -67,11 +75,7 @@ def users_disable(
 ) -> None:
     """Disable a user; every token of theirs is revoked at once, for good."""
     with _session(url, token) as client:
-        answer = client.disable_user(user_id)
-    if as_json:
-        _print_json(answer)
-        return
-    out.print(f"{escape(str(answer.get('user_id', user_id)))}: {_cell(answer.get('state'))}")
+        _print_state(client.disable_user(user_id), user_id, as_json)
 
 
 @users_app.command("enable")
@@ -83,11 +87,7 @@ def users_enable(
 ) -> None:
     """Re-enable a disabled user; their old tokens stay revoked (issue a new one)."""
     with _session(url, token) as client:
-        answer = client.enable_user(user_id)
-    if as_json:
-        _print_json(answer)
-        return
-    out.print(f"{escape(str(answer.get('user_id', user_id)))}: {_cell(answer.get('state'))}")
+        _print_state(client.enable_user(user_id), user_id, as_json)
 
 
 @tokens_app.command("issue")
