@@ -637,3 +637,12 @@ def test_cli_status_shows_what_is_known_of_the_driver_node(cli, svc, fields, sho
     result = cli("status", TID)
     assert result.exit_code == 0, result.output
     assert f"driver node     {shown}\n" in result.out_text
+
+
+def test_cli_users_disable_and_enable_print_the_new_state_or_the_answer(cli, svc):
+    svc.route("POST", "/api/v2/users/bob:disable", httpx.Response(200, json={"user_id": "bob", "state": "DISABLED"}))
+    svc.route("POST", "/api/v2/users/bob:enable", httpx.Response(200, json={"user_id": "bob", "state": "ACTIVE"}))
+    result = cli("users", "disable", "bob")
+    assert (result.exit_code, result.stdout) == (0, "bob: DISABLED\n")
+    result = cli("users", "enable", "bob", "--json")
+    assert result.exit_code == 0 and result.json() == {"user_id": "bob", "state": "ACTIVE"}
