@@ -15,6 +15,7 @@ from typing import Protocol
 from argus.cluster.jobs import JobView
 from argus.cluster.snapshot import ClusterSnapshot
 from argus.cluster.ssh import CommandResult, SSHTarget
+from argus.domain.reward import RewardCheck, RewardVerdict
 from argus.spec.render import Rendered
 
 
@@ -88,4 +89,19 @@ class SSHRunner(Protocol):
 
     def connect(self, target: SSHTarget) -> SSHSession:
         """Raises: SSHError (cannot connect or authenticate)."""
+        ...
+
+
+class RewardChecker(Protocol):
+    """Runs a reward function's check where user code runs anyway, never in the server process
+    or with its environment (`argus.cluster.reward_check`: a short CPU job on a worker node, or
+    a subprocess with a scrubbed environment)."""
+
+    def check(self, request: RewardCheck, timeout_s: float) -> RewardVerdict:
+        """Import and call the function; `timeout_s` bounds the whole check (start included).
+
+        Raises:
+            argus.domain.errors.Unavailable: the check could not be run (Ray unreachable, no
+                worker within `timeout_s`); says nothing about the function itself.
+        """
         ...

@@ -51,6 +51,13 @@ class ServiceSettings(StrictModel):
     check_queue_per_user: int = Field(default=64, ge=1)
     # SQLite: a write-ahead log past this size is checkpointed and truncated.
     sqlite_wal_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    # Code snapshots (`argus code push`): the most one may hold, unpacked (and uploaded).
+    code_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    # The environment variable holding the key users' secrets are encrypted with (a Fernet key);
+    # unset: the secrets routes answer 503 and tasks that name secrets are refused.
+    secrets_key_env: str = "ARGUS_SECRETS_KEY"
+    # A reward function's check at submit: the whole check (its job's start included).
+    reward_check_timeout_s: float = Field(default=90.0, gt=0)
 
 
 class SchedulerSettings(StrictModel):
@@ -150,6 +157,11 @@ class ArgusSettings(StrictModel):
     def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         env = os.environ if environ is None else environ
         return env.get(self.service.admin_token_env) or None
+
+    def secrets_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The key users' secrets are encrypted with, from `service.secrets_key_env`."""
+        env = os.environ if environ is None else environ
+        return env.get(self.service.secrets_key_env) or None
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:

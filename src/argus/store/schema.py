@@ -1,4 +1,5 @@
-"""The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events, nodes, node_events.
+"""The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events, nodes, node_events,
+code_snapshots, task_code and secrets.
 
 Times are seconds since the epoch (UTC) as floats, so SQLite and PostgreSQL sort and compare
 them the same way. `tasks.seq` is the insertion order (FIFO and the list cursor). The migrations
@@ -124,4 +125,43 @@ node_events = sa.Table(
     sa.Column("from_state", sa.String(16)),
     sa.Column("to_state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
+)
+
+# Code snapshots (issue 12): one row per (user, content hash); the files live, read-only, in
+# `<shared_root>/users/<user>/code/<sha256>/`. A name may be pushed many times: each push of
+# changed content is a new row, and the name then means the newest.
+code_snapshots = sa.Table(
+    "code_snapshots",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("size_bytes", sa.Integer, nullable=False),
+    sa.Column("files", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_code_snapshots_user_name", "user_id", "name"),
+)
+
+# Which snapshots a task reads (its code_path, reward file, data or model under one), recorded
+# at accept; `via_code` marks the snapshot a TaskSpec's `code:` shorthand was pinned to.
+task_code = sa.Table(
+    "task_code",
+    metadata,
+    sa.Column("task_id", sa.String(128), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("via_code", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_task_code_user_sha", "user_id", "sha256"),
+)
+
+# A user's named secrets, encrypted at rest (Fernet, key from the server's environment).
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
