@@ -162,7 +162,7 @@ def _spec(root, **fields):
     return parse_task_spec(data, str(root))
 
 
-def test_inputs_must_lie_under_common_after_dots_and_symlinks(tmp_path):
+def test_inputs_must_lie_under_common_after_dots_and_symlinks_without_a_user(tmp_path):
     common = tmp_path / "common"
     common.mkdir()
     (common / "escape").symlink_to("/etc")
@@ -173,9 +173,10 @@ def test_inputs_must_lie_under_common_after_dots_and_symlinks(tmp_path):
         train_file=f"{tmp_path}/common/escape/passwd",
         val_file="/etc/hosts",
         model_id=f"{tmp_path}/models/m",
+        reward={"path": f"{tmp_path}/users/y/r.py"},
     )
     fields = {p.field for p in input_problems(spec, str(tmp_path))}
-    assert fields == {"code_path", "train_file", "val_file", "model_id"}
+    assert fields == {"code_path", "train_file", "val_file", "model_id", "reward.path"}
     assert input_problems(_spec(tmp_path, model_id=f"{tmp_path}/common/models/m"), str(tmp_path)) == []
 
 

@@ -260,9 +260,35 @@ def test_hub_ids_and_absolute_model_paths_parse():
         assert parse(model_id=value, critic_model_id=value).model_id == value
 
 
-def test_an_absolute_model_path_must_lie_under_common(shared):
-    assert list(fields_of(shared, "bob", model_id=f"{shared}/users/bob/models/m")) == ["model_id"]
+def test_an_absolute_model_path_must_lie_under_common_or_the_users_own_directory(shared):
+    assert fields_of(shared, "bob", model_id=f"{shared}/users/bob/models/m") == {}
     assert fields_of(shared, "bob", model_id=f"{shared}/common/models/m") == {}
+    assert list(fields_of(shared, "bob", model_id=f"{shared}/users/alice/models/m")) == ["model_id"]
+
+
+def test_every_input_may_come_from_the_users_own_directory_never_anothers(shared):
+    own = {
+        "code_path": f"{shared}/users/bob/code/v",
+        "train_file": f"{shared}/users/bob/data/t.parquet",
+        "val_file": f"{shared}/users/bob/data/v.parquet",
+        "reward": {"path": f"{shared}/users/bob/code/v/reward.py"},
+    }
+    assert fields_of(shared, "bob", **own) == {}
+    theirs = {
+        k: (v.replace("/bob/", "/alice/") if isinstance(v, str) else {"path": v["path"].replace("/bob/", "/alice/")})
+        for k, v in own.items()
+    }
+    assert set(fields_of(shared, "bob", **theirs)) == {"code_path", "train_file", "val_file", "reward.path"}
+    # Whether the other user's file exists does not change the answer.
+    (shared / "users" / "alice" / "data").mkdir(parents=True, exist_ok=True)
+    (shared / "users" / "alice" / "data" / "t.parquet").write_text("x")
+    exists = fields_of(shared, "bob", train_file=f"{shared}/users/alice/data/t.parquet")
+    missing = fields_of(shared, "bob", train_file=f"{shared}/users/alice/data/nothing.parquet")
+    assert exists == missing and "users/alice" not in exists["train_file"]
+    # A link in the user's own tree that leads into another user's is refused too.
+    (shared / "users" / "bob").mkdir(parents=True, exist_ok=True)
+    (shared / "users" / "bob" / "peek").symlink_to(shared / "users" / "alice" / "data")
+    assert list(fields_of(shared, "bob", train_file=f"{shared}/users/bob/peek/t.parquet")) == ["train_file"]
 
 
 # -- 5: links are followed before `..` is applied --------------------------------------------------

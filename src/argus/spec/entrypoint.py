@@ -4,10 +4,12 @@ Owns the verl entrypoints (facts checked against verl 0.9.1):
 - PPO and GRPO: `python3 -m verl.trainer.main_ppo` (Hydra config `ppo_trainer`);
 - SFT: `python3 -m verl.trainer.sft_trainer_ray` (Hydra config `sft_trainer_engine`);
 as Hydra overrides in the seeds' style, each shell-quoted, free text and paths quoted for Hydra.
-Also owns the runtime env (config env vars, then the spec's, then `PYTHONSAFEPATH=1` and
-`PYTHONPATH=<code_path>`: a job imports its own code first, never its working directory's)
-and the driver placement (`entrypoint_num_cpus`, `entrypoint_resources` from the config).
-Pure: no Ray, no I/O.
+Also owns the runtime env (config env vars, then the spec's, then W&B's run identity, then
+`PYTHONSAFEPATH=1` and `PYTHONPATH=<code_path>`: a job imports its own code first, never its
+working directory's; for a pool task or one with secrets the job shim follows on the path, and
+`ARGUS_SECRETS_FILE` names the attempt's secrets file, never a value), the custom reward's keys
+(`reward_key`, decided by `argus.spec.reward`) and the driver placement (`entrypoint_num_cpus`,
+`entrypoint_resources` from the config). Pure: no Ray, no I/O.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from argus.domain.paths import checkpoints_dir
+from argus.domain.paths import checkpoints_dir, secrets_file
+from argus.domain.task import parse_submission_id
 from argus.runtime.pool_shim import POOL_ENV, shim_dir
 from argus.spec.config import RayConfig
+from argus.spec.reward import REWARD_KEY
 from argus.spec.taskspec import POOL_LABEL, TaskSpec
+
+SECRETS_FILE_ENV = "ARGUS_SECRETS_FILE"  # read by the job shim (argus.runtime.pool_shim)
 
 PPO_MODULE = "verl.trainer.main_ppo"
 SFT_MODULE = "verl.trainer.sft_trainer_ray"
@@ -56,8 +62,15 @@ def _common_trainer(spec: TaskSpec, submission_id: str, ckpt_dir: PurePosixPath)
     return out
 
 
-def build_overrides(spec: TaskSpec, submission_id: str, job_root: PurePosixPath) -> list[str]:
-    """The Hydra overrides of the run, Argus's first, then the spec's `overrides`."""
+def build_overrides(
+    spec: TaskSpec, submission_id: str, job_root: PurePosixPath, reward_key: str = REWARD_KEY
+) -> list[str]:
+    """The Hydra overrides of the run, Argus's first, then the spec's `overrides`.
+
+    Args:
+        reward_key: where the run's verl reads a custom reward function
+            (`argus.spec.reward.reward_key`).
+    """
     ckpt = checkpoints_dir(job_root)
     val = spec.val_file or spec.train_file
     if spec.workload == "sft":
@@ -79,6 +92,9 @@ def build_overrides(spec: TaskSpec, submission_id: str, job_root: PurePosixPath)
     ]
     if spec.workload == "ppo":
         out.append(f"critic.model.path={hydra_str(spec.effective_critic_model)}")
+    if spec.reward is not None:
+        out.append(f"{reward_key}.path={hydra_str(spec.reward.path)}")
+        out.append(f"{reward_key}.name={spec.reward.name}")
     out += _common_trainer(spec, submission_id, ckpt)
     out.append(f"trainer.max_actor_ckpt_to_keep={spec.max_ckpt_to_keep}")
     if spec.workload == "ppo":
@@ -101,33 +117,66 @@ def shell_quote(arg: str) -> str:
     return f'"{arg}"'
 
 
-def build_entrypoint(spec: TaskSpec, submission_id: str, job_root: PurePosixPath) -> str:
+def build_entrypoint(
+    spec: TaskSpec, submission_id: str, job_root: PurePosixPath, reward_key: str = REWARD_KEY
+) -> str:
     """The shell command of the driver; every override is shell-quoted."""
     module = SFT_MODULE if spec.workload == "sft" else PPO_MODULE
-    args = build_overrides(spec, submission_id, job_root)
+    args = build_overrides(spec, submission_id, job_root, reward_key)
     return " ".join(["python3", "-m", module, *(shell_quote(a) for a in args)])
 
 
 SAFE_PATH_ENV = "PYTHONSAFEPATH"
 
 
-def build_runtime_env(config: RayConfig, spec: TaskSpec) -> dict[str, Any]:
-    """env_vars: the config's, then the spec's, then what makes the job import only what it
-    was given: `PYTHONSAFEPATH=1` (Python 3.11: no working directory or script directory is
-    put on `sys.path`) and `PYTHONPATH=<code_path>` (then the pool shim for a pool task), so
-    `sys.path[0]` is the job's `code_path` in the driver and in every process it starts. The
-    node's own PYTHONPATH is not appended: unset there (the node's environment is an
-    allow-list), `${PYTHONPATH}` would leave an empty entry, which Python reads as the working
-    directory."""
+def wandb_env(spec: TaskSpec, submission_id: str, job_root: PurePosixPath) -> dict[str, str]:
+    """W&B's run identity: the task id as the run id (a retried attempt resumes the same run),
+    the mode, and the run directory inside the job's own directory."""
+    if spec.wandb is None:
+        return {}
+    parsed = parse_submission_id(submission_id)
+    env = {
+        "WANDB_RUN_ID": parsed[0] if parsed else submission_id,
+        "WANDB_RESUME": "allow",
+        "WANDB_MODE": spec.wandb.mode,
+        "WANDB_DIR": str(job_root),
+    }
+    if spec.wandb.entity:
+        env["WANDB_ENTITY"] = spec.wandb.entity
+    if spec.wandb.base_url:
+        env["WANDB_BASE_URL"] = spec.wandb.base_url
+    return env
+
+
+def build_runtime_env(
+    config: RayConfig,
+    spec: TaskSpec,
+    submission_id: str | None = None,
+    job_root: PurePosixPath | None = None,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """env_vars: the config's, then the spec's, then W&B's, then what makes the job import only
+    what it was given: `PYTHONSAFEPATH=1` (Python 3.11: no working directory or script
+    directory is put on `sys.path`) and `PYTHONPATH=<code_path>` (then the job shim for a pool
+    task or one with secrets), so `sys.path[0]` is the job's `code_path` in the driver and in
+    every process it starts. The node's own PYTHONPATH is not appended: unset there (the node's
+    environment is an allow-list), `${PYTHONPATH}` would leave an empty entry, which Python
+    reads as the working directory. A task with secrets gets `ARGUS_SECRETS_FILE`, the path of
+    its attempt's secrets file (the service's; the values never appear here)."""
     env = dict(config.runtime_env.env_vars)
     env.update(spec.env_vars)
+    if submission_id is not None and job_root is not None:
+        env.update(wandb_env(spec, submission_id, job_root))
     env[SAFE_PATH_ENV] = "1"
+    shim = False
     if spec.pool:
         # The job's own placement groups stay in the pool too (argus.runtime.pool_shim).
         env[POOL_ENV] = spec.pool
-        env["PYTHONPATH"] = f"{spec.code_path}:{shim_dir(config.shared_root)}"
-    else:
-        env["PYTHONPATH"] = spec.code_path
+        shim = True
+    if spec.secret_names and user is not None and submission_id is not None:
+        env[SECRETS_FILE_ENV] = str(secrets_file(config.shared_root, user, submission_id))
+        shim = True
+    env["PYTHONPATH"] = f"{spec.code_path}:{shim_dir(config.shared_root)}" if shim else spec.code_path
     return {"env_vars": env}
 
 
@@ -159,13 +208,23 @@ def driver_gpus(spec: TaskSpec) -> float:
 
 
 def build_submission(
-    config: RayConfig, spec: TaskSpec, submission_id: str, job_root: PurePosixPath
+    config: RayConfig,
+    spec: TaskSpec,
+    submission_id: str,
+    job_root: PurePosixPath,
+    user: str | None = None,
+    reward_key: str = REWARD_KEY,
 ) -> SubmissionRequest:
-    """Everything `submit_job` gets for this run; the driver is pinned to a worker."""
+    """Everything `submit_job` gets for this run; the driver is pinned to a worker.
+
+    Args:
+        user: the submitting user (the service's); their secrets file is named in the env.
+        reward_key: where this verl reads a custom reward (`argus.spec.reward.reward_key`).
+    """
     return SubmissionRequest(
-        entrypoint=build_entrypoint(spec, submission_id, job_root),
+        entrypoint=build_entrypoint(spec, submission_id, job_root, reward_key),
         submission_id=submission_id,
-        runtime_env=build_runtime_env(config, spec),
+        runtime_env=build_runtime_env(config, spec, submission_id, job_root, user),
         entrypoint_num_cpus=config.entrypoint_num_cpus,
         entrypoint_resources=dict(config.entrypoint_resources),
         entrypoint_num_gpus=driver_gpus(spec),

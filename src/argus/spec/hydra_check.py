@@ -18,7 +18,8 @@ from pathlib import Path
 
 from argus.spec.errors import Problem
 
-_LOCK = threading.Lock()  # Hydra's GlobalHydra is process-wide.
+HYDRA_LOCK = threading.Lock()  # Hydra's GlobalHydra is process-wide.
+_LOCK = HYDRA_LOCK
 CONFIG_DIR_ENV = "ARGUS_VERL_CONFIG_DIR"
 
 

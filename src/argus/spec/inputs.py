@@ -1,15 +1,17 @@
 """Where a task's inputs may come from (seed 004 §M3), checked at submit and again at dispatch.
 
-Owns the check of every path a user hands in against the roots that user may read:
-- `code_path`, `train_file`, `val_file`, and `model_id` / `critic_model_id` when they are paths
-  (a hub id such as `Qwen/Qwen2.5-0.5B` is not): under `<shared_root>/common/` only;
-- every absolute path named by an override's value (any key, `+key=` and `++key=` included):
-  under `<shared_root>/common/` or the user's own `<shared_root>/users/<user>/` (common/ only
-  when there is no user, as for the job tool);
+Owns the check of every path a user hands in against the roots that user may read,
+`<shared_root>/common/` and the user's own `<shared_root>/users/<user>/` (code snapshots,
+datasets, models; common/ only when there is no user, as for the job tool):
+- `code_path`, `train_file`, `val_file`, the reward file (`reward.path`), and `model_id` /
+  `critic_model_id` when they are paths (a hub id such as `Qwen/Qwen2.5-0.5B` is not);
+- every absolute path named by an override's value (any key, `+key=` and `++key=` included);
 - every path in an `env_vars` value (`HF_HOME=/...`, or a ':'-separated list): the same roots.
 A path is resolved as the kernel would open it (`os.path.realpath` of the raw path: symlinks
 followed, each `..` applied to where the link led) before it is compared with a root, so
-neither `..` nor a symlink can lead out. Reads the filesystem (realpath), so a link re-pointed
+neither `..` nor a symlink can lead out. The message names the roots the user may read and
+nothing else, so it never tells whether a path under another user's directory exists. Reads
+the filesystem (realpath), so a link re-pointed
 after submit is caught when the scheduler checks again right before submission.
 """
 
@@ -89,20 +91,21 @@ def input_problems(
     Returns:
         Problems naming the field (`train_file`, `overrides[2]`, ...), or [].
     """
-    common = os.path.join(shared_root, "common")
     problems: list[Problem] = []
-    for name in INPUT_FIELDS:
-        value = getattr(spec, name)
+    roots = readable_roots(shared_root, user)
+    shown = " or ".join(f"{r}/" for r in roots)
+    fields = [(name, getattr(spec, name)) for name in INPUT_FIELDS]
+    if spec.reward is not None:
+        fields.append(("reward.path", spec.reward.path))
+    for name, value in fields:
         if value is None:
             continue
         if name in ("model_id", "critic_model_id") and not value.startswith(("/", ".", "~")):
             continue  # a model hub id, not a path
         if not value.startswith("/"):
             problems.append(Problem(name, "must be an absolute path"))
-        elif not is_under(value, common, resolve):
-            problems.append(Problem(name, f"must lie under {common}/ (after resolving '..' and symlinks)"))
-    roots = readable_roots(shared_root, user)
-    shown = " or ".join(f"{r}/" for r in roots)
+        elif not any(is_under(value, root, resolve) for root in roots):
+            problems.append(Problem(name, f"must lie under {shown} (after resolving '..' and symlinks)"))
     for index, item in enumerate(spec.overrides):
         for path in override_paths(item):
             if not any(is_under(path, root, resolve) for root in roots):

@@ -17,7 +17,8 @@ from argus.spec.entrypoint import CONFIG_NAMES, SubmissionRequest, build_overrid
 from argus.spec.errors import Problem, SpecError
 from argus.spec.hydra_check import check_overrides, find_verl_config_dir
 from argus.spec.loader import load_yaml_mapping
-from argus.spec.taskspec import TaskSpec, parse_task_spec
+from argus.spec.reward import REWARD_KEY, reward_key
+from argus.spec.taskspec import ResolveCode, TaskSpec, parse_task_spec
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,26 @@ def render(
     """What would be submitted for `spec`; nothing is checked against verl yet."""
     sid = submission_id or spec.submission_id or new_submission_id(spec.workload, now)
     root = compute_job_root(config.shared_root, sid, user)
-    request = build_submission(config, spec, sid, root)
     config_dir = find_verl_config_dir(spec.code_path)
+    key = reward_key(config_dir, CONFIG_NAMES[spec.workload]) if spec.reward is not None else REWARD_KEY
+    request = build_submission(config, spec, sid, root, user, key)
     warnings = []
     if config_dir is None:
         warnings.append(
             "no verl config found (neither <code_path>/verl/trainer/config nor an installed "
             "verl): overrides were not checked"
         )
-    return Rendered(request, root, build_overrides(spec, sid, root), config_dir, warnings)
+    if spec.secret_names and user is None:
+        warnings.append(
+            f"secrets ({', '.join(spec.secret_names)}) are handed to a job only by the Argus server "
+            "(`argus secrets set`); this submission gets none"
+        )
+    for name in spec.secret_like_env:
+        warnings.append(
+            f"env_vars.{name} looks like a credential: its value is stored with the task and shown to Ray; "
+            f"keep it as a secret instead (`argus secrets set {name}`, then `secrets: [{name}]`)"
+        )
+    return Rendered(request, root, build_overrides(spec, sid, root, key), config_dir, warnings)
 
 
 def check(spec: TaskSpec, rendered: Rendered, source: str = "task spec") -> None:
@@ -77,15 +89,19 @@ def prepare_submission(
     submission_id: str | None = None,
     user: str | None = None,
     validate: bool = True,
+    resolve_code: ResolveCode | None = None,
 ) -> tuple[TaskSpec, Rendered]:
     """TaskSpec YAML text to a checked submission: parse, render, compose against verl.
 
     The one path from a user's YAML to what Ray gets, for the CLI, the demo and the tests.
 
+    Args:
+        resolve_code: resolves a `code:` snapshot reference (the server's); None refuses one.
+
     Raises:
         SpecError: the YAML, a field, or an override is invalid.
     """
-    spec = parse_task_spec(load_yaml_mapping(text, source), config.shared_root, source)
+    spec = parse_task_spec(load_yaml_mapping(text, source), config.shared_root, source, resolve_code)
     rendered = render(config, spec, now, submission_id=submission_id, user=user)
     if validate:
         check(spec, rendered, source)

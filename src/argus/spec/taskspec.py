@@ -4,7 +4,10 @@ Owns the seeds' fields exactly (`workload`, `submission_id`, `code_path`, `model
 `train_file`, `val_file`, `nnodes`, `n_gpus_per_node`, `total_epochs`, `total_training_steps`,
 `save_freq`, `test_freq`, `trainer_device`) plus what real verl needs that the seeds leave out:
 `rollout_engine`, `rollout_n`, `critic_model_id`, `max_ckpt_to_keep`, `experiment_name`,
-`wandb`, `overrides` and `env_vars`, and for the service's scheduler `priority` (0-1000,
+`wandb`, `overrides` and `env_vars`; the seed's custom reward (`reward`, alias `reward_fn_path`,
+`argus.spec.reward`), the service's `code` (a pushed snapshot's name or sha256 prefix, resolved to
+`code_path` by the server) and `secrets` (names of the user's secrets the job gets in its
+environment); and for the service's scheduler `priority` (0-1000,
 default 500), `time_limit` (`90m`, `2h`, … ) and `pool` (the node pool to run in).
 Invariants: paths are absolute, free text is safe to quote
 for Hydra, `save_freq` defaults to the seeds' disk rule (10), `overrides` never touch the
@@ -19,21 +22,25 @@ the roots the user may read by `argus.spec.inputs` (that needs the filesystem).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from argus.domain.durations import parse_duration
 from argus.spec.config import StrictModel, check_env_vars
+from argus.spec.errors import Problem, SpecError
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
 from argus.spec.overrides import MANAGED_KEYS, check_model_id, check_override
+from argus.spec.reward import RewardSpec, apply_alias
 
 __all__ = [
     "DENIED_ENV_PREFIXES",
     "DENIED_ENV_VARS",
     "MANAGED_KEYS",
     "RESERVED_ENV_VARS",
+    "RewardSpec",
     "TaskSpec",
     "WandbSpec",
     "check_free_text",
@@ -59,6 +66,9 @@ _UNSAFE_TEXT = ("'", "\\", "$")
 RESERVED_ENV_VARS = {
     "PYTHONPATH": "set by Argus from code_path",
     "ARGUS_POOL": "set by Argus from pool",
+    "ARGUS_SECRETS_FILE": "set by Argus from secrets",
+    "WANDB_RUN_ID": "set by Argus from wandb (the task id, so a retried attempt continues the run)",
+    "WANDB_RESUME": "set by Argus from wandb",
     "RAY_ADDRESS": "set by Ray for the job driver",
     "VERL_FULL_DETERMINISM": "set by verl in ray.init; a conflicting value makes Ray refuse the job",
     "PYTHONHASHSEED": "set by verl in ray.init; a conflicting value makes Ray refuse the job",
@@ -128,16 +138,50 @@ def _check_path(value: str) -> str:
     return value
 
 
+WANDB_KEY = "WANDB_API_KEY"
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Names that look like credentials: given in env_vars (plain text), they get a warning.
+_SECRET_LIKE = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
 class WandbSpec(StrictModel):
-    """Report to Weights & Biases (the API key stays in env_vars, never in overrides)."""
+    """Report to Weights & Biases. The run id is the task id (`WANDB_RESUME=allow`: a retried
+    attempt continues the same run); the API key is the user's secret `WANDB_API_KEY`."""
 
     project: str = "argus"
     run_name: str | None = None
+    entity: str | None = None
+    base_url: str | None = None
+    mode: Literal["online", "offline"] = "online"
 
-    @field_validator("project", "run_name")
+    @field_validator("project", "run_name", "entity")
     @classmethod
     def _text(cls, v: str | None) -> str | None:
         return None if v is None else check_free_text(v)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and (not re.fullmatch(r"https?://[^\s'\\$]+", v)):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+
+def secret_like(name: str) -> bool:
+    """Whether an environment variable's name looks like it holds a credential."""
+    upper = name.upper()
+    return any(word in upper for word in _SECRET_LIKE)
+
+
+def check_secret_name(name: str) -> str:
+    """A secret becomes an environment variable of the job: the same names are refused.
+
+    Raises:
+        ValueError: not a variable name, or reserved or denied (with the reason).
+    """
+    if not _SECRET_NAME.fullmatch(name):
+        raise ValueError(f"'{name}' is not a valid environment variable name")
+    return check_env_name(name)
 
 
 def check_env_name(name: str) -> str:
@@ -171,6 +215,8 @@ class TaskSpec(StrictModel):
     workload: Workload
     submission_id: str | None = None
     code_path: str
+    # The snapshot `code_path` was resolved from (the server's `code:` shorthand), as written.
+    code: str | None = None
     model_id: str
     train_file: str
     val_file: str | None = None
@@ -190,6 +236,8 @@ class TaskSpec(StrictModel):
     wandb: WandbSpec | None = None
     overrides: list[Annotated[str, AfterValidator(_override_item)]] = Field(default_factory=list)
     env_vars: dict[Annotated[str, AfterValidator(check_env_name)], Any] = Field(default_factory=dict)
+    reward: RewardSpec | None = None
+    secrets: list[Annotated[str, AfterValidator(check_secret_name)]] = Field(default_factory=list, max_length=64)
     # Scheduling (the service): higher starts first among waiting tasks; the run is stopped
     # (TIMEOUT) at its time limit, default and maximum set by the server's config.
     priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=1000)
@@ -207,6 +255,30 @@ class TaskSpec(StrictModel):
             total = sum(len(item) for item in v if isinstance(item, str))
             if total > MAX_OVERRIDES_CHARS:
                 raise ValueError(f"are {total} characters together; at most {MAX_OVERRIDES_CHARS}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reward_alias(cls, data: Any) -> Any:
+        """The seed's `reward_fn_path: <file>[:<function>]` is `reward: {path, name}`."""
+        return apply_alias(data) if isinstance(data, dict) else data
+
+    @field_validator("reward")
+    @classmethod
+    def _reward(cls, v: RewardSpec | None, info: ValidationInfo) -> RewardSpec | None:
+        if v is not None and info.data.get("workload") == "sft":
+            raise ValueError("SFT has no reward function")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        seen = [n for i, n in enumerate(v) if n in v[:i]]
+        if seen:
+            raise ValueError(f"'{seen[0]}' is listed twice")
+        clash = [n for n in v if n in (info.data.get("env_vars") or {})]
+        if clash:
+            raise ValueError(f"'{clash[0]}' is also in env_vars; a secret is set from the user's secrets only")
         return v
 
     @field_validator("trainer_device", mode="before")
@@ -312,10 +384,54 @@ class TaskSpec(StrictModel):
     def effective_critic_model(self) -> str:
         return self.critic_model_id or self.model_id
 
+    @property
+    def secret_names(self) -> list[str]:
+        """The secrets the job gets: those listed, and `WANDB_API_KEY` for W&B online."""
+        names = list(self.secrets)
+        if self.wandb is not None and self.wandb.mode == "online" and WANDB_KEY not in names:
+            names.append(WANDB_KEY)
+        return names
 
-def parse_task_spec(data: dict[str, Any], shared_root: str, source: str = "task spec") -> TaskSpec:
-    """Validate a TaskSpec mapping, expanding `${shared_root}` in its values."""
-    return parse_model(TaskSpec, expand_vars(dict(data), {"shared_root": shared_root}), source)
+    @property
+    def secret_like_env(self) -> list[str]:
+        """env_vars names that look like credentials (a warning points to `secrets`)."""
+        return [name for name in self.env_vars if secret_like(name)]
+
+
+ResolveCode = Callable[[str], str]
+
+
+def _resolve_code(data: dict[str, Any], resolve_code: ResolveCode | None, source: str) -> dict[str, Any]:
+    """`code: <ref>` to `code_path` (by `resolve_code`); `data` itself when there is no `code`."""
+    ref = data.get("code")
+    if ref is None:
+        return data
+    problem = None
+    if not isinstance(ref, str) or not ref:
+        problem = "must be a snapshot name or a sha256 prefix"
+    elif data.get("code_path") is not None:
+        problem = "give code or code_path, not both"
+    elif resolve_code is None:
+        problem = "names a snapshot pushed with `argus code push`: only the Argus server resolves it"
+    else:
+        try:
+            return {**data, "code_path": resolve_code(ref)}
+        except ValueError as exc:
+            problem = str(exc)
+    raise SpecError(source, [Problem("code", problem)])
+
+
+def parse_task_spec(
+    data: dict[str, Any], shared_root: str, source: str = "task spec", resolve_code: ResolveCode | None = None
+) -> TaskSpec:
+    """Validate a TaskSpec mapping, expanding `${shared_root}` in its values.
+
+    Args:
+        resolve_code: the snapshot path of a `code:` reference (raises ValueError with the
+            reason); None: `code:` is refused (there is no server to resolve it).
+    """
+    expanded = expand_vars(dict(data), {"shared_root": shared_root})
+    return parse_model(TaskSpec, _resolve_code(expanded, resolve_code, source), source)
 
 
 def load_task_spec(path: str | Path, shared_root: str) -> tuple[TaskSpec, str]:
