@@ -117,9 +117,7 @@ def shell_quote(arg: str) -> str:
     return f'"{arg}"'
 
 
-def build_entrypoint(
-    spec: TaskSpec, submission_id: str, job_root: PurePosixPath, reward_key: str = REWARD_KEY
-) -> str:
+def build_entrypoint(spec: TaskSpec, submission_id: str, job_root: PurePosixPath, reward_key: str = REWARD_KEY) -> str:
     """The shell command of the driver; every override is shell-quoted."""
     module = SFT_MODULE if spec.workload == "sft" else PPO_MODULE
     args = build_overrides(spec, submission_id, job_root, reward_key)
