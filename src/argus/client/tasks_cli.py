@@ -76,6 +76,8 @@ def submit(
         _fail(f"{file}: cannot read: {exc}", 2)
     with _session(url, token) as client:
         answer = client.submit(text)
+    for warning in answer.get("warnings") or []:
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}")
     if as_json:
         _print_json(answer)
         return

@@ -34,7 +34,7 @@ import yaml
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.domain.failure import Diagnosis, classify_failure
 from argus.domain.paths import JOB_SUBDIRS
-from argus.runtime.pool_shim import POOL_ENV, ensure_shim
+from argus.runtime.pool_shim import ensure_shim, shim_dir
 from argus.spec.config import RayConfig
 from argus.spec.redact import REDACTED, redact_runtime_env, redact_spec_text
 from argus.spec.render import Rendered
@@ -210,8 +210,9 @@ class RayJobTool:
             ClusterUnavailable: Ray could not be reached.
         """
         root = Path(str(rendered.job_root))
-        if POOL_ENV in rendered.request.runtime_env.get("env_vars", {}):
-            ensure_shim(self.config.shared_root)
+        env = rendered.request.runtime_env.get("env_vars", {})
+        if shim_dir(self.config.shared_root) in str(env.get("PYTHONPATH", "")).split(":"):
+            ensure_shim(self.config.shared_root)  # a pool task's, or one with secrets
         make_private_dirs(root)
         for sub in JOB_SUBDIRS:
             make_private_dirs(root / sub)

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.domain.admission import Booked, free_gpus
@@ -45,6 +46,7 @@ from argus.domain.task import (
 )
 from argus.ports import Clock, ClusterView, JobTool
 from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
+from argus.scheduler.dispatch_inputs import DispatchInputs
 from argus.scheduler.pacing import Pacer
 from argus.scheduler.ray_view import RayNodes, lost_in_ray, seen_in_ray
 from argus.settings import ArgusSettings
@@ -53,6 +55,10 @@ from argus.spec.inputs import check_inputs
 from argus.spec.render import prepare_submission
 from argus.spec.taskspec import POOL_LABEL
 from argus.store.tasks import TaskStore, wait_changed
+
+if TYPE_CHECKING:
+    from argus.scheduler.secrets import JobSecrets
+    from argus.store.code import CodeStore
 
 log = logging.getLogger("argus.scheduler")
 RETRIED = frozenset(c.value for c in RETRYABLE)
@@ -76,8 +82,16 @@ class Scheduler:
         jobs: JobTool,
         snapshots: ClusterView,
         clock: Clock = time.time,
+        code: CodeStore | None = None,
+        secrets: JobSecrets | None = None,
     ):
+        """Args:
+        code: the snapshots tasks were accepted with (a `code:` shorthand is pinned there).
+        secrets: writes an attempt's secrets file right before submission (None: a task that
+            names secrets fails at submission, CONFIG).
+        """
         self.settings = settings
+        self.inputs = DispatchInputs(settings.shared_root, code, secrets)
         self.store = store
         self.jobs = jobs
         self.snapshots = snapshots
@@ -404,9 +418,12 @@ class Scheduler:
                 submission_id=sid,
                 user=task.user_id,
                 validate=False,
+                resolve_code=self.inputs.pinned_code(task),
             )
             # Again right before submission: a link under common/ may have changed since.
             check_inputs(spec, self.settings.shared_root, task.user_id, source=tid)
+            if spec.secret_names:
+                self.inputs.hand_secrets(task, sid, spec.secret_names)
             self.jobs.submit(rendered, text)
         except SubmissionRefused:
             pass  # Ray has it already: this attempt was submitted before a crash

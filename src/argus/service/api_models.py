@@ -162,6 +162,15 @@ class TaskStateAnswer(ApiModel):
     state: TaskState
 
 
+class TaskAccepted(ApiModel):
+    """A task accepted (`QUEUED`), with warnings about its spec (an env var that looks like a
+    credential: keep it as a secret)."""
+
+    task_id: str
+    state: TaskState
+    warnings: list[str]
+
+
 class PriorityAnswer(ApiModel):
     task_id: str
     priority: int

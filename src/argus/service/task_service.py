@@ -47,6 +47,7 @@ from argus.service.auth import Identity
 from argus.service.check_cache import CHECK_ID, CHECK_USER, CheckCache
 from argus.service.checks import CheckPool
 from argus.service.ratelimit import RateLimiter
+from argus.service.task_inputs import TaskInputs
 from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
 from argus.settings import ArgusSettings
 from argus.spec.entrypoint import driver_gpus
@@ -70,10 +71,13 @@ class TaskService:
         pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
         check_pool: CheckPool | None = None,
         rate: RateLimiter | None = None,
+        inputs: TaskInputs | None = None,
     ):
         """Args:
         check_pool: runs uncached verl checks (default: `service.check_workers` processes).
         rate: the per-user submission rate (default: from `service.submit_*`).
+        inputs: code snapshots, secrets and reward checks (default: none of them; `code:`,
+            secrets and rewards are then refused or unchecked).
         """
         self.settings = settings
         self.pool_capacity = pool_capacity
@@ -88,7 +92,9 @@ class TaskService:
             or CheckPool(svc.check_workers, max_queued=svc.check_queue_per_user, scrub_env=[svc.admin_token_env])
         )
         self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)
+        self.inputs = inputs or TaskInputs(settings.shared_root, None, None, None, None, svc.reward_check_timeout_s)
         self._accepting: anyio.CapacityLimiter | None = None
+        self._rewarding: anyio.CapacityLimiter | None = None
 
     def close(self) -> None:
         """Stop the check pool's worker processes."""
@@ -112,10 +118,13 @@ class TaskService:
             submission_id=CHECK_ID,
             user=CHECK_USER,
             validate=False,
+            resolve_code=self.inputs.resolver(user),
         )
         problems = input_problems(spec, self.settings.shared_root, user, self.resolve)
         if problems:
             raise SpecError("task spec", problems)
+        if user is not None:
+            self.inputs.check_secrets(user, spec)
         return spec, rendered
 
     def time_limit_s(self, spec: TaskSpec) -> float:
@@ -201,16 +210,24 @@ class TaskService:
         def prepare() -> tuple[Any, dict[str, Any] | None]:
             spec, rendered = self.parse(text, who.user_id)
             limit = self._admissible(who, spec)
-            if self.checks.known(spec, rendered):
-                return None, self._store(who, text, spec, limit)
+            if self.checks.known(spec, rendered) and spec.reward is None:
+                return None, self._store(who, text, spec, limit, rendered.warnings)
             return (spec, rendered, limit), None
 
         pending, result = await self._off_loop(prepare)
         if result is not None:
             return result
         spec, rendered, limit = pending
-        await self.checks.acheck(who.user_id, spec, rendered, "task spec")
-        return await self._off_loop(self._store, who, text, spec, limit)
+        if not self.checks.known(spec, rendered):
+            await self.checks.acheck(who.user_id, spec, rendered, "task spec")
+        if spec.reward is not None:
+            # On threads of its own: a check waits for a job on a worker node (seconds).
+            if self._rewarding is None:
+                self._rewarding = anyio.CapacityLimiter(4)
+            await anyio.to_thread.run_sync(
+                functools.partial(self.inputs.check_reward, who.user_id, spec), limiter=self._rewarding
+            )
+        return await self._off_loop(self._store, who, text, spec, limit, rendered.warnings)
 
     def submit(self, who: Identity, text: str, parsed: tuple[TaskSpec, Rendered] | None = None) -> dict[str, Any]:
         """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged (blocking).
@@ -223,10 +240,14 @@ class TaskService:
         spec, rendered = parsed or self.parse(text, who.user_id)
         limit = self._admissible(who, spec)
         self.checks.check(who.user_id, spec, rendered, "task spec")
-        return self._store(who, text, spec, limit)
+        self.inputs.check_reward(who.user_id, spec)
+        return self._store(who, text, spec, limit, rendered.warnings)
 
-    def _store(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> dict[str, Any]:
-        """Insert the task as QUEUED under a fresh id and nudge the scheduler.
+    def _store(
+        self, who: Identity, text: str, spec: TaskSpec, limit: float, warnings: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Insert the task as QUEUED under a fresh id, note the snapshots it reads, and nudge
+        the scheduler. The answer carries the spec's warnings (a credential in env_vars).
 
         Raises:
             Unavailable: no free task id after 20 draws.
@@ -254,8 +275,10 @@ class TaskService:
                 continue  # the same id in the same second: draw another suffix
         else:
             raise Unavailable("could not allocate a task id; try again")
+        self.inputs.record(task_id, who.user_id, spec)
         self.nudge()
-        return {"task_id": task_id, "state": TaskState.QUEUED.value}
+        shown = [w for w in warnings or [] if "looks like a credential" in w]
+        return {"task_id": task_id, "state": TaskState.QUEUED.value, "warnings": shown}
 
     # -- read -----------------------------------------------------------------------------
     @staticmethod

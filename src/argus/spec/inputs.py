@@ -11,7 +11,8 @@ A path is resolved as the kernel would open it (`os.path.realpath` of the raw pa
 followed, each `..` applied to where the link led) before it is compared with a root, so
 neither `..` nor a symlink can lead out. The message names the roots the user may read and
 nothing else, so it never tells whether a path under another user's directory exists. Reads
-the filesystem (realpath), so a link re-pointed after submit is caught when the scheduler checks again right before submission.
+the filesystem (realpath), so a link re-pointed after submit is caught when the scheduler
+checks again right before submission.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from argus.service.api_models import (
     JSONBody,
     PriorityAnswer,
     Queue,
+    TaskAccepted,
     TaskDetail,
     TaskList,
     TaskStateAnswer,
@@ -42,7 +43,7 @@ def _svc(request: Request) -> TaskService:
     "/tasks",
     status_code=201,
     summary="Submit a TaskSpec (YAML body)",
-    response_model=TaskStateAnswer,
+    response_model=TaskAccepted,
     responses=errors(400, 401, 413, 415, 429),
     openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
