@@ -52,7 +52,7 @@ def test_reward_and_its_alias_give_the_same_spec():
 @pytest.mark.parametrize(
     "extra, field, reason",
     [
-        ({"reward": {"path": "reward.py"}}, "reward.path", "must be an absolute path"),
+        ({"reward": {"path": "~/reward.py"}}, "reward.path", "must be an absolute path, or relative"),
         ({"reward": {"path": "/x/reward.txt"}}, "reward.path", "must be a Python file (.py)"),
         ({"reward": {"path": REWARD, "name": "1bad"}}, "reward.name", "must be a Python function name"),
         ({"reward": {"path": REWARD, "fn": "x"}}, "reward.fn", "unknown key"),
@@ -63,6 +63,13 @@ def test_reward_and_its_alias_give_the_same_spec():
 def test_bad_rewards_name_the_field(extra, field, reason):
     got = problems(**extra)
     assert field in got and reason in got[field], got
+
+
+def test_a_relative_reward_path_is_in_the_tasks_code():
+    assert spec(code_path="/srv/shared/users/a/code/x", reward={"path": "rw/r.py"}).reward.path == (
+        "/srv/shared/users/a/code/x/rw/r.py"
+    )
+    assert spec(code_path="/c/", reward_fn_path="r.py:f").reward.path == "/c/r.py"
 
 
 def test_sft_has_no_reward():
@@ -192,10 +199,7 @@ def test_credential_looking_env_vars_get_a_warning_pointing_to_secrets():
 
 # -- code: shorthand -------------------------------------------------------------------------
 def test_code_shorthand_is_resolved_by_the_server_only():
-    text = (
-        "workload: grpo\ncode: my-proj\nmodel_id: Qwen/Qwen2.5-0.5B\n"
-        f"train_file: {SHARED}/common/data/t.parquet\n"
-    )
+    text = f"workload: grpo\ncode: my-proj\nmodel_id: Qwen/Qwen2.5-0.5B\ntrain_file: {SHARED}/common/data/t.parquet\n"
     snap = f"{SHARED}/users/alice/code/" + "a" * 64
     s, rendered = prepare_submission(CFG, text, NOW, user="alice", validate=False, resolve_code=lambda ref: snap)
     assert s.code == "my-proj" and s.code_path == snap

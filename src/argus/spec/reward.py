@@ -29,7 +29,8 @@ _UNSAFE = ("'", "\\", "$", ":")
 
 
 class RewardSpec(StrictModel):
-    """The file that defines the function, and the function's name."""
+    """The file that defines the function (absolute, or relative to the task's `code_path`,
+    as given or resolved from `code:`), and the function's name."""
 
     path: str
     name: str = DEFAULT_FUNCTION
@@ -42,8 +43,8 @@ class RewardSpec(StrictModel):
             raise ValueError(f"must not contain {' '.join(repr(c) for c in bad)}")
         if any(ord(c) < 32 for c in v):
             raise ValueError("must not contain control characters")
-        if not v.startswith("/"):
-            raise ValueError("must be an absolute path")
+        if v.startswith("~"):
+            raise ValueError("must be an absolute path, or relative to the task's code")
         if not v.endswith(".py"):
             raise ValueError("must be a Python file (.py)")
         return v
@@ -54,6 +55,17 @@ class RewardSpec(StrictModel):
         if not _IDENT.fullmatch(v):
             raise ValueError("must be a Python function name")
         return v
+
+
+def anchor_reward(data: dict[str, Any]) -> dict[str, Any]:
+    """A relative `reward.path` joined to the task's `code_path` (a copy of `data`)."""
+    reward, code = data.get("reward"), data.get("code_path")
+    if not isinstance(reward, dict) or not isinstance(code, str) or not isinstance(reward.get("path"), str):
+        return data
+    path = reward["path"]
+    if path.startswith(("/", "~")) or not path:
+        return data
+    return {**data, "reward": {**reward, "path": code.rstrip("/") + "/" + path}}
 
 
 def apply_alias(data: dict[str, Any]) -> dict[str, Any]:

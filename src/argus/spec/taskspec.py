@@ -33,7 +33,7 @@ from argus.spec.config import StrictModel, check_env_vars
 from argus.spec.errors import Problem, SpecError
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
 from argus.spec.overrides import MANAGED_KEYS, check_model_id, check_override
-from argus.spec.reward import RewardSpec, apply_alias
+from argus.spec.reward import RewardSpec, anchor_reward, apply_alias
 
 __all__ = [
     "DENIED_ENV_PREFIXES",
@@ -261,7 +261,7 @@ class TaskSpec(StrictModel):
     @classmethod
     def _reward_alias(cls, data: Any) -> Any:
         """The seed's `reward_fn_path: <file>[:<function>]` is `reward: {path, name}`."""
-        return apply_alias(data) if isinstance(data, dict) else data
+        return anchor_reward(apply_alias(data)) if isinstance(data, dict) else data
 
     @field_validator("reward")
     @classmethod

@@ -45,6 +45,23 @@ def _write_parquet(path: Path, columns: dict[str, list]) -> None:
     pq.write_table(pa.table(columns), path)
 
 
+RL_DATA_SOURCE = "argus/tiny-arith"
+
+
+def rl_columns(prompts: list[str], split: str) -> dict[str, list]:
+    """verl's RL dataset layout (as its gsm8k preprocessing writes it): `data_source`, `prompt`
+    (chat messages), `ability`, `reward_model: {style, ground_truth}` and `extra_info`. The
+    ground truth of "What is i + i?" is 2i."""
+    n = len(prompts)
+    return {
+        "data_source": [RL_DATA_SOURCE] * n,
+        "prompt": [[{"role": "user", "content": p}] for p in prompts],
+        "ability": ["math"] * n,
+        "reward_model": [{"style": "rule", "ground_truth": str(2 * i)} for i in range(n)],
+        "extra_info": [{"split": split, "index": i} for i in range(n)],
+    }
+
+
 def prepare(shared_root: str | Path, markers: tuple[str, ...] = ("sim-a", "sim-b")) -> Sandbox:
     """Build (idempotently) the inputs the demo and the tests use."""
     root = Path(shared_root)
@@ -55,8 +72,8 @@ def prepare(shared_root: str | Path, markers: tuple[str, ...] = ("sim-a", "sim-b
     (model / "config.json").write_text('{"model_type": "tiny-lm", "hidden_size": 8, "num_hidden_layers": 1}\n')
     data = common / "datasets" / "tiny"
     prompts = [f"What is {i} + {i}?" for i in range(32)]
-    _write_parquet(data / "rl_train.parquet", {"prompt": prompts, "answer": [str(2 * i) for i in range(32)]})
-    _write_parquet(data / "rl_val.parquet", {"prompt": prompts[:8], "answer": [str(2 * i) for i in range(8)]})
+    _write_parquet(data / "rl_train.parquet", rl_columns(prompts, "train"))
+    _write_parquet(data / "rl_val.parquet", rl_columns(prompts[:8], "test"))
     messages = [
         [{"role": "user", "content": p}, {"role": "assistant", "content": str(2 * i)}] for i, p in enumerate(prompts)
     ]
