@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile | sshd
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "ray[default]==$(RAY_VERSION)" -e '.[test]'
+	$(BIN)/python -m pip install -q "ray[default]==$(RAY_VERSION)" "wandb==0.31.0" -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps "verl==$(VERL_VERSION)"
 	@touch $(STAMP)
 

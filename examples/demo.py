@@ -2,16 +2,21 @@
 
 `argus up` brings up a local Ray cluster (head with 0 CPU and 0 GPU, 2 workers x 4 GPUs) and
 the Argus server in the background. The admin creates the user `demo` and issues a token; as
-that user the demo submits a PPO, a GRPO and an SFT task (the CPU stand-in for verl, two code
-snapshots side by side) through the REST API, follows them to the end and prints a table. The
-server and the cluster keep running; `make down` (or `argus down`) stops both.
+that user the demo pushes a code snapshot (the CPU stand-in for verl with a reward function of
+its own, `argus code push`) and submits a PPO, a GRPO and an SFT task through the REST API: PPO
+and SFT on shared code under `common/`, GRPO on the pushed snapshot (`code:`) with its reward,
+checked on a worker node before the task is accepted. It follows them to the end and prints a
+table with each run's last `reward/mean`. The server and the cluster keep running; `make down`
+(or `argus down`) stops both.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +32,30 @@ from argus.testing.sandbox import prepare, task_yaml
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 RUNS = [("ppo", "sim-a"), ("grpo", "sim-b"), ("sft", "sim-a")]
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"}
+REWARD_MEAN = re.compile(r"reward/mean:([0-9.eE+-]+)")
+# The demo user's reward: 1 when the response's last number is the ground truth, else a partial
+# score for getting the number of digits right (verl's signature).
+REWARD_PY = """\
+\"\"\"The demo's reward function (verl's signature).\"\"\"
+import re
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    numbers = re.findall(r"-?[0-9]+", solution_str)
+    if numbers and numbers[-1] == str(ground_truth).strip():
+        return 1.0
+    return 0.1 * (len(numbers[-1]) == len(str(ground_truth).strip())) if numbers else 0.0
+"""
+
+
+def push_project(client: ArgusClient, sandbox_code: Path) -> dict:
+    """The demo user's project (the stand-in as training code, plus a reward) in a working
+    directory of their own, pushed as a snapshot."""
+    with tempfile.TemporaryDirectory(prefix="argus-demo-") as work:
+        project = Path(work) / "grpo-project"
+        shutil.copytree(sandbox_code, project)
+        (project / "reward.py").write_text(REWARD_PY)
+        return client.push_code(str(project), name="demo-grpo")
 
 
 def main() -> int:
@@ -75,11 +104,20 @@ def main() -> int:
     demo = ArgusClient(info.url, token)
     console.print("user 'demo' created; token issued by the admin")
 
+    pushed = push_project(demo, sandbox.code["sim-b"])
+    state = "unchanged" if pushed.get("unchanged") else f"{pushed['bytes_uploaded']} bytes uploaded"
+    console.print(f"code snapshot 'demo-grpo' pushed: {pushed['sha256'][:12]} ({state}) at {pushed['path']}")
+
     spec_dir = Path(root) / "common" / "demo-specs"
     spec_dir.mkdir(parents=True, exist_ok=True)
     submitted = []
     for workload, marker in RUNS:
-        text = task_yaml(sandbox, workload, marker, total_training_steps=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"})
+        extra: dict = {}
+        if workload == "grpo":
+            extra = {"code": "demo-grpo", "code_path": None, "reward": {"path": "reward.py"}}
+        text = task_yaml(
+            sandbox, workload, marker, total_training_steps=6, env_vars={"VERL_SIM_STEP_SECONDS": "0.5"}, **extra
+        )
         (spec_dir / f"{workload}.yaml").write_text(text)
         tid = demo.submit(text)["task_id"]
         submitted.append((workload, marker, tid))
@@ -98,7 +136,9 @@ def main() -> int:
             break
         time.sleep(1)
 
-    table = Table("task", "workload", "state", "checkpoints (global_step_N)", "marker", title="Argus demo")
+    table = Table(
+        "task", "workload", "state", "checkpoints (global_step_N)", "marker", "last reward/mean", title="Argus demo"
+    )
     table.columns[0].no_wrap = True
     ok = True
     for workload, marker, tid in submitted:
@@ -108,14 +148,16 @@ def main() -> int:
         ckpts = sorted(p.name for p in (job_root / "checkpoints").glob("global_step_*"))
         log = demo.logs(tid) if attempt else ""
         markers = re.findall(r"^MARKER (\S+)", log, re.M)
+        rewards = REWARD_MEAN.findall(log)
         state = t["state"] if not t["failure_cause"] else f"{t['state']} ({t['failure_cause']})"
-        ok &= t["state"] == "SUCCEEDED" and markers == [marker]
+        ok &= t["state"] == "SUCCEEDED" and markers == [marker] and (workload == "sft" or bool(rewards))
         table.add_row(
             tid,
             workload,
             state,
             ", ".join(c.removeprefix("global_step_") for c in ckpts) or "-",
             ",".join(markers) or "-",
+            rewards[-1] if rewards else "-",
         )
     console.print(table)
     console.print(f"outputs: {Path(root) / 'users' / 'demo' / 'jobs'}")

@@ -26,9 +26,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from argus.cluster.reward_check import LocalRewardChecker
 from argus.service.app import create_app
 from argus.settings import ArgusSettings, parse_settings
-from argus.testing.fakes import FakeSnapshots
+from argus.testing import FakeClock
+from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import Sandbox, prepare, task_yaml
 
 DATABASE_URL_ENV = "ARGUS_TEST_DATABASE_URL"
@@ -249,3 +251,41 @@ def sandbox(tmp_path_factory) -> Sandbox:
 def no_verl_config_override(monkeypatch):
     """The Hydra check uses the verl config of the spec's code_path or the installed verl."""
     monkeypatch.delenv("ARGUS_VERL_CONFIG_DIR", raising=False)
+
+
+class World(Api):
+    """An app whose scheduler runs one pass at a time (`tick`) over faked Ray jobs and a fake
+    clock, so tasks get attempts; reward functions are checked in a scrubbed subprocess."""
+
+    jobs: FakeJobs
+    clock: FakeClock
+
+    def tick(self) -> None:
+        self.client.app.state.scheduler.tick(self.clock.advance(1))
+
+
+def fake_ray_world(
+    sandbox: Sandbox,
+    backend: Backend,
+    snapshots: FakeSnapshots | None = None,
+    environ: dict[str, str] | None = None,
+    world: type[World] = World,
+) -> Iterator[World]:
+    """Yield a `World` (as a fixture body); the app and its database close after."""
+    clock, jobs = FakeClock(1_800_000_000.0), FakeJobs()
+    jobs.clock = clock
+    app = create_app(
+        make_settings(sandbox, backend.url),
+        jobs=jobs,
+        snapshots=snapshots or FakeSnapshots({"w1": 4, "w2": 4}),
+        clock=clock,
+        run_scheduler=False,
+        run_nodes=False,
+        environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN, **(environ or {})},
+        rewards=LocalRewardChecker(str(sandbox.shared_root)),
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        w = world(client, sandbox, backend)
+        w.jobs, w.clock = jobs, clock
+        yield w
+    app.state.db.dispose()

@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api_support import ADMIN_TOKEN, Api, Backend, backend, make_settings, sandbox
-from fastapi.testclient import TestClient
+from api_support import Backend, World, backend, fake_ray_world, sandbox
+from cryptography.fernet import Fernet
 from pydantic import BaseModel
 
+from argus.client.sdk_code import code_archive
+from argus.domain.code_manifest import scan
 from argus.service.api_models import (
     AttemptList,
     ErrorBody,
@@ -27,6 +29,7 @@ from argus.service.api_models import (
     Me,
     PriorityAnswer,
     Queue,
+    TaskAccepted,
     TaskDetail,
     TaskList,
     TaskStateAnswer,
@@ -34,10 +37,10 @@ from argus.service.api_models import (
     UserList,
     UserStateAnswer,
 )
+from argus.service.api_models_code import CodeDeleted, CodeList, CodePushAnswer, CodeSnapshotBody
 from argus.service.api_models_nodes import NodeDetail, NodeList
-from argus.service.app import create_app
-from argus.testing import FakeClock
-from argus.testing.fakes import FakeJobs, FakeSnapshots
+from argus.service.api_models_secrets import SecretBody, SecretDeleted, SecretList
+from argus.testing.fakes import FakeSnapshots
 from argus.testing.sandbox import Sandbox
 
 # The JSON bodies the API takes: (method, path) -> the keys their schema documents.
@@ -47,36 +50,17 @@ JSON_BODIES = {
     ("post", "/api/v2/nodes"): {"name", "host", "port", "user", "key", "labels", "gpus", "cpus"},
     ("post", "/api/v2/nodes/{node_id}:drain"): {"reason"},
     ("post", "/api/v2/nodes/{node_id}:offline"): {"reason"},
+    ("put", "/api/v2/secrets/{name}"): {"value"},
 }
-
-
-class World(Api):
-    jobs: FakeJobs
-    clock: FakeClock
-
-    def tick(self) -> None:
-        self.client.app.state.scheduler.tick(self.clock.advance(1))
+SECRETS_ENV, KEY = "ARGUS_SECRETS_KEY", Fernet.generate_key().decode()
 
 
 @pytest.fixture(scope="module")
 def world(sandbox: Sandbox, backend: Backend) -> Iterator[World]:
     """An app whose scheduler runs one pass at a time over faked Ray jobs (so tasks get attempts)."""
-    clock, jobs = FakeClock(1_800_000_000.0), FakeJobs()
-    jobs.clock = clock
-    app = create_app(
-        make_settings(sandbox, backend.url),
-        jobs=jobs,
-        snapshots=FakeSnapshots({"w1": 4, "w2": 4}, labels={"w1": {"pool": "h20"}}),
-        clock=clock,
-        run_scheduler=False,
-        run_nodes=False,
-        environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN},
+    yield from fake_ray_world(
+        sandbox, backend, FakeSnapshots({"w1": 4, "w2": 4}, labels={"w1": {"pool": "h20"}}), {SECRETS_ENV: KEY}
     )
-    with TestClient(app, raise_server_exceptions=False) as client:
-        w = World(client, sandbox, backend)
-        w.jobs, w.clock = jobs, clock
-        yield w
-    app.state.db.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +107,7 @@ def test_every_route_declares_its_answer_schema(spec):
 
 def test_every_json_body_declares_its_schema(spec):
     with_body = {(m, p): op["requestBody"] for m, p, op in _operations(spec) if "requestBody" in op}
-    assert set(with_body) == {*JSON_BODIES, ("post", "/api/v2/tasks")}
+    assert set(with_body) == {*JSON_BODIES, ("post", "/api/v2/tasks"), ("post", "/api/v2/code")}
     for key, keys in JSON_BODIES.items():
         schema = _resolve(spec, with_body[key]["content"]["application/json"]["schema"])
         assert set(schema["properties"]) == keys, key
@@ -132,6 +116,8 @@ def test_every_json_body_declares_its_schema(spec):
     assert with_body[("post", "/api/v2/nodes/{node_id}:drain")]["required"] is False
     yaml = with_body[("post", "/api/v2/tasks")]
     assert yaml["required"] is True and set(yaml["content"]) == {"application/yaml"}
+    archive = with_body[("post", "/api/v2/code")]
+    assert archive["required"] is True and "application/gzip" in archive["content"]
 
 
 def conforms(model: type[BaseModel], response, status: int = 200) -> dict[str, Any]:
@@ -158,7 +144,8 @@ def test_every_answer_matches_its_model(world):
     world.tick()
     waiting = world.submit(user, world.spec(nnodes=2, n_gpus_per_node=4))  # does not fit while `running` runs
     world.tick()
-    conforms(TaskStateAnswer, world.post_yaml(user, world.spec()), 201)
+    accepted = conforms(TaskAccepted, world.post_yaml(user, world.spec(env_vars={"MY_TOKEN": "t"})), 201)
+    assert accepted["warnings"] and "env_vars.MY_TOKEN" in accepted["warnings"][0]
 
     detail = conforms(TaskDetail, world.get(user, f"/api/v2/tasks/{running}"))
     assert detail["state"] == "RUNNING" and detail["latest_attempt"] is not None
@@ -171,6 +158,20 @@ def test_every_answer_matches_its_model(world):
     assert queue["pending"] and queue["running"] and queue["pools"]
     conforms(PriorityAnswer, world.post(admin, f"/api/v2/tasks/{waiting}:priority", json={"priority": 700}))
     conforms(Health, world.client.get("/healthz"))
+
+    conforms(SecretBody, world.client.put("/api/v2/secrets/HF_TOKEN", json={"value": "v"}, headers=user.headers), 201)
+    conforms(SecretList, world.get(user, "/api/v2/secrets"))
+    conforms(SecretDeleted, world.client.delete("/api/v2/secrets/HF_TOKEN", headers=user.headers))
+    archive = code_archive(str(world.sandbox.code["sim-a"]), scan(str(world.sandbox.code["sim-a"])).entries)
+    headers = {**user.headers, "Content-Type": "application/gzip"}
+    pushed = conforms(
+        CodePushAnswer,
+        world.client.post("/api/v2/code", params={"name": "shape"}, content=archive, headers=headers),
+        201,
+    )
+    conforms(CodeList, world.get(user, "/api/v2/code"))
+    conforms(CodeSnapshotBody, world.get(user, f"/api/v2/code/{pushed['sha256']}"))
+    conforms(CodeDeleted, world.client.delete(f"/api/v2/code/{pushed['sha256']}", headers=user.headers))
 
     nodes = conforms(NodeList, world.get(user, "/api/v2/nodes"))
     assert nodes["nodes"] and nodes["pools"]

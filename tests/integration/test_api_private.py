@@ -14,22 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api_support import ADMIN_TOKEN, Api, Backend, backend, make_settings, sandbox
-from fastapi.testclient import TestClient
-
-from argus.service.app import create_app
-from argus.testing import FakeClock
-from argus.testing.fakes import FakeJobs, FakeSnapshots
-from argus.testing.sandbox import Sandbox
+from api_support import ADMIN_TOKEN, backend, fake_ray_world, sandbox
+from api_support import World as FakeRayWorld
 
 
-class World(Api):
-    jobs: FakeJobs
-    clock: FakeClock
-
-    def tick(self) -> None:
-        self.client.app.state.scheduler.tick(self.clock.advance(1))
-
+class World(FakeRayWorld):
     def task(self, who, tid: str) -> dict[str, Any]:
         r = self.get(who, f"/api/v2/tasks/{tid}")
         assert r.status_code == 200, r.text
@@ -41,30 +30,11 @@ class World(Api):
         return {n["id"]: n for n in r.json()["nodes"]}
 
 
-def _world(sandbox: Sandbox, backend: Backend) -> Iterator[World]:
-    clock, jobs = FakeClock(1_800_000_000.0), FakeJobs()
-    jobs.clock = clock
-    app = create_app(
-        make_settings(sandbox, backend.url),
-        jobs=jobs,
-        snapshots=FakeSnapshots({"w1": 4, "w2": 4}),
-        clock=clock,
-        run_scheduler=False,
-        run_nodes=False,
-        environ={"MVP_INTERNAL_TOKEN": ADMIN_TOKEN},
-    )
-    with TestClient(app, raise_server_exceptions=False) as client:
-        w = World(client, sandbox, backend)
-        w.jobs, w.clock = jobs, clock
-        yield w
-    app.state.db.dispose()
-
-
 @pytest.fixture
 def world(sandbox, backend) -> Iterator[World]:
     """A fresh app and scheduler per test (the cluster's GPUs are the test's own); the database
     is the module's, so each test uses users of its own."""
-    yield from _world(sandbox, backend)
+    yield from fake_ray_world(sandbox, backend, world=World)
 
 
 def _cancel_all(world: World, *pairs) -> None:

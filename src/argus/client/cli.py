@@ -19,7 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from argus.client import head_cli, nodes_cli, server_cli, service_cli, sim_cli, tasks_cli, users_cli
+from argus.client import (
+    code_cli,
+    head_cli,
+    nodes_cli,
+    secrets_cli,
+    server_cli,
+    service_cli,
+    sim_cli,
+    tasks_cli,
+    users_cli,
+)
 from argus.cluster import local
 from argus.cluster.errors import ClusterError
 from argus.spec.config import default_shared_root, load_ray_config
@@ -45,6 +55,8 @@ app.add_typer(cluster_app, name="cluster")
 service_cli.register(app)
 tasks_cli.register(app)
 users_cli.register(app)
+code_cli.register(app)
+secrets_cli.register(app)
 server_cli.register(app)
 sim_cli.register(app)
 head_cli.register(app)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from argus.client.sdk_code import CodeMixin
 from argus.client.sdk_http import (
     ApiSession,
     ArgusAPIError,
@@ -26,6 +27,7 @@ from argus.client.sdk_http import (
     error_from_response,
 )
 from argus.client.sdk_nodes import NodesMixin, node_path
+from argus.client.sdk_secrets import SecretsMixin
 
 __all__ = [
     "FINAL_STATES",
@@ -67,7 +69,7 @@ def task_path(task_id: str, suffix: str = "") -> str:
     return f"/api/v2/tasks/{segment}{suffix}"
 
 
-class ArgusClient(NodesMixin):
+class ArgusClient(NodesMixin, SecretsMixin, CodeMixin):
     """A connection to one Argus service, authenticated by one token: the API's resources.
 
     Args:

@@ -71,6 +71,11 @@ def server(
             f"[yellow]warning:[/] ${settings.service.admin_token_env} is not set: "
             "no admin token, so no users can be created"
         )
+    if not settings.secrets_key():
+        err.print(
+            f"[yellow]warning:[/] ${settings.service.secrets_key_env} is not set: "
+            "users' secrets are disabled (tasks that name secrets are refused)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     uvicorn.run(app, host=service.host, port=service.port, log_level=service.log_level, access_log=False)

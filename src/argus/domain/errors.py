@@ -2,8 +2,8 @@
 
 Owns the error kinds that the loops and services raise; `argus.service.errors.install` maps
 each kind to one HTTP status in one place (NotFound 404, Conflict 409, Invalid 400,
-Unavailable 503, Forbidden 403). Messages are written for the user: they name the thing and
-the reason, never a secret.
+Unavailable 503, Forbidden 403, TooLarge 413). Messages are written for the user: they name the
+thing and the reason, never a secret.
 """
 
 from __future__ import annotations
@@ -41,3 +41,11 @@ class Forbidden(DomainError):
 
 class Unavailable(DomainError):
     """Something the action needs (Ray, SSH) cannot be reached now; trying later may work."""
+
+
+class TooLarge(DomainError):
+    """The input is over a configured size; the message names the limit, `problems` what is largest."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.problems = list(problems)

@@ -1,10 +1,14 @@
-"""Archiving of ended attempts' driver logs (step 2 of a scheduler pass).
+"""Archiving of ended attempts' driver logs (step 2 of a scheduler pass), and removing their
+secrets files.
 
 Owns writing each ended attempt's full log to `<job_root>/logs/driver.log` (atomically, mode
 0640), the handling of attempts lost with their Ray head (the log left in the old Ray session
 directory, else a line saying it was lost), stopping a Ray job that outlived its ended task,
 and the retry count per attempt (after ARCHIVE_TRIES failures the attempt is recorded as
-archived with the reason in its log). `argus.scheduler.loop.Scheduler.archive` calls it.
+archived with the reason in its log). An ended attempt's secrets file
+(`users/<user>/.secrets/<sid>.json`, `argus.scheduler.secrets`) is removed first, at every pass
+until the attempt is archived, whether or not Ray can be reached: its job no longer needs it.
+`argus.scheduler.loop.Scheduler.archive` calls it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from argus.cluster.session_logs import find_driver_log, lost_log_text, ray_temp_
 from argus.domain.records import Attempt
 from argus.domain.task import RAY_FINAL_STATUSES
 from argus.ports import JobTool
+from argus.scheduler.secrets import remove_attempt_secrets
 from argus.settings import ArgusSettings
 from argus.store.tasks import LOST, TaskStore
 
@@ -44,6 +49,7 @@ class LogArchiver:
         """
         for attempt in self.store.unarchived_final_attempts():
             sid = attempt.ray_submission_id
+            self.remove_secrets(attempt)
             try:
                 self.archive_one(attempt)
                 self.failures.pop(sid, None)
@@ -58,6 +64,14 @@ class LogArchiver:
                     except OSError:
                         pass
                     self.store.mark_archived(sid)
+
+    def remove_secrets(self, attempt: Attempt) -> None:
+        """Remove the ended attempt's secrets file, if any; a failure is logged (by path) and
+        tried again at the next pass."""
+        try:
+            remove_attempt_secrets(self.settings.shared_root, attempt)
+        except OSError as exc:
+            log.warning("removing the secrets file of %s failed: %s", attempt.ray_submission_id, exc)
 
     def archive_one(self, attempt: Attempt) -> None:
         """Archive one ended attempt's log, or stop its Ray job if it still lives.

@@ -10,6 +10,7 @@ Owns two things the scheduler does between rendering an attempt and handing it t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -31,11 +32,17 @@ class DispatchInputs:
         self.secrets = secrets
 
     def pinned_code(self, task: Task) -> Callable[[str], str] | None:
-        """The resolver of the task's `code:` shorthand: its pinned snapshot (None: none pinned)."""
+        """The resolver of the task's `code:` shorthand: its pinned snapshot (None: none pinned).
+
+        Raises:
+            SpecError: the pinned snapshot is gone.
+        """
         sha = self.code.pinned_code(task.task_id) if self.code is not None else None
         if sha is None:
             return None
         path = str(snapshot_dir(self.shared_root, task.user_id, sha))
+        if not os.path.isdir(path):
+            raise SpecError(task.task_id, [Problem("code", f"the snapshot {sha[:12]} was deleted")])
         return lambda _ref: path
 
     def hand_secrets(self, task: Task, submission_id: str, names: list[str]) -> None:

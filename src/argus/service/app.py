@@ -18,25 +18,34 @@ from fastapi import FastAPI, Request
 
 from argus.cluster.drain import RayDrain
 from argus.cluster.jobs import RayJobTool
-from argus.ports import Clock, ClusterView, Drainer, JobTool, SSHRunner
+from argus.cluster.reward_check import RayRewardChecker
+from argus.ports import Clock, ClusterView, Drainer, JobTool, RewardChecker, SSHRunner
 from argus.scheduler.loop import Scheduler
 from argus.scheduler.node_reconciler import NodeReconciler
+from argus.scheduler.secrets import JobSecrets
 from argus.service import errors
 from argus.service.auth import Authenticator
 from argus.service.background import Background
+from argus.service.code_service import CodeService
 from argus.service.errors import error_response
 from argus.service.middleware import BodyLimit
 from argus.service.node_service import NodeService
 from argus.service.ratelimit import RateLimited
+from argus.service.routes import code as code_routes
 from argus.service.routes import health as health_routes
 from argus.service.routes import nodes as node_routes
+from argus.service.routes import secrets as secret_routes
 from argus.service.routes import tasks as task_routes
 from argus.service.routes import users as user_routes
+from argus.service.secret_service import SecretService
+from argus.service.task_inputs import TaskInputs
 from argus.service.task_service import TaskService
 from argus.service.users import UserService
 from argus.settings import ArgusSettings
+from argus.store.code import CodeStore
 from argus.store.db import Database, open_database
 from argus.store.nodes import NodeStore
+from argus.store.secrets import SecretStore
 from argus.store.tasks import TaskStore
 from argus.store.users import UserStore
 
@@ -61,7 +70,7 @@ def _default_ssh(settings: ArgusSettings) -> SSHRunner:
     return SSHConnector(settings.nodes.key_dir, settings.nodes.ssh_connect_timeout_s)
 
 
-def _install(app: FastAPI, max_body_bytes: int) -> None:
+def _install(app: FastAPI, max_body_bytes: int, code_max_bytes: int) -> None:
     """Error handlers, routers and the body limit."""
     errors.install(app)
 
@@ -69,9 +78,10 @@ def _install(app: FastAPI, max_body_bytes: int) -> None:
     async def _rate_limited(_: Request, exc: RateLimited) -> Any:
         return error_response(429, exc.message, exc.problems, {"Retry-After": exc.retry_after})
 
-    for routes in (task_routes, user_routes, node_routes, health_routes):
+    for routes in (task_routes, user_routes, node_routes, secret_routes, code_routes, health_routes):
         app.include_router(routes.router)
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    code_limit = {code_routes.CODE_PATH: (code_max_bytes, "service.code_max_bytes")}
+    app.add_middleware(BodyLimit, limit=max_body_bytes, path_limits=code_limit)
 
 
 def create_app(
@@ -86,6 +96,7 @@ def create_app(
     ssh: SSHRunner | None = None,
     drainer: Drainer | None = None,
     run_nodes: bool | None = None,
+    rewards: RewardChecker | None = None,
 ) -> FastAPI:
     """Build the app; the database is migrated here, the loops start with the app.
 
@@ -97,13 +108,17 @@ def create_app(
         drainer: what asks Ray to drain a node (default: `RayDrain` through `snapshots`).
         run_scheduler: run the scheduler thread (default: `scheduler.enabled`).
         run_nodes: run the node reconciler thread (default: when the scheduler runs).
+        rewards: runs reward functions' checks (default: a short job on a Ray worker node).
     """
     own_db = db is None
     db = db or open_database(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
     store, users = TaskStore(db), UserStore(db)
     jobs = jobs or RayJobTool(settings.ray)
     snapshots = snapshots or _default_snapshots(settings)
-    scheduler = Scheduler(settings, store, jobs, snapshots, clock)
+    code_store, secret_store = CodeStore(db), SecretStore(db, settings.secrets_key(environ))
+    scheduler = Scheduler(
+        settings, store, jobs, snapshots, clock, code=code_store, secrets=JobSecrets(settings.shared_root, secret_store)
+    )
     reconciler = NodeReconciler(
         settings,
         NodeStore(db),
@@ -147,7 +162,19 @@ def create_app(
     state.node_reconciler, state.nodes_reconciling = reconciler, background.run_nodes
     state.auth = Authenticator(users, settings.admin_token(environ))
     state.users = UserService(users, state.auth, clock)
-    state.tasks = TaskService(settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity)
     state.nodes = NodeService(reconciler, pool_capacity=scheduler.pool_capacity)
-    _install(app, settings.service.max_body_bytes)
+    state.secrets = SecretService(secret_store, clock, settings.service.secrets_key_env)
+    state.code = CodeService(settings, code_store, clock)
+    inputs = TaskInputs(
+        settings.shared_root,
+        state.code,
+        state.code,
+        secret_store,
+        rewards or RayRewardChecker(settings.ray),
+        settings.service.reward_check_timeout_s,
+    )
+    state.tasks = TaskService(
+        settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity, inputs=inputs
+    )
+    _install(app, settings.service.max_body_bytes, settings.service.code_max_bytes)
     return app

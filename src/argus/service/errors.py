@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from argus.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+from argus.domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unavailable
 from argus.spec.errors import Problem, SpecError
 
 log = logging.getLogger("argus.service")
@@ -56,13 +56,14 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Invalid: 400,
     Forbidden: 403,
     Unavailable: 503,
+    TooLarge: 413,
 }
 
 
 def from_domain_error(exc: DomainError) -> APIError:
     """The API error for a domain error (500 for a kind with no status of its own)."""
     status = next((s for kind, s in DOMAIN_STATUS.items() if isinstance(exc, kind)), 500)
-    problems = [Problem(f, r) for f, r in exc.problems] if isinstance(exc, Invalid) else None
+    problems = [Problem(f, r) for f, r in exc.problems] if isinstance(exc, (Invalid, TooLarge)) else None
     return APIError(status, exc.message, problems)
 
 

@@ -5,13 +5,17 @@ Owns the server's run files under `<shared_root>/common/run/`:
     server.yaml     the config the server was started with (ray section from the local cluster)
     server.json     pid, URL and log path of the running server (nothing of the admin token)
     admin_token     the admin token (mode 0600) when MVP_INTERNAL_TOKEN was not set
+    secrets_key     the key users' secrets are encrypted with (mode 0600) when ARGUS_SECRETS_KEY
+                    was not set; handed to the server in its environment, never printed
 
 and its log at `<shared_root>/common/logs/server.log`. The run and log directories are 0750 and
-the files 0640 (the token 0600), whatever the caller's umask. `up` is idempotent: a server that
+the files 0640 (the token and the key 0600), whatever the caller's umask. `up` is idempotent: a server that
 answers `/healthz` is left running, and the admin token shown for it is the one it was started
 with: the first of $MVP_INTERNAL_TOKEN and the saved token that the server itself accepts as
 the admin's (asked over `/api/v2/me`), or none when neither is. No file holds the token but
-`admin_token`, not even hashed. `down` stops the server (SIGTERM, then SIGKILL) and then the cluster.
+`admin_token`, not even hashed, and none the secrets key but `secrets_key` (made once, then
+reused, so what was stored under it stays readable). `down` stops the server (SIGTERM, then
+SIGKILL) and then the cluster.
 """
 
 from __future__ import annotations
@@ -135,6 +139,27 @@ def admin_token(shared_root: str | Path, token_env: str = "MVP_INTERNAL_TOKEN") 
     return token
 
 
+def load_or_create_key(path: Path) -> str:
+    """The Fernet key saved at `path` (made 0600 if it was not), else a new one saved there (0600)."""
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        key = path.read_text().strip()
+        if key:
+            return key
+    from cryptography.fernet import Fernet
+
+    make_private_dirs(path.parent)
+    key = Fernet.generate_key().decode("ascii")
+    write_private(path, key + "\n", 0o600)
+    return key
+
+
+def secrets_key(shared_root: str | Path, key_env: str = "ARGUS_SECRETS_KEY") -> str:
+    """The environment's secrets key, else the one saved under run/, else a new saved one."""
+    return os.environ.get(key_env) or load_or_create_key(run_dir(shared_root) / "secrets_key")
+
+
 def _pid_alive(pid: int) -> bool:
     return local.pid_alive(pid)
 
@@ -171,11 +196,12 @@ def up(
     if running is not None:
         return running
     token = admin_token(shared_root)
+    key = secrets_key(shared_root)
     if not local.port_free(port, host):
         raise PortInUse(f"port {port} is taken; pick another with --port")
     config, settings = _write_server_config(shared_root, host, port)
     log_path = _prepare_server_log(shared_root)
-    proc = _start_server(shared_root, settings, token, config, log_path)
+    proc = _start_server(shared_root, settings, token, key, config, log_path)
     url = f"http://{host}:{port}"
     if _wait_healthy(proc, url):
         _record_server(shared_root, proc.pid, url, config, log_path)
@@ -227,10 +253,16 @@ def _prepare_server_log(shared_root: str) -> Path:
 
 
 def _start_server(
-    shared_root: str, settings: ArgusSettings, token: str, config: Path, log_path: Path
+    shared_root: str, settings: ArgusSettings, token: str, key: str, config: Path, log_path: Path
 ) -> subprocess.Popen:
-    """Start `argus server` in a session of its own, its output appended to `log_path`."""
-    env = {**os.environ, settings.service.admin_token_env: token, "ARGUS_SHARED_ROOT": shared_root}
+    """Start `argus server` in a session of its own, its output appended to `log_path`; the
+    admin token and the secrets key go in its environment only."""
+    env = {
+        **os.environ,
+        settings.service.admin_token_env: token,
+        settings.service.secrets_key_env: key,
+        "ARGUS_SHARED_ROOT": shared_root,
+    }
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             server_command(config),

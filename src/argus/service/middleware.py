@@ -2,12 +2,13 @@
 
 Owns refusing a body over `service.max_body_bytes` with 413 before any route reads it: by its
 Content-Length when it has one (the server then stops reading there), else by counting a chunked
-body up to the limit and replaying it to the app.
+body up to the limit and replaying it to the app. A path may have a limit of its own (the code
+upload: `service.code_max_bytes`), named by its setting in the 413.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from argus.service.errors import error_response
@@ -16,9 +17,11 @@ from argus.service.errors import error_response
 class BodyLimit:
     """ASGI middleware: 413 for a body over `limit` bytes, by header or by counting."""
 
-    def __init__(self, app: Any, limit: int):
+    def __init__(self, app: Any, limit: int, path_limits: Mapping[str, tuple[int, str]] | None = None):
+        """`path_limits`: an exact request path -> its own limit and the setting that sets it."""
         self.app = app
         self.limit = limit
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -26,8 +29,9 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        too_large = error_response(413, f"the body is over {self.limit} bytes (service.max_body_bytes)")
-        if length is not None and length.isdigit() and int(length) > self.limit:
+        limit, setting = self.path_limits.get(scope.get("path", ""), (self.limit, "service.max_body_bytes"))
+        too_large = error_response(413, f"the body is over {limit} bytes ({setting})")
+        if length is not None and length.isdigit() and int(length) > limit:
             await too_large(scope, receive, send)
             return
         if length is not None:
@@ -43,7 +47,7 @@ class BodyLimit:
                 return
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
-            if seen > self.limit:
+            if seen > limit:
                 await too_large(scope, receive, send)
                 return
             if not message.get("more_body", False):

@@ -56,6 +56,9 @@ class SnapshotUses(Protocol):
 class SecretNames(Protocol):
     """The part of `argus.store.secrets.SecretStore` acceptance uses."""
 
+    @property
+    def enabled(self) -> bool: ...
+
     def missing(self, user_id: str, names: list[str]) -> list[str]: ...
 
     def values(self, user_id: str, names: list[str]) -> dict[str, str]: ...
@@ -151,7 +154,12 @@ class TaskInputs:
         names = spec.secret_names
         if not names:
             return
-        missing = set(self.secrets.missing(user, names)) if self.secrets is not None else set(names)
+        if self.secrets is None or not self.secrets.enabled:
+            raise SpecError(
+                "task spec",
+                [Problem("secrets", "this server keeps no secrets (it was started without a secrets key)")],
+            )
+        missing = set(self.secrets.missing(user, names))
         problems = []
         for index, name in enumerate(spec.secrets):
             if name in missing:

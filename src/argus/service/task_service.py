@@ -89,7 +89,11 @@ class TaskService:
         self.resolve = ResolveCache()  # dispatch checks again, uncached
         self.checks = CheckCache(
             check_pool
-            or CheckPool(svc.check_workers, max_queued=svc.check_queue_per_user, scrub_env=[svc.admin_token_env])
+            or CheckPool(
+                svc.check_workers,
+                max_queued=svc.check_queue_per_user,
+                scrub_env=[svc.admin_token_env, svc.secrets_key_env],
+            )
         )
         self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)
         self.inputs = inputs or TaskInputs(settings.shared_root, None, None, None, None, svc.reward_check_timeout_s)

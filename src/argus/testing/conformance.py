@@ -1,7 +1,8 @@
 """Conformance of the adapters and the fakes to the ports, checked by mypy (never run).
 
 Owns one function that assigns each Ray adapter (`argus.cluster`) and each fake
-(`argus.testing`) to its port type (`argus.ports`). A signature that drifts from its port, on
+(`argus.testing`) to its port type (`argus.ports`); the reward checker's two adapters (a job on
+a Ray worker, a scrubbed subprocess) both stand for `RewardChecker`. A signature that drifts from its port, on
 either side, is a mypy error here, so the fakes the tests use stay faithful to what the core
 is written against.
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 from argus.cluster.drain import RayDrain
 from argus.cluster.jobs import RayJobTool
+from argus.cluster.reward_check import LocalRewardChecker, RayRewardChecker
 from argus.cluster.snapshot import RaySnapshotSource
 from argus.cluster.ssh import SSHConnector
-from argus.ports import Clock, ClusterView, Drainer, JobTool, SSHRunner, SSHSession
+from argus.ports import Clock, ClusterView, Drainer, JobTool, RewardChecker, SSHRunner, SSHSession
 from argus.testing.clock import FakeClock
 from argus.testing.fakes import FakeJobs, FakeRayNodes, FakeSnapshots, FakeSSH, FakeSSHSession
 
@@ -24,6 +26,8 @@ def _ports(
     ssh_connector: SSHConnector,
     fake_ssh: FakeSSH,
     fake_session: FakeSSHSession,
+    ray_rewards: RayRewardChecker,
+    local_rewards: LocalRewardChecker,
 ) -> None:
     """Each assignment is a claim that the right side satisfies the port on the left."""
     clock: Clock = FakeClock()
@@ -37,4 +41,6 @@ def _ports(
     runner: SSHRunner = ssh_connector
     runner = fake_ssh
     session: SSHSession = fake_session
-    del clock, jobs, view, drainer, runner, session
+    rewards: RewardChecker = ray_rewards
+    rewards = local_rewards
+    del clock, jobs, view, drainer, runner, session, rewards

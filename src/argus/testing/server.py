@@ -2,7 +2,9 @@
 
 `ServerProcess(ray_config_path, workdir, admin_token, **scheduler)` writes a server config (the
 cluster's RayConfig as its `ray` section, SQLite under `workdir` unless `db_url` is given), then
-`start()` runs `argus server` as `argus up` does (`launcher.server_command`) and waits for `/healthz`;
+`start()` runs `argus server` as `argus up` does (`launcher.server_command`, the admin token and
+the secrets key in its environment: `$ARGUS_SECRETS_KEY`, else `<workdir>/secrets_key`, made once
+so a restarted server still reads what it stored) and waits for `/healthz`;
 `kill()` is SIGKILL
 (a crash), `stop()` a clean stop.
 """
@@ -19,7 +21,9 @@ import yaml
 
 from argus.client.sdk import ArgusAPIError, ArgusClient
 from argus.cluster.local import port_free
-from argus.service.launcher import server_command
+from argus.service.launcher import load_or_create_key, server_command
+
+SECRETS_KEY_ENV = "ARGUS_SECRETS_KEY"
 
 
 def free_port(start: int) -> int:
@@ -59,7 +63,8 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> None:
-        env = {**os.environ, "MVP_INTERNAL_TOKEN": self.admin_token}
+        key = os.environ.get(SECRETS_KEY_ENV) or load_or_create_key(self.workdir / "secrets_key")
+        env = {**os.environ, "MVP_INTERNAL_TOKEN": self.admin_token, SECRETS_KEY_ENV: key}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 server_command(self.config),

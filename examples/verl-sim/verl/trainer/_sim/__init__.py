@@ -8,6 +8,8 @@ Modules (pure ones need no Ray and are unit-tested directly):
                          row counts, step count derivation.
 - :mod:`.checkpoints` -- verl's checkpoint layout and retention.
 - :mod:`.flavors`     -- what differs between PPO/GRPO and SFT.
+- :mod:`.reward`      -- PPO/GRPO rewards: verl's custom reward loader, the default scorer, step rows.
+- :mod:`.tracking`    -- W&B (``trainer.logger`` with ``wandb``) as verl's ``Tracking``.
 - :mod:`.cluster`     -- everything that talks to Ray (GPU pre-check, placement group, steps).
 - :mod:`.runner`      -- the flow shared by both entrypoints.
 """

@@ -1,4 +1,4 @@
-"""Owns the flow both entrypoints share: config, checks, Ray, fake steps, checkpoints.
+"""Owns the flow both entrypoints share: config, checks, Ray, fake steps, rewards, tracking, checkpoints.
 
 Environment knobs:
 
@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ from .settings import Settings
 
 if TYPE_CHECKING:  # heavy imports (omegaconf, hydra, ray) wait until the marker is printed
     from .flavors import Flavor
+    from .reward import Scorer
+    from .tracking import Tracker
 
 STEP_SECONDS_ENV = "VERL_SIM_STEP_SECONDS"
 FAIL_AT_STEP_ENV = "VERL_SIM_FAIL_AT_STEP"
@@ -77,7 +80,16 @@ def plan_steps(s: Settings, train: list[Path]) -> int:
     return total
 
 
-def train(flavor: Flavor, s: Settings, workers: list, total: int, ckpt_root: Path | None, has_val: bool) -> None:
+def train(
+    flavor: Flavor,
+    s: Settings,
+    workers: list,
+    total: int,
+    ckpt_root: Path | None,
+    has_val: bool,
+    scorer: Scorer | None = None,
+    tracker: Tracker | None = None,
+) -> None:
     from . import cluster
     from .flavors import metrics_line
 
@@ -92,9 +104,18 @@ def train(flavor: Flavor, s: Settings, workers: list, total: int, ckpt_root: Pat
                 say(f"verl-sim: bundle {i} ran on node {node_id} with CUDA_VISIBLE_DEVICES={visible}")
         if step == fail_at_step:
             raise RuntimeError(f"verl-sim: injected failure at step {step}")
-        say(metrics_line(step, [*flavor.step_metrics(s, step), ("timing_s/step", f"{round(elapsed, 2)}")]))
+        metrics = flavor.step_metrics(s, step)
+        if scorer is not None:
+            metrics.append(("reward/mean", f"{scorer.step_mean(step):.6g}"))
+        metrics.append(("timing_s/step", f"{round(elapsed, 2)}"))
+        say(metrics_line(step, metrics))
+        if tracker is not None:
+            tracker.log(step, metrics)
         if has_val and s.test_freq > 0 and (step % s.test_freq == 0 or step == total):
-            say(metrics_line(step, flavor.val_metrics(s, step)))
+            val = flavor.val_metrics(s, step)
+            say(metrics_line(step, val))
+            if tracker is not None:
+                tracker.log(step, val)
         if ckpt_root is not None and checkpoints.should_save(step, s.save_freq, total):
             step_dir, removed = checkpoints.save(ckpt_root, step, flavor.checkpoint_files(s, step), s.keep)
             say(f"verl-sim: saved checkpoint {step_dir}")
@@ -125,6 +146,10 @@ def run(flavor_name: str, overrides: Sequence[str]) -> None:
     train_files, val_files = check_inputs(s)
     total = plan_steps(s, train_files)
     ckpt_root = checkpoints.checkpoint_root(s.default_local_dir) if s.save_freq > 0 else None
+    from .reward import Scorer
+    from .tracking import Tracker
+
+    scorer = Scorer.from_config(cfg, train_files, s.train_batch_size, say) if flavor_name == "ppo" else None
 
     from . import cluster
 
@@ -133,9 +158,14 @@ def run(flavor_name: str, overrides: Sequence[str]) -> None:
     timeout_s = env_number(PG_TIMEOUT_ENV, 120.0)
     pg = cluster.acquire_gpus(s.nnodes, s.n_gpus_per_node, timeout_s)
     say(f"verl-sim: placement group ready: {s.nnodes} x {{'GPU': {s.n_gpus_per_node}}}")
+    tracker = None
     try:
+        tracker = Tracker.open(cfg, asdict(s), say)
         workers = cluster.start_workers(pg, s.nnodes, s.n_gpus_per_node)
-        train(flavor, s, workers, total, ckpt_root, has_val=bool(val_files))
+        train(flavor, s, workers, total, ckpt_root, bool(val_files), scorer, tracker)
+        tracker.finish(0)
     finally:
+        if tracker is not None:
+            tracker.finish(1)  # only when training raised: a finished tracker does nothing
         cluster.release(pg)
     say(f"verl-sim: training finished after {total} steps")
