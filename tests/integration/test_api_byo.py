@@ -21,11 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from api_support import Backend, User, World, backend, fake_ray_world, sandbox
 from cryptography.fernet import Fernet
 
 from argus.client.sdk_code import code_archive
 from argus.domain.code_manifest import scan
+from argus.scheduler.secrets import JobSecrets
+from argus.store.secrets import SecretStore
 from argus.testing.sandbox import Sandbox
 
 KEY = Fernet.generate_key().decode()
@@ -54,6 +57,16 @@ BROKEN = {
 @pytest.fixture(scope="module")
 def world(sandbox: Sandbox, backend: Backend) -> Iterator[World]:
     yield from fake_ray_world(sandbox, backend, environ={"ARGUS_SECRETS_KEY": KEY})
+
+
+@pytest.fixture(autouse=True)
+def no_tasks_left(world: World) -> Iterator[None]:
+    """Each test starts with every GPU free: tasks earlier tests left are cancelled."""
+    final = {"SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"}
+    for task in world.list_all(world.admin):
+        if task["state"] not in final:
+            world.post(world.admin, f"/api/v2/tasks/{task['task_id']}:cancel")
+    yield
 
 
 def push(world: World, who: User, directory: Path, name: str) -> dict:
@@ -207,3 +220,86 @@ def test_inputs_from_another_users_directory_are_refused_alike_whether_or_not_th
     own = world.post_yaml(alice, world.spec("ppo", code=snap["sha256"][:10], code_path=None))
     assert own.status_code == 201, own.text
     assert os.path.isdir(snap["path"])
+
+
+@pytest.mark.parametrize("key", [None, "rotated"])
+def test_secrets_the_server_cannot_read_fail_the_task_at_dispatch_naming_the_secret(world, key):
+    """A server restarted without its key, or with another one: the task fails (CONFIG), never
+    hangs in SUBMITTED, and no value or file is anywhere."""
+    who = world.new_user("key")
+    world.client.put("/api/v2/secrets/HF_TOKEN", json={"value": CANARY}, headers=who.headers)
+    tid = world.submit(who, world.spec("ppo", secrets=["HF_TOKEN"]))
+    scheduler = world.client.app.state.scheduler
+    kept = scheduler.inputs.secrets
+    other = None if key is None else Fernet.generate_key().decode()
+    scheduler.inputs.secrets = JobSecrets(kept.shared_root, SecretStore(world.client.app.state.db, other))
+    try:
+        world.tick()
+    finally:
+        scheduler.inputs.secrets = kept
+    task = world.get(who, f"/api/v2/tasks/{tid}").json()
+    assert task["state"] == "FAILED" and task["failure_cause"] == "CONFIG", task
+    assert "HF_TOKEN" in task["error_summary"] and CANARY not in json.dumps(task)
+    assert f"{tid}--a01" not in world.jobs.submits
+    assert not any((world.sandbox.shared_root / "users" / who.user_id / ".secrets").glob("*"))
+
+
+def test_an_ended_attempts_secrets_file_goes_even_while_ray_is_unreachable(world):
+    who = world.new_user("down")
+    world.client.put("/api/v2/secrets/HF_TOKEN", json={"value": CANARY}, headers=who.headers)
+    other = world.submit(who, world.spec("ppo"))
+    tid = world.submit(who, world.spec("ppo", secrets=["HF_TOKEN"]))
+    world.tick()
+    path = world.sandbox.shared_root / "users" / who.user_id / ".secrets" / f"{tid}--a01.json"
+    assert path.exists() and f"{other}--a01" in world.jobs.jobs
+    assert world.post(who, f"/api/v2/tasks/{tid}:cancel").status_code == 200
+    world.jobs.down = True  # the other task is still active: the pass cannot sync it
+    try:
+        world.tick()
+    finally:
+        world.jobs.down = False
+    assert not path.exists()
+    world.post(who, f"/api/v2/tasks/{other}:cancel")
+
+
+def test_a_snapshot_deleted_while_its_task_is_accepted_is_a_conflict_and_nothing_is_queued(world, tmp_path):
+    who = world.new_user("race")
+    snap = push(world, who, project(world.sandbox, tmp_path, GOOD), "proj")
+    checker = world.client.app.state.tasks.inputs.rewards
+    original = checker.check
+
+    def check_then_lose_the_snapshot(request, timeout_s):
+        verdict = original(request, timeout_s)
+        world.client.app.state.code.store.delete(who.user_id, snap["sha256"])  # a delete in between
+        return verdict
+
+    checker.check = check_then_lose_the_snapshot
+    try:
+        r = world.post_yaml(who, world.spec("grpo", code="proj", code_path=None, reward={"path": "reward.py"}))
+    finally:
+        del checker.check
+    assert r.status_code == 409 and snap["sha256"][:12] in r.json()["message"], r.text
+    assert task_count(world, who) == 0
+
+
+def test_a_pass_between_the_insert_and_the_pin_resolves_the_name_as_the_accept_did(world, tmp_path):
+    who = world.new_user("window")
+    snap = push(world, who, project(world.sandbox, tmp_path, GOOD), "proj")
+    tid = world.submit(who, world.spec("ppo", code="proj", code_path=None))
+    with world.backend.engine.begin() as conn:  # as if the pin were not written yet
+        conn.execute(sa.text("DELETE FROM task_code WHERE task_id = :t"), {"t": tid})
+    world.tick()
+    env = world.jobs.jobs[f"{tid}--a01"].request["runtime_env"]["env_vars"]
+    assert env["PYTHONPATH"] == snap["path"]
+    world.post(who, f"/api/v2/tasks/{tid}:cancel")
+
+
+def test_snapshots_used_through_overrides_and_env_vars_are_held_too(world, tmp_path):
+    who = world.new_user("held")
+    snap = push(world, who, project(world.sandbox, tmp_path, GOOD), "proj")
+    overrides = [f"+data.extra_file={snap['path']}/reward.py"]
+    tid = world.submit(who, world.spec("ppo", overrides=overrides, env_vars={"X_DIR": snap["path"]}))
+    listed = {s["sha256"]: s for s in world.get(who, "/api/v2/code").json()["snapshots"]}
+    assert listed[snap["sha256"]]["tasks"] == [tid]
+    assert world.client.delete(f"/api/v2/code/{snap['sha256']}", headers=who.headers).status_code == 409
+    world.post(who, f"/api/v2/tasks/{tid}:cancel")

@@ -117,7 +117,9 @@ def test_every_json_body_declares_its_schema(spec):
     yaml = with_body[("post", "/api/v2/tasks")]
     assert yaml["required"] is True and set(yaml["content"]) == {"application/yaml"}
     archive = with_body[("post", "/api/v2/code")]
-    assert archive["required"] is True and "application/gzip" in archive["content"]
+    assert archive["required"] is True and set(archive["content"]) == {"application/gzip"}
+    push = spec["paths"]["/api/v2/code"]["post"]
+    assert {p["name"] for p in push["parameters"]} == {"name"} and "413" in push["responses"]
 
 
 def conforms(model: type[BaseModel], response, status: int = 200) -> dict[str, Any]:
@@ -164,11 +166,10 @@ def test_every_answer_matches_its_model(world):
     conforms(SecretDeleted, world.client.delete("/api/v2/secrets/HF_TOKEN", headers=user.headers))
     archive = code_archive(str(world.sandbox.code["sim-a"]), scan(str(world.sandbox.code["sim-a"])).entries)
     headers = {**user.headers, "Content-Type": "application/gzip"}
-    pushed = conforms(
-        CodePushAnswer,
-        world.client.post("/api/v2/code", params={"name": "shape"}, content=archive, headers=headers),
-        201,
-    )
+    push = world.client.post("/api/v2/code", params={"name": "shape"}, content=archive, headers=headers)
+    pushed = conforms(CodePushAnswer, push, 201)
+    touch = world.post(user, f"/api/v2/code/{pushed['sha256']}:touch", params={"name": "shape2"})
+    assert conforms(CodePushAnswer, touch)["bytes_uploaded"] == 0
     conforms(CodeList, world.get(user, "/api/v2/code"))
     conforms(CodeSnapshotBody, world.get(user, f"/api/v2/code/{pushed['sha256']}"))
     conforms(CodeDeleted, world.client.delete(f"/api/v2/code/{pushed['sha256']}", headers=user.headers))

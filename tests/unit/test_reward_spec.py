@@ -179,6 +179,7 @@ def test_a_task_with_secrets_names_its_attempts_file_never_a_value():
         (["PYTHONPATH"], "set by Argus"),
         (["1X"], "not a valid environment variable name"),
         (["A", "A"], "listed twice"),
+        (["WANDB_DIR"], "only WANDB_API_KEY is one"),
     ],
 )
 def test_secret_names_are_checked_like_env_vars(names, reason):

@@ -27,7 +27,7 @@ class RewardCheck:
     function: str
     train_file: str
     env_vars: dict[str, str] = field(default_factory=dict)  # the TaskSpec's (never secrets)
-    secrets: dict[str, str] = field(default_factory=dict)  # values; handed over in a 0600 file
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)  # values; handed over in a 0600 file
     pool: str | None = None
     rows: int = CHECK_ROWS
     call_timeout_s: float = CALL_TIMEOUT_S

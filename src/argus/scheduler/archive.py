@@ -65,6 +65,12 @@ class LogArchiver:
                         pass
                     self.store.mark_archived(sid)
 
+    def remove_ended_secrets(self) -> None:
+        """Remove every ended attempt's secrets file; asks nothing of Ray, so it runs first in a
+        pass, before a sync that may find Ray unreachable."""
+        for attempt in self.store.unarchived_final_attempts():
+            self.remove_secrets(attempt)
+
     def remove_secrets(self, attempt: Attempt) -> None:
         """Remove the ended attempt's secrets file, if any; a failure is logged (by path) and
         tried again at the next pass."""

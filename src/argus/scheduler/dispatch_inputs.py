@@ -2,9 +2,11 @@
 
 Owns two things the scheduler does between rendering an attempt and handing it to Ray:
 - a `code:` shorthand means the snapshot the task was accepted with (pinned at accept in
-  `task_code`), not whatever that name means now;
+  `task_code`), not whatever that name means now (a pass that falls between the task's insert
+  and its pin, milliseconds apart, resolves the name as the accept did);
 - the attempt's secrets file is written (`argus.scheduler.secrets.JobSecrets`); a secret the
-  user deleted since accept, or a server without a secrets key, is a `SpecError`, which the
+  user deleted since accept, one the server's key cannot decrypt (the key changed), or a server
+  without a secrets key, is a `SpecError` naming the secret (never its value), which the
   scheduler records as a CONFIG failure of the task, and nothing is submitted.
 """
 
@@ -17,10 +19,11 @@ from typing import TYPE_CHECKING
 from argus.domain.paths import snapshot_dir
 from argus.domain.records import Task
 from argus.spec.errors import Problem, SpecError
+from argus.store.code import AmbiguousPrefix, CodeStore
+from argus.store.secrets import SecretsDisabled, SecretUnreadable
 
 if TYPE_CHECKING:
     from argus.scheduler.secrets import JobSecrets
-    from argus.store.code import CodeStore
 
 
 class DispatchInputs:
@@ -32,28 +35,51 @@ class DispatchInputs:
         self.secrets = secrets
 
     def pinned_code(self, task: Task) -> Callable[[str], str] | None:
-        """The resolver of the task's `code:` shorthand: its pinned snapshot (None: none pinned).
+        """The resolver of the task's `code:` shorthand: its pinned snapshot.
 
         Raises:
-            SpecError: the pinned snapshot is gone.
+            SpecError: the pinned snapshot is gone (raised when the resolver is called).
         """
-        sha = self.code.pinned_code(task.task_id) if self.code is not None else None
-        if sha is None:
+        code = self.code
+        if code is None:
             return None
-        path = str(snapshot_dir(self.shared_root, task.user_id, sha))
-        if not os.path.isdir(path):
-            raise SpecError(task.task_id, [Problem("code", f"the snapshot {sha[:12]} was deleted")])
-        return lambda _ref: path
+        sha = code.pinned_code(task.task_id)
+
+        def resolve(ref: str) -> str:
+            found = sha or self._by_ref(code, task.user_id, ref)
+            path = str(snapshot_dir(self.shared_root, task.user_id, found)) if found else ""
+            if not found or not os.path.isdir(path):
+                raise ValueError(f"the snapshot {(found or ref)[:12]} was deleted")
+            return path
+
+        return resolve
+
+    @staticmethod
+    def _by_ref(code: CodeStore, user: str, ref: str) -> str | None:
+        """A name's newest snapshot, else the one a hash prefix names (as the accept does)."""
+        named = code.newest_named(user, ref)
+        if named is not None:
+            return named.sha256
+        try:
+            prefixed = code.by_prefix(user, ref) if len(ref) >= 8 else None
+        except AmbiguousPrefix:
+            return None
+        return prefixed.sha256 if prefixed is not None else None
 
     def hand_secrets(self, task: Task, submission_id: str, names: list[str]) -> None:
         """Write the attempt's secrets file.
 
         Raises:
-            SpecError: a secret no longer exists, or the server has no secrets key.
+            SpecError: a secret no longer exists or cannot be decrypted, or the server has no
+                secrets key.
         """
         try:
             if self.secrets is None:
-                raise KeyError("the server has no secrets key")
+                raise SecretsDisabled()
             self.secrets.write(task.user_id, submission_id, names)
         except KeyError as exc:
-            raise SpecError(task.task_id, [Problem("secrets", f"cannot be handed over: {exc.args[0]}")]) from None
+            why = f"cannot be handed over: you have no secret '{exc.args[0]}' any more"
+            raise SpecError(task.task_id, [Problem("secrets", why)]) from None
+        except (SecretsDisabled, SecretUnreadable) as exc:
+            why = f"{', '.join(names)} cannot be handed over: {exc}"
+            raise SpecError(task.task_id, [Problem("secrets", why)]) from None

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
 from argus.domain.admission import Booked, free_gpus
@@ -49,16 +48,14 @@ from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F4
 from argus.scheduler.dispatch_inputs import DispatchInputs
 from argus.scheduler.pacing import Pacer
 from argus.scheduler.ray_view import RayNodes, lost_in_ray, seen_in_ray
+from argus.scheduler.secrets import JobSecrets
 from argus.settings import ArgusSettings
 from argus.spec.errors import SpecError
 from argus.spec.inputs import check_inputs
 from argus.spec.render import prepare_submission
 from argus.spec.taskspec import POOL_LABEL
+from argus.store.code import CodeStore
 from argus.store.tasks import TaskStore, wait_changed
-
-if TYPE_CHECKING:
-    from argus.scheduler.secrets import JobSecrets
-    from argus.store.code import CodeStore
 
 log = logging.getLogger("argus.scheduler")
 RETRIED = frozenset(c.value for c in RETRYABLE)
@@ -147,6 +144,7 @@ class Scheduler:
             full = full or not self.reconciled
             try:
                 if full:
+                    self._archiver.remove_ended_secrets()  # first: Ray may be unreachable
                     self.sync(now)
                     self.archive()
                 if not self.reconciled:

@@ -5,8 +5,8 @@ Invariants: a snapshot is only ever one user's: every call takes the caller's ow
 another user's snapshot is "not found", word for word as a missing one. A push unpacks into a
 fresh `.push-*` directory inside the user's code directory (`argus.service.code_unpack` checks
 every member), hashes what it holds with the client's own code (`argus.domain.code_manifest`:
-what the ignore rules leave out is removed, then empty directories), makes files 0444 (0555
-when executable) and directories 0555, and renames it to `<sha256>/`; when that exists already
+what the ignore rules leave out is removed, then empty directories), makes files 0440 (0550
+when executable) and directories 0550, and renames it to `<sha256>/`; when that exists already
 the new copy is dropped. Whatever fails removes the `.push-*` directory: nothing is left. A
 snapshot that a task which has not ended uses is never deleted (409 naming the tasks). The times
 recorded come from the injected clock; a crash's leftovers (`.push-*`, `.trash-*` a day old by
@@ -21,7 +21,8 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +59,17 @@ def remove_tree(path: str | Path) -> None:
 
 
 def _seal(root: str) -> None:
-    """Files 0444 (0555 when executable), directories 0555, bottom-up; symlinks as they are."""
+    """Files 0440 (0550 when executable), directories 0550, bottom-up; symlinks as they are:
+    read-only, and nothing for other accounts on the machine (like everything under `users/`)."""
     for here, dirs, files in os.walk(root, topdown=False):
         for name in files + dirs:
             full = os.path.join(here, name)
             st = os.lstat(full)
             if stat.S_ISREG(st.st_mode):
-                os.chmod(full, 0o555 if st.st_mode & 0o111 else 0o444)
+                os.chmod(full, 0o550 if st.st_mode & 0o111 else 0o440)
             elif stat.S_ISDIR(st.st_mode):
-                os.chmod(full, 0o555)
-    os.chmod(root, 0o555)
+                os.chmod(full, 0o550)
+    os.chmod(root, 0o550)
 
 
 def _prune(root: str, ignored: tuple[str, ...]) -> None:
@@ -113,14 +115,20 @@ class CodeService:
         """`<shared_root>/users/<user>/code/<sha256>` (as the server sees the shared root)."""
         return str(snapshot_dir(self.settings.shared_root, user_id, sha))
 
-    def record_uses(self, task_id: str, user_id: str, shas: list[str], code_sha: str | None) -> None:
-        """Note the snapshots an accepted task reads, under the lock `delete` checks uses in."""
-        with self._commit:
-            self.store.record_uses(task_id, user_id, shas, code_sha)
+    @contextmanager
+    def holding(self, user_id: str, shas: list[str]) -> Iterator[Callable[[str, str | None], None]]:
+        """Keep the user's snapshots `shas` from being deleted while a task that reads them is
+        stored (under the lock `delete` checks uses in); yields `record(task_id, code_sha)`,
+        which notes the task's uses.
 
-    def pinned_code(self, task_id: str) -> str | None:
-        """The snapshot a task's `code:` shorthand was pinned to at accept."""
-        return self.store.pinned_code(task_id)
+        Raises:
+            Conflict: one of them was deleted since the task's spec named it.
+        """
+        with self._commit:
+            gone = [s for s in shas if self.store.get(user_id, s) is None]
+            if gone:
+                raise Conflict(f"code snapshot {gone[0][:12]} was deleted while the task was being accepted")
+            yield lambda task_id, code_sha: self.store.record_uses(task_id, user_id, shas, code_sha)
 
     def resolve(self, user_id: str, ref: str) -> CodeSnapshot:
         """The user's snapshot `ref` names: a name (its newest snapshot), else a hash prefix of
@@ -162,11 +170,6 @@ class CodeService:
         return {**self._body(snap), "unchanged": unchanged, "bytes_uploaded": uploaded}
 
     # -- routes ---------------------------------------------------------------------------------
-    def exists(self, who: Identity, sha: str) -> dict[str, Any] | None:
-        """The caller's snapshot with this exact hash, else None."""
-        snap = self.store.get(who.user_id, sha) if SHA256_RE.fullmatch(sha) else None
-        return None if snap is None else self.view(snap, self.store.uses(who.user_id).get(sha, []))
-
     def get(self, who: Identity, ref: str) -> dict[str, Any]:
         """The caller's snapshot `ref` names (a hash, a prefix or a name). Raises: NotFound, Invalid."""
         snap = self.resolve(who.user_id, ref)

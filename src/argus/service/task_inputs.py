@@ -3,8 +3,9 @@
 Owns, for `TaskService`:
 - resolving a TaskSpec's `code:` shorthand to the user's snapshot (a name means its newest
   push, else a sha256 prefix), and recording which of the user's snapshots the accepted task
-  reads (its code, reward file, data or model under one) so that a snapshot in use cannot be
-  deleted; at dispatch the scheduler uses the snapshot pinned here, not the name's newest;
+  reads (its code, reward file, data, model, or a path in an override or an env var under one)
+  while holding them against deletion, so that a snapshot in use cannot be deleted; at dispatch
+  the scheduler uses the snapshot pinned here, not the name's newest;
 - refusing a task that names a secret the user does not have (`secrets[i]`, or `wandb` for the
   W&B key of an online run);
 - the reward function's check (`argus.ports.RewardChecker`: where user code runs, never in the
@@ -20,7 +21,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 from argus.domain.errors import Invalid, NotFound
@@ -28,7 +30,9 @@ from argus.domain.paths import snapshot_dir, snapshot_of
 from argus.domain.reward import RewardCheck, RewardVerdict
 from argus.ports import RewardChecker
 from argus.spec.errors import Problem, SpecError
+from argus.spec.overrides import override_paths
 from argus.spec.taskspec import WANDB_KEY, TaskSpec
+from argus.store.secrets import SecretsDisabled, SecretUnreadable
 
 VERDICT_TTL_S = 600.0
 VERDICTS_KEPT = 1024
@@ -46,11 +50,9 @@ class Snapshots(Protocol):
 
 
 class SnapshotUses(Protocol):
-    """The part of `argus.store.code.CodeStore` acceptance and dispatch use."""
+    """The part of `argus.service.code_service.CodeService` storing a task uses."""
 
-    def record_uses(self, task_id: str, user_id: str, shas: list[str], code_sha: str | None) -> None: ...
-
-    def pinned_code(self, task_id: str) -> str | None: ...
+    def holding(self, user_id: str, shas: list[str]) -> AbstractContextManager[Callable[[str, str | None], None]]: ...
 
 
 class SecretNames(Protocol):
@@ -121,32 +123,39 @@ class TaskInputs:
 
         return resolve
 
-    def pinned(self, task_id: str, user: str) -> Callable[[str], str] | None:
-        """At dispatch: `code:` means the snapshot the task was accepted with."""
-        if self.uses is None:
-            return None
-        sha = self.uses.pinned_code(task_id)
-        if sha is None:
-            return None
-        path = str(snapshot_dir(self.shared_root, user, sha))
-        return lambda _ref: path
-
-    def record(self, task_id: str, user: str, spec: TaskSpec) -> None:
-        """Note which of the user's snapshots the task reads."""
-        if self.uses is None:
-            return
+    def _shas(self, user: str, spec: TaskSpec) -> list[str]:
+        """The user's snapshots the task reads: its code, data, model, reward, and any path in an
+        override or an env var's value that lies in one."""
         paths = [spec.code_path, spec.train_file, spec.val_file, spec.model_id, spec.critic_model_id]
         if spec.reward is not None:
             paths.append(spec.reward.path)
+        paths += [p for item in spec.overrides for p in override_paths(item)]
+        paths += [part for value in spec.env_vars.values() for part in str(value).split(os.pathsep)]
+        root = os.path.realpath(self.shared_root)
         shas: list[str] = []
         for path in paths:
             if path and path.startswith("/"):
-                sha = snapshot_of(os.path.realpath(path), os.path.realpath(self.shared_root), user)
+                sha = snapshot_of(os.path.realpath(path), root, user)
                 if sha and sha not in shas:
                     shas.append(sha)
-        code_sha = snapshot_of(os.path.realpath(spec.code_path), os.path.realpath(self.shared_root), user)
-        if shas:
-            self.uses.record_uses(task_id, user, shas, code_sha if spec.code else None)
+        return shas
+
+    @contextmanager
+    def storing(self, user: str, spec: TaskSpec) -> Iterator[Callable[[str], None]]:
+        """Around storing an accepted task: its snapshots are held against deletion, and the
+        yielded `record(task_id)` notes the task's uses (and pins its `code:` snapshot).
+
+        Raises:
+            Conflict: a snapshot the task reads was deleted while it was being accepted.
+        """
+        shas = self._shas(user, spec) if self.uses is not None else []
+        if not shas or self.uses is None:
+            yield lambda _task_id: None
+            return
+        root = os.path.realpath(self.shared_root)
+        code_sha = snapshot_of(os.path.realpath(spec.code_path), root, user) if spec.code else None
+        with self.uses.holding(user, shas) as record:
+            yield lambda task_id: record(task_id, code_sha)
 
     # -- secrets --------------------------------------------------------------------------
     def check_secrets(self, user: str, spec: TaskSpec) -> None:
@@ -175,6 +184,20 @@ class TaskInputs:
             )
         if problems:
             raise SpecError("task spec", problems)
+
+    def _values(self, user: str, spec: TaskSpec) -> dict[str, str]:
+        """The values of the spec's secrets (for the reward check).
+
+        Raises:
+            SpecError: a secret was deleted meanwhile, or cannot be decrypted.
+        """
+        assert self.secrets is not None
+        try:
+            return self.secrets.values(user, spec.secret_names)
+        except KeyError as exc:
+            raise SpecError("task spec", [Problem("secrets", f"you have no secret '{exc.args[0]}'")]) from None
+        except (SecretsDisabled, SecretUnreadable) as exc:
+            raise SpecError("task spec", [Problem("secrets", str(exc))]) from None
 
     # -- reward ---------------------------------------------------------------------------
     def _key(self, user: str, spec: TaskSpec) -> tuple:
@@ -206,7 +229,7 @@ class TaskInputs:
             at = self._passed.get(key)
             if at is not None and now - at <= VERDICT_TTL_S:
                 return RewardVerdict(ok=True)
-        values = self.secrets.values(user, spec.secret_names) if (self.secrets and spec.secret_names) else {}
+        values = self._values(user, spec) if self.secrets is not None and spec.secret_names else {}
         request = RewardCheck(
             user_id=user,
             code_path=spec.code_path,

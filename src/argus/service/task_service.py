@@ -53,8 +53,9 @@ from argus.settings import ArgusSettings
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
 from argus.spec.inputs import ResolveCache, input_problems
-from argus.spec.render import Rendered, prepare_submission
-from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec
+from argus.spec.loader import load_yaml_mapping
+from argus.spec.render import Rendered, render
+from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec, parse_task_spec
 from argus.store.tasks import TaskStore
 
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
@@ -113,23 +114,16 @@ class TaskService:
         Raises:
             SpecError: the YAML, a field or an input path is invalid.
         """
-        now = datetime.now(UTC)
-        spec, rendered = prepare_submission(
-            self.settings.ray,
-            text,
-            now,
-            source="task spec",
-            submission_id=CHECK_ID,
-            user=CHECK_USER,
-            validate=False,
-            resolve_code=self.inputs.resolver(user),
-        )
+        cfg = self.settings.ray
+        data = load_yaml_mapping(text, "task spec")
+        spec = parse_task_spec(data, cfg.shared_root, "task spec", self.inputs.resolver(user))
+        # Inputs first: rendering reads the verl config under `code_path` (the reward's keys).
         problems = input_problems(spec, self.settings.shared_root, user, self.resolve)
         if problems:
             raise SpecError("task spec", problems)
         if user is not None:
             self.inputs.check_secrets(user, spec)
-        return spec, rendered
+        return spec, render(cfg, spec, datetime.now(UTC), submission_id=CHECK_ID, user=CHECK_USER)
 
     def time_limit_s(self, spec: TaskSpec) -> float:
         """The spec's time limit, else the default; more than the maximum is refused.
@@ -255,6 +249,20 @@ class TaskService:
 
         Raises:
             Unavailable: no free task id after 20 draws.
+            Conflict: a snapshot the task reads was deleted while it was being accepted.
+        """
+        with self.inputs.storing(who.user_id, spec) as record:
+            task_id = self._insert(who, text, spec, limit)
+            record(task_id)
+        self.nudge()
+        shown = [w for w in warnings or [] if "looks like a credential" in w]
+        return {"task_id": task_id, "state": TaskState.QUEUED.value, "warnings": shown}
+
+    def _insert(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> str:
+        """Insert the task as QUEUED under a fresh id; returns the id.
+
+        Raises:
+            Unavailable: no free task id after 20 draws.
         """
         now = self.clock()
         when = datetime.fromtimestamp(now, tz=UTC)
@@ -279,10 +287,7 @@ class TaskService:
                 continue  # the same id in the same second: draw another suffix
         else:
             raise Unavailable("could not allocate a task id; try again")
-        self.inputs.record(task_id, who.user_id, spec)
-        self.nudge()
-        shown = [w for w in warnings or [] if "looks like a credential" in w]
-        return {"task_id": task_id, "state": TaskState.QUEUED.value, "warnings": shown}
+        return task_id
 
     # -- read -----------------------------------------------------------------------------
     @staticmethod

@@ -19,7 +19,6 @@ from pathlib import Path
 from argus.spec.errors import Problem
 
 HYDRA_LOCK = threading.Lock()  # Hydra's GlobalHydra is process-wide.
-_LOCK = HYDRA_LOCK
 CONFIG_DIR_ENV = "ARGUS_VERL_CONFIG_DIR"
 
 
@@ -86,7 +85,7 @@ def check_overrides(
     """
     from hydra import compose, initialize_config_dir
 
-    with _LOCK:
+    with HYDRA_LOCK:
         try:
             with initialize_config_dir(config_dir=str(config_dir), version_base=None):
                 composed = compose(config_name=config_name, overrides=list(overrides))

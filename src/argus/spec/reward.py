@@ -5,13 +5,16 @@ Owns `RewardSpec` (`reward: {path, name}`, name default `compute_score`), the se
 function from, decided by composing that version's own config: `reward.custom_reward_function`
 where the config has it (verl 0.9.1), else the top-level `custom_reward_function` of older
 verl. The decision is made once per config directory and process (a compose costs about a
-second) and remembered.
+second) and remembered (the last `KEYS_KEPT`); a config directory whose YAML is larger than
+`MAX_CONFIG_BYTES` (a real verl's is about 100 KiB) is not composed in this process, and gets
+the current key.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +94,9 @@ def apply_alias(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _LOCK = threading.Lock()
-_KEYS: dict[tuple[str, str, float], str] = {}
+_KEYS: OrderedDict[tuple[str, str, float], str] = OrderedDict()
+KEYS_KEPT = 256
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 def reward_key(config_dir: Path | None, config_name: str) -> str:
@@ -110,10 +115,25 @@ def reward_key(config_dir: Path | None, config_name: str) -> str:
     with _LOCK:
         known = _KEYS.get(cache_key)
     if known is None:
-        known = _compose_key(config_dir, config_name)
+        known = _compose_key(config_dir, config_name) if _config_bytes(config_dir) <= MAX_CONFIG_BYTES else REWARD_KEY
         with _LOCK:
             _KEYS[cache_key] = known
+            while len(_KEYS) > KEYS_KEPT:
+                _KEYS.popitem(last=False)
     return known
+
+
+def _config_bytes(config_dir: Path) -> int:
+    """The size of the YAML files under `config_dir` (stops counting past the limit)."""
+    total = 0
+    for path in config_dir.rglob("*.yaml"):
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue
+        if total > MAX_CONFIG_BYTES:
+            break
+    return total
 
 
 def _compose_key(config_dir: Path, config_name: str) -> str:

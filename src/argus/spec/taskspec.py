@@ -181,6 +181,8 @@ def check_secret_name(name: str) -> str:
     """
     if not _SECRET_NAME.fullmatch(name):
         raise ValueError(f"'{name}' is not a valid environment variable name")
+    if name.startswith("WANDB_") and name != WANDB_KEY:
+        raise ValueError(f"'{name}' cannot be a secret: Argus sets W&B's run from `wandb`; only {WANDB_KEY} is one")
     return check_env_name(name)
 
 

@@ -49,6 +49,8 @@ def _newest_first(q: sa.Select) -> sa.Select:
 
 
 class CodeStore:
+    """Users' code snapshots (rows; the files are the service's) and which tasks read them."""
+
     def __init__(self, db: Database):
         self.db = db
 

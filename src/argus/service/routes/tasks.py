@@ -44,7 +44,7 @@ def _svc(request: Request) -> TaskService:
     status_code=201,
     summary="Submit a TaskSpec (YAML body)",
     response_model=TaskAccepted,
-    responses=errors(400, 401, 413, 415, 429),
+    responses=errors(400, 401, 409, 413, 415, 429, 503),
     openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
 async def submit(request: Request, who: Caller) -> JSONBody:
