@@ -303,7 +303,7 @@ def test_submit_stores_the_yaml_verbatim_and_answers_queued(api, alice, backend)
     r = api.post_yaml(alice, text.encode("utf-8"))
     assert r.status_code == 201, r.text
     body = r.json()
-    assert set(body) == {"task_id", "state"} and body["state"] == "QUEUED"
+    assert set(body) == {"task_id", "state", "warnings"} and body["state"] == "QUEUED" and body["warnings"] == []
     tid = body["task_id"]
     assert re.fullmatch(TASK_ID_RE.format(user="alice"), tid), tid
     assert "my-own-submission-id" not in tid  # the YAML's submission_id is ignored

@@ -64,6 +64,8 @@ def _request(code: Path, name: str, **fields) -> RewardCheck:
 
 def test_reward_check_runs_as_a_job_on_a_worker(ray_cluster, ray_config, user_files):
     checker = RayRewardChecker(ray_config, poll_s=0.2)
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    earlier = {j.submission_id for j in client.list_jobs()}  # other tests' checks are not ours
     good = checker.check(_request(user_files, "good.py", secrets={"RC_TOKEN": "ray-check-secret-value"}), 120)
     assert good.ok, good.error
     assert good.scores == [0.5, 1.5, 2.5]
@@ -72,9 +74,12 @@ def test_reward_check_runs_as_a_job_on_a_worker(ray_cluster, ray_config, user_fi
     assert not broken.ok and broken.scores == []
     assert "row 0: the reward function returned a dict without a numeric 'score'" in broken.error
 
-    client = JobSubmissionClient(ray_cluster.dashboard_url)
-    checks = [j for j in client.list_jobs() if (j.submission_id or "").startswith(CHECK_ID_PREFIX)]
-    assert len(checks) >= 2 and all(j.status.value == "SUCCEEDED" for j in checks)
+    checks = [
+        j
+        for j in client.list_jobs()
+        if (j.submission_id or "").startswith(CHECK_ID_PREFIX) and j.submission_id not in earlier
+    ]
+    assert len(checks) == 2 and all(j.status.value == "SUCCEEDED" for j in checks)
     nodes = list_nodes(address=ray_cluster.dashboard_url, detail=True)
     head = {n.node_id for n in nodes if n.is_head_node}
     workers = {n.node_id for n in nodes if not n.is_head_node}
