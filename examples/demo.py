@@ -33,8 +33,9 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 RUNS = [("ppo", "sim-a"), ("grpo", "sim-b"), ("sft", "sim-a")]
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "TIMEOUT"}
 REWARD_MEAN = re.compile(r"reward/mean:([0-9.eE+-]+)")
-# The demo user's reward: 1 when the response's last number is the ground truth, else a partial
-# score for getting the number of digits right (verl's signature).
+# The demo user's reward: 1 when the response's last number is the ground truth, 0.2 for giving
+# a number at all (a format reward), else 0 (verl's signature). The stand-in's default scorer
+# gives no format reward, so the table shows this function ran in the job.
 REWARD_PY = """\
 \"\"\"The demo's reward function (verl's signature).\"\"\"
 import re
@@ -42,9 +43,9 @@ import re
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None):
     numbers = re.findall(r"-?[0-9]+", solution_str)
-    if numbers and numbers[-1] == str(ground_truth).strip():
-        return 1.0
-    return 0.1 * (len(numbers[-1]) == len(str(ground_truth).strip())) if numbers else 0.0
+    if not numbers:
+        return 0.0
+    return 1.0 if numbers[-1] == str(ground_truth).strip() else 0.2
 """
 
 
