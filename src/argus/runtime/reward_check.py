@@ -7,9 +7,8 @@ on every node). The script takes one argument, a JSON document (`check_document`
 
     {"reward_path", "function", "train_file", "rows", "call_timeout_s", "import_timeout_s", "response"}
 
-It loads the reward file as verl 0.9.1 does (`verl.utils.import_utils.load_module`:
-`spec_from_file_location(f"custom_module_{hash(abspath)}", path)` and `exec_module`), takes the
-function with `getattr`, checks that it can be called as verl's reward managers call it
+It loads the reward file from its path as verl 0.9.1 does (a module of its own, named after the
+file's absolute path), takes the function by name, checks that it can be called as verl's reward managers call it
 (keywords `data_source`, `solution_str`, `ground_truth`, `extra_info`), reads the first rows of
 the train file (`.parquet`, or JSON lines in `.jsonl`/`.json`; a `.json` array also works) and
 calls the function on each with the fixed response, `call_timeout_s` for all calls together. A
@@ -104,23 +103,16 @@ def _load_secrets():
         os.environ[str(name)] = str(value)
 
 
-def load_module(module_path):
-    """verl 0.9.1's verl.utils.import_utils.load_module, for a file or pkg:// path."""
-    if module_path.startswith("pkg://"):
-        return importlib.import_module(module_path[len("pkg://"):].replace("/", "."))
-    if module_path.startswith("file://"):
-        module_path = module_path[len("file://"):]
-    if not os.path.exists(module_path):
-        raise FileNotFoundError(f"Custom module file not found: {module_path=}")
-    spec_name = f"custom_module_{hash(os.path.abspath(module_path))}"
-    spec = importlib.util.spec_from_file_location(spec_name, module_path)
+def load_module(path):
+    """The reward file as a module of its own, as verl loads it: from the file, under a name made
+    from its absolute path (so two reward files never share a module), not importable by name."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the reward file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"custom_module_{hash(os.path.abspath(path))}", path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"Could not load module from {module_path=}")
+        raise ImportError(f"{path} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise RuntimeError(f"Error loading module from {module_path=}") from e
+    spec.loader.exec_module(module)  # the user's error, as raised, ends the traceback
     return module
 
 
@@ -209,7 +201,7 @@ def run(doc):
         name = doc["function"]
         if not hasattr(module, name):
             path = doc["reward_path"]
-            raise AttributeError(f"Object not found in module: object_name={name!r}, module_path={path!r}.")
+            raise AttributeError(f"{path} defines no {name!r}")
         fn = getattr(module, name)
         _unlimit()
         check_signature(fn, name)

@@ -44,23 +44,27 @@ def reward_fn_config(cfg: DictConfig) -> tuple[str | None, str]:
     return chosen.get("path") or None, chosen.get("name") or DEFAULT_NAME
 
 
+_PKG, _FILE = "pkg://", "file://"
+
+
 def load_module(module_path: str) -> Any:
-    """verl 0.9.1's ``load_module`` for a ``pkg://`` path, a ``file://`` path or a plain path."""
-    if module_path.startswith("pkg://"):
-        return importlib.import_module(module_path[len("pkg://") :].replace("/", "."))
-    if module_path.startswith("file://"):
-        module_path = module_path[len("file://") :]
-    if not os.path.exists(module_path):
-        raise FileNotFoundError(f"Custom module file not found: {module_path=}")
-    spec_name = f"custom_module_{hash(os.path.abspath(module_path))}"
-    spec = importlib.util.spec_from_file_location(spec_name, module_path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"Could not load module from {module_path=}")
+    """A module by the path verl's config gives: ``pkg://a/b`` imports ``a.b``; a file (with or
+    without ``file://``) is loaded as a module of its own, named after its absolute path. Errors
+    carry verl 0.9.1's texts, so a run fails here as it would under verl."""
+    if module_path.startswith(_PKG):
+        return importlib.import_module(module_path.removeprefix(_PKG).replace("/", "."))
+    path = module_path.removeprefix(_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Custom module file not found: module_path={path!r}")
+    spec = importlib.util.spec_from_file_location(f"custom_module_{hash(os.path.abspath(path))}", path)
+    loader = spec.loader if spec is not None else None
+    if spec is None or loader is None:
+        raise ImportError(f"Could not load module from module_path={path!r}")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise RuntimeError(f"Error loading module from {module_path=}") from e
+        loader.exec_module(module)
+    except Exception as exc:
+        raise RuntimeError(f"Error loading module from module_path={path!r}") from exc
     return module
 
 
