@@ -42,6 +42,7 @@ from argus.service.task_inputs import TaskInputs
 from argus.service.task_service import TaskService
 from argus.service.users import UserService
 from argus.settings import ArgusSettings
+from argus.spec.inputs import ResolveCache
 from argus.store.code import CodeStore
 from argus.store.db import Database, open_database
 from argus.store.nodes import NodeStore
@@ -172,6 +173,7 @@ def create_app(
         secret_store,
         rewards or RayRewardChecker(settings.ray),
         settings.service.reward_check_timeout_s,
+        resolve=ResolveCache(),
     )
     state.tasks = TaskService(
         settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity, inputs=inputs

@@ -96,7 +96,11 @@ class TaskInputs:
         rewards: RewardChecker | None,
         reward_timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
+        resolve: Callable[[str], str] = os.path.realpath,
     ):
+        """Args:
+        resolve: how a path is resolved (the accept path's `argus.spec.inputs.ResolveCache`).
+        """
         self.shared_root = shared_root
         self.snapshots = snapshots
         self.uses = uses
@@ -104,6 +108,7 @@ class TaskInputs:
         self.rewards = rewards
         self.reward_timeout_s = reward_timeout_s
         self.clock = clock
+        self.resolve = resolve
         self._passed: OrderedDict[tuple, float] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -131,11 +136,11 @@ class TaskInputs:
             paths.append(spec.reward.path)
         paths += [p for item in spec.overrides for p in override_paths(item)]
         paths += [part for value in spec.env_vars.values() for part in str(value).split(os.pathsep)]
-        root = os.path.realpath(self.shared_root)
+        root = self.resolve(self.shared_root)
         shas: list[str] = []
         for path in paths:
             if path and path.startswith("/"):
-                sha = snapshot_of(os.path.realpath(path), root, user)
+                sha = snapshot_of(self.resolve(path), root, user)
                 if sha and sha not in shas:
                     shas.append(sha)
         return shas
@@ -152,8 +157,8 @@ class TaskInputs:
         if not shas or self.uses is None:
             yield lambda _task_id: None
             return
-        root = os.path.realpath(self.shared_root)
-        code_sha = snapshot_of(os.path.realpath(spec.code_path), root, user) if spec.code else None
+        root = self.resolve(self.shared_root)
+        code_sha = snapshot_of(self.resolve(spec.code_path), root, user) if spec.code else None
         with self.uses.holding(user, shas) as record:
             yield lambda task_id: record(task_id, code_sha)
 
