@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from argus.runtime.files import install_text
+
 SHIM_DIR = ("common", "argus", "pool-shim")
 POOL_ENV = "ARGUS_POOL"
 
@@ -103,14 +105,5 @@ def ensure_shim(shared_root: str) -> Path:
         The shim's directory.
     """
     d = Path(shim_dir(shared_root))
-    path = d / "sitecustomize.py"
-    try:
-        if path.read_text() == SHIM_TEXT:
-            return d
-    except OSError:
-        pass
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".sitecustomize.{os.getpid()}.tmp"
-    tmp.write_text(SHIM_TEXT)
-    tmp.replace(path)
+    install_text(d / "sitecustomize.py", SHIM_TEXT)
     return d

@@ -29,6 +29,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from argus.runtime.files import install_text
+
 CHECK_DIR = ("common", "argus", "reward-check")
 SCRIPT_NAME = "argus_reward_check.py"
 RESULT_MARK = "ARGUS_REWARD_CHECK"
@@ -259,19 +261,7 @@ def ensure_check_script(shared_root: str) -> Path:
     Returns:
         The script's path.
     """
-    d = Path(check_dir(shared_root))
-    path = d / SCRIPT_NAME
-    try:
-        if path.read_text() == CHECK_TEXT:
-            return path
-    except OSError:
-        pass
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{SCRIPT_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(CHECK_TEXT)
-    os.chmod(tmp, 0o644)
-    tmp.replace(path)
-    return path
+    return install_text(Path(check_dir(shared_root)) / SCRIPT_NAME, CHECK_TEXT, 0o644)
 
 
 def check_document(
