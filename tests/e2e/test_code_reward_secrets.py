@@ -138,6 +138,7 @@ def test_own_code_reward_and_secret_run_in_the_job_and_the_secret_leaks_nowhere(
         code_path=None,
         reward={"path": "reward.py"},
         secrets=[SECRET],
+        wandb={"project": "byo", "run_name": "canary-run", "mode": "offline"},
         total_training_steps=4,
         save_freq=-1,
         val_file=None,
@@ -149,13 +150,19 @@ def test_own_code_reward_and_secret_run_in_the_job_and_the_secret_leaks_nowhere(
     assert task["state"] == "SUCCEEDED", log[-3000:]
     sid = task["latest_attempt"]["ray_submission_id"]
 
-    # The reward ran inside the job, with the secret: each step's mean is the function's.
+    # The reward ran inside the job, in a Ray worker process of it (the stand-in scores in its first
+    # bundle's actor, as verl's reward workers do), with the secret: each step's mean is the function's.
     rows = _train_rows(sandbox.rl_train)
     means = {int(step): float(value) for step, value in REWARD_MEAN.findall(log)}
     assert sorted(means) == [1, 2, 3, 4], log[-2000:]
     for step, got in means.items():
         want = sum(expected_score(gt) for gt in _batch(rows, step, 8)) / 8
         assert got == pytest.approx(want, abs=1e-5), (step, got, want)
+
+    # W&B: an offline run in the attempt's own directory, named by the task id.
+    job_root = Path(task["latest_attempt"]["job_root"])
+    runs = list(job_root.glob(f"wandb/offline-run-*-{tid}"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), sorted(p.name for p in job_root.rglob("*"))[:40]
 
     # The snapshot is in use while the task lives and listed with it.
     listing = alice.code_snapshots()
@@ -187,7 +194,6 @@ def test_own_code_reward_and_secret_run_in_the_job_and_the_secret_leaks_nowhere(
             _find_canary(str(path), path.read_bytes())
     info = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(sid)
     _find_canary("Ray's job info", json.dumps(info.model_dump(mode="json"), default=str))
-    job_root = Path(task["latest_attempt"]["job_root"])
     for path in job_root.rglob("*"):
         if path.is_file():
             _find_canary(str(path), path.read_bytes())

@@ -8,6 +8,8 @@
   ``nnodes`` bundles of ``{"GPU": n_gpus_per_node}``.
 - :func:`start_workers` / :func:`run_step`: one zero-CPU actor per bundle holding that
   bundle's GPUs for the whole run (as verl's workers are), called once per step.
+- :func:`score_step`: a step's rewards computed in the first bundle's worker (a Ray worker
+  process of the job, as verl's reward workers are), which loads the reward file itself.
 """
 
 from __future__ import annotations
@@ -69,9 +71,21 @@ def release(pg: PlacementGroup) -> None:
 class _BundleWorker:
     """One worker per bundle, holding its GPUs for the whole run, like verl's worker actors."""
 
+    def __init__(self) -> None:
+        self._reward: dict[tuple[str | None, str], object] = {}
+
     def step(self, seconds: float) -> tuple[str, str | None]:
         time.sleep(seconds)
         return ray.get_runtime_context().get_node_id(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    def score(self, path: str | None, name: str, calls: list[dict]) -> float:
+        """The mean reward of ``calls``, the function loaded here from ``path`` (None: the default)."""
+        from .reward import default_score, load_reward_fn, mean_score
+
+        key = (path, name)
+        if key not in self._reward:
+            self._reward[key] = load_reward_fn(path, name) if path else default_score
+        return mean_score(self._reward[key], calls)  # type: ignore[arg-type]
 
 
 def start_workers(pg: PlacementGroup, nnodes: int, n_gpus_per_node: int) -> list:
@@ -84,6 +98,13 @@ def start_workers(pg: PlacementGroup, nnodes: int, n_gpus_per_node: int) -> list
         ).remote()
         for i in range(nnodes)
     ]
+
+
+def score_step(workers: list, scorer, step: int) -> float:
+    """The step's mean reward, computed by the first worker (in this process when there is none)."""
+    if not workers:
+        return scorer.step_mean(step)
+    return ray.get(workers[0].score.remote(scorer.path, scorer.name, scorer.step_calls(step)))
 
 
 def run_step(workers: list, seconds: float) -> list[tuple[str, str | None]]:

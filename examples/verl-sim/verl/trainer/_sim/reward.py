@@ -120,11 +120,15 @@ def _has_truth(row: dict[str, Any]) -> bool:
 class Scorer:
     """Scores each step's rows with the configured (or the default) reward function."""
 
-    def __init__(self, fn: Callable[..., Any], rows: list[dict[str, Any]], batch_size: int, name: str):
+    def __init__(
+        self, fn: Callable[..., Any], rows: list[dict[str, Any]], batch_size: int, name: str, path: str | None = None
+    ):
+        """``path``: the custom function's file (a worker loads it from there); None: the default."""
         self.fn = fn
         self.rows = rows
         self.batch_size = batch_size
         self.name = name
+        self.path = path
 
     @classmethod
     def from_config(
@@ -138,7 +142,7 @@ class Scorer:
             say(f"verl-sim: reward function {name} from {path}")
             if rows is None:
                 raise ValueError("verl-sim: cannot read the train rows for the reward (pyarrow, parquet or jsonl)")
-            return cls(fn, rows, batch_size, name)
+            return cls(fn, rows, batch_size, name, path)
         if not rows or not all(_has_truth(r) for r in rows):
             say("verl-sim: no custom reward function and no data_source/reward_model.ground_truth rows; no reward/mean")
             return None
@@ -151,18 +155,34 @@ class Scorer:
         start = (step - 1) * self.batch_size
         return [((start + i) % n, self.rows[(start + i) % n]) for i in range(self.batch_size)] if n else []
 
-    def step_mean(self, step: int) -> float:
-        """The mean score of the step's rows; a row without verl's columns raises ``KeyError`` as in verl."""
-        scores = []
+    def step_calls(self, step: int) -> list[dict[str, Any]]:
+        """The keyword arguments of each call of the step; a row without verl's columns raises
+        ``KeyError`` as in verl."""
+        calls = []
         for index, row in self.step_rows(step):
             ground_truth = row["reward_model"]["ground_truth"]
             extra = row.get("extra_info")
-            kwargs = {
-                "data_source": row["data_source"],
-                "solution_str": fake_response(step, index, ground_truth),
-                "ground_truth": ground_truth,
-                "extra_info": dict(extra) if isinstance(extra, dict) else {},
-            }
-            result = asyncio.run(self.fn(**kwargs)) if inspect.iscoroutinefunction(self.fn) else self.fn(**kwargs)
-            scores.append(float(result["score"] if isinstance(result, dict) else result))
-        return sum(scores) / len(scores) if scores else 0.0
+            calls.append(
+                {
+                    "data_source": row["data_source"],
+                    "solution_str": fake_response(step, index, ground_truth),
+                    "ground_truth": ground_truth,
+                    "extra_info": dict(extra) if isinstance(extra, dict) else {},
+                }
+            )
+        return calls
+
+    def step_mean(self, step: int) -> float:
+        """The mean score of the step's rows, computed in this process."""
+        return mean_score(self.fn, self.step_calls(step))
+
+
+def call_score(fn: Callable[..., Any], kwargs: dict[str, Any]) -> float:
+    """One call as verl's reward managers make it: awaited when async; a dict gives its ``"score"``."""
+    result = asyncio.run(fn(**kwargs)) if inspect.iscoroutinefunction(fn) else fn(**kwargs)
+    return float(result["score"] if isinstance(result, dict) else result)
+
+
+def mean_score(fn: Callable[..., Any], calls: list[dict[str, Any]]) -> float:
+    scores = [call_score(fn, kwargs) for kwargs in calls]
+    return sum(scores) / len(scores) if scores else 0.0

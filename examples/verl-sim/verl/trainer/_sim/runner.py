@@ -106,7 +106,7 @@ def train(
             raise RuntimeError(f"verl-sim: injected failure at step {step}")
         metrics = flavor.step_metrics(s, step)
         if scorer is not None:
-            metrics.append(("reward/mean", f"{scorer.step_mean(step):.6g}"))
+            metrics.append(("reward/mean", f"{cluster.score_step(workers, scorer, step):.6g}"))
         metrics.append(("timing_s/step", f"{round(elapsed, 2)}"))
         say(metrics_line(step, metrics))
         if tracker is not None:
