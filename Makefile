@@ -8,12 +8,12 @@ VERL_VERSION := 0.9.1
 RAY_VERSION := 2.60.0
 ARGUS_SHARED_ROOT ?= $(HOME)/.argus/shared
 
-.PHONY: venv sshd demo lint test test-unit down clean bench
+.PHONY: venv sshd prometheus demo lint test test-unit down clean bench
 
 venv: $(STAMP)
 
 # `sshd` is order-only: checked on every run (cheap), never a reason to reinstall the venv.
-$(STAMP): pyproject.toml Makefile | sshd
+$(STAMP): pyproject.toml Makefile | sshd prometheus
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "ray[default]==$(RAY_VERSION)" "wandb==0.31.0" -e '.[test]'
@@ -26,6 +26,13 @@ sshd:
 	@command -v /usr/sbin/sshd >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server; }
+
+# Prometheus and promtool (Debian's package), for the monitoring tests: they start their own
+# Prometheus on a port of their own, never the package's service.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --shared-root "$(ARGUS_SHARED_ROOT)"
