@@ -6,15 +6,17 @@ that user the demo pushes a code snapshot (the CPU stand-in for verl with a rewa
 its own, `argus code push`) and submits a PPO, a GRPO and an SFT task through the REST API: PPO
 and SFT on shared code under `common/`, GRPO on the pushed snapshot (`code:`) with its reward,
 checked on a worker node before the task is accepted. It follows them to the end and prints a
-table with each run's last `reward/mean`. The server and the cluster keep running; `make down`
-(or `argus down`) stops both.
+table with each run's last `reward/mean`, then the user's GPU-hours per task (`argus usage`).
+The server and the cluster keep running; `make down` (or `argus down`) stops both.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,6 +164,13 @@ def main() -> int:
         )
     console.print(table)
     console.print(f"outputs: {Path(root) / 'users' / 'demo' / 'jobs'}")
+    # What the three tasks cost, from the GPU-hour ledger: the user's own `argus usage`.
+    console.print("GPU-hours of user 'demo' (`argus usage --by task`):")
+    env = {**os.environ, "ARGUS_URL": info.url, "ARGUS_TOKEN": token}
+    argus = Path(sys.executable).with_name("argus")
+    usage = subprocess.run([str(argus), "usage", "--by", "task"], env=env, capture_output=True, text=True, timeout=60)
+    console.print(usage.stdout.rstrip() or usage.stderr.rstrip())
+    ok &= usage.returncode == 0
     console.print("try it yourself:")
     console.print(f"  .venv/bin/argus login --url {info.url} --token {token}")
     console.print(f"  .venv/bin/argus submit {spec_dir / 'ppo.yaml'}")

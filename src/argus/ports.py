@@ -105,3 +105,15 @@ class RewardChecker(Protocol):
                 worker within `timeout_s`); says nothing about the function itself.
         """
         ...
+
+
+class SchedulerObserver(Protocol):
+    """Told of the scheduler's passes and admissions (`argus.service.metrics.SchedulerMetrics`)."""
+
+    def pass_done(self, seconds: float, full: bool) -> None:
+        """A pass took `seconds` (`full`: sync and archive too, not only admission)."""
+        ...
+
+    def admitted(self, n: int) -> None:
+        """A pass started `n` attempts (n >= 1)."""
+        ...

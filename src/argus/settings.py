@@ -34,6 +34,8 @@ class ServiceSettings(StrictModel):
     db_url: str | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     admin_token_env: str = "MVP_INTERNAL_TOKEN"
+    # A token that may read `/metrics` and the Ray targets for Prometheus, and nothing else (optional).
+    metrics_token_env: str = "ARGUS_METRICS_TOKEN"
     log_level: str = "warning"
     # Per user (the admin is not limited): submissions a second, and how many may come at once
     # after a pause; past it, 429 with Retry-After. None: no limit.
@@ -157,6 +159,11 @@ class ArgusSettings(StrictModel):
     def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         env = os.environ if environ is None else environ
         return env.get(self.service.admin_token_env) or None
+
+    def metrics_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The metrics-only token, from `service.metrics_token_env` (None when unset)."""
+        env = os.environ if environ is None else environ
+        return env.get(self.service.metrics_token_env) or None
 
     def secrets_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key users' secrets are encrypted with, from `service.secrets_key_env`."""

@@ -40,6 +40,8 @@ from argus.service.api_models import (
 from argus.service.api_models_code import CodeDeleted, CodeList, CodePushAnswer, CodeSnapshotBody
 from argus.service.api_models_nodes import NodeDetail, NodeList
 from argus.service.api_models_secrets import SecretBody, SecretDeleted, SecretList
+from argus.service.api_models_usage import UsageReport
+from argus.service.routes.metrics import RayTargets
 from argus.testing.fakes import FakeSnapshots
 from argus.testing.sandbox import Sandbox
 
@@ -97,6 +99,8 @@ def test_every_route_declares_its_answer_schema(spec):
         for media, entry in content.items():
             schema = _resolve(spec, entry.get("schema") or {})
             if media == "application/json":
+                if schema.get("type") == "array":  # a list answer (Prometheus's service discovery)
+                    schema = _resolve(spec, schema["items"])
                 branches = [_resolve(spec, s) for s in schema.get("anyOf", [schema])]
                 assert all(b.get("properties") for b in branches), (where, schema)
             else:
@@ -160,6 +164,9 @@ def test_every_answer_matches_its_model(world):
     assert queue["pending"] and queue["running"] and queue["pools"]
     conforms(PriorityAnswer, world.post(admin, f"/api/v2/tasks/{waiting}:priority", json={"priority": 700}))
     conforms(Health, world.client.get("/healthz"))
+    mine = conforms(UsageReport, world.get(user, "/api/v2/usage", params={"group_by": "task"}))
+    assert [r["key"] for r in mine["rows"]] == [running] and mine["rows"][0]["gpu_seconds"] > 0
+    conforms(UsageReport, world.get(admin, "/api/v2/usage", params={"group_by": "day", "user": user.user_id}))
 
     conforms(SecretBody, world.client.put("/api/v2/secrets/HF_TOKEN", json={"value": "v"}, headers=user.headers), 201)
     conforms(SecretList, world.get(user, "/api/v2/secrets"))
@@ -174,6 +181,8 @@ def test_every_answer_matches_its_model(world):
     conforms(CodeSnapshotBody, world.get(user, f"/api/v2/code/{pushed['sha256']}"))
     conforms(CodeDeleted, world.client.delete(f"/api/v2/code/{pushed['sha256']}", headers=user.headers))
 
+    targets = conforms(RayTargets, world.get(admin, "/api/v2/monitoring/ray-targets"))
+    assert targets and all(t["targets"] for t in targets)
     nodes = conforms(NodeList, world.get(user, "/api/v2/nodes"))
     assert nodes["nodes"] and nodes["pools"]
     conforms(NodeDetail, world.get(admin, f"/api/v2/nodes/{nodes['nodes'][0]['id']}"))

@@ -22,12 +22,14 @@ from rich.table import Table
 from argus.client import (
     code_cli,
     head_cli,
+    monitoring_cli,
     nodes_cli,
     secrets_cli,
     server_cli,
     service_cli,
     sim_cli,
     tasks_cli,
+    usage_cli,
     users_cli,
 )
 from argus.cluster import local
@@ -61,6 +63,8 @@ server_cli.register(app)
 sim_cli.register(app)
 head_cli.register(app)
 nodes_cli.register(app)
+usage_cli.register(app)
+monitoring_cli.register(app)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ from argus.client.sdk_http import (
 )
 from argus.client.sdk_nodes import NodesMixin, node_path
 from argus.client.sdk_secrets import SecretsMixin
+from argus.client.sdk_usage import UsageMixin
 
 __all__ = [
     "FINAL_STATES",
@@ -69,7 +70,7 @@ def task_path(task_id: str, suffix: str = "") -> str:
     return f"/api/v2/tasks/{segment}{suffix}"
 
 
-class ArgusClient(NodesMixin, SecretsMixin, CodeMixin):
+class ArgusClient(NodesMixin, SecretsMixin, CodeMixin, UsageMixin):
     """A connection to one Argus service, authenticated by one token: the API's resources.
 
     Args:

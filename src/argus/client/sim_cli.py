@@ -1,8 +1,10 @@
 """`argus simulate`: replay a cluster trace through the scheduling policy.
 
-Owns the options, the output (a Rich table, or one JSON object with --json) and the exit codes
-of the command: 0 done, 1 the policy did something the cluster cannot do, 2 bad input (every
-problem listed). The replay itself is `argus.sim`.
+Owns the options, the output (a Rich table of the metrics and one of the GPU-hours per user, or
+one JSON object with --json, the latter under `gpu_hours_by_user`) and the exit codes of the
+command: 0 done, 1 the policy did something the cluster cannot do, 2 bad input (every problem
+listed). The replay itself is `argus.sim`; the GPU-hours are `argus.sim.usage`'s, computed by
+the GPU-hour ledger's `argus.domain.usage.report`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.table import Table
 
 from argus.domain.scheduling import POLICIES
 from argus.sim import engine
+from argus.sim import usage as sim_usage
 from argus.sim.trace import DEFAULT_USERS, TraceError, load_trace
 
 out = Console(highlight=False, soft_wrap=True)
@@ -77,6 +80,16 @@ def _table(result: engine.SimResult, trace: Path, users: str) -> Table:
     return table
 
 
+def _usage_table(rows: list[dict]) -> Table:
+    table = Table("user", "GPU-hours", "jobs", "mean wait", "run", title="GPU-hours per user (the ledger's report)")
+    for col in table.columns[1:]:
+        col.justify = "right"
+    for r in rows:
+        wait = "-" if r["wait_s"] is None else _duration(r["wait_s"])
+        table.add_row(escape(r["user"]), f"{r['gpu_hours']:,.2f}", str(r["jobs"]), wait, _duration(r["run_s"]))
+    return table
+
+
 def simulate(
     trace: Path = typer.Option(..., "--trace", help="trace CSV: job_id, submission_time, duration, num_gpu[, user]"),
     nodes: str = typer.Option(..., "--nodes", help="NxG: N nodes of G GPUs each, e.g. 16x8"),
@@ -117,13 +130,15 @@ def simulate(
         _fail([f"the {policy} policy failed the replay: {exc}"], 1)
     n_users = len({j.user for j in loaded.jobs})
     synthetic = loaded.synthetic_users is not None
+    by_user = sim_usage.rows_json(sim_usage.per_user(result.records))
     if as_json:
         payload = result.to_json()
-        payload.update(trace=str(trace), users=n_users, synthetic_users=synthetic)
+        payload.update(trace=str(trace), users=n_users, synthetic_users=synthetic, gpu_hours_by_user=by_user)
         print(json.dumps(payload, indent=2))
         return
     who = f"{n_users} synthetic (hash of job_id mod {users})" if synthetic else f"{n_users} (the user column)"
     out.print(_table(result, trace, who))
+    out.print(_usage_table(by_user))
 
 
 def register(app: typer.Typer) -> None:

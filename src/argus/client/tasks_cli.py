@@ -167,6 +167,12 @@ def status(
         _field("time limit", format_duration(t["time_limit_s"]))
     _field("created", _time(t.get("created_at")))
     _field("updated", _time(t.get("updated_at")))
+    if t.get("gpu_seconds") is not None:  # the GPU-hour ledger's figures so far
+        gpu_s = float(t["gpu_seconds"])
+        _field("GPU time", f"{gpu_s / 3600:,.2f} GPU-hours ({gpu_s:,.0f} GPU-seconds)")
+        wait = t.get("wait_s")
+        _field("waited", "-" if wait is None else format_duration(float(wait)))
+        _field("ran", format_duration(float(t.get("run_s") or 0)))
     a = t.get("latest_attempt")
     if a:
         _field(

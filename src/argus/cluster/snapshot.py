@@ -3,7 +3,8 @@
 Owns `RaySnapshotSource`, which reads the GCS's own resource view (the autoscaler state
 service's `GetClusterResourceState`, the table Ray's scheduler itself keeps, updated by every
 raylet within about a second) over one short-lived gRPC channel, and the pure parsing of that
-reply into `ClusterSnapshot`.
+reply into `ClusterSnapshot`. A node's metrics export port (what Prometheus scrapes) comes from
+the GCS's node table, read only when the snapshot shows a node whose port is not known yet.
 
 Invariants:
 - The calling process never becomes a Ray driver: no `ray.init()`, no core worker, no Ray C++
@@ -20,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import threading
@@ -60,6 +62,7 @@ class NodeCapacity:
     available_cpus: float
     resources_total: dict[str, float] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    metrics_export_port: int | None = None  # Ray's metrics agent (Prometheus format); None: unknown
 
     def has_resource(self, name: str) -> bool:
         """Whether the node offers a positive amount of `name`."""
@@ -157,17 +160,22 @@ def parse_node_state(node: Mapping[str, Any]) -> NodeCapacity:
     )
 
 
-def parse_cluster_resource_state(state: Mapping[str, Any], taken_at: float) -> ClusterSnapshot:
+def parse_cluster_resource_state(
+    state: Mapping[str, Any], taken_at: float, ports: Mapping[str, int] | None = None
+) -> ClusterSnapshot:
     """A `ClusterResourceState` of the GCS, in its JSON form, as a `ClusterSnapshot`.
 
     Args:
         state: a mapping with a `node_states` list (proto field names).
         taken_at: when the state was read, epoch seconds.
+        ports: node id (hex) -> its metrics export port, where known.
 
     Returns:
         The snapshot, nodes sorted head first, then by IP (as text).
     """
     nodes = [parse_node_state(n) for n in state.get("node_states") or []]
+    if ports:
+        nodes = [dataclasses.replace(n, metrics_export_port=ports.get(n.node_id)) for n in nodes]
     nodes.sort(key=lambda n: (not n.is_head, n.node_ip, n.node_id))
     return ClusterSnapshot(nodes=tuple(nodes), taken_at=taken_at)
 
@@ -233,6 +241,7 @@ class RaySnapshotSource:
         self._locate = locate
         self._learnt_gcs: str | None = None
         self._lock = threading.Lock()
+        self._ports: dict[str, int] = {}  # node id -> metrics export port (a node's, for its life)
 
     @classmethod
     def for_config(cls, config: Any, timeout_s: float = 5.0) -> RaySnapshotSource:
@@ -283,7 +292,23 @@ class RaySnapshotSource:
                     if self._learnt_gcs == address:
                         self._learnt_gcs = None
             raise
-        return parse_cluster_resource_state(state, taken_at)
+        return parse_cluster_resource_state(state, taken_at, self._metrics_ports(address, state, deadline))
+
+    def _metrics_ports(self, address: str, state: Mapping[str, Any], deadline: float) -> dict[str, int]:
+        """Known ports, read again from the GCS's node table when a node is new (best effort:
+        a failure leaves the new nodes' ports unknown until the next snapshot)."""
+        ids = {_node_id_hex(n.get("node_id")) for n in state.get("node_states") or []}
+        with self._lock:
+            known = dict(self._ports)
+        if ids - known.keys():
+            try:
+                read = _read_metrics_ports(address, deadline)
+            except ClusterUnavailable:
+                return {k: v for k, v in known.items() if v}
+            known = {k: read.get(k, 0) for k in ids}  # 0: asked, none reported; not asked again
+            with self._lock:
+                self._ports = known
+        return {k: v for k, v in known.items() if v}
 
     def _learn_gcs_address(self, deadline: float) -> str:
         with self._lock:
@@ -325,6 +350,34 @@ def _get_json(url: str, deadline: float) -> Any:
         raise ClusterUnavailable(f"cannot read {url}: {exc}") from None
 
 
+def _channel(address: str) -> Any:
+    import grpc
+
+    # The GCS is reached directly (as Ray's own components do), never through an HTTP proxy;
+    # a large cluster's reply may exceed gRPC's default 4 MiB limit.
+    return grpc.insecure_channel(
+        address,
+        options=[("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", _MAX_REPLY_BYTES)],
+    )
+
+
+def _read_metrics_ports(address: str, deadline: float) -> dict[str, int]:
+    """Node id (hex) -> metrics export port of the nodes in the GCS's node table that have one."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    channel = _channel(address)
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        request = gcs_service_pb2.GetAllNodeInfoRequest()  # type: ignore[attr-defined]
+        reply = stub.GetAllNodeInfo(request, timeout=_remaining(deadline, f"GCS at {address}"))
+    except grpc.RpcError as exc:
+        raise ClusterUnavailable(f"cannot read the node table of the GCS at {address}: {exc}") from None
+    finally:
+        channel.close()
+    return {n.node_id.hex(): int(n.metrics_export_port) for n in reply.node_info_list if n.metrics_export_port > 0}
+
+
 def _read_resource_state(address: str, deadline: float) -> tuple[dict[str, Any], float]:
     """`GetClusterResourceState` of the GCS at `address`, as a dict with proto field names."""
     import grpc
@@ -332,15 +385,7 @@ def _read_resource_state(address: str, deadline: float) -> tuple[dict[str, Any],
     from ray.core.generated import autoscaler_pb2, autoscaler_pb2_grpc
 
     timeout = _remaining(deadline, f"GCS at {address}")
-    # The GCS is reached directly (as Ray's own components do), never through an HTTP proxy;
-    # a large cluster's reply may exceed gRPC's default 4 MiB limit.
-    channel = grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.enable_http_proxy", 0),
-            ("grpc.max_receive_message_length", _MAX_REPLY_BYTES),
-        ],
-    )
+    channel = _channel(address)
     try:
         stub = autoscaler_pb2_grpc.AutoscalerStateServiceStub(channel)
         # Ray's generated protobuf module defines its message classes at import time through the

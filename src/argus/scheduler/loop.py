@@ -43,7 +43,7 @@ from argus.domain.task import (
     TaskState,
     attempt_submission_id,
 )
-from argus.ports import Clock, ClusterView, JobTool
+from argus.ports import Clock, ClusterView, JobTool, SchedulerObserver
 from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
 from argus.scheduler.dispatch_inputs import DispatchInputs
 from argus.scheduler.pacing import Pacer
@@ -81,18 +81,17 @@ class Scheduler:
         clock: Clock = time.time,
         code: CodeStore | None = None,
         secrets: JobSecrets | None = None,
+        observer: SchedulerObserver | None = None,
     ):
         """Args:
         code: the snapshots tasks were accepted with (a `code:` shorthand is pinned there).
         secrets: writes an attempt's secrets file right before submission (None: a task that
             names secrets fails at submission, CONFIG).
+        observer: told how long each pass took and how many attempts it started (metrics).
         """
-        self.settings = settings
+        self.settings, self.observer = settings, observer
         self.inputs = DispatchInputs(settings.shared_root, code, secrets)
-        self.store = store
-        self.jobs = jobs
-        self.snapshots = snapshots
-        self.clock = clock
+        self.store, self.jobs, self.snapshots, self.clock = store, jobs, snapshots, clock
         self.reconciled = False
         self.last_tick_at: float | None = None
         self.last_error: str | None = None
@@ -141,7 +140,7 @@ class Scheduler:
                 which is allowed only once the first full pass has reconciled.
         """
         with self._lock:
-            full = full or not self.reconciled
+            full, t0 = full or not self.reconciled, time.perf_counter()
             try:
                 if full:
                     self._archiver.remove_ended_secrets()  # first: Ray may be unreachable
@@ -159,6 +158,8 @@ class Scheduler:
                 self.last_error = self.ray_error = str(exc)
                 log.warning("Ray is unavailable: %s", exc)
             self.last_tick_at = now
+            if self.observer is not None:
+                self.observer.pass_done(time.perf_counter() - t0, full)
 
     # -- 1. sync --------------------------------------------------------------------------
     def sync(self, now: float) -> bool:
@@ -382,8 +383,9 @@ class Scheduler:
             ],
             now,
         )
-        for job, placement in result.start:
-            self._admit_one(by_id[job.id], placement.to_json(), now)
+        started = sum(self._admit_one(by_id[job.id], placement.to_json(), now) for job, placement in result.start)
+        if started and self.observer is not None:
+            self.observer.admitted(started)
 
     @staticmethod
     def _started(attempt: Attempt | None, now: float) -> float:
@@ -392,14 +394,14 @@ class Scheduler:
             return now
         return attempt.start_time or attempt.submitted_at or attempt.created_at or now
 
-    def _admit_one(self, task: Task, placement: Mapping[str, float], now: float) -> None:
-        tid = task.task_id
-        no = task.attempts + 1
-        root = compute_job_root(self.settings.shared_root, attempt_submission_id(tid, no), task.user_id)
-        dispatch = self.store.start_attempt(tid, task.attempts, str(root), placement, now)
-        if dispatch is None:
-            return  # cancelled meanwhile
-        self._submit(dispatch, now)
+    def _admit_one(self, task: Task, placement: Mapping[str, float], now: float) -> bool:
+        """Start an attempt (False: the task was cancelled meanwhile)."""
+        sid = attempt_submission_id(task.task_id, task.attempts + 1)
+        root = compute_job_root(self.settings.shared_root, sid, task.user_id)
+        dispatch = self.store.start_attempt(task.task_id, task.attempts, str(root), placement, now)
+        if dispatch is not None:
+            self._submit(dispatch, now)
+        return dispatch is not None
 
     def _submit(self, dispatch: Dispatch, now: float) -> None:
         """Call `submit_job` for an attempt already on record (never twice: Ray refuses a

@@ -147,6 +147,11 @@ class TaskDetail(ApiModel):
     created_at: IsoTime
     updated_at: IsoTime
     ended_at: IsoTime | None
+    gpu_seconds: float = Field(
+        description="GPU-seconds allocated so far (the GPU-hour ledger; a running attempt to now)"
+    )
+    wait_s: float | None = Field(description="accepted -> first allocation start; null if it never started")
+    run_s: float = Field(description="wall seconds its attempts held GPUs so far")
     jobspec_yaml: str = Field(description="the TaskSpec as submitted, `env_vars` values redacted")
 
 

@@ -3,7 +3,8 @@
 Picks the concrete adapters (database from the URL, Ray job tool, cluster snapshot source, SSH
 connector, Ray drain) unless the caller hands its own in, so tests can wire theirs. The scheduler
 loop and the node reconciler run in threads of the same process, started and stopped with the app
-(FastAPI lifespan); the API nudges the scheduler when a task arrives or is cancelled.
+(FastAPI lifespan); the API nudges the scheduler when a task arrives or is cancelled. Metrics live
+in the app's own registry (`argus.service.metrics`): the scheduler reports its passes there.
 """
 
 from __future__ import annotations
@@ -28,23 +29,29 @@ from argus.service.auth import Authenticator
 from argus.service.background import Background
 from argus.service.code_service import CodeService
 from argus.service.errors import error_response
+from argus.service.metrics import ApiMetrics, Metrics
+from argus.service.metrics_collect import ArgusCollector, RayProbe
 from argus.service.middleware import BodyLimit
 from argus.service.node_service import NodeService
 from argus.service.ratelimit import RateLimited
 from argus.service.routes import code as code_routes
 from argus.service.routes import health as health_routes
+from argus.service.routes import metrics as metrics_routes
 from argus.service.routes import nodes as node_routes
 from argus.service.routes import secrets as secret_routes
 from argus.service.routes import tasks as task_routes
+from argus.service.routes import usage as usage_routes
 from argus.service.routes import users as user_routes
 from argus.service.secret_service import SecretService
 from argus.service.task_inputs import TaskInputs
 from argus.service.task_service import TaskService
+from argus.service.usage_service import UsageService
 from argus.service.users import UserService
 from argus.settings import ArgusSettings
 from argus.spec.inputs import ResolveCache
 from argus.store.code import CodeStore
 from argus.store.db import Database, open_database
+from argus.store.ledger import LedgerStore
 from argus.store.nodes import NodeStore
 from argus.store.secrets import SecretStore
 from argus.store.tasks import TaskStore
@@ -79,8 +86,9 @@ def _install(app: FastAPI, max_body_bytes: int, code_max_bytes: int) -> None:
     async def _rate_limited(_: Request, exc: RateLimited) -> Any:
         return error_response(429, exc.message, exc.problems, {"Retry-After": exc.retry_after})
 
-    for routes in (task_routes, user_routes, node_routes, secret_routes, code_routes, health_routes):
+    for routes in (task_routes, user_routes, node_routes, secret_routes, code_routes, health_routes, usage_routes):
         app.include_router(routes.router)
+    app.include_router(metrics_routes.router)
     code_limit = {code_routes.CODE_PATH: (code_max_bytes, "service.code_max_bytes")}
     app.add_middleware(BodyLimit, limit=max_body_bytes, path_limits=code_limit)
 
@@ -117,8 +125,16 @@ def create_app(
     jobs = jobs or RayJobTool(settings.ray)
     snapshots = snapshots or _default_snapshots(settings)
     code_store, secret_store = CodeStore(db), SecretStore(db, settings.secrets_key(environ))
+    metrics = Metrics(settings.admin_token(environ), settings.metrics_token(environ))
     scheduler = Scheduler(
-        settings, store, jobs, snapshots, clock, code=code_store, secrets=JobSecrets(settings.shared_root, secret_store)
+        settings,
+        store,
+        jobs,
+        snapshots,
+        clock,
+        code=code_store,
+        secrets=JobSecrets(settings.shared_root, secret_store),
+        observer=metrics.scheduler,
     )
     reconciler = NodeReconciler(
         settings,
@@ -166,6 +182,7 @@ def create_app(
     state.nodes = NodeService(reconciler, pool_capacity=scheduler.pool_capacity)
     state.secrets = SecretService(secret_store, clock, settings.service.secrets_key_env)
     state.code = CodeService(settings, code_store, clock)
+    state.usage = UsageService(LedgerStore(db), clock)
     inputs = TaskInputs(
         settings.shared_root,
         state.code,
@@ -179,4 +196,10 @@ def create_app(
         settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity, inputs=inputs
     )
     _install(app, settings.service.max_body_bytes, settings.service.code_max_bytes)
+    # Metrics: the scrape-time collector in the app's own registry; every request counted.
+    probe = RayProbe(snapshots, scheduler.pool_capacity)
+    gpu_seconds = LedgerStore(db).gpu_seconds_by_user_pool
+    metrics.registry.register(ArgusCollector(settings, store, NodeStore(db), probe, clock, gpu_seconds))
+    state.metrics, state.snapshots = metrics, snapshots
+    app.add_middleware(ApiMetrics, metrics=metrics.requests)
     return app

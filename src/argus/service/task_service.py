@@ -56,6 +56,7 @@ from argus.spec.inputs import ResolveCache, input_problems
 from argus.spec.loader import load_yaml_mapping
 from argus.spec.render import Rendered, render
 from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec, parse_task_spec
+from argus.store.ledger import LedgerStore
 from argus.store.tasks import TaskStore
 
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
@@ -93,7 +94,7 @@ class TaskService:
             or CheckPool(
                 svc.check_workers,
                 max_queued=svc.check_queue_per_user,
-                scrub_env=[svc.admin_token_env, svc.secrets_key_env],
+                scrub_env=[svc.admin_token_env, svc.secrets_key_env, svc.metrics_token_env],
             )
         )
         self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)
@@ -314,7 +315,7 @@ class TaskService:
         task, text = found if found is not None else (None, "")
         task = self._visible(who, task_id, task)
         latest = self.store.latest_attempts([task_id]).get(task_id)
-        return task_detail(task, latest, text)
+        return task_detail(task, latest, text, LedgerStore(self.store.db).task_figures(task_id, self.clock()))
 
     def list(self, who: Identity, states: list[str], limit: int, cursor: str | None) -> dict[str, Any]:
         """The caller's tasks (the admin's: everyone's), newest first, a page at a time.

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from argus.domain.records import Attempt, Task
+from argus.domain.usage import TaskFigures
 from argus.spec.redact import redact_spec_text
 
 
@@ -65,8 +66,15 @@ def task_summary(task: Task) -> dict[str, Any]:
     }
 
 
-def task_detail(task: Task, latest: Attempt | None, spec_text: str) -> dict[str, Any]:
-    """The task with its latest attempt and its TaskSpec text (`env_vars` values redacted)."""
+def figures_view(figures: TaskFigures) -> dict[str, Any]:
+    """A task's GPU-hour ledger figures so far (`argus.store.ledger.LedgerStore.task_figures`)."""
+    wait = None if figures.wait_s is None else round(figures.wait_s, 3)
+    return {"gpu_seconds": round(figures.gpu_seconds, 3), "wait_s": wait, "run_s": round(figures.run_s, 3)}
+
+
+def task_detail(task: Task, latest: Attempt | None, spec_text: str, figures: TaskFigures) -> dict[str, Any]:
+    """The task with its latest attempt, its ledger figures (GPU-seconds, wait and run time so
+    far) and its TaskSpec text (`env_vars` values redacted)."""
     return {
         "task_id": task.task_id,
         "user_id": task.user_id,
@@ -86,5 +94,6 @@ def task_detail(task: Task, latest: Attempt | None, spec_text: str) -> dict[str,
         "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at),
         "ended_at": iso(task.ended_at),
+        **figures_view(figures),
         "jobspec_yaml": redact_spec_text(spec_text),
     }

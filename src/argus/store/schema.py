@@ -1,5 +1,5 @@
 """The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events, nodes, node_events,
-code_snapshots, task_code and secrets.
+code_snapshots, task_code, secrets and gpu_ledger.
 
 Times are seconds since the epoch (UTC) as floats, so SQLite and PostgreSQL sort and compare
 them the same way. `tasks.seq` is the insertion order (FIFO and the list cursor). The migrations
@@ -164,4 +164,27 @@ secrets = sa.Table(
     sa.Column("ciphertext", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# The GPU-hour ledger (issue 13): append-only (migration 0008 adds triggers that refuse UPDATE
+# and DELETE on SQLite and PostgreSQL). A `start` row when an attempt is admitted, an `end` row
+# when its task leaves SUBMITTED/RUNNING, each in the transaction of that change
+# (`argus.store.ledger`). `nodes` (the placement, JSON) and `accepted_at` are on start rows only.
+gpu_ledger = sa.Table(
+    "gpu_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("task_id", sa.String(128), nullable=False),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("pool", sa.String(64)),
+    sa.Column("workload", sa.String(16), nullable=False),
+    sa.Column("gpus", sa.Float, nullable=False),
+    sa.Column("nodes", sa.Text),
+    sa.Column("accepted_at", sa.Float),
+    sa.Index("ix_gpu_ledger_task", "task_id", "attempt_no", "kind", unique=True),
+    sa.Index("ix_gpu_ledger_kind_at", "kind", "at"),
+    sa.Index("ix_gpu_ledger_user_kind_at", "user_id", "kind", "at"),
 )

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from argus.domain.fairshare import Usage
 from argus.domain.records import Attempt, Task, TaskEvent
 from argus.domain.task import FINAL_STATES, TaskState
 from argus.store.db import Database
@@ -194,3 +195,34 @@ class TaskReads:
         q = sa.select(*_EVENT_COLUMNS).where(task_events.c.task_id == task_id).order_by(task_events.c.id)
         with self.db.read.connect() as conn:
             return [TaskEvent(*r) for r in conn.execute(q).all()]
+
+    def usage_rows(self, since: float) -> builtins.list[Usage]:
+        """Attempts that ran after `since` (or still run), as fair-share usages.
+
+        Args:
+            since: the earliest end that counts (`argus.domain.fairshare.horizon_start`).
+
+        Returns:
+            One `Usage` per started attempt that ended after `since` or has no end yet: the
+            task's user and GPUs (its gang and its driver's), the attempt's start and end.
+        """
+        q = (
+            sa.select(
+                tasks.c.user_id,
+                tasks.c.nnodes,
+                tasks.c.n_gpus_per_node,
+                tasks.c.driver_gpus,
+                attempts.c.start_time,
+                attempts.c.end_time,
+            )
+            .join(tasks, tasks.c.task_id == attempts.c.task_id)
+            .where(
+                attempts.c.start_time.is_not(None),
+                sa.or_(attempts.c.end_time.is_(None), attempts.c.end_time > since),
+            )
+        )
+        with self.db.read.connect() as conn:
+            rows = conn.execute(q).all()
+        return [
+            Usage(user, nnodes * per_node + driver, start, end) for user, nnodes, per_node, driver, start, end in rows
+        ]

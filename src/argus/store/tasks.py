@@ -9,6 +9,8 @@ are in `argus.store.task_reads`). Invariants:
 - an attempt row (with its Ray submission id) is written, and the task moved to SUBMITTED, in one
   transaction *before* `submit_job` is called (`start_attempt`); `mark_submitted` records Ray's
   acceptance;
+- the GPU-hour ledger (`argus.store.ledger`) gets a start row in that transaction, and an end row
+  in the transaction that moves a task out of SUBMITTED/RUNNING to any other state;
 - no caller names a column: each transition and each attempt update is a method of its own.
 
 Times are epoch seconds passed in by the caller (the clock is never read here).
@@ -24,10 +26,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from argus.domain.failure import FailureCause
-from argus.domain.fairshare import Usage
 from argus.domain.records import Attempt, Dispatch, Task
-from argus.domain.task import ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id
+from argus.domain.task import ACTIVE_STATES, ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id
 from argus.store.db import Database
+from argus.store.ledger import append_end, append_start
 from argus.store.schema import attempts, task_events, tasks
 from argus.store.task_reads import LOST, TASK_COLUMNS, TaskReads, task_record
 
@@ -114,6 +116,8 @@ class TaskStore(TaskReads):
         if res.rowcount != 1:
             return False
         TaskStore._event(conn, task.task_id, now, current.value, to.value, reason, attempt_no)
+        if current in ACTIVE_STATES and to not in ACTIVE_STATES:  # its GPUs are released
+            append_end(conn, task, task.attempts, now)
         return True
 
     def _transition(
@@ -306,37 +310,6 @@ class TaskStore(TaskReads):
             )
             return True
 
-    def usage_rows(self, since: float) -> list[Usage]:
-        """Attempts that ran after `since` (or still run), as fair-share usages.
-
-        Args:
-            since: the earliest end that counts (`argus.domain.fairshare.horizon_start`).
-
-        Returns:
-            One `Usage` per started attempt that ended after `since` or has no end yet: the
-            task's user and GPUs (its gang and its driver's), the attempt's start and end.
-        """
-        q = (
-            sa.select(
-                tasks.c.user_id,
-                tasks.c.nnodes,
-                tasks.c.n_gpus_per_node,
-                tasks.c.driver_gpus,
-                attempts.c.start_time,
-                attempts.c.end_time,
-            )
-            .join(tasks, tasks.c.task_id == attempts.c.task_id)
-            .where(
-                attempts.c.start_time.is_not(None),
-                sa.or_(attempts.c.end_time.is_(None), attempts.c.end_time > since),
-            )
-        )
-        with self.db.read.connect() as conn:
-            rows = conn.execute(q).all()
-        return [
-            Usage(user, nnodes * per_node + driver, start, end) for user, nnodes, per_node, driver, start, end in rows
-        ]
-
     # -- attempts -------------------------------------------------------------------------
     def start_attempt(
         self, task_id: str, expected_attempts: int, job_root: str, placement: Mapping[str, float], now: float
@@ -376,6 +349,7 @@ class TaskStore(TaskReads):
                     created_at=now,
                 )
             )
+            append_start(conn, task, attempt_no, placed, now)
             text = conn.execute(sa.select(tasks.c.jobspec_yaml).where(tasks.c.task_id == task_id)).scalar_one()
         written = dataclasses.replace(
             task,

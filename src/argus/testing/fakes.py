@@ -4,7 +4,8 @@ For fast tests of the scheduler's decisions (and, later, the simulator), never a
 the tests against the real local Ray cluster. `FakeJobs` has the job tool's interface and Ray's
 rules: a duplicate submission id is refused, a stopped job ends STOPPED, logs of an unknown id
 raise `JobNotFound`; a test moves jobs along with `run`, `finish`, `fail` and `lose_all` (a head
-restart that forgets every job). `FakeSnapshots` holds GPUs per node and can be made unreachable.
+restart that forgets every job). `FakeSnapshots` holds GPUs per node (metrics ports from 9100,
+head first) and can be made unreachable.
 `FakeRayNodes` (labelled nodes, Ray's drain) and `FakeSSH` (a connector whose node agents join
 and leave `FakeRayNodes`) stand in for the managed nodes' side.
 
@@ -147,7 +148,7 @@ class FakeSnapshots:
         if self.down:
             raise ClusterUnavailable("cannot reach the GCS (fake: down)")
         free = self.free if self.free is not None else self.gpus
-        head = NodeCapacity("head", "127.0.0.1", True, True, False, 0, 0, 0, 0)
+        head = NodeCapacity("head", "127.0.0.1", True, True, False, 0, 0, 0, 0, metrics_export_port=9100)
         nodes = [
             NodeCapacity(
                 n,
@@ -161,6 +162,7 @@ class FakeSnapshots:
                 4,
                 {"GPU": g, "worker_node": 100},
                 dict(self.labels.get(n, {})),
+                metrics_export_port=9101 + i,
             )
             for i, (n, g) in enumerate(sorted(self.gpus.items()))
         ]

@@ -1,0 +1,296 @@
+"""Scrape-time metrics: what `GET /metrics` reads from the database, Ray and shared storage.
+
+Owns `ArgusCollector`, a prometheus_client collector in the app's own registry. At each scrape:
+
+- the tasks table: tasks by state, waiting tasks by pool and pending code, the smallest
+  `Resources` wait per pool, the GPUs active tasks hold per user and pool and per node and user
+  (their latest attempt's placement);
+- Ray (`RayProbe`, at most `RAY_WAIT_S` per scrape): nodes and their GPUs, GPUs per pool as
+  admission counts them (`Scheduler.pool_capacity`); when Ray does not answer in time
+  `argus_ray_up` is 0 and the series read from Ray are left out (`argus_gpus`, the node series);
+- the history since the last scrape (`argus.service.metrics_history.History`): wait and run
+  time histograms, tasks ended;
+- the GPU-hour ledger (GPU-seconds per user and pool, running attempts up to now);
+- the head's record on shared storage: `argus_head_record_age_seconds`, -1 when there is none.
+
+Every family is emitted at every scrape, 0 where nothing is counted. No label value is a task
+id, a path, a token or a secret: users, pools, workloads, states, codes, causes, node names and
+IPs only (a pending code or cause outside the known ones is reported as "None" / "UNKNOWN").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from argus.cluster.head_record import read_head
+from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
+from argus.domain.node_registration import NODE_LABEL, POOL_LABEL
+from argus.domain.nodes import NodeState
+from argus.domain.scheduling import PendingCode
+from argus.domain.task import ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState
+from argus.ports import ClusterView
+from argus.service.metrics_history import History
+from argus.settings import ArgusSettings
+from argus.store.nodes import NodeStore
+from argus.store.schema import tasks
+from argus.store.tasks import TaskStore
+
+RAY_WAIT_S = 3.0  # a scrape waits this long for Ray, then reports it down
+NO_POOL = "-"
+PENDING_CODES = (*(c.value for c in PendingCode), "None")
+_UNFINISHED = [s.value for s in TaskState if s not in FINAL_STATES]
+RAY_NODE_STATES = ("alive", "dead")
+
+
+def node_name(node: NodeCapacity) -> str:
+    """A Ray node as the metrics name it: its `argus.io/node` label, else its id's first 12."""
+    return node.labels.get(NODE_LABEL) or node.node_id[:12]
+
+
+def node_pool(node: NodeCapacity) -> str:
+    return node.labels.get(POOL_LABEL) or NO_POOL
+
+
+@dataclass
+class RayView:
+    """What one scrape learnt from Ray: None fields when it did not answer in time."""
+
+    snapshot: ClusterSnapshot | None = None
+    capacity: dict[str, dict[str, float]] | None = None
+    error: str | None = None
+
+
+@dataclass
+class RayProbe:
+    """Reads Ray in a thread of its own, so a scrape waits at most `wait_s` for it.
+
+    While a read that timed out is still running, no second one starts (Ray counts as down).
+    """
+
+    snapshots: ClusterView
+    pool_capacity: Callable[[], dict[str, dict[str, float]]]
+    wait_s: float = RAY_WAIT_S
+    _busy: threading.Thread | None = field(default=None, repr=False)
+
+    def read(self) -> RayView:
+        if self._busy is not None and self._busy.is_alive():
+            return RayView(error="an earlier read of Ray has not returned")
+        out = RayView()
+
+        def run() -> None:
+            try:
+                snap = self.snapshots.snapshot()
+                out.capacity = self.pool_capacity()
+                out.snapshot = snap
+            except Exception as exc:  # reported as argus_ray_up 0
+                out.error = type(exc).__name__
+
+        thread = threading.Thread(target=run, name="argus-metrics-ray", daemon=True)
+        thread.start()
+        thread.join(self.wait_s)
+        if thread.is_alive():
+            self._busy = thread
+            return RayView(error="timed out")
+        return out
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str], values: Mapping[Any, float]) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=list(labels))
+    for key, value in sorted(values.items()):
+        g.add_metric(list(key), value)
+    return g
+
+
+class ArgusCollector(Collector):
+    """The scrape-time families (see the module docstring); one per app."""
+
+    def __init__(
+        self,
+        settings: ArgusSettings,
+        store: TaskStore,
+        nodes: NodeStore,
+        ray: RayProbe,
+        clock: Callable[[], float] = time.time,
+        gpu_seconds: Callable[[float], Mapping[tuple[str, str], float]] | None = None,
+    ):
+        """`gpu_seconds(now)`: the ledger's GPU-seconds per (user, pool) (None: none counted)."""
+        self.settings = settings
+        self.store = store
+        self.nodes = nodes
+        self.ray = ray
+        self.clock = clock
+        self.gpu_seconds = gpu_seconds
+        self.history = History(store.db)
+        self._pools: set[str] = {NO_POOL}  # every pool seen: their series stay while Ray is away
+        self._users: set[str] = set()  # every user seen with a task: their series stay at 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        return []  # scrape-time only: nothing is read at registration
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            yield from self._collect()
+
+    def _collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        ray = self.ray.read()
+        snap = ray.snapshot
+        if ray.capacity is not None:
+            self._pools.update(ray.capacity)
+        yield GaugeMetricFamily(
+            "argus_ray_up", "1 when Ray's GCS answered this scrape, else 0", value=1.0 if snap is not None else 0.0
+        )
+        yield GaugeMetricFamily(
+            "argus_head_record_age_seconds",
+            "Seconds since the Ray head last published its record on shared storage (-1: no record)",
+            value=self._head_age(now),
+        )
+        yield from self._task_families()
+        yield from self._gpu_families(ray)
+        yield from self._node_families(snap)
+        yield from self._allocation_families(snap, now)
+        yield from self.history.families(self._pools)
+
+    # -- tasks ------------------------------------------------------------------------------
+    def _task_families(self) -> Iterator[Metric]:
+        by_state = {(s.value,): 0.0 for s in TaskState}
+        waiting: list[tuple[str, str, int, float | None]] = []
+        with self.store.db.read.connect() as conn:
+            for state, n in conn.execute(sa.select(tasks.c.state, sa.func.count()).group_by(tasks.c.state)):
+                by_state[(state,)] = float(n)
+            need = tasks.c.nnodes * tasks.c.n_gpus_per_node + tasks.c.driver_gpus
+            q = (
+                sa.select(tasks.c.pool, tasks.c.pending_code, sa.func.count(), sa.func.min(need))
+                .where(tasks.c.state.in_([s.value for s in WAITING_STATES]))
+                .group_by(tasks.c.pool, tasks.c.pending_code)
+            )
+            waiting = [(pool or NO_POOL, code, n, least) for pool, code, n, least in conn.execute(q)]
+            q = (
+                sa.select(tasks.c.user_id, tasks.c.state, sa.func.count())
+                .where(tasks.c.state.in_(_UNFINISHED))
+                .group_by(tasks.c.user_id, tasks.c.state)
+            )
+            per_user = list(conn.execute(q))
+        self._pools.update(w[0] for w in waiting)
+        self._users.update(u for u, _, _ in per_user)
+        yield _gauge("argus_tasks", "Tasks by state", ["state"], by_state)
+        user_tasks = {(u, s): 0.0 for u in self._users for s in _UNFINISHED}
+        user_tasks.update({(u, s): float(n) for u, s, n in per_user})
+        yield _gauge(
+            "argus_user_tasks", "Each user's tasks that have not ended, by state", ["user", "state"], user_tasks
+        )
+        pending = {(p, c): 0.0 for p in self._pools for c in PENDING_CODES}
+        least: dict[str, float] = {p: 0.0 for p in self._pools}
+        for pool, code, n, gpus in waiting:
+            reason = code if code in PENDING_CODES else "None"
+            pending[(pool, reason)] += n
+            if reason == PendingCode.RESOURCES.value and gpus is not None:
+                least[pool] = min(least[pool] or float(gpus), float(gpus))
+        yield _gauge(
+            "argus_pending_tasks", "Waiting tasks by pool and the scheduler's reason", ["pool", "reason"], pending
+        )
+        yield _gauge(
+            "argus_pending_min_gpus",
+            "Fewest GPUs (gang and driver) any task waiting for Resources needs, per pool (0: none waits)",
+            ["pool"],
+            {(p,): v for p, v in least.items()},
+        )
+
+    # -- GPUs and nodes (Ray) ------------------------------------------------------------------
+    def _gpu_families(self, ray: RayView) -> Iterator[Metric]:
+        values: dict[tuple[str, str], float] = {}
+        if ray.capacity is not None and ray.snapshot is not None:
+            for pool, row in ray.capacity.items():
+                values[(pool, "free")] = row["gpus_free"]
+                values[(pool, "allocated")] = max(0.0, row["gpus_total"] - row["gpus_free"])
+                values[(pool, "draining")] = 0.0
+            for n in ray.snapshot.nodes:
+                if n.alive and n.draining and not n.is_head:
+                    for state in ("free", "allocated"):
+                        values.setdefault((node_pool(n), state), 0.0)
+                    values[(node_pool(n), "draining")] = values.get((node_pool(n), "draining"), 0.0) + n.total_gpus
+        yield _gauge(
+            "argus_gpus",
+            "GPUs of schedulable nodes per pool as admission counts them (free, allocated), and of draining nodes",
+            ["pool", "state"],
+            values,
+        )
+
+    def _node_families(self, snap: ClusterSnapshot | None) -> Iterator[Metric]:
+        counts = {(s.value,): 0.0 for s in NodeState} | {(s,): 0.0 for s in RAY_NODE_STATES}
+        managed = self.nodes.list()
+        for node in managed:
+            counts[(node.state.value,)] = counts.get((node.state.value,), 0.0) + 1
+        up: dict[tuple[str, str, str], float] = {}
+        gpus: dict[tuple[str, str, str, str], float] = {}
+        if snap is not None:
+            ids = {n.ray_node_id for n in managed if n.ray_node_id}
+            names = {n.name for n in managed}
+            for n in snap.nodes:
+                if n.is_head:
+                    continue
+                if n.node_id not in ids and n.labels.get(NODE_LABEL) not in names:
+                    counts[("alive" if n.alive else "dead",)] += 1
+                key = (node_name(n), n.node_ip, node_pool(n))
+                if up.get(key, 0.0) >= 1.0:
+                    continue  # a dead node of the same name and IP: the alive one counts
+                up[key] = 1.0 if n.alive else 0.0
+                free = n.available_gpus if n.alive else 0.0
+                gpus[(*key, "free")] = free
+                gpus[(*key, "allocated")] = max(0.0, n.total_gpus - free) if n.alive else 0.0
+        yield _gauge(
+            "argus_nodes", "Managed nodes by Argus state, and Ray-only workers (alive, dead)", ["state"], counts
+        )
+        yield _gauge("argus_node_up", "1 while the Ray worker node is alive", ["node", "ip", "pool"], up)
+        yield _gauge(
+            "argus_node_gpus", "GPUs of each Ray worker node, as Ray sees them", ["node", "ip", "pool", "state"], gpus
+        )
+
+    # -- allocations --------------------------------------------------------------------------
+    def _allocation_families(self, snap: ClusterSnapshot | None, now: float) -> Iterator[Metric]:
+        active = self.store.in_states([s.value for s in ACTIVE_STATES])
+        latest = self.store.latest_attempts([t.task_id for t in active])
+        ledger = dict(self.gpu_seconds(now)) if self.gpu_seconds is not None else {}
+        by_user: dict[tuple[str, str], float] = defaultdict(float)
+        for user, pool in ledger:
+            by_user[(user, pool)] = 0.0
+        by_node: dict[tuple[str, str, str, str], float] = defaultdict(float)
+        known = {n.node_id: n for n in snap.nodes} if snap is not None else {}
+        for t in active:
+            by_user[(t.user_id, t.pool or NO_POOL)] += t.total_gpus
+            attempt = latest.get(t.task_id)
+            if snap is None or attempt is None:
+                continue
+            for node_id, n_gpus in attempt.placement.items():
+                node = known.get(node_id)
+                key = (node_name(node), node.node_ip, node_pool(node)) if node else (node_id[:12], "", NO_POOL)
+                by_node[(*key, t.user_id)] += float(n_gpus)
+        yield _gauge("argus_user_gpus_allocated", "GPUs held now by the user's active tasks", ["user", "pool"], by_user)
+        yield _gauge(
+            "argus_node_gpus_allocated",
+            "GPUs the user's active tasks hold on the Ray node (from their placements)",
+            ["node", "ip", "pool", "user"],
+            by_node,
+        )
+        total = CounterMetricFamily(
+            "argus_user_gpu_seconds",
+            "GPU-seconds allocated to the user's tasks, per pool (GPU-hour ledger; running ones up to now)",
+            labels=["user", "pool"],
+        )
+        for (user, pool), seconds in sorted(ledger.items()):
+            total.add_metric([user, pool], seconds)
+        yield total
+
+    def _head_age(self, now: float) -> float:
+        info, _ = read_head(self.settings.shared_root, self.settings.cluster_name)
+        return max(0.0, now - info.updated_at) if info is not None else -1.0
