@@ -6,7 +6,7 @@ import threading
 import time
 
 from argus.service.metrics_collect import RayProbe
-from argus.service.metrics_history import GAP_S, Cursor
+from argus.store.metrics_reads import GAP_S, Cursor
 from argus.testing.fakes import FakeSnapshots
 
 

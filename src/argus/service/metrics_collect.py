@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -36,12 +35,12 @@ from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
 from argus.domain.node_registration import NODE_LABEL, POOL_LABEL
 from argus.domain.nodes import NodeState
 from argus.domain.scheduling import PendingCode
-from argus.domain.task import ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState
+from argus.domain.task import ACTIVE_STATES, FINAL_STATES, TaskState
 from argus.ports import ClusterView
 from argus.service.metrics_history import History
 from argus.settings import ArgusSettings
+from argus.store.metrics_reads import MetricsReads
 from argus.store.nodes import NodeStore
-from argus.store.schema import tasks
 from argus.store.tasks import TaskStore
 
 RAY_WAIT_S = 3.0  # a scrape waits this long for Ray, then reports it down
@@ -129,7 +128,8 @@ class ArgusCollector(Collector):
         self.ray = ray
         self.clock = clock
         self.gpu_seconds = gpu_seconds
-        self.history = History(store.db)
+        self.reads = MetricsReads(store.db)
+        self.history = History(self.reads)
         self._pools: set[str] = {NO_POOL}  # every pool seen: their series stay while Ray is away
         self._users: set[str] = set()  # every user seen with a task: their series stay at 0
         self._lock = threading.Lock()
@@ -164,23 +164,10 @@ class ArgusCollector(Collector):
     # -- tasks ------------------------------------------------------------------------------
     def _task_families(self) -> Iterator[Metric]:
         by_state = {(s.value,): 0.0 for s in TaskState}
-        waiting: list[tuple[str, str, int, float | None]] = []
-        with self.store.db.read.connect() as conn:
-            for state, n in conn.execute(sa.select(tasks.c.state, sa.func.count()).group_by(tasks.c.state)):
-                by_state[(state,)] = float(n)
-            need = tasks.c.nnodes * tasks.c.n_gpus_per_node + tasks.c.driver_gpus
-            q = (
-                sa.select(tasks.c.pool, tasks.c.pending_code, sa.func.count(), sa.func.min(need))
-                .where(tasks.c.state.in_([s.value for s in WAITING_STATES]))
-                .group_by(tasks.c.pool, tasks.c.pending_code)
-            )
-            waiting = [(pool or NO_POOL, code, n, least) for pool, code, n, least in conn.execute(q)]
-            q = (
-                sa.select(tasks.c.user_id, tasks.c.state, sa.func.count())
-                .where(tasks.c.state.in_(_UNFINISHED))
-                .group_by(tasks.c.user_id, tasks.c.state)
-            )
-            per_user = list(conn.execute(q))
+        counts = self.reads.task_counts()
+        by_state.update({(state,): float(n) for state, n in counts.by_state.items()})
+        waiting = [(pool or NO_POOL, code, n, least) for pool, code, n, least in counts.waiting]
+        per_user = counts.per_user
         self._pools.update(w[0] for w in waiting)
         self._users.update(u for u, _, _ in per_user)
         yield _gauge("argus_tasks", "Tasks by state", ["state"], by_state)

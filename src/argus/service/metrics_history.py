@@ -5,36 +5,31 @@ admission, the start of its first allocation), `argus_task_run_seconds{workload}
 admission to the transition that took its task out of SUBMITTED/RUNNING: the allocation's end,
 as the GPU-hour ledger counts it) and `argus_task_ends_total{state,cause}`.
 
-Each scrape reads the `attempts` and `task_events` rows added since the last one (cursors on
-their ids, starting from the beginning of history at the first scrape), so after a restart the
-histograms and counters are rebuilt whole from the database. A writer's transaction may commit
-after a later id's (PostgreSQL): ids skipped over are asked for again for `GAP_S` seconds. At
-most `BATCH` rows per table are read per scrape; the rest wait for the next.
+Each scrape reads the `attempts` and `task_events` rows added since the last one
+(`argus.store.metrics_reads.MetricsReads.history`, cursors on their ids, starting from the
+beginning of history at the first scrape), so after a restart the histograms and counters are
+rebuilt whole from the database. At most `BATCH` rows per table are read per scrape; the rest
+wait for the next.
 """
 
 from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from argus.domain.failure import FailureCause
-from argus.domain.task import ACTIVE_STATES, FINAL_STATES
-from argus.store.db import Database
-from argus.store.schema import attempts, task_events, tasks
+from argus.domain.task import FINAL_STATES
+from argus.store.metrics_reads import Cursor, MetricsReads
 
 BATCH = 200_000
-GAP_S = 120.0
-MAX_GAP = 1000  # a jump over more ids than this is not waited for
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
 RUN_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800)
 WORKLOADS = ("ppo", "grpo", "sft")
 CAUSES = (*(c.value for c in FailureCause), "none")
-_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 _FINAL = frozenset(s.value for s in FINAL_STATES)
 
 
@@ -71,33 +66,11 @@ class Histograms:
         return fam
 
 
-@dataclass
-class Cursor:
-    """The ids of one table read so far: everything up to `last`, less the recent gaps."""
-
-    last: int = 0
-    gaps: dict[int, float] = field(default_factory=dict)  # id -> when it was first missed
-
-    def where(self, column: sa.Column) -> sa.ColumnElement[bool]:
-        if not self.gaps:
-            return column > self.last
-        return sa.or_(column > self.last, column.in_(sorted(self.gaps)))
-
-    def seen(self, ids: Sequence[int], now: float) -> None:
-        for i in ids:
-            self.gaps.pop(i, None)
-        for i in sorted(i for i in ids if i > self.last):
-            if 1 < i - self.last <= MAX_GAP:
-                self.gaps.update(dict.fromkeys(range(self.last + 1, i), now))
-            self.last = i
-        self.gaps = {i: at for i, at in self.gaps.items() if now - at < GAP_S}
-
-
 class History:
     """The families read from history, brought up to date at each `families()`."""
 
-    def __init__(self, db: Database, clock=time.time):
-        self.db = db
+    def __init__(self, reads: MetricsReads, clock: Callable[[], float] = time.time):
+        self.reads = reads
         self.clock = clock
         self.wait = Histograms(
             "argus_task_wait_seconds", "Acceptance to the first allocation (admission), per pool", "pool", WAIT_BUCKETS
@@ -129,71 +102,13 @@ class History:
         yield ends
 
     def update(self) -> None:
-        now = self.clock()
-        with self.db.read.connect() as conn:
-            q = (
-                sa.select(attempts.c.id, attempts.c.attempt_no, attempts.c.created_at, tasks.c.created_at, tasks.c.pool)
-                .join(tasks, tasks.c.task_id == attempts.c.task_id)
-                .where(self._attempts.where(attempts.c.id))
-                .order_by(attempts.c.id)
-                .limit(BATCH)
-            )
-            rows = conn.execute(q).all()
-            for _, no, admitted, accepted, pool in rows:
-                if no == 1:
-                    self.wait.observe(pool or "-", admitted - accepted)
-            self._attempts.seen([r[0] for r in rows], now)
-            q = (
-                sa.select(
-                    task_events.c.id,
-                    task_events.c.task_id,
-                    task_events.c.at,
-                    task_events.c.from_state,
-                    task_events.c.to_state,
-                    task_events.c.attempt_no,
-                )
-                .where(self._events.where(task_events.c.id))
-                .order_by(task_events.c.id)
-                .limit(BATCH)
-            )
-            events = conn.execute(q).all()
-            self._events.seen([e[0] for e in events], now)
-            ended = [e for e in events if e.to_state in _FINAL]
-            left = [e for e in events if e.from_state in _ACTIVE and e.to_state not in _ACTIVE]
-            facts = self._tasks(conn, {e.task_id for e in ended + left})
-            starts = self._starts(conn, {e.task_id for e in left})
-        for e in ended:
-            cause = facts.get(e.task_id, ("", None))[1] or "none"
-            key = (e.to_state, cause if cause in CAUSES else FailureCause.UNKNOWN.value)
+        batch = self.reads.history(self._attempts, self._events, self.clock(), BATCH)
+        for a in batch.admissions:
+            if a.attempt_no == 1:
+                self.wait.observe(a.pool or "-", a.admitted_at - a.accepted_at)
+        for e in batch.endings:
+            cause = e.cause or "none"
+            key = (e.state, cause if cause in CAUSES else FailureCause.UNKNOWN.value)
             self.ends[key] = self.ends.get(key, 0.0) + 1
-        for e in left:
-            tries = starts.get(e.task_id, {})
-            no = e.attempt_no if e.attempt_no in tries else max(tries, default=None)
-            if no is not None:
-                self.run.observe(facts.get(e.task_id, ("-", None))[0], e.at - tries[no])
-
-    @staticmethod
-    def _tasks(conn: sa.Connection, ids: set[str]) -> dict[str, tuple[str, str | None]]:
-        """Task id -> (workload, failure cause)."""
-        out: dict[str, tuple[str, str | None]] = {}
-        for chunk in _chunks(sorted(ids)):
-            q = sa.select(tasks.c.task_id, tasks.c.workload, tasks.c.failure_cause).where(tasks.c.task_id.in_(chunk))
-            out.update({tid: (w, cause) for tid, w, cause in conn.execute(q)})
-        return out
-
-    @staticmethod
-    def _starts(conn: sa.Connection, ids: set[str]) -> dict[str, dict[int, float]]:
-        """Task id -> attempt number -> its admission time."""
-        out: dict[str, dict[int, float]] = {}
-        for chunk in _chunks(sorted(ids)):
-            q = sa.select(attempts.c.task_id, attempts.c.attempt_no, attempts.c.created_at).where(
-                attempts.c.task_id.in_(chunk)
-            )
-            for tid, no, at in conn.execute(q):
-                out.setdefault(tid, {})[no] = at
-        return out
-
-
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+        for r in batch.releases:
+            self.run.observe(r.workload, r.held_s)
