@@ -2,18 +2,21 @@
 
 Owns the `typing.Protocol`s the scheduler, the node reconciler and the services are written
 against. The Ray adapters in `argus.cluster` (`RayJobTool`, `RaySnapshotSource`, `RayDrain`,
-`SSHConnector`) and the fakes in `argus.testing` (`FakeJobs`, `FakeSnapshots`, `FakeRayNodes`,
-`FakeSSH`, `FakeClock`) both satisfy them; mypy checks both sides (`argus.testing.conformance`).
+`SSHConnector`, `RayGpuReader`) and the fakes in `argus.testing` (`FakeJobs`, `FakeSnapshots`,
+`FakeRayNodes`, `FakeSSH`, `FakeGpuStats`, `FakeClock`) both satisfy them; mypy checks both
+sides (`argus.testing.conformance`).
 
 Only the wiring (`argus.service.app.create_app`, the CLI) picks a concrete adapter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+from argus.cluster.gpu_metrics import NodeGpuReading
 from argus.cluster.jobs import JobView
-from argus.cluster.snapshot import ClusterSnapshot
+from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
 from argus.cluster.ssh import CommandResult, SSHTarget
 from argus.domain.reward import RewardCheck, RewardVerdict
 from argus.spec.render import Rendered
@@ -65,6 +68,15 @@ class ClusterView(Protocol):
         Raises:
             ClusterUnavailable: the GCS cannot be read.
         """
+        ...
+
+
+class GpuStats(Protocol):
+    """GPU utilisation and memory per node, where Ray reports them (`argus.cluster.gpu_metrics.RayGpuReader`)."""
+
+    def read(self, nodes: Iterable[NodeCapacity]) -> Mapping[str, NodeGpuReading]:
+        """The reading of each of `nodes` that reports GPUs, by Ray node id; a node without GPU
+        series or that cannot be read is left out. Never raises for one node's failure."""
         ...
 
 

@@ -84,6 +84,9 @@ class SchedulerSettings(StrictModel):
     user_gpu_hours_per_day: float | None = Field(default=None, gt=0)
     # Fair share: GPU-hours used count half as much after this many hours.
     fair_share_half_life_h: float = Field(default=168.0, gt=0)
+    # GPU utilisation and memory of running attempts, read from Ray's metrics agents this often
+    # (`argus.scheduler.gpu_sampler`; only nodes with real GPUs report them). 0: never.
+    gpu_sample_interval_s: float = Field(default=30.0, ge=0)
 
     @field_validator("default_time_limit", "max_time_limit")
     @classmethod

@@ -150,6 +150,8 @@ def test_dates_times_and_epoch_seconds_name_the_same_window(world):
     a = usage(world, erin, **{"from": "2027-01-15", "to": "2027-01-16T00:00:00Z"})
     b = usage(world, erin, **{"from": str(datetime(2027, 1, 15, tzinfo=UTC).timestamp()), "to": "2027-01-16T00:00"})
     assert a["start"] == b["start"] == "2027-01-15T00:00:00+00:00" and a["end"] == b["end"]
+    basic = usage(world, erin, **{"from": "20270115", "to": "2027-01-16T00:00Z"})  # ISO 8601's basic date
+    assert basic["start"] == a["start"]
     default = usage(world, erin)
     now = world.clock()
     assert (default["start"], default["end"], default["now"]) == (iso(now - 7 * 86400), iso(now), iso(now))

@@ -225,3 +225,36 @@ def test_ray_targets_list_every_alive_node_for_http_sd(world):
             "labels": {"node": "w3", "pool": "-", "ray_node_id": "w3", "ray_head": "false"},
         },
     ]
+
+
+def test_a_pool_no_node_carries_is_labelled_other_and_never_becomes_a_series(world):
+    user = world.new_user("mp")
+    pools = [f"made-up-{i}" for i in range(3)]
+    tids = [world.submit(user, world.spec(n_gpus_per_node=1, pool=p)) for p in pools]
+    world.tick()
+    text, samples, _ = scrape(world)
+    assert value(samples, "argus_pending_tasks", pool="other", reason="Resources") >= 3
+    assert not any(p in text for p in pools)
+    for tid in tids:
+        assert world.client.post(f"/api/v2/tasks/{tid}:cancel", headers=user.headers).status_code == 200
+    world.tick()
+    text, _, _ = scrape(world)
+    assert not any(p in text for p in pools)
+
+
+def test_the_gpu_seconds_counter_never_goes_back_when_an_end_is_stamped_before_a_scrape(world):
+    user = world.new_user("mc")
+    tid = world.submit(user, world.spec(n_gpus_per_node=2, pool="h20"))
+    world.tick()
+    world.jobs.run(f"{tid}--a01")
+    world.tick()
+    world.clock.advance(50)
+    _, ahead, _ = scrape(world)  # counts the running attempt up to the scrape's clock
+    seen = value(ahead, "argus_user_gpu_seconds_total", user=user.user_id, pool="h20")
+    assert seen >= 2 * 50
+    world.clock.advance(-20)  # the pass that ends it read its clock before that scrape
+    world.jobs.finish(f"{tid}--a01")
+    world.tick()
+    world.clock.advance(40)
+    _, after, _ = scrape(world)
+    assert value(after, "argus_user_gpu_seconds_total", user=user.user_id, pool="h20") == seen

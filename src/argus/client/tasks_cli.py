@@ -37,6 +37,7 @@ from argus.client.service_cli import (
     err,
     out,
 )
+from argus.domain.code import human_size
 from argus.domain.durations import format_duration
 
 # Ray node ids are 56 hex digits: `status` shows their start, `--json` all of it.
@@ -182,6 +183,10 @@ def status(
         node = driver_node(a)
         if node:
             _field("driver node", node)
+        if a.get("gpu_util_mean") is not None:  # only where Ray reports GPU figures (real GPUs)
+            _field("GPU util", f"{float(a['gpu_util_mean']):.1f} % (mean over the run, its nodes' GPUs)")
+        if a.get("gpu_mem_peak_bytes") is not None:
+            _field("GPU memory peak", f"{human_size(int(a['gpu_mem_peak_bytes']))} (on one GPU)")
         if a.get("failure_kind"):
             _field("attempt failure", f"{_cell(a['failure_kind'])}: {_first_line(a.get('message'))}")
         if a.get("job_root"):

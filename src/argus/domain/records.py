@@ -68,6 +68,16 @@ class Attempt:
     driver_node_id: str | None = None
     driver_node_ip: str | None = None
     driver_node_name: str | None = None  # the Argus node name (its `argus.io/node` label)
+    # GPU samples while it ran, where Ray reports them (`argus.scheduler.gpu_sampler`): their
+    # utilisations' sum (percent) and count, and the most memory seen in use on one GPU (bytes).
+    gpu_util_sum: float = 0.0
+    gpu_util_samples: int = 0
+    gpu_mem_peak_bytes: float | None = None
+
+    @property
+    def gpu_util_mean(self) -> float | None:
+        """The mean GPU utilisation (percent) over its samples; None when Ray reported none."""
+        return self.gpu_util_sum / self.gpu_util_samples if self.gpu_util_samples else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -216,7 +216,7 @@ NODES = Dashboard(
         Panel(
             "GPU memory used per node IP (Ray)",
             (_q(f"sum by (ip) (ray_node_gram_used {_ON_POOL_NODES})", "{{ip}}"),),
-            unit="decmbytes",
+            unit="mbytes",
         ),
         Panel(
             "CPU utilisation per node IP (Ray)",
@@ -270,7 +270,7 @@ TASK = Dashboard(
         Panel(
             "GPU memory used on $node (Ray)",
             (_q(f"sum(ray_node_gram_used {_TASK_NODE})", "used"),),
-            unit="decmbytes",
+            unit="mbytes",
         ),
         Panel(
             "$user: GPUs held and GPU-hours (dashboard range)",

@@ -107,6 +107,15 @@ class Attempt(ApiModel):
     driver_node_id: str | None = Field(description="the Ray node the job's driver runs on")
     driver_node_ip: str | None
     driver_node_name: str | None = Field(description="its registered name (`argus.io/node`), if any")
+    gpu_util_mean: float | None = Field(
+        description="mean GPU utilisation (percent) of its nodes' GPUs over the samples taken while it ran, "
+        "as Ray's metrics report it (per node: a node shared with another task counts for both); "
+        "null when Ray reported none (no GPUs, or not sampled yet)"
+    )
+    gpu_mem_peak_bytes: int | None = Field(
+        description="the most GPU memory seen in use on one GPU of its nodes while it ran (bytes); "
+        "null when Ray reported none"
+    )
 
 
 class TaskSummary(ApiModel):

@@ -3,7 +3,8 @@
 Picks the concrete adapters (database from the URL, Ray job tool, cluster snapshot source, SSH
 connector, Ray drain) unless the caller hands its own in, so tests can wire theirs. The scheduler
 loop and the node reconciler run in threads of the same process, started and stopped with the app
-(FastAPI lifespan); the API nudges the scheduler when a task arrives or is cancelled. Metrics live
+(FastAPI lifespan), the GPU sampler beside the scheduler; the API nudges the scheduler when a
+task arrives or is cancelled. Metrics live
 in the app's own registry (`argus.service.metrics`): the scheduler reports its passes there.
 """
 
@@ -18,9 +19,11 @@ import anyio
 from fastapi import FastAPI, Request
 
 from argus.cluster.drain import RayDrain
+from argus.cluster.gpu_metrics import RayGpuReader
 from argus.cluster.jobs import RayJobTool
 from argus.cluster.reward_check import RayRewardChecker
-from argus.ports import Clock, ClusterView, Drainer, JobTool, RewardChecker, SSHRunner
+from argus.ports import Clock, ClusterView, Drainer, GpuStats, JobTool, RewardChecker, SSHRunner
+from argus.scheduler.gpu_sampler import GpuSampler
 from argus.scheduler.loop import Scheduler
 from argus.scheduler.node_reconciler import NodeReconciler
 from argus.scheduler.secrets import JobSecrets
@@ -106,6 +109,7 @@ def create_app(
     drainer: Drainer | None = None,
     run_nodes: bool | None = None,
     rewards: RewardChecker | None = None,
+    gpu_stats: GpuStats | None = None,
 ) -> FastAPI:
     """Build the app; the database is migrated here, the loops start with the app.
 
@@ -118,6 +122,9 @@ def create_app(
         run_scheduler: run the scheduler thread (default: `scheduler.enabled`).
         run_nodes: run the node reconciler thread (default: when the scheduler runs).
         rewards: runs reward functions' checks (default: a short job on a Ray worker node).
+        gpu_stats: reads the nodes' GPU utilisation and memory for the GPU sampler (default:
+            `RayGpuReader`, Ray's metrics agents; it runs with the scheduler, every
+            `scheduler.gpu_sample_interval_s`, never when that is 0).
     """
     own_db = db is None
     db = db or open_database(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
@@ -145,6 +152,9 @@ def create_app(
         drainer or _default_drainer(settings, snapshots),
         clock,
     )
+    gpu_sampler = GpuSampler(
+        store, snapshots, gpu_stats or RayGpuReader(), clock, settings.scheduler.gpu_sample_interval_s
+    )
     run = settings.scheduler.enabled if run_scheduler is None else run_scheduler
     background = Background(
         scheduler,
@@ -152,6 +162,7 @@ def create_app(
         run_scheduler=run,
         run_nodes=run if run_nodes is None else run_nodes,
         checkpoint_db=db if own_db else None,
+        gpu_sampler=gpu_sampler,
     )
 
     @asynccontextmanager
@@ -175,7 +186,7 @@ def create_app(
     )
     state = app.state
     state.settings, state.db, state.store = settings, db, store
-    state.scheduler, state.scheduler_running = scheduler, run
+    state.scheduler, state.scheduler_running, state.gpu_sampler = scheduler, run, gpu_sampler
     state.node_reconciler, state.nodes_reconciling = reconciler, background.run_nodes
     state.auth = Authenticator(users, settings.admin_token(environ))
     state.users = UserService(users, state.auth, clock)

@@ -1,8 +1,10 @@
-"""The server's background threads: the scheduler loop, the node reconciler and SQLite checkpoints.
+"""The server's background threads: the scheduler loop, the node reconciler, the GPU sampler and
+SQLite checkpoints.
 
 Owns starting them with the app and stopping them with it (FastAPI lifespan): `start()` starts
-what the settings ask for, `stop()` sets the shared stop event, nudges both loops so a waiting
-pass returns at once, and joins them. Each loop paces itself (`argus.scheduler.pacing`).
+what the settings ask for (the GPU sampler runs where the scheduler runs, when its interval is
+not 0), `stop()` sets the shared stop event, nudges the loops so a waiting pass returns at once,
+and joins them. Each loop paces itself (`argus.scheduler.pacing`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from argus.scheduler.gpu_sampler import GpuSampler
 from argus.scheduler.loop import Scheduler
 from argus.scheduler.node_reconciler import NodeReconciler
 from argus.store.db import Database
@@ -40,16 +43,19 @@ class Background:
         run_scheduler: bool,
         run_nodes: bool,
         checkpoint_db: Database | None,
+        gpu_sampler: GpuSampler | None = None,
     ):
         """Args:
         run_scheduler, run_nodes: whether to run each loop.
         checkpoint_db: the SQLite database whose checkpoints this process runs (None: none).
+        gpu_sampler: samples running attempts' GPUs beside the scheduler (None: none).
         """
         self.scheduler = scheduler
         self.reconciler = reconciler
         self.run_scheduler = run_scheduler
         self.run_nodes = run_nodes
         self.checkpoint_db = checkpoint_db
+        self.gpu_sampler = gpu_sampler
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -66,6 +72,8 @@ class Background:
             ).start()
         if self.run_scheduler:
             self._spawn("argus-scheduler", self.scheduler.run)
+            if self.gpu_sampler is not None and self.gpu_sampler.enabled:
+                self._spawn("argus-gpu-sampler", self.gpu_sampler.run)
         if self.run_nodes:
             self._spawn("argus-nodes", self.reconciler.run)
 
@@ -73,6 +81,8 @@ class Background:
         self.stop_event.set()
         self.scheduler.nudge()
         self.reconciler.nudge()
+        if self.gpu_sampler is not None:
+            self.gpu_sampler.nudge()
         for thread in self._threads:
             thread.join(timeout=JOIN_TIMEOUT_S)
         self._threads.clear()

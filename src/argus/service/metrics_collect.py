@@ -45,6 +45,7 @@ from argus.store.tasks import TaskStore
 
 RAY_WAIT_S = 3.0  # a scrape waits this long for Ray, then reports it down
 NO_POOL = "-"
+OTHER_POOL = "other"  # the label of waiting tasks that name a pool no node carries
 PENDING_CODES = (*(c.value for c in PendingCode), "None")
 _UNFINISHED = [s.value for s in TaskState if s not in FINAL_STATES]
 RAY_NODE_STATES = ("alive", "dead")
@@ -132,6 +133,7 @@ class ArgusCollector(Collector):
         self.history = History(self.reads)
         self._pools: set[str] = {NO_POOL}  # every pool seen: their series stay while Ray is away
         self._users: set[str] = set()  # every user seen with a task: their series stay at 0
+        self._gpu_seconds: dict[tuple[str, str], float] = {}  # the counter's last values
         self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
@@ -166,9 +168,11 @@ class ArgusCollector(Collector):
         by_state = {(s.value,): 0.0 for s in TaskState}
         counts = self.reads.task_counts()
         by_state.update({(state,): float(n) for state, n in counts.by_state.items()})
-        waiting = [(pool or NO_POOL, code, n, least) for pool, code, n, least in counts.waiting]
+        # A pool no node carries (a TaskSpec may name any) is labelled OTHER_POOL: label values
+        # stay bounded by the pools the admin's nodes make.
+        waiting = [(self._pool_label(pool), code, n, least) for pool, code, n, least in counts.waiting]
         per_user = counts.per_user
-        self._pools.update(w[0] for w in waiting)
+        pools = self._pools | {w[0] for w in waiting}
         self._users.update(u for u, _, _ in per_user)
         yield _gauge("argus_tasks", "Tasks by state", ["state"], by_state)
         user_tasks = {(u, s): 0.0 for u in self._users for s in _UNFINISHED}
@@ -176,13 +180,13 @@ class ArgusCollector(Collector):
         yield _gauge(
             "argus_user_tasks", "Each user's tasks that have not ended, by state", ["user", "state"], user_tasks
         )
-        pending = {(p, c): 0.0 for p in self._pools for c in PENDING_CODES}
-        least: dict[str, float] = {p: 0.0 for p in self._pools}
+        pending = {(p, c): 0.0 for p in pools for c in PENDING_CODES}
+        least: dict[str, float] = {p: 0.0 for p in pools}
         for pool, code, n, gpus in waiting:
             reason = code if code in PENDING_CODES else "None"
             pending[(pool, reason)] += n
             if reason == PendingCode.RESOURCES.value and gpus is not None:
-                least[pool] = min(least[pool] or float(gpus), float(gpus))
+                least[pool] = float(gpus) if least[pool] == 0.0 else min(least[pool], float(gpus))
         yield _gauge(
             "argus_pending_tasks", "Waiting tasks by pool and the scheduler's reason", ["pool", "reason"], pending
         )
@@ -275,8 +279,17 @@ class ArgusCollector(Collector):
             labels=["user", "pool"],
         )
         for (user, pool), seconds in sorted(ledger.items()):
+            # A running allocation counts up to this scrape, and its end row may be stamped a
+            # little earlier (the pass's clock): the counter never goes back.
+            seconds = max(seconds, self._gpu_seconds.get((user, pool), 0.0))
+            self._gpu_seconds[(user, pool)] = seconds
             total.add_metric([user, pool], seconds)
         yield total
+
+    def _pool_label(self, pool: str | None) -> str:
+        if not pool:
+            return NO_POOL
+        return pool if pool in self._pools else OTHER_POOL
 
     def _head_age(self, now: float) -> float:
         info, _ = read_head(self.settings.shared_root, self.settings.cluster_name)

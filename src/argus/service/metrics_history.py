@@ -86,6 +86,7 @@ class History:
             self.run.ensure(w)
         self.ends: dict[tuple[str, str], float] = {(s, c): 0.0 for s in sorted(_FINAL) for c in CAUSES}
         self._attempts, self._events = Cursor(), Cursor()
+        self._catching_up = True
 
     def families(self, pools: Iterable[str] = ()) -> Iterator[Metric]:
         """The families, brought up to date; `pools` get a wait histogram even when empty."""
@@ -102,6 +103,13 @@ class History:
         yield ends
 
     def update(self) -> None:
+        """Count what was added since the last update; the first one reads until it has caught up
+        with the whole history (a partial first answer would look like a counter reset)."""
+        while self._update() and self._catching_up:
+            pass
+        self._catching_up = False
+
+    def _update(self) -> bool:
         batch = self.reads.history(self._attempts, self._events, self.clock(), BATCH)
         for a in batch.admissions:
             if a.attempt_no == 1:
@@ -112,3 +120,4 @@ class History:
             self.ends[key] = self.ends.get(key, 0.0) + 1
         for r in batch.releases:
             self.run.observe(r.workload, r.held_s)
+        return batch.full

@@ -23,8 +23,11 @@ from argus.service.views import iso
 from argus.store.ledger import LedgerStore
 
 DEFAULT_WINDOW_S = 7 * 86400.0
-TIME_RULE = "must be an ISO 8601 date or time (e.g. 2027-01-15 or 2027-01-15T08:00:00Z) or epoch seconds"
-_EPOCH = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")
+TIME_RULE = (
+    "must be an ISO 8601 date or time (e.g. 2027-01-15 or 2027-01-15T08:00:00Z) or epoch seconds (9 or more digits)"
+)
+# Epoch seconds have 9 or more digits (since 1973); 8 digits are ISO 8601's basic date (20270115).
+_EPOCH = re.compile(r"[0-9]{9,12}(\.[0-9]{1,9})?|[0-9]{1,12}\.[0-9]{1,9}")
 _LATEST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 
 

@@ -24,7 +24,10 @@ def resources(task: Task) -> dict[str, Any]:
 
 
 def attempt_view(a: Attempt) -> dict[str, Any]:
-    """One attempt; `driver_node_*` is the node Ray ran its driver on (a worker), once Ray says."""
+    """One attempt; `driver_node_*` is the node Ray ran its driver on (a worker), once Ray says;
+    `gpu_util_mean` and `gpu_mem_peak_bytes` its nodes' GPU figures while it ran, where Ray
+    reported them (else null)."""
+    util = a.gpu_util_mean
     return {
         "attempt_no": a.attempt_no,
         "ray_submission_id": a.ray_submission_id,
@@ -39,6 +42,8 @@ def attempt_view(a: Attempt) -> dict[str, Any]:
         "driver_node_id": a.driver_node_id,
         "driver_node_ip": a.driver_node_ip,
         "driver_node_name": a.driver_node_name,
+        "gpu_util_mean": None if util is None else round(util, 2),
+        "gpu_mem_peak_bytes": None if a.gpu_mem_peak_bytes is None else int(a.gpu_mem_peak_bytes),
     }
 
 

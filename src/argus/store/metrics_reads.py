@@ -92,6 +92,7 @@ class HistoryBatch:
     admissions: list[Admission]
     endings: list[Ending]
     releases: list[Release]
+    full: bool  # a table gave `batch` rows: more may wait
 
 
 class MetricsReads:
@@ -137,7 +138,7 @@ class MetricsReads:
                 .limit(batch)
             )
             rows = conn.execute(q).all()
-            admitted.seen([r[0] for r in rows], now)
+            admission_ids = [r[0] for r in rows]
             admissions = [Admission(no, at, accepted, pool) for _, no, at, accepted, pool in rows]
             q = (
                 sa.select(
@@ -153,11 +154,13 @@ class MetricsReads:
                 .limit(batch)
             )
             rows = conn.execute(q).all()
-            events.seen([e[0] for e in rows], now)
             ended = [e for e in rows if e.to_state in _FINAL]
             left = [e for e in rows if e.from_state in _ACTIVE and e.to_state not in _ACTIVE]
             facts = _task_facts(conn, {e.task_id for e in ended + left})
             starts = _attempt_starts(conn, {e.task_id for e in left})
+        # Only now that every read succeeded: a failed read leaves the rows to the next scrape.
+        admitted.seen(admission_ids, now)
+        events.seen([e[0] for e in rows], now)
         endings = [Ending(e.to_state, facts.get(e.task_id, ("", None))[1]) for e in ended]
         releases = []
         for e in left:
@@ -165,7 +168,7 @@ class MetricsReads:
             no = e.attempt_no if e.attempt_no in tries else max(tries, default=None)
             if no is not None:
                 releases.append(Release(facts.get(e.task_id, ("-", None))[0], e.at - tries[no]))
-        return HistoryBatch(admissions, endings, releases)
+        return HistoryBatch(admissions, endings, releases, max(len(admission_ids), len(rows)) >= batch)
 
 
 def _task_facts(conn: sa.Connection, ids: set[str]) -> dict[str, tuple[str, str | None]]:

@@ -80,6 +80,11 @@ attempts = sa.Table(
     sa.Column("driver_node_id", sa.String(64)),
     sa.Column("driver_node_ip", sa.String(64)),
     sa.Column("driver_node_name", sa.String(63)),
+    # GPU figures while it ran, where Ray reports them (`argus.scheduler.gpu_sampler`): the sum
+    # and count of the sampled mean utilisations (percent), the most memory seen on one GPU.
+    sa.Column("gpu_util_sum", sa.Float, nullable=False, server_default="0"),
+    sa.Column("gpu_util_samples", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("gpu_mem_peak_bytes", sa.Float),
     sa.UniqueConstraint("task_id", "attempt_no", name="uq_attempts_task_no"),
 )
 

@@ -407,6 +407,20 @@ class TaskStore(TaskReads):
             },
         )
 
+    def record_gpu_sample(self, sid: str, util_pct: float | None, mem_bytes: float | None) -> None:
+        """One GPU sample of the running attempt (`argus.scheduler.gpu_sampler`), in one UPDATE:
+        `util_pct` (its GPUs' mean utilisation) joins its running mean, `mem_bytes` (the most
+        memory in use on one of its GPUs) raises its peak. None: not reported this time."""
+        values: dict[str, Any] = {}
+        if util_pct is not None:
+            values["gpu_util_sum"] = attempts.c.gpu_util_sum + sa.literal(float(util_pct), sa.Float)
+            values["gpu_util_samples"] = attempts.c.gpu_util_samples + 1
+        if mem_bytes is not None:
+            peak, mem = attempts.c.gpu_mem_peak_bytes, sa.literal(float(mem_bytes), sa.Float)
+            values["gpu_mem_peak_bytes"] = sa.case((sa.or_(peak.is_(None), peak < mem), mem), else_=peak)
+        if values:
+            self._set_attempt(sid, values)
+
     def mark_lost(self, sid: str, message: str | None, at: float) -> None:
         """Ray no longer knows the attempt's job (its head restarted): LOST at `at`, a PLATFORM failure."""
         values = {"ray_status": LOST, "message": message, "end_time": at, "failure_kind": FailureCause.PLATFORM.value}

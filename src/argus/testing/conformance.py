@@ -10,13 +10,14 @@ is written against.
 from __future__ import annotations
 
 from argus.cluster.drain import RayDrain
+from argus.cluster.gpu_metrics import RayGpuReader
 from argus.cluster.jobs import RayJobTool
 from argus.cluster.reward_check import LocalRewardChecker, RayRewardChecker
 from argus.cluster.snapshot import RaySnapshotSource
 from argus.cluster.ssh import SSHConnector
-from argus.ports import Clock, ClusterView, Drainer, JobTool, RewardChecker, SSHRunner, SSHSession
+from argus.ports import Clock, ClusterView, Drainer, GpuStats, JobTool, RewardChecker, SSHRunner, SSHSession
 from argus.testing.clock import FakeClock
-from argus.testing.fakes import FakeJobs, FakeRayNodes, FakeSnapshots, FakeSSH, FakeSSHSession
+from argus.testing.fakes import FakeGpuStats, FakeJobs, FakeRayNodes, FakeSnapshots, FakeSSH, FakeSSHSession
 
 
 def _ports(
@@ -43,4 +44,6 @@ def _ports(
     session: SSHSession = fake_session
     rewards: RewardChecker = ray_rewards
     rewards = local_rewards
-    del clock, jobs, view, drainer, runner, session, rewards
+    gpus: GpuStats = RayGpuReader()
+    gpus = FakeGpuStats()
+    del clock, jobs, view, drainer, runner, session, rewards, gpus

@@ -8,10 +8,12 @@ restart that forgets every job). `FakeSnapshots` holds GPUs per node (metrics po
 head first) and can be made unreachable.
 `FakeRayNodes` (labelled nodes, Ray's drain) and `FakeSSH` (a connector whose node agents join
 and leave `FakeRayNodes`) stand in for the managed nodes' side.
+`FakeGpuStats` holds GPU readings per Ray node id (what `RayGpuReader` would read from the nodes'
+metrics agents) and records which nodes each read asked for.
 
 Each satisfies its port in `argus.ports` with the port's exact signatures (`FakeJobs`: `JobTool`;
 `FakeSnapshots`, `FakeRayNodes`: `ClusterView`; `FakeRayNodes`: `Drainer`; `FakeSSH`:
-`SSHRunner`, its sessions `SSHSession`); `argus.testing.conformance` has mypy check that.
+`SSHRunner`, its sessions `SSHSession`; `FakeGpuStats`: `GpuStats`); `argus.testing.conformance` has mypy check that.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from __future__ import annotations
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from argus.cluster.errors import ClusterUnavailable, JobNotFound, SubmissionRefused
+from argus.cluster.gpu_metrics import NodeGpuReading
 from argus.cluster.jobs import JobView, tail_lines
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
 from argus.cluster.ssh import CommandResult, SSHTarget
@@ -171,6 +174,23 @@ class FakeSnapshots:
 
 def with_free(snap: FakeSnapshots, **free: float) -> FakeSnapshots:
     return replace(snap, free={**snap.gpus, **free})
+
+
+@dataclass
+class FakeGpuStats:
+    """GPU readings by Ray node id; nodes without one report no GPUs (as on a CPU-only node or
+    one whose metrics agent does not answer). `asked` records each read's node ids."""
+
+    readings: dict[str, NodeGpuReading] = field(default_factory=dict)
+    asked: list[list[str]] = field(default_factory=list)
+
+    def set(self, node_id: str, util_pct: float | None, mem_bytes: float | None, gpus: int = 1) -> None:
+        self.readings[node_id] = NodeGpuReading(util_pct, mem_bytes, gpus)
+
+    def read(self, nodes: Iterable[NodeCapacity]) -> Mapping[str, NodeGpuReading]:
+        ids = [n.node_id for n in nodes]
+        self.asked.append(ids)
+        return {i: self.readings[i] for i in ids if i in self.readings}
 
 
 # -- managed nodes: Ray's node view with labels and drains, and SSH to the nodes ----------------
