@@ -27,6 +27,7 @@ FAMILIES = {
     "argus_tasks": "gauge",
     "argus_pending_tasks": "gauge",
     "argus_pending_min_gpus": "gauge",
+    "argus_pending_fits_now": "gauge",
     "argus_gpus": "gauge",
     "argus_nodes": "gauge",
     "argus_node_up": "gauge",
@@ -258,3 +259,28 @@ def test_the_gpu_seconds_counter_never_goes_back_when_an_end_is_stamped_before_a
     world.clock.advance(40)
     _, after, _ = scrape(world)
     assert value(after, "argus_user_gpu_seconds_total", user=user.user_id, pool="h20") == seen
+
+
+def test_tasks_waiting_for_resources_that_fit_the_free_gpus_now_are_counted(world):
+    user = world.new_user("mf")
+    CLUSTER.free = {"w1": 0, "w2": 0}  # something outside Argus holds the pool's GPUs
+    try:
+        fits = world.submit(user, world.spec(n_gpus_per_node=4, pool="h20"))
+        never = world.submit(user, world.spec(n_gpus_per_node=8, pool="h20"))  # no h20 node has 8 GPUs
+        world.tick()
+        _, held, _ = scrape(world)
+        assert value(held, "argus_pending_tasks", pool="h20", reason="Resources") >= 2
+        assert value(held, "argus_pending_fits_now", pool="h20") == 0
+        CLUSTER.free = None  # the GPUs are free again; no pass has run since
+        _, freed, _ = scrape(world)
+        assert value(freed, "argus_pending_fits_now", pool="h20") == 1  # `fits`, not the 1x8 gang
+        assert value(freed, "argus_pending_fits_now", pool="-") == 0
+        world.tick()  # the pass starts it: nothing fits and waits any more
+        _, after, _ = scrape(world)
+        assert value(after, "argus_pending_fits_now", pool="h20") == 0
+        assert world.get(user, f"/api/v2/tasks/{fits}").json()["state"] in ("SUBMITTED", "RUNNING")
+    finally:
+        CLUSTER.free = None
+        for tid in (fits, never):
+            world.client.post(f"/api/v2/tasks/{tid}:cancel", headers=user.headers)
+        world.tick()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from argus.service.metrics_collect import RayProbe
+from argus.service.metrics_collect import Bounded, RayProbe
 from argus.store.metrics_reads import GAP_S, Cursor
 from argus.testing.fakes import FakeSnapshots
 
@@ -23,7 +23,7 @@ class HangingRay:
 
 def test_a_hanging_ray_costs_a_scrape_the_wait_and_no_second_read_piles_up():
     ray = HangingRay()
-    probe = RayProbe(ray, lambda: {}, wait_s=0.2)
+    probe = RayProbe(ray, lambda: ({}, {}, {}), wait_s=0.2)
     t0 = time.monotonic()
     view = probe.read()
     assert time.monotonic() - t0 < 1 and view.snapshot is None and view.error == "timed out"
@@ -36,7 +36,7 @@ def test_a_hanging_ray_costs_a_scrape_the_wait_and_no_second_read_piles_up():
 
 
 def test_a_down_ray_is_reported_by_name_not_raised():
-    view = RayProbe(FakeSnapshots({"w1": 4}, down=True), lambda: {}).read()
+    view = RayProbe(FakeSnapshots({"w1": 4}, down=True), lambda: ({}, {}, {})).read()
     assert view.snapshot is None and view.error == "ClusterUnavailable"
 
 
@@ -50,3 +50,22 @@ def test_ids_skipped_over_are_asked_for_again_for_a_while():
     assert c.gaps == {}
     c.seen([5000], now=200.0)  # a jump too far is not waited for
     assert c.last == 5000 and c.gaps == {}
+
+
+def test_a_read_that_hangs_is_cut_at_its_wait_and_not_started_again_meanwhile():
+    release = threading.Event()
+    calls = []
+
+    def slow() -> float:
+        calls.append(1)
+        release.wait(10)
+        return 12.5
+
+    bounded = Bounded(slow, wait_s=0.2)
+    t0 = time.monotonic()
+    assert bounded.read() == (None, "timed out") and time.monotonic() - t0 < 1
+    assert bounded.read() == (None, "an earlier read has not returned") and len(calls) == 1
+    release.set()
+    time.sleep(0.1)
+    assert bounded.read() == (12.5, None) and len(calls) == 2
+    assert Bounded(lambda: 1 / 0).read() == (None, "ZeroDivisionError")

@@ -199,3 +199,22 @@ def free_gpus(
                 if b.pool is None or pools.get(node) == b.pool:
                     free[node] = 0.0
     return free
+
+
+def pool_summary(
+    free: Mapping[str, float], pools: Mapping[str, str | None], total: Mapping[str, float]
+) -> dict[str, dict[str, float]]:
+    """Per pool (nodes without one under "-"), sorted: `{nodes, gpus_total, gpus_free}` of the
+    schedulable nodes whose total GPUs are `total`, free GPUs `free` and pools `pools`."""
+    out: dict[str, dict[str, float]] = {}
+    for node, gpus in total.items():
+        row = out.setdefault(pools.get(node) or "-", {"nodes": 0, "gpus_total": 0.0, "gpus_free": 0.0})
+        row["nodes"] += 1
+        row["gpus_total"] += gpus
+        row["gpus_free"] += free.get(node, 0.0)
+    return dict(sorted(out.items()))
+
+
+def fits_now(demand: Demand, free: Mapping[str, float], pools: Mapping[str, str | None]) -> bool:
+    """Whether `demand`'s whole gang (and driver) fits the free GPUs per node right now."""
+    return Capacity.of(free, pools).fit(demand) is not None

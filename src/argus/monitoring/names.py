@@ -19,6 +19,7 @@ ARGUS_SERIES: frozenset[str] = frozenset(
         "argus_tasks",
         "argus_pending_tasks",
         "argus_pending_min_gpus",
+        "argus_pending_fits_now",
         "argus_gpus",
         "argus_nodes",
         "argus_node_up",

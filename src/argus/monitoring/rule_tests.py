@@ -95,48 +95,25 @@ CASES: tuple[Case, ...] = (
     # -- SchedulerStuck --
     Case(
         "SchedulerStuck",
-        "the smallest waiting gang fits in the pool's free GPUs",
-        (
-            series("argus_pending_tasks", "2x30", pool="h20", reason="Resources", **ARGUS),
-            series("argus_pending_min_gpus", "4x30", pool="h20", **ARGUS),
-            series("argus_gpus", "8x30", pool="h20", state="free", **ARGUS),
-        ),
+        "a waiting gang fits the free GPUs for 20 minutes",
+        (series("argus_pending_fits_now", "2x30", pool="h20", **ARGUS),),
         "20m",
         ({"pool": "h20"},),
     ),
     Case(
         "SchedulerStuck",
-        "a task naming no pool waits while other pools have the GPUs free",
+        "gangs that do not fit the free GPUs per node: waiting is right",
         (
-            series("argus_pending_tasks", "1x30", pool="-", reason="Resources", **ARGUS),
-            series("argus_pending_tasks", "0x30", pool="h20", reason="Resources", **ARGUS),
-            series("argus_pending_min_gpus", "8x30", pool="-", **ARGUS),
-            series("argus_pending_min_gpus", "0x30", pool="h20", **ARGUS),
-            series("argus_gpus", "0x30", pool="-", state="free", **ARGUS),
-            series("argus_gpus", "8x30", pool="h20", state="free", **ARGUS),
-        ),
-        "20m",
-        ({"pool": "-"},),
-    ),
-    Case(
-        "SchedulerStuck",
-        "not enough GPUs free: waiting is right",
-        (
-            series("argus_pending_tasks", "2x30", pool="h20", reason="Resources", **ARGUS),
-            series("argus_pending_min_gpus", "8x30", pool="h20", **ARGUS),
-            series("argus_gpus", "4x30", pool="h20", state="free", **ARGUS),
+            series("argus_pending_fits_now", "0x30", pool="h20", **ARGUS),
+            series("argus_pending_tasks", "3x30", pool="h20", reason="Resources", **ARGUS),
         ),
         "20m",
     ),
     Case(
         "SchedulerStuck",
-        "free GPUs and a waiting gang for less than 15 minutes",
-        (
-            series("argus_pending_tasks", "2x30", pool="h20", reason="Resources", **ARGUS),
-            series("argus_pending_min_gpus", "4x30", pool="h20", **ARGUS),
-            series("argus_gpus", "8x30", pool="h20", state="free", **ARGUS),
-        ),
-        "10m",
+        "a gang fits for less than 15 minutes (the next passes start it)",
+        (series("argus_pending_fits_now", "0x5 1x10 0x15", pool="h20", **ARGUS),),
+        "20m",
     ),
     # -- GpuIdle --
     Case(

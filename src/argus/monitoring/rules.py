@@ -120,28 +120,20 @@ ALERTS: tuple[Alert, ...] = (
         name="SchedulerStuck",
         expr=_expr(
             """
-            (
-              (sum by (pool) (argus_pending_tasks{reason="Resources"}) > 0)
-              and on (pool)
-              (sum by (pool) (argus_gpus{state="free"}) >= on (pool) max by (pool) (argus_pending_min_gpus))
-            )
-            or
-            (
-              (sum by (pool) (argus_pending_tasks{reason="Resources", pool="-"}) > 0)
-              and on ()
-              (sum(argus_gpus{state="free"}) >= on () max(argus_pending_min_gpus{pool="-"}))
-            )
+            sum by (pool) (argus_pending_fits_now) > 0
             """
         ),
         for_="15m",
         severity="warning",
-        summary=("Tasks in pool {{ $labels.pool }} wait for Resources although enough GPUs are free (for 15 minutes)"),
+        summary=(
+            "Tasks in pool {{ $labels.pool }} wait for Resources although their whole gang fits the free "
+            "GPUs (for 15 minutes)"
+        ),
         runbook=(
-            "The smallest waiting gang fits in the pool's free GPU count but is not admitted. "
-            "Either the free GPUs are fragmented (a gang needs whole nodes: compare `argus queue` "
-            "with the free GPUs per node in `argus nodes`), or the scheduler's view of "
-            "Ray is wrong: look for errors in the server log and for GPUs Ray holds that no task "
-            "owns (`ray status`, `argus tasks --state SUBMITTED`)."
+            "The scheduler counts tasks waiting for Resources whose gang fits the free GPUs per "
+            "node as admission counts them; a pass should have started them. Look for errors in "
+            "the server log (`scheduler tick`), at `/healthz` (last pass, Ray reachable), and for "
+            "GPUs Ray holds that no task owns (`ray status`, `argus tasks --state SUBMITTED`)."
         ),
     ),
     Alert(

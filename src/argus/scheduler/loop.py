@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
-from argus.domain.admission import Booked, free_gpus
+from argus.domain.admission import Booked, free_gpus, pool_summary
 from argus.domain.durations import format_duration
 from argus.domain.failure import FailureCause
 from argus.domain.fairshare import fair_share, horizon_start
@@ -312,24 +312,19 @@ class Scheduler:
         )
         return free, pools, total
 
-    def pool_capacity(self) -> dict[str, dict[str, float]]:
-        """GPUs per pool of the schedulable nodes, as admission counts them: `{pool: {nodes,
-        gpus_total, gpus_free}}`, nodes without a pool under "-" (for the queue and nodes views).
+    def node_capacity(self) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
+        """Per schedulable node now: free GPUs as admission counts them, pool, total GPUs.
 
         Raises:
             ClusterUnavailable: Ray cannot be read.
         """
-        now = self.clock()
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
-        latest = self.store.latest_attempts([t.task_id for t in active])
-        free, pools, total = self.capacity(active, latest, now)
-        out: dict[str, dict[str, float]] = {}
-        for node, gpus in total.items():
-            row = out.setdefault(pools.get(node) or "-", {"nodes": 0, "gpus_total": 0.0, "gpus_free": 0.0})
-            row["nodes"] += 1
-            row["gpus_total"] += gpus
-            row["gpus_free"] += free.get(node, 0.0)
-        return dict(sorted(out.items()))
+        return self.capacity(active, self.store.latest_attempts([t.task_id for t in active]), self.clock())
+
+    def pool_capacity(self) -> dict[str, dict[str, float]]:
+        """GPUs per pool of the schedulable nodes, as admission counts them (`pool_summary`: for
+        the queue and nodes views). Raises ClusterUnavailable when Ray cannot be read."""
+        return pool_summary(*self.node_capacity())
 
     def usage(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
         """Per user: decayed GPU-hours (fair share) and GPU-hours over the last 24 hours.

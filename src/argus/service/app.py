@@ -208,7 +208,7 @@ def create_app(
     )
     _install(app, settings.service.max_body_bytes, settings.service.code_max_bytes)
     # Metrics: the scrape-time collector in the app's own registry; every request counted.
-    probe = RayProbe(snapshots, scheduler.pool_capacity)
+    probe = RayProbe(snapshots, scheduler.node_capacity)
     gpu_seconds = LedgerStore(db).gpu_seconds_by_user_pool
     metrics.registry.register(ArgusCollector(settings, store, NodeStore(db), probe, clock, gpu_seconds))
     state.metrics, state.snapshots = metrics, snapshots

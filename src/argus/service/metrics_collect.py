@@ -6,12 +6,15 @@ Owns `ArgusCollector`, a prometheus_client collector in the app's own registry. 
   `Resources` wait per pool, the GPUs active tasks hold per user and pool and per node and user
   (their latest attempt's placement);
 - Ray (`RayProbe`, at most `RAY_WAIT_S` per scrape): nodes and their GPUs, GPUs per pool as
-  admission counts them (`Scheduler.pool_capacity`); when Ray does not answer in time
+  admission counts them (`Scheduler.node_capacity`); when Ray does not answer in time
   `argus_ray_up` is 0 and the series read from Ray are left out (`argus_gpus`, the node series);
 - the history since the last scrape (`argus.service.metrics_history.History`): wait and run
   time histograms, tasks ended;
 - the GPU-hour ledger (GPU-seconds per user and pool, running attempts up to now);
-- the head's record on shared storage: `argus_head_record_age_seconds`, -1 when there is none.
+- the head's record on shared storage: `argus_head_record_age_seconds`, -1 when there is none,
+  +Inf when shared storage did not answer within `RAY_WAIT_S` (read in a thread of its own);
+- tasks waiting for Resources whose gang fits the free GPUs per node now
+  (`argus_pending_fits_now`: the scheduler should have started them).
 
 Every family is emitted at every scrape, 0 where nothing is counted. No label value is a task
 id, a path, a token or a secret: users, pools, workloads, states, codes, causes, node names and
@@ -32,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from argus.cluster.head_record import read_head
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
+from argus.domain.admission import Demand, fits_now, pool_summary
 from argus.domain.node_registration import NODE_LABEL, POOL_LABEL
 from argus.domain.nodes import NodeState
 from argus.domain.scheduling import PendingCode
@@ -65,42 +69,70 @@ class RayView:
     """What one scrape learnt from Ray: None fields when it did not answer in time."""
 
     snapshot: ClusterSnapshot | None = None
-    capacity: dict[str, dict[str, float]] | None = None
+    capacity: dict[str, dict[str, float]] | None = None  # per pool (`pool_summary`)
+    free: dict[str, float] | None = None  # per schedulable node, as admission counts them
+    pools: dict[str, str | None] | None = None  # per schedulable node
     error: str | None = None
 
 
-@dataclass
-class RayProbe:
-    """Reads Ray in a thread of its own, so a scrape waits at most `wait_s` for it.
+NodeCapacity3 = tuple[dict[str, float], dict[str, str | None], dict[str, float]]
 
-    While a read that timed out is still running, no second one starts (Ray counts as down).
+
+@dataclass
+class Bounded:
+    """Runs a read in a thread of its own, so a scrape waits at most `wait_s` for it.
+
+    While a read that timed out is still running, no second one starts. `read()` returns the
+    value, or None and why not.
     """
 
-    snapshots: ClusterView
-    pool_capacity: Callable[[], dict[str, dict[str, float]]]
+    fn: Callable[[], Any]
     wait_s: float = RAY_WAIT_S
+    name: str = "argus-metrics-read"
     _busy: threading.Thread | None = field(default=None, repr=False)
 
-    def read(self) -> RayView:
+    def read(self) -> tuple[Any, str | None]:
         if self._busy is not None and self._busy.is_alive():
-            return RayView(error="an earlier read of Ray has not returned")
-        out = RayView()
+            return None, "an earlier read has not returned"
+        out: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                snap = self.snapshots.snapshot()
-                out.capacity = self.pool_capacity()
-                out.snapshot = snap
-            except Exception as exc:  # reported as argus_ray_up 0
-                out.error = type(exc).__name__
+                out["value"] = self.fn()
+            except Exception as exc:  # reported, never raised into the scrape
+                out["error"] = type(exc).__name__
 
-        thread = threading.Thread(target=run, name="argus-metrics-ray", daemon=True)
+        thread = threading.Thread(target=run, name=self.name, daemon=True)
         thread.start()
         thread.join(self.wait_s)
         if thread.is_alive():
             self._busy = thread
-            return RayView(error="timed out")
-        return out
+            return None, "timed out"
+        return out.get("value"), out.get("error")
+
+
+class RayProbe:
+    """Reads Ray (a snapshot and the free GPUs per node as admission counts them) within
+    `wait_s`; while a read that timed out still runs, Ray counts as down."""
+
+    def __init__(self, snapshots: ClusterView, node_capacity: Callable[[], NodeCapacity3], wait_s: float = RAY_WAIT_S):
+        self.snapshots = snapshots
+        self.node_capacity = node_capacity
+        self._bounded = Bounded(self._read_both, wait_s, "argus-metrics-ray")
+
+    def _read_both(self) -> tuple[ClusterSnapshot, NodeCapacity3]:
+        return self.snapshots.snapshot(), self.node_capacity()
+
+    def read(self) -> RayView:
+        value, error = self._bounded.read()
+        if value is None:
+            return RayView(
+                error=error
+                if error != "an earlier read has not returned"
+                else "an earlier read of Ray has not returned"
+            )
+        snap, (free, pools, total) = value
+        return RayView(snap, pool_summary(free, pools, total), dict(free), dict(pools))
 
 
 def _gauge(name: str, doc: str, labels: Iterable[str], values: Mapping[Any, float]) -> GaugeMetricFamily:
@@ -134,6 +166,7 @@ class ArgusCollector(Collector):
         self._pools: set[str] = {NO_POOL}  # every pool seen: their series stay while Ray is away
         self._users: set[str] = set()  # every user seen with a task: their series stay at 0
         self._gpu_seconds: dict[tuple[str, str], float] = {}  # the counter's last values
+        self._head = Bounded(self._head_updated_at, RAY_WAIT_S, "argus-metrics-head")
         self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
@@ -152,12 +185,15 @@ class ArgusCollector(Collector):
         yield GaugeMetricFamily(
             "argus_ray_up", "1 when Ray's GCS answered this scrape, else 0", value=1.0 if snap is not None else 0.0
         )
+        age, _ = self._head.read()
         yield GaugeMetricFamily(
             "argus_head_record_age_seconds",
-            "Seconds since the Ray head last published its record on shared storage (-1: no record)",
-            value=self._head_age(now),
+            "Seconds since the Ray head last published its record on shared storage "
+            "(-1: no record; +Inf: shared storage did not answer in time)",
+            value=float("inf") if age is None else max(0.0, now - age) if age >= 0 else -1.0,
         )
         yield from self._task_families()
+        yield from self._fit_families(ray)
         yield from self._gpu_families(ray)
         yield from self._node_families(snap)
         yield from self._allocation_families(snap, now)
@@ -291,6 +327,25 @@ class ArgusCollector(Collector):
             return NO_POOL
         return pool if pool in self._pools else OTHER_POOL
 
-    def _head_age(self, now: float) -> float:
+    def _head_updated_at(self) -> float:
+        """When the head last published its record (-1: there is none)."""
         info, _ = read_head(self.settings.shared_root, self.settings.cluster_name)
-        return max(0.0, now - info.updated_at) if info is not None else -1.0
+        return info.updated_at if info is not None else -1.0
+
+    def _fit_families(self, ray: RayView) -> Iterator[Metric]:
+        """`argus_pending_fits_now{pool}`: tasks waiting for Resources whose whole gang fits the
+        free GPUs per node right now (the scheduler should have started them); no samples while
+        Ray does not answer."""
+        fits: dict[tuple[str], float] = {}
+        if ray.free is not None and ray.pools is not None:
+            fits = {(p,): 0.0 for p in self._pools}
+            for pool, nnodes, per_node, driver, n in self.reads.waiting_for_resources():
+                if fits_now(Demand(nnodes, per_node, driver, pool), ray.free, ray.pools):
+                    key = (self._pool_label(pool),)
+                    fits[key] = fits.get(key, 0.0) + n
+        yield _gauge(
+            "argus_pending_fits_now",
+            "Tasks waiting for Resources whose whole gang fits the free GPUs per node now, per pool",
+            ["pool"],
+            fits,
+        )

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from argus.domain.scheduling import PendingCode
 from argus.domain.task import ACTIVE_STATES, FINAL_STATES, WAITING_STATES, TaskState
 from argus.store.db import Database
 from argus.store.schema import attempts, task_events, tasks
@@ -121,6 +122,18 @@ class MetricsReads:
             )
             per_user = [(u, s, int(n)) for u, s, n in conn.execute(q)]
         return TaskCounts(by_state, waiting, per_user)
+
+    def waiting_for_resources(self) -> list[tuple[str | None, int, float, float, int]]:
+        """Tasks waiting with the pending code Resources, grouped by shape: (pool, nnodes,
+        GPUs per node, driver GPUs, how many)."""
+        shape = (tasks.c.pool, tasks.c.nnodes, tasks.c.n_gpus_per_node, tasks.c.driver_gpus)
+        q = (
+            sa.select(*shape, sa.func.count())
+            .where(tasks.c.state.in_(_WAITING), tasks.c.pending_code == PendingCode.RESOURCES.value)
+            .group_by(*shape)
+        )
+        with self.db.read.connect() as conn:
+            return [(p, int(n), float(g), float(d or 0), int(c)) for p, n, g, d, c in conn.execute(q)]
 
     def history(self, admitted: Cursor, events: Cursor, now: float, batch: int) -> HistoryBatch:
         """The attempts and task events added since the cursors (at most `batch` of each), as
