@@ -10,9 +10,11 @@ retries, cancels and time-outs of several users. The ledger's rows cannot be cha
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,14 +22,15 @@ import sqlalchemy as sa
 from api_support import open_backend
 
 from argus.domain.task import ACTIVE_STATES
-from argus.domain.usage import GROUPS, Allocation, gpu_seconds, report, total
+from argus.domain.usage import GROUPS, NO_POOL, Allocation, gpu_seconds, report, total
 from argus.scheduler.loop import Scheduler
 from argus.settings import parse_settings
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.loader import load_yaml_mapping
 from argus.spec.taskspec import parse_task_spec
 from argus.store.db import open_database
-from argus.store.ledger import LedgerStore
+from argus.store.ledger import SETTLE_S, STEP_S, LedgerStore
+from argus.store.schema import gpu_ledger
 from argus.store.tasks import TaskStore
 from argus.testing import FakeClock
 from argus.testing.fakes import FakeJobs, FakeSnapshots
@@ -351,3 +354,93 @@ def test_the_migrations_create_exactly_the_tables_of_the_schema(world):
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("gpu_ledger")}
     assert {"ix_gpu_ledger_task", "ix_gpu_ledger_kind_at", "ix_gpu_ledger_user_kind_at"} <= indexes
+
+
+def _full_sum(w: Ledgered, now: float) -> dict[tuple[str, str], float]:
+    """GPU-seconds per (user, pool) from scratch: every allocation, by `argus.domain.usage`."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    for a in w.ledger.allocations(0, math.inf):
+        out[(a.user, a.pool or NO_POOL)] += gpu_seconds(a, 0, math.inf, now)
+    return dict(out)
+
+
+def _same(got: dict[tuple[str, str], float], want: dict[tuple[str, str], float]) -> None:
+    assert sorted(got) == sorted(want)
+    assert all(got[k] == pytest.approx(want[k], rel=1e-12, abs=1e-6) for k in want), (got, want)
+
+
+def test_the_incremental_gpu_seconds_equal_a_full_sum_at_every_call(world):
+    """Over ~18 hours of random starts and ends, with `now` also a little back and ahead."""
+    rng = random.Random(4111)
+    ledger = LedgerStore(world.db)  # one instance: its settled totals carry over the calls
+    last: dict[tuple[str, str], float] = {}
+    for _ in range(50):
+        _drive(world, rng, 4)
+        for now in (world.now, world.now - 7, world.now + 2):
+            _same(ledger.gpu_seconds_by_user_pool(now), _full_sum(world, now))
+        got = ledger.gpu_seconds_by_user_pool(world.now)
+        assert all(got[k] >= v for k, v in last.items())  # a counter: never down while `now` is not
+        last = got
+    assert world.now - T0 > 12 * 3600
+    assert any(a.end is None for a in world.ledger.allocations(0, math.inf))
+
+
+def test_ends_just_before_and_after_the_watermark_are_counted_once(world):
+    ledger = LedgerStore(world.db)
+    a, b = world.add("alice", n_gpus_per_node=2), world.add("bob", pool="h20", n_gpus_per_node=2)
+    world.add("carol", pool="a100", n_gpus_per_node=1)
+    world.tick(0)  # all three start at T0 (2, 2 and 1 GPUs)
+    mark = T0 + 12 * STEP_S
+    world.clock.set(mark - 0.5)
+    world.cancel(a)  # settles when the watermark reaches `mark`
+    world.clock.set(mark + 0.5)
+    world.cancel(b)  # one step later
+    for now, settled in (
+        (mark + SETTLE_S - 1, 1),  # the watermark just behind `mark`: a and b still live
+        (mark + SETTLE_S + 1, 2),  # at `mark`: a settled, b not
+        (mark + SETTLE_S - 2, 2),  # `now` back a little: the watermark stays, a counted once
+        (mark + SETTLE_S + STEP_S, 3),  # b settled too
+        (mark + SETTLE_S + STEP_S + 15, 3),
+    ):
+        with ThreadPoolExecutor(4) as pool:  # concurrent scrapes: the watermark moves once
+            answers = list(pool.map(ledger.gpu_seconds_by_user_pool, [now] * 4))
+        got = answers[0]
+        assert all(x == got for x in answers) and got == {
+            ("alice", "-"): 2 * (mark - 0.5 - T0),
+            ("bob", "h20"): 2 * (mark + 0.5 - T0),
+            ("carol", "a100"): 1 * (now - T0),  # still held: up to `now`
+        }
+        _same(got, _full_sum(world, now))
+        assert ledger._settled._w == mark + (settled - 2) * STEP_S
+
+
+def test_each_call_reads_the_ends_since_the_watermark_by_index_not_the_history(world):
+    """Thousands of settled allocations: after the first call, a call reads the live ones only
+    (one statement), and each statement reaches the tables by their indexes, the end rows by a
+    range of `at`."""
+    rows = [dict(task_id=f"old-{i}", attempt_no=1, user_id=USERS[i % 3], workload="ppo", gpus=2.0) for i in range(3000)]
+    with world.db.write.begin() as conn:
+        conn.execute(gpu_ledger.insert(), [dict(r, at=T0 - 1e6 + i, kind="start") for i, r in enumerate(rows)])
+        conn.execute(gpu_ledger.insert(), [dict(r, at=T0 - 1e6 + i + 60, kind="end") for i, r in enumerate(rows)])
+        if not world.db.is_sqlite:
+            conn.exec_driver_sql("ANALYZE gpu_ledger")
+    world.add("alice", n_gpus_per_node=4)
+    world.tick(0)  # and one held
+    ledger, seen, calls = LedgerStore(world.db), [], []
+    sa.event.listen(world.db.read, "before_cursor_execute", lambda *a: seen.append(a[2:4]))
+    for now in (world.now, world.now + 15, world.now + 30, world.now + STEP_S):
+        n = len(seen)
+        got = ledger.gpu_seconds_by_user_pool(now)
+        calls.append([(q, p) for q, p in seen[n:] if q.startswith("SELECT")])  # not SQLite's BEGIN
+        _same(got, _full_sum(world, now))
+    assert [len(c) for c in calls] == [2, 1, 1, 2]  # settled + live; then live only until the watermark moves
+    with world.db.read.connect() as conn:
+        for statement, parameters in [x for c in calls[1:] for x in c]:  # the first reads all, once
+            if world.db.is_sqlite:
+                plan = [r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+                assert not [x for x in plan if x.startswith("SCAN")], plan
+                assert any(x.startswith("SEARCH e USING INDEX ix_gpu_ledger_kind_at (kind=? AND at>?") for x in plan)
+            else:
+                plan = [r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters)]
+                assert not [x for x in plan if "Seq Scan on gpu_ledger" in x], plan
+                assert any("Index Cond" in x and "at >=" in x for x in plan), plan

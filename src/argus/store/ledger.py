@@ -10,12 +10,19 @@ An allocation is a start row paired with the end row of the same (task, attempt)
 the attempt still holds its GPUs. The reads turn pairs into `argus.domain.usage.Allocation`s;
 the arithmetic is `argus.domain.usage`'s. Each read is one statement, so on PostgreSQL it sees
 one snapshot (an attempt that ends meanwhile is counted once, either way).
+
+`LedgerStore.gpu_seconds_by_user_pool` (read at every /metrics scrape) is incremental: the
+instance keeps the totals of the allocations that ended before a watermark, and each call reads
+only the ends since the watermark and the allocations still held (see `_Settled`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -27,6 +34,11 @@ from argus.store.schema import gpu_ledger, tasks
 
 START, END = "start", "end"
 _ACTIVE = [s.value for s in ACTIVE_STATES]
+# An end row is stamped with the scheduler pass's clock and committed within seconds of it, so
+# the end rows with `at` more than SETTLE_S behind `now` are all committed (and visible).
+SETTLE_S = 600.0
+# The watermark moves in whole steps: most calls read no settled ends at all.
+STEP_S = 300.0
 
 
 def append_start(conn: sa.Connection, task: Task, attempt_no: int, nodes: Mapping[str, float], at: float) -> None:
@@ -84,48 +96,110 @@ def _paired(start: sa.FromClause, end: sa.FromClause) -> sa.ColumnElement[bool]:
 
 # One task's allocations (a task's detail, a hot read): built once, with a bound parameter.
 _TASK_ALLOCATIONS = (
-    sa.select(*_COLUMNS, _E.c.at.label("end"), _S.c.accepted_at)
+    sa.select(*_COLUMNS, _S.c.accepted_at, _E.c.at.label("end"))
     .select_from(_S.outerjoin(_E, _paired(_S, _E)))
     .where(_S.c.task_id == sa.bindparam("task_id"), _S.c.kind == START)
     .order_by(_S.c.attempt_no)
 )
 
 
+def _overlapping(
+    columns: Sequence[sa.ColumnElement[Any]], lo: float, hi: float | None, user: str | None
+) -> sa.CompoundSelect:
+    """`columns` (of the start row), then the end (null while held), of the allocations that
+    ended at or after `lo` or are still held, started before `hi` (when given), `user`'s only
+    (when given). Ended ones come by the end rows' (kind, at) index, held ones from the active
+    tasks (their current attempt), each paired by the (task, attempt, kind) index."""
+    ended = (
+        sa.select(*columns, _E.c.at.label("end"))
+        .select_from(_E.join(_S, sa.and_(_paired(_S, _E), _S.c.kind == START)))
+        .where(_E.c.kind == END, _E.c.at >= lo)
+    )
+    held = (
+        sa.select(*columns, sa.null().label("end"))
+        .select_from(tasks.join(_S, sa.and_(_S.c.task_id == tasks.c.task_id, _S.c.attempt_no == tasks.c.attempts)))
+        # `kind` wrapped: SQLite (without statistics) then starts from the few active tasks,
+        # not from every start row by the (kind, at) index.
+        .where(tasks.c.state.in_(_ACTIVE), sa.func.coalesce(_S.c.kind, "") == START)
+        .where(~sa.exists().where(_paired(_S, _E)))
+    )
+    if hi is not None:
+        ended = ended.where(_S.c.at < hi)
+        held = held.where(_S.c.at < hi)
+    if user is not None:
+        ended = ended.where(_E.c.user_id == user)
+        held = held.where(tasks.c.user_id == user)
+    return sa.union_all(ended, held)
+
+
+def _settled_query(lo: float | None, hi: float) -> sa.Select[Any]:
+    """GPU-seconds per (user, pool) of the allocations whose end row's `at` is in [lo, hi)
+    (from the start when `lo` is None): one range of the end rows' (kind, at) index."""
+    length = _E.c.at - _S.c.at
+    q = (
+        sa.select(_S.c.user_id, _S.c.pool, sa.func.sum(_S.c.gpus * sa.case((length > 0, length), else_=0.0)))
+        .select_from(_E.join(_S, sa.and_(_paired(_S, _E), _S.c.kind == START)))
+        .where(_E.c.kind == END, _E.c.at < hi)
+        .group_by(_S.c.user_id, _S.c.pool)
+    )
+    return q if lo is None else q.where(_E.c.at >= lo)
+
+
 def _allocation(r: sa.Row) -> Allocation:
-    user, task_id, attempt_no, pool, workload, gpus, nodes, start, end, accepted = r
+    user, task_id, attempt_no, pool, workload, gpus, nodes, start, accepted, end = r
     return Allocation(
         user, task_id, attempt_no, pool, workload, gpus, json.loads(nodes or "{}"), start, end, accepted or start
     )
 
 
+_LIVE = (_S.c.user_id, _S.c.pool, _S.c.gpus, _S.c.at)
+
+
+class _Settled:
+    """The GPU-seconds per (user, pool) of the allocations whose end row's `at` is before the
+    watermark `w`; `w` only moves forward, in steps of STEP_S, to at most `now - SETTLE_S`.
+
+    A time watermark, not a cursor on ids: on PostgreSQL ids are handed out before commit and
+    transactions commit in any order, so a row with a smaller id can appear after a larger one;
+    an end row whose `at` is SETTLE_S behind `now` has been committed (it is stamped by the
+    scheduler pass's clock and committed within seconds), so each range [old w, new w) is read
+    once, complete. A lock keeps concurrent scrapes from reading a range twice."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._w: float | None = None  # None: nothing read yet
+        self._totals: dict[tuple[str, str], float] = {}
+
+    def advance(self, db: Database, now: float) -> tuple[float, dict[tuple[str, str], float]]:
+        """Moves the watermark on to `now` (never back) and returns it with a copy of the totals."""
+        target = math.floor((now - SETTLE_S) / STEP_S) * STEP_S
+        with self._lock:
+            w = self._w
+            if w is None or target > w:
+                with db.read.connect() as conn:
+                    rows = conn.execute(_settled_query(w, target)).all()
+                for user, pool, seconds in rows:
+                    key = (user, pool or NO_POOL)
+                    self._totals[key] = self._totals.get(key, 0.0) + float(seconds or 0.0)
+                self._w = w = target
+            return w, dict(self._totals)
+
+
 class LedgerStore:
-    """The ledger's reads over one database."""
+    """The ledger's reads over one database. One instance keeps the settled part of
+    `gpu_seconds_by_user_pool` (the metrics hold one for the server's life)."""
 
     def __init__(self, db: Database):
         self.db = db
+        self._settled = _Settled()
 
     def allocations(self, lo: float, hi: float, user: str | None = None) -> list[Allocation]:
         """The allocations that overlap [lo, hi): ended at or after `lo` and started before
         `hi`, or still held and started before `hi`; only `user`'s when given. Ordered by
         start, then task and attempt."""
-        ended = (
-            sa.select(*_COLUMNS, _E.c.at.label("end"), _S.c.accepted_at)
-            .select_from(_E.join(_S, sa.and_(_paired(_S, _E), _S.c.kind == START)))
-            .where(_E.c.kind == END, _E.c.at >= lo, _S.c.at < hi)
-        )
-        held = (
-            sa.select(*_COLUMNS, sa.null().label("end"), _S.c.accepted_at)
-            .select_from(tasks.join(_S, sa.and_(_S.c.task_id == tasks.c.task_id, _S.c.attempt_no == tasks.c.attempts)))
-            # `kind` wrapped: SQLite (without statistics) then starts from the few active tasks,
-            # not from every start row by the (kind, at) index.
-            .where(tasks.c.state.in_(_ACTIVE), sa.func.coalesce(_S.c.kind, "") == START, _S.c.at < hi)
-            .where(~sa.exists().where(_paired(_S, _E)))
-        )
-        if user is not None:
-            ended = ended.where(_E.c.user_id == user)
-            held = held.where(tasks.c.user_id == user)
+        q = _overlapping((*_COLUMNS, _S.c.accepted_at), lo, hi, user)
         with self.db.read.connect() as conn:
-            rows = conn.execute(sa.union_all(ended, held)).all()
+            rows = conn.execute(q).all()
         out = [_allocation(r) for r in rows]
         out.sort(key=lambda a: (a.start, a.task_id, a.attempt_no))
         return out
@@ -133,20 +207,20 @@ class LedgerStore:
     def gpu_seconds_by_user_pool(self, now: float) -> dict[tuple[str, str], float]:
         """Every user's GPU-seconds per pool since the ledger began, the allocations still held
         counted up to `now` (the `argus_user_gpu_seconds_total` counter: it never decreases
-        while `now` does not). Keys are (user, pool), a task without a pool under `-`."""
-        stop = sa.func.coalesce(_E.c.at, sa.literal(now, sa.Float))
-        seconds = sa.func.sum(_S.c.gpus * sa.case((stop > _S.c.at, stop - _S.c.at), else_=0.0))
-        q = (
-            sa.select(_S.c.user_id, _S.c.pool, seconds)
-            .select_from(_S.outerjoin(_E, _paired(_S, _E)))
-            .where(_S.c.kind == START)
-            .group_by(_S.c.user_id, _S.c.pool)
-        )
-        out: dict[tuple[str, str], float] = {}
+        while `now` does not). Keys are (user, pool), a task without a pool under `-`.
+
+        Incremental (`_Settled`): the settled totals, moved on to `now - SETTLE_S` (a read of
+        the ends since the watermark, when it moves), plus the allocations that ended at or
+        after the watermark or are still held, each `gpus` x its interval cut at `now` (as
+        `argus.domain.usage.gpu_seconds` over all time). The same answer as summing the whole
+        ledger, as long as `now` does not go back past the watermark (by more than SETTLE_S)."""
+        w, out = self._settled.advance(self.db, now)
         with self.db.read.connect() as conn:
-            for user, pool, total in conn.execute(q).all():
-                key = (user, pool or NO_POOL)
-                out[key] = out.get(key, 0.0) + float(total or 0.0)
+            rows = conn.execute(_overlapping(_LIVE, w, None, None)).all()
+        for user, pool, gpus, start, end in rows:
+            key = (user, pool or NO_POOL)
+            stop = now if end is None else min(end, now)
+            out[key] = out.get(key, 0.0) + gpus * max(0.0, stop - start)
         return out
 
     def task_allocations(self, task_id: str) -> list[Allocation]:
