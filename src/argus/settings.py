@@ -60,6 +60,11 @@ class ServiceSettings(StrictModel):
     secrets_key_env: str = "ARGUS_SECRETS_KEY"
     # A reward function's check at submit: the whole check (its job's start included).
     reward_check_timeout_s: float = Field(default=90.0, gt=0)
+    # The web console (`/ui`): how long a login lasts, and the environment variable holding the
+    # key its session cookies are signed with (unset: a random key per server process, so
+    # console logins end when the server restarts).
+    ui_session_ttl_h: float = Field(default=12.0, gt=0)
+    ui_session_key_env: str = "ARGUS_UI_SESSION_KEY"
 
 
 class SchedulerSettings(StrictModel):
@@ -167,6 +172,11 @@ class ArgusSettings(StrictModel):
         """The metrics-only token, from `service.metrics_token_env` (None when unset)."""
         env = os.environ if environ is None else environ
         return env.get(self.service.metrics_token_env) or None
+
+    def ui_session_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The key console session cookies are signed with, from `service.ui_session_key_env`."""
+        env = os.environ if environ is None else environ
+        return env.get(self.service.ui_session_key_env) or None
 
     def secrets_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key users' secrets are encrypted with, from `service.secrets_key_env`."""

@@ -48,6 +48,8 @@ from argus.service.routes import users as user_routes
 from argus.service.secret_service import SecretService
 from argus.service.task_inputs import TaskInputs
 from argus.service.task_service import TaskService
+from argus.service.ui import app as ui
+from argus.service.ui.sessions import ConsoleSessions
 from argus.service.usage_service import UsageService
 from argus.service.users import UserService
 from argus.settings import ArgusSettings
@@ -58,6 +60,7 @@ from argus.store.ledger import LedgerStore
 from argus.store.nodes import NodeStore
 from argus.store.secrets import SecretStore
 from argus.store.tasks import TaskStore
+from argus.store.ui_sessions import UiSessionStore
 from argus.store.users import UserStore
 
 
@@ -92,6 +95,7 @@ def _install(app: FastAPI, max_body_bytes: int, code_max_bytes: int) -> None:
     for routes in (task_routes, user_routes, node_routes, secret_routes, code_routes, health_routes, usage_routes):
         app.include_router(routes.router)
     app.include_router(metrics_routes.router)
+    ui.install(app)
     code_limit = {code_routes.CODE_PATH: (code_max_bytes, "service.code_max_bytes")}
     app.add_middleware(BodyLimit, limit=max_body_bytes, path_limits=code_limit)
 
@@ -190,6 +194,14 @@ def create_app(
     state.node_reconciler, state.nodes_reconciling = reconciler, background.run_nodes
     state.auth = Authenticator(users, settings.admin_token(environ))
     state.users = UserService(users, state.auth, clock)
+    state.console = ConsoleSessions(
+        UiSessionStore(db),
+        users,
+        state.auth,
+        settings.ui_session_key(environ),
+        settings.service.ui_session_ttl_h * 3600,
+        clock,
+    )
     state.nodes = NodeService(reconciler, pool_capacity=scheduler.pool_capacity)
     state.secrets = SecretService(secret_store, clock, settings.service.secrets_key_env)
     state.code = CodeService(settings, code_store, clock)

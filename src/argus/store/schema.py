@@ -1,5 +1,5 @@
 """The tables (SQLAlchemy Core): users, tokens, tasks, attempts, task_events, nodes, node_events,
-code_snapshots, task_code, secrets and gpu_ledger.
+code_snapshots, task_code, secrets, gpu_ledger and ui_sessions.
 
 Times are seconds since the epoch (UTC) as floats, so SQLite and PostgreSQL sort and compare
 them the same way. `tasks.seq` is the insertion order (FIFO and the list cursor). The migrations
@@ -192,4 +192,20 @@ gpu_ledger = sa.Table(
     sa.Index("ix_gpu_ledger_task", "task_id", "attempt_no", "kind", unique=True),
     sa.Index("ix_gpu_ledger_kind_at", "kind", "at"),
     sa.Index("ix_gpu_ledger_user_kind_at", "user_id", "kind", "at"),
+)
+
+# Console sessions (`/ui`): the SHA-256 of the id a browser's signed cookie carries; good until
+# `expires_at` unless revoked (logout, the user disabled).
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+    sa.Index("ix_ui_sessions_user", "user_id"),
+    sa.Index("ix_ui_sessions_expires", "expires_at"),
 )

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from argus.domain.users import User, UserState
 from argus.store.db import Database
 from argus.store.schema import tokens, users
+from argus.store.ui_sessions import revoke_user_sessions
 
 ACTIVE = UserState.ACTIVE.value
 DISABLED = UserState.DISABLED.value
@@ -87,6 +88,7 @@ class UserStore:
             if res.rowcount != 1:
                 return False
             conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
+            revoke_user_sessions(conn, user_id, now)  # their console sessions end too
             return True
 
     def enable(self, user_id: str) -> bool:

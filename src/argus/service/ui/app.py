@@ -1,0 +1,63 @@
+"""Mounting the console: its routers, its static files, its error pages and its headers.
+
+Owns `install(app)`: `/ui/static` (our stylesheet and script, and htmx with its SSE extension,
+vendored from their npm packages with their licences), the page routers, an HTML error page for
+API and domain errors raised under `/ui` (JSON stays the answer everywhere else), the 303 to the
+login page for a GET without a session, and `SecurityHeaders`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from argus.domain.errors import Conflict, DomainError, Invalid, NotFound
+from argus.service.errors import APIError
+from argus.service.ui import routes_auth, routes_tasks
+from argus.service.ui.web import STATIC_DIR, LoginRequired, SecurityHeaders, render, sessions, to_login
+
+ROUTERS = [routes_auth, routes_tasks]
+_DOMAIN_STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
+
+
+def _is_ui(request: Request) -> bool:
+    return request.url.path.startswith("/ui")
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    """The console's error page (the caller's session, if any, keeps the navigation)."""
+    from argus.service.ui.sessions import COOKIE
+
+    session = sessions(request).resolve(request.cookies.get(COOKIE))
+    return render(request, "error.html", session, status_code=status, status=status, message=message)
+
+
+def install(app: FastAPI) -> None:
+    """Mount the console on `app` (after `argus.service.errors.install`)."""
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+    for module in ROUTERS:
+        app.include_router(module.router)
+    json_api: Any = app.exception_handlers[APIError]
+    json_domain: Any = app.exception_handlers[DomainError]
+
+    @app.exception_handler(LoginRequired)
+    async def _login(_: Request, __: LoginRequired) -> Response:
+        return to_login()
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        if _is_ui(request):
+            return error_page(request, exc.status, exc.message)
+        return await json_api(request, exc)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> Response:
+        if _is_ui(request):
+            status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 400)
+            return error_page(request, status, str(exc))
+        return await json_domain(request, exc)
+
+    app.add_middleware(SecurityHeaders)
