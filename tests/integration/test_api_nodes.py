@@ -53,6 +53,7 @@ VIEW_KEYS = {
     "created_at",
     "updated_at",
     "ray",
+    "gpus_free",
     "running_tasks",
     "running_tasks_other",
 }
@@ -569,8 +570,10 @@ def test_pools_show_free_gpus(api):
     a = api.ray.join("pool-a", gpus=4, labels={"pool": "p-test"})
     b = api.ray.join("pool-b", gpus=4, labels={"pool": "p-test"})
     api.ray.use(a, gpus=3)
-    pools = api.get(api.admin, "/api/v2/nodes").json()["pools"]
-    assert pools["p-test"] == {"nodes": 2, "gpus_total": 8, "gpus_free": 5}
+    listing = api.get(api.admin, "/api/v2/nodes").json()
+    assert listing["pools"]["p-test"] == {"nodes": 2, "gpus_total": 8, "gpus_free": 5}
+    free = {n["id"]: n["gpus_free"] for n in listing["nodes"] if n["id"] in ("pool-a", "pool-b")}
+    assert free == {"pool-a": 1, "pool-b": 4}  # per node, as admission counts them
     api.ray.leave(a)
     api.ray.leave(b)
 

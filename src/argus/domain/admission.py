@@ -201,6 +201,11 @@ def free_gpus(
     return free
 
 
+# Per schedulable node: free GPUs as admission counts them, its pool, its total GPUs
+# (`argus.scheduler.loop.Scheduler.node_capacity`).
+NodeFree = tuple[dict[str, float], dict[str, str | None], dict[str, float]]
+
+
 def pool_summary(
     free: Mapping[str, float], pools: Mapping[str, str | None], total: Mapping[str, float]
 ) -> dict[str, dict[str, float]]:

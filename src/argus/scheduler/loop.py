@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
-from argus.domain.admission import Booked, free_gpus, pool_summary
+from argus.domain.admission import Booked, NodeFree, free_gpus, pool_summary
 from argus.domain.durations import format_duration
 from argus.domain.failure import FailureCause
 from argus.domain.fairshare import fair_share, horizon_start
@@ -312,7 +312,7 @@ class Scheduler:
         )
         return free, pools, total
 
-    def node_capacity(self) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
+    def node_capacity(self) -> NodeFree:
         """Per schedulable node now: free GPUs as admission counts them, pool, total GPUs.
 
         Raises:

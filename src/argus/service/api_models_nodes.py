@@ -56,6 +56,10 @@ class NodeBody(ApiModel):
     created_at: IsoTime | None
     updated_at: IsoTime | None
     ray: RayNode | None = Field(description="null when the node has no Ray node (not joined yet, or gone)")
+    gpus_free: float | None = Field(
+        description="free GPUs as admission counts them (Ray's free GPUs less the gangs admitted there that Ray "
+        "has not placed yet); in the listing only, for a schedulable node; else null"
+    )
     running_tasks: list[str] = Field(description="active tasks placed there that the caller may see")
     running_tasks_other: int = Field(description="other users' tasks placed there (0 for the admin)")
 

@@ -202,7 +202,7 @@ def create_app(
         settings.service.ui_session_ttl_h * 3600,
         clock,
     )
-    state.nodes = NodeService(reconciler, pool_capacity=scheduler.pool_capacity)
+    state.nodes = NodeService(reconciler, node_capacity=scheduler.node_capacity)
     state.secrets = SecretService(secret_store, clock, settings.service.secrets_key_env)
     state.code = CodeService(settings, code_store, clock)
     state.usage = UsageService(LedgerStore(db), clock)

@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 
 from argus.cluster.head_record import read_head
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
-from argus.domain.admission import Demand, fits_now, pool_summary
+from argus.domain.admission import Demand, NodeFree, fits_now, pool_summary
 from argus.domain.node_registration import NODE_LABEL, POOL_LABEL
 from argus.domain.nodes import NodeState
 from argus.domain.scheduling import PendingCode
@@ -75,9 +75,6 @@ class RayView:
     error: str | None = None
 
 
-NodeCapacity3 = tuple[dict[str, float], dict[str, str | None], dict[str, float]]
-
-
 @dataclass
 class Bounded:
     """Runs a read in a thread of its own, so a scrape waits at most `wait_s` for it.
@@ -115,12 +112,12 @@ class RayProbe:
     """Reads Ray (a snapshot and the free GPUs per node as admission counts them) within
     `wait_s`; while a read that timed out still runs, Ray counts as down."""
 
-    def __init__(self, snapshots: ClusterView, node_capacity: Callable[[], NodeCapacity3], wait_s: float = RAY_WAIT_S):
+    def __init__(self, snapshots: ClusterView, node_capacity: Callable[[], NodeFree], wait_s: float = RAY_WAIT_S):
         self.snapshots = snapshots
         self.node_capacity = node_capacity
         self._bounded = Bounded(self._read_both, wait_s, "argus-metrics-ray")
 
-    def _read_both(self) -> tuple[ClusterSnapshot, NodeCapacity3]:
+    def _read_both(self) -> tuple[ClusterSnapshot, NodeFree]:
         return self.snapshots.snapshot(), self.node_capacity()
 
     def read(self) -> RayView:

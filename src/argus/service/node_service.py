@@ -44,6 +44,7 @@ from argus.cluster.errors import ClusterUnavailable
 from argus.cluster.snapshot import ClusterSnapshot, NodeCapacity
 from argus.cluster.ssh import key_path
 from argus.domain import nodes as rules
+from argus.domain.admission import NodeFree, pool_summary
 from argus.domain.errors import Conflict, Invalid, NotFound, Unavailable
 from argus.domain.nodes import NODE_LABEL, NodeState
 from argus.scheduler.node_reconciler import NodeReconciler, conflict, decision_view
@@ -61,20 +62,20 @@ class NodeService:
     def __init__(
         self,
         reconciler: NodeReconciler,
-        pool_capacity: Callable[[], dict[str, dict[str, float]]] | None = None,
+        node_capacity: Callable[[], NodeFree] | None = None,
     ):
         """
         Args:
             reconciler: the node operations and the background side.
-            pool_capacity: GPUs per pool as admission counts them (the scheduler's); default:
-                Ray's view alone.
+            node_capacity: free GPUs, pool and total GPUs per schedulable node as admission
+                counts them (the scheduler's `node_capacity`); default: Ray's view alone.
         """
         self.nodes = reconciler
         self.settings = reconciler.settings
         self.store = reconciler.store
         self.snapshots = reconciler.snapshots
         self.clock = reconciler.clock
-        self.pool_capacity = pool_capacity
+        self.node_capacity = node_capacity
 
     # -- reads ----------------------------------------------------------------------------
     @staticmethod
@@ -110,7 +111,14 @@ class NodeService:
             names = {r.name for r in registered}
             views += [unmanaged_view(n, running, self.nodes.held(n), who) for n in self._unmanaged(snap, names)]
             try:
-                pools = self.pool_capacity() if self.pool_capacity else pools_of(snap)
+                if self.node_capacity is None:
+                    pools = pools_of(snap)
+                else:
+                    free, in_pool, total = self.node_capacity()
+                    pools = pool_summary(free, in_pool, total)
+                    for v in views:
+                        if v["ray"] is not None and v["ray"]["node_id"] in free:
+                            v["gpus_free"] = free[v["ray"]["node_id"]]
             except ClusterUnavailable as exc:
                 ray_error = str(exc)
         return {"nodes": views, "pools": pools, "ray_error": ray_error}

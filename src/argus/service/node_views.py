@@ -61,6 +61,7 @@ def node_view(node: Node, ray: NodeCapacity | None, running: Running, who: Ident
         "created_at": iso(node.created_at),
         "updated_at": iso(node.updated_at),
         "ray": ray_view(ray),
+        "gpus_free": None,
         **running_view(running.get(ray.node_id, []) if ray is not None and ray.alive else [], who),
     }
 
@@ -96,6 +97,7 @@ def unmanaged_view(
         "created_at": None,
         "updated_at": None,
         "ray": ray_view(n),
+        "gpus_free": None,
         **running_view(running.get(n.node_id, []), who),
     }
 
