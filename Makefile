@@ -8,12 +8,12 @@ VERL_VERSION := 0.9.1
 RAY_VERSION := 2.60.0
 ARGUS_SHARED_ROOT ?= $(HOME)/.argus/shared
 
-.PHONY: venv sshd prometheus demo lint test test-unit down clean bench
+.PHONY: venv sshd prometheus chromium demo lint test test-unit down clean bench
 
 venv: $(STAMP)
 
 # `sshd` is order-only: checked on every run (cheap), never a reason to reinstall the venv.
-$(STAMP): pyproject.toml Makefile | sshd prometheus
+$(STAMP): pyproject.toml Makefile | sshd prometheus chromium
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "ray[default]==$(RAY_VERSION)" "wandb==0.31.0" -e '.[test]'
@@ -33,6 +33,13 @@ prometheus:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
+# Chromium (Debian's package), for the console's browser tests: Playwright drives /usr/bin/chromium,
+# so no browser is ever downloaded (never `playwright install`).
+chromium:
+	@command -v /usr/bin/chromium >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --shared-root "$(ARGUS_SHARED_ROOT)"

@@ -110,3 +110,11 @@ def test_the_task_list_shows_only_the_callers_tasks_and_escapes_what_users_wrote
     assert tid in everyone and mine in everyone and ">Users<" in everyone
     assert ">Users<" not in a.get("/ui/tasks").text
     assert "<script>alert" not in everyone and "<img src=x" not in everyone
+
+
+def test_a_live_part_polling_after_logout_sends_the_whole_page_to_the_login(world):
+    user = world.new_user("ch")
+    b, csrf = login(world, user.token)
+    assert b.post("/ui/logout", headers={"X-CSRF-Token": csrf}).status_code == 303
+    r = b.get("/ui/tasks", headers={"HX-Request": "true"})
+    assert r.status_code == 204 and r.headers["HX-Redirect"] == "/ui/login"

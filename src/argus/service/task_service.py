@@ -1,15 +1,16 @@
-"""What the task routes do: accept, show, cancel, serve logs, list the queue.
+"""What the task routes do: accept, cancel, change a priority (and, through `TaskQueries`, show,
+list, serve logs, list the queue).
 
 Owns acceptance (the YAML parsed and checked exactly like `argus spec validate`, inputs confined
 to `<shared_root>/common/`, the task stored verbatim as QUEUED, the scheduler nudged) and the
-visibility rule: a task that is not the caller's is reported as not found, the same answer as
-for a task that does not exist.
+admin's priority changes. The reads and the visibility rule (a task that is not the caller's is
+not found, the same answer as for one that does not exist) are `argus.service.task_queries`.
 
 The offline verl check is cached (`argus.service.check_cache.CheckCache`); one not in the cache
 runs in the `CheckPool`, awaited without holding a thread. The rest of acceptance (parse, cached
 check, insert) runs on a few threads of its own (`service.accept_threads`): never on the event
 loop, which would then wait on the database's one writer, and never in the thread pool the read
-routes use. Reads take the store's records (`argus.domain.records`) to API bodies (`views`).
+routes use.
 
 Errors are the core's kinds (`argus.domain.errors`: NotFound, Conflict, Invalid, Unavailable),
 mapped to HTTP in `argus.service.errors`; an invalid spec is a `SpecError`, the per-user rate a
@@ -19,28 +20,22 @@ mapped to HTTP in `argus.service.errors`; an invalid spec is a `SpecError`, the 
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
 import sqlalchemy as sa
 
-from argus.cluster.errors import ClusterError, JobNotFound
-from argus.cluster.jobs import tail_lines
+from argus.cluster.errors import ClusterError
 from argus.domain.durations import format_duration
-from argus.domain.errors import Conflict, Invalid, NotFound, Unavailable
-from argus.domain.records import Task
+from argus.domain.errors import Conflict, Unavailable
 from argus.domain.task import (
     ACTIVE_STATES,
     FINAL_STATES,
-    WAITING_STATES,
     TaskState,
     new_task_id,
-    parse_task_id,
 )
 from argus.ports import Clock, JobTool
 from argus.service.auth import Identity
@@ -48,7 +43,7 @@ from argus.service.check_cache import CHECK_ID, CHECK_USER, CheckCache
 from argus.service.checks import CheckPool
 from argus.service.ratelimit import RateLimiter
 from argus.service.task_inputs import TaskInputs
-from argus.service.views import attempt_view, iso, pending_reason, task_detail, task_summary
+from argus.service.task_queries import TaskQueries
 from argus.settings import ArgusSettings
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
@@ -56,13 +51,10 @@ from argus.spec.inputs import ResolveCache, input_problems
 from argus.spec.loader import load_yaml_mapping
 from argus.spec.render import Rendered, render
 from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec, parse_task_spec
-from argus.store.ledger import LedgerStore
 from argus.store.tasks import TaskStore
 
-_SMALL_INT = re.compile(r"[0-9]{1,9}")
 
-
-class TaskService:
+class TaskService(TaskQueries):
     def __init__(
         self,
         settings: ArgusSettings,
@@ -290,105 +282,6 @@ class TaskService:
             raise Unavailable("could not allocate a task id; try again")
         return task_id
 
-    # -- read -----------------------------------------------------------------------------
-    @staticmethod
-    def _visible(who: Identity, task_id: str, task: Task | None) -> Task:
-        if task is None or not who.owns(task.user_id):
-            raise NotFound(f"no task {task_id}")
-        return task
-
-    def _own(self, who: Identity, task_id: str) -> Task:
-        """The caller's task (the admin's: anyone's).
-
-        Raises:
-            NotFound: no such task, or not the caller's.
-        """
-        return self._visible(who, task_id, self.store.get(task_id) if parse_task_id(task_id) else None)
-
-    def get(self, who: Identity, task_id: str) -> dict[str, Any]:
-        """The task's detail: its latest attempt and its TaskSpec text (secrets redacted).
-
-        Raises:
-            NotFound: no such task, or not the caller's.
-        """
-        found = self.store.get_with_spec(task_id) if parse_task_id(task_id) else None  # never a lookup of junk
-        task, text = found if found is not None else (None, "")
-        task = self._visible(who, task_id, task)
-        latest = self.store.latest_attempts([task_id]).get(task_id)
-        return task_detail(task, latest, text, LedgerStore(self.store.db).task_figures(task_id, self.clock()))
-
-    def list(self, who: Identity, states: list[str], limit: int, cursor: str | None) -> dict[str, Any]:
-        """The caller's tasks (the admin's: everyone's), newest first, a page at a time.
-
-        Raises:
-            Invalid: an unknown state, or a cursor that is not a `next_cursor` value.
-        """
-        bad = [s for s in states if s not in TaskState.__members__]
-        if bad:
-            raise Invalid("unknown state", [("state", f"'{bad[0]}' is not one of {', '.join(TaskState.__members__)}")])
-        before = None
-        if cursor:
-            if not _SMALL_INT.fullmatch(cursor):
-                raise Invalid("invalid cursor", [("cursor", "must be a next_cursor value")])
-            before = int(cursor)
-        rows = self.store.list(None if who.is_admin else who.user_id, states or None, limit + 1, before)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return {
-            "tasks": [task_summary(r) for r in rows],
-            "next_cursor": str(rows[-1].seq) if more and rows else None,
-        }
-
-    def attempts(self, who: Identity, task_id: str) -> dict[str, Any]:
-        """The task's attempts, oldest first.
-
-        Raises:
-            NotFound: no such task, or not the caller's.
-        """
-        self._own(who, task_id)
-        return {"task_id": task_id, "attempts": [attempt_view(a) for a in self.store.attempts(task_id)]}
-
-    def queue(self, who: Identity) -> dict[str, Any]:
-        user = None if who.is_admin else who.user_id
-        waiting = self.store.in_states([s.value for s in WAITING_STATES], user)
-        active = self.store.in_states([s.value for s in ACTIVE_STATES], user)
-        latest = self.store.latest_attempts([t.task_id for t in active])
-        pools: dict[str, dict[str, float]] | None = None
-        pools_error = None
-        if self.pool_capacity is not None:
-            try:
-                pools = self.pool_capacity()
-            except ClusterError as exc:
-                pools_error = str(exc)
-        return {
-            "pools": pools,
-            "pools_error": pools_error,
-            "pending": [
-                {
-                    "task_id": t.task_id,
-                    "user_id": t.user_id,
-                    "state": t.state.value,
-                    "pool": t.pool,
-                    "priority": t.priority,
-                    "next_run_at": iso(t.next_run_at),
-                    "pending_reason": pending_reason(t),
-                    "estimated_start": iso(t.estimated_start),
-                    "created_at": iso(t.created_at),
-                }
-                for t in waiting
-            ],
-            "running": [
-                {
-                    "task_id": t.task_id,
-                    "user_id": t.user_id,
-                    "state": t.state.value,
-                    "pool": t.pool,
-                    "ray_submission_id": a.ray_submission_id if (a := latest.get(t.task_id)) else None,
-                }
-                for t in active
-            ],
-        }
-
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self, who: Identity, task_id: str) -> dict[str, Any]:
         """Cancel in any non-final state; a live Ray job is stopped (and, should Ray be
@@ -414,33 +307,3 @@ class TaskService:
                 self.nudge(sync=True)
                 return {"task_id": task_id, "state": TaskState.CANCELED.value}
         raise Conflict(f"task {task_id} kept changing state; try again")
-
-    # -- logs -----------------------------------------------------------------------------
-    def logs(self, who: Identity, task_id: str, attempt: str, tail: int | None) -> str:
-        """An attempt's driver log: the archive once written, else Ray's.
-
-        Raises:
-            Invalid: `attempt` is neither `latest` nor a number.
-            NotFound: no such task (or not the caller's), or no such attempt yet.
-            Unavailable: Ray cannot be read and no archived log exists.
-        """
-        row = self._own(who, task_id)
-        if attempt == "latest":
-            att = self.store.latest_attempts([task_id]).get(task_id)
-        elif _SMALL_INT.fullmatch(attempt):
-            att = self.store.attempt(task_id, int(attempt))
-        else:
-            raise Invalid("invalid attempt", [("attempt", "must be 'latest' or a number")])
-        if att is None:
-            raise NotFound(f"task {task_id} has no attempt {attempt} yet (state {row.state.value})")
-        archive = Path(att.job_root) / "logs" / "driver.log"
-        if att.log_archived and archive.exists():
-            return tail_lines(archive.read_text(errors="replace"), tail)
-        try:
-            return self.jobs.logs(att.ray_submission_id, tail)
-        except (JobNotFound, ClusterError) as exc:
-            if archive.exists():
-                return tail_lines(archive.read_text(errors="replace"), tail)
-            if isinstance(exc, JobNotFound):
-                return ""  # written but not yet accepted by Ray: nothing logged yet
-            raise Unavailable(f"Ray is unavailable and no archived log exists: {exc}") from None

@@ -17,7 +17,7 @@ from typing import Any
 
 from argus.domain.errors import Forbidden, Invalid
 from argus.domain.task import check_user_id
-from argus.domain.usage import GROUPS, UsageRow, report, total
+from argus.domain.usage import DAY_S, GROUPS, Allocation, UsageRow, report, total, utc_day
 from argus.service.auth import Identity
 from argus.service.views import iso
 from argus.store.ledger import LedgerStore
@@ -115,4 +115,40 @@ class UsageService:
             "user": whose,
             "rows": [row_view(r) for r in report(allocs, lo, hi, now, group_by)],
             "total": row_view(total(allocs, lo, hi, now)),
+        }
+
+    def by_user_day(self, who: Identity, start: str | None, end: str | None) -> dict[str, Any]:
+        """GPU-seconds per user per UTC day in [from, to), in one read of the ledger: the
+        caller's own (the admin's: everyone's). The console's usage chart.
+
+        Returns:
+            `{start, end, now, users: [...], days: [...], rows: [{user, day, gpu_seconds,
+            gpu_hours}]}`: `days` every UTC day the window touches, `users` those with usage in
+            it, sorted; a row per (user, day) with usage.
+
+        Raises:
+            Invalid: a bad `from` or `to`, or `to` not after `from`.
+        """
+        whose = None if who.is_admin else who.user_id
+        now = self.clock()
+        lo, hi = self.window(start, end, now)
+        by_user: dict[str, list[Allocation]] = {}
+        for alloc in self.ledger.allocations(lo, hi, whose):
+            by_user.setdefault(alloc.user, []).append(alloc)
+        rows = [
+            {"user": user, "day": r.key, "gpu_seconds": round(r.gpu_seconds, 3), "gpu_hours": round(r.gpu_hours, 6)}
+            for user in sorted(by_user)
+            for r in report(by_user[user], lo, hi, now, "day")
+        ]
+        days, day = [], lo // DAY_S * DAY_S
+        while day < hi:
+            days.append(utc_day(day))
+            day += DAY_S
+        return {
+            "start": iso(lo),
+            "end": iso(hi),
+            "now": iso(now),
+            "users": sorted({r["user"] for r in rows}),
+            "days": days,
+            "rows": rows,
         }

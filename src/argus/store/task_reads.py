@@ -98,13 +98,16 @@ class TaskReads:
         states: Iterable[str] | None = None,
         limit: int = 50,
         before_seq: int | None = None,
+        workload: str | None = None,
     ) -> list[Task]:
-        """Newest first; `user_id=None` lists everyone's."""
+        """Newest first; `user_id=None` lists everyone's; `workload` keeps that workload's."""
         q = sa.select(*TASK_COLUMNS).order_by(tasks.c.seq.desc()).limit(limit)
         if user_id is not None:
             q = q.where(tasks.c.user_id == user_id)
         if states:
             q = q.where(tasks.c.state.in_(list(states)))
+        if workload is not None:
+            q = q.where(tasks.c.workload == workload)
         if before_seq is not None:
             q = q.where(tasks.c.seq < before_seq)
         with self.db.read.connect() as conn:
@@ -168,6 +171,24 @@ class TaskReads:
         )
         with self.db.read.connect() as conn:
             return {a.task_id: a for a in _attempts(conn.execute(q))}
+
+    def attempt_spans(self, task_ids: Sequence[str]) -> dict[str, tuple[float, float | None, float | None]]:
+        """Per task that has attempts, in one grouped read: its first attempt's creation, its
+        first start and its last end (None: none yet), for a page's waited / ran figures."""
+        if not task_ids:
+            return {}
+        q = (
+            sa.select(
+                attempts.c.task_id,
+                sa.func.min(attempts.c.created_at),
+                sa.func.min(attempts.c.start_time),
+                sa.func.max(attempts.c.end_time),
+            )
+            .where(attempts.c.task_id.in_(list(task_ids)))
+            .group_by(attempts.c.task_id)
+        )
+        with self.db.read.connect() as conn:
+            return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(q).all()}
 
     def unarchived_final_attempts(self) -> builtins.list[Attempt]:
         """Attempts whose Ray job ended (or was lost with its head), or whose task ended (even

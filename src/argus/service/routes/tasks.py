@@ -71,15 +71,17 @@ def _states(raw: list[str] | None) -> list[str]:
     return [s.strip().upper() for part in (raw or []) for s in part.split(",") if s.strip()]
 
 
-@router.get("/tasks", summary="List your tasks, newest first", response_model=TaskList, responses=errors(400, 401))
+@router.get("/tasks", summary="List your tasks, newest first", response_model=TaskList, responses=errors(400, 401, 403))
 def list_tasks(
     request: Request,
     who: Caller,
     state: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    workload: Annotated[str | None, Query(description="ppo, grpo or sft")] = None,
+    user: Annotated[str | None, Query(description="the admin only: one user's tasks")] = None,
 ) -> JSONBody:
-    return JSONBody(_svc(request).list(who, _states(state), limit, cursor))
+    return JSONBody(_svc(request).list(who, _states(state), limit, cursor, workload or None, user or None))
 
 
 @router.get("/tasks/{task_id}", summary="One task", response_model=TaskDetail, responses=errors(401, 404))

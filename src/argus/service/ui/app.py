@@ -14,13 +14,30 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from argus.domain.errors import Conflict, DomainError, Invalid, NotFound
-from argus.service.errors import APIError
-from argus.service.ui import routes_auth, routes_tasks
+from argus.domain.errors import DomainError
+from argus.service.errors import APIError, from_domain_error
+from argus.service.ui import (
+    routes_auth,
+    routes_nodes,
+    routes_queue,
+    routes_submit,
+    routes_task,
+    routes_tasks,
+    routes_usage,
+    routes_users,
+)
 from argus.service.ui.web import STATIC_DIR, LoginRequired, SecurityHeaders, render, sessions, to_login
 
-ROUTERS = [routes_auth, routes_tasks]
-_DOMAIN_STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
+ROUTERS = [
+    routes_auth,
+    routes_tasks,
+    routes_task,
+    routes_submit,
+    routes_nodes,
+    routes_queue,
+    routes_usage,
+    routes_users,
+]
 
 
 def _is_ui(request: Request) -> bool:
@@ -44,7 +61,9 @@ def install(app: FastAPI) -> None:
     json_domain: Any = app.exception_handlers[DomainError]
 
     @app.exception_handler(LoginRequired)
-    async def _login(_: Request, __: LoginRequired) -> Response:
+    async def _login(request: Request, __: LoginRequired) -> Response:
+        if request.headers.get("hx-request"):  # a live part polling: the whole page goes to the login
+            return Response(status_code=204, headers={"HX-Redirect": "/ui/login"})
         return to_login()
 
     @app.exception_handler(APIError)
@@ -56,8 +75,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> Response:
         if _is_ui(request):
-            status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 400)
-            return error_page(request, status, str(exc))
+            api = from_domain_error(exc)  # the API's own status for each kind of domain error
+            return error_page(request, api.status, api.message)
         return await json_domain(request, exc)
 
     app.add_middleware(SecurityHeaders)
