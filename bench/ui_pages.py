@@ -168,11 +168,13 @@ def main() -> int:
     gcs, dash = free_port(6500), free_port(8500)
     cluster, _ = local.up(str(root), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=dash)
     server = None
+    clients: list[httpx.Client] = []
     try:
         port = free_port(18700)
         server = start_server(cluster, work, db_url, port)
         url = f"http://127.0.0.1:{port}"
         admin, user = login(url, ADMIN), login(url, tokens["user03"])
+        clients += [admin, user]
         mine = next(t for t in ids if "-user03-" in t)
         pages = [
             ("tasks", "/ui/tasks"),
@@ -196,9 +198,15 @@ def main() -> int:
         lat, size = bare_baseline(int(statistics.median(sizes)), args.requests)
         print(row("bare FastAPI page (baseline)", lat, size))
     finally:
+        for client in clients:
+            client.close()
         if server is not None:
             server.terminate()
-            server.wait(20)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
         local.down(str(root))
         shutil.rmtree(work, ignore_errors=True)
     return 0

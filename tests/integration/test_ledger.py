@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from api_support import open_backend
 
 from argus.domain.task import ACTIVE_STATES
-from argus.domain.usage import GROUPS, NO_POOL, Allocation, gpu_seconds, report, total
+from argus.domain.usage import GROUPS, NO_POOL, Allocation, gpu_seconds, gpu_seconds_by_user_day, report, total
 from argus.scheduler.loop import Scheduler
 from argus.settings import parse_settings
 from argus.spec.entrypoint import driver_gpus
@@ -204,6 +204,13 @@ def test_per_user_gpu_seconds_equal_the_integral_of_allocated_gpus_over_any_wind
             assert abs(total(allocs, lo, hi, now).gpu_seconds - expected) <= 1.0
         for row in report(windowed, lo, hi, now, "user"):
             assert abs(row.gpu_seconds - world.integral(lo, hi, now, key=lambda k, u=row.key: k[0] == u)) <= 1.0
+        # The console's chart: bare spans per user and day give the report's per-day figures.
+        chart = gpu_seconds_by_user_day(world.ledger.spans(lo, hi), lo, hi, now)
+        assert abs(sum(chart.values()) - expected) <= 1.0
+        for user in USERS:
+            mine = [a for a in windowed if a.user == user]
+            for r in report(mine, lo, hi, now, "day"):
+                assert abs(chart.get((user, r.key), 0.0) - r.gpu_seconds) <= 1e-6, (user, r.key)
         for user in USERS:  # one user's own allocations, read by the store's filter
             mine = report(world.ledger.allocations(lo, hi, user=user), lo, hi, now, "user")
             assert [r.key for r in mine] in ([], [user])

@@ -188,6 +188,27 @@ def total(allocs: Iterable[Allocation], lo: float, hi: float, now: float) -> Usa
     return group.row("total")
 
 
+def gpu_seconds_by_user_day(
+    spans: Iterable[tuple[str, float, float, float | None]], lo: float, hi: float, now: float
+) -> dict[tuple[str, str], float]:
+    """GPU-seconds per (user, UTC day) in [lo, hi) at `now`, from bare spans `(user, gpus,
+    start, end or None)`: the same figures as `report(by="day")` per user, without building
+    allocations (the console's chart over every user)."""
+    out: dict[tuple[str, str], float] = {}
+    names: dict[float, str] = {}
+    for user, gpus, start, end in spans:
+        first = max(lo, start)
+        last = min(now if end is None else min(end, now), now, hi)
+        day = first // DAY_S * DAY_S
+        while day < last:
+            seconds = min(last, day + DAY_S) - max(first, day)
+            if seconds > 0:
+                name = names.get(day) or names.setdefault(day, utc_day(day))
+                out[(user, name)] = out.get((user, name), 0.0) + gpus * seconds
+            day += DAY_S
+    return out
+
+
 def task_figures(allocs: Iterable[Allocation], now: float) -> TaskFigures:
     """One task's figures at `now` from its allocations (any order)."""
     ordered = sorted(allocs, key=lambda a: (a.start, a.attempt_no))

@@ -17,7 +17,7 @@ from typing import Any
 
 from argus.domain.errors import Forbidden, Invalid
 from argus.domain.task import check_user_id
-from argus.domain.usage import DAY_S, GROUPS, Allocation, UsageRow, report, total, utc_day
+from argus.domain.usage import DAY_S, GROUPS, UsageRow, gpu_seconds_by_user_day, report, total, utc_day
 from argus.service.auth import Identity
 from argus.service.views import iso
 from argus.store.ledger import LedgerStore
@@ -132,13 +132,10 @@ class UsageService:
         whose = None if who.is_admin else who.user_id
         now = self.clock()
         lo, hi = self.window(start, end, now)
-        by_user: dict[str, list[Allocation]] = {}
-        for alloc in self.ledger.allocations(lo, hi, whose):
-            by_user.setdefault(alloc.user, []).append(alloc)
+        seconds = gpu_seconds_by_user_day(self.ledger.spans(lo, hi, whose), lo, hi, now)
         rows = [
-            {"user": user, "day": r.key, "gpu_seconds": round(r.gpu_seconds, 3), "gpu_hours": round(r.gpu_hours, 6)}
-            for user in sorted(by_user)
-            for r in report(by_user[user], lo, hi, now, "day")
+            {"user": user, "day": day, "gpu_seconds": round(v, 3), "gpu_hours": round(v / 3600.0, 6)}
+            for (user, day), v in sorted(seconds.items())
         ]
         days, day = [], lo // DAY_S * DAY_S
         while day < hi:

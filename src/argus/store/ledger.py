@@ -153,6 +153,7 @@ def _allocation(r: sa.Row) -> Allocation:
 
 
 _LIVE = (_S.c.user_id, _S.c.pool, _S.c.gpus, _S.c.at)
+_SPAN = (_S.c.user_id, _S.c.gpus, _S.c.at)
 
 
 class _Settled:
@@ -203,6 +204,12 @@ class LedgerStore:
         out = [_allocation(r) for r in rows]
         out.sort(key=lambda a: (a.start, a.task_id, a.attempt_no))
         return out
+
+    def spans(self, lo: float, hi: float, user: str | None = None) -> list[tuple[str, float, float, float | None]]:
+        """The allocations that overlap [lo, hi) (as `allocations` chooses them), bare: (user,
+        GPUs, start, end or None while held), in no particular order."""
+        with self.db.read.connect() as conn:
+            return [(u, g, s, e) for u, g, s, e in conn.execute(_overlapping(_SPAN, lo, hi, user)).all()]
 
     def gpu_seconds_by_user_pool(self, now: float) -> dict[tuple[str, str], float]:
         """Every user's GPU-seconds per pool since the ledger began, the allocations still held
