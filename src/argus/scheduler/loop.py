@@ -334,6 +334,10 @@ class Scheduler:
         half_life = self.settings.scheduler.fair_share_half_life_h * 3600
         return fair_share(self.store.usage_rows(horizon_start(now, half_life)), now, half_life)
 
+    def fair_share_now(self) -> dict[str, float]:
+        """Per user, the decayed GPU-hours the last full pass ordered by (computed if none ran)."""
+        return (self._usage or self.usage(self.clock()))[0]
+
     def admit(self, now: float, full: bool = True) -> None:
         """Plan with the policy and act on it: start what it starts, record why others wait.
 

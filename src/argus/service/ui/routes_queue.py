@@ -55,7 +55,7 @@ def queue_view(request: Request, session: ConsoleSession) -> dict[str, Any]:
     records: dict[str, Task] = {t.task_id: t for t in svc.store.in_states(states, user)}
     scheduler = request.app.state.scheduler
     policy = scheduler.settings.scheduler.policy
-    usage = scheduler.usage(now)[0] if who.is_admin and policy == "default" else None
+    usage = scheduler.fair_share_now() if who.is_admin and policy == "default" else None
     waiting = [p for p in queue["pending"] if p["task_id"] in records]
     ranked = order([Job.of(records[p["task_id"]]) for p in waiting], policy, usage, now)
     rank = {job.id: i for i, job in enumerate(ranked)}
