@@ -58,6 +58,12 @@ class JobTool(Protocol):
         """The driver's log (its last `tail` lines)."""
         ...
 
+    def gpus_by_job(self) -> dict[str, dict[str, float]]:
+        """Where Ray put each running job's GPUs: `{submission_id: {ray_node_id: gpus}}` (the
+        bundles of its live placement groups; a job holding none there is left out). One call
+        serves a whole listing."""
+        ...
+
 
 class ClusterView(Protocol):
     """Ray's view of the nodes (`argus.cluster.snapshot.RaySnapshotSource`)."""

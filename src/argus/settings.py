@@ -65,6 +65,9 @@ class ServiceSettings(StrictModel):
     # console logins end when the server restarts).
     ui_session_ttl_h: float = Field(default=12.0, gt=0)
     ui_session_key_env: str = "ARGUS_UI_SESSION_KEY"
+    # The console's cookies carry `Secure`: true, false, or null (when the request came over https;
+    # set true behind a TLS proxy that uvicorn is not told about).
+    ui_cookie_secure: bool | None = None
 
 
 class SchedulerSettings(StrictModel):

@@ -118,3 +118,21 @@ def test_a_live_part_polling_after_logout_sends_the_whole_page_to_the_login(worl
     assert b.post("/ui/logout", headers={"X-CSRF-Token": csrf}).status_code == 303
     r = b.get("/ui/tasks", headers={"HX-Request": "true"})
     assert r.status_code == 204 and r.headers["HX-Redirect"] == "/ui/login"
+
+
+def test_a_new_admin_token_ends_the_admins_console_sessions_and_expired_rows_go(world):
+    admin, _ = login(world, world.admin.token)
+    assert admin.get("/ui/users").status_code == 200
+    auth = world.client.app.state.auth
+    old = auth.admin_token
+    auth.admin_token = "a-new-admin-token-" + "9" * 20
+    try:
+        assert admin.get("/ui/tasks").status_code == 303  # logged in with the old token: ended
+    finally:
+        auth.admin_token = old
+    store = world.client.app.state.console.store
+    now = world.clock()
+    store.create("e" * 64, "nobody", False, "c" * 64, now - 100, now - 1)
+    assert store.get("e" * 64) is not None
+    login(world, world.new_user("cp").token)
+    assert store.get("e" * 64) is None  # expired sessions are deleted as new ones are made

@@ -20,6 +20,7 @@ import pytest
 from api_support import Backend, World, backend, fake_ray_world, sandbox
 from fastapi.testclient import TestClient
 
+from argus.domain.durations import format_duration
 from argus.service.ui import routes_task, routes_tasks
 from argus.testing.sandbox import Sandbox
 
@@ -135,6 +136,23 @@ def test_rows_show_waited_and_ran(world):
     cells = dict(re.findall(r'<tr data-task-id="([^"]+)">.*?<td class="times">([^<]*)</td>', page, re.S))
     assert cells[done] == "1s / 2s", cells  # the fake clock moves 1 s per scheduler pass
     assert cells[waiting].endswith("/ -"), cells
+    # A retried task: the list and the task's own page count its run time alike (the ledger).
+    retried = world.submit(who)
+    world.tick()
+    world.jobs.lose_all()  # the head restarted and forgot the job: attempt 2 starts
+    world.tick()
+    world.clock.advance(30)
+    world.jobs.run(f"{retried}--a02")
+    world.tick()
+    world.jobs.finish(f"{retried}--a02")
+    world.tick()
+    world.tick()
+    detail = world.get(who, f"/api/v2/tasks/{retried}").json()
+    assert detail["attempts"] == 2 and detail["state"] == "SUCCEEDED", detail
+    page = b.get("/ui/tasks").text
+    cells = dict(re.findall(r'<tr data-task-id="([^"]+)">.*?<td class="times">([^<]*)</td>', page, re.S))
+    waited, ran = cells[retried].split(" / ")
+    assert ran == format_duration(detail["run_s"]) and waited == format_duration(detail["wait_s"]), cells[retried]
 
 
 def test_another_users_task_is_not_found_like_a_task_that_does_not_exist(world):
@@ -323,3 +341,44 @@ def test_attempt_evidence_events_and_checkpoints_show_as_text(world):
     assert steps == ["2", "10"], steps
     assert "global_step_x" not in page
     assert 'state-RUNNING">RUNNING<' in page  # the timeline
+
+
+def test_a_followed_log_ends_once_its_session_is_gone(world, monkeypatch):
+    monkeypatch.setattr(routes_task, "LOG_POLL_S", 0.02)
+    who = world.new_user("lg")
+    tid = world.submit(who)
+    world.tick()
+    world.jobs.run(f"{tid}--a01", log="step 1\n")
+    world.tick()
+    b, csrf = login(world, who.token)
+    other, _ = login(world, who.token)  # logs out below; the stream's own session ends with the user
+    messages: list[str] = []
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the stream outlived its session"))
+    signal.alarm(30)
+    try:
+        with b.stream("GET", f"/ui/tasks/{tid}/log/stream") as r:
+            block: list[str] = []
+            for line in r.iter_lines():
+                if line:
+                    block.append(line)
+                    continue
+                messages.append("\n".join(block))
+                block = []
+                if len(messages) == 1:  # the text so far came; now the user is disabled
+                    assert world.post(world.admin, f"/api/v2/users/{who.user_id}:disable").status_code == 200
+    finally:
+        signal.alarm(0)
+    assert messages[-1] == "event: end\ndata: " and len(messages) == 2
+    assert other.get("/ui/tasks").status_code == 303
+    world.jobs.finish(f"{tid}--a01")
+    world.tick()
+
+
+def test_numbers_in_other_scripts_are_refused_not_a_server_error(world):
+    who = world.new_user("nd")
+    tid = world.submit(who)
+    b, _ = login(world, who.token)
+    assert b.get(f"/ui/tasks/{tid}", params={"attempt": "²"}).status_code == 200  # the latest is shown
+    admin, csrf = login(world, world.admin.token)
+    r = admin.post(f"/ui/tasks/{tid}/priority", data={"priority": "²", "csrf": csrf})
+    assert r.status_code == 400 and "priority" in r.text

@@ -40,6 +40,8 @@ from argus.spec.redact import REDACTED, redact_runtime_env, redact_spec_text
 from argus.spec.render import Rendered
 
 LOG_TAIL_LINES = 200
+STATE_TIMEOUT_S = 10  # Ray's state API (placement groups): one listing, never a request's whole budget
+STATE_LIMIT = 10_000  # live placement groups listed at most
 DIR_MODE = 0o750
 FILE_MODE = 0o640
 
@@ -335,6 +337,54 @@ class RayJobTool:
                 raise ClusterUnavailable(f"log stream of {sid} broke: {task.exception()}")
         finally:
             loop.close()
+
+    def gpus_by_job(self) -> dict[str, dict[str, float]]:
+        """Where each submitted job's GPUs are now, as Ray placed them: `{submission_id:
+        {ray_node_id: gpus}}`, summed over the bundles of the job's live (CREATED) placement
+        groups. A job holding no GPU in a placement group (not started yet, or a driver's own
+        GPU only) is left out.
+
+        Raises:
+            ClusterUnavailable: Ray's state API or job server cannot be read.
+        """
+        from ray.util.state import list_placement_groups
+
+        pgs = self._state(
+            "list_placement_groups",
+            lambda: list_placement_groups(
+                address=self.address,
+                filters=[("state", "=", "CREATED")],
+                limit=STATE_LIMIT,
+                timeout=STATE_TIMEOUT_S,
+                detail=True,
+            ),
+        )
+        by_ray_job: dict[str, dict[str, float]] = {}
+        for pg in pgs:
+            for bundle in pg.bundles or []:
+                gpus = float((bundle.get("unit_resources") or {}).get("GPU") or 0)
+                node = bundle.get("node_id")
+                if gpus > 0 and node and pg.creator_job_id:
+                    held = by_ray_job.setdefault(str(pg.creator_job_id).lower(), {})
+                    held[node] = held.get(node, 0.0) + gpus
+        if not by_ray_job:
+            return {}
+        jobs = self._call("list_jobs", lambda: self.client.list_jobs())
+        out: dict[str, dict[str, float]] = {}
+        for j in jobs:
+            ray_job = str(getattr(j, "job_id", None) or "").lower()
+            if getattr(j, "submission_id", None) and ray_job in by_ray_job:
+                out[j.submission_id] = by_ray_job[ray_job]
+        return out
+
+    def _state(self, what: str, fn: Callable[[], Any]) -> Any:
+        """A call of Ray's state API, its errors translated as `_call`'s."""
+        from ray.util.state.exception import RayStateApiException
+
+        try:
+            return self._call(what, fn)
+        except RayStateApiException as exc:
+            raise ClusterUnavailable(f"{what} failed: {exc}") from None
 
     def cluster_summary(self) -> str:
         """Nodes and their resources, and the placement groups holding GPUs."""

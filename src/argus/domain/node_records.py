@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from argus.domain.nodes import POOL_LABEL, NodeRegistration, NodeState
 
-# Ray node id -> (task id, user id) of the active tasks whose latest attempt is placed there.
+# Ray node id -> (task id, user id) of the active tasks whose GPUs Ray placed there (before Ray
+# shows them: where admission counted the gang).
 Running = dict[str, list[tuple[str, str]]]
 
 

@@ -7,6 +7,9 @@ being brought up (`claim`), per-node locks, and hold files. It owns:
 - the background bring-up of a registered node over SSH (`bring_up`: stop a stale agent, start
   the agent detached, fail the node with the reason on any error);
 - the completion of an offline (`take_offline`: hold file, agent stopped over SSH, `offline`);
+- where each active task's GPUs are (`running_by_node`): where Ray placed them, as the job
+  tool reports them once per listing (`JobTool.gpus_by_job`), else (not placed yet, or Ray
+  not read) where admission counted them (`gpu_nodes`);
 - the reconciler, one loop shape with the scheduler's: `tick(now)` is one pass (pending nodes
   that joined Ray go online, or fail after `nodes.join_timeout_s`; busy nodes asked to go
   offline go once empty; a pending node whose bring-up was lost in a restart fails), `run(stop)`
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,8 +38,9 @@ from argus.domain.discovery import hold_file
 from argus.domain.errors import Conflict, DomainError, Unavailable
 from argus.domain.node_records import Node, Running
 from argus.domain.nodes import NODE_LABEL, NodeState, Step
+from argus.domain.records import Attempt, Task
 from argus.domain.task import ACTIVE_STATES
-from argus.ports import Clock, ClusterView, Drainer, SSHRunner
+from argus.ports import Clock, ClusterView, Drainer, JobTool, SSHRunner
 from argus.scheduler.pacing import Pacer
 from argus.settings import ArgusSettings
 from argus.store.nodes import NodeStore
@@ -58,6 +63,26 @@ def decision_view(n: NodeCapacity | None) -> rules.RayNodeView | None:
     )
 
 
+def gpu_nodes(task: Task, attempt: Attempt, ray: Mapping[str, Mapping[str, float]] | None) -> list[str]:
+    """The Ray nodes holding an active task's GPUs.
+
+    `ray` is where Ray put each job's GPUs (`JobTool.gpus_by_job`; None: Ray was not read).
+    Ray chooses the nodes of a job's placement groups, so its answer wins: those nodes, and the
+    driver's node when the driver holds a GPU of its own. Without it (the placement groups do
+    not exist yet, or Ray was not read): the driver's node when it is known and holds all the
+    task's GPUs, else the nodes admission counted the gang on (`attempt.placement`).
+    """
+    driver = attempt.driver_node_id
+    held = [n for n, gpus in (ray or {}).get(attempt.ray_submission_id, {}).items() if gpus > 0]
+    if held:
+        if driver and task.driver_gpus > 0 and driver not in held:
+            held.append(driver)
+        return held
+    if driver and task.driver_gpus > 0 and task.nnodes * task.n_gpus_per_node == 0:
+        return [driver]
+    return list(attempt.placement)
+
+
 def conflict(node: Node, action: str) -> Conflict:
     """The 409 of an admin action that the node's state does not allow."""
     return Conflict(f"node {node.name} is {node.state.value}: {rules.ACTION_NEEDS[action]}")
@@ -76,13 +101,17 @@ class NodeReconciler:
         drainer: Drainer,
         clock: Clock = time.time,
         workers: int = 4,
+        jobs: JobTool | None = None,
     ):
+        """`jobs`: Ray's job tool, which says where Ray put each job's GPUs (None: the nodes
+        admission counted each task on are taken as its nodes)."""
         self.settings = settings
         self.store = store
         self.tasks = tasks
         self.snapshots = snapshots
         self.agents = AgentOps(settings, ssh)
         self.drainer = drainer
+        self.jobs = jobs
         self.clock = clock
         self.last_error: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argus-node")
@@ -174,16 +203,28 @@ class NodeReconciler:
         return (alive or found)[0] if found else None
 
     def running_by_node(self) -> Running:
-        """Ray node id -> (task id, user id) of the active tasks whose latest attempt is placed
-        there (the node views show a user only their own)."""
+        """Ray node id -> (task id, user id) of the active tasks whose GPUs are there
+        (`gpu_nodes`; the node views show a user only their own). Ray is asked once, and only
+        when some active task has an attempt."""
         active = self.tasks.in_states([s.value for s in ACTIVE_STATES])
         latest = self.tasks.latest_attempts([t.task_id for t in active])
+        ray = self._gpus_by_job() if latest else None
         out: Running = {}
         for t in active:
             attempt = latest.get(t.task_id)
-            for node_id in attempt.placement if attempt is not None else ():
+            for node_id in gpu_nodes(t, attempt, ray) if attempt is not None else ():
                 out.setdefault(node_id, []).append((t.task_id, t.user_id))
         return out
+
+    def _gpus_by_job(self) -> dict[str, dict[str, float]] | None:
+        """Where Ray put each job's GPUs, or None when there is no job tool or Ray cannot be read."""
+        if self.jobs is None:
+            return None
+        try:
+            return self.jobs.gpus_by_job()
+        except ClusterUnavailable as exc:
+            log.info("where Ray put the jobs' GPUs is unknown, admission's placement is shown: %s", exc)
+            return None
 
     def node(self, name: str) -> Node:
         """The registered node `name` (the caller knows it exists: nodes are never deleted)."""

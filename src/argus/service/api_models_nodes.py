@@ -60,8 +60,11 @@ class NodeBody(ApiModel):
         description="free GPUs as admission counts them (Ray's free GPUs less the gangs admitted there that Ray "
         "has not placed yet); in the listing only, for a schedulable node; else null"
     )
-    running_tasks: list[str] = Field(description="active tasks placed there that the caller may see")
-    running_tasks_other: int = Field(description="other users' tasks placed there (0 for the admin)")
+    running_tasks: list[str] = Field(
+        description="active tasks whose GPUs Ray placed there (before Ray shows them: where admission counted "
+        "the gang) that the caller may see"
+    )
+    running_tasks_other: int = Field(description="other users' tasks whose GPUs are there (0 for the admin)")
 
 
 class NodeEvent(ApiModel):

@@ -155,6 +155,7 @@ def create_app(
         ssh or _default_ssh(settings),
         drainer or _default_drainer(settings, snapshots),
         clock,
+        jobs=jobs,
     )
     gpu_sampler = GpuSampler(
         store, snapshots, gpu_stats or RayGpuReader(), clock, settings.scheduler.gpu_sample_interval_s

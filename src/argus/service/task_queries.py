@@ -120,23 +120,18 @@ class TaskQueries:
         return {"tasks": summaries, "next_cursor": str(rows[-1].seq) if more and rows else None}
 
     def _times(self, rows: builtins.list[Task]) -> builtins.list[tuple[float | None, float | None]]:
-        """Each task's wait (acceptance to its first attempt; still waiting: to now) and run
-        time (its first start to its end, now while it runs, or its last attempt's end)."""
-        spans = self.store.attempt_spans([t.task_id for t in rows])
+        """Each task's wait and run time as its own page counts them, from the GPU-hour ledger in
+        one read: the wait from acceptance to its first allocation (still waiting: to now), the
+        run time the sum of its attempts' allocated time (the running one up to now)."""
         now = self.clock()
+        figures = LedgerStore(self.store.db).figures_of([t.task_id for t in rows], now)
         out: builtins.list[tuple[float | None, float | None]] = []
         for t in rows:
-            first, start, last_end = spans.get(t.task_id, (None, None, None))
-            waited: float | None = None
-            if first is not None:
-                waited = max(0.0, first - t.created_at)
-            elif t.state not in FINAL_STATES:
-                waited = max(0.0, now - t.created_at)
-            ran: float | None = None
-            if start is not None:
-                stop = t.ended_at if t.state in FINAL_STATES else now if t.state in ACTIVE_STATES else last_end
-                ran = None if stop is None else max(0.0, stop - start)
-            out.append((waited, ran))
+            f = figures.get(t.task_id)
+            if f is None:  # never allocated: waiting still (to now), or ended before it ran
+                out.append((None if t.state in FINAL_STATES else max(0.0, now - t.created_at), None))
+            else:
+                out.append((f.wait_s, f.run_s))
         return out
 
     def attempts(self, who: Identity, task_id: str) -> dict[str, Any]:

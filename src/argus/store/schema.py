@@ -203,6 +203,7 @@ ui_sessions = sa.Table(
     sa.Column("user_id", sa.String(64), nullable=False),
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("token_fp", sa.String(64)),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),

@@ -172,24 +172,6 @@ class TaskReads:
         with self.db.read.connect() as conn:
             return {a.task_id: a for a in _attempts(conn.execute(q))}
 
-    def attempt_spans(self, task_ids: Sequence[str]) -> dict[str, tuple[float, float | None, float | None]]:
-        """Per task that has attempts, in one grouped read: its first attempt's creation, its
-        first start and its last end (None: none yet), for a page's waited / ran figures."""
-        if not task_ids:
-            return {}
-        q = (
-            sa.select(
-                attempts.c.task_id,
-                sa.func.min(attempts.c.created_at),
-                sa.func.min(attempts.c.start_time),
-                sa.func.max(attempts.c.end_time),
-            )
-            .where(attempts.c.task_id.in_(list(task_ids)))
-            .group_by(attempts.c.task_id)
-        )
-        with self.db.read.connect() as conn:
-            return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(q).all()}
-
     def unarchived_final_attempts(self) -> builtins.list[Attempt]:
         """Attempts whose Ray job ended (or was lost with its head), or whose task ended (even
         if Ray never confirmed the submission: a job it did accept is then found and stopped),

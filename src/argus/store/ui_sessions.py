@@ -25,6 +25,7 @@ class UiSessionRow:
     user_id: str
     is_admin: bool
     csrf: str
+    token_fp: str | None
     created_at: float
     expires_at: float
     revoked_at: float | None
@@ -40,7 +41,16 @@ class UiSessionStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def create(self, id_hash: str, user_id: str, is_admin: bool, csrf: str, now: float, expires_at: float) -> None:
+    def create(
+        self,
+        id_hash: str,
+        user_id: str,
+        is_admin: bool,
+        csrf: str,
+        now: float,
+        expires_at: float,
+        token_fp: str | None = None,
+    ) -> None:
         with self.db.write.begin() as conn:
             conn.execute(
                 ui_sessions.insert().values(
@@ -48,6 +58,7 @@ class UiSessionStore:
                     user_id=user_id,
                     is_admin=is_admin,
                     csrf=csrf,
+                    token_fp=token_fp,
                     created_at=now,
                     expires_at=expires_at,
                 )
@@ -56,7 +67,7 @@ class UiSessionStore:
     def get(self, id_hash: str) -> UiSessionRow | None:
         with self.db.read.connect() as conn:
             row = conn.execute(sa.select(ui_sessions).where(ui_sessions.c.id_hash == id_hash)).first()
-        return None if row is None else UiSessionRow(*row)
+        return None if row is None else UiSessionRow(**row._mapping)
 
     def revoke(self, id_hash: str, now: float) -> bool:
         """Revoke one session (logout). Returns whether a live one was revoked."""

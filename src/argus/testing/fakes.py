@@ -56,6 +56,9 @@ class FakeJobs:
     clock: Callable[[], float] = time.time
     down: bool = False
     fail_next_submit: Exception | None = None
+    # Where "Ray" put each job's GPUs ({submission_id: {ray_node_id: gpus}}), as a test sets it.
+    placed: dict[str, dict[str, float]] = field(default_factory=dict)
+    gpus_by_job_calls: int = 0
 
     def _up(self) -> None:
         if self.down:
@@ -110,6 +113,11 @@ class FakeJobs:
 
     def logs(self, sid: str, tail: int | None = None) -> str:
         return tail_lines(self._job(sid).log, tail)
+
+    def gpus_by_job(self) -> dict[str, dict[str, float]]:
+        self.gpus_by_job_calls += 1
+        self._up()
+        return {sid: dict(by_node) for sid, by_node in self.placed.items() if by_node}
 
     # -- what a test does to the "cluster" ---------------------------------------------
     def run(self, sid: str, log: str = "") -> None:

@@ -44,12 +44,22 @@ def _is_ui(request: Request) -> bool:
     return request.url.path.startswith("/ui")
 
 
-def error_page(request: Request, status: int, message: str) -> Response:
-    """The console's error page (the caller's session, if any, keeps the navigation)."""
+def error_page(request: Request, exc: APIError) -> Response:
+    """The console's error page, naming each problem's field (the caller's session, if any,
+    keeps the navigation)."""
     from argus.service.ui.sessions import COOKIE
 
     session = sessions(request).resolve(request.cookies.get(COOKIE))
-    return render(request, "error.html", session, status_code=status, status=status, message=message)
+    page = render(
+        request,
+        "error.html",
+        session,
+        status_code=exc.status,
+        status=exc.status,
+        message=exc.message,
+        problems=exc.problems,
+    )
+    return page
 
 
 def install(app: FastAPI) -> None:
@@ -69,14 +79,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
         if _is_ui(request):
-            return error_page(request, exc.status, exc.message)
+            return error_page(request, exc)
         return await json_api(request, exc)
 
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> Response:
         if _is_ui(request):
-            api = from_domain_error(exc)  # the API's own status for each kind of domain error
-            return error_page(request, api.status, api.message)
+            return error_page(request, from_domain_error(exc))  # the API's own status for each kind
         return await json_domain(request, exc)
 
     app.add_middleware(SecurityHeaders)

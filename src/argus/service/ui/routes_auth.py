@@ -28,6 +28,11 @@ from argus.service.ui.web import post_session, render, sessions, to_login
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
+def _secure(request: Request) -> bool:
+    forced = request.app.state.settings.service.ui_cookie_secure
+    return request.url.scheme == "https" if forced is None else bool(forced)
+
+
 def _login_form(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
     csrf = ConsoleSessions.new_login_csrf()
     page = render(request, "login.html", None, status_code=status, login_csrf=csrf, error=error)
@@ -38,7 +43,7 @@ def _login_form(request: Request, status: int = 200, error: str | None = None) -
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
     return page
 
@@ -72,7 +77,7 @@ async def login(request: Request, token: Annotated[str, Form()] = "", csrf: Anno
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
     out.delete_cookie(LOGIN_CSRF_COOKIE, path=COOKIE_PATH)
     return out

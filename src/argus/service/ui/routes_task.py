@@ -26,10 +26,11 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from argus.domain.errors import DomainError, NotFound, Unavailable
 from argus.domain.task import FINAL_STATES, WAITING_STATES
 from argus.service.errors import APIError
+from argus.service.task_queries import SMALL_INT
 from argus.service.task_service import TaskService
 from argus.service.threads import on_ray_threads
-from argus.service.ui.sessions import ConsoleSession
-from argus.service.ui.web import page_session, post_session, render
+from argus.service.ui.sessions import COOKIE, ConsoleSession
+from argus.service.ui.web import page_session, post_session, render, sessions
 from argus.spec.redact import ENV_KEY
 from argus.spec.taskspec import secret_like
 
@@ -38,6 +39,7 @@ NOT_FOUND = "Task not found"
 LIVE_EVERY = "every 2s"
 LOG_POLL_S = 1.0  # how often a followed log is read again
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing a quiet stream
+SESSION_CHECK_POLLS = 5  # a followed log checks its session is still good every this many reads
 _FINAL = {s.value for s in FINAL_STATES}
 _WAITING = {s.value for s in WAITING_STATES}
 Session = Annotated[ConsoleSession, Depends(page_session)]
@@ -109,8 +111,13 @@ def _live_context(request: Request, session: ConsoleSession, task_id: str) -> di
 def _log_context(task_id: str, attempts: list[dict[str, Any]], chosen: str) -> dict[str, Any]:
     """The log section: the attempt shown (`chosen`, else the latest) and the others' links."""
     numbers = [a["attempt_no"] for a in attempts]
-    shown = int(chosen) if chosen.isdigit() and int(chosen) in numbers else (numbers[-1] if numbers else None)
+    shown = int(chosen) if _number(chosen) and int(chosen) in numbers else (numbers[-1] if numbers else None)
     return {"task_id": task_id, "log_attempts": numbers, "log_attempt": shown}
+
+
+def _number(text: str) -> bool:
+    """A small whole number in ASCII digits (`str.isdigit` also takes '²', which `int` refuses)."""
+    return SMALL_INT.fullmatch(text) is not None
 
 
 @router.get("/tasks/{task_id}")
@@ -159,19 +166,22 @@ async def log_stream(
 ) -> StreamingResponse:
     svc, who = _svc(request), session.identity
     try:
-        await on_ray_threads(request, svc.attempts, who, task_id)
+        listed = (await on_ray_threads(request, svc.attempts, who, task_id))["attempts"]
     except NotFound:
         raise _not_found() from None
+    if not _number(attempt) and listed:  # "latest" is resolved once: a later attempt streams apart
+        attempt = str(listed[-1]["attempt_no"])
     try:
         first = await on_ray_threads(request, svc.log_now, who, task_id, attempt)
     except Unavailable:
         first = ("", False)  # Ray unreachable for now: the stream tries again
+    cookie = request.cookies.get(COOKIE)
 
     resumed = request.headers.get("last-event-id", "")
-    start = int(resumed) if resumed.isdigit() and len(resumed) < 16 else 0  # a reconnect: only what is new
+    start = int(resumed) if _number(resumed) else 0  # a reconnect: only what is new
 
     async def follow() -> AsyncIterator[str]:
-        sent, quiet, now = start, 0.0, first
+        sent, quiet, now, polls = start, 0.0, first, 0
         while True:
             text, ended = now
             if len(text) > sent:
@@ -187,6 +197,10 @@ async def log_stream(
             if quiet >= KEEPALIVE_S:
                 yield ": keepalive\n\n"
                 quiet = 0.0
+            polls += 1
+            if polls % SESSION_CHECK_POLLS == 0 and sessions(request).resolve(cookie) is None:
+                yield sse_message("end", "")  # logged out, expired, or the user disabled
+                return
             try:
                 now = await on_ray_threads(request, svc.log_now, who, task_id, attempt)
             except Unavailable:
@@ -209,7 +223,7 @@ async def log_download(
     except NotFound:
         raise _not_found() from None
     text = await on_ray_threads(request, svc.logs, who, task_id, attempt, None)
-    number = attempt if attempt.isdigit() else str(attempts[-1]["attempt_no"]) if attempts else "latest"
+    number = attempt if _number(attempt) else str(attempts[-1]["attempt_no"]) if attempts else "latest"
     disposition = f'attachment; filename="{task_id}-attempt-{number}.log"'
     return PlainTextResponse(text, headers={"Content-Disposition": disposition})
 
@@ -236,7 +250,7 @@ async def set_priority(
     if not session.identity.is_admin:
         raise APIError(403, "only the admin may change a task's priority")
     value = priority.strip()
-    if not value.isdigit() or not 0 <= int(value) <= 1000:
+    if not _number(value) or not 0 <= int(value) <= 1000:
         raise APIError(400, "priority: must be a whole number from 0 to 1000")
     try:
         await on_ray_threads(request, _svc(request).set_priority, session.identity, task_id, int(value))

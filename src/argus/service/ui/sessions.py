@@ -6,7 +6,9 @@ id, of which only the SHA-256 is stored, and a CSRF token. The browser gets
 `argus_session=<id>.<HMAC-SHA256 of the id>` (HttpOnly, SameSite=Strict, Path=/ui, Max-Age the
 session's life). Each request checks the signature, the row (not revoked, not expired) and, for
 a user, that the user is still active, so disabling a user ends their sessions at once; logout
-revokes the row. The token itself is never stored, put in a URL or a page, or logged.
+revokes the row. An admin session keeps a keyed fingerprint of the admin token it logged in with,
+so a new admin token ends it. The token itself is never stored, put in a URL or a page, or
+logged. Expired rows are deleted as new sessions are made.
 
 The login form, made before any session exists, carries a CSRF token of its own, checked
 against a short-lived cookie (`argus_login_csrf`, the double-submit pattern).
@@ -71,6 +73,11 @@ class ConsoleSessions:
     def _sign(self, value: str) -> str:
         return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
 
+    def _admin_fp(self) -> str | None:
+        """A keyed fingerprint of the admin token now in force (None: there is none)."""
+        token = self.auth.admin_token
+        return None if not token else self._sign("admin-token:" + token)
+
     def cookie_value(self, session_id: str) -> str:
         return f"{session_id}.{self._sign(session_id)}"
 
@@ -98,7 +105,9 @@ class ConsoleSessions:
         now = self.clock()
         expires = now + self.ttl_s
         id_hash = _hash(session_id)
-        self.store.create(id_hash, identity.user_id, identity.is_admin, csrf, now, expires)
+        self.store.purge(now)  # expired sessions go as new ones come
+        fp = self._admin_fp() if identity.is_admin else None
+        self.store.create(id_hash, identity.user_id, identity.is_admin, csrf, now, expires, fp)
         return self.cookie_value(session_id), ConsoleSession(identity, csrf, id_hash, expires)
 
     def resolve(self, cookie: str | None) -> ConsoleSession | None:
@@ -111,8 +120,9 @@ class ConsoleSessions:
         if row is None or not row.good_at(self.clock()):
             return None
         if row.is_admin:
-            if row.user_id != ADMIN or not self.auth.admin_token:
-                return None
+            fp = self._admin_fp()
+            if row.user_id != ADMIN or fp is None or not hmac.compare_digest(row.token_fp or "", fp):
+                return None  # the admin token changed (or is gone) since this login
         else:
             user = self.users.get(row.user_id)
             if user is None or not user.active:
