@@ -173,3 +173,16 @@ def test_ray_unreachable_records_nothing_and_interval_zero_disables(world: GpuWo
     assert world.sample() == 1
     sampler = world.client.app.state.gpu_sampler
     assert sampler.enabled and sampler.interval_s == 30.0  # the default
+
+
+def test_the_gpus_read_are_those_of_the_node_where_ray_placed_the_gang(world: GpuWorld):
+    tid = world.start(n_gpus_per_node=2)
+    counted = dict(world.client.app.state.store.attempt(tid, 1).placement)
+    elsewhere = next(n for n in ("w1", "w2", "w3") if n not in counted)
+    world.jobs.placed[f"{tid}--a01"] = {elsewhere: 2.0}  # Ray chose another node than admission
+    for node in ("w1", "w2", "w3"):
+        world.gpus.set(node, 5.0 if node == elsewhere else 95.0, GIB, 2)
+    assert world.sample() == 1
+    assert world.gpus.asked[-1] == [elsewhere]
+    latest = world.get(world.user, f"/api/v2/tasks/{tid}").json()["latest_attempt"]
+    assert latest["gpu_util_mean"] == 5.0

@@ -4,8 +4,10 @@ Owns `GpuSampler`, a loop of its own beside the scheduler (started by
 `argus.service.background`, paced by `argus.scheduler.pacing.Pacer` every
 `scheduler.gpu_sample_interval_s`). Each pass (`sample(now)`):
 
-1. finds the RUNNING tasks and their latest attempts, and the Ray nodes each attempt is on: the
-   nodes of its placement and the node Ray runs its driver on;
+1. finds the RUNNING tasks and their latest attempts, and the Ray nodes holding each attempt's
+   GPUs (`argus.scheduler.node_reconciler.gpu_nodes`: where Ray put its placement groups, read
+   once per pass with `JobTool.gpus_by_job`; before Ray shows them, where admission counted
+   the gang);
 2. reads Ray's GPU gauges once for all those nodes (`argus.ports.GpuStats`,
    `argus.cluster.gpu_metrics.RayGpuReader`); nodes without GPU series (no GPUs, or a metrics
    agent that does not answer) give nothing;
@@ -14,8 +16,7 @@ Owns `GpuSampler`, a loop of its own beside the scheduler (started by
 
 What the figures mean: Ray reports per node and per GPU, never per task, and Argus does not know
 which GPU indices Ray gave a task, so a node shared by two tasks gives both the node's figures,
-and an attempt's figures include its nodes' GPUs it does not hold. The placement is where the
-scheduler fitted the gang; Ray places the gang itself, usually there.
+and an attempt's figures include its nodes' GPUs it does not hold.
 
 A pass never raises for Ray: when the cluster view cannot be read, the pass records nothing.
 """
@@ -26,9 +27,9 @@ import logging
 import threading
 
 from argus.cluster.errors import ClusterError
-from argus.domain.records import Attempt
 from argus.domain.task import TaskState
-from argus.ports import Clock, ClusterView, GpuStats
+from argus.ports import Clock, ClusterView, GpuStats, JobTool
+from argus.scheduler.node_reconciler import gpu_nodes
 from argus.scheduler.pacing import Pacer
 from argus.store.tasks import TaskStore
 
@@ -36,19 +37,21 @@ log = logging.getLogger("argus.gpu_sampler")
 _RUNNING = [TaskState.RUNNING.value]
 
 
-def attempt_nodes(attempt: Attempt) -> list[str]:
-    """The Ray nodes an attempt is on: its placement's, then its driver's (each once)."""
-    nodes = [n for n, gpus in attempt.placement.items() if gpus > 0]
-    if attempt.driver_node_id and attempt.driver_node_id not in nodes:
-        nodes.append(attempt.driver_node_id)
-    return nodes
-
-
 class GpuSampler:
     """Samples the GPUs of running attempts (see the module docstring)."""
 
-    def __init__(self, store: TaskStore, snapshots: ClusterView, reader: GpuStats, clock: Clock, interval_s: float):
+    def __init__(
+        self,
+        store: TaskStore,
+        snapshots: ClusterView,
+        reader: GpuStats,
+        clock: Clock,
+        interval_s: float,
+        jobs: JobTool | None = None,
+    ):
+        """`jobs`: where Ray put each job's GPUs (None: admission's placement is taken)."""
         self.store = store
+        self.jobs = jobs
         self.snapshots = snapshots
         self.reader = reader
         self.interval_s = interval_s
@@ -67,7 +70,17 @@ class GpuSampler:
         if not running:
             return 0
         latest = self.store.latest_attempts([t.task_id for t in running])
-        wanted = {a.ray_submission_id: attempt_nodes(a) for a in latest.values()}
+        placed = None
+        if self.jobs is not None:
+            try:
+                placed = self.jobs.gpus_by_job()
+            except ClusterError as exc:
+                log.debug("placement groups not read: %s", exc)
+        wanted = {
+            latest[t.task_id].ray_submission_id: gpu_nodes(t, latest[t.task_id], placed)
+            for t in running
+            if t.task_id in latest
+        }
         needed = {n for nodes in wanted.values() for n in nodes}
         if not needed:
             return 0

@@ -158,7 +158,7 @@ def create_app(
         jobs=jobs,
     )
     gpu_sampler = GpuSampler(
-        store, snapshots, gpu_stats or RayGpuReader(), clock, settings.scheduler.gpu_sample_interval_s
+        store, snapshots, gpu_stats or RayGpuReader(), clock, settings.scheduler.gpu_sample_interval_s, jobs
     )
     run = settings.scheduler.enabled if run_scheduler is None else run_scheduler
     background = Background(
