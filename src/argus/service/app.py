@@ -217,7 +217,14 @@ def create_app(
         resolve=ResolveCache(),
     )
     state.tasks = TaskService(
-        settings, store, jobs, scheduler.nudge, clock, pool_capacity=scheduler.pool_capacity, inputs=inputs
+        settings,
+        store,
+        jobs,
+        scheduler.nudge,
+        clock,
+        pool_capacity=scheduler.pool_capacity,
+        inputs=inputs,
+        fair_share=scheduler.fair_share_now,
     )
     _install(app, settings.service.max_body_bytes, settings.service.code_max_bytes)
     # Metrics: the scrape-time collector in the app's own registry; every request counted.

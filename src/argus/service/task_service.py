@@ -42,8 +42,8 @@ from argus.service.auth import Identity
 from argus.service.check_cache import CHECK_ID, CHECK_USER, CheckCache
 from argus.service.checks import CheckPool
 from argus.service.ratelimit import RateLimiter
+from argus.service.task_board import TaskBoard
 from argus.service.task_inputs import TaskInputs
-from argus.service.task_queries import TaskQueries
 from argus.settings import ArgusSettings
 from argus.spec.entrypoint import driver_gpus
 from argus.spec.errors import Problem, SpecError
@@ -54,7 +54,7 @@ from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec, parse_task_spec
 from argus.store.tasks import TaskStore
 
 
-class TaskService(TaskQueries):
+class TaskService(TaskBoard):
     def __init__(
         self,
         settings: ArgusSettings,
@@ -66,15 +66,19 @@ class TaskService(TaskQueries):
         check_pool: CheckPool | None = None,
         rate: RateLimiter | None = None,
         inputs: TaskInputs | None = None,
+        fair_share: Callable[[], dict[str, float]] | None = None,
     ):
         """Args:
         check_pool: runs uncached verl checks (default: `service.check_workers` processes).
         rate: the per-user submission rate (default: from `service.submit_*`).
         inputs: code snapshots, secrets and reward checks (default: none of them; `code:`,
             secrets and rewards are then refused or unchecked).
+        fair_share: per user, the decayed GPU-hours the scheduler orders by (the queue board's
+            admin view; None: not shown in that order).
         """
         self.settings = settings
         self.pool_capacity = pool_capacity
+        self.fair_share = fair_share
         self.store = store
         self.jobs = jobs
         self.nudge = nudge
