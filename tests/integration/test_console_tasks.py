@@ -382,3 +382,15 @@ def test_numbers_in_other_scripts_are_refused_not_a_server_error(world):
     admin, csrf = login(world, world.admin.token)
     r = admin.post(f"/ui/tasks/{tid}/priority", data={"priority": "²", "csrf": csrf})
     assert r.status_code == 400 and "priority" in r.text
+
+
+def test_a_long_log_streams_its_end_and_points_to_the_download(world, monkeypatch):
+    monkeypatch.setattr(routes_task, "FIRST_CHUNK_CHARS", 20)
+    who = world.new_user("ll")
+    tid = run_to_end(world, who, "0123456789" * 5 + "\nlast line\n")
+    b, _ = login(world, who.token)
+    r = b.get(f"/ui/tasks/{tid}/log/stream", params={"attempt": "1"})
+    events = r.text.split("\n\n")
+    assert events[0] == "event: line\ndata: [41 earlier characters: download the log for all of it]"
+    assert events[1] == "event: line\nid: 61\ndata: 123456789\ndata: last line\ndata: "
+    assert events[2] == "event: end\ndata: "

@@ -39,6 +39,8 @@ NOT_FOUND = "Task not found"
 LIVE_EVERY = "every 2s"
 LOG_POLL_S = 1.0  # how often a followed log is read again
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing a quiet stream
+FIRST_CHUNK_CHARS = 1_000_000  # a followed log starts with at most its last this many characters
+LONG_LOG_CHARS = 4_000_000  # past this, a followed log is read again every 5 polls' time
 SESSION_CHECK_POLLS = 5  # a followed log checks its session is still good every this many reads
 _FINAL = {s.value for s in FINAL_STATES}
 _WAITING = {s.value for s in WAITING_STATES}
@@ -182,6 +184,9 @@ async def log_stream(
 
     async def follow() -> AsyncIterator[str]:
         sent, quiet, now, polls = start, 0.0, first, 0
+        if len(first[0]) - sent > FIRST_CHUNK_CHARS:  # a long log: its end, and the rest by download
+            sent = len(first[0]) - FIRST_CHUNK_CHARS
+            yield sse_message("line", f"[{sent} earlier characters: download the log for all of it]", None)
         while True:
             text, ended = now
             if len(text) > sent:
@@ -190,8 +195,10 @@ async def log_stream(
             if ended:
                 yield sse_message("end", "")
                 return
-            await anyio.sleep(LOG_POLL_S)
-            quiet += LOG_POLL_S
+            # A long log is read again less often (each read is the whole log).
+            pause = LOG_POLL_S if len(text) < LONG_LOG_CHARS else LOG_POLL_S * 5
+            await anyio.sleep(pause)
+            quiet += pause
             if await request.is_disconnected():
                 return
             if quiet >= KEEPALIVE_S:
