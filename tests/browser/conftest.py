@@ -1,9 +1,11 @@
 """Fixtures of the console's browser tests: Debian's Chromium, once per session, and one real
 `argus server` on the real local Ray cluster for the whole of tests/browser.
 
-pytest-playwright provides `browser`, `context` and `page` (a fresh context per test); here its
-launch is pointed at `/usr/bin/chromium` (installed by `make venv`; Playwright never downloads a
-browser) and every context at the server (`page.goto("/ui/login")`). These tests start Ray and a
+pytest-playwright provides `context` and `page` (a fresh context per test); its Playwright and
+browser are started here once for this package (not for the session: sync Playwright keeps an
+event loop running in the main thread until it stops, and later tests run asyncio loops of their
+own), pointed at `/usr/bin/chromium` (installed by `make venv`; Playwright never downloads a
+browser), and every context at the server (`page.goto("/ui/login")`). These tests start Ray and a
 server: run them alone under the shared lock, as the other Ray tests,
 `flock /tmp/argus-ray-tests.lock .venv/bin/python -m pytest -q tests/browser`.
 """
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 from argus.cluster import local
 from argus.testing.server import ServerProcess
@@ -40,6 +43,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and isinstance(found, Console):
         report.sections.append(("argus server log (last lines)", found.log_tail()))
     return report
+
+
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    """Playwright for tests/browser only: stopped (its event loop with it) when they end."""
+    pw = sync_playwright().start()
+    yield pw
+    pw.stop()
+
+
+@pytest.fixture(scope="package")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return getattr(playwright, browser_name)
+
+
+@pytest.fixture(scope="package")
+def launch_browser(browser_type_launch_args: dict[str, Any], browser_type: BrowserType) -> Callable[..., Browser]:
+    return lambda **kwargs: browser_type.launch(**{**browser_type_launch_args, **kwargs})
+
+
+@pytest.fixture(scope="package")
+def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
+    launched = launch_browser()
+    yield launched
+    launched.close()
 
 
 @pytest.fixture(scope="session")

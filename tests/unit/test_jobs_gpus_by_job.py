@@ -8,6 +8,7 @@ Jobs API, and CPU-only bundles are left out; the state API's errors are `Cluster
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -84,3 +85,42 @@ def test_state_api_errors_are_cluster_unavailable(config, monkeypatch, error):
     monkeypatch.setattr(state, "list_placement_groups", fail)
     with pytest.raises(ClusterUnavailable, match="list_placement_groups failed"):
         RayJobTool(config, client_factory=lambda _: Client([])).gpus_by_job()
+
+
+class StatusClient(Client):
+    def get_job_info(self, sid: str) -> SimpleNamespace:
+        job = next(j for j in self.jobs if j.submission_id == sid)
+        return SimpleNamespace(
+            job_id=job.job_id,
+            submission_id=sid,
+            status="RUNNING",
+            message=None,
+            driver_info=None,
+            error_type=None,
+            start_time=None,
+            end_time=None,
+            entrypoint="python x.py",
+            metadata={},
+        )
+
+
+def test_the_job_list_is_read_only_for_jobs_never_seen_and_at_most_once_a_minute(config, monkeypatch):
+    pgs = [_pg("02000000", ("n1", {"GPU": 2.0}))]
+    monkeypatch.setattr(state, "list_placement_groups", lambda **kw: pgs)
+    client = StatusClient(
+        [
+            SimpleNamespace(job_id="02000000", submission_id="mvp2-a-ppo-1-a0"),
+            SimpleNamespace(job_id="06000000", submission_id="mvp2-d-ppo-1-a0"),
+        ]
+    )
+    now = [datetime(2027, 1, 1, tzinfo=UTC)]
+    tool = RayJobTool(config, client_factory=lambda _: client, clock=lambda: now[0])
+    tool.status("mvp2-a-ppo-1-a0")  # the scheduler's status read teaches the job's Ray id
+    assert tool.gpus_by_job() == {"mvp2-a-ppo-1-a0": {"n1": 2.0}} and client.listed == 0
+    pgs.append(_pg("06000000", ("n2", {"GPU": 1.0})))  # a job this tool never read
+    assert tool.gpus_by_job()["mvp2-d-ppo-1-a0"] == {"n2": 1.0} and client.listed == 1
+    pgs.append(_pg("07000000", ("n3", {"GPU": 1.0})))  # unknown to Ray's job list as well
+    assert "n3" not in str(tool.gpus_by_job()) and client.listed == 1  # not again within a minute
+    now[0] += timedelta(seconds=61)
+    tool.gpus_by_job()
+    assert client.listed == 2

@@ -42,6 +42,7 @@ from argus.spec.render import Rendered
 LOG_TAIL_LINES = 200
 STATE_TIMEOUT_S = 10  # Ray's state API (placement groups): one listing, never a request's whole budget
 STATE_LIMIT = 10_000  # live placement groups listed at most
+LIST_JOBS_EVERY_S = 60.0  # Ray's whole job list is read at most this often (`gpus_by_job`)
 DIR_MODE = 0o750
 FILE_MODE = 0o640
 
@@ -159,6 +160,8 @@ class RayJobTool:
         self._client: Any = None  # a JobSubmissionClient, made on first use
         self._client_address: str | None = None
         self._clock = clock
+        self._submission_of: dict[str, str] = {}  # Ray job id -> submission id, as seen
+        self._listed_at = float("-inf")  # when Ray's whole job list was last read
 
     @property
     def address(self) -> str:
@@ -270,6 +273,7 @@ class RayJobTool:
     def status(self, sid: str, diagnose: bool = True) -> JobView:
         """Ray's view of the job; a failed job carries its diagnosed cause."""
         info = self._call("get_job_info", lambda: self.client.get_job_info(sid), sid)
+        self._remember(info)
         view = self._view(info)
         if diagnose and view.status == "FAILED":
             try:
@@ -369,13 +373,22 @@ class RayJobTool:
                     held[node] = held.get(node, 0.0) + gpus
         if not by_ray_job:
             return {}
-        jobs = self._call("list_jobs", lambda: self.client.list_jobs())
-        out: dict[str, dict[str, float]] = {}
-        for j in jobs:
-            ray_job = str(getattr(j, "job_id", None) or "").lower()
-            if getattr(j, "submission_id", None) and ray_job in by_ray_job:
-                out[j.submission_id] = by_ray_job[ray_job]
-        return out
+        unknown = set(by_ray_job) - set(self._submission_of)
+        if unknown and self._clock().timestamp() - self._listed_at >= LIST_JOBS_EVERY_S:
+            # Jobs whose status was never read here: Ray's job list, at most once a minute (a
+            # long history makes it a heavy call on the dashboard).
+            self._listed_at = self._clock().timestamp()
+            for j in self._call("list_jobs", lambda: self.client.list_jobs()):
+                self._remember(j)
+        return {self._submission_of[job]: held for job, held in by_ray_job.items() if job in self._submission_of}
+
+    def _remember(self, info: Any) -> None:
+        """Keep a job's Ray job id -> submission id (both never change)."""
+        ray_job, sid = str(getattr(info, "job_id", None) or "").lower(), getattr(info, "submission_id", None)
+        if ray_job and sid:
+            if len(self._submission_of) > 100_000:
+                self._submission_of.clear()
+            self._submission_of[ray_job] = sid
 
     def _state(self, what: str, fn: Callable[[], Any]) -> Any:
         """A call of Ray's state API, its errors translated as `_call`'s."""

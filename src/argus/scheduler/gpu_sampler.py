@@ -112,8 +112,10 @@ class GpuSampler:
         self.last_error = error
 
     def run(self, stop: threading.Event) -> None:
-        """Sample every `interval_s` until `stop` (`nudge()` to wake it); nothing when disabled."""
-        if self.enabled:
+        """Sample every `interval_s` until `stop` (`nudge()` to wake it); nothing when disabled.
+        The first sample is one interval after the start: a server that starts reconciles its
+        tasks with Ray first."""
+        if self.enabled and not stop.wait(self.interval_s):
             self._pacer.run(stop, self._tick, self._failed)
 
     def nudge(self) -> None:
