@@ -162,7 +162,10 @@ def test_sigkill_and_restart_loses_nothing_and_submits_nothing_twice(server, san
     server.start()
 
     for tid in running:
-        task = wait_state(erin, tid, {"SUCCEEDED", "FAILED"}, timeout=30)
+        try:
+            task = wait_state(erin, tid, {"SUCCEEDED", "FAILED"}, timeout=60)
+        except AssertionError as exc:  # what the restarted server said, for the next reader
+            raise AssertionError(f"{exc}\nserver log:\n{server.log.read_text()[-4000:]}") from None
         assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
     task = wait_state(erin, queued, {"SUCCEEDED", "FAILED"}, timeout=120)
     assert task["state"] == "SUCCEEDED" and task["attempts"] == 1
