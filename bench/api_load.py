@@ -3,6 +3,11 @@
 Starts its own local Ray cluster (2 workers x 4 GPUs) and an `argus server` process (scheduler
 on) over a fresh database, then:
 
+0. accept (the issue-15 target): ACCEPT_CLIENTS clients post TaskSpec YAML for ACCEPT_SECONDS,
+   first against a bare FastAPI endpoint answering 201 (`bench/bare_server.py`, served like
+   `argus server`), then against Argus, from the same load generator on the same machine; it
+   prints both throughputs, their ratio and Argus's p99 (target: >= 0.25 x bare, p99 < 100 ms).
+   `--profile FILE` records the Argus server with py-spy meanwhile (collapsed stacks);
 1. acceptance -> submission: submits small tasks one at a time while the GPUs are free and reads,
    per task, the time from acceptance (`created_at`) to the attempt row (`attempts[].created_at`,
    written just before `submit_job`) and to Ray's acceptance (`submitted_at`);
@@ -30,6 +35,7 @@ import itertools
 import os
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,12 +61,13 @@ def free_port(start: int) -> int:
     return start
 
 
-def start_server(cluster: local.ClusterState, workdir: Path, db_url: str, port: int) -> subprocess.Popen:
+def start_server(
+    cluster: local.ClusterState, workdir: Path, db_url: str, port: int, rate: float | None
+) -> subprocess.Popen:
     ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
     config = workdir / "server.yaml"
-    config.write_text(
-        yaml.safe_dump({"ray": ray, "service": {"port": port, "db_url": db_url}, "scheduler": {"retry_interval_s": 30}})
-    )
+    service = {"port": port, "db_url": db_url, "submit_rate_per_s": rate}
+    config.write_text(yaml.safe_dump({"ray": ray, "service": service, "scheduler": {"retry_interval_s": 30}}))
     log = open(workdir / "server.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "argus.client.cli", "server", "--config", str(config)],
@@ -271,7 +278,72 @@ async def flood(
     return tally, victim_lat
 
 
+def start_bare(port: int, workdir: Path) -> subprocess.Popen:
+    """The baseline server (`bench/bare_server.py`) on `port`, answering."""
+    log = open(workdir / "bare.log", "ab")
+    script = Path(__file__).with_name("bare_server.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("the bare server did not start")
+
+
+def accept_phase(
+    port: int, workdir: Path, tokens: list[str], spec: str, server_pid: int, args: argparse.Namespace
+) -> bool:
+    """Phase 0: the same submit load against the bare endpoint, then Argus; prints the ratio.
+
+    Returns whether Argus answered every request (no errors).
+    """
+    bare_port = free_port(port + 100)
+    bare = start_bare(bare_port, workdir)
+    try:
+        b_tally, b_elapsed, _ = asyncio.run(
+            load(bare_port, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None)
+        )
+    finally:
+        bare.terminate()
+        bare.wait(timeout=30)
+    profiler = None
+    if args.profile:
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        duration = str(int(args.accept_seconds))
+        command = [spy, "record", "--gil", "-r", "100", "-d", duration, "-f", "raw", "-o", str(args.profile)]
+        profiler = subprocess.Popen(
+            [*command, "-p", str(server_pid), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+    a_tally, a_elapsed, _ = asyncio.run(load(port, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None))
+    if profiler is not None:
+        profiler.wait(timeout=60)
+    bare_rate = len(b_tally.lat["submit"]) / b_elapsed
+    argus_rate = len(a_tally.lat["submit"]) / a_elapsed
+    print(f"accept: {args.accept_clients} clients post TaskSpecs for {args.accept_seconds:.0f} s to each")
+    for name, tally, elapsed in (("bare 201", b_tally, b_elapsed), ("argus", a_tally, a_elapsed)):
+        xs = tally.lat["submit"]
+        print(
+            f"  {name:<9} {len(xs) / elapsed:7.0f} req/s  p50 {pct(xs, 50):7.1f} ms  p99 {pct(xs, 99):7.1f} ms  "
+            f"max {max(xs, default=0) * 1000:7.1f} ms  errors {len(tally.errors)}"
+        )
+    p99 = pct(a_tally.lat["submit"], 99)
+    ratio = argus_rate / bare_rate if bare_rate else 0.0
+    print(
+        f"  ratio argus / bare = {ratio:.3f}  (target >= 0.25: {'yes' if ratio >= 0.25 else 'NO'}); "
+        f"argus p99 {p99:.1f} ms (target < 100 ms: {'yes' if p99 < 100 else 'NO'})"
+    )
+    if a_tally.errors:
+        print("  first error:", a_tally.errors[0])
+    return not a_tally.errors
+
+
 def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return 0.0
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000
 
@@ -283,10 +355,16 @@ def main() -> int:
         "--postgres-url",
         default=os.environ.get("ARGUS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     )
+    ap.add_argument("--accept-clients", type=int, default=32, help="clients of the accept phase")
+    ap.add_argument("--accept-seconds", type=float, default=20.0, help="each side of the accept phase (0 skips it)")
+    ap.add_argument("--profile", type=Path, help="py-spy the server during the accept phase into FILE")
+    ap.add_argument(
+        "--rate-per-user", type=float, default=None, help="service.submit_rate_per_s (default: no per-user limit)"
+    )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
     ap.add_argument("--users", type=int, default=16, help="users the clients are spread over")
-    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--duration", type=float, default=30.0, help="the load phase (0 skips it and the flood)")
     ap.add_argument("--samples", type=int, default=10, help="acceptance -> submission samples (0 skips)")
     ap.add_argument("--flood-seconds", type=float, default=15.0, help="the fairness phase (0 skips it)")
     ap.add_argument("--flood-clients", type=int, default=8)
@@ -313,7 +391,7 @@ def main() -> int:
     try:
         sandbox = prepare(workdir)
         port = free_port(18600)
-        proc = start_server(cluster, workdir, db_url, port)
+        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user)
         base = f"http://127.0.0.1:{port}"
         admin = ArgusClient(base, ADMIN)
         tokens: list[str] = []
@@ -323,13 +401,17 @@ def main() -> int:
         client = ArgusClient(base, tokens[0])
         print(
             f"machine: {os.cpu_count()} cores; database: {args.db}; server: 1 process (API + scheduler), "
-            f"Ray: head + 2 workers x 4 GPUs"
+            f"Ray: head + 2 workers x 4 GPUs; per-user submit rate: {args.rate_per_user or 'no limit'}"
         )
-        if args.samples:
-            accept_to_submit(client, sandbox, args.samples)
-
         spec = task_yaml(sandbox, "ppo", n_gpus_per_node=64)  # fits no node: parked by the scheduler
         task_ids = {t: ArgusClient(base, t).submit(spec)["task_id"] for t in tokens}  # warms the check cache
+        errors = 0
+        if args.accept_seconds > 0:
+            errors += not accept_phase(port, workdir, tokens, spec, proc.pid, args)
+        if args.samples:
+            accept_to_submit(client, sandbox, args.samples)
+        if args.duration <= 0:
+            return 0 if not errors else 1
         print(
             f"load: {args.submitters} submitters + {args.readers} readers over {args.users} users, "
             f"{args.duration:.0f} s; WAL before {wal_size(db_path) / 2**20:.1f} MiB"
@@ -349,7 +431,7 @@ def main() -> int:
                 f"  WAL: largest {max(wal_seen, default=0) / 2**20:.1f} MiB while loaded, "
                 f"{wal_size(db_path) / 2**20:.1f} MiB at the end"
             )
-        errors = len(tally.errors)
+        errors += len(tally.errors)
 
         if args.flood_seconds > 0:
             admin.create_user("flooder")

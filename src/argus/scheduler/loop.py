@@ -47,7 +47,7 @@ from argus.ports import Clock, ClusterView, JobTool, SchedulerObserver
 from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
 from argus.scheduler.dispatch_inputs import DispatchInputs
 from argus.scheduler.pacing import Pacer
-from argus.scheduler.ray_view import RayNodes, lost_in_ray, seen_in_ray
+from argus.scheduler.ray_view import RayNodes, RecentSnapshots, lost_in_ray, seen_in_ray
 from argus.scheduler.secrets import JobSecrets
 from argus.settings import ArgusSettings
 from argus.spec.errors import SpecError
@@ -63,6 +63,7 @@ RETRIED = frozenset(c.value for c in RETRYABLE)
 # off the nodes Argus counted it on) for this long after it started; after that, Ray's view
 # alone (its driver has created its placement groups, or never will).
 PLACEMENT_GRACE_S = 120.0
+LIGHT_SNAPSHOT_AGE_S = 1.0  # a light pass's Ray snapshot may be this old (`RecentSnapshots`)
 
 
 def _utc(ts: float) -> datetime:
@@ -91,7 +92,8 @@ class Scheduler:
         """
         self.settings, self.observer = settings, observer
         self.inputs = DispatchInputs(settings.shared_root, code, secrets)
-        self.store, self.jobs, self.snapshots, self.clock = store, jobs, snapshots, clock
+        self.store, self.jobs, self.clock = store, jobs, clock
+        self.snapshots = RecentSnapshots(snapshots)  # a light pass may reuse one LIGHT_SNAPSHOT_AGE_S old
         self.reconciled = False
         self.last_tick_at: float | None = None
         self.last_error: str | None = None
@@ -107,13 +109,8 @@ class Scheduler:
         self._usage: tuple[dict[str, float], dict[str, float]] | None = None
         # A nudged pass admits only; a full pass (sync, archive, admit) every `interval_s`, or
         # when a nudge asks for one. Nudges within `min_tick_gap_s` of a pass share the next.
-        self._pacer = Pacer(
-            "scheduler tick",
-            settings.scheduler.interval_s,
-            min_gap_s=settings.scheduler.min_tick_gap_s,
-            clock=clock,
-            log=log,
-        )
+        cfg = settings.scheduler
+        self._pacer = Pacer("scheduler tick", cfg.interval_s, min_gap_s=cfg.min_tick_gap_s, clock=clock, log=log)
         self._lock = threading.Lock()
 
     # -- pacing ---------------------------------------------------------------------------
@@ -274,7 +271,7 @@ class Scheduler:
 
     # -- 3. admission ---------------------------------------------------------------------
     def capacity(
-        self, active: list[Task], latest: Mapping[str, Attempt], now: float
+        self, active: list[Task], latest: Mapping[str, Attempt], now: float, max_age_s: float = 0.0
     ) -> tuple[dict[str, float], dict[str, str | None], dict[str, float]]:
         """Per schedulable node: free GPUs, its pool (the `pool` label) and its total GPUs.
 
@@ -284,7 +281,7 @@ class Scheduler:
         taken; each is fitted where Ray could place it now. Where Argus once counted a gang
         never matters: Ray knows where it went, or chooses anew.
         """
-        snap = self.snapshots.snapshot()
+        snap = self.snapshots.snapshot(now, max_age_s)
         self._snapshot_at = now
         nodes = snap.schedulable()
         booked: list[tuple[float, Booked]] = []
@@ -358,7 +355,7 @@ class Scheduler:
             return
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
         latest = self.store.latest_attempts([t.task_id for t in active])
-        free, pools, _ = self.capacity(active, latest, now)
+        free, pools, _ = self.capacity(active, latest, now, 0.0 if full else LIGHT_SNAPSHOT_AGE_S)
         if full or self._usage is None:
             self._usage = self.usage(now)
         running = []

@@ -21,11 +21,40 @@ from collections.abc import Mapping
 
 from argus.cluster.errors import ClusterError
 from argus.cluster.jobs import JobView
+from argus.cluster.snapshot import ClusterSnapshot
 from argus.domain.failure import FailureCause
 from argus.domain.nodes import NODE_LABEL
 from argus.domain.records import Attempt
 from argus.ports import ClusterView
 from argus.store.tasks import LOST
+
+
+class RecentSnapshots:
+    """The cluster view, remembering its last snapshot for passes that may use one a little old.
+
+    A light (nudged) pass plans new tasks against a snapshot up to `max_age_s` old (the GCS's
+    own view lags its raylets by about as much), so a burst of submissions, whose nudged passes
+    come every `min_tick_gap_s`, does not read the GCS for each. Free GPUs stay safe: a gang
+    admitted since the snapshot is still booked against it by the scheduler, and GPUs freed
+    since only show up free a little later. Every other reader takes a fresh snapshot.
+    """
+
+    def __init__(self, source: ClusterView):
+        self.source = source
+        self._last: tuple[float, ClusterSnapshot] | None = None
+
+    def snapshot(self, now: float | None = None, max_age_s: float = 0.0) -> ClusterSnapshot:
+        """A snapshot taken at most `max_age_s` before `now` (a fresh one when `now` is None).
+
+        Raises:
+            ClusterError: a fresh snapshot was needed and Ray cannot be read.
+        """
+        if max_age_s > 0 and now is not None and self._last is not None and 0.0 <= now - self._last[0] <= max_age_s:
+            return self._last[1]
+        snap = self.source.snapshot()
+        if now is not None:
+            self._last = (now, snap)
+        return snap
 
 
 class RayNodes:

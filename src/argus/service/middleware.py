@@ -30,9 +30,8 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         limit, setting = self.path_limits.get(scope.get("path", ""), (self.limit, "service.max_body_bytes"))
-        too_large = error_response(413, f"the body is over {limit} bytes ({setting})")
         if length is not None and length.isdigit() and int(length) > limit:
-            await too_large(scope, receive, send)
+            await error_response(413, f"the body is over {limit} bytes ({setting})")(scope, receive, send)
             return
         if length is not None:
             await self.app(scope, receive, send)  # the server stops reading at Content-Length
@@ -48,7 +47,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > limit:
-                await too_large(scope, receive, send)
+                await error_response(413, f"the body is over {limit} bytes ({setting})")(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break

@@ -145,6 +145,10 @@ class TaskInputs:
                     shas.append(sha)
         return shas
 
+    def reads_snapshots(self, user: str, spec: TaskSpec) -> bool:
+        """Whether storing the task must hold snapshots (`storing` then does database work)."""
+        return self.uses is not None and bool(self._shas(user, spec))
+
     @contextmanager
     def storing(self, user: str, spec: TaskSpec) -> Iterator[Callable[[str], None]]:
         """Around storing an accepted task: its snapshots are held against deletion, and the

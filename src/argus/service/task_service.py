@@ -19,9 +19,11 @@ mapped to HTTP in `argus.service.errors`; an invalid spec is a `SpecError`, the 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +53,7 @@ from argus.spec.inputs import ResolveCache, input_problems
 from argus.spec.loader import load_yaml_mapping
 from argus.spec.render import Rendered, render
 from argus.spec.taskspec import DEFAULT_PRIORITY, TaskSpec, parse_task_spec
+from argus.store.task_inserts import NewTask
 from argus.store.tasks import TaskStore
 
 
@@ -95,12 +98,16 @@ class TaskService(TaskBoard):
         )
         self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)
         self.inputs = inputs or TaskInputs(settings.shared_root, None, None, None, None, svc.reward_check_timeout_s)
-        self._accepting: anyio.CapacityLimiter | None = None
+        # Acceptance's own threads: a plain executor (one queue hop each way; anyio's hop, with
+        # its limiter and cancel scope, cost about twice as much per submission).
+        self._accepting = ThreadPoolExecutor(svc.accept_threads, thread_name_prefix="argus-accept")
         self._rewarding: anyio.CapacityLimiter | None = None
 
     def close(self) -> None:
-        """Stop the check pool's worker processes."""
+        """Stop the check pool's worker processes and the inserts' writer thread."""
         self.checks.pool.close()
+        self.store.inserts.close()
+        self._accepting.shutdown(wait=False)
 
     # -- accept ---------------------------------------------------------------------------
     def parse(self, text: str, user: str | None = None) -> tuple[TaskSpec, Rendered]:
@@ -189,9 +196,7 @@ class TaskService(TaskBoard):
         return limit
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._accepting is None:  # made on the loop that uses it
-            self._accepting = anyio.CapacityLimiter(self.settings.service.accept_threads)
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._accepting)
+        return await asyncio.get_running_loop().run_in_executor(self._accepting, functools.partial(fn, *args))
 
     async def accept(self, who: Identity, text: str) -> dict[str, Any]:
         """`submit`, for the event loop: the work runs on the accept threads, an uncached verl
@@ -202,17 +207,12 @@ class TaskService(TaskBoard):
             RateLimited: the user has too many checks waiting.
         """
 
-        def prepare() -> tuple[Any, dict[str, Any] | None]:
+        def prepare() -> tuple[TaskSpec, Rendered, float, bool]:
             spec, rendered = self.parse(text, who.user_id)
             limit = self._admissible(who, spec)
-            if self.checks.known(spec, rendered) and spec.reward is None:
-                return None, self._store(who, text, spec, limit, rendered.warnings)
-            return (spec, rendered, limit), None
+            return spec, rendered, limit, self.inputs.reads_snapshots(who.user_id, spec)
 
-        pending, result = await self._off_loop(prepare)
-        if result is not None:
-            return result
-        spec, rendered, limit = pending
+        spec, rendered, limit, holds = await self._off_loop(prepare)
         if not self.checks.known(spec, rendered):
             await self.checks.acheck(who.user_id, spec, rendered, "task spec")
         if spec.reward is not None:
@@ -222,7 +222,19 @@ class TaskService(TaskBoard):
             await anyio.to_thread.run_sync(
                 functools.partial(self.inputs.check_reward, who.user_id, spec), limiter=self._rewarding
             )
-        return await self._off_loop(self._store, who, text, spec, limit, rendered.warnings)
+        if holds:  # the snapshots it reads are held in the insert's transaction
+            return await self._off_loop(self._store, who, text, spec, limit, rendered.warnings)
+        for _ in range(20):
+            row = self._row(who, text, spec, limit)
+            try:
+                await self.store.inserts.insert(row)  # with the other requests' rows, one commit
+                break
+            except sa.exc.IntegrityError:
+                continue  # the same id in the same second: draw another suffix
+        else:
+            raise Unavailable("could not allocate a task id; try again")
+        self.nudge()
+        return self._accepted(row.task_id, rendered.warnings)
 
     def submit(self, who: Identity, text: str, parsed: tuple[TaskSpec, Rendered] | None = None) -> dict[str, Any]:
         """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged (blocking).
@@ -252,8 +264,31 @@ class TaskService(TaskBoard):
             task_id = self._insert(who, text, spec, limit)
             record(task_id)
         self.nudge()
+        return self._accepted(task_id, warnings)
+
+    @staticmethod
+    def _accepted(task_id: str, warnings: list[str] | None) -> dict[str, Any]:
+        """The answer to an accepted submission: its id, QUEUED, and the credential warnings."""
         shown = [w for w in warnings or [] if "looks like a credential" in w]
         return {"task_id": task_id, "state": TaskState.QUEUED.value, "warnings": shown}
+
+    def _row(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> NewTask:
+        """The task's row under a freshly drawn id, accepted now."""
+        now = self.clock()
+        task_id = new_task_id(who.user_id, spec.workload, datetime.fromtimestamp(now, tz=UTC))
+        return NewTask(
+            task_id=task_id,
+            user_id=who.user_id,
+            workload=spec.workload,
+            jobspec_yaml=text,
+            nnodes=spec.nnodes,
+            n_gpus_per_node=spec.n_gpus_per_node,
+            driver_gpus=driver_gpus(spec),
+            now=now,
+            priority=spec.priority,
+            time_limit_s=limit,
+            pool=spec.pool,
+        )
 
     def _insert(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> str:
         """Insert the task as QUEUED under a fresh id; returns the id.
@@ -261,30 +296,16 @@ class TaskService(TaskBoard):
         Raises:
             Unavailable: no free task id after 20 draws.
         """
-        now = self.clock()
-        when = datetime.fromtimestamp(now, tz=UTC)
         for _ in range(20):
-            task_id = new_task_id(who.user_id, spec.workload, when)
+            row = self._row(who, text, spec, limit)
             try:
-                self.store.create(
-                    task_id=task_id,
-                    user_id=who.user_id,
-                    workload=spec.workload,
-                    jobspec_yaml=text,
-                    nnodes=spec.nnodes,
-                    n_gpus_per_node=spec.n_gpus_per_node,
-                    driver_gpus=driver_gpus(spec),
-                    now=now,
-                    priority=spec.priority,
-                    time_limit_s=limit,
-                    pool=spec.pool,
-                )
+                self.store.inserts.insert_blocking(row)
                 break
             except sa.exc.IntegrityError:
                 continue  # the same id in the same second: draw another suffix
         else:
             raise Unavailable("could not allocate a task id; try again")
-        return task_id
+        return row.task_id
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self, who: Identity, task_id: str) -> dict[str, Any]:

@@ -117,10 +117,21 @@ def shell_quote(arg: str) -> str:
     return f'"{arg}"'
 
 
-def build_entrypoint(spec: TaskSpec, submission_id: str, job_root: PurePosixPath, reward_key: str = REWARD_KEY) -> str:
-    """The shell command of the driver; every override is shell-quoted."""
+def build_entrypoint(
+    spec: TaskSpec,
+    submission_id: str,
+    job_root: PurePosixPath,
+    reward_key: str = REWARD_KEY,
+    overrides: list[str] | None = None,
+) -> str:
+    """The shell command of the driver; every override is shell-quoted.
+
+    Args:
+        overrides: `build_overrides(spec, submission_id, job_root, reward_key)`, when the caller
+            has it already.
+    """
     module = SFT_MODULE if spec.workload == "sft" else PPO_MODULE
-    args = build_overrides(spec, submission_id, job_root, reward_key)
+    args = overrides if overrides is not None else build_overrides(spec, submission_id, job_root, reward_key)
     return " ".join(["python3", "-m", module, *(shell_quote(a) for a in args)])
 
 
@@ -212,15 +223,17 @@ def build_submission(
     job_root: PurePosixPath,
     user: str | None = None,
     reward_key: str = REWARD_KEY,
+    overrides: list[str] | None = None,
 ) -> SubmissionRequest:
     """Everything `submit_job` gets for this run; the driver is pinned to a worker.
 
     Args:
         user: the submitting user (the service's); their secrets file is named in the env.
         reward_key: where this verl reads a custom reward (`argus.spec.reward.reward_key`).
+        overrides: the run's overrides, when the caller has built them (`build_overrides`).
     """
     return SubmissionRequest(
-        entrypoint=build_entrypoint(spec, submission_id, job_root, reward_key),
+        entrypoint=build_entrypoint(spec, submission_id, job_root, reward_key, overrides),
         submission_id=submission_id,
         runtime_env=build_runtime_env(config, spec, submission_id, job_root, user),
         entrypoint_num_cpus=config.entrypoint_num_cpus,

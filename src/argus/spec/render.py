@@ -46,7 +46,8 @@ def render(
     root = compute_job_root(config.shared_root, sid, user)
     config_dir = find_verl_config_dir(spec.code_path)
     key = reward_key(config_dir, CONFIG_NAMES[spec.workload]) if spec.reward is not None else REWARD_KEY
-    request = build_submission(config, spec, sid, root, user, key)
+    overrides = build_overrides(spec, sid, root, key)
+    request = build_submission(config, spec, sid, root, user, key, overrides)
     warnings = []
     if config_dir is None:
         warnings.append(
@@ -63,7 +64,7 @@ def render(
             f"env_vars.{name} looks like a credential: its value is stored with the task and shown to Ray; "
             f"keep it as a secret instead (`argus secrets set {name}`, then `secrets: [{name}]`)"
         )
-    return Rendered(request, root, build_overrides(spec, sid, root, key), config_dir, warnings)
+    return Rendered(request, root, overrides, config_dir, warnings)
 
 
 def check(spec: TaskSpec, rendered: Rendered, source: str = "task spec") -> None:

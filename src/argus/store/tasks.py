@@ -31,6 +31,7 @@ from argus.domain.task import ACTIVE_STATES, ALLOWED_FROM, FINAL_STATES, TaskSta
 from argus.store.db import Database
 from argus.store.ledger import append_end, append_start
 from argus.store.schema import attempts, task_events, tasks
+from argus.store.task_inserts import InsertBatcher, NewTask, insert_tasks
 from argus.store.task_reads import LOST, TASK_COLUMNS, TaskReads, task_record
 
 __all__ = ["LOST", "TaskStore", "wait_changed"]
@@ -63,6 +64,7 @@ class TaskStore(TaskReads):
 
     def __init__(self, db: Database):
         self.db = db
+        self.inserts = InsertBatcher(db)  # accepted tasks, grouped (its thread starts on first use)
 
     # -- helpers --------------------------------------------------------------------------
     def _locked(self, conn: sa.Connection, task_id: str) -> Task | None:
@@ -153,27 +155,12 @@ class TaskStore(TaskReads):
         time_limit_s: float = 86400.0,
         pool: str | None = None,
     ) -> None:
-        """Insert a QUEUED task and its first event."""
-        with self.db.write.begin() as conn:
-            conn.execute(
-                tasks.insert().values(
-                    task_id=task_id,
-                    user_id=user_id,
-                    workload=workload,
-                    state=TaskState.QUEUED.value,
-                    jobspec_yaml=jobspec_yaml,
-                    nnodes=nnodes,
-                    n_gpus_per_node=n_gpus_per_node,
-                    driver_gpus=driver_gpus,
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                    priority=priority,
-                    time_limit_s=time_limit_s,
-                    pool=pool,
-                )
-            )
-            self._event(conn, task_id, now, None, TaskState.QUEUED.value, "accepted")
+        """Insert a QUEUED task and its first event (`argus.store.task_inserts`)."""
+        row = NewTask(
+            task_id, user_id, workload, jobspec_yaml, nnodes, n_gpus_per_node, driver_gpus, now, priority,
+            time_limit_s, pool,
+        )  # fmt: skip
+        insert_tasks(self.db, [row])
 
     # -- task transitions (each returns False when the task's state does not allow it) -----
     def mark_running(self, task_id: str, now: float, reason: str | None, attempt_no: int) -> bool:

@@ -1,0 +1,109 @@
+"""Group commit of accepted tasks (`argus.store.task_inserts`), over SQLite and PostgreSQL.
+
+Concurrent requests' rows are committed together, each with its `accepted` event; a taken id
+fails only its own request; a closed batcher commits what was queued and refuses more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from api_support import open_backend
+
+from argus.store.db import open_database
+from argus.store.task_inserts import InsertBatcher, NewTask
+from argus.store.tasks import TaskStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path: Path):
+    with open_backend(request.param, tmp_path) as backend:
+        db = open_database(backend.url)
+        store = TaskStore(db)
+        yield store
+        store.inserts.close()
+        db.dispose()
+
+
+def row(n: int, user: str = "alice", now: float = 1000.0) -> NewTask:
+    return NewTask(f"t-{n:05d}", user, "ppo", f"workload: ppo # {n}\n", 1, 2, 0.0, now + n, 600, 3600.0, None)
+
+
+def test_concurrent_inserts_share_transactions_and_each_row_is_complete(store):
+    gate = threading.Event()
+    batcher = InsertBatcher(store.db)
+    original = batcher._write
+
+    def slow_first(batch):  # hold the first batch so that the next requests queue behind it
+        gate.wait(5)
+        original(batch)
+
+    batcher._write = slow_first  # type: ignore[method-assign]
+
+    async def burst() -> None:
+        first = asyncio.ensure_future(batcher.insert(row(0)))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(batcher.insert(row(n))) for n in range(1, 100)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(burst())
+    batcher.close()
+    assert batcher.rows == 100
+    assert batcher.batches == 2  # the first row alone, then the 99 queued meanwhile in one commit
+    tasks = store.in_states(["QUEUED"])
+    assert [t.task_id for t in tasks] == [f"t-{n:05d}" for n in range(100)]  # in the order queued
+    t = store.get("t-00042")
+    assert (t.user_id, t.nnodes, t.n_gpus_per_node, t.priority, t.time_limit_s, t.created_at) == (
+        "alice", 1, 2, 600, 3600.0, 1042.0
+    )  # fmt: skip
+    assert store.spec_text("t-00042") == "workload: ppo # 42\n"
+    [event] = store.events("t-00042")
+    assert (event.from_state, event.to_state, event.reason, event.at) == (None, "QUEUED", "accepted", 1042.0)
+
+
+def test_a_taken_id_fails_only_its_own_request(store):
+    store.create(**_kwargs(row(7)))
+
+    async def burst() -> list[BaseException | None]:
+        batcher = store.inserts
+        results = await asyncio.gather(*(batcher.insert(row(n)) for n in range(5, 10)), return_exceptions=True)
+        return list(results)
+
+    results = asyncio.run(burst())
+    assert [r is None for r in results] == [True, True, False, True, True]
+    assert isinstance(results[2], sa.exc.IntegrityError)
+    ids = {t.task_id for t in store.in_states(["QUEUED"])}
+    assert ids == {f"t-{n:05d}" for n in range(5, 10)}
+    assert len(store.events("t-00007")) == 1  # the original row is untouched
+
+
+def test_a_blocking_insert_and_close(store):
+    batcher = InsertBatcher(store.db)
+    batcher.insert_blocking(row(1))
+    assert store.get("t-00001").state == "QUEUED"
+    batcher.close()
+    with pytest.raises(RuntimeError, match="stopping"):
+        batcher.insert_blocking(row(2))
+    assert store.get("t-00002") is None
+
+
+def _kwargs(r: NewTask) -> dict:
+    return {
+        "task_id": r.task_id,
+        "user_id": r.user_id,
+        "workload": r.workload,
+        "jobspec_yaml": r.jobspec_yaml,
+        "nnodes": r.nnodes,
+        "n_gpus_per_node": r.n_gpus_per_node,
+        "driver_gpus": r.driver_gpus,
+        "now": r.now,
+        "priority": r.priority,
+        "time_limit_s": r.time_limit_s,
+        "pool": r.pool,
+    }
