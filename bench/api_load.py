@@ -62,11 +62,11 @@ def free_port(start: int) -> int:
 
 
 def start_server(
-    cluster: local.ClusterState, workdir: Path, db_url: str, port: int, rate: float | None
+    cluster: local.ClusterState, workdir: Path, db_url: str, port: int, rate: float | None, extra: dict
 ) -> subprocess.Popen:
     ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
     config = workdir / "server.yaml"
-    service = {"port": port, "db_url": db_url, "submit_rate_per_s": rate}
+    service = {"port": port, "db_url": db_url, "submit_rate_per_s": rate, **extra}
     config.write_text(yaml.safe_dump({"ray": ray, "service": service, "scheduler": {"retry_interval_s": 30}}))
     log = open(workdir / "server.log", "ab")
     proc = subprocess.Popen(
@@ -361,6 +361,9 @@ def main() -> int:
     ap.add_argument(
         "--rate-per-user", type=float, default=None, help="service.submit_rate_per_s (default: no per-user limit)"
     )
+    ap.add_argument(
+        "--service", action="append", default=[], metavar="KEY=VALUE", help="a service setting (e.g. accept_threads=2)"
+    )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
     ap.add_argument("--users", type=int, default=16, help="users the clients are spread over")
@@ -391,7 +394,8 @@ def main() -> int:
     try:
         sandbox = prepare(workdir)
         port = free_port(18600)
-        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user)
+        extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.service)}
+        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, extra)
         base = f"http://127.0.0.1:{port}"
         admin = ArgusClient(base, ADMIN)
         tokens: list[str] = []

@@ -207,3 +207,26 @@ def test_worker_processes_exit_when_the_server_is_gone(tmp_path):
         time.sleep(0.1)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError(f"check worker {worker} outlived its server")
+
+
+# -- group commit of accepted tasks ---------------------------------------------------------------
+def test_concurrent_submits_are_all_stored_and_a_taken_id_is_drawn_again(make_api, monkeypatch):
+    import argus.service.task_service as task_service
+
+    api = make_api(submit_rate_per_s=None)
+    user = api.new_user("grouped")
+    draws = iter(["mvp2-grouped-ppo-clash"] * 2)
+    real = task_service.new_task_id
+    monkeypatch.setattr(task_service, "new_task_id", lambda *a: next(draws, None) or real(*a))
+    first = api.submit(user)
+    second = api.submit(user)  # draws the taken id first, then a fresh one
+    assert first == "mvp2-grouped-ppo-clash" and second != first and "-ppo-" in second
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: api.submit(user), range(40)))
+    assert len(set(ids)) == 40
+    listed = {t["task_id"] for t in api.list_all(user)}
+    assert listed == {first, second, *ids}
+    inserts = api.client.app.state.store.inserts
+    assert inserts.rows == 42 and inserts.batches <= 42
+    events = api.client.app.state.store.events(ids[0])
+    assert [(e.from_state, e.to_state, e.reason) for e in events] == [(None, "QUEUED", "accepted")]

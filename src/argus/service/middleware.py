@@ -27,8 +27,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
+        length = next((v for k, v in scope.get("headers") or () if k == b"content-length"), None)
         limit, setting = self.path_limits.get(scope.get("path", ""), (self.limit, "service.max_body_bytes"))
         if length is not None and length.isdigit() and int(length) > limit:
             await error_response(413, f"the body is over {limit} bytes ({setting})")(scope, receive, send)
