@@ -187,6 +187,8 @@ def status(
             _field("GPU util", f"{float(a['gpu_util_mean']):.1f} % (mean over the run, its nodes' GPUs)")
         if a.get("gpu_mem_peak_bytes") is not None:
             _field("GPU memory peak", f"{human_size(int(a['gpu_mem_peak_bytes']))} (on one GPU)")
+        if a.get("resumed_from_step") is not None:
+            _field("resumed from", f"step {a['resumed_from_step']} ({_cell(a.get('resumed_from'))})")
         if a.get("failure_kind"):
             _field("attempt failure", f"{_cell(a['failure_kind'])}: {_first_line(a.get('message'))}")
         if a.get("job_root"):
@@ -211,7 +213,9 @@ def attempts(
     if not rows:
         out.print(f"{escape(task_id)} has no attempts yet")
         return
-    table = Table("#", "ray submission id", "ray status", "failure kind", "created", "started", "ended", "message")
+    table = Table(
+        "#", "ray submission id", "ray status", "failure kind", "resumed from", "created", "started", "ended", "message"
+    )
     table.columns[1].no_wrap = True
     for a in rows:
         table.add_row(
@@ -219,6 +223,7 @@ def attempts(
             _cell(a.get("ray_submission_id")),
             _state(a.get("ray_status")),
             _cell(a.get("failure_kind")),
+            "-" if a.get("resumed_from_step") is None else f"step {a['resumed_from_step']}",
             _time(a.get("created_at")),
             _time(a.get("start_time")),
             _time(a.get("end_time")),

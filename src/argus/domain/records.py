@@ -73,6 +73,10 @@ class Attempt:
     gpu_util_sum: float = 0.0
     gpu_util_samples: int = 0
     gpu_mem_peak_bytes: float | None = None
+    # The earlier attempt's checkpoint this one resumed from (`argus.scheduler.resume`): its
+    # step and its `global_step_N` directory; None for a fresh start.
+    resumed_from_step: int | None = None
+    resumed_from: str | None = None
 
     @property
     def gpu_util_mean(self) -> float | None:

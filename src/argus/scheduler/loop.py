@@ -11,7 +11,8 @@ Owns the order of one pass, `tick(now)`:
 3. admission (only after a sync that reached Ray, so a restart never admits before it has
    reconciled): the waiting tasks, the running ones (with their time limits) and the free GPUs
    per node go to the pure policy `argus.domain.scheduling.plan`; the tasks it starts are
-   submitted, and every other waiting task records the policy's reason (PENDING_RESOURCES).
+   submitted (a retry resuming from an earlier attempt's checkpoint: `argus.scheduler.resume`),
+   and every other waiting task records the policy's reason (PENDING_RESOURCES).
 
 Time limits are enforced in the sync: a task past its limit is stopped and ends TIMEOUT.
 `run(stop)` paces passes: a nudge from the API starts one that only admits; a full pass (sync,
@@ -48,6 +49,7 @@ from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F4
 from argus.scheduler.dispatch_inputs import DispatchInputs
 from argus.scheduler.pacing import Pacer
 from argus.scheduler.ray_view import RayNodes, RecentSnapshots, lost_in_ray, seen_in_ray
+from argus.scheduler.resume import resume_point, with_resume
 from argus.scheduler.secrets import JobSecrets
 from argus.settings import ArgusSettings
 from argus.spec.errors import SpecError
@@ -394,7 +396,8 @@ class Scheduler:
         """Start an attempt (False: the task was cancelled meanwhile)."""
         sid = attempt_submission_id(task.task_id, task.attempts + 1)
         root = compute_job_root(self.settings.shared_root, sid, task.user_id)
-        dispatch = self.store.start_attempt(task.task_id, task.attempts, str(root), placement, now)
+        resume = resume_point(self.store, task)  # a retry continues from an earlier checkpoint
+        dispatch = self.store.start_attempt(task.task_id, task.attempts, str(root), placement, now, resume)
         if dispatch is not None:
             self._submit(dispatch, now)
         return dispatch is not None
@@ -416,6 +419,7 @@ class Scheduler:
                 validate=False,
                 resolve_code=self.inputs.pinned_code(task),
             )
+            rendered = with_resume(spec, rendered, attempt)
             # Again right before submission: a link under common/ may have changed since.
             check_inputs(spec, self.settings.shared_root, task.user_id, source=tid)
             if spec.secret_names:

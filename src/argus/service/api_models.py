@@ -116,6 +116,13 @@ class Attempt(ApiModel):
         description="the most GPU memory seen in use on one GPU of its nodes while it ran (bytes); "
         "null when Ray reported none"
     )
+    resumed_from_step: int | None = Field(
+        description="the step of the earlier attempt's checkpoint this retry resumed from "
+        "(verl's `trainer.resume_mode=resume_path`); null when it started from scratch",
+    )
+    resumed_from: str | None = Field(
+        description="that checkpoint's `global_step_N` directory (in the earlier attempt's job root)"
+    )
 
 
 class TaskSummary(ApiModel):

@@ -26,7 +26,8 @@ def resources(task: Task) -> dict[str, Any]:
 def attempt_view(a: Attempt) -> dict[str, Any]:
     """One attempt; `driver_node_*` is the node Ray ran its driver on (a worker), once Ray says;
     `gpu_util_mean` and `gpu_mem_peak_bytes` its nodes' GPU figures while it ran, where Ray
-    reported them (else null)."""
+    reported them (else null); `resumed_from_step` / `resumed_from` the earlier attempt's
+    checkpoint it resumed from (null: it started from scratch)."""
     util = a.gpu_util_mean
     return {
         "attempt_no": a.attempt_no,
@@ -44,6 +45,8 @@ def attempt_view(a: Attempt) -> dict[str, Any]:
         "driver_node_name": a.driver_node_name,
         "gpu_util_mean": None if util is None else round(util, 2),
         "gpu_mem_peak_bytes": None if a.gpu_mem_peak_bytes is None else int(a.gpu_mem_peak_bytes),
+        "resumed_from_step": a.resumed_from_step,
+        "resumed_from": a.resumed_from,
     }
 
 

@@ -85,6 +85,9 @@ attempts = sa.Table(
     sa.Column("gpu_util_sum", sa.Float, nullable=False, server_default="0"),
     sa.Column("gpu_util_samples", sa.Integer, nullable=False, server_default="0"),
     sa.Column("gpu_mem_peak_bytes", sa.Float),
+    # The earlier attempt's checkpoint it resumed from (`argus.scheduler.resume`); null: none.
+    sa.Column("resumed_from_step", sa.Integer),
+    sa.Column("resumed_from", sa.Text),
     sa.UniqueConstraint("task_id", "attempt_no", name="uq_attempts_task_no"),
 )
 

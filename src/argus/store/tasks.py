@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from argus.domain.failure import FailureCause
 from argus.domain.records import Attempt, Dispatch, Task
+from argus.domain.resume import ResumePoint
 from argus.domain.task import ACTIVE_STATES, ALLOWED_FROM, FINAL_STATES, TaskState, attempt_submission_id
 from argus.store.db import Database
 from argus.store.ledger import append_end, append_start
@@ -299,9 +300,19 @@ class TaskStore(TaskReads):
 
     # -- attempts -------------------------------------------------------------------------
     def start_attempt(
-        self, task_id: str, expected_attempts: int, job_root: str, placement: Mapping[str, float], now: float
+        self,
+        task_id: str,
+        expected_attempts: int,
+        job_root: str,
+        placement: Mapping[str, float],
+        now: float,
+        resume: ResumePoint | None = None,
     ) -> Dispatch | None:
         """Write attempt `expected_attempts + 1` and move the task to SUBMITTED, atomically.
+
+        Args:
+            resume: the earlier attempt's checkpoint it resumes from (`argus.scheduler.resume`),
+                written on the attempt row.
 
         Returns:
             What submitting it needs (the task as now written, the attempt, the spec text), or
@@ -334,6 +345,8 @@ class TaskStore(TaskReads):
                     job_root=job_root,
                     placement=json.dumps(placed),
                     created_at=now,
+                    resumed_from_step=resume.step if resume else None,
+                    resumed_from=resume.path if resume else None,
                 )
             )
             append_start(conn, task, attempt_no, placed, now)
@@ -353,8 +366,10 @@ class TaskStore(TaskReads):
         key = res.inserted_primary_key
         assert key is not None  # the INSERT of one row
         attempt = Attempt(
-            key[0], task_id, attempt_no, sid, None, None, None, job_root, placed, now, None, None, None, False
-        )
+            key[0], task_id, attempt_no, sid, None, None, None, job_root, placed, now, None, None, None, False,
+            resumed_from_step=resume.step if resume else None,
+            resumed_from=resume.path if resume else None,
+        )  # fmt: skip
         return Dispatch(written, attempt, text)
 
     def mark_submitted(self, sid: str, at: float, ray_status: str | None = None) -> None:

@@ -61,6 +61,8 @@ def _common(cfg: DictConfig) -> dict[str, Any]:
         "train_batch_size": as_int(value(cfg, "data.train_batch_size"), "data.train_batch_size"),
         "experiment_name": value(cfg, "trainer.experiment_name"),
         "device": value(cfg, "trainer.device"),
+        "resume_mode": value(cfg, "trainer.resume_mode", "auto"),
+        "resume_from_path": value(cfg, "trainer.resume_from_path"),
     }
 
 
@@ -132,6 +134,8 @@ PPO = Flavor(
             "max_critic_ckpt_to_keep": None,
             "experiment_name": "verl-sim",
             "device": "cuda",
+            "resume_mode": "auto",
+            "resume_from_path": None,
         },
     },
     read_settings=read_ppo_settings,
@@ -185,6 +189,8 @@ SFT = Flavor(
             "max_ckpt_to_keep": None,
             "experiment_name": "verl-sim",
             "device": "cuda",
+            "resume_mode": "auto",
+            "resume_from_path": None,
         },
     },
     read_settings=read_sft_settings,

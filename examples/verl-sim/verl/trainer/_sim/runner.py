@@ -4,6 +4,9 @@ Environment knobs:
 
 - ``VERL_SIM_STEP_SECONDS`` (default 0.5): how long each step's tasks sleep.
 - ``VERL_SIM_FAIL_AT_STEP`` (unset): step N raises ``RuntimeError("verl-sim: injected failure at step N")``.
+- ``VERL_SIM_FAIL_AFTER_STEP`` (unset): a run that did not resume fails right after step N (and
+  its checkpoint, when one is due) with ``RuntimeError("NCCL error: verl-sim: injected ...")``, a
+  failure Argus retries (NCCL); a resumed run ignores it, so a retry runs to its end.
 - ``VERL_SIM_PG_TIMEOUT_S`` (default 120): how long to wait for the GPUs' placement group.
 - ``VERL_SIM_CONFIG_DIR`` (unset): config dir to check overrides against (see :mod:`.config`).
 
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from . import checkpoints
 from .inputs import check_data_files, check_model_path, count_rows, derive_total_steps
+from .resume import resume_from
 from .settings import Settings
 
 if TYPE_CHECKING:  # heavy imports (omegaconf, hydra, ray) wait until the marker is printed
@@ -32,6 +36,7 @@ if TYPE_CHECKING:  # heavy imports (omegaconf, hydra, ray) wait until the marker
 
 STEP_SECONDS_ENV = "VERL_SIM_STEP_SECONDS"
 FAIL_AT_STEP_ENV = "VERL_SIM_FAIL_AT_STEP"
+FAIL_AFTER_STEP_ENV = "VERL_SIM_FAIL_AFTER_STEP"
 PG_TIMEOUT_ENV = "VERL_SIM_PG_TIMEOUT_S"
 
 
@@ -89,17 +94,20 @@ def train(
     has_val: bool,
     scorer: Scorer | None = None,
     tracker: Tracker | None = None,
+    start: int = 0,
 ) -> None:
+    """Run steps ``start + 1`` to ``total`` (``start``: the step of the checkpoint resumed from)."""
     from . import cluster
     from .flavors import metrics_line
 
     step_seconds = env_number(STEP_SECONDS_ENV, 0.5)
     fail_at_step = int(env_number(FAIL_AT_STEP_ENV, 0)) or None
-    for step in range(1, total + 1):
+    fail_after_step = None if start else int(env_number(FAIL_AFTER_STEP_ENV, 0)) or None
+    for step in range(start + 1, total + 1):
         started = time.monotonic()
         placed = cluster.run_step(workers, step_seconds)
         elapsed = time.monotonic() - started
-        if step == 1:
+        if step == start + 1:
             for i, (node_id, visible) in enumerate(placed):
                 say(f"verl-sim: bundle {i} ran on node {node_id} with CUDA_VISIBLE_DEVICES={visible}")
         if step == fail_at_step:
@@ -121,6 +129,8 @@ def train(
             say(f"verl-sim: saved checkpoint {step_dir}")
             for path in removed:
                 say(f"verl-sim: removed old checkpoint {path}")
+        if step == fail_after_step:
+            raise RuntimeError(f"NCCL error: verl-sim: injected communicator failure after step {step}")
 
 
 def run(flavor_name: str, overrides: Sequence[str]) -> None:
@@ -145,6 +155,7 @@ def run(flavor_name: str, overrides: Sequence[str]) -> None:
     )
     train_files, val_files = check_inputs(s)
     total = plan_steps(s, train_files)
+    start, resumed = resume_from(flavor_name, s.resume_mode, s.resume_from_path, s.default_local_dir)
     ckpt_root = checkpoints.checkpoint_root(s.default_local_dir) if s.save_freq > 0 else None
     from .reward import Scorer
     from .tracking import Tracker
@@ -162,10 +173,12 @@ def run(flavor_name: str, overrides: Sequence[str]) -> None:
     try:
         tracker = Tracker.open(cfg, asdict(s), say)
         workers = cluster.start_workers(pg, s.nnodes, s.n_gpus_per_node)
-        train(flavor, s, workers, total, ckpt_root, bool(val_files), scorer, tracker)
+        if resumed is not None:
+            say(f"resumed from {resumed}")
+        train(flavor, s, workers, total, ckpt_root, bool(val_files), scorer, tracker, start)
         tracker.finish(0)
     finally:
         if tracker is not None:
             tracker.finish(1)  # only when training raised: a finished tracker does nothing
         cluster.release(pg)
-    say(f"verl-sim: training finished after {total} steps")
+    say(f"verl-sim: training finished after {total} steps" + (f" (resumed after step {start})" if start else ""))

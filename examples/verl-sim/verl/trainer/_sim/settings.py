@@ -35,6 +35,8 @@ class Settings:
     lr: float | None = None
     experiment_name: str | None = None
     device: str | None = None
+    resume_mode: str | None = "auto"  # trainer.resume_mode (see :mod:`.resume`)
+    resume_from_path: str | None = None  # trainer.resume_from_path
 
 
 def as_files(raw: Any) -> list[str]:
