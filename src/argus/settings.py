@@ -80,7 +80,7 @@ class SchedulerSettings(StrictModel):
     retry_interval_s: float = Field(default=30.0, ge=0)
     # None: bounded by GPUs only (the seeds' v2.0 default was 1).
     max_running_tasks: int | None = Field(default=None, ge=1)
-    # Attempts for a failure worth retrying (PLATFORM, NCCL); other causes end the task at once.
+    # Attempts for a failure worth retrying (PLATFORM, NCCL, NODE_LOST); other causes end the task at once.
     max_attempts: int = Field(default=3, ge=1)
     # fifo (the seeds'), easy (FIFO + EASY backfill) or default (priority, fair share, backfill).
     policy: Literal["fifo", "easy", "default"] = "default"

@@ -49,6 +49,7 @@ from argus.testing.sandbox import Sandbox
 JSON_BODIES = {
     ("post", "/api/v2/users"): {"user_id"},
     ("post", "/api/v2/tasks/{task_id}:priority"): {"priority"},
+    ("post", "/api/v2/tasks/{task_id}:resubmit"): {"time_limit", "priority"},
     ("post", "/api/v2/nodes"): {"name", "host", "port", "user", "key", "labels", "gpus", "cpus"},
     ("post", "/api/v2/nodes/{node_id}:drain"): {"reason"},
     ("post", "/api/v2/nodes/{node_id}:offline"): {"reason"},

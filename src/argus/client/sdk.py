@@ -109,6 +109,18 @@ class ArgusClient(NodesMixin, SecretsMixin, CodeMixin, UsageMixin):
             headers={"Content-Type": YAML_CONTENT_TYPE},
         )
 
+    def resubmit(self, task_id: str, time_limit: str | int | None = None, priority: int | None = None) -> dict:
+        """Continue an ended task of yours as a new task, from its latest checkpoint: the server
+        submits its TaskSpec again with `resume_from: <task_id>` and the options given.
+
+        Returns:
+            `{"task_id", "state"}` of the new task.
+        Raises:
+            ArgusAPIError: 404 unknown task, 400 the task has not ended or an option is invalid.
+        """
+        options = {k: v for k, v in (("time_limit", time_limit), ("priority", priority)) if v is not None}
+        return self._json("POST", task_path(task_id, ":resubmit"), json=options)
+
     def tasks(self, state: list[str] | str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
         """One page of tasks, newest first.
 

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from argus.client.sdk import STATES
+from argus.client.sdk import STATES, ArgusAPIError
 from argus.client.service_cli import (
     _cell,
     _fail,
@@ -83,6 +83,34 @@ def submit(
         _print_json(answer)
         return
     out.print(f"submitted [bold]{escape(str(answer.get('task_id')))}[/] ({_state(answer.get('state'))})")
+
+
+def resubmit(
+    task_id: str = typer.Argument(..., help="an ended task of yours (TIMEOUT, CANCELED, FAILED, SUCCEEDED)"),
+    time_limit: str | None = typer.Option(None, "--time-limit", help="the new task's time limit, e.g. 12h"),
+    priority: int | None = typer.Option(None, "--priority", min=0, max=1000, help="the new task's priority"),
+    url: str | None = _url_opt(),
+    token: str | None = _token_opt(),
+    as_json: bool = _json_opt(),
+) -> None:
+    """Continue an ended task as a new one, from its latest checkpoint; print the new task's id.
+
+    The server submits the task's TaskSpec again with `resume_from: TASK_ID` (and the options).
+    """
+    with _session(url, token) as client:
+        try:
+            answer = client.resubmit(task_id, time_limit=time_limit, priority=priority)
+        except ArgusAPIError as exc:
+            if exc.status != 404:
+                raise
+            _fail(f"{exc.message} ({exc.status} {exc.error})", 2)  # an unknown task is bad input here
+    if as_json:
+        _print_json(answer)
+        return
+    out.print(
+        f"submitted [bold]{escape(str(answer.get('task_id')))}[/] ({_state(answer.get('state'))}), "
+        f"resuming from {escape(task_id)}"
+    )
 
 
 def _states(values: list[str]) -> list[str]:
@@ -356,6 +384,7 @@ def register(app: typer.Typer) -> None:
         ("logs", logs),
         ("cancel", cancel),
         ("priority", priority),
+        ("resubmit", resubmit),
         ("queue", queue),
     ):
         app.command(name)(func)

@@ -5,6 +5,11 @@ cause and the line that shows it) for a FAILED job, None for any other status. R
 checked in order, most specific first; within a rule the last matching log line wins, since
 the final traceback is what ended the job. The scheduler uses the cause to decide on retries:
 INSUFFICIENT_RESOURCES is worth waiting for, CONFIG is not.
+
+NODE_LOST is a node that died under the job (its raylet gone): Ray 2.60 fails the job with
+"Job supervisor actor died: ... The actor died because its node has died." when the driver's
+node died, and a driver whose workers' node died logs the same words in its traceback. It is
+checked before PLATFORM, whose rule also matches those messages.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class FailureCause(StrEnum):
     NCCL = "NCCL"
     USER_CODE = "USER_CODE"
     PLATFORM = "PLATFORM"
+    NODE_LOST = "NODE_LOST"
     UNKNOWN = "UNKNOWN"
 
 
@@ -69,6 +75,14 @@ _RULES: list[tuple[FailureCause, re.Pattern[str]]] = [
         re.compile(
             r"NCCL (error|WARN|failure)|nccl(InternalError|SystemError|InvalidUsage|RemoteError)"
             r"|DistBackendError|NCCL communicator|Watchdog caught collective operation timeout"
+        ),
+    ),
+    (
+        FailureCause.NODE_LOST,
+        re.compile(
+            r"died because its node has died|its node has died|node \S+ (has died|was lost)"
+            r"|raylet (died|is dead|has died)|NodeDiedError",
+            _I,
         ),
     ),
     (

@@ -5,7 +5,7 @@ the evidence, and decides retries:
 
 - INSUFFICIENT_RESOURCES (verl's GPU message, an unplaceable group) is worth waiting for: the
   task goes back to PENDING_RESOURCES and is tried again;
-- PLATFORM and NCCL failures, and a job Ray no longer knows (its head was restarted), are worth
+- PLATFORM, NCCL and NODE_LOST failures, and a job Ray no longer knows (its head was restarted), are worth
   another attempt while attempts remain: back to QUEUED;
 - anything else (CONFIG, DATA, MODEL, OOM, USER_CODE, UNKNOWN) ends the task FAILED.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from argus.domain.failure import FailureCause
 from argus.domain.task import RAY_STATUS_TO_STATE, TaskState
 
-RETRYABLE = frozenset({FailureCause.PLATFORM, FailureCause.NCCL})
+RETRYABLE = frozenset({FailureCause.PLATFORM, FailureCause.NCCL, FailureCause.NODE_LOST})
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from argus.ports import Clock, ClusterView, JobTool, SchedulerObserver
 from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
 from argus.scheduler.dispatch_inputs import DispatchInputs
 from argus.scheduler.pacing import Pacer
-from argus.scheduler.ray_view import RayNodes, RecentSnapshots, lost_in_ray, seen_in_ray
-from argus.scheduler.resume import resume_point, with_resume
+from argus.scheduler.ray_view import RayNodes, RecentSnapshots, lost_in_ray, seen_in_ray, with_node_loss
+from argus.scheduler.resume import start_resuming, with_resume
 from argus.scheduler.secrets import JobSecrets
 from argus.settings import ArgusSettings
 from argus.spec.errors import SpecError
@@ -201,7 +201,7 @@ class Scheduler:
     def _sync_one(self, task: Task, attempt: Attempt, now: float, nodes: RayNodes) -> bool:
         sid = attempt.ray_submission_id
         try:
-            view = self.jobs.status(sid)
+            view = with_node_loss(self.jobs.status(sid), attempt, nodes)  # NODE_LOST: named node
         except JobNotFound:
             view = None
         tries = task.attempts
@@ -396,8 +396,7 @@ class Scheduler:
         """Start an attempt (False: the task was cancelled meanwhile)."""
         sid = attempt_submission_id(task.task_id, task.attempts + 1)
         root = compute_job_root(self.settings.shared_root, sid, task.user_id)
-        resume = resume_point(self.store, task)  # a retry continues from an earlier checkpoint
-        dispatch = self.store.start_attempt(task.task_id, task.attempts, str(root), placement, now, resume)
+        dispatch = start_resuming(self.store, task, str(root), placement, now)  # from a checkpoint
         if dispatch is not None:
             self._submit(dispatch, now)
         return dispatch is not None

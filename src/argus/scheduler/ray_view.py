@@ -11,7 +11,10 @@ node's Argus name (its `argus.io/node` label). Invariants:
 - when that snapshot cannot be read the driver node is left as it was, so the next pass tries
   again (a node id is never recorded without the lookup of its name);
 - a node the snapshot does not know (gone already) keeps the IP the job reports and no name;
-- a failure kind once diagnosed is kept when a later view carries no diagnosis.
+- a failure kind once diagnosed is kept when a later view carries no diagnosis;
+- a failed job whose node died under it (`with_node_loss`) is NODE_LOST, its evidence naming
+  the node (Argus name and IP): Ray's message says so ("The actor died because its node has
+  died"), or Ray's generic supervisor failure comes with the driver's node DEAD in the snapshot.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from argus.cluster.errors import ClusterError
 from argus.cluster.jobs import JobView
 from argus.cluster.snapshot import ClusterSnapshot
-from argus.domain.failure import FailureCause
+from argus.domain.failure import Diagnosis, FailureCause
 from argus.domain.nodes import NODE_LABEL
 from argus.domain.records import Attempt
 from argus.ports import ClusterView
@@ -63,6 +66,7 @@ class RayNodes:
     def __init__(self, snapshots: ClusterView):
         self._snapshots = snapshots
         self._nodes: Mapping[str, tuple[str, str | None]] | None = None
+        self._dead: frozenset[str] = frozenset()
         self._read = False
 
     def nodes(self) -> Mapping[str, tuple[str, str | None]] | None:
@@ -75,7 +79,12 @@ class RayNodes:
             except ClusterError:
                 return None
             self._nodes = {n.node_id: (n.node_ip, n.labels.get(NODE_LABEL)) for n in snap.nodes}
+            self._dead = frozenset(n.node_id for n in snap.nodes if not n.alive)
         return self._nodes
+
+    def dead(self, node_id: str | None) -> bool:
+        """Whether the snapshot shows node `node_id` DEAD (False when unknown or unreadable)."""
+        return node_id is not None and self.nodes() is not None and node_id in self._dead
 
 
 def seen_in_ray(attempt: Attempt, view: JobView, nodes: RayNodes) -> Attempt:
@@ -104,3 +113,40 @@ def lost_in_ray(attempt: Attempt, evidence: str | None, now: float) -> Attempt:
     return dataclasses.replace(
         attempt, ray_status=LOST, message=evidence, end_time=now, failure_kind=FailureCause.PLATFORM.value
     )
+
+
+# Ray's generic verdicts on a job whose supervisor went away: on their own they do not say why.
+_VAGUE = frozenset({FailureCause.PLATFORM, FailureCause.UNKNOWN})
+
+
+def _node_words(node_id: str | None, ip: str | None, name: str | None) -> str:
+    """`node <name> (<ip>)`, with what is known of it."""
+    label = name or (node_id[:12] if node_id else "?")
+    return f"node {label} ({ip})" if ip else f"node {label}"
+
+
+def with_node_loss(view: JobView, attempt: Attempt, nodes: RayNodes) -> JobView:
+    """`view`, diagnosed NODE_LOST when the job failed because a node died under it.
+
+    NODE_LOST when Ray's own words say a node died (the diagnosis already is NODE_LOST), or when
+    Ray gives only a generic failure (PLATFORM, UNKNOWN) and the driver's node is DEAD in the
+    cluster snapshot. The evidence names the node: the driver's, or one whose Ray id the message
+    carries. Any other view is returned as it is.
+    """
+    diag = view.diagnosis
+    if view.status != "FAILED" or diag is None:
+        return view
+    driver = view.driver_node_id or attempt.driver_node_id
+    if diag.cause is not FailureCause.NODE_LOST and not (diag.cause in _VAGUE and nodes.dead(driver)):
+        return view
+    known = nodes.nodes() or {}
+    text = f"{view.message or ''}\n{diag.evidence}"
+    named = next((nid for nid in known if nid in text), None)
+    if named is None and driver is not None:
+        named = driver
+    ip, name = known.get(named, (None, None)) if named is not None else (None, None)
+    if named is not None and named == attempt.driver_node_id:  # recorded while the node was alive
+        ip, name = attempt.driver_node_ip or ip, attempt.driver_node_name or name
+    where = _node_words(named, ip or (view.driver_node_ip if named == driver else None), name)
+    evidence = f"{where} was lost under the job: {diag.evidence}"[:500]
+    return dataclasses.replace(view, diagnosis=Diagnosis(FailureCause.NODE_LOST, evidence))

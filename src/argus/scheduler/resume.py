@@ -1,16 +1,24 @@
-"""A retried attempt continues from the checkpoints of the attempts before it (issue 16, item 1).
+"""A retried attempt continues from the checkpoints of the attempts before it (issue 16, items 1 and 3).
 
-Owns two steps of the scheduler's dispatch:
+Owns three steps of the scheduler's dispatch:
 
 - `resume_point`, when attempt k > 1 is started: the newest earlier attempt (highest attempt
   number first) whose `checkpoints/` holds a complete save gives its latest one (verl's tracker
   file names it and its `global_step_N/` exists: `argus.domain.resume`). Nothing for a first
-  attempt, for a task whose own overrides set `trainer.resume_mode` / `trainer.resume_from_path`
-  (the user wins), or when no earlier attempt saved. The point is written with the attempt row
-  (`TaskStore.start_attempt`), so a resubmission after a crash resumes from the same one;
+  attempt (unless its task names `resume_from`, below), for a task whose own overrides set
+  `trainer.resume_mode` / `trainer.resume_from_path` (the user wins), or when no earlier
+  attempt saved. The point is written with the attempt row (`TaskStore.start_attempt`), so a
+  resubmission after a crash resumes from the same one;
+- `start_resuming`, which writes the attempt with its point (and `note_resume`'s event);
 - `with_resume`, when the attempt is submitted: the recorded point's overrides
   (`trainer.resume_mode=resume_path`, `trainer.resume_from_path=<dir>/global_step_N`) are added
   after the spec's, and the entrypoint is rebuilt with them.
+
+A task whose TaskSpec names `resume_from: <task id>` (an ended task of the same user, checked
+at acceptance: `argus.service.resume_from`) starts its first attempt from that task's latest
+complete checkpoint (its attempts newest first); a later attempt of it prefers its own attempts'
+checkpoints and falls back to the old task's. The first attempt's events say which
+(`note_resume`: "resumes from task X at step N").
 
 Every attempt still writes its own `checkpoints/` (`trainer.default_local_dir`); verl's retention
 (`max_*ckpt_to_keep`) prunes only the saves of its own run, so the checkpoint an attempt resumed
@@ -22,11 +30,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 
 from argus.domain.paths import checkpoints_dir
-from argus.domain.records import Attempt, Task
+from argus.domain.records import Attempt, Dispatch, Task
 from argus.domain.resume import (
     TRACKER_FILE,
     ResumePoint,
@@ -35,12 +43,15 @@ from argus.domain.resume import (
     tracker_step,
     user_sets_resume,
 )
+from argus.domain.task import TaskState
 from argus.spec.entrypoint import build_entrypoint
 from argus.spec.errors import SpecError
 from argus.spec.loader import load_yaml_mapping
 from argus.spec.render import Rendered
 from argus.spec.taskspec import TaskSpec
+from argus.store.schema import task_events
 from argus.store.task_reads import TaskReads
+from argus.store.tasks import TaskStore
 
 log = logging.getLogger("argus.scheduler")
 
@@ -69,32 +80,72 @@ def latest_checkpoint(job_roots: Iterable[str]) -> ResumePoint | None:
     return None
 
 
-def _spec_overrides(text: str) -> list[str]:
-    """The `overrides` of a TaskSpec's YAML text (validated when the task was accepted)."""
+def _spec_fields(text: str) -> tuple[list[str], str | None]:
+    """The `overrides` and `resume_from` of a TaskSpec's YAML text (validated at acceptance)."""
     try:
-        raw = load_yaml_mapping(text, "task spec").get("overrides")
+        data = load_yaml_mapping(text, "task spec")
     except SpecError:
-        return []
-    return [str(o) for o in raw] if isinstance(raw, list) else []
+        return [], None
+    raw, other = data.get("overrides"), data.get("resume_from")
+    overrides = [str(o) for o in raw] if isinstance(raw, list) else []
+    return overrides, (str(other) if other else None)
+
+
+def _newest_first(store: TaskReads, task_id: str, up_to: int | None = None) -> list[str]:
+    """The job roots of a task's attempts (those numbered up to `up_to`), newest first."""
+    rows = sorted(store.attempts(task_id), key=lambda a: a.attempt_no, reverse=True)
+    return [a.job_root for a in rows if up_to is None or a.attempt_no <= up_to]
 
 
 def resume_point(store: TaskReads, task: Task) -> ResumePoint | None:
     """Where the task's next attempt resumes from (see the module docstring), or None.
 
     Args:
-        store: the task's earlier attempts and its TaskSpec text are read here.
+        store: the task's earlier attempts and its TaskSpec text are read here (and those of
+            the task its `resume_from` names).
         task: the task as admitted (`task.attempts` attempts so far).
     """
-    if task.attempts < 1:
-        return None
     text = store.spec_text(task.task_id)
-    if text is None or user_sets_resume(_spec_overrides(text)):
+    if text is None:
         return None
-    earlier = sorted(store.attempts(task.task_id), key=lambda a: a.attempt_no, reverse=True)
-    found = latest_checkpoint(a.job_root for a in earlier if a.attempt_no <= task.attempts)
+    overrides, other = _spec_fields(text)
+    if user_sets_resume(overrides) or (task.attempts < 1 and other is None):
+        return None
+    found = latest_checkpoint(_newest_first(store, task.task_id, task.attempts)) if task.attempts else None
+    if found is None and other is not None:
+        found = latest_checkpoint(_newest_first(store, other))
     if found is not None:
         log.info("%s attempt %d resumes from %s", task.task_id, task.attempts + 1, found.path)
     return found
+
+
+def start_resuming(
+    store: TaskStore, task: Task, job_root: str, placement: Mapping[str, float], now: float
+) -> Dispatch | None:
+    """`TaskStore.start_attempt` with the attempt's `resume_point`, and for the first attempt of
+    a task with `resume_from` the event that links it to the old task (`note_resume`)."""
+    dispatch = store.start_attempt(task.task_id, task.attempts, job_root, placement, now, resume_point(store, task))
+    if dispatch is not None and dispatch.attempt.attempt_no == 1:
+        other = _spec_fields(dispatch.jobspec_yaml)[1]
+        if other is not None:
+            note_resume(store, dispatch.attempt, other, now)
+    return dispatch
+
+
+def note_resume(store: TaskStore, attempt: Attempt, other: str, now: float) -> None:
+    """Add to `attempt` the event that links it to the task `other` it continues: "resumes from
+    task X at step N (path)", or that X left no complete checkpoint."""
+    if attempt.resumed_from is not None:
+        reason = f"resumes from task {other} at step {attempt.resumed_from_step} ({attempt.resumed_from})"
+    else:
+        reason = f"resumes from task {other}: it left no complete checkpoint, so it starts from scratch"
+    with store.db.write.begin() as conn:
+        state = TaskState.SUBMITTED.value
+        conn.execute(
+            task_events.insert().values(
+                task_id=attempt.task_id, at=now, from_state=state, to_state=state, attempt_no=1, reason=reason
+            )
+        )
 
 
 def with_resume(spec: TaskSpec, rendered: Rendered, attempt: Attempt) -> Rendered:

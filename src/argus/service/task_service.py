@@ -44,6 +44,7 @@ from argus.service.auth import Identity
 from argus.service.check_cache import CHECK_ID, CHECK_USER, CheckCache
 from argus.service.checks import CheckPool
 from argus.service.ratelimit import RateLimiter
+from argus.service.resume_from import check_resume_from, resubmit_text
 from argus.service.task_board import TaskBoard
 from argus.service.task_inputs import TaskInputs
 from argus.settings import ArgusSettings
@@ -182,6 +183,7 @@ class TaskService(TaskBoard):
     def _admissible(self, who: Identity, spec: TaskSpec) -> float:
         """The checks of a spec that need no compose; returns its time limit in seconds."""
         limit = self.time_limit_s(spec)
+        check_resume_from(self.store, who, spec)  # an ended task of the caller's (one read)
         if spec.priority > DEFAULT_PRIORITY and not who.is_admin:
             raise SpecError(
                 "task spec",
@@ -235,6 +237,16 @@ class TaskService(TaskBoard):
             raise Unavailable("could not allocate a task id; try again")
         self.nudge()
         return self._accepted(row.task_id, rendered.warnings)
+
+    async def resubmit(self, who: Identity, task_id: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Accept a new task continuing the caller's ended task `task_id` (its stored TaskSpec with
+        `resume_from` and `options` set: `argus.service.resume_from.resubmit_text`).
+
+        Raises:
+            NotFound: no such task of the caller's. SpecError: as for `accept`.
+        """
+        text = await self._off_loop(resubmit_text, self.store, who, task_id, options)
+        return await self.accept(who, text)
 
     def submit(self, who: Identity, text: str, parsed: tuple[TaskSpec, Rendered] | None = None) -> dict[str, Any]:
         """Accept a TaskSpec: QUEUED, stored verbatim, the scheduler nudged (blocking).

@@ -8,7 +8,8 @@ Owns the seeds' fields exactly (`workload`, `submission_id`, `code_path`, `model
 `argus.spec.reward`), the service's `code` (a pushed snapshot's name or sha256 prefix, resolved to
 `code_path` by the server) and `secrets` (names of the user's secrets the job gets in its
 environment); and for the service's scheduler `priority` (0-1000,
-default 500), `time_limit` (`90m`, `2h`, … ) and `pool` (the node pool to run in).
+default 500), `time_limit` (`90m`, `2h`, … ), `pool` (the node pool to run in) and `resume_from`
+(an ended task of the same user whose latest checkpoint the new task starts from).
 Invariants: paths are absolute, free text is safe to quote
 for Hydra, `save_freq` defaults to the seeds' disk rule (10), `overrides` never touch the
 keys that Argus manages (the job's own directory, the gang shape) nor escape the run
@@ -29,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from argus.domain.durations import parse_duration
+from argus.domain.task import parse_task_id
 from argus.spec.config import StrictModel, check_env_vars
 from argus.spec.errors import Problem, SpecError
 from argus.spec.loader import expand_vars, load_yaml_mapping, parse_model, read_text
@@ -246,6 +248,9 @@ class TaskSpec(StrictModel):
     time_limit: str | int | None = None
     # The pool (nodes labelled `pool=<name>`) the whole task runs in; None: any worker node.
     pool: str | None = None
+    # An ended task (the same user's, checked at acceptance) whose latest complete checkpoint
+    # the first attempt starts from (`argus.scheduler.resume`).
+    resume_from: str | None = None
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -297,6 +302,15 @@ class TaskSpec(StrictModel):
                 "must be 1-63 letters, digits, '-', '_' or '.', starting and ending "
                 "with a letter or digit (a Ray node label value)"
             )
+        return v
+
+    @field_validator("resume_from")
+    @classmethod
+    def _resume_from(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if parse_task_id(v) is None:
+            raise ValueError("must be a task id (mvp2-<user>-<workload>-<YYYYMMDD>-<HHMMSS>-<4 hex>)")
         return v
 
     @field_validator("time_limit")

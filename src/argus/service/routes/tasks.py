@@ -7,6 +7,7 @@ YAML text, read raw and declared in OpenAPI by hand.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -26,6 +27,7 @@ from argus.service.api_models import (
 from argus.service.api_models_requests import NO_BODY, PriorityChange
 from argus.service.auth import Identity, admin_identity, current_identity
 from argus.service.errors import APIError
+from argus.service.resume_from import resubmit_options
 from argus.service.task_service import TaskService
 from argus.service.threads import on_ray_threads
 from argus.spec.errors import Problem
@@ -107,6 +109,41 @@ def get_attempts(request: Request, task_id: str, who: Caller) -> JSONBody:
 )
 async def cancel(request: Request, task_id: str, who: Caller) -> JSONBody:
     return JSONBody(await on_ray_threads(request, _svc(request).cancel, who, task_id))
+
+
+@router.post(
+    "/tasks/{task_id}:resubmit",
+    status_code=201,
+    summary="Continue an ended task of yours as a new task (from its latest checkpoint)",
+    response_model=TaskAccepted,
+    responses=errors(400, 401, 404, 409, 413, 429, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "time_limit": {"type": ["string", "integer"], "examples": ["12h"]},
+                            "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
+                        },
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        }
+    },
+)
+async def resubmit(request: Request, task_id: str, who: Caller) -> JSONBody:
+    svc = _svc(request)
+    svc.take_rate(who)
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        raise APIError(400, "the body is not JSON", [Problem("<body>", "must be a JSON object")]) from None
+    return JSONBody(await svc.resubmit(who, task_id, resubmit_options(body)), status_code=201)
 
 
 @router.post(
