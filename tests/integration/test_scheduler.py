@@ -424,6 +424,8 @@ def test_a_short_task_backfills_beside_a_blocked_big_one_without_delaying_it(wor
     world.tick()
     world.jobs.run(f"{holder}--a01")
     big = world.add(nnodes=2, n_gpus_per_node=4)  # needs both nodes whole: waits for holder
+    world.tick()  # big is reserved, and keeps its reservation against the smaller tasks below
+    assert world.state(big) == "PENDING_RESOURCES"
     long = world.add(n_gpus_per_node=2, time_limit="3h")  # would delay big
     short = world.add(n_gpus_per_node=2, time_limit="10m")  # ends before big can start
     world.tick()
@@ -434,8 +436,8 @@ def test_a_short_task_backfills_beside_a_blocked_big_one_without_delaying_it(wor
 
 
 def test_a_nudged_pass_does_not_jump_a_blocked_head(world):
-    holder = world.add(n_gpus_per_node=4, time_limit="1h")
-    other = world.add(n_gpus_per_node=2, time_limit="1h")
+    holder = world.add(n_gpus_per_node=4, time_limit="1h")  # 4 GPU-hours: before `other` (6)
+    other = world.add(n_gpus_per_node=2, time_limit="3h")
     world.tick()
     big = world.add(nnodes=2, n_gpus_per_node=4)
     world.tick()
@@ -451,7 +453,7 @@ def test_a_nudged_pass_does_not_jump_a_blocked_head(world):
 
 def test_user_gpu_limit_holds_a_users_task_with_quota_user(sandbox, tmp_path):
     world = World(sandbox, tmp_path, user_max_gpus=4)
-    a1 = world.add(n_gpus_per_node=4)
+    a1 = world.add(n_gpus_per_node=4, time_limit="1h")  # the smallest area (4 GPU-hours): first
     a2 = world.add(n_gpus_per_node=2)
     b1 = world.add(n_gpus_per_node=2, user="bob")
     world.tick()
@@ -563,8 +565,8 @@ def test_gpu_shortages_do_not_use_up_the_retries_of_real_failures(sandbox, tmp_p
 def test_a_pool_task_runs_only_in_its_pool_and_its_driver_is_pinned_there(world):
     world.snaps.gpus = {"w1": 4, "w2": 4, "w3": 4}
     world.snaps.labels = {"w1": {"pool": "h20"}, "w2": {"pool": "a100"}, "w3": {}}
-    first = world.add(pool="a100", n_gpus_per_node=4)
-    second = world.add(pool="a100", n_gpus_per_node=2)
+    first = world.add(pool="a100", n_gpus_per_node=4, time_limit="10h")  # 40 GPU-hours: first
+    second = world.add(pool="a100", n_gpus_per_node=2)  # 2 x 24 h = 48 GPU-hours
     anywhere = world.add(n_gpus_per_node=4)
     world.tick()
     assert world.state(first) == "SUBMITTED"

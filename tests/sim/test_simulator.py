@@ -263,6 +263,24 @@ def test_cli_json_prints_one_object_with_the_metrics(tmp_path):
     assert data["synthetic_users"] is True
 
 
+def test_cli_per_job_factors_are_seeded(tmp_path):
+    p = write_csv(tmp_path / "t.csv", TINY)
+
+    def run(*extra: str) -> dict:
+        args = ["simulate", "--trace", str(p), "--nodes", "2x4", "--policy", "easy", "--json", *extra]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        data = json.loads(res.stdout)
+        return {k: v for k, v in data.items() if k not in ("sim_seconds", "plan_seconds")}
+
+    a = run("--time-limit-factor", "1.2:5", "--seed", "7")
+    assert (a["time_limit_factor"], a["seed"]) == ("1.2:5", 7)
+    assert run("--time-limit-factor", "1.2:5", "--seed", "7") == a
+    assert run("--time-limit-factor", "3")["time_limit_factor"] == 3.0
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(p), "--nodes", "2x4", "--time-limit-factor", "1.2:5"])
+    assert res.exit_code == 0 and "U[1.2, 5] (seed 1)" in res.stdout
+
+
 def test_cli_table(tmp_path):
     p = write_csv(tmp_path / "t.csv", TINY)
     res = CliRunner().invoke(app, ["simulate", "--trace", str(p), "--nodes", "2x4"])
@@ -278,6 +296,9 @@ def test_cli_table(tmp_path):
         (["--nodes", "0x8"], "--nodes '0x8'"),
         (["--nodes", "2x4", "--policy", "sjf"], "--policy 'sjf'"),
         (["--nodes", "2x4", "--time-limit-factor", "0"], "--time-limit-factor"),
+        (["--nodes", "2x4", "--time-limit-factor", "5:1.2"], "LOW <= HIGH"),
+        (["--nodes", "2x4", "--time-limit-factor", "1:2:3"], "LOW:HIGH"),
+        (["--nodes", "2x4", "--time-limit-factor", "two"], "--time-limit-factor 'two'"),
         (["--nodes", "2x4", "--users", "0"], "--users"),
     ],
 )

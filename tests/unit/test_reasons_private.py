@@ -21,7 +21,7 @@ def _blocked(policy: str, waiting_user: str):
     """bob's big task is reserved (or blocks, in fifo); `waiting_user`'s long one waits."""
     running = [RunningJob("r1", "carol", {"a": 2}, 2000.0)]
     q = [
-        job("mvp2-bob-big", "bob", gpus=4, at=0),
+        job("mvp2-bob-big", "bob", gpus=4, at=0, limit=1800),  # overdue by NOW in `default`: first
         job(f"mvp2-{waiting_user}-long", waiting_user, gpus=2, at=1, limit=5000),
     ]
     p = plan(NOW, q, running, {"a": 2}, policy)

@@ -86,15 +86,61 @@ def test_default_orders_by_priority_then_fair_share_then_time():
 
 
 def test_default_backfills_shortest_limits_first_behind_the_head():
-    running = [RunningJob("r", "x", {"a": 3}, 5000.0)]
+    # 2 of node a's 4 GPUs are held until 5000: the head (overdue, so first) is reserved for 5000.
+    # In the queue order `long` (area 1 x 1000) comes before `wide` (2 x 600 = 1200), but
+    # behind the head the shortest limit goes first: `wide` takes both free GPUs.
+    running = [RunningJob("r", "x", {"a": 2}, 5000.0)]
     q = [
-        job("head", gpus=4, at=0),
-        job("slow", gpus=1, at=1, limit=3000),
-        job("quick", gpus=1, at=2, limit=100),
+        job("head", gpus=4, at=0, limit=10),
+        job("long", gpus=1, at=NOW, limit=1000),
+        job("wide", gpus=2, at=NOW, limit=600),
     ]
-    p = plan(NOW, q, running, {"a": 1}, "default")
-    assert started(p) == ["quick"]  # one free GPU: the shortest goes first
-    assert p.waits["slow"].code == PendingCode.RESOURCES
+    assert [j.id for j in order(q, "default", now=NOW)] == ["head", "long", "wide"]
+    p = plan(NOW, q, running, {"a": 2}, "default")
+    assert p.reserved == ("head", 5000.0)
+    assert started(p) == ["wide"]
+    assert p.waits["long"].code == PendingCode.RESOURCES
+
+
+def test_default_puts_the_smallest_area_first():
+    # GPUs x time limit: a 1 x 3600 = 3600, b 8 x 600 = 4800, c 1 x 7200 = 7200.
+    q = [job("c", gpus=1, limit=7200, at=NOW), job("b", gpus=8, limit=600, at=NOW), job("a", limit=3600, at=NOW)]
+    assert [j.id for j in order(q, "default", now=NOW)] == ["a", "b", "c"]
+    assert [j.id for j in order(q, "easy", now=NOW)] == ["a", "b", "c"]  # equal times: by id
+    q2 = [job("c", gpus=1, limit=7200, at=1), job("b", gpus=8, limit=600, at=2), job("a", limit=3600, at=3)]
+    assert [j.id for j in order(q2, "easy", now=3)] == ["c", "b", "a"]
+
+
+def test_default_puts_a_light_users_equal_job_before_a_heavy_users():
+    heavy = job("heavy", at=NOW - 10, user="h")  # submitted first
+    light = job("light", at=NOW, user="l")
+    # mean usage 5: weights 1 + (1 - 0.5 ** 2) = 1.75 for h, 1 + (1 - 0.5 ** 0) = 1 for l.
+    assert [j.id for j in order([heavy, light], "default", {"h": 10.0, "l": 0.0}, now=NOW)] == ["light", "heavy"]
+    # With no usage at all the older one goes first (equal areas).
+    assert [j.id for j in order([heavy, light], "default", {}, now=NOW)] == ["heavy", "light"]
+    # Fair share is bounded: a heavy user's job half the area of a light user's still goes first.
+    small = job("small", at=NOW, user="h", limit=1800)
+    assert [j.id for j in order([light, small], "default", {"h": 10.0, "l": 0.0}, now=NOW)] == ["small", "light"]
+
+
+def test_an_old_large_job_overtakes_new_small_ones_once_overdue():
+    # big: 2 nodes x 8 GPUs, limit 36,000 s: score 16 x (36,000 - 2 x waited x 2 nodes), overdue
+    # (0) after 9,000 s; small: 1 GPU x 3,600 s = 3,600, submitted at the pass.
+    big = job("big", gpus=8, nnodes=2, at=0, limit=36_000)
+    assert [j.id for j in order([big, job("small", at=8_000)], "default", now=8_000)] == ["small", "big"]
+    assert [j.id for j in order([big, job("small", at=9_000)], "default", now=9_000)] == ["big", "small"]
+    # Overdue jobs go oldest first, whatever their size.
+    old_small = job("old_small", at=-50_000)
+    assert [j.id for j in order([big, old_small], "default", now=20_000)] == ["old_small", "big"]
+
+
+def test_priority_and_the_kept_reservation_come_before_the_score():
+    tiny = job("tiny", limit=60, at=NOW)
+    huge = job("huge", gpus=8, nnodes=4, limit=86_400, at=NOW, priority=600)
+    kept = job("kept", gpus=8, nnodes=2, limit=86_400, at=NOW)
+    q = [tiny, huge, kept]
+    assert [j.id for j in order(q, "default", now=NOW)] == ["huge", "tiny", "kept"]
+    assert [j.id for j in order(q, "default", now=NOW, keep="kept")] == ["huge", "kept", "tiny"]
 
 
 def test_per_user_gpu_limit_and_daily_hours():
@@ -167,11 +213,14 @@ def test_the_reservation_counts_jobs_started_earlier_in_the_same_pass():
 
 def test_a_reservation_is_kept_against_a_lighter_users_newcomer():
     running = [RunningJob("r1", "carol", {"n0": 4}, 100.0), RunningJob("r2", "carol", {"n1": 4}, 200.0)]
-    b = Job("B", "alice", 2, 4.0, submitted_at=0, time_limit_s=100)
-    s = Job("S", "bob", 1, 4.0, submitted_at=5, time_limit_s=1000)
+    b = Job("B", "alice", 2, 4.0, submitted_at=50, time_limit_s=100)
+    s = Job("S", "bob", 1, 4.0, submitted_at=50, time_limit_s=150)
+    # Weighted areas (weight 1 + (1 - 0.5 ** (usage / mean))): B 8 x 100 x 1 = 800 before S
+    # 4 x 150 x 1.75 = 1050.
     first = plan(50.0, [b, s], running, {"n0": 0, "n1": 0}, "default", usage={"alice": 0, "bob": 1})
     assert first.reserved == ("B", 200.0)
-    # alice has now used more than bob: without `keep`, S would take the reservation.
+    # alice has now used more than bob: B 8 x 100 x 1.60 = 1283 after S 4 x 150 x 1.37 = 822, so
+    # without `keep` S would take the reservation.
     usage = {"alice": 2, "bob": 1}
     assert plan(50.0, [b, s], running, {"n0": 0, "n1": 0}, "default", usage=usage).reserved[0] == "S"
     kept = plan(50.0, [b, s], running, {"n0": 0, "n1": 0}, "default", usage=usage, keep="B")

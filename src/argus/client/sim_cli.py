@@ -21,6 +21,7 @@ from rich.table import Table
 from argus.domain.scheduling import POLICIES
 from argus.sim import engine
 from argus.sim import usage as sim_usage
+from argus.sim.cases import parse_factor, user_limit_factors
 from argus.sim.trace import DEFAULT_USERS, TraceError, load_trace
 
 out = Console(highlight=False, soft_wrap=True)
@@ -43,13 +44,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds:,.0f} s"
 
 
-def _table(result: engine.SimResult, trace: Path, users: str) -> Table:
+def _table(result: engine.SimResult, trace: Path, users: str, limits: str) -> Table:
     m = result.metrics
     table = Table(
         "metric",
         "value",
         title=f"{trace.name} on {result.shape} ({result.shape.total_gpus} GPUs), "
-        f"policy {result.policy}, time limit = {result.time_limit_factor:g} x duration",
+        f"policy {result.policy}, time limit = {limits} x duration",
     )
     rows = [
         ("jobs", f"{m.jobs} ({m.finished} finished, {m.rejected} rejected: larger than the cluster)"),
@@ -94,9 +95,13 @@ def simulate(
     trace: Path = typer.Option(..., "--trace", help="trace CSV: job_id, submission_time, duration, num_gpu[, user]"),
     nodes: str = typer.Option(..., "--nodes", help="NxG: N nodes of G GPUs each, e.g. 16x8"),
     policy: str = typer.Option("default", "--policy", help=f"scheduling policy: {', '.join(POLICIES)}"),
-    time_limit_factor: float = typer.Option(
-        2.0, "--time-limit-factor", help="each job's time limit is its duration times this"
+    time_limit_factor: str = typer.Option(
+        "2",
+        "--time-limit-factor",
+        help="each job's time limit is its duration times this; LOW:HIGH draws each job's factor "
+        "uniformly from [LOW, HIGH] (seeded by --seed and the job id)",
     ),
+    seed: int = typer.Option(1, "--seed", help="seed of the per-job factors of --time-limit-factor LOW:HIGH"),
     users: int = typer.Option(
         DEFAULT_USERS,
         "--users",
@@ -113,8 +118,11 @@ def simulate(
         problems.append(str(exc))
     if policy not in POLICIES:
         problems.append(f"--policy {policy!r}: unknown; one of {', '.join(POLICIES)}")
-    if not 0 < time_limit_factor < float("inf"):
-        problems.append(f"--time-limit-factor {time_limit_factor:g}: must be a positive number")
+    factors = (2.0, 2.0)
+    try:
+        factors = parse_factor(time_limit_factor)
+    except TraceError as exc:
+        problems.append(str(exc))
     if users < 1:
         problems.append(f"--users {users}: must be at least 1")
     loaded = None
@@ -125,7 +133,8 @@ def simulate(
     if problems or shape is None or loaded is None:
         _fail(problems, 2)
     try:
-        result = engine.simulate(loaded.jobs, shape, policy, time_limit_factor)
+        per_job = user_limit_factors(loaded.jobs, seed, *factors) if factors[0] < factors[1] else None
+        result = engine.simulate(loaded.jobs, shape, policy, factors[0], limit_factors=per_job)
     except engine.SimulationError as exc:
         _fail([f"the {policy} policy failed the replay: {exc}"], 1)
     n_users = len({j.user for j in loaded.jobs})
@@ -134,10 +143,13 @@ def simulate(
     if as_json:
         payload = result.to_json()
         payload.update(trace=str(trace), users=n_users, synthetic_users=synthetic, gpu_hours_by_user=by_user)
+        if per_job is not None:
+            payload.update(time_limit_factor=f"{factors[0]:g}:{factors[1]:g}", seed=seed)
         print(json.dumps(payload, indent=2))
         return
     who = f"{n_users} synthetic (hash of job_id mod {users})" if synthetic else f"{n_users} (the user column)"
-    out.print(_table(result, trace, who))
+    limits = f"U[{factors[0]:g}, {factors[1]:g}] (seed {seed})" if per_job is not None else f"{factors[0]:g}"
+    out.print(_table(result, trace, who, limits))
     out.print(_usage_table(by_user))
 
 

@@ -15,9 +15,10 @@ Policies:
   for its whole gang, on the nodes where they free up. A later job may start now only if it
   cannot delay that reservation: it ends (by its own limit) before the reserved start, or it
   uses only GPUs the reservation does not need.
-- `default`: the order is priority (higher first), then fair share (the user with fewer
-  decayed GPU-hours first), then submission time. The head of that order gets the EASY
-  reservation, and backfill candidates are tried shortest time limit first.
+- `default`: the order of `argus.domain.ordering`: priority (higher first), the job reserved
+  by the previous pass, then the smallest requested area (GPUs x time limit) weighted by the
+  user's fair share and shrunk by waiting, overdue jobs first. The head of that order gets the
+  EASY reservation, and backfill candidates are tried shortest time limit first.
 
 Invariants: a job starts only when its whole gang fits now (nnodes bundles of gpus_per_node,
 each whole on a distinct node, plus its driver's GPUs); the reserved job's start is never
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from argus.domain.admission import Capacity, Demand, Placement
+from argus.domain.ordering import backfill_order, order
 from argus.domain.records import Task
 
 POLICIES = ("fifo", "easy", "default")
@@ -116,9 +118,6 @@ class Plan:
     blocked_by: str | None = None  # the job that waits for resources at the head of the order
 
 
-AGE_HORIZON_S = 6 * 3600.0
-
-
 def _name_for(blocker: Job, job: Job, otherwise: str) -> str:
     """How `job`'s reason names `blocker`: by id when both are the same user's, else as
     `otherwise`, so that no reason shows a user another user's task."""
@@ -127,37 +126,6 @@ def _name_for(blocker: Job, job: Job, otherwise: str) -> str:
 
 def _would_delay(head: Job, job: Job, shadow: float) -> str:
     return f"would delay {_name_for(head, job, 'a higher-priority task')}, reserved to start by {shadow:.0f}"
-
-
-def order(
-    jobs: Sequence[Job],
-    policy: str,
-    usage: Mapping[str, float] | None = None,
-    now: float | None = None,
-    keep: str | None = None,
-) -> list[Job]:
-    """The queue order of `policy` (see the module docstring).
-
-    For `default`: priority first; among equal priorities the job reserved by the previous pass
-    (`keep`) stays first, so a reservation is never taken away by a newcomer; then a score of
-    fair share (1 for a user with no usage, halving with each mean user's worth of decayed
-    GPU-hours, so between 0 and 1) plus age (1 for every AGE_HORIZON_S waited, times the nodes
-    the job needs, without bound), so light users go first among equals, and a job that has
-    waited long, the more so a big one, overtakes newer ones whatever its user's usage; then
-    submission time.
-    """
-    if policy != "default":
-        return sorted(jobs, key=lambda j: (j.submitted_at, j.id))
-    use = usage or {}
-    mean = (sum(use.values()) / len(use)) if use else 0.0
-    t = now if now is not None else max((j.submitted_at for j in jobs), default=0.0)
-
-    def key(j: Job) -> tuple:
-        fair = 0.5 ** (use.get(j.user, 0.0) / mean) if mean > 0 else 1.0
-        age = max(0.0, t - j.submitted_at) / AGE_HORIZON_S * j.nnodes
-        return (-j.priority, j.id != keep, -(fair + age), j.submitted_at, j.id)
-
-    return sorted(jobs, key=key)
 
 
 def _reservation(
@@ -415,8 +383,7 @@ class Planner:
         if self.policy == "default" and not self.backfill_sorted:
             # Backfill candidates: shortest time limit first (they free GPUs soonest).
             i = self.next
-            rest = sorted(self.candidates[i:], key=lambda j: (j.time_limit_s, j.submitted_at, j.id))
-            self.candidates = self.candidates[:i] + rest
+            self.candidates = self.candidates[:i] + backfill_order(self.candidates[i:])
             self.backfill_sorted = True
 
     # -- the waits' details ------------------------------------------------------------------

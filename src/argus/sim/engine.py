@@ -9,9 +9,9 @@ where.
 Model:
 - a job with num_gpu <= G is one bundle of num_gpu GPUs on one node; a larger job takes
   ceil(num_gpu / G) whole nodes of G GPUs; a job larger than the cluster is rejected up front;
-- the policy sees time_limit_s = duration x factor; a job ends at start + min(duration, limit)
-  (a job longer than its limit is killed at the limit), and the policy is told it ends by
-  start + limit;
+- the policy sees time_limit_s = duration x factor (one factor for all jobs, or one per job); a
+  job ends at start + min(duration, limit) (a job longer than its limit is killed at the
+  limit), and the policy is told it ends by start + limit;
 - fair share (`default` only): per-user decayed GPU-hours by the live scheduler's formula
   (`argus.domain.fairshare`, 7-day half-life by default), valued at every pass; all
   priorities are 500.
@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from argus.domain.fairshare import Usage, decayed_gpu_hours, horizon_start
@@ -192,6 +192,7 @@ def simulate(
     policy: str = "default",
     time_limit_factor: float = 2.0,
     half_life_s: float = HALF_LIFE_S,
+    limit_factors: Mapping[str, float] | None = None,
 ) -> SimResult:
     """Replay `jobs` on `shape` through the scheduling policy.
 
@@ -201,6 +202,8 @@ def simulate(
         policy: fifo, easy or default.
         time_limit_factor: each job's time limit is its duration times this (> 0).
         half_life_s: the half-life of the fair-share usage (`default` only).
+        limit_factors: per job id, its own factor in place of `time_limit_factor` (jobs not
+            named keep `time_limit_factor`).
 
     Returns:
         Every finished job's record, the rejected jobs, the metrics and the policy's cost.
@@ -214,8 +217,11 @@ def simulate(
         raise TraceError(f"--policy {policy!r}: unknown; one of {', '.join(POLICIES)}")
     if not time_limit_factor > 0 or math.isinf(time_limit_factor):
         raise TraceError(f"--time-limit-factor {time_limit_factor!r}: must be a positive number")
+    for job_id, f in (limit_factors or {}).items():
+        if not f > 0 or math.isinf(f):
+            raise TraceError(f"time-limit factor of {job_id}: {f!r}, must be a positive number")
     t0 = time.perf_counter()
-    replay = _Replay(jobs, shape, policy, time_limit_factor, half_life_s)
+    replay = _Replay(jobs, shape, policy, time_limit_factor, half_life_s, limit_factors or {})
     replay.run()
     return replay.result(time.perf_counter() - t0)
 
@@ -225,9 +231,16 @@ class _Replay:
     arrivals and ends, and plan a pass that starts jobs; finally the result."""
 
     def __init__(
-        self, jobs: Sequence[TraceJob], shape: ClusterShape, policy: str, factor: float, half_life_s: float
+        self,
+        jobs: Sequence[TraceJob],
+        shape: ClusterShape,
+        policy: str,
+        factor: float,
+        half_life_s: float,
+        factors: Mapping[str, float],
     ) -> None:
         self.trace, self.shape, self.policy, self.factor = jobs, shape, policy, factor
+        self.factors = factors
         self.free = {n: float(shape.gpus_per_node) for n in shape.node_names()}
         self.pending: list[Job | None] = []  # by trace index; None: rejected
         self.rejected: list[TraceJob] = []
@@ -259,7 +272,7 @@ class _Replay:
                     nnodes=gang[0],
                     gpus_per_node=float(gang[1]),
                     submitted_at=tj.submitted_at,
-                    time_limit_s=tj.duration_s * self.factor,
+                    time_limit_s=tj.duration_s * self.factors.get(tj.id, self.factor),
                     priority=PRIORITY,
                 )
             )
