@@ -62,12 +62,20 @@ def free_port(start: int) -> int:
 
 
 def start_server(
-    cluster: local.ClusterState, workdir: Path, db_url: str, port: int, rate: float | None, extra: dict
+    cluster: local.ClusterState, workdir: Path, db_url: str, port: int, rate: float | None, extra: list[str]
 ) -> subprocess.Popen:
     ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
     config = workdir / "server.yaml"
-    service = {"port": port, "db_url": db_url, "submit_rate_per_s": rate, **extra}
-    config.write_text(yaml.safe_dump({"ray": ray, "service": service, "scheduler": {"retry_interval_s": 30}}))
+    settings: dict = {
+        "ray": ray,
+        "service": {"port": port, "db_url": db_url, "submit_rate_per_s": rate},
+        "scheduler": {"retry_interval_s": 30},
+    }
+    for item in extra:  # --set section.key=value
+        path, value = item.split("=", 1)
+        section, key = path.split(".", 1)
+        settings.setdefault(section, {})[key] = yaml.safe_load(value)
+    config.write_text(yaml.safe_dump(settings))
     log = open(workdir / "server.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "argus.client.cli", "server", "--config", str(config)],
@@ -362,7 +370,7 @@ def main() -> int:
         "--rate-per-user", type=float, default=None, help="service.submit_rate_per_s (default: no per-user limit)"
     )
     ap.add_argument(
-        "--service", action="append", default=[], metavar="KEY=VALUE", help="a service setting (e.g. accept_threads=2)"
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="a setting: scheduler.enabled=false"
     )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
@@ -394,8 +402,7 @@ def main() -> int:
     try:
         sandbox = prepare(workdir)
         port = free_port(18600)
-        extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.service)}
-        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, extra)
+        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, args.set)
         base = f"http://127.0.0.1:{port}"
         admin = ArgusClient(base, ADMIN)
         tokens: list[str] = []
