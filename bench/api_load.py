@@ -3,14 +3,10 @@
 Starts its own local Ray cluster (2 workers x 4 GPUs) and an `argus server` process (scheduler
 on) over a fresh database, then:
 
-0. accept (the issue-15 target): ACCEPT_CLIENTS clients post TaskSpec YAML for ACCEPT_SECONDS,
-   first against a bare FastAPI endpoint answering 201 (`bench/bare_server.py`, served like
-   `argus server`), then against Argus, from the same load generator on the same machine; it
-   prints both throughputs, their ratio and Argus's p99 (target: >= 0.25 x bare, p99 < 100 ms).
-   `--profile FILE` records the Argus server with py-spy meanwhile (collapsed stacks);
-1. acceptance -> submission: submits small tasks one at a time while the GPUs are free and reads,
-   per task, the time from acceptance (`created_at`) to the attempt row (`attempts[].created_at`,
-   written just before `submit_job`) and to Ray's acceptance (`submitted_at`);
+1. acceptance -> submission (first, on an empty queue): submits small tasks one at a time while
+   the GPUs are free and reads, per task, the time from acceptance (`created_at`) to the attempt
+   row (`attempts[].created_at`, written just before `submit_job`) and to Ray's acceptance
+   (`submitted_at`);
 2. load: SUBMITTERS clients post TaskSpec YAML and READERS clients loop over `GET /healthz`,
    `GET /api/v2/tasks` and `GET /api/v2/tasks/<id>` for DURATION seconds, each client with one
    keep-alive connection and one request in flight, spread over USERS users. It prints p50/p99/max
@@ -20,10 +16,22 @@ on) over a fresh database, then:
 3. flood (`--flood-seconds`, 0 skips it): one user posts specs whose overrides were never seen
    (each an uncached verl check) from FLOOD_CLIENTS clients while another user submits one
    uncached spec at a time; it prints the other user's latency next to the same submit without
-   the flood.
+   the flood;
+4. accept (`--accept-seconds`, 0 skips it): ACCEPT_CLIENTS clients post TaskSpec YAML for
+   ACCEPT_SECONDS, first against a bare FastAPI endpoint answering 201 (`bench/bare_server.py`,
+   served like `argus server`), then against Argus, from the same load generator on the same
+   machine; it prints both throughputs, their ratio and Argus's p99 (targets: >= 0.25 x bare,
+   p99 < 100 ms). Its target is measured alone, on a fresh database (`--samples 0 --duration 0
+   --flood-seconds 0`); after the other phases their tasks still wait (it says how many).
+   `--profile FILE` records the Argus server with py-spy meanwhile (GIL-holding samples,
+   collapsed stacks).
+
+The per-user submission rate is off unless `--rate-per-user` sets it; `--set SECTION.KEY=VALUE`
+sets any other server setting (e.g. `scheduler.enabled=false`).
 
 Usage:
     python bench/api_load.py --db sqlite
+    python bench/api_load.py --db sqlite --samples 0 --duration 0 --flood-seconds 0   # accept only
     python bench/api_load.py --db postgres --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 """
 
@@ -356,6 +364,62 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000
 
 
+def load_phase(port: int, tokens: list[str], spec: str, task_ids: dict, db_path: Path | None, args) -> int:
+    """Phase 2: submitters and readers together; returns the number of errors."""
+    print(
+        f"load: {args.submitters} submitters + {args.readers} readers over {args.users} users, "
+        f"{args.duration:.0f} s; WAL before {wal_size(db_path) / 2**20:.1f} MiB"
+    )
+    tally, elapsed, wal_seen = asyncio.run(
+        load(port, tokens, spec, task_ids, args.submitters, args.readers, args.duration, db_path)
+    )
+    tally.report(["submit", "/healthz", "list", "get task", "submit 429"], elapsed)
+    print(
+        f"  accepted {len(tally.lat['submit']) / elapsed:.0f} tasks/s; 429s {sum(tally.limited.values())}; "
+        f"errors {len(tally.errors)}"
+    )
+    if tally.errors:
+        print("  first error:", tally.errors[0])
+    if db_path is not None:
+        print(
+            f"  WAL: largest {max(wal_seen, default=0) / 2**20:.1f} MiB while loaded, "
+            f"{wal_size(db_path) / 2**20:.1f} MiB at the end"
+        )
+    return len(tally.errors)
+
+
+def flood_phase(admin: ArgusClient, base: str, port: int, sandbox, args) -> int:
+    """Phase 3: one user's flood of uncached specs, another user's latency; returns the errors."""
+    admin.create_user("flooder")
+    admin.create_user("victim")
+    flooder = admin.issue_token("flooder")["token"]
+    victim = admin.issue_token("victim")["token"]
+    alone = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        ArgusClient(base, victim, timeout=60).submit(uncached(sandbox))
+        alone.append(time.perf_counter() - t0)
+    ftally, victim_lat = asyncio.run(flood(port, sandbox, flooder, victim, args.flood_clients, args.flood_seconds))
+    print(
+        f"flood: 1 user x {args.flood_clients} clients posting uncached specs for "
+        f"{args.flood_seconds:.0f} s; another user submits an uncached spec every 0.5 s"
+    )
+    print(
+        f"  other user's uncached submit alone:      p50 {statistics.median(alone) * 1000:7.0f} ms  "
+        f"max {max(alone) * 1000:7.0f} ms  (n={len(alone)})"
+    )
+    if victim_lat:
+        print(
+            f"  other user's uncached submit in the flood: p50 {statistics.median(victim_lat) * 1000:7.0f} ms  "
+            f"max {max(victim_lat) * 1000:7.0f} ms  (n={len(victim_lat)})"
+        )
+    fl = ftally.lat.get("flood", [])
+    print(f"  flooder: {len(fl)} accepted, {ftally.limited['flood']} answered 429, errors {len(ftally.errors)}")
+    if ftally.errors:
+        print("  first error:", ftally.errors[0])
+    return len(ftally.errors)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -417,64 +481,17 @@ def main() -> int:
         spec = task_yaml(sandbox, "ppo", n_gpus_per_node=64)  # fits no node: parked by the scheduler
         task_ids = {t: ArgusClient(base, t).submit(spec)["task_id"] for t in tokens}  # warms the check cache
         errors = 0
-        if args.accept_seconds > 0:
-            errors += not accept_phase(port, workdir, tokens, spec, proc.pid, args)
         if args.samples:
             accept_to_submit(client, sandbox, args.samples)
-        if args.duration <= 0:
-            return 0 if not errors else 1
-        print(
-            f"load: {args.submitters} submitters + {args.readers} readers over {args.users} users, "
-            f"{args.duration:.0f} s; WAL before {wal_size(db_path) / 2**20:.1f} MiB"
-        )
-        tally, elapsed, wal_seen = asyncio.run(
-            load(port, tokens, spec, task_ids, args.submitters, args.readers, args.duration, db_path)
-        )
-        tally.report(["submit", "/healthz", "list", "get task", "submit 429"], elapsed)
-        print(
-            f"  accepted {len(tally.lat['submit']) / elapsed:.0f} tasks/s; 429s {sum(tally.limited.values())}; "
-            f"errors {len(tally.errors)}"
-        )
-        if tally.errors:
-            print("  first error:", tally.errors[0])
-        if db_path is not None:
-            print(
-                f"  WAL: largest {max(wal_seen, default=0) / 2**20:.1f} MiB while loaded, "
-                f"{wal_size(db_path) / 2**20:.1f} MiB at the end"
-            )
-        errors += len(tally.errors)
-
-        if args.flood_seconds > 0:
-            admin.create_user("flooder")
-            admin.create_user("victim")
-            flooder = admin.issue_token("flooder")["token"]
-            victim = admin.issue_token("victim")["token"]
-            alone = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                ArgusClient(base, victim, timeout=60).submit(uncached(sandbox))
-                alone.append(time.perf_counter() - t0)
-            ftally, victim_lat = asyncio.run(
-                flood(port, sandbox, flooder, victim, args.flood_clients, args.flood_seconds)
-            )
-            print(
-                f"flood: 1 user x {args.flood_clients} clients posting uncached specs for "
-                f"{args.flood_seconds:.0f} s; another user submits an uncached spec every 0.5 s"
-            )
-            print(
-                f"  other user's uncached submit alone:      p50 {statistics.median(alone) * 1000:7.0f} ms  "
-                f"max {max(alone) * 1000:7.0f} ms  (n={len(alone)})"
-            )
-            if victim_lat:
-                print(
-                    f"  other user's uncached submit in the flood: p50 {statistics.median(victim_lat) * 1000:7.0f} ms  "
-                    f"max {max(victim_lat) * 1000:7.0f} ms  (n={len(victim_lat)})"
-                )
-            fl = ftally.lat.get("flood", [])
-            print(f"  flooder: {len(fl)} accepted, {ftally.limited['flood']} answered 429, errors {len(ftally.errors)}")
-            if ftally.errors:
-                print("  first error:", ftally.errors[0])
-            errors += len(ftally.errors)
+        if args.duration > 0:
+            errors += load_phase(port, tokens, spec, task_ids, db_path, args)
+        if args.flood_seconds > 0 and args.duration > 0:
+            errors += flood_phase(admin, base, port, sandbox, args)
+        if args.accept_seconds > 0:
+            waiting = len(client.queue()["pending"])
+            if waiting > len(tokens):
+                print(f"(the accept phase runs after the others: {waiting} of bench0's tasks wait already)")
+            errors += not accept_phase(port, workdir, tokens, spec, proc.pid, args)
         queue = client.queue()
         parked = sum(1 for t in queue["pending"] if t["state"] == "PENDING_RESOURCES")
         print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
