@@ -95,8 +95,19 @@ class SchedulerSettings(StrictModel):
     # GPU utilisation and memory of running attempts, read from Ray's metrics agents this often
     # (`argus.scheduler.gpu_sampler`; only nodes with real GPUs report them). 0: never.
     gpu_sample_interval_s: float = Field(default=30.0, ge=0)
+    # priority: a waiting task whose gang cannot fit may stop running `preemptible` tasks of lower
+    # priority (`argus.scheduler.preempt`); a task preempted before is not preempted again until
+    # its attempt has run `min_run_before_preempt`.
+    preemption: Literal["off", "priority"] = "off"
+    min_run_before_preempt: str | int = "10m"
 
-    @field_validator("default_time_limit", "max_time_limit")
+    @field_validator("preemption", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        """YAML reads a bare `off` as false: that is `off` here."""
+        return "off" if v is False else v
+
+    @field_validator("default_time_limit", "max_time_limit", "min_run_before_preempt")
     @classmethod
     def _duration(cls, v: str | int) -> str | int:
         parse_duration(v)
@@ -109,6 +120,10 @@ class SchedulerSettings(StrictModel):
     @property
     def max_time_limit_s(self) -> float:
         return parse_duration(self.max_time_limit)
+
+    @property
+    def min_run_before_preempt_s(self) -> float:
+        return parse_duration(self.min_run_before_preempt)
 
 
 class NodesSettings(StrictModel):

@@ -188,11 +188,13 @@ def test_migration_0011_adds_the_columns_empty_on_old_attempts(kind, tmp_path):
         try:
             migrate("0010")
             store = TaskStore(db)
-            store.create(
-                task_id="t1", user_id="u", workload="ppo", jobspec_yaml="x: 1\n", nnodes=1, n_gpus_per_node=1,
-                driver_gpus=0, now=10.0,
-            )  # fmt: skip
-            with db.write.begin() as conn:  # as a server before 0011 wrote it
+            with db.write.begin() as conn:  # as a server before 0011 wrote them (no later columns)
+                conn.execute(
+                    tasks.insert().values(
+                        task_id="t1", user_id="u", workload="ppo", state="QUEUED", jobspec_yaml="x: 1\n", nnodes=1,
+                        n_gpus_per_node=1, created_at=10.0, updated_at=10.0,
+                    )
+                )  # fmt: skip
                 conn.execute(
                     attempts.insert().values(
                         task_id="t1", attempt_no=1, ray_submission_id="t1--a01", job_root="/j1", placement="{}",

@@ -313,8 +313,8 @@ def test_attempts_that_hold_gpus_when_the_ledger_is_added_get_their_start_row(sa
             cfg.attributes["connection"] = conn
             (command.downgrade if to == "0007" else command.upgrade)(cfg, to)
 
+    held, ended, waiting = (w.add("alice", n_gpus_per_node=n) for n in (2, 4, 1))  # then taken back to 0007
     migrate("0007")
-    held, ended, waiting = (w.add("alice", n_gpus_per_node=n) for n in (2, 4, 1))
     with w.db.write.begin() as conn:  # as a server before 0008 left them
         for tid, state in ((held, "RUNNING"), (ended, "SUCCEEDED")):
             conn.execute(tasks.update().where(tasks.c.task_id == tid).values(state=state, attempts=1))

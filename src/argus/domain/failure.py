@@ -10,6 +10,10 @@ NODE_LOST is a node that died under the job (its raylet gone): Ray 2.60 fails th
 "Job supervisor actor died: ... The actor died because its node has died." when the driver's
 node died, and a driver whose workers' node died logs the same words in its traceback. It is
 checked before PLATFORM, whose rule also matches those messages.
+
+PREEMPTED is never diagnosed from a log: the scheduler gives it to an attempt it stopped to make
+room for a waiting task of higher priority (`argus.scheduler.preempt`); the task is requeued
+and that attempt does not count against `max_attempts` (`argus.domain.outcome.attempts_used`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class FailureCause(StrEnum):
     USER_CODE = "USER_CODE"
     PLATFORM = "PLATFORM"
     NODE_LOST = "NODE_LOST"
+    PREEMPTED = "PREEMPTED"
     UNKNOWN = "UNKNOWN"
 
 

@@ -8,10 +8,14 @@ the evidence, and decides retries:
 - PLATFORM, NCCL and NODE_LOST failures, and a job Ray no longer knows (its head was restarted), are worth
   another attempt while attempts remain: back to QUEUED;
 - anything else (CONFIG, DATA, MODEL, OOM, USER_CODE, UNKNOWN) ends the task FAILED.
+
+Only attempts that failed in a way worth retrying use up `max_attempts` (`attempts_used`): an
+attempt the scheduler stopped to make room (PREEMPTED), or one that waited for GPUs, never does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,20 @@ from argus.domain.failure import FailureCause
 from argus.domain.task import RAY_STATUS_TO_STATE, TaskState
 
 RETRYABLE = frozenset({FailureCause.PLATFORM, FailureCause.NCCL, FailureCause.NODE_LOST})
+_COUNTED = frozenset(c.value for c in RETRYABLE)  # PREEMPTED is not: it was no failure of the task
+
+
+def attempts_used(earlier_kinds: Iterable[str | None]) -> int:
+    """Attempts that count against `max_attempts`, the one being decided included.
+
+    Args:
+        earlier_kinds: the failure kinds of the task's attempts before this one.
+
+    Returns:
+        1 + the earlier attempts that failed in a way worth retrying (`RETRYABLE`); PREEMPTED
+        attempts, and any other, do not count.
+    """
+    return 1 + sum(1 for kind in earlier_kinds if kind in _COUNTED)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class Task:
     pending_code: str | None
     estimated_start: float | None
     pool: str | None
+    preemptible: bool = False  # it may be stopped for a higher-priority task (`argus.scheduler.preempt`)
 
     @property
     def total_gpus(self) -> float:

@@ -12,7 +12,8 @@ Owns the order of one pass, `tick(now)`:
    reconciled): the waiting tasks, the running ones (with their time limits) and the free GPUs
    per node go to the pure policy `argus.domain.scheduling.plan`; the tasks it starts are
    submitted (a retry resuming from an earlier attempt's checkpoint: `argus.scheduler.resume`),
-   and every other waiting task records the policy's reason (PENDING_RESOURCES).
+   and every other waiting task records the policy's reason (PENDING_RESOURCES); with
+   `scheduler.preemption: priority`, `argus.scheduler.preempt` may stop tasks for the blocked head.
 
 Time limits are enforced in the sync: a task past its limit is stopped and ends TIMEOUT.
 `run(stop)` paces passes: a nudge from the API starts one that only admits; a full pass (sync,
@@ -33,7 +34,7 @@ from argus.domain.admission import Booked, NodeFree, free_gpus, pool_summary
 from argus.domain.durations import format_duration
 from argus.domain.failure import FailureCause
 from argus.domain.fairshare import fair_share, horizon_start
-from argus.domain.outcome import RETRYABLE, Outcome, decide_outcome
+from argus.domain.outcome import Outcome, attempts_used, decide_outcome
 from argus.domain.paths import job_root as compute_job_root
 from argus.domain.records import Attempt, Dispatch, Task
 from argus.domain.scheduling import Job, Limits, RunningJob, plan
@@ -48,6 +49,7 @@ from argus.ports import Clock, ClusterView, JobTool, SchedulerObserver
 from argus.scheduler.archive import ARCHIVE_TRIES, LOST, LogArchiver  # noqa: F401
 from argus.scheduler.dispatch_inputs import DispatchInputs
 from argus.scheduler.pacing import Pacer
+from argus.scheduler.preempt import Preemptor
 from argus.scheduler.ray_view import RayNodes, RecentSnapshots, lost_in_ray, seen_in_ray, with_node_loss
 from argus.scheduler.resume import start_resuming, with_resume
 from argus.scheduler.secrets import JobSecrets
@@ -60,7 +62,6 @@ from argus.store.code import CodeStore
 from argus.store.tasks import TaskStore, wait_changed
 
 log = logging.getLogger("argus.scheduler")
-RETRIED = frozenset(c.value for c in RETRYABLE)
 # A started task whose GPUs Ray does not show taken yet is counted as not placed (its GPUs kept
 # off the nodes Argus counted it on) for this long after it started; after that, Ray's view
 # alone (its driver has created its placement groups, or never will).
@@ -106,7 +107,7 @@ class Scheduler:
         self._snapshot_at: float | None = None
         self._blocked_by: str | None = None
         self._kept: str | None = None  # the task the last full pass reserved: it keeps its place
-        self._archiver = LogArchiver(settings, store, jobs)
+        self._archiver, self._preemptor = LogArchiver(settings, store, jobs), Preemptor(settings, store, jobs)
         self._archive_failures = self._archiver.failures
         self._usage: tuple[dict[str, float], dict[str, float]] | None = None
         # A nudged pass admits only; a full pass (sync, archive, admit) every `interval_s`, or
@@ -205,12 +206,9 @@ class Scheduler:
         except JobNotFound:
             view = None
         tries = task.attempts
-        if view is None or view.status == "FAILED":  # only failures worth retrying use up tries
-            tries = 1 + sum(
-                1
-                for a in self.store.attempts(task.task_id)
-                if a.attempt_no < attempt.attempt_no and a.failure_kind in RETRIED
-            )
+        if view is None or view.status == "FAILED":  # only failures worth retrying (never PREEMPTED) count
+            earlier = self.store.attempts(task.task_id)
+            tries = attempts_used(a.failure_kind for a in earlier if a.attempt_no < attempt.attempt_no)
         outcome = decide_outcome(view, attempts=tries, max_attempts=self.settings.scheduler.max_attempts)
         if view is None:
             seen = lost_in_ray(attempt, outcome.evidence, now)
@@ -382,6 +380,8 @@ class Scheduler:
             now,
         )
         started = sum(self._admit_one(by_id[job.id], placement.to_json(), now) for job, placement in result.start)
+        if full and result.blocked_by is not None and cfg.preemption == "priority":
+            self._preemptor.make_room(by_id[result.blocked_by], active, latest, free, pools, result.start, now)
         if started and self.observer is not None:
             self.observer.admitted(started)
 

@@ -20,6 +20,9 @@ complete checkpoint (its attempts newest first); a later attempt of it prefers i
 checkpoints and falls back to the old task's. The first attempt's events say which
 (`note_resume`: "resumes from task X at step N").
 
+`checkpoint_time` tells the scheduler's preemption (`argus.scheduler.preempt`) when a running
+attempt last completed a save: the work since then is what stopping it loses.
+
 Every attempt still writes its own `checkpoints/` (`trainer.default_local_dir`); verl's retention
 (`max_*ckpt_to_keep`) prunes only the saves of its own run, so the checkpoint an attempt resumed
 from, in the earlier attempt's directory, is never removed by it.
@@ -69,6 +72,17 @@ def attempt_checkpoint(job_root: str) -> ResumePoint | None:
         return None
     path = ckpt / step_dir_name(step)
     return ResumePoint(step, str(path)) if os.path.isdir(path) else None
+
+
+def checkpoint_time(job_root: str) -> float | None:
+    """When the attempt's latest complete checkpoint was written (its tracker file's mtime,
+    written last in a save), or None when it has none (preemption's lost work counts from it)."""
+    if attempt_checkpoint(job_root) is None:
+        return None
+    try:
+        return os.stat(checkpoints_dir(PurePosixPath(job_root)) / TRACKER_FILE).st_mtime
+    except OSError:
+        return None
 
 
 def latest_checkpoint(job_roots: Iterable[str]) -> ResumePoint | None:

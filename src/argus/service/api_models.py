@@ -133,6 +133,10 @@ class TaskSummary(ApiModel):
     failure_cause: str | None
     pending_reason: str | None = Field(description="`<Code>: <detail>`, Slurm-like")
     priority: int
+    preemptible: bool = Field(
+        description="it may be stopped for a waiting task of higher priority (server setting "
+        "`scheduler.preemption: priority`), then requeued and resumed from its checkpoint"
+    )
     created_at: IsoTime
     updated_at: IsoTime
     desired_resources: Resources
@@ -158,6 +162,7 @@ class TaskDetail(ApiModel):
     estimated_start: IsoTime | None
     next_run_at: IsoTime | None
     priority: int
+    preemptible: bool = Field(description="as in the task summary")
     time_limit_s: float
     attempts: int
     created_at: IsoTime

@@ -300,6 +300,7 @@ class TaskService(TaskBoard):
             priority=spec.priority,
             time_limit_s=limit,
             pool=spec.pool,
+            preemptible=spec.preemptible,
         )
 
     def _insert(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> str:

@@ -8,8 +8,9 @@ Owns the seeds' fields exactly (`workload`, `submission_id`, `code_path`, `model
 `argus.spec.reward`), the service's `code` (a pushed snapshot's name or sha256 prefix, resolved to
 `code_path` by the server) and `secrets` (names of the user's secrets the job gets in its
 environment); and for the service's scheduler `priority` (0-1000,
-default 500), `time_limit` (`90m`, `2h`, … ), `pool` (the node pool to run in) and `resume_from`
-(an ended task of the same user whose latest checkpoint the new task starts from).
+default 500), `time_limit` (`90m`, `2h`, … ), `pool` (the node pool to run in), `resume_from`
+(an ended task of the same user whose latest checkpoint the new task starts from) and
+`preemptible` (it may be stopped for a higher-priority task, then resumed).
 Invariants: paths are absolute, free text is safe to quote
 for Hydra, `save_freq` defaults to the seeds' disk rule (10), `overrides` never touch the
 keys that Argus manages (the job's own directory, the gang shape) nor escape the run
@@ -251,6 +252,9 @@ class TaskSpec(StrictModel):
     # An ended task (the same user's, checked at acceptance) whose latest complete checkpoint
     # the first attempt starts from (`argus.scheduler.resume`).
     resume_from: str | None = None
+    # The scheduler may stop it for a waiting task of higher priority when the server's
+    # `scheduler.preemption` is `priority` (it is requeued and resumes from its checkpoint).
+    preemptible: bool = False
 
     @field_validator("overrides", mode="before")
     @classmethod

@@ -54,6 +54,8 @@ tasks = sa.Table(
     sa.Column("pending_code", sa.String(16)),
     sa.Column("estimated_start", sa.Float),
     sa.Column("pool", sa.String(64)),
+    # It may be stopped for a waiting task of higher priority (`argus.scheduler.preempt`).
+    sa.Column("preemptible", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_tasks_user_seq", "user_id", "seq"),
     sa.Index("ix_tasks_state_seq", "state", "seq"),
     sa.Index("ix_tasks_state_next_run", "state", "next_run_at"),

@@ -48,6 +48,7 @@ class NewTask:
     priority: int = 500
     time_limit_s: float = 86400.0
     pool: str | None = None
+    preemptible: bool = False
 
     def row(self) -> dict:
         values = asdict(self)

@@ -155,11 +155,12 @@ class TaskStore(TaskReads):
         priority: int = 500,
         time_limit_s: float = 86400.0,
         pool: str | None = None,
+        preemptible: bool = False,
     ) -> None:
         """Insert a QUEUED task and its first event (`argus.store.task_inserts`)."""
         row = NewTask(
             task_id, user_id, workload, jobspec_yaml, nnodes, n_gpus_per_node, driver_gpus, now, priority,
-            time_limit_s, pool,
+            time_limit_s, pool, preemptible,
         )  # fmt: skip
         insert_tasks(self.db, [row])
 
