@@ -27,7 +27,7 @@ def test_a_snapshot_is_reused_only_within_its_age_and_only_when_asked():
     assert free_of(view.snapshot(100.0, 0.0), "w1") == 4
     ray.free = {"w1": 1}
     assert free_of(view.snapshot(100.5, 1.0), "w1") == 4  # half a second old: reused
-    assert ray.reads == 1
+    assert ray.reads == 1 and view.taken_at == 100.0  # when Ray was last read
     assert free_of(view.snapshot(100.5, 0.0), "w1") == 1  # no age allowed: read afresh
     assert free_of(view.snapshot(100.0, 1.0), "w1") == 1  # the clock went back: that one counts
     assert free_of(view.snapshot(101.1, 1.0), "w1") == 1 and ray.reads == 4  # 1.1 s old: read

@@ -282,7 +282,7 @@ class Scheduler:
         never matters: Ray knows where it went, or chooses anew.
         """
         snap = self.snapshots.snapshot(now, max_age_s)
-        self._snapshot_at = now
+        self._snapshot_at = self.snapshots.taken_at  # `now` only when Ray was read in this pass
         nodes = snap.schedulable()
         booked: list[tuple[float, Booked]] = []
         for t in active:

@@ -59,6 +59,11 @@ class RecentSnapshots:
             self._last = (now, snap)
         return snap
 
+    @property
+    def taken_at(self) -> float | None:
+        """The `now` of the last snapshot read from Ray with a time (None: none yet)."""
+        return self._last[0] if self._last is not None else None
+
 
 class RayNodes:
     """Ray nodes' IP and Argus name by node id, from one snapshot taken on the first ask (per pass)."""
