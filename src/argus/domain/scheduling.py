@@ -134,8 +134,13 @@ def _reservation(
     free: Mapping[str, float],
     running: Sequence[RunningJob],
     pools: Mapping[str, str | None],
+    totals: Mapping[str, float] | None = None,
 ) -> tuple[float, dict[str, float], Placement] | None:
     """When and where `job` could start at the latest, releasing running jobs by their limits.
+
+    Where the running jobs' GPUs are not counted on the nodes that hold them (Ray placed a gang
+    elsewhere), releasing them all may still not make room: then it starts, at the latest, when
+    the last of them ends, on the nodes' `totals`.
 
     Returns (start, free GPUs per node at that time, the job's placement then), or None when
     it cannot fit even on an empty cluster.
@@ -151,6 +156,11 @@ def _reservation(
         placement = Capacity(dict(future), pools).fit(job.demand)
         if placement is not None:
             return max(now, r.ends_by), future, placement
+    if totals is not None:
+        empty = {n: float(totals.get(n, g)) for n, g in free.items()}
+        placement = Capacity(dict(empty), pools).fit(job.demand)
+        if placement is not None:
+            return max([now, *(r.ends_by for r in running)]), empty, placement
     return None
 
 
@@ -170,6 +180,7 @@ def plan(
     explain: bool = True,
     keep: str | None = None,
     pools: Mapping[str, str | None] | None = None,
+    totals: Mapping[str, float] | None = None,
 ) -> Plan:
     """Decide one scheduling pass (a `Planner` over these inputs).
 
@@ -186,6 +197,9 @@ def plan(
         keep: the job the previous pass reserved (`Plan.reserved`), which keeps its place.
         pools: each node's pool (its `pool` label); a job that names a pool fits only on
             nodes of that pool, a job that names none on any node.
+        totals: each node's GPUs in all (whether a job could ever fit); None: free GPUs plus
+            the running jobs' GPUs counted on it, which is wrong for a node where a gang was
+            counted but Ray placed it elsewhere.
 
     Returns:
         The jobs to start now in order, each with its placement, and a wait for every other job.
@@ -195,7 +209,7 @@ def plan(
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
-    planner = Planner(now, running, free, policy, limits, day_usage or {}, explain, pools or {})
+    planner = Planner(now, running, free, policy, limits, day_usage or {}, explain, pools or {}, totals)
     return planner.run(order(queue, policy, usage, now, keep))
 
 
@@ -220,6 +234,7 @@ class Planner:
         day: Mapping[str, float],
         explain: bool,
         pools: Mapping[str, str | None],
+        totals: Mapping[str, float] | None = None,
     ) -> None:
         self.now, self.running, self.policy, self.limits = now, running, policy, limits
         self.day, self.explain, self.pools = day, explain, pools
@@ -232,6 +247,9 @@ class Planner:
                 if node in self.capacity_total:
                     self.capacity_total[node] += g
             self.user_gpus[r.user] = self.user_gpus.get(r.user, 0.0) + r.gpus
+        self.totals = totals
+        if totals is not None:  # the nodes' own totals: right even where Ray placed a gang elsewhere
+            self.capacity_total = {n: float(totals.get(n, g)) for n, g in self.capacity_total.items()}
         self.started: list[RunningJob] = []  # this pass's starts, as running jobs for the reservation
         self.n_running = len(running)
         self.largest = max(self.cap.free.values(), default=0.0)
@@ -370,7 +388,7 @@ class Planner:
             self._wait(job, PendingCode.RESOURCES, self._why_not)
             self.blocked_detail = "behind {}, which waits for resources" if self.explain else ""
             return
-        res = _reservation(job, self.now, self.cap.free, [*self.running, *self.started], self.pools)
+        res = _reservation(job, self.now, self.cap.free, [*self.running, *self.started], self.pools, self.totals)
         assert res is not None  # it fits on empty nodes, checked by the caller
         shadow, future, at = res
         self.shadow = shadow

@@ -355,17 +355,18 @@ class Scheduler:
             return
         active = self.store.in_states([s.value for s in ACTIVE_STATES])
         latest = self.store.latest_attempts([t.task_id for t in active])
-        free, pools, _ = self.capacity(active, latest, now, 0.0 if full else LIGHT_SNAPSHOT_AGE_S)
+        free, pools, totals = self.capacity(active, latest, now, 0.0 if full else LIGHT_SNAPSHOT_AGE_S)
         if full or self._usage is None:
             self._usage = self.usage(now)
-        running = []
-        for t in active:
-            attempt = latest.get(t.task_id)
-            gpus = attempt.placement if attempt is not None else {}
-            running.append(RunningJob(t.task_id, t.user_id, gpus, self._started(attempt, now) + t.time_limit_s))
-        jobs = [Job.of(t) for t in waiting]
+        running = [
+            RunningJob(t.task_id, t.user_id, a.placement if a else {}, self._started(a, now) + t.time_limit_s)
+            for t, a in ((t, latest.get(t.task_id)) for t in active)
+        ]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
-        result = plan(now, jobs, running, free, cfg.policy, limits, *self._usage, keep=self._kept, pools=pools)
+        jobs, (usage, day) = [Job.of(t) for t in waiting], self._usage
+        result = plan(
+            now, jobs, running, free, cfg.policy, limits, usage, day, keep=self._kept, pools=pools, totals=totals
+        )
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None
