@@ -15,11 +15,17 @@ of one policy pass.
    "draining" (the oldest waiting job needs 64 GPUs; the only free GPUs, 4 on each of 8 nodes,
    are on the nodes reserved for it, so every small job fits now but may not start: the
    policy's most expensive path).
+3. Preemption (issue 16): PREEMPT_CASES (load 0.9, user limits) under `default`, each job high
+   priority (900) with probability 0.1 (seeded by the job id), the rest 500 and preemptible,
+   checkpoints every 30 min, min run 10 min (`argus.sim.preempt`); without and with
+   preemption, same priorities: the high-priority and the other jobs' avg wait, preemptions,
+   lost GPU-hours and utilisation. Skipped with --skip-replays or --skip-preemption.
 
 Usage:
     python bench/sim_traces.py                        # both parts, about 5 min on 2 shared cores
     python bench/sim_traces.py --skip-replays         # the plan() timing only
     python bench/sim_traces.py --only cluster10,cluster01 --processes 1
+    python bench/sim_traces.py --skip-preemption      # without part 3
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from argus.domain.admission import Capacity, Demand
 from argus.domain.scheduling import Job, RunningJob, plan
 from argus.sim import ClusterShape, Metrics, load_trace, simulate
 from argus.sim.cases import Case, all_cases
+from argus.sim.preempt import PreemptionModel
 
 TRACES = ("cluster01", "cluster02", "cluster05", "cluster06", "cluster07", "cluster09", "cluster10")
 POLICIES = ("fifo", "easy", "default")
@@ -44,6 +51,10 @@ SIZES = (1, 2, 4, 8, 16, 32, 64)
 SIZE_WEIGHTS = (57682, 1483, 2371, 7009, 381, 354, 71)
 DEFAULT_TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 SEED = 1
+PREEMPT_CASES = ("cluster02", "cluster06", "cluster07")  # at load 0.9, user limits
+PREEMPT_MODEL = PreemptionModel(
+    high_fraction=0.1, high_priority=900, seed=SEED, checkpoint_every_s=1800.0, min_run_s=600.0
+)
 
 
 def hours(s: float) -> str:
@@ -205,6 +216,71 @@ def _queue(rng: random.Random, n: int, gpus: int, now: float, scenario: str) -> 
     return out
 
 
+def _preempt_replay(task: tuple[Case, bool]) -> tuple[str, bool, Metrics, float]:
+    """One preemption case without (False) or with (True) preemption."""
+    case, on = task
+    shape = ClusterShape(case.nodes, case.gpus_per_node)
+    model = PreemptionModel(**{**vars(PREEMPT_MODEL), "preempt": on})
+    r = simulate(case.jobs, shape, "default", case.limit_factor, limit_factors=case.limit_factors, preemption=model)
+    return case.label, on, r.metrics, r.sim_seconds
+
+
+def preemption(traces: Path, only: list[str] | None, processes: int) -> None:
+    """Part 3: PREEMPT_CASES under `default` without and with preemption (same priorities)."""
+    names = [n for n in PREEMPT_CASES if only is None or n in only]
+    cases = [c for c in load_cases(traces, names) if c.load == 0.9 and c.limit_kind == "user"] if names else []
+    if not cases:
+        print("Preemption: no case to replay.\n")
+        return
+    m = PREEMPT_MODEL
+    print(
+        f"Preemption (default policy, load 0.9, user limits): {m.high_fraction:.0%} of jobs priority "
+        f"{m.high_priority} (seed {m.seed}), the rest 500 and preemptible; checkpoint every "
+        f"{m.checkpoint_every_s / 60:g} min, min run {m.min_run_s / 60:g} min. Wait to the first start; "
+        "'queued' counts requeues' waits too"
+    )
+    tasks = [(c, on) for c in sorted(cases, key=lambda c: -len(c.jobs)) for on in (False, True)]
+    got: dict[tuple[str, bool], tuple[Metrics, float]] = {}
+    if processes > 1:
+        with multiprocessing.Pool(processes) as pool:
+            for label, on, metrics, wall in pool.imap_unordered(_preempt_replay, tasks):
+                got[label, on] = (metrics, wall)
+    else:
+        for label, on, metrics, wall in map(_preempt_replay, tasks):
+            got[label, on] = (metrics, wall)
+    cols = (
+        "trace",
+        "preempt",
+        "high jobs",
+        "high avg wait h",
+        "others avg h",
+        "others queued h",
+        "preemptions",
+        "lost GPU-h",
+        "util",
+        "wall s",
+    )
+    widths = (10, 7, 9, 15, 12, 14, 11, 10, 5, 6)
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for c in cases:
+        for on in (False, True):
+            mm, wall = got[c.label, on]
+            row = (
+                c.trace,
+                "on" if on else "off",
+                str(mm.high_priority_jobs),
+                hours(mm.high_priority_avg_wait_s),
+                hours(mm.others_avg_wait_s),
+                hours(mm.others_avg_queued_s),
+                str(mm.preemptions),
+                f"{mm.lost_gpu_hours:.1f}",
+                f"{mm.utilization:.3f}",
+                f"{wall:.1f}",
+            )
+            print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+    print()
+
+
 def plan_timing(queue: int, repeats: int, running: int) -> None:
     nodes, gpus, now = 128, 8, 10 * 86400.0
     print(
@@ -243,10 +319,13 @@ def main() -> None:
     ap.add_argument("--running", type=int, default=300, help="running jobs in the busy cluster")
     ap.add_argument("--repeats", type=int, default=20, help="plan() passes per policy")
     ap.add_argument("--skip-replays", action="store_true")
+    ap.add_argument("--skip-preemption", action="store_true", help="skip part 3 (preemption)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     if not args.skip_replays:
         replays(args.traces, args.only, args.processes)
+        if not args.skip_preemption:
+            preemption(args.traces, args.only, args.processes)
     plan_timing(args.queue, args.repeats, args.running)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 

@@ -4,7 +4,8 @@ Owns the options, the output (a Rich table of the metrics and one of the GPU-hou
 one JSON object with --json, the latter under `gpu_hours_by_user`) and the exit codes of the
 command: 0 done, 1 the policy did something the cluster cannot do, 2 bad input (every problem
 listed). The replay itself is `argus.sim`; the GPU-hours are `argus.sim.usage`'s, computed by
-the GPU-hour ledger's `argus.domain.usage.report`.
+the GPU-hour ledger's `argus.domain.usage.report`. `--preemption` replays with seeded
+priorities, checkpoints and preemption (`argus.sim.preempt`) and adds their figures.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from argus.domain.scheduling import POLICIES
 from argus.sim import engine
 from argus.sim import usage as sim_usage
 from argus.sim.cases import parse_factor, user_limit_factors
+from argus.sim.preempt import PreemptionModel
 from argus.sim.trace import DEFAULT_USERS, TraceError, load_trace
 
 out = Console(highlight=False, soft_wrap=True)
@@ -76,6 +78,21 @@ def _table(result: engine.SimResult, trace: Path, users: str, limits: str) -> Ta
         ("policy passes", f"{result.passes} (queue: max {result.max_queue}, mean {result.avg_queue:.1f})"),
         ("time in the policy / whole replay", f"{result.plan_seconds:.2f} s / {result.sim_seconds:.2f} s"),
     ]
+    pm = result.preemption
+    if pm is not None:
+        rows += [
+            (
+                f"priorities: {pm.high_fraction:.0%} at {pm.high_priority}, the rest 500",
+                f"preemption {'on' if pm.preempt else 'off'}; checkpoint every {_duration(pm.checkpoint_every_s)}, "
+                f"min run {_duration(pm.min_run_s)}",
+            ),
+            (
+                f"avg wait: {m.high_priority_jobs} high-priority jobs / the others",
+                f"{_duration(m.high_priority_avg_wait_s)} / {_duration(m.others_avg_wait_s)}",
+            ),
+            ("the others' avg time queued (requeues included)", _duration(m.others_avg_queued_s)),
+            ("preemptions / GPU-hours lost", f"{m.preemptions} / {m.lost_gpu_hours:,.2f}"),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -101,11 +118,27 @@ def simulate(
         help="each job's time limit is its duration times this; LOW:HIGH draws each job's factor "
         "uniformly from [LOW, HIGH] (seeded by --seed and the job id)",
     ),
-    seed: int = typer.Option(1, "--seed", help="seed of the per-job factors of --time-limit-factor LOW:HIGH"),
+    seed: int = typer.Option(
+        1, "--seed", help="seed of the per-job factors of --time-limit-factor LOW:HIGH and of --preemption's priorities"
+    ),
     users: int = typer.Option(
         DEFAULT_USERS,
         "--users",
         help="synthetic users (hash of job_id mod K) when the trace has no user column",
+    ),
+    preemption: bool = typer.Option(
+        False,
+        "--preemption",
+        help="a share of jobs (--high-fraction, seeded by --seed and the job id) gets priority 900 and "
+        "stops preemptible priority-500 jobs when it is the blocked head; they lose the work since "
+        "their last checkpoint and are requeued",
+    ),
+    high_fraction: float = typer.Option(0.1, "--high-fraction", help="with --preemption: the share of jobs at 900"),
+    checkpoint_every: float = typer.Option(
+        1800.0, "--checkpoint-every", help="with --preemption: seconds between a job's checkpoints"
+    ),
+    min_run: float = typer.Option(
+        600.0, "--min-run", help="with --preemption: seconds a job preempted before runs before it may be again"
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
@@ -125,6 +158,14 @@ def simulate(
         problems.append(str(exc))
     if users < 1:
         problems.append(f"--users {users}: must be at least 1")
+    model = None
+    if preemption:
+        try:
+            model = PreemptionModel(
+                high_fraction=high_fraction, seed=seed, checkpoint_every_s=checkpoint_every, min_run_s=min_run
+            )
+        except ValueError as exc:
+            problems.append(f"--preemption: {exc}")
     loaded = None
     try:
         loaded = load_trace(trace, max(users, 1))
@@ -134,7 +175,7 @@ def simulate(
         _fail(problems, 2)
     try:
         per_job = user_limit_factors(loaded.jobs, seed, *factors) if factors[0] < factors[1] else None
-        result = engine.simulate(loaded.jobs, shape, policy, factors[0], limit_factors=per_job)
+        result = engine.simulate(loaded.jobs, shape, policy, factors[0], limit_factors=per_job, preemption=model)
     except engine.SimulationError as exc:
         _fail([f"the {policy} policy failed the replay: {exc}"], 1)
     n_users = len({j.user for j in loaded.jobs})

@@ -13,8 +13,11 @@ Model:
   job ends at start + min(duration, limit) (a job longer than its limit is killed at the
   limit), and the policy is told it ends by start + limit;
 - fair share (`default` only): per-user decayed GPU-hours by the live scheduler's formula
-  (`argus.domain.fairshare`, 7-day half-life by default), valued at every pass; all
-  priorities are 500.
+  (`argus.domain.fairshare`, 7-day half-life by default), valued at every pass; without a
+  preemption model, all priorities are 500;
+- preemption (optional, `argus.sim.preempt`): seeded high priorities, checkpoints and lost work;
+  after a pass whose plan has a blocked head, the live choice of victims stops lower-priority
+  jobs, which are requeued, and another pass at the same time starts the head.
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ import re
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from argus.domain.fairshare import Usage, decayed_gpu_hours, horizon_start
 from argus.domain.scheduling import POLICIES, Job, RunningJob, plan
 from argus.sim.metrics import JobRecord, Metrics, measure
+from argus.sim.preempt import PreemptionModel, Preemptions
 from argus.sim.trace import TraceError, TraceJob
 
 HALF_LIFE_S = 7 * 86400.0
 PRIORITY = 500
-_END, _ARRIVE = 0, 1
+_END, _ARRIVE, _WAKE = 0, 1, 2  # _WAKE: only a pass (preemption's min-run rule ran out)
 _NODES = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
@@ -105,6 +109,7 @@ class SimResult:
     max_queue: int = 0
     avg_queue: float = 0.0
     sim_seconds: float = 0.0
+    preemption: PreemptionModel | None = None
 
     def to_json(self) -> dict:
         """One flat JSON-able object: the metrics, the inputs and the cost of the replay."""
@@ -122,6 +127,8 @@ class SimResult:
             avg_queue=round(self.avg_queue, 1),
             sim_seconds=round(self.sim_seconds, 3),
         )
+        if self.preemption is not None:
+            out["preemption"] = asdict(self.preemption)
         return out
 
 
@@ -193,6 +200,7 @@ def simulate(
     time_limit_factor: float = 2.0,
     half_life_s: float = HALF_LIFE_S,
     limit_factors: Mapping[str, float] | None = None,
+    preemption: PreemptionModel | None = None,
 ) -> SimResult:
     """Replay `jobs` on `shape` through the scheduling policy.
 
@@ -204,6 +212,8 @@ def simulate(
         half_life_s: the half-life of the fair-share usage (`default` only).
         limit_factors: per job id, its own factor in place of `time_limit_factor` (jobs not
             named keep `time_limit_factor`).
+        preemption: priorities, checkpoints and (if its `preempt`) preemption; None: every job
+            has priority 500 and runs once.
 
     Returns:
         Every finished job's record, the rejected jobs, the metrics and the policy's cost.
@@ -221,7 +231,7 @@ def simulate(
         if not f > 0 or math.isinf(f):
             raise TraceError(f"time-limit factor of {job_id}: {f!r}, must be a positive number")
     t0 = time.perf_counter()
-    replay = _Replay(jobs, shape, policy, time_limit_factor, half_life_s, limit_factors or {})
+    replay = _Replay(jobs, shape, policy, time_limit_factor, half_life_s, limit_factors or {}, preemption)
     replay.run()
     return replay.result(time.perf_counter() - t0)
 
@@ -238,13 +248,17 @@ class _Replay:
         factor: float,
         half_life_s: float,
         factors: Mapping[str, float],
+        preemption: PreemptionModel | None = None,
     ) -> None:
         self.trace, self.shape, self.policy, self.factor = jobs, shape, policy, factor
         self.factors = factors
         self.free = {n: float(shape.gpus_per_node) for n in shape.node_names()}
         self.pending: list[Job | None] = []  # by trace index; None: rejected
         self.rejected: list[TraceJob] = []
-        self.heap: list[tuple[float, int, int]] = []  # (time, _END | _ARRIVE, trace index)
+        self.heap: list[tuple[float, int, int, int]] = []  # (time, _END | _ARRIVE, trace index, generation)
+        self.gen: dict[int, int] = {}  # per trace index: its preemptions (a stopped attempt's end is stale)
+        self.pre = Preemptions(preemption) if preemption is not None else None
+        self.wakes: set[float] = set()  # the _WAKE events pushed
         self.index = {tj.id: i for i, tj in enumerate(jobs)}
         if len(self.index) != len(jobs):
             raise TraceError("job ids repeat: every job of a trace needs an id of its own")
@@ -273,10 +287,10 @@ class _Replay:
                     gpus_per_node=float(gang[1]),
                     submitted_at=tj.submitted_at,
                     time_limit_s=tj.duration_s * self.factors.get(tj.id, self.factor),
-                    priority=PRIORITY,
+                    priority=self.pre.add(tj.id, tj.duration_s) if self.pre is not None else PRIORITY,
                 )
             )
-            self.heap.append((tj.submitted_at, _ARRIVE, i))
+            self.heap.append((tj.submitted_at, _ARRIVE, i, 0))
         heapq.heapify(self.heap)
 
     def run(self) -> None:
@@ -288,8 +302,8 @@ class _Replay:
         while self.heap:
             now = self.heap[0][0]
             self._events(now)
-            if self.queue:
-                self._pass(now)
+            while self.queue and self._pass(now):
+                pass  # it preempted: another pass at the same time starts the head
         if self.queue:
             raise SimulationError(
                 f"{len(self.queue)} job(s) still wait with nothing running, e.g. "
@@ -299,22 +313,34 @@ class _Replay:
     def _events(self, now: float) -> None:
         """Apply every arrival and end at `now`: queue the arrivals, free the ends' GPUs."""
         while self.heap and self.heap[0][0] == now:
-            _, kind, i = heapq.heappop(self.heap)
+            _, kind, i, gen = heapq.heappop(self.heap)
+            if kind == _WAKE:
+                continue
             tj, job = self.trace[i], self.pending[i]
             assert job is not None  # only jobs that fit have events
             if kind == _ARRIVE:
                 self.queue[tj.id] = job
                 continue
+            if gen != self.gen.get(i, 0):
+                continue  # the end of an attempt that was preempted
             r = self.running.pop(tj.id)
             for node, g in r.gpus_by_node.items():
                 self.free[node] += g
             if self.usage is not None:
                 self.usage.end(tj.id, now)
             start = self.started.pop(tj.id)
-            self.records.append(JobRecord(tj, start, now, dict(r.gpus_by_node), tj.duration_s > job.time_limit_s))
+            if self.pre is not None:
+                self.records.append(self.pre.record(tj, now, r.gpus_by_node, job.time_limit_s))
+            else:
+                self.records.append(JobRecord(tj, start, now, dict(r.gpus_by_node), tj.duration_s > job.time_limit_s))
 
-    def _pass(self, now: float) -> None:
-        """One policy pass over the waiting jobs; start what it starts and schedule their ends."""
+    def _pass(self, now: float) -> bool:
+        """One policy pass over the waiting jobs; start what it starts and schedule their ends;
+        with preemption, stop what the blocked head needs.
+
+        Returns:
+            Whether it preempted (the caller passes again at `now`).
+        """
         waiting = list(self.queue.values())
         kept = self.kept if self.kept in self.queue else None
         self.max_q, self.sum_q, self.passes = max(self.max_q, len(waiting)), self.sum_q + len(waiting), self.passes + 1
@@ -328,9 +354,40 @@ class _Replay:
         for job, placement in decision.start:
             self._start(job, placement.gpus_by_node, now)
             i = self.index[job.id]
-            heapq.heappush(self.heap, (now + min(self.trace[i].duration_s, job.time_limit_s), _END, i))
+            work = self.trace[i].duration_s
+            if self.pre is not None:
+                self.pre.start(job.id, now)
+                work = self.pre.remaining(job.id)
+            heapq.heappush(self.heap, (now + min(work, job.time_limit_s), _END, i, self.gen.get(i, 0)))
             if self.usage is not None:
                 self.usage.start(job.id, job.user, job.gpus, now)
+        if self.pre is None or decision.blocked_by is None:
+            return False
+        head = self.queue[decision.blocked_by]
+        victims = self.pre.victims(head, self.running, self.free, now)
+        wake = None if victims else self.pre.wake_at(head, self.running, now)
+        if wake is not None and wake not in self.wakes:
+            self.wakes.add(wake)
+            heapq.heappush(self.heap, (wake, _WAKE, -1, 0))
+        for victim in victims:
+            self._stop(victim, now)
+        return bool(victims)
+
+    def _stop(self, job_id: str, now: float) -> None:
+        """Preempt running `job_id` at `now`: free its GPUs, count its lost work, requeue it."""
+        assert self.pre is not None
+        r = self.running.pop(job_id)
+        for node, g in r.gpus_by_node.items():
+            self.free[node] += g
+        if self.usage is not None:
+            self.usage.end(job_id, now)
+        self.started.pop(job_id)
+        self.pre.stop(job_id, r.gpus, now)
+        i = self.index[job_id]
+        self.gen[i] = self.gen.get(i, 0) + 1
+        job = self.pending[i]
+        assert job is not None
+        self.queue[job_id] = job
 
     def _start(self, job: Job, by_node: dict[str, float], now: float) -> None:
         """Take `job` out of the queue onto its nodes, checking the placement against the cluster."""
@@ -365,4 +422,5 @@ class _Replay:
             max_queue=self.max_q,
             avg_queue=self.sum_q / self.passes if self.passes else 0.0,
             sim_seconds=seconds,
+            preemption=self.pre.model if self.pre is not None else None,
         )

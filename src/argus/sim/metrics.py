@@ -22,13 +22,22 @@ _NO_TIMES = (0.0,) * 9  # Metrics' nine figures from avg_wait_s to makespan_s, o
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
-    """What happened to one job: when it started and ended, and where its GPUs were."""
+    """What happened to one job: when it started and ended, and where its GPUs were.
+
+    A job preempted and requeued (`argus.sim.preempt`) has one record: `start` is its first
+    start (its wait ends there), `end` its last attempt's end, `gpus_by_node` its last
+    attempt's placement, `held_s` the seconds its attempts held their GPUs in all.
+    """
 
     job: TraceJob
     start: float
     end: float
     gpus_by_node: dict[str, float]
     killed: bool  # ran into its time limit
+    priority: int = 500
+    held_s: float | None = None  # None: it ran once, from start to end
+    preemptions: int = 0
+    lost_gpu_s: float = 0.0  # GPU-seconds of work lost to preemptions (since their last checkpoints)
 
     @property
     def wait(self) -> float:
@@ -36,7 +45,12 @@ class JobRecord:
 
     @property
     def run(self) -> float:
-        return self.end - self.start
+        return self.end - self.start if self.held_s is None else self.held_s
+
+    @property
+    def queued(self) -> float:
+        """The time it waited in all, its requeues' waits included."""
+        return self.wait if self.held_s is None else self.jct - self.held_s
 
     @property
     def jct(self) -> float:
@@ -64,6 +78,13 @@ class Metrics:
     largest_jobs_max_wait_s: float
     jct_lower_bound_s: float
     makespan_lower_bound_s: float
+    high_priority_jobs: int = 0
+    high_priority_avg_wait_s: float = 0.0
+    others_avg_wait_s: float = 0.0
+    avg_queued_s: float = 0.0
+    others_avg_queued_s: float = 0.0
+    preemptions: int = 0
+    lost_gpu_hours: float = 0.0
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -92,7 +113,10 @@ def measure(records: Sequence[JobRecord], rejected: Sequence[TraceJob], shape: C
     max(1, (wait + run) / max(run, 10 s)); utilisation = GPU-seconds held / (total GPUs x
     makespan), makespan = last end - first submission. Lower bounds: the mean run time (for
     JCT) and GPU-seconds / total GPUs (for the makespan). The largest jobs are the finished
-    jobs with the most GPUs.
+    jobs with the most GPUs. A preempted job's wait ends at its first start and its run time
+    is the time its attempts held GPUs (lost work included); `avg_queued_s` (all jobs) and
+    `others_avg_queued_s` count its requeues' waits too. High-priority jobs are those above
+    priority 500, the others those at 500 or below.
 
     Args:
         records: the finished jobs.
@@ -113,6 +137,8 @@ def measure(records: Sequence[JobRecord], rejected: Sequence[TraceJob], shape: C
     asked = sum(r.job.num_gpu * r.run for r in records)
     bsld = sum(max(1.0, r.jct / max(r.run, BSLD_BOUND_S)) for r in records) / n
     biggest = max(r.job.num_gpu for r in records)
+    high = [r.wait for r in records if r.priority > 500]
+    others = [r for r in records if r.priority <= 500]
     return Metrics(
         jobs=n + len(rejected),
         finished=n,
@@ -131,4 +157,11 @@ def measure(records: Sequence[JobRecord], rejected: Sequence[TraceJob], shape: C
         largest_jobs_max_wait_s=max(r.wait for r in records if r.job.num_gpu == biggest),
         jct_lower_bound_s=sum(r.run for r in records) / n,
         makespan_lower_bound_s=asked / shape.total_gpus,
+        high_priority_jobs=len(high),
+        high_priority_avg_wait_s=sum(high) / len(high) if high else 0.0,
+        others_avg_wait_s=sum(r.wait for r in others) / len(others) if others else 0.0,
+        avg_queued_s=sum(r.queued for r in records) / n,
+        others_avg_queued_s=sum(r.queued for r in others) / len(others) if others else 0.0,
+        preemptions=sum(r.preemptions for r in records),
+        lost_gpu_hours=sum(r.lost_gpu_s for r in records) / 3600,
     )
