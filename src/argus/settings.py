@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from argus.domain.durations import parse_duration
 from argus.spec.config import RayConfig, StrictModel, default_shared_root, parse_ray_config
@@ -106,6 +106,17 @@ class SchedulerSettings(StrictModel):
     def _off(cls, v: object) -> object:
         """YAML reads a bare `off` as false: that is `off` here."""
         return "off" if v is False else v
+
+    @field_validator("preemption")
+    @classmethod
+    def _needs_priority_order(cls, v: str, info: ValidationInfo) -> str:
+        """Preemption needs an order that puts the higher priority first (`default`)."""
+        if v == "priority" and info.data.get("policy") != "default":
+            raise ValueError(
+                "needs policy: default (fifo and easy go by submission time, so a preempted task "
+                "would start again ahead of the task it made room for)"
+            )
+        return v
 
     @field_validator("default_time_limit", "max_time_limit", "min_run_before_preempt")
     @classmethod

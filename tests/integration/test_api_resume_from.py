@@ -106,6 +106,19 @@ def test_an_ended_task_without_a_checkpoint_gives_a_fresh_start_and_says_so(worl
     assert f"resumes from task {old}: it left no complete checkpoint, so it starts from scratch" in reasons
 
 
+def test_a_users_own_resume_overrides_win_and_no_resume_event_is_written(world: World):
+    user = world.new_user("rf")
+    old, _ = _ended_with_checkpoint(world, user, 4)
+    mine = "trainer.resume_mode=disable"
+    new = world.submit(user, world.spec("ppo", resume_from=old, overrides=[mine]))
+    first = _attempt(world, user, new, 1)
+    assert (first["resumed_from_step"], first["resumed_from"]) == (None, None)
+    args = _entry_args(world, f"{new}--a01")
+    assert mine in args and not any(a.startswith("trainer.resume_from_path") for a in args)
+    reasons = [r["reason"] for r in world.backend.rows("SELECT reason FROM task_events WHERE task_id = :t", t=new)]
+    assert not any("resumes from task" in (r or "") for r in reasons), reasons
+
+
 def test_resume_from_must_name_an_ended_task_of_the_callers_own(world: World):
     alice, bob = world.new_user("rf"), world.new_user("rf")
     bobs, _ = _ended_with_checkpoint(world, bob, 2)

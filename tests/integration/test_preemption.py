@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from api_support import ADMIN_TOKEN, MAX_BODY_BYTES, Backend, User, World, open_backend, sandbox
 from fastapi.testclient import TestClient
 
@@ -310,5 +311,12 @@ def test_migration_0012_adds_preemptible_false_on_old_tasks(kind, tmp_path):
                 driver_gpus=0, now=12.0, preemptible=True,
             )  # fmt: skip
             assert [t.preemptible for t in store.in_states(["QUEUED", "RUNNING"])] == [False, True]
+            with db.write.begin() as conn:  # and back, with the attempt row still there
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, "0011")
+            with db.read.connect() as conn:
+                cols = {c["name"] for c in sa.inspect(conn).get_columns("tasks")}
+                left = conn.execute(sa.text("SELECT task_id FROM tasks ORDER BY task_id")).scalars().all()
+            assert "preemptible" not in cols and left == ["new", "old"]
         finally:
             db.dispose()

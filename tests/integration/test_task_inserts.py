@@ -107,3 +107,28 @@ def _kwargs(r: NewTask) -> dict:
         "time_limit_s": r.time_limit_s,
         "pool": r.pool,
     }
+
+
+class _Abort(BaseException):
+    """Something no `except Exception` catches."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_thread_that_dies_fails_its_batch_and_the_next_insert_starts_another(store, monkeypatch):
+    import argus.store.task_inserts as task_inserts
+
+    batcher = InsertBatcher(store.db)
+    real = task_inserts.insert_tasks
+
+    def abort(db, rows):
+        raise _Abort()
+
+    monkeypatch.setattr(task_inserts, "insert_tasks", abort)
+    with pytest.raises(RuntimeError, match="the insert thread stopped"):
+        batcher.insert_blocking(row(1))  # answered, not left waiting
+    batcher._thread.join(5)
+    assert not batcher._thread.is_alive()
+    monkeypatch.setattr(task_inserts, "insert_tasks", real)
+    batcher.insert_blocking(row(2))
+    batcher.close()
+    assert store.get("t-00002").state == "QUEUED" and store.get("t-00001") is None

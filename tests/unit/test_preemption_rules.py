@@ -150,3 +150,11 @@ def test_preemption_settings_default_off_and_min_run_parses_like_durations():
         parse_settings({"scheduler": {"preemption": "always"}}, environ={})
     with pytest.raises(ValueError):
         parse_settings({"scheduler": {"min_run_before_preempt": "soon"}}, environ={})
+
+
+@pytest.mark.parametrize("policy", ["fifo", "easy"])
+def test_preemption_needs_the_default_order(policy):
+    # fifo and easy order by submission time: the preempted task would restart first, for ever.
+    with pytest.raises(ValueError, match=r"scheduler\.preemption: needs policy: default"):
+        parse_settings({"scheduler": {"policy": policy, "preemption": "priority"}}, environ={})
+    assert parse_settings({"scheduler": {"policy": policy}}, environ={}).scheduler.preemption == "off"

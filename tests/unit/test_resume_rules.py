@@ -68,6 +68,17 @@ def test_an_attempt_without_a_complete_checkpoint_gives_none(tmp_path, layout):
     assert attempt_checkpoint(str(tmp_path / "never-ran")) is None  # no checkpoints/ at all
 
 
+def test_a_step_directory_linked_from_elsewhere_is_never_resumed_from(tmp_path):
+    # A job's own code could link global_step_N to another user's checkpoint and then fail.
+    other = saved(tmp_path / "users" / "bob" / "jobs" / "b--a01", 7)
+    root = tmp_path / "users" / "eve" / "jobs" / "e--a01"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "global_step_7").symlink_to(other / "checkpoints" / "global_step_7")
+    (root / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("7")
+    assert attempt_checkpoint(str(root)) is None
+    assert attempt_checkpoint(str(other)) == ResumePoint(7, str(other / "checkpoints" / "global_step_7"))
+
+
 def test_the_newest_attempt_with_a_complete_checkpoint_wins(tmp_path):
     a1 = saved(tmp_path / "a01", 2, 4)
     a2 = saved(tmp_path / "a02", 6, 8)  # resumed from a01's 4, saved 6 and 8

@@ -71,7 +71,12 @@ def attempt_checkpoint(job_root: str) -> ResumePoint | None:
     if step is None:
         return None
     path = ckpt / step_dir_name(step)
-    return ResumePoint(step, str(path)) if os.path.isdir(path) else None
+    # Only a directory that really lies in this attempt's `checkpoints/`: a link written by the
+    # job (user code) to anywhere else, another user's checkpoint say, is never resumed from.
+    real, base = os.path.realpath(path), os.path.realpath(ckpt)
+    if not real.startswith(base + os.sep) or not os.path.isdir(real):
+        return None
+    return ResumePoint(step, str(path))
 
 
 def checkpoint_time(job_root: str) -> float | None:
@@ -140,8 +145,8 @@ def start_resuming(
     a task with `resume_from` the event that links it to the old task (`note_resume`)."""
     dispatch = store.start_attempt(task.task_id, task.attempts, job_root, placement, now, resume_point(store, task))
     if dispatch is not None and dispatch.attempt.attempt_no == 1:
-        other = _spec_fields(dispatch.jobspec_yaml)[1]
-        if other is not None:
+        overrides, other = _spec_fields(dispatch.jobspec_yaml)
+        if other is not None and not user_sets_resume(overrides):  # else the user's overrides choose
             note_resume(store, dispatch.attempt, other, now)
     return dispatch
 

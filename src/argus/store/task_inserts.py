@@ -137,7 +137,7 @@ class InsertBatcher:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the server is stopping: no more tasks are accepted")
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # first use, or it died
                 self._thread = threading.Thread(target=self._run, name="argus-task-inserts", daemon=True)
                 self._thread.start()
             self._queue.put((row, done))
@@ -158,7 +158,12 @@ class InsertBatcher:
                     stop = True
                     break
                 batch.append(more)
-            self._write(batch)
+            try:
+                self._write(batch)
+            except BaseException as exc:  # nothing may leave a request waiting for ever
+                for _, done in batch:
+                    _tell(done, exc if isinstance(exc, Exception) else RuntimeError("the insert thread stopped"))
+                raise
             if stop:
                 return
 
@@ -190,8 +195,8 @@ def _tell(done: _Done, error: BaseException | None) -> None:
     """Tell a request how its row went; a request whose loop has closed is skipped."""
     try:
         done(error)
-    except RuntimeError:
-        log.debug("a request's event loop closed before its insert finished")
+    except Exception:  # its loop closed, or its future was settled already
+        log.debug("a request could not be told how its insert went", exc_info=True)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

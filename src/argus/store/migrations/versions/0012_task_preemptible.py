@@ -24,5 +24,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tasks") as batch:
-        batch.drop_column("preemptible")
+    if op.get_bind().dialect.name == "sqlite":
+        # In place (SQLite >= 3.35): a batch would copy `tasks`, which the attempts refuse.
+        op.execute("ALTER TABLE tasks DROP COLUMN preemptible")
+        return
+    op.drop_column("tasks", "preemptible")
