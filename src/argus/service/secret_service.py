@@ -18,7 +18,7 @@ from argus.domain.errors import Invalid, NotFound, Unavailable
 from argus.domain.secrets import SecretInfo, secret_name_problem
 from argus.service.auth import Identity
 from argus.service.views import iso
-from argus.spec.taskspec import check_env_name
+from argus.spec.job_env import check_env_name
 from argus.store.secrets import SecretsDisabled, SecretStore
 
 DISABLED = "secrets are disabled: the server has no {env}"

@@ -30,8 +30,9 @@ from argus.domain.paths import snapshot_dir, snapshot_of
 from argus.domain.reward import RewardCheck, RewardVerdict
 from argus.ports import RewardChecker
 from argus.spec.errors import Problem, SpecError
+from argus.spec.job_env import WANDB_KEY
 from argus.spec.overrides import override_paths
-from argus.spec.taskspec import WANDB_KEY, TaskSpec
+from argus.spec.taskspec import TaskSpec
 from argus.store.secrets import SecretsDisabled, SecretUnreadable
 
 VERDICT_TTL_S = 600.0

@@ -31,8 +31,8 @@ from argus.service.task_service import TaskService
 from argus.service.threads import on_ray_threads
 from argus.service.ui.sessions import COOKIE, ConsoleSession
 from argus.service.ui.web import page_session, post_session, render, sessions
+from argus.spec.job_env import secret_like
 from argus.spec.redact import ENV_KEY
-from argus.spec.taskspec import secret_like
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 NOT_FOUND = "Task not found"
