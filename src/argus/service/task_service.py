@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -226,15 +226,12 @@ class TaskService(TaskBoard):
             )
         if holds:  # the snapshots it reads are held in the insert's transaction
             return await self._off_loop(self._store, who, text, spec, limit, rendered.warnings)
-        for _ in range(20):
-            row = self._row(who, text, spec, limit)
+        for row in self._draws(who, text, spec, limit):
             try:
                 await self.store.inserts.insert(row)  # with the other requests' rows, one commit
                 break
             except sa.exc.IntegrityError:
                 continue  # the same id in the same second: draw another suffix
-        else:
-            raise Unavailable("could not allocate a task id; try again")
         self.nudge()
         return self._accepted(row.task_id, rendered.warnings)
 
@@ -284,6 +281,17 @@ class TaskService(TaskBoard):
         shown = [w for w in warnings or [] if "looks like a credential" in w]
         return {"task_id": task_id, "state": TaskState.QUEUED.value, "warnings": shown}
 
+    def _draws(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> Iterator[NewTask]:
+        """The task's row under up to 20 freshly drawn ids, one at a time (the next one only
+        when the caller found the last one taken).
+
+        Raises:
+            Unavailable: all 20 were taken.
+        """
+        for _ in range(20):
+            yield self._row(who, text, spec, limit)
+        raise Unavailable("could not allocate a task id; try again")
+
     def _row(self, who: Identity, text: str, spec: TaskSpec, limit: float) -> NewTask:
         """The task's row under a freshly drawn id, accepted now."""
         now = self.clock()
@@ -309,15 +317,12 @@ class TaskService(TaskBoard):
         Raises:
             Unavailable: no free task id after 20 draws.
         """
-        for _ in range(20):
-            row = self._row(who, text, spec, limit)
+        for row in self._draws(who, text, spec, limit):
             try:
                 self.store.inserts.insert_blocking(row)
                 break
             except sa.exc.IntegrityError:
                 continue  # the same id in the same second: draw another suffix
-        else:
-            raise Unavailable("could not allocate a task id; try again")
         return row.task_id
 
     # -- cancel ---------------------------------------------------------------------------
