@@ -289,3 +289,18 @@ def fake_ray_world(
         w.jobs, w.clock = jobs, clock
         yield w
     app.state.db.dispose()
+
+
+def migrate_to(db: Any, revision: str, down: bool = False) -> None:
+    """Move `db` (an `argus.store.db.Database`) to the Alembic `revision`, up or `down`, on its
+    write connection (the tests of one migration start from the revision before it)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from argus.store.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.write.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import Backend, User, World, backend, fake_ray_world, open_backend, sandbox
+from api_support import Backend, User, World, backend, fake_ray_world, migrate_to, open_backend, sandbox
 
 from argus.client import service_cli
 from argus.client.cli import app as cli_app
@@ -172,21 +172,10 @@ def test_the_users_own_resume_mode_wins_and_no_checkpoint_means_a_fresh_start(wo
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_migration_0011_adds_the_columns_empty_on_old_attempts(kind, tmp_path):
-    from alembic import command
-    from alembic.config import Config
-
     with open_backend(kind, tmp_path) as b:
         db = connect(b.url)
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-
-        def migrate(to: str) -> None:
-            with db.write.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, to)
-
         try:
-            migrate("0010")
+            migrate_to(db, "0010")
             store = TaskStore(db)
             with db.write.begin() as conn:  # as a server before 0011 wrote them (no later columns)
                 conn.execute(
@@ -202,7 +191,7 @@ def test_migration_0011_adds_the_columns_empty_on_old_attempts(kind, tmp_path):
                     )
                 )  # fmt: skip
                 conn.execute(tasks.update().where(tasks.c.task_id == "t1").values(attempts=1))  # requeued since
-            migrate("head")
+            migrate_to(db, "head")
             [old] = store.attempts("t1")
             assert (old.resumed_from_step, old.resumed_from) == (None, None)
             point = ResumePoint(7, "/j1/checkpoints/global_step_7")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from api_support import open_backend
+from api_support import migrate_to, open_backend
 
 from argus.domain.task import ACTIVE_STATES
 from argus.domain.usage import GROUPS, NO_POOL, Allocation, gpu_seconds, gpu_seconds_by_user_day, report, total
@@ -298,20 +298,12 @@ def test_the_ledger_is_append_only(world):
 def test_attempts_that_hold_gpus_when_the_ledger_is_added_get_their_start_row(sandbox, tmp_path):
     """Migration 0008 on a database with a running, an ended and a waiting task: the running
     one's attempt gets its start row (at the attempt's creation), so its end pairs with it."""
-    from alembic import command
-    from alembic.config import Config
-
-    from argus.store.db import MIGRATIONS
     from argus.store.schema import attempts, tasks
 
     w = Ledgered(sandbox, f"sqlite:///{tmp_path}/old.sqlite3")
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
 
     def migrate(to: str) -> None:
-        with w.db.write.begin() as conn:
-            cfg.attributes["connection"] = conn
-            (command.downgrade if to == "0007" else command.upgrade)(cfg, to)
+        migrate_to(w.db, to, down=to == "0007")
 
     held, ended, waiting = (w.add("alice", n_gpus_per_node=n) for n in (2, 4, 1))  # then taken back to 0007
     migrate("0007")

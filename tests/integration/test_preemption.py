@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from api_support import ADMIN_TOKEN, MAX_BODY_BYTES, Backend, User, World, open_backend, sandbox
+from api_support import ADMIN_TOKEN, MAX_BODY_BYTES, Backend, User, World, migrate_to, open_backend, sandbox
 from fastapi.testclient import TestClient
 
 from argus.cluster.reward_check import LocalRewardChecker
@@ -276,21 +276,10 @@ def _placement(w: World, tid: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_migration_0012_adds_preemptible_false_on_old_tasks(kind, tmp_path):
-    from alembic import command
-    from alembic.config import Config
-
     with open_backend(kind, tmp_path) as b:
         db = connect(b.url)
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-
-        def migrate(to: str) -> None:
-            with db.write.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, to)
-
         try:
-            migrate("0011")
+            migrate_to(db, "0011")
             with db.write.begin() as conn:  # a task and its attempt as a server before 0012 wrote them
                 conn.execute(
                     tasks.insert().values(
@@ -303,7 +292,7 @@ def test_migration_0012_adds_preemptible_false_on_old_tasks(kind, tmp_path):
                         task_id="old", attempt_no=1, ray_submission_id="old--a01", job_root="/j", created_at=11.0
                     )
                 )
-            migrate("head")
+            migrate_to(db, "head")
             store = TaskStore(db)
             assert store.get("old").preemptible is False
             store.create(
@@ -311,9 +300,7 @@ def test_migration_0012_adds_preemptible_false_on_old_tasks(kind, tmp_path):
                 driver_gpus=0, now=12.0, preemptible=True,
             )  # fmt: skip
             assert [t.preemptible for t in store.in_states(["QUEUED", "RUNNING"])] == [False, True]
-            with db.write.begin() as conn:  # and back, with the attempt row still there
-                cfg.attributes["connection"] = conn
-                command.downgrade(cfg, "0011")
+            migrate_to(db, "0011", down=True)  # and back, with the attempt row still there
             with db.read.connect() as conn:
                 cols = {c["name"] for c in sa.inspect(conn).get_columns("tasks")}
                 left = conn.execute(sa.text("SELECT task_id FROM tasks ORDER BY task_id")).scalars().all()
