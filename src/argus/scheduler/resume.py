@@ -100,7 +100,12 @@ def latest_checkpoint(job_roots: Iterable[str]) -> ResumePoint | None:
 
 
 def _spec_fields(text: str) -> tuple[list[str], str | None]:
-    """The `overrides` and `resume_from` of a TaskSpec's YAML text (validated at acceptance)."""
+    """The `overrides` and `resume_from` of a TaskSpec's YAML text (validated at acceptance).
+
+    A text without the word `resume` names neither `resume_from` nor a `trainer.resume_*`
+    override, so the common spec is not parsed again at every admission."""
+    if "resume" not in text:
+        return [], None
     try:
         data = load_yaml_mapping(text, "task spec")
     except SpecError:
@@ -116,18 +121,23 @@ def _newest_first(store: TaskReads, task_id: str, up_to: int | None = None) -> l
     return [a.job_root for a in rows if up_to is None or a.attempt_no <= up_to]
 
 
-def resume_point(store: TaskReads, task: Task) -> ResumePoint | None:
+def resume_point(
+    store: TaskReads, task: Task, fields: tuple[list[str], str | None] | None = None
+) -> ResumePoint | None:
     """Where the task's next attempt resumes from (see the module docstring), or None.
 
     Args:
-        store: the task's earlier attempts and its TaskSpec text are read here (and those of
-            the task its `resume_from` names).
+        store: the task's earlier attempts (and those of the task its `resume_from` names), and
+            its TaskSpec text when `fields` are not given, are read here.
         task: the task as admitted (`task.attempts` attempts so far).
+        fields: its spec's `_spec_fields`, when the caller has them.
     """
-    text = store.spec_text(task.task_id)
-    if text is None:
-        return None
-    overrides, other = _spec_fields(text)
+    if fields is None:
+        text = store.spec_text(task.task_id)
+        if text is None:
+            return None
+        fields = _spec_fields(text)
+    overrides, other = fields
     if user_sets_resume(overrides) or (task.attempts < 1 and other is None):
         return None
     found = latest_checkpoint(_newest_first(store, task.task_id, task.attempts)) if task.attempts else None
@@ -143,11 +153,13 @@ def start_resuming(
 ) -> Dispatch | None:
     """`TaskStore.start_attempt` with the attempt's `resume_point`, and for the first attempt of
     a task with `resume_from` the event that links it to the old task (`note_resume`)."""
-    dispatch = store.start_attempt(task.task_id, task.attempts, job_root, placement, now, resume_point(store, task))
-    if dispatch is not None and dispatch.attempt.attempt_no == 1:
-        overrides, other = _spec_fields(dispatch.jobspec_yaml)
-        if other is not None and not user_sets_resume(overrides):  # else the user's overrides choose
-            note_resume(store, dispatch.attempt, other, now)
+    fields = _spec_fields(store.spec_text(task.task_id) or "")  # read and parsed once
+    point = resume_point(store, task, fields)
+    dispatch = store.start_attempt(task.task_id, task.attempts, job_root, placement, now, point)
+    overrides, other = fields
+    first = dispatch is not None and dispatch.attempt.attempt_no == 1
+    if dispatch is not None and first and other is not None and not user_sets_resume(overrides):
+        note_resume(store, dispatch.attempt, other, now)  # (the user's own overrides choose otherwise)
     return dispatch
 
 
