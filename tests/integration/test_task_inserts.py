@@ -14,8 +14,10 @@ import pytest
 import sqlalchemy as sa
 from api_support import open_backend
 
+from argus.domain.scheduling import Job
 from argus.store.db import open_database
-from argus.store.task_inserts import InsertBatcher, NewTask
+from argus.store.schema import tasks as tasks_table
+from argus.store.task_inserts import InsertBatcher, NewTask, insert_tasks
 from argus.store.tasks import TaskStore
 
 
@@ -132,3 +134,35 @@ def test_a_writer_thread_that_dies_fails_its_batch_and_the_next_insert_starts_an
     batcher.insert_blocking(row(2))
     batcher.close()
     assert store.get("t-00002").state == "QUEUED" and store.get("t-00001") is None
+
+
+def test_the_scheduler_reads_of_the_queue_give_each_task_as_its_whole_row_would(store):
+    """`waiting` and `due` build the policy's `Job` and the recorded wait straight from the
+    columns; they must agree with the whole row (`in_states`, `Job.of`) for every field."""
+    rows = [
+        NewTask("t-a", "alice", "ppo", "x", 2, 8, 1.0, 1000.0, 900, 7200.0, "a100"),
+        NewTask("t-b", "bob", "grpo", "x", 1, 4, 0.0, 1001.0, 500, 600.0, None),
+        NewTask("t-c", "carol", "sft", "x", 1, 1, 0.5, 1002.0, 100, 60.0, None),
+    ]
+    insert_tasks(store.db, rows)
+    store.record_waits([("t-b", "Resources", "needs 4 GPUs on one node", 1500.0)], 1003.0)
+    with store.db.write.begin() as conn:  # a retry after a failed start: due again at 2000
+        conn.execute(
+            sa.update(tasks_table)
+            .where(tasks_table.c.task_id == "t-c")
+            .values(state="PENDING_RESOURCES", pending_code="BeginTime", next_run_at=2000.0, estimated_start=2000.0)
+        )
+    states = ["QUEUED", "PENDING_RESOURCES"]
+    whole = {t.task_id: t for t in store.in_states(states)}
+    read = store.waiting(states)
+    assert [w.job.id for w in read] == ["t-a", "t-b", "t-c"]  # oldest first
+    for w in read:
+        t = whole[w.job.id]
+        assert w.job == Job.of(t)
+        assert (w.state, w.pending_code, w.pending_reason, w.estimated_start, w.seq) == (
+            t.state, t.pending_code, t.pending_reason, t.estimated_start, t.seq,
+        )  # fmt: skip
+    assert read[1].pending_reason == "needs 4 GPUs on one node" and read[2].job.not_before == 2000.0
+    # New and due: the QUEUED one, and the retry only once its time has come.
+    assert [w.job.id for w in store.due(1500.0)] == ["t-a"]
+    assert [w.job.id for w in store.due(2000.0)] == ["t-a", "t-c"]

@@ -255,6 +255,7 @@ class Planner:
         self.largest = max(self.cap.free.values(), default=0.0)
         self.failed: set[Demand] = set()  # demands that did not fit since capacity last changed
         self.spare_failed: set[Demand] = set()  # long demands that did not fit in the spare GPUs
+        self.never_fits: set[Demand] = set()  # demands that do not fit even on empty nodes
         self.reasons: dict[Demand, str] = {}  # their reasons, for as long
         self.head: Job | None = None  # the reserved job (easy, default) or the blocking one (fifo)
         self.shadow: float | None = None  # the reserved start
@@ -372,8 +373,9 @@ class Planner:
         nodes becomes the head (`_reserve`)."""
         if self.head is not None:
             self._wait(job, PendingCode.RESOURCES, self._why_not)
-        elif self.cap.with_free(self.capacity_total).fit(demand) is None:
+        elif demand in self.never_fits or self.cap.with_free(self.capacity_total).fit(demand) is None:
             # Not even on empty nodes: it reserves nothing and blocks nobody, in any policy.
+            self.never_fits.add(demand)
             self._wait(job, PendingCode.RESOURCES, lambda j: f"{self._why_not(j)}; it cannot fit on the current nodes")
         else:
             self._reserve(job)

@@ -37,7 +37,7 @@ from argus.domain.fairshare import fair_share, horizon_start
 from argus.domain.outcome import Outcome, attempts_used, decide_outcome
 from argus.domain.paths import job_root as compute_job_root
 from argus.domain.records import Attempt, Dispatch, Task
-from argus.domain.scheduling import Job, Limits, RunningJob, plan
+from argus.domain.scheduling import Limits, RunningJob, plan
 from argus.domain.task import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -344,7 +344,7 @@ class Scheduler:
         """
         cfg = self.settings.scheduler
         if full:
-            waiting = self.store.in_states([s.value for s in WAITING_STATES])
+            waiting = self.store.waiting([s.value for s in WAITING_STATES])
         elif self._blocked_by is not None:
             return
         else:
@@ -363,14 +363,14 @@ class Scheduler:
             for t, a in ((t, latest.get(t.task_id)) for t in active)
         ]
         limits = Limits(cfg.max_running_tasks, cfg.user_max_gpus, cfg.user_gpu_hours_per_day)
-        jobs, (usage, day) = [Job.of(t) for t in waiting], self._usage
+        jobs, (usage, day) = [w.job for w in waiting], self._usage
         result = plan(
             now, jobs, running, free, cfg.policy, limits, usage, day, keep=self._kept, pools=pools, totals=totals
         )
         if full or result.blocked_by is not None:  # a head found by a nudged pass counts too
             self._blocked_by = result.blocked_by
             self._kept = result.reserved[0] if result.reserved else None
-        by_id = {t.task_id: t for t in waiting}
+        by_id = {w.job.id: w for w in waiting}
         # Only the waits whose reason or estimate changed are written (none: no transaction).
         self.store.record_waits(
             [
@@ -380,9 +380,10 @@ class Scheduler:
             ],
             now,
         )
-        started = sum(self._admit_one(by_id[job.id], placement.to_json(), now) for job, placement in result.start)
-        if full and result.blocked_by is not None and cfg.preemption == "priority":
-            self._preemptor.make_room(by_id[result.blocked_by], active, latest, free, pools, result.start, now)
+        started = sum(self._admit_one(job.id, placement.to_json(), now) for job, placement in result.start)
+        blocked = result.blocked_by if full and cfg.preemption == "priority" else None
+        if blocked is not None and (head := self.store.get(blocked)) is not None:
+            self._preemptor.make_room(head, active, latest, free, pools, result.start, now)
         if started and self.observer is not None:
             self.observer.admitted(started)
 
@@ -393,8 +394,10 @@ class Scheduler:
             return now
         return attempt.start_time or attempt.submitted_at or attempt.created_at or now
 
-    def _admit_one(self, task: Task, placement: Mapping[str, float], now: float) -> bool:
+    def _admit_one(self, task_id: str, placement: Mapping[str, float], now: float) -> bool:
         """Start an attempt (False: the task was cancelled meanwhile)."""
+        if (task := self.store.get(task_id)) is None:  # the whole row: the pass read only its `Job`
+            return False
         sid = attempt_submission_id(task.task_id, task.attempts + 1)
         root = compute_job_root(self.settings.shared_root, sid, task.user_id)
         dispatch = start_resuming(self.store, task, str(root), placement, now)  # from a checkpoint

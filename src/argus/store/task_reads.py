@@ -7,7 +7,9 @@ row becomes a record (`argus.domain.records`: `Task`, `Attempt`, `TaskEvent`). `
 - the columns are selected in the records' field order and records are built positionally from
   the fetched tuples (no per-row mapping), so a read of thousands of rows stays cheap;
 - a task's `state` becomes a `TaskState`, an attempt's `placement` is decoded from JSON;
-- a `Task` never carries its TaskSpec text: that is read by name (`spec_text`).
+- a `Task` never carries its TaskSpec text: that is read by name (`spec_text`);
+- the scheduler's reads of the waiting queue (`waiting`, `due`) build no `Task`: each row becomes
+  a `WaitingRow`, the policy's `Job` and the four columns its recorded wait is compared with.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import builtins
 import dataclasses
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from argus.domain.fairshare import Usage
 from argus.domain.records import Attempt, Task, TaskEvent
+from argus.domain.scheduling import Job
 from argus.domain.task import FINAL_STATES, TaskState
 from argus.store.db import Database
 from argus.store.schema import attempts, task_events, tasks
@@ -47,6 +50,32 @@ _LATEST_ATTEMPT = (
     .order_by(attempts.c.attempt_no.desc())
     .limit(1)
 )
+
+
+class WaitingRow(NamedTuple):
+    """A waiting task as a scheduling pass reads it: its `Job` and its recorded wait."""
+
+    job: Job
+    state: str
+    pending_code: str | None
+    pending_reason: str | None
+    estimated_start: float | None
+    seq: int
+
+
+# In `Job`'s field order, then the wait's columns and `seq` (`_waiting_rows` builds by position).
+_WAITING_COLUMNS = (
+    *tasks.c[
+        "task_id", "user_id", "nnodes", "n_gpus_per_node", "created_at", "time_limit_s", "priority", "driver_gpus",
+        "next_run_at", "pool",
+    ],
+    *tasks.c["state", "pending_code", "pending_reason", "estimated_start", "seq"],
+)  # fmt: skip
+
+
+def _waiting_rows(result: sa.CursorResult[Any]) -> list[WaitingRow]:
+    job, row = Job, WaitingRow
+    return [row(job(*r[:10]), *r[10:]) for r in result.all()]
 
 
 def task_record(r: Sequence[Any]) -> Task:
@@ -121,24 +150,33 @@ class TaskReads:
         with self.db.read.connect() as conn:
             return _tasks(conn.execute(q))
 
-    def due(self, now: float, limit: int = 1000) -> builtins.list[Task]:
+    def waiting(self, states: Iterable[str]) -> builtins.list[WaitingRow]:
+        """Every task in `states` as a scheduling pass reads it, oldest first."""
+        q = sa.select(*_WAITING_COLUMNS).where(tasks.c.state.in_(list(states))).order_by(tasks.c.seq)
+        with self.db.read.connect() as conn:
+            return _waiting_rows(conn.execute(q))
+
+    def due(self, now: float, limit: int = 1000) -> builtins.list[WaitingRow]:
         """New and due waiting tasks, oldest first: every QUEUED task, and the
         PENDING_RESOURCES ones whose `next_run_at` (a retry after a failed start) has come.
 
         Two indexed queries merged by age, rather than one OR that reads every waiting row."""
         queued = (
-            sa.select(*TASK_COLUMNS).where(tasks.c.state == TaskState.QUEUED.value).order_by(tasks.c.seq).limit(limit)
+            sa.select(*_WAITING_COLUMNS)
+            .where(tasks.c.state == TaskState.QUEUED.value)
+            .order_by(tasks.c.seq)
+            .limit(limit)
         )
         pending = (
-            sa.select(*TASK_COLUMNS)
+            sa.select(*_WAITING_COLUMNS)
             .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= now)
             .order_by(tasks.c.seq)
             .limit(limit)
         )
         with self.db.read.connect() as conn:
-            rows = _tasks(conn.execute(queued))
-            rows += _tasks(conn.execute(pending))
-        rows.sort(key=lambda t: t.seq)
+            rows = _waiting_rows(conn.execute(queued))
+            rows += _waiting_rows(conn.execute(pending))
+        rows.sort(key=lambda w: w.seq)
         return rows[:limit]
 
     def attempts(self, task_id: str) -> builtins.list[Attempt]:

@@ -33,7 +33,7 @@ from argus.store.db import Database
 from argus.store.ledger import append_end, append_start
 from argus.store.schema import attempts, task_events, tasks
 from argus.store.task_inserts import InsertBatcher, NewTask, insert_tasks
-from argus.store.task_reads import LOST, TASK_COLUMNS, TaskReads, task_record
+from argus.store.task_reads import LOST, TASK_COLUMNS, TaskReads, WaitingRow, task_record
 
 __all__ = ["LOST", "TaskStore", "wait_changed"]
 _PENDING = TaskState.PENDING_RESOURCES.value  # read once: an enum member's `.value` is slow
@@ -53,7 +53,7 @@ def _changed(
     return (state, pending_code, pending_reason, estimated) != (_PENDING, code, detail, est)
 
 
-def wait_changed(task: Task, code: str, detail: str, est: float | None) -> bool:
+def wait_changed(task: Task | WaitingRow, code: str, detail: str, est: float | None) -> bool:
     """Whether recording this wait would change the waiting task's row (its state, reason
     code, detail or estimated start). A retry's BeginTime keeps the evidence it was written
     with, so only its code and estimate count."""
