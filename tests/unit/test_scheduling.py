@@ -272,6 +272,25 @@ def test_a_full_pool_waits_for_resources_naming_the_pool_while_others_are_free()
     assert w.estimated_start == 5000.0
 
 
+@pytest.mark.parametrize("policy", ["fifo", "easy", "default"])
+def test_many_jobs_that_can_never_fit_each_get_their_own_reason_and_none_becomes_the_head(policy):
+    # The "fits on no empty node" answer is remembered per demand within a pass: the second
+    # and later jobs of a demand (and of a pool's demand) get the same wait, the first job that
+    # can fit is still reserved, and a demand that does fit is not caught by the memory.
+    free = {"a1": 1, "b1": 2}  # b1, the one a100 node, holds 8 GPUs: 6 of them until NOW + 500
+    running = [RunningJob("r", "v", {"b1": 6.0}, NOW + 500)]
+    q = [job(f"huge{i}", gpus=16, at=i, priority=900) for i in range(3)]  # first in every order
+    q += [job(f"pool{i}", gpus=16, pool="a100", at=10 + i, priority=900) for i in range(2)]
+    q += [job("fits-later", gpus=4, pool="a100", at=20), job("now", gpus=2, at=21)]
+    p = plan(NOW, q, running, free, policy, pools=POOLS)
+    for jid in ("huge0", "huge1", "huge2", "pool0", "pool1"):
+        assert p.waits[jid].code == PendingCode.RESOURCES
+        assert p.waits[jid].detail.endswith("it cannot fit on the current nodes"), jid
+    assert p.blocked_by == "fits-later"  # the first job that could fit on empty nodes
+    assert "cannot fit" not in p.waits["fits-later"].detail
+    assert started(p) == ([] if policy == "fifo" else ["now"])
+
+
 def test_a_pool_with_no_node_says_so_and_reserves_nothing():
     free = {"a1": 4, "b1": 8}
     q = [job("t", gpus=1, pool="v100", at=0), job("u", gpus=8, at=1)]

@@ -73,6 +73,9 @@ _WAITING_COLUMNS = (
 )  # fmt: skip
 
 
+assert len(dataclasses.fields(Job)) == 10 and [c.name for c in _WAITING_COLUMNS][9] == "pool"
+
+
 def _waiting_rows(result: sa.CursorResult[Any]) -> list[WaitingRow]:
     job, row = Job, WaitingRow
     return [row(job(*r[:10]), *r[10:]) for r in result.all()]
