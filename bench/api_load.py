@@ -21,8 +21,10 @@ on) over a fresh database, then:
    ACCEPT_SECONDS, first against a bare FastAPI endpoint answering 201 (`bench/bare_server.py`,
    served like `argus server`), then against Argus, from the same load generator on the same
    machine; it prints both throughputs, their ratio and Argus's p99 (targets: >= 0.25 x bare,
-   p99 < 100 ms). Its target is measured alone, on a fresh database (`--samples 0 --duration 0
-   --flood-seconds 0`); after the other phases their tasks still wait (it says how many).
+   p99 < 100 ms), and each server's CPU time per answered request (from /proc: all its threads,
+   user + system) with the cores 0.25 x bare would take at Argus's cost. Its target is measured
+   alone, on a fresh database (`--samples 0 --duration 0 --flood-seconds 0`); after the other
+   phases their tasks still wait (it says how many).
    `--profile FILE` records the Argus server with py-spy meanwhile (GIL-holding samples,
    collapsed stacks).
 
@@ -310,6 +312,12 @@ def start_bare(port: int, workdir: Path) -> subprocess.Popen:
     raise SystemExit("the bare server did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, all threads) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def accept_phase(
     port: int, workdir: Path, tokens: list[str], spec: str, server_pid: int, args: argparse.Namespace
 ) -> bool:
@@ -320,9 +328,11 @@ def accept_phase(
     bare_port = free_port(port + 100)
     bare = start_bare(bare_port, workdir)
     try:
+        c0 = cpu_seconds(bare.pid)
         b_tally, b_elapsed, _ = asyncio.run(
             load(bare_port, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None)
         )
+        b_cpu = cpu_seconds(bare.pid) - c0
     finally:
         bare.terminate()
         bare.wait(timeout=30)
@@ -334,7 +344,9 @@ def accept_phase(
         profiler = subprocess.Popen(
             [*command, "-p", str(server_pid), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
+    c0 = cpu_seconds(server_pid)
     a_tally, a_elapsed, _ = asyncio.run(load(port, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None))
+    a_cpu = cpu_seconds(server_pid) - c0
     if profiler is not None:
         profiler.wait(timeout=60)
     bare_rate = len(b_tally.lat["submit"]) / b_elapsed
@@ -351,6 +363,14 @@ def accept_phase(
     print(
         f"  ratio argus / bare = {ratio:.3f}  (target >= 0.25: {'yes' if ratio >= 0.25 else 'NO'}); "
         f"argus p99 {p99:.1f} ms (target < 100 ms: {'yes' if p99 < 100 else 'NO'})"
+    )
+    # CPU per answered request: what each costs the server, whatever else shares the cores.
+    b_ms = b_cpu * 1000 / max(1, len(b_tally.lat["submit"]))
+    a_ms = a_cpu * 1000 / max(1, len(a_tally.lat["submit"]))
+    print(
+        f"  server CPU: bare {b_cpu / b_elapsed:.2f} core(s), {b_ms:.3f} ms per request; argus "
+        f"{a_cpu / a_elapsed:.2f} core(s), {a_ms:.3f} ms per task ({a_ms / b_ms if b_ms else 0:.1f} x bare); "
+        f"0.25 x bare would take {0.25 * bare_rate * a_ms / 1000:.1f} core(s) of argus at this cost"
     )
     if a_tally.errors:
         print("  first error:", a_tally.errors[0])
