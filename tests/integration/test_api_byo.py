@@ -6,7 +6,8 @@ faked Ray jobs, and reward functions checked by the real check script in a scrub
   refused at submit with the traceback's last lines, and nothing is queued; a good one is
   accepted, and its verdict is reused for the same inputs.
 - `code: <name>` is pinned at accept: the attempt runs the snapshot the task was accepted with,
-  even after the name is pushed again; a snapshot in use cannot be deleted.
+  even after the name is pushed again; a snapshot in use cannot be deleted; a resubmission is a
+  new acceptance, so it runs the name's newest snapshot.
 - Secrets: an unknown name is refused; at dispatch the attempt's file holds the values (0600,
   outside the job directory) and nothing Ray is handed holds one; the file goes when the attempt
   ends; a secret deleted before dispatch fails the task (CONFIG) with nothing submitted.
@@ -150,6 +151,25 @@ def test_code_is_pinned_at_accept_and_a_snapshot_in_use_cannot_be_deleted(world,
     assert world.post(who, f"/api/v2/tasks/{tid}:cancel").status_code == 200
     assert world.client.delete(f"/api/v2/code/{old['sha256']}", headers=who.headers).status_code == 200
     assert not Path(old["path"]).exists()
+
+
+def test_resubmit_resolves_a_code_name_again_to_its_newest_snapshot(world, tmp_path):
+    """`:resubmit` accepts the stored TaskSpec anew: `code: <name>` names the newest snapshot of
+    that name then, so fixed code pushed under the same name is what the continuation runs."""
+    who = world.new_user("pin")
+    old = push(world, who, project(world.sandbox, tmp_path, GOOD), "proj")
+    tid = world.submit(who, world.spec("ppo", code="proj", code_path=None))
+    world.tick()
+    assert world.jobs.jobs[f"{tid}--a01"].request["metadata"]["argus.code_path"] == old["path"]
+    assert world.post(who, f"/api/v2/tasks/{tid}:cancel").status_code == 200
+    new = push(world, who, project(world.sandbox, tmp_path, GOOD + "# v2\n"), "proj")
+    r = world.post(who, f"/api/v2/tasks/{tid}:resubmit")
+    assert r.status_code == 201, r.text
+    again = r.json()["task_id"]
+    world.tick()
+    request = world.jobs.jobs[f"{again}--a01"].request
+    assert request["metadata"]["argus.code_path"] == new["path"] != old["path"]
+    assert request["runtime_env"]["env_vars"]["PYTHONPATH"] == new["path"]
 
 
 def test_secrets_reach_only_the_attempts_file_and_it_goes_when_the_attempt_ends(world):
