@@ -29,7 +29,10 @@ on) over a fresh database, then:
    collapsed stacks).
 
 The per-user submission rate is off unless `--rate-per-user` sets it; `--set SECTION.KEY=VALUE`
-sets any other server setting (e.g. `scheduler.enabled=false`).
+sets any other server setting (e.g. `scheduler.enabled=false`). `--split-scheduler` measures
+what a scheduler process of its own would give: the loaded server runs no scheduler, and a
+second `argus server` on the same database and cluster (answering no requests, so never nudged)
+runs it and admits at its full passes.
 
 Usage:
     python bench/api_load.py --db sqlite
@@ -72,10 +75,18 @@ def free_port(start: int) -> int:
 
 
 def start_server(
-    cluster: local.ClusterState, workdir: Path, db_url: str, port: int, rate: float | None, extra: list[str]
+    cluster: local.ClusterState,
+    workdir: Path,
+    db_url: str,
+    port: int,
+    rate: float | None,
+    extra: list[str],
+    name: str = "server",
 ) -> subprocess.Popen:
+    """`argus server` on `port` over `db_url` (its config and log `<name>.yaml`, `<name>.log` in
+    `workdir`), once it answers `/healthz`."""
     ray = yaml.safe_load(local.config_file(cluster.shared_root).read_text())
-    config = workdir / "server.yaml"
+    config = workdir / f"{name}.yaml"
     settings: dict = {
         "ray": ray,
         "service": {"port": port, "db_url": db_url, "submit_rate_per_s": rate},
@@ -86,7 +97,7 @@ def start_server(
         section, key = path.split(".", 1)
         settings.setdefault(section, {})[key] = yaml.safe_load(value)
     config.write_text(yaml.safe_dump(settings))
-    log = open(workdir / "server.log", "ab")
+    log = open(workdir / f"{name}.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "argus.client.cli", "server", "--config", str(config)],
         stdout=log,
@@ -101,7 +112,7 @@ def start_server(
             return proc
         except Exception:
             if proc.poll() is not None:
-                raise SystemExit((workdir / "server.log").read_text()[-3000:]) from None
+                raise SystemExit((workdir / f"{name}.log").read_text()[-3000:]) from None
             time.sleep(0.2)
     raise SystemExit("server did not start")
 
@@ -319,7 +330,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def accept_phase(
-    port: int, workdir: Path, tokens: list[str], spec: str, server_pid: int, args: argparse.Namespace
+    port: int,
+    workdir: Path,
+    tokens: list[str],
+    spec: str,
+    server_pid: int,
+    args: argparse.Namespace,
+    scheduler_pid: int | None = None,
 ) -> bool:
     """Phase 0: the same submit load against the bare endpoint, then Argus; prints the ratio.
 
@@ -344,9 +361,10 @@ def accept_phase(
         profiler = subprocess.Popen(
             [*command, "-p", str(server_pid), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-    c0 = cpu_seconds(server_pid)
+    c0, s0 = cpu_seconds(server_pid), cpu_seconds(scheduler_pid) if scheduler_pid else 0.0
     a_tally, a_elapsed, _ = asyncio.run(load(port, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None))
     a_cpu = cpu_seconds(server_pid) - c0
+    s_cpu = cpu_seconds(scheduler_pid) - s0 if scheduler_pid else 0.0
     if profiler is not None:
         profiler.wait(timeout=60)
     bare_rate = len(b_tally.lat["submit"]) / b_elapsed
@@ -372,6 +390,8 @@ def accept_phase(
         f"{a_cpu / a_elapsed:.2f} core(s), {a_ms:.3f} ms per task ({a_ms / b_ms if b_ms else 0:.1f} x bare); "
         f"0.25 x bare would take {0.25 * bare_rate * a_ms / 1000:.1f} core(s) of argus at this cost"
     )
+    if scheduler_pid:
+        print(f"  (not counted above: the scheduler's process, {s_cpu / a_elapsed:.2f} core(s))")
     if a_tally.errors:
         print("  first error:", a_tally.errors[0])
     return not a_tally.errors
@@ -456,6 +476,11 @@ def main() -> int:
     ap.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="a setting: scheduler.enabled=false"
     )
+    ap.add_argument(
+        "--split-scheduler",
+        action="store_true",
+        help="the scheduler in a second server process on the same database (the loaded one runs none)",
+    )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
     ap.add_argument("--users", type=int, default=16, help="users the clients are spread over")
@@ -482,11 +507,15 @@ def main() -> int:
         db_url = f"sqlite:///{db_path}"
     gcs = free_port(6500)
     cluster, _ = local.up(str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500))
-    proc = None
+    proc = scheduler = None
     try:
         sandbox = prepare(workdir)
         port = free_port(18600)
-        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, args.set)
+        if args.split_scheduler:  # the scheduler's own process: no requests, no nudges, full passes
+            own = ["scheduler.enabled=true"]
+            scheduler = start_server(cluster, workdir, db_url, free_port(port + 50), None, args.set + own, "scheduler")
+        off = ["scheduler.enabled=false"] if args.split_scheduler else []
+        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, args.set + off)
         base = f"http://127.0.0.1:{port}"
         admin = ArgusClient(base, ADMIN)
         tokens: list[str] = []
@@ -494,8 +523,14 @@ def main() -> int:
             admin.create_user(f"bench{i}")
             tokens.append(admin.issue_token(f"bench{i}")["token"])
         client = ArgusClient(base, tokens[0])
+        shape = (
+            "2 processes (the API with no scheduler; the scheduler, answering no requests, admitting at its "
+            "full passes)"
+            if args.split_scheduler
+            else "1 process (API + scheduler)"
+        )
         print(
-            f"machine: {os.cpu_count()} cores; database: {args.db}; server: 1 process (API + scheduler), "
+            f"machine: {os.cpu_count()} cores; database: {args.db}; server: {shape}, "
             f"Ray: head + 2 workers x 4 GPUs; per-user submit rate: {args.rate_per_user or 'no limit'}"
         )
         spec = task_yaml(sandbox, "ppo", n_gpus_per_node=64)  # fits no node: parked by the scheduler
@@ -511,15 +546,18 @@ def main() -> int:
             waiting = len(client.queue()["pending"])
             if waiting > len(tokens):
                 print(f"(the accept phase runs after the others: {waiting} of bench0's tasks wait already)")
-            errors += not accept_phase(port, workdir, tokens, spec, proc.pid, args)
+            errors += not accept_phase(
+                port, workdir, tokens, spec, proc.pid, args, scheduler.pid if scheduler is not None else None
+            )
         queue = client.queue()
         parked = sum(1 for t in queue["pending"] if t["state"] == "PENDING_RESOURCES")
         print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
         return 0 if not errors else 1
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        for server in (proc, scheduler):
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
         local.down(str(workdir))
         shutil.rmtree(workdir, ignore_errors=True)
         if schema:
