@@ -7,14 +7,18 @@ the caller computed with `free_gpus` (Ray's free GPUs, less only what Argus admi
 has not placed yet). Aggregate free GPUs are never enough on their own: 8 free GPUs on two
 nodes do not run a 1x8 task.
 
-`Capacity` answers where a demand fits (best fit: the fullest nodes first) and, when it does
-not, why, like Slurm's pending reasons; `argus.domain.scheduling.plan` decides the order.
+`bookings` turns the admitted tasks into the gangs `free_gpus` takes off Ray's view. `Capacity`
+answers where a demand fits (best fit: the fullest nodes first) and, when it does not, why,
+like Slurm's pending reasons; `argus.domain.scheduling.plan` decides the order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from argus.domain.records import Attempt, Task
+from argus.domain.task import TaskState
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,31 @@ class Booked:
     @property
     def gpus(self) -> float:
         return float(sum(self.gpus_by_node.values()))
+
+
+# A started task whose GPUs Ray does not show taken yet is counted as not placed (its GPUs kept
+# off the nodes Argus counted it on) for this long after it started; after that, Ray's view
+# alone (its driver has created its placement groups, or never will).
+PLACEMENT_GRACE_S = 120.0
+
+
+def bookings(active: Sequence[Task], latest: Mapping[str, Attempt], now: float) -> list[Booked]:
+    """The admitted tasks' gangs for `free_gpus`, earliest started first: a task not RUNNING
+    (or not started) surely not placed, one started more than PLACEMENT_GRACE_S ago surely
+    placed, one started lately as Ray's totals say."""
+    booked: list[tuple[float, Booked]] = []
+    for t in active:
+        attempt = latest.get(t.task_id)
+        started = attempt.start_time if attempt is not None else None
+        placed: bool | None
+        if t.state != TaskState.RUNNING or not started:
+            placed = False  # not started: its placement groups do not exist yet
+        else:
+            placed = True if now - started > PLACEMENT_GRACE_S else None
+        shape = (int(t.nnodes), float(t.n_gpus_per_node), float(t.driver_gpus or 0))
+        booked.append((started or now, Booked(attempt.placement if attempt else {}, placed, t.pool, shape)))
+    booked.sort(key=lambda b: b[0])
+    return [b for _, b in booked]
 
 
 def _refit(free: dict[str, float], gang: Booked, pools: Mapping[str, str | None]) -> bool:

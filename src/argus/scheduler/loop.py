@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from argus.cluster.errors import ClusterError, ClusterUnavailable, JobNotFound, SubmissionRefused
-from argus.domain.admission import Booked, NodeFree, free_gpus, pool_summary
+from argus.domain.admission import NodeFree, bookings, free_gpus, pool_summary
 from argus.domain.durations import format_duration
 from argus.domain.failure import FailureCause
 from argus.domain.fairshare import fair_share, horizon_start
@@ -62,10 +62,6 @@ from argus.store.code import CodeStore
 from argus.store.tasks import TaskStore, wait_changed
 
 log = logging.getLogger("argus.scheduler")
-# A started task whose GPUs Ray does not show taken yet is counted as not placed (its GPUs kept
-# off the nodes Argus counted it on) for this long after it started; after that, Ray's view
-# alone (its driver has created its placement groups, or never will).
-PLACEMENT_GRACE_S = 120.0
 LIGHT_SNAPSHOT_AGE_S = 1.0  # a light pass's Ray snapshot may be this old (`RecentSnapshots`)
 
 
@@ -276,34 +272,21 @@ class Scheduler:
         """Per schedulable node: free GPUs, its pool (the `pool` label) and its total GPUs.
 
         Free GPUs are Ray's live view less only the admitted gangs Ray has not placed yet
-        (`argus.domain.admission.free_gpus`): a SUBMITTED task's (its driver has not started),
-        and a task's that started less than PLACEMENT_GRACE_S ago unless Ray shows its GPUs
-        taken; each is fitted where Ray could place it now. Where Argus once counted a gang
+        (`argus.domain.admission.bookings` and `free_gpus`): a SUBMITTED task's (its driver has
+        not started), and a task's that started less than PLACEMENT_GRACE_S ago unless Ray shows
+        its GPUs taken; each is fitted where Ray could place it now. Where Argus once counted a gang
         never matters: Ray knows where it went, or chooses anew.
         """
         snap = self.snapshots.snapshot(now, max_age_s)
         self._snapshot_at = self.snapshots.taken_at  # `now` only when Ray was read in this pass
         nodes = snap.schedulable()
-        booked: list[tuple[float, Booked]] = []
-        for t in active:
-            attempt = latest.get(t.task_id)
-            started = attempt.start_time if attempt is not None else None
-            gpus = attempt.placement if attempt is not None else {}
-            placed: bool | None
-            if t.state != TaskState.RUNNING or not started:
-                placed = False  # not started: its placement groups do not exist yet
-            else:
-                placed = True if now - started > PLACEMENT_GRACE_S else None
-            shape = (int(t.nnodes), float(t.n_gpus_per_node), float(t.driver_gpus or 0))
-            booked.append((started or now, Booked(gpus, placed, t.pool, shape)))
-        booked.sort(key=lambda b: b[0])
         used = sum(max(0.0, n.total_gpus - n.available_gpus) for n in snap.nodes if n.alive and not n.is_head)
         total = {n.node_id: n.total_gpus for n in nodes}
         pools = {n.node_id: n.labels.get(POOL_LABEL) for n in nodes}
         free = free_gpus(
             {n.node_id: n.available_gpus for n in nodes},
             total,
-            [b for _, b in booked],
+            bookings(active, latest, now),
             ray_used=used,
             pools=pools,
         )
