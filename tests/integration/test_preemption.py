@@ -122,13 +122,19 @@ def _run(w: World, sid: str, **free: float) -> None:
     _ray_free(w, **free)
 
 
+def _running_low(w: World, user: User) -> str:
+    """`user`'s preemptible priority-100 task holding all 4 GPUs of w1, RUNNING."""
+    low = w.submit(user, w.spec("ppo", n_gpus_per_node=4, priority=100, preemptible=True))
+    w.tick()
+    _run(w, f"{low}--a01", w1=0)
+    w.tick()
+    return low
+
+
 def test_a_low_priority_task_is_preempted_then_resumes_and_succeeds(sandbox, backend):
     with preemption_world(sandbox, backend, {"w1": 4}, preemption="priority", max_attempts=1) as w:
         bob = w.new_user("bob")
-        low = w.submit(bob, w.spec("ppo", n_gpus_per_node=4, priority=100, preemptible=True))
-        w.tick()
-        _run(w, f"{low}--a01", w1=0)
-        w.tick()
+        low = _running_low(w, bob)
         assert _state(w, bob, low) == "RUNNING"
         step2 = _save(w, _attempts(w, bob, low)[0]["job_root"], 2)
         w.clock.advance(300)
@@ -189,10 +195,7 @@ def test_nothing_is_preempted_with_preemption_off_the_default(sandbox, backend):
     with preemption_world(sandbox, backend, {"w1": 4}) as w:
         assert w.client.app.state.settings.scheduler.preemption == "off"
         bob = w.new_user("bob")
-        low = w.submit(bob, w.spec("ppo", n_gpus_per_node=4, priority=100, preemptible=True))
-        w.tick()
-        _run(w, f"{low}--a01", w1=0)
-        w.tick()
+        low = _running_low(w, bob)
         high = w.submit(w.admin, w.spec("ppo", n_gpus_per_node=4, priority=900))
         for _ in range(3):
             w.tick()
@@ -246,10 +249,7 @@ def test_one_victim_at_a_time_named_to_its_own_user_and_min_run_protects_a_resum
 def test_a_victim_whose_ray_job_ended_meanwhile_calls_the_preemption_off(sandbox, backend, monkeypatch):
     with preemption_world(sandbox, backend, {"w1": 4}, preemption="priority") as w:
         bob = w.new_user("bob")
-        low = w.submit(bob, w.spec("ppo", n_gpus_per_node=4, priority=100, preemptible=True))
-        w.tick()
-        _run(w, f"{low}--a01", w1=0)
-        w.tick()
+        low = _running_low(w, bob)
         high = w.submit(w.admin, w.spec("ppo", n_gpus_per_node=4, priority=900))
         sched = w.client.app.state.scheduler
         synced = sched.sync
