@@ -29,10 +29,9 @@ on) over a fresh database, then:
    collapsed stacks).
 
 The per-user submission rate is off unless `--rate-per-user` sets it; `--set SECTION.KEY=VALUE`
-sets any other server setting (e.g. `scheduler.enabled=false`). `--split-scheduler` measures
-what a scheduler process of its own would give: the loaded server runs no scheduler, and a
-second `argus server` on the same database and cluster (answering no requests, so never nudged)
-runs it and admits at its full passes.
+sets any other server setting (e.g. `scheduler.enabled=false`). The server runs its scheduler
+in a child process, as shipped (`scheduler.own_process`), whose CPU is printed apart;
+`--set scheduler.own_process=false` measures the scheduler as a thread of the server instead.
 
 Usage:
     python bench/api_load.py --db sqlite
@@ -391,7 +390,7 @@ def accept_phase(
         f"0.25 x bare would take {0.25 * bare_rate * a_ms / 1000:.1f} core(s) of argus at this cost"
     )
     if scheduler_pid:
-        print(f"  (not counted above: the scheduler's process, {s_cpu / a_elapsed:.2f} core(s))")
+        print(f"  (not counted above: the scheduler's own process, {s_cpu / a_elapsed:.2f} core(s))")
     if a_tally.errors:
         print("  first error:", a_tally.errors[0])
     return not a_tally.errors
@@ -476,11 +475,6 @@ def main() -> int:
     ap.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="a setting: scheduler.enabled=false"
     )
-    ap.add_argument(
-        "--split-scheduler",
-        action="store_true",
-        help="the scheduler in a second server process on the same database (the loaded one runs none)",
-    )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
     ap.add_argument("--users", type=int, default=16, help="users the clients are spread over")
@@ -507,28 +501,20 @@ def main() -> int:
         db_url = f"sqlite:///{db_path}"
     gcs = free_port(6500)
     cluster, _ = local.up(str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500))
-    proc = scheduler = None
+    proc = None
     try:
         sandbox = prepare(workdir)
         port = free_port(18600)
-        if args.split_scheduler:  # the scheduler's own process: no requests, no nudges, full passes
-            own = ["scheduler.enabled=true"]
-            scheduler = start_server(cluster, workdir, db_url, free_port(port + 50), None, args.set + own, "scheduler")
-        off = ["scheduler.enabled=false"] if args.split_scheduler else []
-        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, args.set + off)
+        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, args.set)
         base = f"http://127.0.0.1:{port}"
         admin = ArgusClient(base, ADMIN)
+        child = admin.health()["scheduler"]["process"]
         tokens: list[str] = []
         for i in range(args.users):
             admin.create_user(f"bench{i}")
             tokens.append(admin.issue_token(f"bench{i}")["token"])
         client = ArgusClient(base, tokens[0])
-        shape = (
-            "2 processes (the API with no scheduler; the scheduler, answering no requests, admitting at its "
-            "full passes)"
-            if args.split_scheduler
-            else "1 process (API + scheduler)"
-        )
+        shape = "the API, the scheduler in a child process" if child else "1 process (API + scheduler thread)"
         print(
             f"machine: {os.cpu_count()} cores; database: {args.db}; server: {shape}, "
             f"Ray: head + 2 workers x 4 GPUs; per-user submit rate: {args.rate_per_user or 'no limit'}"
@@ -547,17 +533,22 @@ def main() -> int:
             if waiting > len(tokens):
                 print(f"(the accept phase runs after the others: {waiting} of bench0's tasks wait already)")
             errors += not accept_phase(
-                port, workdir, tokens, spec, proc.pid, args, scheduler.pid if scheduler is not None else None
+                port,
+                workdir,
+                tokens,
+                spec,
+                proc.pid,
+                args,
+                admin.health()["scheduler"]["process"]["pid"] if child else None,
             )
         queue = client.queue()
         parked = sum(1 for t in queue["pending"] if t["state"] == "PENDING_RESOURCES")
         print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
         return 0 if not errors else 1
     finally:
-        for server in (proc, scheduler):
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
         local.down(str(workdir))
         shutil.rmtree(workdir, ignore_errors=True)
         if schema:

@@ -74,6 +74,10 @@ class SchedulerSettings(StrictModel):
     """The scheduler loop's pacing and retry policy."""
 
     enabled: bool = True
+    # `argus server` runs the scheduler loop and the GPU sampler in a child process of their own
+    # (`argus.service.scheduler_process`), so their passes never hold the API's interpreter;
+    # false: threads of the server process.
+    own_process: bool = True
     interval_s: float = Field(default=2.0, gt=0)
     # Passes that nudges start are at least this far apart (bursts are served together).
     min_tick_gap_s: float = Field(default=0.05, ge=0)

@@ -50,7 +50,7 @@ def server(
     host: str | None = typer.Option(None, "--host", help="overrides service.host"),
     port: int | None = typer.Option(None, "--port", help="overrides service.port"),
 ) -> None:
-    """Run the API and the scheduler loop in this process (foreground)."""
+    """Run the API in this process and the scheduler in a child of it (foreground)."""
     import uvicorn
 
     private_umask()
@@ -78,7 +78,12 @@ def server(
             "users' secrets are disabled (tasks that name secrets are refused)"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    child = None
+    if settings.scheduler.enabled and settings.scheduler.own_process:
+        from argus.service.scheduler_process import SchedulerChild
+
+        child = SchedulerChild(settings)
+    app = create_app(settings, scheduler_child=child)
     # What start-up made (modules, the app) lives as long as the process: frozen, it is left out
     # of every later collection, so a full collection under load scans only what requests and
     # passes made (bench/api_load.py: the longest pause 272 -> 103 ms, their total halved).

@@ -268,12 +268,21 @@ class Me(ApiModel):
 
 
 # -- health ---------------------------------------------------------------------------------------
+class SchedulerProcess(ApiModel):
+    pid: int | None = Field(description="the scheduler process's pid; null while it is not running")
+    restarts: int = Field(description="how many times the server has started it again after it exited")
+    last_exit: int | None = Field(description="the exit status of the last one that exited")
+
+
 class SchedulerHealth(ApiModel):
     running: bool
     reconciled: bool
     last_tick_at: IsoTime | None
     ray_ok_at: IsoTime | None
     last_error: str | None
+    process: SchedulerProcess | None = Field(
+        description="the scheduler's own process (`scheduler.own_process`); null: it runs in the server's"
+    )
 
 
 class NodesHealth(ApiModel):

@@ -3,9 +3,10 @@
 Picks the concrete adapters (database from the URL, Ray job tool, cluster snapshot source, SSH
 connector, Ray drain) unless the caller hands its own in, so tests can wire theirs. The scheduler
 loop and the node reconciler run in threads of the same process, started and stopped with the app
-(FastAPI lifespan), the GPU sampler beside the scheduler; the API nudges the scheduler when a
-task arrives or is cancelled. Metrics live
-in the app's own registry (`argus.service.metrics`): the scheduler reports its passes there.
+(FastAPI lifespan), the GPU sampler beside the scheduler; or the scheduler and the sampler run in
+a child process (`argus.service.scheduler_process`, what `argus server` does by default). The API
+nudges the scheduler when a task arrives or is cancelled. Metrics live in the app's own registry
+(`argus.service.metrics`): the scheduler reports its passes there, or its process's are read in.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from argus.cluster.jobs import RayJobTool
 from argus.cluster.reward_check import RayRewardChecker
 from argus.ports import Clock, ClusterView, Drainer, GpuStats, JobTool, RewardChecker, SSHRunner
 from argus.scheduler.gpu_sampler import GpuSampler
-from argus.scheduler.loop import Scheduler
 from argus.scheduler.node_reconciler import NodeReconciler
-from argus.scheduler.secrets import JobSecrets
 from argus.service import errors
 from argus.service.auth import Authenticator
 from argus.service.background import Background
@@ -45,6 +44,7 @@ from argus.service.routes import secrets as secret_routes
 from argus.service.routes import tasks as task_routes
 from argus.service.routes import usage as usage_routes
 from argus.service.routes import users as user_routes
+from argus.service.scheduler_process import SchedulerChild, build_scheduler
 from argus.service.secret_service import SecretService
 from argus.service.task_inputs import TaskInputs
 from argus.service.task_service import TaskService
@@ -114,6 +114,7 @@ def create_app(
     run_nodes: bool | None = None,
     rewards: RewardChecker | None = None,
     gpu_stats: GpuStats | None = None,
+    scheduler_child: SchedulerChild | None = None,
 ) -> FastAPI:
     """Build the app; the database is migrated here, the loops start with the app.
 
@@ -129,6 +130,10 @@ def create_app(
         gpu_stats: reads the nodes' GPU utilisation and memory for the GPU sampler (default:
             `RayGpuReader`, Ray's metrics agents; it runs with the scheduler, every
             `scheduler.gpu_sample_interval_s`, never when that is 0).
+        scheduler_child: the scheduler (and GPU sampler) run in this child process instead of
+            threads (`argus server` with `scheduler.own_process`): it is started and stopped with
+            the app, nudged through its socket, and `/healthz` and `/metrics` show what it
+            reports. The app's own `Scheduler` then only answers the API's reads of capacity.
     """
     own_db = db is None
     db = db or open_database(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
@@ -136,17 +141,9 @@ def create_app(
     jobs = jobs or RayJobTool(settings.ray)
     snapshots = snapshots or _default_snapshots(settings)
     code_store, secret_store = CodeStore(db), SecretStore(db, settings.secrets_key(environ))
-    metrics = Metrics(settings.admin_token(environ), settings.metrics_token(environ))
-    scheduler = Scheduler(
-        settings,
-        store,
-        jobs,
-        snapshots,
-        clock,
-        code=code_store,
-        secrets=JobSecrets(settings.shared_root, secret_store),
-        observer=metrics.scheduler,
-    )
+    child = scheduler_child
+    metrics = Metrics(settings.admin_token(environ), settings.metrics_token(environ), scheduler=child is None)
+    scheduler = build_scheduler(settings, db, jobs, snapshots, clock, metrics.scheduler, environ)
     reconciler = NodeReconciler(
         settings,
         NodeStore(db),
@@ -164,10 +161,11 @@ def create_app(
     background = Background(
         scheduler,
         reconciler,
-        run_scheduler=run,
+        run_scheduler=run and child is None,
         run_nodes=run if run_nodes is None else run_nodes,
         checkpoint_db=db if own_db else None,
         gpu_sampler=gpu_sampler,
+        child=child if run else None,
     )
 
     @asynccontextmanager
@@ -192,6 +190,8 @@ def create_app(
     state = app.state
     state.settings, state.db, state.store = settings, db, store
     state.scheduler, state.scheduler_running, state.gpu_sampler = scheduler, run, gpu_sampler
+    state.scheduler_child = background.child
+    state.scheduler_health = background.child.health if background.child else scheduler
     state.node_reconciler, state.nodes_reconciling = reconciler, background.run_nodes
     state.auth = Authenticator(users, settings.admin_token(environ))
     state.users = UserService(users, state.auth, clock)
@@ -220,7 +220,7 @@ def create_app(
         settings,
         store,
         jobs,
-        scheduler.nudge,
+        background.child.nudge if background.child else scheduler.nudge,
         clock,
         pool_capacity=scheduler.pool_capacity,
         inputs=inputs,
@@ -231,6 +231,8 @@ def create_app(
     probe = RayProbe(snapshots, scheduler.node_capacity)
     gpu_seconds = LedgerStore(db).gpu_seconds_by_user_pool
     metrics.registry.register(ArgusCollector(settings, store, NodeStore(db), probe, clock, gpu_seconds))
+    if background.child is not None:
+        metrics.registry.register(background.child.health)  # the child's pass metrics
     state.metrics, state.snapshots = metrics, snapshots
     app.add_middleware(ApiMetrics, metrics=metrics.requests)
     return app

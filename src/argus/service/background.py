@@ -1,10 +1,11 @@
-"""The server's background threads: the scheduler loop, the node reconciler, the GPU sampler and
-SQLite checkpoints.
+"""The server's background work: the scheduler loop, the node reconciler, the GPU sampler and
+SQLite checkpoints, in threads, or the scheduler and the sampler in a child process.
 
 Owns starting them with the app and stopping them with it (FastAPI lifespan): `start()` starts
 what the settings ask for (the GPU sampler runs where the scheduler runs, when its interval is
-not 0), `stop()` sets the shared stop event, nudges the loops so a waiting pass returns at once,
-and joins them. Each loop paces itself (`argus.scheduler.pacing`).
+not 0; with a `SchedulerChild`, both run in it), `stop()` sets the shared stop event, nudges the
+loops so a waiting pass returns at once, joins them and stops the child. Each loop paces itself
+(`argus.scheduler.pacing`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from argus.scheduler.gpu_sampler import GpuSampler
 from argus.scheduler.loop import Scheduler
 from argus.scheduler.node_reconciler import NodeReconciler
+from argus.service.scheduler_process import SchedulerChild
 from argus.store.db import Database
 
 log = logging.getLogger("argus.service")
@@ -44,11 +46,14 @@ class Background:
         run_nodes: bool,
         checkpoint_db: Database | None,
         gpu_sampler: GpuSampler | None = None,
+        child: SchedulerChild | None = None,
     ):
         """Args:
         run_scheduler, run_nodes: whether to run each loop.
         checkpoint_db: the SQLite database whose checkpoints this process runs (None: none).
         gpu_sampler: samples running attempts' GPUs beside the scheduler (None: none).
+        child: the process the scheduler and the sampler run in instead (None: threads, when
+            `run_scheduler`).
         """
         self.scheduler = scheduler
         self.reconciler = reconciler
@@ -56,6 +61,7 @@ class Background:
         self.run_nodes = run_nodes
         self.checkpoint_db = checkpoint_db
         self.gpu_sampler = gpu_sampler
+        self.child = child
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -76,6 +82,8 @@ class Background:
                 self._spawn("argus-gpu-sampler", self.gpu_sampler.run)
         if self.run_nodes:
             self._spawn("argus-nodes", self.reconciler.run)
+        if self.child is not None:
+            self.child.start()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -87,3 +95,5 @@ class Background:
             thread.join(timeout=JOIN_TIMEOUT_S)
         self._threads.clear()
         self.reconciler.close()
+        if self.child is not None:
+            self.child.stop()

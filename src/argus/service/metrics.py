@@ -113,9 +113,11 @@ class ApiMetrics:
 class Metrics:
     """The app's registry and its feeds (the scrape-time collector is registered by the wiring)."""
 
-    def __init__(self, admin_token: str | None, metrics_token: str | None):
+    def __init__(self, admin_token: str | None, metrics_token: str | None, scheduler: bool = True):
+        """`scheduler`: the scheduler runs in this process (else its process's metrics are
+        served here by the collector that reads them, `argus.scheduler.link.StatusReader`)."""
         self.registry = CollectorRegistry(auto_describe=False)
-        self.scheduler = SchedulerMetrics(self.registry)
+        self.scheduler = SchedulerMetrics(self.registry) if scheduler else None
         self.requests = RequestMetrics(self.registry)
         self._tokens = [t.encode() for t in (admin_token, metrics_token) if t]
 

@@ -1,0 +1,134 @@
+"""The scheduler in its own process (`scheduler.own_process`, the default of `argus server`),
+against the real local Ray cluster: a real server process, its child, the nudge socket between
+them, and what the child reports through `/healthz` and `/metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import user_client, wait_state
+from prometheus_client.parser import text_string_to_metric_families
+
+from argus.cluster import local
+from argus.testing.sandbox import task_yaml
+from argus.testing.server import ServerProcess
+
+pytestmark = pytest.mark.ray
+ADMIN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def _health(server: ServerProcess) -> dict:
+    return httpx.get(f"{server.url}/healthz", timeout=5).json()
+
+
+def _until(what: str, pred, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _run_dir(pid: int) -> Path:
+    """The run directory whose status the scheduler process `pid` writes."""
+    mine = []
+    for status in Path("/tmp").glob("argus-scheduler-*/status.json"):
+        try:
+            if json.loads(status.read_text())["pid"] == pid:
+                mine.append(status.parent)
+        except (OSError, ValueError):
+            continue
+    assert len(mine) == 1, mine
+    assert mine[0].stat().st_mode & 0o077 == 0  # private to the server's user
+    return mine[0]
+
+
+def _metric(server: ServerProcess, sample: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", headers=AUTH, timeout=5).text
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == sample]
+    assert len(values) == 1, (sample, values)
+    return values[0]
+
+
+def _reconciled(server: ServerProcess) -> dict:
+    return _until(
+        "a reconciled scheduler process",
+        lambda: (h := _health(server))["scheduler"]["reconciled"] and h["ray"] == "ok" and h,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def server(idle_cluster, sandbox, tmp_path):
+    # A full pass only every 60 s: whatever is admitted sooner was admitted by a nudge.
+    srv = ServerProcess(local.config_file(idle_cluster.shared_root), tmp_path, ADMIN, interval_s=60)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_submission_nudges_the_scheduler_process_which_admits_it_before_its_next_full_pass(server, sandbox):
+    health = _reconciled(server)
+    child = health["scheduler"]["process"]
+    assert health["status"] == "ok" and health["scheduler"]["running"] is True
+    assert child["restarts"] == 0 and child["last_exit"] is None
+    assert _parent(child["pid"]) == server.proc.pid  # a child of the server, not a thread of it
+    passes = _metric(server, "argus_scheduler_pass_seconds_count")
+    assert passes >= 1  # the child's first full pass, served on the API's /metrics
+    assert _metric(server, "argus_scheduler_admissions_total") == 0
+
+    alice = user_client(server.url, ADMIN, "alice")
+    t0 = time.monotonic()
+    tid = alice.submit(task_yaml(sandbox, "ppo", n_gpus_per_node=1, total_training_steps=2))["task_id"]
+    task = wait_state(alice, tid, {"SUBMITTED", "RUNNING", "SUCCEEDED"}, timeout=30)
+    took = time.monotonic() - t0
+    assert took < 30, f"admitted after {took:.1f} s: not by a nudge (next full pass at 60 s)"
+    assert task["latest_attempt"]["ray_submission_id"] == f"{tid}--a01"
+    _until("the admission counted", lambda: _metric(server, "argus_scheduler_admissions_total") == 1)
+    assert _metric(server, "argus_scheduler_pass_seconds_count") > passes
+    alice.cancel(tid)
+
+
+def test_the_server_starts_its_scheduler_process_again_and_takes_it_down_when_killed(server, sandbox):
+    first = _reconciled(server)["scheduler"]["process"]["pid"]
+    os.kill(first, signal.SIGKILL)
+    again = _until(
+        "a new scheduler process",
+        lambda: (p := _health(server)["scheduler"]["process"])["pid"] not in (None, first) and p,
+    )
+    assert again["restarts"] == 1 and again["last_exit"] == -signal.SIGKILL
+    assert _parent(again["pid"]) == server.proc.pid
+    health = _reconciled(server)  # the new one reconciles with Ray before it admits
+    assert health["scheduler"]["process"]["pid"] == again["pid"]
+
+    alice = user_client(server.url, ADMIN, "alice")
+    tid = alice.submit(task_yaml(sandbox, "ppo", n_gpus_per_node=1, total_training_steps=2))["task_id"]
+    wait_state(alice, tid, {"SUBMITTED", "RUNNING", "SUCCEEDED"}, timeout=30)
+    alice.cancel(tid)
+
+    # A crashed server leaves no scheduler behind (a restarted one would otherwise run beside it).
+    run_dir = _run_dir(again["pid"])
+    server.kill()
+    _until("the scheduler process gone with its server", lambda: not _alive(again["pid"]), timeout=30)
+    _until("its run directory removed", lambda: not run_dir.exists())
