@@ -57,11 +57,11 @@ def snapshot_dir(shared_root: str, user: str, sha256: str) -> PurePosixPath:
 
 def snapshot_of(path: str, shared_root: str, user: str) -> str | None:
     """The sha256 of the user's snapshot that `path` (already resolved) lies in, else None."""
-    parts = PurePosixPath(path).parts
-    base = code_root(shared_root, user).parts
-    if len(parts) > len(base) and parts[: len(base)] == base and _SHA256_RE.fullmatch(parts[len(base)]):
-        return parts[len(base)]
-    return None
+    base = f"{code_root(shared_root, user)}/"
+    if not path.startswith(base):
+        return None
+    head = path[len(base) :].partition("/")[0]
+    return head if _SHA256_RE.fullmatch(head) else None
 
 
 def secrets_file(shared_root: str, user: str, submission_id: str) -> PurePosixPath:

@@ -187,4 +187,4 @@ def with_resume(spec: TaskSpec, rendered: Rendered, attempt: Attempt) -> Rendere
     overrides = [*rendered.overrides, *extra]
     entry = build_entrypoint(spec, rendered.submission_id, rendered.job_root, overrides=overrides)
     request = dataclasses.replace(rendered.request, entrypoint=entry)
-    return dataclasses.replace(rendered, request=request, overrides=overrides)
+    return dataclasses.replace(rendered, overrides=overrides, build=lambda: request)

@@ -72,12 +72,15 @@ DENIED_ENV_PREFIXES = {
 }
 
 
+_CONTROL = re.compile("[\x00-\x1f]")
+
+
 def check_free_text(value: str) -> str:
     """Refuse characters that cannot be quoted safely for Hydra."""
     bad = [c for c in _UNSAFE_TEXT if c in value]
     if bad:
         raise ValueError(f"must not contain {' '.join(repr(c) for c in bad)}")
-    if any(ord(c) < 32 for c in value):
+    if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
     return value
 

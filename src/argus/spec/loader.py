@@ -50,8 +50,11 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     return data
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _bad_text(value: str) -> bool:
-    return any("\ud800" <= c <= "\udfff" for c in value)
+    return _SURROGATE.search(value) is not None
 
 
 def tree_problem(data: Any) -> str | None:
@@ -93,6 +96,8 @@ def read_text(path: str | Path) -> str:
 def expand_vars(value: Any, variables: Mapping[str, str]) -> Any:
     """Replace `${name}` for the names in `variables` inside every string of `value`."""
     if isinstance(value, str):
+        if "${" not in value:
+            return value
         return _VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
     if isinstance(value, list):
         return [expand_vars(v, variables) for v in value]

@@ -6,8 +6,10 @@ offline Hydra check of the rendered overrides. Pure except for reading the verl 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 
 from argus.domain.ids import new_submission_id
@@ -23,15 +25,19 @@ from argus.spec.taskspec import ResolveCode, TaskSpec, parse_task_spec
 
 @dataclass(frozen=True)
 class Rendered:
-    request: SubmissionRequest
+    """A rendered run. Its `request` (entrypoint, runtime env) is built when first read: the
+    checks of an accepted task need only the overrides, and it is built at dispatch."""
+
+    submission_id: str
     job_root: PurePosixPath
     overrides: list[str]
     config_dir: Path | None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str]
+    build: Callable[[], SubmissionRequest] = field(repr=False, compare=False)
 
-    @property
-    def submission_id(self) -> str:
-        return self.request.submission_id
+    @cached_property
+    def request(self) -> SubmissionRequest:
+        return self.build()
 
 
 def render(
@@ -47,7 +53,6 @@ def render(
     config_dir = find_verl_config_dir(spec.code_path)
     key = reward_key(config_dir, CONFIG_NAMES[spec.workload]) if spec.reward is not None else REWARD_KEY
     overrides = build_overrides(spec, sid, root, key)
-    request = build_submission(config, spec, sid, root, user, key, overrides)
     warnings = []
     if config_dir is None:
         warnings.append(
@@ -64,7 +69,8 @@ def render(
             f"env_vars.{name} looks like a credential: its value is stored with the task and shown to Ray; "
             f"keep it as a secret instead (`argus secrets set {name}`, then `secrets: [{name}]`)"
         )
-    return Rendered(request, root, overrides, config_dir, warnings)
+    build = partial(build_submission, config, spec, sid, root, user, key, overrides)
+    return Rendered(sid, root, overrides, config_dir, warnings, build)
 
 
 def check(spec: TaskSpec, rendered: Rendered, source: str = "task spec") -> None:
