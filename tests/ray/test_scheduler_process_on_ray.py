@@ -5,7 +5,6 @@ them, and what the child reports through `/healthz` and `/metrics`.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -51,24 +50,19 @@ def _alive(pid: int) -> bool:
 
 
 def _run_dir(pid: int) -> Path:
-    """The run directory whose status the scheduler process `pid` writes."""
-    mine = []
-    for status in Path("/tmp").glob("argus-scheduler-*/status.json"):
-        try:
-            if json.loads(status.read_text())["pid"] == pid:
-                mine.append(status.parent)
-        except (OSError, ValueError):
-            continue
-    assert len(mine) == 1, mine
-    assert mine[0].stat().st_mode & 0o077 == 0  # private to the server's user
-    return mine[0]
+    """The run directory on the scheduler process's command line (private to the server's user)."""
+    args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    run_dir = Path(args[args.index("--run-dir") + 1])
+    assert run_dir.stat().st_mode & 0o077 == 0
+    return run_dir
 
 
-def _metric(server: ServerProcess, sample: str) -> float:
+def _metric(server: ServerProcess, sample: str) -> float | None:
+    """One sample's value on the server's /metrics (None: not there)."""
     text = httpx.get(f"{server.url}/metrics", headers=AUTH, timeout=5).text
     values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == sample]
-    assert len(values) == 1, (sample, values)
-    return values[0]
+    assert len(values) <= 1, (sample, values)
+    return values[0] if values else None
 
 
 def _reconciled(server: ServerProcess) -> dict:
@@ -81,8 +75,9 @@ def _reconciled(server: ServerProcess) -> dict:
 
 @pytest.fixture
 def server(idle_cluster, sandbox, tmp_path):
-    # A full pass only every 60 s: whatever is admitted sooner was admitted by a nudge.
-    srv = ServerProcess(local.config_file(idle_cluster.shared_root), tmp_path, ADMIN, interval_s=60)
+    # One full pass at start, the next an hour later: whatever is admitted meanwhile was admitted
+    # by a nudge from the API.
+    srv = ServerProcess(local.config_file(idle_cluster.shared_root), tmp_path, ADMIN, interval_s=3600)
     srv.start()
     yield srv
     srv.stop()
@@ -94,19 +89,20 @@ def test_a_submission_nudges_the_scheduler_process_which_admits_it_before_its_ne
     assert health["status"] == "ok" and health["scheduler"]["running"] is True
     assert child["restarts"] == 0 and child["last_exit"] is None
     assert _parent(child["pid"]) == server.proc.pid  # a child of the server, not a thread of it
-    passes = _metric(server, "argus_scheduler_pass_seconds_count")
-    assert passes >= 1  # the child's first full pass, served on the API's /metrics
+    # The child's first full pass, served on the API's /metrics.
+    passes = _until("a pass counted", lambda: _metric(server, "argus_scheduler_pass_seconds_count"))
     assert _metric(server, "argus_scheduler_admissions_total") == 0
+    assert _metric(server, "argus_scheduler_process_up") == 1
 
     alice = user_client(server.url, ADMIN, "alice")
     t0 = time.monotonic()
     tid = alice.submit(task_yaml(sandbox, "ppo", n_gpus_per_node=1, total_training_steps=2))["task_id"]
     task = wait_state(alice, tid, {"SUBMITTED", "RUNNING", "SUCCEEDED"}, timeout=30)
     took = time.monotonic() - t0
-    assert took < 30, f"admitted after {took:.1f} s: not by a nudge (next full pass at 60 s)"
+    assert took < 30, f"admitted after {took:.1f} s"
     assert task["latest_attempt"]["ray_submission_id"] == f"{tid}--a01"
     _until("the admission counted", lambda: _metric(server, "argus_scheduler_admissions_total") == 1)
-    assert _metric(server, "argus_scheduler_pass_seconds_count") > passes
+    assert (_metric(server, "argus_scheduler_pass_seconds_count") or 0) > passes
     alice.cancel(tid)
 
 
@@ -119,6 +115,7 @@ def test_the_server_starts_its_scheduler_process_again_and_takes_it_down_when_ki
     )
     assert again["restarts"] == 1 and again["last_exit"] == -signal.SIGKILL
     assert _parent(again["pid"]) == server.proc.pid
+    assert _metric(server, "argus_scheduler_process_restarts_total") == 1
     health = _reconciled(server)  # the new one reconciles with Ray before it admits
     assert health["scheduler"]["process"]["pid"] == again["pid"]
 
@@ -130,5 +127,5 @@ def test_the_server_starts_its_scheduler_process_again_and_takes_it_down_when_ki
     # A crashed server leaves no scheduler behind (a restarted one would otherwise run beside it).
     run_dir = _run_dir(again["pid"])
     server.kill()
-    _until("the scheduler process gone with its server", lambda: not _alive(again["pid"]), timeout=30)
+    _until("the scheduler process gone with its server", lambda: not _alive(again["pid"]), timeout=10)
     _until("its run directory removed", lambda: not run_dir.exists())

@@ -182,6 +182,7 @@ def test_every_alert_has_a_severity_summary_and_runbook(rendered):
     rules = [r for g in groups for r in g["rules"]]
     assert [r["alert"] for r in rules] == [
         "ArgusDown",
+        "SchedulerProcessDown",
         "RayHeadUnreachable",
         "HeadRecordStale",
         "NodeLostWithTasks",

@@ -61,17 +61,25 @@ def test_a_new_listener_replaces_a_socket_left_by_a_dead_one(tmp_path):
     stop = threading.Event()
     thread = threading.Thread(target=listener.run, args=(stop,))
     thread.start()
+    send = NudgeSender(tmp_path)
     try:
-        NudgeSender(tmp_path)(sync=True)
+        send(sync=True)
         _until(lambda: got == [True])
     finally:
         stop.set()
         thread.join(timeout=5)
+        send.close()
+
+
+class _Scheduler(SimpleNamespace):
+    @property
+    def last_fair_share(self):
+        return self.fair_share
 
 
 def _scheduler(**kw):
     base = {"reconciled": False, "last_tick_at": None, "last_error": None, "ray_error": None, "ray_ok_at": None}
-    return SimpleNamespace(**{**base, **kw})
+    return _Scheduler(**{**base, "fair_share": None, **kw})
 
 
 def test_the_reader_sees_what_the_writer_wrote_and_nothing_before(tmp_path):
@@ -94,17 +102,25 @@ def test_the_reader_sees_what_the_writer_wrote_and_nothing_before(tmp_path):
     assert reader.reconciled is False and not (tmp_path / "status.json").exists()
 
 
-def test_the_writer_thread_writes_the_last_state_when_stopped(tmp_path):
+def test_the_writer_thread_writes_while_it_runs_and_the_last_state_when_stopped(tmp_path):
     sched = _scheduler()
-    writer = StatusWriter(tmp_path, sched, lambda: [], every_s=30)
+    reader = StatusReader(tmp_path)
     stop = threading.Event()
-    thread = threading.Thread(target=writer.run, args=(stop,))
+    thread = threading.Thread(target=StatusWriter(tmp_path, sched, lambda: [], every_s=0.01).run, args=(stop,))
     thread.start()
-    _until(lambda: (tmp_path / "status.json").exists())
-    sched.last_tick_at = 42.0
+    sched.last_tick_at = 1.0
+    _until(lambda: reader.last_tick_at == 1.0)
     stop.set()
     thread.join(timeout=5)
-    assert StatusReader(tmp_path).last_tick_at == 42.0
+    slow = StatusWriter(tmp_path, sched, lambda: [], every_s=3600)
+    stop = threading.Event()
+    thread = threading.Thread(target=slow.run, args=(stop,))
+    thread.start()
+    sched.last_tick_at, sched.fair_share = 42.0, {"alice": 1.5}
+    stop.set()  # set after the last pass: its state is written before the thread ends
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert reader.last_tick_at == 42.0 and reader.last_fair_share == {"alice": 1.5}
 
 
 def test_the_childs_metrics_are_served_by_the_reader_as_a_collector(tmp_path):

@@ -30,6 +30,8 @@ ARGUS_SERIES: frozenset[str] = frozenset(
         "argus_user_gpu_seconds_total",
         "argus_task_ends_total",
         "argus_scheduler_admissions_total",
+        "argus_scheduler_process_up",
+        "argus_scheduler_process_restarts_total",
         "argus_api_requests_total",
         "argus_ray_up",
         "argus_head_record_age_seconds",

@@ -57,6 +57,15 @@ CASES: tuple[Case, ...] = (
     ),
     Case("ArgusDown", "healthy", (series("up", "1x10", **ARGUS),), "5m"),
     Case("ArgusDown", "down for less than its `for`", (series("up", "0x10", **ARGUS),), "1m"),
+    # -- SchedulerProcessDown --
+    Case("SchedulerProcessDown", "down", (series("argus_scheduler_process_up", "0x10", **ARGUS),), "5m", (ARGUS,)),
+    Case("SchedulerProcessDown", "running", (series("argus_scheduler_process_up", "1x10", **ARGUS),), "5m"),
+    Case(
+        "SchedulerProcessDown",
+        "restarted within its `for`",
+        (series("argus_scheduler_process_up", "1 0 1x8", **ARGUS),),
+        "5m",
+    ),
     # -- RayHeadUnreachable --
     Case("RayHeadUnreachable", "ray down", (series("argus_ray_up", "0x10", **ARGUS),), "5m", (ARGUS,)),
     Case("RayHeadUnreachable", "healthy", (series("argus_ray_up", "1x10", **ARGUS),), "5m"),

@@ -71,6 +71,19 @@ ALERTS: tuple[Alert, ...] = (
         ),
     ),
     Alert(
+        name="SchedulerProcessDown",
+        expr="argus_scheduler_process_up == 0",
+        for_="2m",
+        severity="critical",
+        summary="The Argus server's scheduler process is not running",
+        runbook=(
+            "The API answers but nothing is admitted, synced or timed out (running Ray jobs go "
+            "on). The server starts the process again after 1-30 s: read why it exits in the "
+            "server's log (`the scheduler process ... exited with`), and `/healthz` "
+            "(`scheduler.process`: restarts, last exit status)."
+        ),
+    ),
+    Alert(
         name="RayHeadUnreachable",
         expr="argus_ray_up == 0",
         for_="2m",

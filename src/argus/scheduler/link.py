@@ -10,8 +10,9 @@ child (`argus.service.scheduler_process`):
   it. `NudgeListener`, in the scheduler's process, hands each datagram to the scheduler's own
   `nudge`; a burst of them is served by one pass (`argus.scheduler.pacing`).
 - **status**, scheduler -> API: `StatusWriter`, in the scheduler's process, writes
-  `status.json` (what `/healthz` shows of the scheduler, and its pass metrics as Prometheus
-  text) at most every `every_s` when it has changed, replacing the file atomically.
+  `status.json` (what `/healthz` shows of the scheduler, the fair share its last full pass
+  ordered by, and its pass metrics as JSON samples) at most every `every_s` when it has
+  changed, replacing the file atomically.
   `StatusReader`, in the API process, reads it back (once per change of the file) and has the
   same health attributes as an in-process `Scheduler`, so `/healthz` reads either alike; as a
   Prometheus collector in the API's registry it serves the child's metrics on `/metrics`.
@@ -40,7 +41,7 @@ STATUS_FILE = "status.json"
 ADMIT, SYNC = b"a", b"s"
 
 
-class SchedulerHealth(Protocol):
+class SchedulerState(Protocol):
     """What `/healthz` reads of a scheduler (an in-process `Scheduler` or a `StatusReader`)."""
 
     reconciled: bool
@@ -48,6 +49,11 @@ class SchedulerHealth(Protocol):
     last_error: str | None
     ray_error: str | None
     ray_ok_at: float | None
+
+    @property
+    def last_fair_share(self) -> dict[str, float] | None:
+        """Per user, the decayed GPU-hours its last full pass ordered by (None: none yet)."""
+        ...
 
 
 class NudgeSender:
@@ -102,9 +108,7 @@ class NudgeListener:
 class StatusWriter:
     """Writes the scheduler's health and metrics to `status.json` while it runs."""
 
-    def __init__(
-        self, run_dir: str | Path, health: SchedulerHealth, metrics: Callable[[], list], every_s: float = 0.25
-    ):
+    def __init__(self, run_dir: str | Path, health: SchedulerState, metrics: Callable[[], list], every_s: float = 0.25):
         """Args:
         health: the running scheduler.
         metrics: its pass metrics (`metric_samples` of its registry).
@@ -123,6 +127,7 @@ class StatusWriter:
             "last_error": h.last_error,
             "ray_error": h.ray_error,
             "ray_ok_at": h.ray_ok_at,
+            "fair_share": h.last_fair_share,
             "metrics": self.metrics(),
         }
 
@@ -138,13 +143,14 @@ class StatusWriter:
         return True
 
     def run(self, stop: threading.Event) -> None:
+        """Write every `every_s` until `stop`, then once more (set it after the last pass)."""
         while True:
+            last = stop.wait(self.every_s)
             try:
                 self.write()
             except OSError:  # the run directory went away: the server is gone
                 log.warning("cannot write the scheduler's status to %s", self.path, exc_info=True)
-            if stop.wait(self.every_s):
-                self.write()  # the last word: what the final pass left
+            if last:
                 return
 
 
@@ -157,7 +163,7 @@ class StatusReader:
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / STATUS_FILE
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._status: dict[str, Any] = {}
 
     def status(self) -> dict[str, Any]:
@@ -165,7 +171,7 @@ class StatusReader:
             st = self.path.stat()
         except FileNotFoundError:
             return {}
-        stamp = (st.st_mtime_ns, st.st_ino)
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
         if stamp != self._stamp:
             try:
                 self._status = json.loads(self.path.read_text())
@@ -198,6 +204,10 @@ class StatusReader:
     @property
     def ray_ok_at(self) -> float | None:
         return self.status().get("ray_ok_at")
+
+    @property
+    def last_fair_share(self) -> dict[str, float] | None:
+        return self.status().get("fair_share")
 
     def collect(self) -> Iterator[Metric]:
         """The child's pass metrics as it last wrote them (a Prometheus collector)."""

@@ -314,6 +314,11 @@ class Scheduler:
         half_life = self.settings.scheduler.fair_share_half_life_h * 3600
         return fair_share(self.store.usage_rows(horizon_start(now, half_life)), now, half_life)
 
+    @property
+    def last_fair_share(self) -> dict[str, float] | None:
+        """Per user, the decayed GPU-hours the last full pass ordered by (None: none ran)."""
+        return self._usage[0] if self._usage else None
+
     def fair_share_now(self) -> dict[str, float]:
         """Per user, the decayed GPU-hours the last full pass ordered by (computed if none ran)."""
         return (self._usage or self.usage(self.clock()))[0]

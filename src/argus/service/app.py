@@ -12,7 +12,7 @@ nudges the scheduler when a task arrives or is cancelled. Metrics live in the ap
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +25,7 @@ from argus.cluster.jobs import RayJobTool
 from argus.cluster.reward_check import RayRewardChecker
 from argus.ports import Clock, ClusterView, Drainer, GpuStats, JobTool, RewardChecker, SSHRunner
 from argus.scheduler.gpu_sampler import GpuSampler
+from argus.scheduler.loop import Scheduler
 from argus.scheduler.node_reconciler import NodeReconciler
 from argus.service import errors
 from argus.service.auth import Authenticator
@@ -82,6 +83,17 @@ def _default_ssh(settings: ArgusSettings) -> SSHRunner:
     from argus.cluster.ssh import SSHConnector
 
     return SSHConnector(settings.nodes.key_dir, settings.nodes.ssh_connect_timeout_s)
+
+
+def _fair_share(child: SchedulerChild, scheduler: Scheduler) -> Callable[[], dict[str, float]]:
+    """The fair share the scheduler process's last full pass ordered by (computed here until it
+    has reported one)."""
+
+    def now() -> dict[str, float]:
+        reported = child.health.last_fair_share
+        return reported if reported is not None else scheduler.fair_share_now()
+
+    return now
 
 
 def _install(app: FastAPI, max_body_bytes: int, code_max_bytes: int) -> None:
@@ -224,7 +236,7 @@ def create_app(
         clock,
         pool_capacity=scheduler.pool_capacity,
         inputs=inputs,
-        fair_share=scheduler.fair_share_now,
+        fair_share=scheduler.fair_share_now if background.child is None else _fair_share(background.child, scheduler),
     )
     _install(app, settings.service.max_body_bytes, settings.service.code_max_bytes)
     # Metrics: the scrape-time collector in the app's own registry; every request counted.
@@ -232,7 +244,7 @@ def create_app(
     gpu_seconds = LedgerStore(db).gpu_seconds_by_user_pool
     metrics.registry.register(ArgusCollector(settings, store, NodeStore(db), probe, clock, gpu_seconds))
     if background.child is not None:
-        metrics.registry.register(background.child.health)  # the child's pass metrics
+        metrics.registry.register(background.child)  # whether it runs, and its pass metrics
     state.metrics, state.snapshots = metrics, snapshots
     app.add_middleware(ApiMetrics, metrics=metrics.requests)
     return app

@@ -86,6 +86,8 @@ class Background:
             self.child.start()
 
     def stop(self) -> None:
+        if self.child is not None:
+            self.child.signal_stop()  # it winds down while the threads here do
         self.stop_event.set()
         self.scheduler.nudge()
         self.reconciler.nudge()

@@ -7,16 +7,24 @@ for behind the lock.
 
 Owns:
 
-- `SchedulerChild`, in the API process: makes a private run directory (mode 0700), writes the
-  settings there, starts the child (`python -m argus.service.scheduler_process`) in a session of
-  its own (a terminal's Ctrl-C goes to the server, which stops it), starts it again when it
-  exits (after 1 s, doubling to at most 30 s while it keeps failing at once), and stops it with
-  the server (SIGTERM, then SIGKILL after `STOP_TIMEOUT_S`). Its `nudge` and `health` are
-  `argus.scheduler.link`'s sender and reader.
+- `SchedulerChild`, in the API process: makes a private run directory (mode 0700), starts the
+  child (`python -m argus.service.scheduler_process`) in a session of its own (a terminal's
+  Ctrl-C goes to the server, which stops it), hands it the settings on its standard input (no
+  copy of them on disk) and an environment without the admin, metrics and console keys, starts
+  it again when it exits or cannot be started (after 1 s, doubling to at most 30 s while it keeps
+  failing), and stops it with the server (SIGTERM, then SIGKILL after `STOP_TIMEOUT_S`). Its
+  `nudge` and `health` are `argus.scheduler.link`'s sender and reader; as a Prometheus
+  collector it serves `argus_scheduler_process_up`, `argus_scheduler_process_restarts_total`
+  and the child's own pass metrics.
 - `run_child`, the child's main: the scheduler and the GPU sampler as threads (as in the server
-  when `own_process` is false), the nudge listener and the status writer beside them. It ends on
-  SIGTERM or SIGINT, and when its parent dies (Linux's parent-death signal, and a check of its
-  parent's pid every second), so a killed server never leaves a second scheduler behind.
+  when `own_process` is false), the nudge listener and the status writer beside them. SIGTERM
+  and SIGINT stop it: their handler only raises in its main thread, which does nothing but
+  sleep and check (no lock a handler could wait on); it stops the loops, lets the pass in
+  progress end, writes its last status and exits. When its server dies
+  (Linux's parent-death signal, and a check of its parent's pid every second) it exits at once,
+  cutting a pass short as a crash would, so that a server started again never finds a second
+  scheduler still at work (the next one reconciles with Ray before it admits). A loop thread
+  that dies makes it exit 1, for the server to start it again.
 - `build_scheduler`: the one wiring of a `Scheduler`, for both shapes.
 """
 
@@ -33,10 +41,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from argus.cluster.gpu_metrics import RayGpuReader
 from argus.cluster.jobs import RayJobTool
@@ -46,7 +56,7 @@ from argus.scheduler.link import NudgeListener, NudgeSender, StatusReader, Statu
 from argus.scheduler.loop import Scheduler
 from argus.scheduler.secrets import JobSecrets
 from argus.service.metrics import SchedulerMetrics
-from argus.settings import ArgusSettings, dump_settings, load_settings
+from argus.settings import ArgusSettings, dump_settings, parse_settings
 from argus.store.code import CodeStore
 from argus.store.db import Database, open_database
 from argus.store.secrets import SecretStore
@@ -54,11 +64,12 @@ from argus.store.tasks import TaskStore
 
 log = logging.getLogger("argus.service")
 
-SETTINGS_FILE = "settings.yaml"
-STOP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 40.0  # the child's own joins (JOIN_S each) end well within it
+JOIN_S = 15.0
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0
 STEADY_S = 60.0  # a child that ran this long before it exited is restarted after RESTART_MIN_S
 PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def build_scheduler(
@@ -89,9 +100,12 @@ class SchedulerChild:
 
     def __init__(self, settings: ArgusSettings, environ: Mapping[str, str] | None = None):
         self.settings = settings
-        self.environ = dict(os.environ if environ is None else environ)
+        env = dict(os.environ if environ is None else environ)
+        svc = settings.service
+        for name in (svc.admin_token_env, svc.metrics_token_env, svc.ui_session_key_env):
+            env.pop(name, None)  # the scheduler needs none of them (the secrets key it does)
+        self.environ = env
         self.run_dir = Path(tempfile.mkdtemp(prefix="argus-scheduler-"))  # 0700
-        (self.run_dir / SETTINGS_FILE).write_text(dump_settings(settings))
         self.nudge = NudgeSender(self.run_dir)
         self.health = StatusReader(self.run_dir)
         self.restarts = 0
@@ -122,11 +136,25 @@ class SchedulerChild:
             str(os.getpid()),
         ]
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self) -> subprocess.Popen | None:
+        """Start a child and hand it the settings; None when it could not be started."""
         self.health.forget()
-        return subprocess.Popen(self.command(), env=self.environ, start_new_session=True, stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.Popen(self.command(), env=self.environ, start_new_session=True, stdin=subprocess.PIPE)
+        except OSError as exc:
+            log.error("the scheduler process could not be started: %s", exc)
+            return None
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(dump_settings(self.settings).encode())
+            proc.stdin.close()
+        except OSError:  # it died before reading them: it is started again
+            pass
+        return proc
 
     def start(self) -> None:
+        if self._watch is not None:
+            raise RuntimeError("the scheduler process was started already")
         with self._lock:
             self._proc = self._spawn()
         self._watch = threading.Thread(target=self._supervise, name="argus-scheduler-child", daemon=True)
@@ -134,23 +162,23 @@ class SchedulerChild:
 
     def _supervise(self) -> None:
         delay = RESTART_MIN_S
-        while not self._stop.is_set():
-            proc = self._proc
-            assert proc is not None
-            started = time.monotonic()
-            while proc.poll() is None:
-                if self._stop.wait(0.5):
+        while True:
+            proc, started = self._proc, time.monotonic()
+            if proc is not None:
+                while proc.poll() is None:
+                    if self._stop.wait(0.5):
+                        return
+                if self._stop.is_set():
                     return
-            if self._stop.is_set():
-                return
-            self.last_exit = proc.returncode
-            delay = RESTART_MIN_S if time.monotonic() - started >= STEADY_S else delay
-            log.error(
-                "the scheduler process (pid %d) exited with %s; starting it again in %.0f s",
-                proc.pid,
-                proc.returncode,
-                delay,
-            )
+                self.last_exit = proc.returncode
+                if time.monotonic() - started >= STEADY_S:
+                    delay = RESTART_MIN_S
+                log.error(
+                    "the scheduler process (pid %d) exited with %s; starting it again in %.0f s",
+                    proc.pid,
+                    proc.returncode,
+                    delay,
+                )
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, RESTART_MAX_S)
@@ -160,42 +188,64 @@ class SchedulerChild:
                 self._proc = self._spawn()
                 self.restarts += 1
 
-    def stop(self) -> None:
-        """Stop the child (and its supervision) and remove the run directory."""
+    def signal_stop(self) -> None:
+        """Ask the child to stop (SIGTERM) and start it no more; `stop()` waits for it."""
         with self._lock:
             self._stop.set()
             proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
+
+    def stop(self) -> None:
+        """Stop the child (SIGKILL after STOP_TIMEOUT_S) and remove the run directory."""
+        self.signal_stop()
+        proc = self._proc
+        if proc is not None:
             try:
                 proc.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 log.warning("the scheduler process (pid %d) did not stop in %.0f s: killed", proc.pid, STOP_TIMEOUT_S)
                 proc.kill()
-                proc.wait()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    log.error("the scheduler process (pid %d) does not die (uninterruptible I/O?)", proc.pid)
         if self._watch is not None:
             self._watch.join(timeout=5)
         self.nudge.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def collect(self) -> Iterator[Metric]:
+        """The process's own metrics, then the child's pass metrics (a Prometheus collector)."""
+        yield GaugeMetricFamily("argus_scheduler_process_up", "Whether the scheduler process runs", self.running)
+        yield CounterMetricFamily(
+            "argus_scheduler_process_restarts", "Times the server started its scheduler process again", self.restarts
+        )
+        yield from self.health.collect()
 
 
 def _die_with_parent(parent: int) -> bool:
     """Ask Linux for SIGTERM when the parent dies; whether the parent is still there."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the pid check below still ends the child
+    except (OSError, AttributeError):  # not Linux: the pid check in `run_child` still ends it
         pass
     return os.getppid() == parent
 
 
-def run_child(run_dir: Path, parent: int) -> int:
+class _Stop(Exception):
+    """SIGTERM or SIGINT, raised in the child's main thread (which only sleeps and checks)."""
+
+
+def _raise_stop(*_: object) -> None:
+    raise _Stop
+
+
+def run_child(run_dir: Path, parent: int, settings_text: str) -> int:
     """The scheduler process's main (see the module docstring); its exit status."""
-    if not _die_with_parent(parent):
+    if not _die_with_parent(parent):  # (settings from a server that died while writing them: unused)
         return 0
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    settings = load_settings(run_dir / SETTINGS_FILE, environ={})
+    settings = parse_settings(yaml.safe_load(settings_text) or {}, "the server's settings", environ={})
     db = open_database(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
     from argus.cluster.snapshot import RaySnapshotSource
 
@@ -206,30 +256,51 @@ def run_child(run_dir: Path, parent: int) -> int:
     sampler = GpuSampler(
         scheduler.store, snapshots, RayGpuReader(), time.time, settings.scheduler.gpu_sample_interval_s, jobs
     )
+    stop, written = threading.Event(), threading.Event()
     listener = NudgeListener(run_dir, scheduler.nudge)
-    status = StatusWriter(run_dir, scheduler, lambda: metric_samples(registry))
     loops = [("scheduler", scheduler.run), ("nudges", listener.run)]
     if sampler.enabled:
         loops.append(("gpu-sampler", sampler.run))
+    status = StatusWriter(run_dir, scheduler, lambda: metric_samples(registry))
     threads = [threading.Thread(target=run, args=(stop,), name=f"argus-{name}", daemon=True) for name, run in loops]
+    threads.append(threading.Thread(target=status.run, args=(written,), name="argus-status", daemon=True))
     for thread in threads:
         thread.start()
-    writer = threading.Thread(target=status.run, args=(stop,), name="argus-status", daemon=True)
-    writer.start()
     log.info("scheduler process %d started (server %d)", os.getpid(), parent)
-    while not stop.wait(1.0):
-        if os.getppid() != parent:
-            log.warning("the server (pid %d) is gone: the scheduler process stops", parent)
-            stop.set()
+    code = 0
+    try:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                raise _Stop
+            dead = [t.name for t in threads if not t.is_alive()]
+            if dead:
+                log.error("the scheduler process's thread(s) %s died: it exits to be started again", dead)
+                code = 1
+                break
+    except _Stop:
+        pass
+    _exit_if_orphaned(parent, run_dir)
+    # From here a second stop signal is ignored, unless it says the server died.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda *_: _exit_if_orphaned(parent, run_dir))
+    stop.set()
     scheduler.nudge()
     sampler.nudge()
-    for thread in threads:
-        thread.join(timeout=30)
-    writer.join(timeout=5)
+    for thread in threads[:-1]:
+        thread.join(timeout=JOIN_S)
+    written.set()  # the status writer's last write follows the last pass
+    threads[-1].join(timeout=5)
     db.dispose()
-    if os.getppid() != parent:  # nobody is left to remove the run directory
+    return code
+
+
+def _exit_if_orphaned(parent: int, run_dir: Path) -> None:
+    """Exit at once when the server is gone (a pass in progress is cut short, as by a crash)."""
+    if os.getppid() != parent:
+        log.warning("the server (pid %d) is gone: the scheduler process exits now", parent)
         shutil.rmtree(run_dir, ignore_errors=True)
-    return 0
+        os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", required=True, type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_child(args.run_dir, args.parent)
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    try:
+        return run_child(args.run_dir, args.parent, sys.stdin.read())
+    except _Stop:  # stopped before its loops started
+        _exit_if_orphaned(args.parent, args.run_dir)
+        return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ timeout. Writes go through their own engine whose transactions start with `BEGIN
 read-then-write transaction holds the write lock from its first statement and two writers never
 deadlock on a lock upgrade. The write engine holds a single connection, so writers in this
 process queue on the pool (woken at once) instead of in SQLite's busy handler (which sleeps and
-polls, and made tail latency seconds long under 32 concurrent writers). PostgreSQL uses one pooled
+polls, and made tail latency seconds long under 32 concurrent writers). Another process's writer
+(the server's scheduler process) still meets this one in the busy handler: its transactions are
+few and short (a pass's updates), so that wait stays short. PostgreSQL uses one pooled
 engine for both, at READ COMMITTED, with
 `SELECT … FOR UPDATE` where a transition reads before it writes.
 
