@@ -32,6 +32,9 @@ The per-user submission rate is off unless `--rate-per-user` sets it; `--set SEC
 sets any other server setting (e.g. `scheduler.enabled=false`). The server runs its scheduler
 in a child process, as shipped (`scheduler.own_process`), whose CPU is printed apart;
 `--set scheduler.own_process=false` measures the scheduler as a thread of the server instead.
+`--api-processes N` measures what more API processes would give: N - 1 more `argus server`
+processes on the same database (no scheduler, so their tasks are nudged by nothing and parked
+at the full passes), the accept phase's clients spread over all N, their CPU summed.
 
 Usage:
     python bench/api_load.py --db sqlite
@@ -233,7 +236,7 @@ async def watch_wal(db_path: Path | None, stop_at: float, seen: list[int]) -> No
 
 
 async def load(
-    port: int,
+    port: int | list[int],
     tokens: list[str],
     spec: str,
     task_ids: dict[str, str],
@@ -243,16 +246,17 @@ async def load(
     db_path: Path | None,
 ) -> tuple[Tally, float, list[int]]:
     body = spec.encode()
+    ports = port if isinstance(port, list) else [port]
     tally = Tally()
     wal_seen: list[int] = []
     t0 = time.monotonic()
     stop_at = t0 + duration
 
-    def submitter(token: str):
+    def submitter(token: str, port: int):
         request = http_request("POST", "/api/v2/tasks", port, token, body)
         return lambda: ("submit", request, 201)
 
-    def reader(token: str):
+    def reader(token: str, port: int):
         cycle = itertools.cycle(
             [
                 ("/healthz", http_request("GET", "/healthz", port, token)),
@@ -262,8 +266,11 @@ async def load(
         )
         return lambda: (*next(cycle), 200)
 
-    jobs = [client_loop(port, submitter(tokens[i % len(tokens)]), stop_at, tally) for i in range(submitters)]
-    jobs += [client_loop(port, reader(tokens[i % len(tokens)]), stop_at, tally) for i in range(readers)]
+    def at(i: int) -> int:  # clients spread over the API processes
+        return ports[i % len(ports)]
+
+    jobs = [client_loop(at(i), submitter(tokens[i % len(tokens)], at(i)), stop_at, tally) for i in range(submitters)]
+    jobs += [client_loop(at(i), reader(tokens[i % len(tokens)], at(i)), stop_at, tally) for i in range(readers)]
     await asyncio.gather(watch_wal(db_path, stop_at, wal_seen), *jobs)
     return tally, time.monotonic() - t0, wal_seen
 
@@ -329,11 +336,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def accept_phase(
-    port: int,
+    port: int | list[int],
     workdir: Path,
     tokens: list[str],
     spec: str,
-    server_pid: int,
+    server_pid: int | list[int],
     args: argparse.Namespace,
     scheduler_pid: int | None = None,
 ) -> bool:
@@ -341,7 +348,9 @@ def accept_phase(
 
     Returns whether Argus answered every request (no errors).
     """
-    bare_port = free_port(port + 100)
+    ports = port if isinstance(port, list) else [port]
+    pids = server_pid if isinstance(server_pid, list) else [server_pid]
+    bare_port = free_port(ports[0] + 100)
     bare = start_bare(bare_port, workdir)
     try:
         c0 = cpu_seconds(bare.pid)
@@ -358,11 +367,13 @@ def accept_phase(
         duration = str(int(args.accept_seconds))
         command = [spy, "record", "--gil", "-r", "100", "-d", duration, "-f", "raw", "-o", str(args.profile)]
         profiler = subprocess.Popen(
-            [*command, "-p", str(server_pid), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            [*command, "-p", str(pids[0]), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-    c0, s0 = cpu_seconds(server_pid), cpu_seconds(scheduler_pid) if scheduler_pid else 0.0
-    a_tally, a_elapsed, _ = asyncio.run(load(port, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None))
-    a_cpu = cpu_seconds(server_pid) - c0
+    c0, s0 = sum(map(cpu_seconds, pids)), cpu_seconds(scheduler_pid) if scheduler_pid else 0.0
+    a_tally, a_elapsed, _ = asyncio.run(
+        load(ports, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None)
+    )
+    a_cpu = sum(map(cpu_seconds, pids)) - c0
     s_cpu = cpu_seconds(scheduler_pid) - s0 if scheduler_pid else 0.0
     if profiler is not None:
         profiler.wait(timeout=60)
@@ -475,6 +486,12 @@ def main() -> int:
     ap.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="a setting: scheduler.enabled=false"
     )
+    ap.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="accept phase: this many `argus server` processes on one database (the others with no scheduler)",
+    )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
     ap.add_argument("--users", type=int, default=16, help="users the clients are spread over")
@@ -502,6 +519,7 @@ def main() -> int:
     gcs = free_port(6500)
     cluster, _ = local.up(str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500))
     proc = None
+    extra: list[subprocess.Popen] = []
     try:
         sandbox = prepare(workdir)
         port = free_port(18600)
@@ -521,6 +539,16 @@ def main() -> int:
         )
         spec = task_yaml(sandbox, "ppo", n_gpus_per_node=64)  # fits no node: parked by the scheduler
         task_ids = {t: ArgusClient(base, t).submit(spec)["task_id"] for t in tokens}  # warms the check cache
+        ports = [port]
+        for k in range(1, args.api_processes):  # more API processes on the same database, no scheduler
+            ports.append(free_port(port + 10 * k))
+            api = ["scheduler.enabled=false"]
+            extra.append(
+                start_server(cluster, workdir, db_url, ports[-1], args.rate_per_user, args.set + api, f"api{k}")
+            )
+            ArgusClient(f"http://127.0.0.1:{ports[-1]}", tokens[0]).submit(spec)  # its own check cache
+        if extra:
+            print(f"accept phase: {len(ports)} API processes (the others run no scheduler), clients spread over them")
         errors = 0
         if args.samples:
             accept_to_submit(client, sandbox, args.samples)
@@ -533,11 +561,11 @@ def main() -> int:
             if waiting > len(tokens):
                 print(f"(the accept phase runs after the others: {waiting} of bench0's tasks wait already)")
             errors += not accept_phase(
-                port,
+                ports,
                 workdir,
                 tokens,
                 spec,
-                proc.pid,
+                [proc.pid, *(p.pid for p in extra)],
                 args,
                 admin.health()["scheduler"]["process"]["pid"] if child else None,
             )
@@ -546,9 +574,10 @@ def main() -> int:
         print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
         return 0 if not errors else 1
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        for server in [*extra, proc]:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
         local.down(str(workdir))
         shutil.rmtree(workdir, ignore_errors=True)
         if schema:
