@@ -26,26 +26,9 @@ from argus.service.scheduler_process import SchedulerChild
 from argus.settings import parse_settings
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import prepare
-from argus.testing.server import ServerProcess, free_port
+from argus.testing.server import ServerProcess, alive, free_port, run_dir_of, until
 
 ADMIN = "admin-token-for-the-scheduler-process"
-
-
-def _until(what: str, pred, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class StandIn(SchedulerChild):
@@ -89,7 +72,7 @@ def test_the_child_gets_the_settings_on_stdin_and_no_admin_keys_and_is_started_a
     assert run_dir.stat().st_mode & 0o777 == 0o700
     child.start()
     try:
-        _until("three starts", lambda: child.restarts >= 2)
+        until("three starts", lambda: child.restarts >= 2)
         assert child.last_exit == 3
         seen = sorted(run_dir.glob("seen-*"))
         text, names = json.loads(seen[0].read_text())
@@ -111,7 +94,7 @@ def test_a_child_that_cannot_be_started_is_tried_again_and_the_watch_goes_on(set
     child = Missing(settings)
     child.start()
     try:
-        _until("repeated tries", lambda: child.restarts >= 3)
+        until("repeated tries", lambda: child.restarts >= 3)
         assert child.pid is None and not child.running
         assert child._watch is not None and child._watch.is_alive()
     finally:
@@ -131,13 +114,13 @@ def test_a_child_that_ignores_sigterm_is_killed_when_the_server_stops(settings, 
 
     child = Stubborn(settings)
     child.start()
-    _until("the child ready", lambda: (child.run_dir / "ready").exists())
+    until("the child ready", lambda: (child.run_dir / "ready").exists())
     pid = child.pid
     assert pid is not None
     t0 = time.monotonic()
     child.stop()
     assert time.monotonic() - t0 < 10
-    assert not _alive(pid)
+    assert not alive(pid)
     assert child.restarts == 0  # a stop is not a crash: not started again
 
 
@@ -153,8 +136,8 @@ def test_healthz_and_metrics_say_so_while_the_scheduler_process_is_down(settings
     )
     assert app.state.scheduler_child is child
     with TestClient(app) as client:
-        _until("a restart", lambda: child.restarts >= 1)
-        _until("the child down", lambda: not child.running)
+        until("a restart", lambda: child.restarts >= 1)
+        until("the child down", lambda: not child.running)
         body = client.get("/healthz").json()
         assert body["status"] == "degraded", body
         assert body["scheduler"]["running"] is False
@@ -174,14 +157,8 @@ def _dead_ray_config(tmp_path: Path) -> Path:
     return path
 
 
-def _run_dir(pid: int) -> Path:
-    """The run directory on the scheduler process's command line."""
-    args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-    return Path(args[args.index("--run-dir") + 1])
-
-
 def _child_of(server: ServerProcess) -> dict:
-    return _until(
+    return until(
         "the scheduler process's first report",
         lambda: (h := httpx.get(f"{server.url}/healthz", timeout=5).json())["scheduler"]["last_tick_at"] and h,
         timeout=60,
@@ -200,11 +177,11 @@ def test_a_real_server_runs_its_scheduler_as_a_child_that_dies_with_it(tmp_path)
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         assert int(stat[1]) == server.proc.pid  # its parent is the server
         assert int(stat[3]) == pid  # a session of its own: a terminal's Ctrl-C reaches only the server
-        run_dir = _run_dir(pid)
+        run_dir = run_dir_of(pid)
         assert run_dir.is_dir() and (run_dir / "nudge.sock").exists()
         server.kill()  # SIGKILL: no shutdown code runs in the server
-        _until("the scheduler process gone with its server", lambda: not _alive(pid), timeout=10)
-        _until("its run directory removed", lambda: not run_dir.exists(), timeout=5)
+        until("the scheduler process gone with its server", lambda: not alive(pid), timeout=10)
+        until("its run directory removed", lambda: not run_dir.exists(), timeout=5)
     finally:
         server.stop()
 
@@ -216,7 +193,7 @@ def test_a_server_stopped_cleanly_stops_its_child_and_a_killed_child_is_replaced
     try:
         first = _child_of(server)["pid"]
         os.kill(first, signal.SIGKILL)
-        again = _until(
+        again = until(
             "a new scheduler process",
             lambda: (
                 (p := httpx.get(f"{server.url}/healthz", timeout=5).json()["scheduler"]["process"])["pid"]
@@ -226,10 +203,10 @@ def test_a_server_stopped_cleanly_stops_its_child_and_a_killed_child_is_replaced
         )
         assert again["restarts"] == 1 and again["last_exit"] == -signal.SIGKILL
         assert _child_of(server)["pid"] == again["pid"]  # the new one reports (what the old one said is gone)
-        run_dir = _run_dir(again["pid"])
+        run_dir = run_dir_of(again["pid"])
     finally:
         server.stop()
-    assert not _alive(again["pid"])
+    assert not alive(again["pid"])
     assert not run_dir.exists()  # removed by the server's own shutdown
     log = server.log.read_text()
     assert f"scheduler process {again['pid']} started" in log  # the child logs to the server's log

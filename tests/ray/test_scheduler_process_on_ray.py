@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from argus.cluster import local
 from argus.testing.sandbox import task_yaml
-from argus.testing.server import ServerProcess
+from argus.testing.server import ServerProcess, alive, run_dir_of, until
 
 pytestmark = pytest.mark.ray
 ADMIN = "test-admin-token"
@@ -28,31 +28,13 @@ def _health(server: ServerProcess) -> dict:
     return httpx.get(f"{server.url}/healthz", timeout=5).json()
 
 
-def _until(what: str, pred, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _run_dir(pid: int) -> Path:
-    """The run directory on the scheduler process's command line (private to the server's user)."""
-    args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-    run_dir = Path(args[args.index("--run-dir") + 1])
+    """The run directory of the scheduler process `pid`, private to the server's user."""
+    run_dir = run_dir_of(pid)
     assert run_dir.stat().st_mode & 0o077 == 0
     return run_dir
 
@@ -66,7 +48,7 @@ def _metric(server: ServerProcess, sample: str) -> float | None:
 
 
 def _reconciled(server: ServerProcess) -> dict:
-    return _until(
+    return until(
         "a reconciled scheduler process",
         lambda: (h := _health(server))["scheduler"]["reconciled"] and h["ray"] == "ok" and h,
         timeout=60,
@@ -90,7 +72,7 @@ def test_a_submission_nudges_the_scheduler_process_which_admits_it_before_its_ne
     assert child["restarts"] == 0 and child["last_exit"] is None
     assert _parent(child["pid"]) == server.proc.pid  # a child of the server, not a thread of it
     # The child's first full pass, served on the API's /metrics.
-    passes = _until("a pass counted", lambda: _metric(server, "argus_scheduler_pass_seconds_count"))
+    passes = until("a pass counted", lambda: _metric(server, "argus_scheduler_pass_seconds_count"))
     assert _metric(server, "argus_scheduler_admissions_total") == 0
     assert _metric(server, "argus_scheduler_process_up") == 1
 
@@ -101,7 +83,7 @@ def test_a_submission_nudges_the_scheduler_process_which_admits_it_before_its_ne
     took = time.monotonic() - t0
     assert took < 30, f"admitted after {took:.1f} s"
     assert task["latest_attempt"]["ray_submission_id"] == f"{tid}--a01"
-    _until("the admission counted", lambda: _metric(server, "argus_scheduler_admissions_total") == 1)
+    until("the admission counted", lambda: _metric(server, "argus_scheduler_admissions_total") == 1)
     assert (_metric(server, "argus_scheduler_pass_seconds_count") or 0) > passes
     alice.cancel(tid)
 
@@ -109,7 +91,7 @@ def test_a_submission_nudges_the_scheduler_process_which_admits_it_before_its_ne
 def test_the_server_starts_its_scheduler_process_again_and_takes_it_down_when_killed(server, sandbox):
     first = _reconciled(server)["scheduler"]["process"]["pid"]
     os.kill(first, signal.SIGKILL)
-    again = _until(
+    again = until(
         "a new scheduler process",
         lambda: (p := _health(server)["scheduler"]["process"])["pid"] not in (None, first) and p,
     )
@@ -127,5 +109,5 @@ def test_the_server_starts_its_scheduler_process_again_and_takes_it_down_when_ki
     # A crashed server leaves no scheduler behind (a restarted one would otherwise run beside it).
     run_dir = _run_dir(again["pid"])
     server.kill()
-    _until("the scheduler process gone with its server", lambda: not _alive(again["pid"]), timeout=10)
-    _until("its run directory removed", lambda: not run_dir.exists())
+    until("the scheduler process gone with its server", lambda: not alive(again["pid"]), timeout=10)
+    until("its run directory removed", lambda: not run_dir.exists())

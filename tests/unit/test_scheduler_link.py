@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -24,24 +26,31 @@ def _until(pred, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_a_nudge_reaches_the_listener_with_its_kind(tmp_path):
+@contextmanager
+def _listening(run_dir) -> Iterator[tuple[list[bool], NudgeSender, threading.Thread]]:
+    """A listener running in a thread (what it received: each nudge's `sync`) and a sender."""
     got: list[bool] = []
-    listener = NudgeListener(tmp_path, lambda sync=False: got.append(sync))
+    listener = NudgeListener(run_dir, lambda sync=False: got.append(sync))
     stop = threading.Event()
     thread = threading.Thread(target=listener.run, args=(stop,))
     thread.start()
-    send = NudgeSender(tmp_path)
+    send = NudgeSender(run_dir)
     try:
+        yield got, send, thread
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        send.close()
+
+
+def test_a_nudge_reaches_the_listener_with_its_kind(tmp_path):
+    with _listening(tmp_path) as (got, send, thread):
         send()
         send(sync=True)
         send()
         _until(lambda: len(got) == 3)
         assert got == [False, True, False]
         assert send.dropped == 0
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        send.close()
     assert not thread.is_alive()
     assert not (tmp_path / "nudge.sock").exists()  # the listener removes its socket
 
@@ -56,19 +65,9 @@ def test_a_nudge_with_nobody_listening_is_dropped_without_an_error(tmp_path):
 
 def test_a_new_listener_replaces_a_socket_left_by_a_dead_one(tmp_path):
     (tmp_path / "nudge.sock").write_text("left over")
-    got: list[bool] = []
-    listener = NudgeListener(tmp_path, lambda sync=False: got.append(sync))
-    stop = threading.Event()
-    thread = threading.Thread(target=listener.run, args=(stop,))
-    thread.start()
-    send = NudgeSender(tmp_path)
-    try:
+    with _listening(tmp_path) as (got, send, _):
         send(sync=True)
         _until(lambda: got == [True])
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        send.close()
 
 
 class _Scheduler(SimpleNamespace):

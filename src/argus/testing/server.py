@@ -6,7 +6,8 @@ cluster's RayConfig as its `ray` section, SQLite under `workdir` unless `db_url`
 the secrets key in its environment: `$ARGUS_SECRETS_KEY`, else `<workdir>/secrets_key`, made once
 so a restarted server still reads what it stored) and waits for `/healthz`;
 `kill()` is SIGKILL
-(a crash), `stop()` a clean stop.
+(a crash), `stop()` a clean stop. `until`, `alive` and `run_dir_of` serve the tests of the server's
+scheduler process (`argus.service.scheduler_process`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -24,6 +27,7 @@ from argus.cluster.local import port_free
 from argus.service.launcher import load_or_create_key, server_command
 
 SECRETS_KEY_ENV = "ARGUS_SECRETS_KEY"
+T = TypeVar("T")
 
 
 def free_port(start: int) -> int:
@@ -121,3 +125,28 @@ def wait_state(client: ArgusClient, tid: str, states: set[str], timeout: float =
             assert task["state"] in states, f"{tid} is {task['state']} after {timeout}s, not {states}: {task}"
             return task
         time.sleep(0.3)
+
+
+def until(what: str, pred: Callable[[], T], timeout: float = 30.0) -> T:
+    """Poll `pred` until it returns something true, and return that; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def run_dir_of(pid: int) -> Path:
+    """The run directory on a scheduler process's command line."""
+    args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    return Path(args[args.index("--run-dir") + 1])
