@@ -123,6 +123,8 @@ def test_the_wait_reports_ray_unreachable_and_passes_when_ray_answers(health_url
     assert launcher.ray_verdict(health_url, wait_s=1) is None
     _Health.body = {"status": "ok", "ray": "unknown: no pass yet"}
     assert launcher.ray_verdict(health_url, wait_s=0.3) == "no scheduler pass reached Ray within 0.3 s"
+    _Health.body = {"status": "degraded", "ray": "unknown: the scheduler process is not running (restarted 2 time(s))"}
+    assert launcher.ray_verdict(health_url, wait_s=0.3) == "the scheduler process is not running (restarted 2 time(s))"
 
 
 def test_argus_up_exits_1_when_the_server_says_ray_is_unreachable(monkeypatch, tmp_path):

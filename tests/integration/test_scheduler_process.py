@@ -124,8 +124,22 @@ def test_a_child_that_ignores_sigterm_is_killed_when_the_server_stops(settings, 
     assert child.restarts == 0  # a stop is not a crash: not started again
 
 
-def test_healthz_and_metrics_say_so_while_the_scheduler_process_is_down(settings, fast_restarts):
-    child = StandIn(settings, environ={"PATH": os.environ["PATH"]})
+class ReportsThenExits(StandIn):
+    """Reports a reconciled scheduler with one pass and one admission, then exits 0."""
+
+    program = (
+        "import json, sys, time;"
+        "metrics = [['argus_scheduler_admissions', 'counter', 'Attempts started',"
+        " [['argus_scheduler_admissions_total', {}, 1.0]]]];"
+        "status = {'pid': 1, 'reconciled': True, 'last_tick_at': time.time(), 'last_error': None,"
+        " 'ray_error': None, 'ray_ok_at': time.time(), 'fair_share': {'alice': 2.0}, 'metrics': metrics};"
+        "open(f'{sys.argv[1]}/status.json', 'w').write(json.dumps(status)); time.sleep(1)"
+    )
+
+
+def test_healthz_and_metrics_say_so_while_the_scheduler_process_is_down(settings, monkeypatch):
+    monkeypatch.setattr(scheduler_process, "RESTART_MIN_S", 60.0)  # down for a minute once it exits
+    child = ReportsThenExits(settings, environ={"PATH": os.environ["PATH"]})
     app = create_app(
         settings,
         jobs=FakeJobs(),
@@ -135,19 +149,25 @@ def test_healthz_and_metrics_say_so_while_the_scheduler_process_is_down(settings
         scheduler_child=child,
     )
     assert app.state.scheduler_child is child
+    auth = {"Authorization": f"Bearer {ADMIN}"}
     with TestClient(app) as client:
-        until("a restart", lambda: child.restarts >= 1)
-        until("the child down", lambda: not child.running)
+        up = until("its report", lambda: (b := client.get("/healthz").json())["scheduler"]["reconciled"] and b)
+        assert up["status"] == "ok" and up["ray"] == "ok" and up["scheduler"]["running"] is True, up
+        assert "argus_scheduler_admissions_total 1.0" in client.get("/metrics", headers=auth).text
+        assert app.state.tasks.fair_share() == {"alice": 2.0}  # the queue board's, as the child ordered by
+
+        until("the child's exit seen", lambda: child.last_exit == 0)
         body = client.get("/healthz").json()
         assert body["status"] == "degraded", body
         assert body["scheduler"]["running"] is False
-        assert body["ray"].startswith("unknown: the scheduler process is not running"), body
-        process = body["scheduler"]["process"]
-        assert process["pid"] is None and process["restarts"] >= 1 and process["last_exit"] == 0
-        text = client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+        assert body["ray"] == "unknown: the scheduler process is not running (restarted 0 time(s))", body
+        assert body["scheduler"]["process"] == {"pid": None, "restarts": 0, "last_exit": 0}
+        # What the dead child said is not shown as if it still held.
+        assert body["scheduler"]["reconciled"] is False and body["scheduler"]["ray_ok_at"] is None
+        text = client.get("/metrics", headers=auth).text
         assert "argus_scheduler_process_up 0.0" in text
-        assert "argus_scheduler_process_restarts_total " in text
-        assert "argus_scheduler_pass_seconds" not in text  # nothing reported by a child that never ran
+        assert "argus_scheduler_process_restarts_total 0.0" in text
+        assert "argus_scheduler_admissions" not in text
     assert not child.run_dir.exists()  # stopped with the app
 
 
@@ -210,3 +230,4 @@ def test_a_server_stopped_cleanly_stops_its_child_and_a_killed_child_is_replaced
     assert not run_dir.exists()  # removed by the server's own shutdown
     log = server.log.read_text()
     assert f"scheduler process {again['pid']} started" in log  # the child logs to the server's log
+    assert f"scheduler process {again['pid']} stopped" in log  # a clean stop: its last pass ended, then it

@@ -62,9 +62,22 @@ CASES: tuple[Case, ...] = (
     Case("SchedulerProcessDown", "running", (series("argus_scheduler_process_up", "1x10", **ARGUS),), "5m"),
     Case(
         "SchedulerProcessDown",
-        "restarted within its `for`",
-        (series("argus_scheduler_process_up", "1 0 1x8", **ARGUS),),
+        "restarted once within its `for`",
+        (
+            series("argus_scheduler_process_up", "1 0 1x8", **ARGUS),
+            series("argus_scheduler_process_restarts_total", "0 0 1x8", **ARGUS),
+        ),
         "5m",
+    ),
+    Case(
+        "SchedulerProcessDown",
+        "up at every scrape, but started again each minute",
+        (
+            series("argus_scheduler_process_up", "1x15", **ARGUS),
+            series("argus_scheduler_process_restarts_total", "0+1x15", **ARGUS),
+        ),
+        "10m",
+        (ARGUS,),
     ),
     # -- RayHeadUnreachable --
     Case("RayHeadUnreachable", "ray down", (series("argus_ray_up", "0x10", **ARGUS),), "5m", (ARGUS,)),

@@ -72,10 +72,10 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         name="SchedulerProcessDown",
-        expr="argus_scheduler_process_up == 0",
+        expr="argus_scheduler_process_up == 0 or increase(argus_scheduler_process_restarts_total[10m]) >= 3",
         for_="2m",
         severity="critical",
-        summary="The Argus server's scheduler process is not running",
+        summary="The Argus server's scheduler process is not running, or keeps exiting",
         runbook=(
             "The API answers but nothing is admitted, synced or timed out (running Ray jobs go "
             "on). The server starts the process again after 1-30 s: read why it exits in the "

@@ -270,7 +270,7 @@ class Me(ApiModel):
 # -- health ---------------------------------------------------------------------------------------
 class SchedulerProcess(ApiModel):
     pid: int | None = Field(description="the scheduler process's pid; null while it is not running")
-    restarts: int = Field(description="how many times the server has started it again after it exited")
+    restarts: int = Field(description="how many times the server has started it again (or tried to) after it exited")
     last_exit: int | None = Field(description="the exit status of the last one that exited")
 
 
@@ -293,6 +293,9 @@ class NodesHealth(ApiModel):
 class Health(ApiModel):
     status: Literal["ok", "degraded"]
     db: str = Field(description="`ok` or `error: <kind>`")
-    ray: str = Field(description="`ok`, `unreachable: <why>`, `unknown: no pass yet`, `not checked: ...`")
+    ray: str = Field(
+        description="`ok`, `unreachable: <why>`, `unknown: no pass yet`, "
+        "`unknown: the scheduler process is not running ...`, `not checked: ...`"
+    )
     scheduler: SchedulerHealth
     nodes: NodesHealth

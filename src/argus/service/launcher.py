@@ -94,6 +94,8 @@ def ray_verdict(url: str, wait_s: float = RAY_WAIT_S, timeout: float = 2.0) -> s
         time.sleep(0.2)
     if ray.startswith("unreachable"):
         return f"Ray is {ray}"
+    if ray.startswith("unknown: the scheduler process"):
+        return ray.removeprefix("unknown: ")
     if ray.startswith("unknown"):
         return f"no scheduler pass reached Ray within {wait_s:g} s"
     return None

@@ -18,9 +18,9 @@ Owns:
   and the child's own pass metrics.
 - `run_child`, the child's main: the scheduler and the GPU sampler as threads (as in the server
   when `own_process` is false), the nudge listener and the status writer beside them. SIGTERM
-  and SIGINT stop it: their handler only raises in its main thread, which does nothing but
-  sleep and check (no lock a handler could wait on); it stops the loops, lets the pass in
-  progress end, writes its last status and exits. When its server dies
+  and SIGINT stop it: the first one raises in its main thread (which, once the loops run, does
+  nothing but sleep and check), and it stops the loops, lets the pass in progress end, writes
+  its last status and exits; later ones are ignored unless the server is gone. When its server dies
   (Linux's parent-death signal, and a check of its parent's pid every second) it exits at once,
   cutting a pass short as a crash would, so that a server started again never finds a second
   scheduler still at work (the next one reconciles with Ray before it admits). A loop thread
@@ -58,14 +58,14 @@ from argus.scheduler.secrets import JobSecrets
 from argus.service.metrics import SchedulerMetrics
 from argus.settings import ArgusSettings, dump_settings, parse_settings
 from argus.store.code import CodeStore
-from argus.store.db import Database, open_database
+from argus.store.db import Database, connect
 from argus.store.secrets import SecretStore
 from argus.store.tasks import TaskStore
 
 log = logging.getLogger("argus.service")
 
-STOP_TIMEOUT_S = 40.0  # the child's own joins (JOIN_S each) end well within it
-JOIN_S = 15.0
+STOP_TIMEOUT_S = 40.0  # the child's own joins (JOIN_S in all, then 5 s) end well within it
+JOIN_S = 20.0
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0
 STEADY_S = 60.0  # a child that ran this long before it exited is restarted after RESTART_MIN_S
 PR_SET_PDEATHSIG = 1
@@ -144,12 +144,16 @@ class SchedulerChild:
         except OSError as exc:
             log.error("the scheduler process could not be started: %s", exc)
             return None
+        assert proc.stdin is not None
         try:
-            assert proc.stdin is not None
             proc.stdin.write(dump_settings(self.settings).encode())
-            proc.stdin.close()
         except OSError:  # it died before reading them: it is started again
             pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
         return proc
 
     def start(self) -> None:
@@ -162,31 +166,39 @@ class SchedulerChild:
 
     def _supervise(self) -> None:
         delay = RESTART_MIN_S
-        while True:
-            proc, started = self._proc, time.monotonic()
-            if proc is not None:
-                while proc.poll() is None:
-                    if self._stop.wait(0.5):
-                        return
-                if self._stop.is_set():
-                    return
-                self.last_exit = proc.returncode
-                if time.monotonic() - started >= STEADY_S:
-                    delay = RESTART_MIN_S
-                log.error(
-                    "the scheduler process (pid %d) exited with %s; starting it again in %.0f s",
-                    proc.pid,
-                    proc.returncode,
-                    delay,
-                )
-            if self._stop.wait(delay):
-                return
-            delay = min(delay * 2, RESTART_MAX_S)
-            with self._lock:
-                if self._stop.is_set():
-                    return
+        while not self._stop.is_set():
+            try:
+                delay = self._watch_once(delay)
+            except Exception:  # the watch outlives any one failure (a child outlives its starter)
+                log.exception("the scheduler process's supervision failed; it goes on")
+                self._stop.wait(RESTART_MIN_S)
+
+    def _watch_once(self, delay: float) -> float:
+        """Wait for the child to exit, then start another after `delay`; the next delay."""
+        proc, started = self._proc, time.monotonic()
+        if proc is not None:
+            while proc.poll() is None:
+                if self._stop.wait(0.5):
+                    return delay
+            if self._stop.is_set():
+                return delay
+            self.last_exit = proc.returncode
+            self.health.forget()  # what the dead one said is not served while none runs
+            if time.monotonic() - started >= STEADY_S:
+                delay = RESTART_MIN_S
+            log.error(
+                "the scheduler process (pid %d) exited with %s; starting it again in %.0f s",
+                proc.pid,
+                proc.returncode,
+                delay,
+            )
+        if self._stop.wait(delay):
+            return delay
+        with self._lock:
+            if not self._stop.is_set():
                 self._proc = self._spawn()
                 self.restarts += 1
+        return min(delay * 2, RESTART_MAX_S)
 
     def signal_stop(self) -> None:
         """Ask the child to stop (SIGTERM) and start it no more; `stop()` waits for it."""
@@ -219,7 +231,9 @@ class SchedulerChild:
         """The process's own metrics, then the child's pass metrics (a Prometheus collector)."""
         yield GaugeMetricFamily("argus_scheduler_process_up", "Whether the scheduler process runs", self.running)
         yield CounterMetricFamily(
-            "argus_scheduler_process_restarts", "Times the server started its scheduler process again", self.restarts
+            "argus_scheduler_process_restarts",
+            "Times the server started its scheduler process again (or tried to)",
+            self.restarts,
         )
         yield from self.health.collect()
 
@@ -233,20 +247,38 @@ def _die_with_parent(parent: int) -> bool:
     return os.getppid() == parent
 
 
-class _Stop(Exception):
-    """SIGTERM or SIGINT, raised in the child's main thread (which only sleeps and checks)."""
+class _Stop(BaseException):
+    """SIGTERM or SIGINT, raised in the child's main thread. A BaseException, so that no
+    `except Exception` on the way (logging's handlers have one) swallows it."""
 
 
-def _raise_stop(*_: object) -> None:
-    raise _Stop
+class _StopSignals:
+    """The handler of SIGTERM and SIGINT in the child: the first raises `_Stop`, later ones only
+    end the process when its server is gone. (Two come together when the server stops a child it
+    started again: its SIGTERM, and the parent-death signal, which Linux sends when the *thread*
+    that started the child ends, here the server's supervising thread.)"""
+
+    def __init__(self, parent: int, run_dir: Path):
+        self.parent, self.run_dir, self.stopping = parent, run_dir, False
+
+    def __call__(self, *_: object) -> None:
+        _exit_if_orphaned(self.parent, self.run_dir)
+        if not self.stopping:
+            self.stopping = True
+            raise _Stop
 
 
 def run_child(run_dir: Path, parent: int, settings_text: str) -> int:
-    """The scheduler process's main (see the module docstring); its exit status."""
+    """The scheduler process's main (see the module docstring); its exit status.
+
+    Raises:
+        _Stop: a stop signal came before its loops started (nothing to wind down).
+    """
     if not _die_with_parent(parent):  # (settings from a server that died while writing them: unused)
         return 0
     settings = parse_settings(yaml.safe_load(settings_text) or {}, "the server's settings", environ={})
-    db = open_database(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
+    # The server has migrated the database already.
+    db = connect(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
     from argus.cluster.snapshot import RaySnapshotSource
 
     snapshots = RaySnapshotSource.for_config(settings.ray)
@@ -264,11 +296,11 @@ def run_child(run_dir: Path, parent: int, settings_text: str) -> int:
     status = StatusWriter(run_dir, scheduler, lambda: metric_samples(registry))
     threads = [threading.Thread(target=run, args=(stop,), name=f"argus-{name}", daemon=True) for name, run in loops]
     threads.append(threading.Thread(target=status.run, args=(written,), name="argus-status", daemon=True))
-    for thread in threads:
-        thread.start()
-    log.info("scheduler process %d started (server %d)", os.getpid(), parent)
     code = 0
     try:
+        for thread in threads:
+            thread.start()
+        log.info("scheduler process %d started (server %d)", os.getpid(), parent)
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
@@ -278,20 +310,21 @@ def run_child(run_dir: Path, parent: int, settings_text: str) -> int:
                 log.error("the scheduler process's thread(s) %s died: it exits to be started again", dead)
                 code = 1
                 break
-    except _Stop:
+    except _Stop:  # from here a stop signal only ends the process if the server is gone
         pass
     _exit_if_orphaned(parent, run_dir)
-    # From here a second stop signal is ignored, unless it says the server died.
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, lambda *_: _exit_if_orphaned(parent, run_dir))
     stop.set()
     scheduler.nudge()
     sampler.nudge()
+    deadline = time.monotonic() + JOIN_S
     for thread in threads[:-1]:
-        thread.join(timeout=JOIN_S)
+        if thread.ident is not None:  # (a stop may have come before all were started)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
     written.set()  # the status writer's last write follows the last pass
-    threads[-1].join(timeout=5)
+    if threads[-1].ident is not None:
+        threads[-1].join(timeout=5)
     db.dispose()
+    log.info("scheduler process %d stopped", os.getpid())
     return code
 
 
@@ -309,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", required=True, type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = _StopSignals(args.parent, args.run_dir)
     for sig in _STOP_SIGNALS:
-        signal.signal(sig, _raise_stop)
+        signal.signal(sig, handler)
     try:
         return run_child(args.run_dir, args.parent, sys.stdin.read())
     except _Stop:  # stopped before its loops started
