@@ -185,12 +185,17 @@ def _child_of(server: ServerProcess) -> dict:
     )["scheduler"]["process"]
 
 
-def test_a_real_server_runs_its_scheduler_as_a_child_that_dies_with_it(tmp_path):
+@pytest.mark.parametrize("restarted", [False, True], ids=["first child", "a child started again"])
+def test_a_real_server_runs_its_scheduler_as_a_child_that_dies_with_it(tmp_path, restarted):
     prepare(tmp_path / "shared")
     server = ServerProcess(_dead_ray_config(tmp_path), tmp_path, ADMIN, port=free_port(18760))
     server.start()
     try:
         child = _child_of(server)
+        if restarted:  # started by the server's supervising thread, not its main thread
+            old = child["pid"]
+            os.kill(old, signal.SIGKILL)
+            child = until("a new child's report", lambda: (p := _child_of(server))["pid"] not in (None, old) and p)
         health = httpx.get(f"{server.url}/healthz", timeout=5).json()
         assert health["status"] == "degraded" and health["ray"].startswith("unreachable:"), health
         pid = child["pid"]
@@ -202,6 +207,7 @@ def test_a_real_server_runs_its_scheduler_as_a_child_that_dies_with_it(tmp_path)
         server.kill()  # SIGKILL: no shutdown code runs in the server
         until("the scheduler process gone with its server", lambda: not alive(pid), timeout=10)
         until("its run directory removed", lambda: not run_dir.exists(), timeout=5)
+        assert f"the server (pid {server.proc.pid}) is gone" in server.log.read_text()
     finally:
         server.stop()
 

@@ -254,9 +254,10 @@ class _Stop(BaseException):
 
 class _StopSignals:
     """The handler of SIGTERM and SIGINT in the child: the first raises `_Stop`, later ones only
-    end the process when its server is gone. (Two come together when the server stops a child it
-    started again: its SIGTERM, and the parent-death signal, which Linux sends when the *thread*
-    that started the child ends, here the server's supervising thread.)"""
+    end the process when its server is gone. (Linux sends the parent-death signal when the
+    *thread* that started the child ends: when the server stops a child it started again, that
+    comes with its SIGTERM; when the server is killed, it may come while the server's other
+    threads still live, so the stop that follows keeps checking for the server.)"""
 
     def __init__(self, parent: int, run_dir: Path):
         self.parent, self.run_dir, self.stopping = parent, run_dir, False
@@ -316,16 +317,27 @@ def run_child(run_dir: Path, parent: int, settings_text: str) -> int:
     stop.set()
     scheduler.nudge()
     sampler.nudge()
-    deadline = time.monotonic() + JOIN_S
-    for thread in threads[:-1]:
-        if thread.ident is not None:  # (a stop may have come before all were started)
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    # The server may be dying rather than stopping us (the parent-death signal comes when the
+    # thread that started us ends, which can be before the whole server is gone): every wait
+    # below checks for that, and cuts the stop short once it is so.
+    _join_watching(threads[:-1], time.monotonic() + JOIN_S, parent, run_dir)
     written.set()  # the status writer's last write follows the last pass
-    if threads[-1].ident is not None:
-        threads[-1].join(timeout=5)
+    _join_watching(threads[-1:], time.monotonic() + 5, parent, run_dir)
     db.dispose()
+    _exit_if_orphaned(parent, run_dir)
     log.info("scheduler process %d stopped", os.getpid())
     return code
+
+
+def _join_watching(threads: list[threading.Thread], deadline: float, parent: int, run_dir: Path) -> None:
+    """Join `threads` until `deadline`, exiting at once if the server goes meanwhile."""
+    for thread in threads:
+        while thread.ident is not None and thread.is_alive():  # (a stop may come before all started)
+            _exit_if_orphaned(parent, run_dir)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            thread.join(timeout=min(0.1, left))
 
 
 def _exit_if_orphaned(parent: int, run_dir: Path) -> None:
