@@ -153,7 +153,8 @@ def create_app(
     jobs = jobs or RayJobTool(settings.ray)
     snapshots = snapshots or _default_snapshots(settings)
     code_store, secret_store = CodeStore(db), SecretStore(db, settings.secrets_key(environ))
-    child = scheduler_child
+    run = settings.scheduler.enabled if run_scheduler is None else run_scheduler
+    child = scheduler_child if run else None
     metrics = Metrics(settings.admin_token(environ), settings.metrics_token(environ), scheduler=child is None)
     scheduler = build_scheduler(settings, db, jobs, snapshots, clock, metrics.scheduler, environ)
     reconciler = NodeReconciler(
@@ -169,7 +170,6 @@ def create_app(
     gpu_sampler = GpuSampler(
         store, snapshots, gpu_stats or RayGpuReader(), clock, settings.scheduler.gpu_sample_interval_s, jobs
     )
-    run = settings.scheduler.enabled if run_scheduler is None else run_scheduler
     background = Background(
         scheduler,
         reconciler,
@@ -177,7 +177,7 @@ def create_app(
         run_nodes=run if run_nodes is None else run_nodes,
         checkpoint_db=db if own_db else None,
         gpu_sampler=gpu_sampler,
-        child=child if run else None,
+        child=child,
     )
 
     @asynccontextmanager
