@@ -20,13 +20,14 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from argus.cluster.procs import pid_alive
 from argus.service import scheduler_process
 from argus.service.app import create_app
 from argus.service.scheduler_process import SchedulerChild
 from argus.settings import parse_settings
 from argus.testing.fakes import FakeJobs, FakeSnapshots
 from argus.testing.sandbox import prepare
-from argus.testing.server import ServerProcess, alive, free_port, run_dir_of, until
+from argus.testing.server import ServerProcess, free_port, run_dir_of, until
 
 ADMIN = "admin-token-for-the-scheduler-process"
 
@@ -120,7 +121,7 @@ def test_a_child_that_ignores_sigterm_is_killed_when_the_server_stops(settings, 
     t0 = time.monotonic()
     child.stop()
     assert time.monotonic() - t0 < 10
-    assert not alive(pid)
+    assert not pid_alive(pid)
     assert child.restarts == 0  # a stop is not a crash: not started again
 
 
@@ -205,7 +206,7 @@ def test_a_real_server_runs_its_scheduler_as_a_child_that_dies_with_it(tmp_path,
         run_dir = run_dir_of(pid)
         assert run_dir.is_dir() and (run_dir / "nudge.sock").exists()
         server.kill()  # SIGKILL: no shutdown code runs in the server
-        until("the scheduler process gone with its server", lambda: not alive(pid), timeout=10)
+        until("the scheduler process gone with its server", lambda: not pid_alive(pid), timeout=10)
         until("its run directory removed", lambda: not run_dir.exists(), timeout=5)
         assert f"the server (pid {server.proc.pid}) is gone" in server.log.read_text()
     finally:
@@ -232,7 +233,7 @@ def test_a_server_stopped_cleanly_stops_its_child_and_a_killed_child_is_replaced
         run_dir = run_dir_of(again["pid"])
     finally:
         server.stop()
-    assert not alive(again["pid"])
+    assert not pid_alive(again["pid"])
     assert not run_dir.exists()  # removed by the server's own shutdown
     log = server.log.read_text()
     assert f"scheduler process {again['pid']} started" in log  # the child logs to the server's log

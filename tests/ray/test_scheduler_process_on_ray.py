@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from helpers import user_client, wait_state
 from prometheus_client.parser import text_string_to_metric_families
 
 from argus.cluster import local
+from argus.cluster.procs import pid_alive
 from argus.testing.sandbox import task_yaml
-from argus.testing.server import ServerProcess, alive, run_dir_of, until
+from argus.testing.server import ServerProcess, run_dir_of, until
 
 pytestmark = pytest.mark.ray
 ADMIN = "test-admin-token"
@@ -26,10 +28,6 @@ AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 def _health(server: ServerProcess) -> dict:
     return httpx.get(f"{server.url}/healthz", timeout=5).json()
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _run_dir(pid: int) -> Path:
@@ -70,7 +68,7 @@ def test_a_submission_nudges_the_scheduler_process_which_admits_it_before_its_ne
     child = health["scheduler"]["process"]
     assert health["status"] == "ok" and health["scheduler"]["running"] is True
     assert child["restarts"] == 0 and child["last_exit"] is None
-    assert _parent(child["pid"]) == server.proc.pid  # a child of the server, not a thread of it
+    assert psutil.Process(child["pid"]).ppid() == server.proc.pid  # a child of the server, not a thread of it
     # The child's first full pass, served on the API's /metrics.
     passes = until("a pass counted", lambda: _metric(server, "argus_scheduler_pass_seconds_count"))
     assert _metric(server, "argus_scheduler_admissions_total") == 0
@@ -96,7 +94,7 @@ def test_the_server_starts_its_scheduler_process_again_and_takes_it_down_when_ki
         lambda: (p := _health(server)["scheduler"]["process"])["pid"] not in (None, first) and p,
     )
     assert again["restarts"] == 1 and again["last_exit"] == -signal.SIGKILL
-    assert _parent(again["pid"]) == server.proc.pid
+    assert psutil.Process(again["pid"]).ppid() == server.proc.pid
     assert _metric(server, "argus_scheduler_process_restarts_total") == 1
     health = _reconciled(server)  # the new one reconciles with Ray before it admits
     assert health["scheduler"]["process"]["pid"] == again["pid"]
@@ -109,5 +107,5 @@ def test_the_server_starts_its_scheduler_process_again_and_takes_it_down_when_ki
     # A crashed server leaves no scheduler behind (a restarted one would otherwise run beside it).
     run_dir = _run_dir(again["pid"])
     server.kill()
-    until("the scheduler process gone with its server", lambda: not alive(again["pid"]), timeout=10)
+    until("the scheduler process gone with its server", lambda: not pid_alive(again["pid"]), timeout=10)
     until("its run directory removed", lambda: not run_dir.exists())

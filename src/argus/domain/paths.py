@@ -56,7 +56,8 @@ def snapshot_dir(shared_root: str, user: str, sha256: str) -> PurePosixPath:
 
 
 def snapshot_of(path: str, shared_root: str, user: str) -> str | None:
-    """The sha256 of the user's snapshot that `path` (already resolved) lies in, else None."""
+    """The sha256 of the user's snapshot that `path` lies in, else None (`path` and `shared_root`
+    already resolved: the test is on their text)."""
     base = f"{code_root(shared_root, user)}/"
     if not path.startswith(base):
         return None

@@ -85,7 +85,6 @@ class NudgeListener:
         self._sock.bind(str(self.path))
         self._sock.settimeout(0.5)
         self._nudge = nudge
-        self.received = 0
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -98,7 +97,6 @@ class NudgeListener:
                     if stop.is_set():
                         return
                     raise
-                self.received += 1
                 self._nudge(sync=SYNC in data)
         finally:
             self._sock.close()

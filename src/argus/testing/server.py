@@ -6,7 +6,7 @@ cluster's RayConfig as its `ray` section, SQLite under `workdir` unless `db_url`
 the secrets key in its environment: `$ARGUS_SECRETS_KEY`, else `<workdir>/secrets_key`, made once
 so a restarted server still reads what it stored) and waits for `/healthz`;
 `kill()` is SIGKILL
-(a crash), `stop()` a clean stop. `until`, `alive` and `run_dir_of` serve the tests of the server's
+(a crash), `stop()` a clean stop. `until` and `run_dir_of` serve the tests of the server's
 scheduler process (`argus.service.scheduler_process`).
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 import yaml
 
 from argus.client.sdk import ArgusAPIError, ArgusClient
@@ -138,15 +139,7 @@ def until(what: str, pred: Callable[[], T], timeout: float = 30.0) -> T:
         time.sleep(0.05)
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def run_dir_of(pid: int) -> Path:
     """The run directory on a scheduler process's command line."""
-    args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    args = psutil.Process(pid).cmdline()
     return Path(args[args.index("--run-dir") + 1])
