@@ -26,7 +26,7 @@ on) over a fresh database, then:
    alone, on a fresh database (`--samples 0 --duration 0 --flood-seconds 0`); after the other
    phases their tasks still wait (it says how many).
    `--profile FILE` records the Argus server with py-spy meanwhile (GIL-holding samples,
-   collapsed stacks).
+   collapsed stacks), `--profile-scheduler FILE` its scheduler process.
 
 The per-user submission rate is off unless `--rate-per-user` sets it; `--set SECTION.KEY=VALUE`
 sets any other server setting (e.g. `scheduler.enabled=false`). The server runs its scheduler
@@ -361,21 +361,24 @@ def accept_phase(
     finally:
         bare.terminate()
         bare.wait(timeout=30)
-    profiler = None
-    if args.profile:
-        spy = str(Path(sys.executable).with_name("py-spy"))
-        duration = str(int(args.accept_seconds))
-        command = [spy, "record", "--gil", "-r", "100", "-d", duration, "-f", "raw", "-o", str(args.profile)]
-        profiler = subprocess.Popen(
-            [*command, "-p", str(pids[0]), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+    profilers = []
+    for out, pid in ((args.profile, pids[0]), (args.profile_scheduler, scheduler_pid)):
+        if out and pid:
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            duration = str(int(args.accept_seconds))
+            command = [spy, "record", "--gil", "-r", "100", "-d", duration, "-f", "raw", "-o", str(out)]
+            profilers.append(
+                subprocess.Popen(
+                    [*command, "-p", str(pid), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+                )
+            )
     c0, s0 = sum(map(cpu_seconds, pids)), cpu_seconds(scheduler_pid) if scheduler_pid else 0.0
     a_tally, a_elapsed, _ = asyncio.run(
         load(ports, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None)
     )
     a_cpu = sum(map(cpu_seconds, pids)) - c0
     s_cpu = cpu_seconds(scheduler_pid) - s0 if scheduler_pid else 0.0
-    if profiler is not None:
+    for profiler in profilers:
         profiler.wait(timeout=60)
     bare_rate = len(b_tally.lat["submit"]) / b_elapsed
     argus_rate = len(a_tally.lat["submit"]) / a_elapsed
@@ -480,6 +483,7 @@ def main() -> int:
     ap.add_argument("--accept-clients", type=int, default=32, help="clients of the accept phase")
     ap.add_argument("--accept-seconds", type=float, default=20.0, help="each side of the accept phase (0 skips it)")
     ap.add_argument("--profile", type=Path, help="py-spy the server during the accept phase into FILE")
+    ap.add_argument("--profile-scheduler", type=Path, help="py-spy the scheduler process meanwhile into FILE")
     ap.add_argument(
         "--rate-per-user", type=float, default=None, help="service.submit_rate_per_s (default: no per-user limit)"
     )

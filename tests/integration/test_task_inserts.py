@@ -42,11 +42,16 @@ def test_concurrent_inserts_share_transactions_and_each_row_is_complete(store):
 
     def slow_first(batch):  # hold the first batch so that the next requests queue behind it
         gate.wait(5)
-        original(batch)
+        return original(batch)
 
     batcher._write = slow_first  # type: ignore[method-assign]
 
+    wakeups = []
+
     async def burst() -> None:
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a, **k: wakeups.append(a) or real(*a, **k)  # type: ignore[method-assign]
         first = asyncio.ensure_future(batcher.insert(row(0)))
         await asyncio.sleep(0.05)
         rest = [asyncio.ensure_future(batcher.insert(row(n))) for n in range(1, 100)]
@@ -58,6 +63,7 @@ def test_concurrent_inserts_share_transactions_and_each_row_is_complete(store):
     batcher.close()
     assert batcher.rows == 100
     assert batcher.batches == 2  # the first row alone, then the 99 queued meanwhile in one commit
+    assert len(wakeups) == 2  # each batch's requests are told in one call on their loop
     tasks = store.in_states(["QUEUED"])
     assert [t.task_id for t in tasks] == [f"t-{n:05d}" for n in range(100)]  # in the order queued
     t = store.get("t-00042")
@@ -67,6 +73,16 @@ def test_concurrent_inserts_share_transactions_and_each_row_is_complete(store):
     assert store.spec_text("t-00042") == "workload: ppo # 42\n"
     [event] = store.events("t-00042")
     assert (event.from_state, event.to_state, event.reason, event.at) == (None, "QUEUED", "accepted", 1042.0)
+
+
+def test_every_column_of_a_new_task_is_stored(store):
+    insert_tasks(store.db, [NewTask("t-full", "bob", "grpo", "spec", 2, 8, 1.0, 5.0, 900, 60.0, "h20", True)])
+    t = store.get("t-full")
+    assert (t.user_id, t.workload, t.nnodes, t.n_gpus_per_node, t.driver_gpus, t.priority) == (
+        "bob", "grpo", 2, 8, 1.0, 900
+    )  # fmt: skip
+    assert (t.time_limit_s, t.pool, t.preemptible, t.state.value, t.attempts) == (60.0, "h20", True, "QUEUED", 0)
+    assert (t.created_at, t.updated_at) == (5.0, 5.0)
 
 
 def test_a_taken_id_fails_only_its_own_request(store):

@@ -6,13 +6,15 @@ Pure. Used for time limits (TaskSpec `time_limit`, the scheduler's default and m
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
+@lru_cache(maxsize=1024, typed=True)  # typed: True is refused even after 1 was read
 def parse_duration(value: str | int | float) -> float:
-    """Seconds in `value`.
+    """Seconds in `value` (remembered: settings' durations are read per request).
 
     Raises:
         ValueError: not a positive duration, with the accepted forms.

@@ -9,6 +9,7 @@ The one function that computes a job's root. Jobs submitted with the job tool li
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 JOB_SUBDIRS = ("config", "logs", "checkpoints", "debug")
@@ -58,11 +59,16 @@ def snapshot_dir(shared_root: str, user: str, sha256: str) -> PurePosixPath:
 def snapshot_of(path: str, shared_root: str, user: str) -> str | None:
     """The sha256 of the user's snapshot that `path` lies in, else None (`path` and `shared_root`
     already resolved: the test is on their text)."""
-    base = f"{code_root(shared_root, user)}/"
+    base = _code_base(shared_root, user)
     if not path.startswith(base):
         return None
     head = path[len(base) :].partition("/")[0]
     return head if _SHA256_RE.fullmatch(head) else None
+
+
+@lru_cache(maxsize=1024)
+def _code_base(shared_root: str, user: str) -> str:
+    return f"{code_root(shared_root, user)}/"
 
 
 def secrets_file(shared_root: str, user: str, submission_id: str) -> PurePosixPath:

@@ -44,9 +44,9 @@ def _metadata_config_dir() -> Path | None:
 def find_verl_config_dir(code_path: str | None) -> Path | None:
     """`<code_path>/verl/trainer/config` when it exists, else the installed verl's."""
     if code_path:
-        candidate = Path(code_path) / "verl" / "trainer" / "config"
-        if candidate.is_dir():
-            return candidate
+        candidate = os.path.join(code_path, "verl", "trainer", "config")  # per submission: no Path
+        if os.path.isdir(candidate):
+            return Path(candidate)
     return installed_verl_config_dir()
 
 
