@@ -52,7 +52,10 @@ def _build(node: yaml.Node, loader: Any, depth: int, seen: set[int]) -> Any:
         scalar = _SCALARS.get(tag)
         if scalar is None:
             raise _Unusual
-        return scalar(loader, node)
+        try:
+            return scalar(loader, node)
+        except Exception:  # PyYAML reports it, or an earlier problem, in its own order
+            raise _Unusual from None
     if depth >= MAX_DEPTH or id(node) in seen:
         raise _Unusual
     seen.add(id(node))
@@ -89,7 +92,8 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     """Parse `text` as a YAML mapping.
 
     Raises:
-        SpecError: the text is not YAML, or its top level is not a mapping.
+        SpecError: the text is not YAML, a scalar is not of its type (`2024-02-30`,
+            `!!bool maybe`), or the top level is not a mapping.
     """
     try:
         data, unusual = _load(text)
@@ -100,6 +104,8 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(source, [Problem("<yaml>", f"{where}{problem}")]) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a scalar of its tag's type
+        raise SpecError(source, [Problem("<yaml>", f"a value cannot be read: {exc}")]) from None
     if data is None:
         data = {}
     problem = tree_problem(data) if unusual else None

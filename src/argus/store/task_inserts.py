@@ -35,7 +35,7 @@ from argus.store.schema import task_events, tasks
 log = logging.getLogger("argus.store")
 _QUEUED = TaskState.QUEUED.value
 _EVENT_COLUMNS = ("task_id", "at", "from_state", "to_state", "attempt_no", "reason")
-_compiled: dict[str, tuple[tuple[str, tuple[str, ...] | None], tuple[str, tuple[str, ...] | None]]] = {}
+_compiled: dict[tuple[str, str], tuple[tuple[str, tuple[str, ...] | None], tuple[str, tuple[str, ...] | None]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,7 @@ class NewTask:
     def row(self) -> dict:
         values = asdict(self)
         now = values.pop("now")
+        values["preemptible"] = bool(self.preemptible)  # PostgreSQL's boolean takes no 0/1 from the driver
         return {**values, "state": _QUEUED, "attempts": 0, "created_at": now, "updated_at": now}
 
     def event(self) -> dict:
@@ -77,7 +78,7 @@ _TASK_COLUMNS = (*(f.name for f in fields(NewTask) if f.name != "now"), "state",
 def _statement(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
     """The INSERT of `columns` as the driver takes it, and the order of its positional
     parameters (None: the driver takes them by name)."""
-    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+    compiled = table.insert().inline().compile(dialect=dialect, column_keys=list(columns))  # no RETURNING
     order = tuple(compiled.positiontup or ()) if compiled.positional else None
     return str(compiled), order
 
@@ -94,12 +95,13 @@ def insert_tasks(db: Database, rows: Sequence[NewTask]) -> None:
     """
     with db.write.begin() as conn:
         dialect = conn.dialect
-        if dialect.name not in _compiled:
-            _compiled[dialect.name] = (
+        key = (dialect.name, dialect.driver)  # each driver has its own parameter style
+        if key not in _compiled:
+            _compiled[key] = (
                 _statement(tasks, _TASK_COLUMNS, dialect),
                 _statement(task_events, _EVENT_COLUMNS, dialect),
             )
-        (task_sql, task_order), (event_sql, event_order) = _compiled[dialect.name]
+        (task_sql, task_order), (event_sql, event_order) = _compiled[key]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         sql, params = task_sql, _params([r.row() for r in rows], task_order)
         try:
@@ -244,7 +246,10 @@ def _tell(batch: list[_Item], errors: Sequence[BaseException | None]) -> None:
 
 def _settle_all(told: list[tuple[asyncio.Future, BaseException | None]]) -> None:
     for future, error in told:
-        _settle(future, error)
+        try:
+            _settle(future, error)
+        except Exception:  # one future that cannot take its answer keeps no other waiting
+            log.debug("a request could not be told how its insert went", exc_info=True)
 
 
 def _settle(future: _Waiter, error: BaseException | None) -> None:
