@@ -24,7 +24,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -56,10 +56,24 @@ class NewTask:
     preemptible: bool = False
 
     def row(self) -> dict:
-        values = asdict(self)
-        now = values.pop("now")
-        values["preemptible"] = bool(self.preemptible)  # PostgreSQL's boolean takes no 0/1 from the driver
-        return {**values, "state": _QUEUED, "attempts": 0, "created_at": now, "updated_at": now}
+        """The `tasks` row (field by field: `dataclasses.asdict` deep-copies, ten times slower)."""
+        return {
+            "task_id": self.task_id,
+            "user_id": self.user_id,
+            "workload": self.workload,
+            "jobspec_yaml": self.jobspec_yaml,
+            "nnodes": self.nnodes,
+            "n_gpus_per_node": self.n_gpus_per_node,
+            "driver_gpus": self.driver_gpus,
+            "priority": self.priority,
+            "time_limit_s": self.time_limit_s,
+            "pool": self.pool,
+            "preemptible": bool(self.preemptible),  # PostgreSQL's boolean takes no 0/1 from the driver
+            "state": _QUEUED,
+            "attempts": 0,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
 
     def event(self) -> dict:
         return {
@@ -72,7 +86,7 @@ class NewTask:
         }
 
 
-_TASK_COLUMNS = (*(f.name for f in fields(NewTask) if f.name != "now"), "state", "attempts", "created_at", "updated_at")
+_TASK_COLUMNS = tuple(NewTask("", "", "", "", 0, 0, 0.0, 0.0).row())  # the columns `row` fills
 
 
 def _statement(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:

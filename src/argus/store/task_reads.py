@@ -75,6 +75,27 @@ _WAITING_COLUMNS = (
 
 assert len(dataclasses.fields(Job)) == 10 and [c.name for c in _WAITING_COLUMNS][9] == "pool"
 
+# The reads every scheduling pass makes, built once like the one-row reads above (the states and
+# ids are expanding parameters, the limit and the time bound ones).
+_WAITING = (
+    sa.select(*_WAITING_COLUMNS).where(tasks.c.state.in_(sa.bindparam("states", expanding=True))).order_by(tasks.c.seq)
+)
+_DUE_QUEUED = (
+    sa.select(*_WAITING_COLUMNS)
+    .where(tasks.c.state == TaskState.QUEUED.value)
+    .order_by(tasks.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+_DUE_PENDING = (
+    sa.select(*_WAITING_COLUMNS)
+    .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= sa.bindparam("now"))
+    .order_by(tasks.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+_IN_STATES = (
+    sa.select(*TASK_COLUMNS).where(tasks.c.state.in_(sa.bindparam("states", expanding=True))).order_by(tasks.c.seq)
+)
+
 
 def _waiting_rows(result: sa.CursorResult[Any]) -> list[WaitingRow]:
     job, row = Job, WaitingRow
@@ -147,38 +168,23 @@ class TaskReads:
 
     def in_states(self, states: Iterable[str], user_id: str | None = None) -> builtins.list[Task]:
         """Tasks in `states`, oldest first."""
-        q = sa.select(*TASK_COLUMNS).where(tasks.c.state.in_(list(states))).order_by(tasks.c.seq)
-        if user_id is not None:
-            q = q.where(tasks.c.user_id == user_id)
+        q = _IN_STATES if user_id is None else _IN_STATES.where(tasks.c.user_id == user_id)
         with self.db.read.connect() as conn:
-            return _tasks(conn.execute(q))
+            return _tasks(conn.execute(q, {"states": list(states)}))
 
     def waiting(self, states: Iterable[str]) -> builtins.list[WaitingRow]:
         """Every task in `states` as a scheduling pass reads it, oldest first."""
-        q = sa.select(*_WAITING_COLUMNS).where(tasks.c.state.in_(list(states))).order_by(tasks.c.seq)
         with self.db.read.connect() as conn:
-            return _waiting_rows(conn.execute(q))
+            return _waiting_rows(conn.execute(_WAITING, {"states": list(states)}))
 
     def due(self, now: float, limit: int = 1000) -> builtins.list[WaitingRow]:
         """New and due waiting tasks, oldest first: every QUEUED task, and the
         PENDING_RESOURCES ones whose `next_run_at` (a retry after a failed start) has come.
 
         Two indexed queries merged by age, rather than one OR that reads every waiting row."""
-        queued = (
-            sa.select(*_WAITING_COLUMNS)
-            .where(tasks.c.state == TaskState.QUEUED.value)
-            .order_by(tasks.c.seq)
-            .limit(limit)
-        )
-        pending = (
-            sa.select(*_WAITING_COLUMNS)
-            .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= now)
-            .order_by(tasks.c.seq)
-            .limit(limit)
-        )
         with self.db.read.connect() as conn:
-            rows = _waiting_rows(conn.execute(queued))
-            rows += _waiting_rows(conn.execute(pending))
+            rows = _waiting_rows(conn.execute(_DUE_QUEUED, {"limit": limit}))
+            rows += _waiting_rows(conn.execute(_DUE_PENDING, {"now": now, "limit": limit}))
         rows.sort(key=lambda w: w.seq)
         return rows[:limit]
 

@@ -37,6 +37,26 @@ from argus.store.task_reads import LOST, TASK_COLUMNS, TaskReads, WaitingRow, ta
 
 __all__ = ["LOST", "TaskStore", "wait_changed"]
 _PENDING = TaskState.PENDING_RESOURCES.value  # read once: an enum member's `.value` is slow
+_WAITING_NOW = frozenset({TaskState.QUEUED.value, _PENDING})
+# `record_waits`'s statements, built once (each pass that parks tasks runs them). The rows are
+# found by id alone and their state checked here: with the state in the WHERE clause, SQLite
+# chose the state index and read every waiting task (2.6 ms with 17,000 waiting, not 0.1 ms).
+_WAIT_ROWS = sa.select(
+    tasks.c.task_id, tasks.c.state, tasks.c.pending_code, tasks.c.pending_reason, tasks.c.estimated_start
+).where(tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+_WAIT_ROWS_LOCKED = _WAIT_ROWS.with_for_update()
+_PARK = (
+    tasks.update()
+    .where(tasks.c.task_id == sa.bindparam("tid"), tasks.c.state == sa.bindparam("old"))
+    .values(
+        state=_PENDING,
+        pending_code=sa.bindparam("code"),
+        pending_reason=sa.bindparam("detail"),
+        estimated_start=sa.bindparam("est"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+_INSERT_EVENT = task_events.insert()
 
 
 def _changed(
@@ -230,26 +250,17 @@ class TaskStore(TaskReads):
             return 0
         by_id = {w[0]: w for w in waits}
         with self.db.write.begin() as conn:
-            q = sa.select(
-                tasks.c.task_id,
-                tasks.c.state,
-                tasks.c.pending_code,
-                tasks.c.pending_reason,
-                tasks.c.estimated_start,
-            ).where(
-                tasks.c.task_id.in_(list(by_id)),
-                tasks.c.state.in_([TaskState.QUEUED.value, TaskState.PENDING_RESOURCES.value]),
-            )
-            if not self.db.is_sqlite:
-                q = q.with_for_update()
+            q = _WAIT_ROWS if self.db.is_sqlite else _WAIT_ROWS_LOCKED
             changes, events = [], []
-            for tid, state, pending_code, pending_reason, estimated in conn.execute(q).all():
+            for tid, state, pending_code, pending_reason, estimated in conn.execute(q, {"ids": list(by_id)}).all():
+                if state not in _WAITING_NOW:
+                    continue
                 _, code, detail, est = by_id[tid]
                 if not _changed(state, pending_code, pending_reason, estimated, code, detail, est):
                     continue
                 if code == "BeginTime" and pending_code == code:
                     detail = pending_reason  # keep the evidence of the failed start
-                changes.append({"tid": tid, "old": state, "code": code, "detail": detail, "est": est})
+                changes.append({"tid": tid, "old": state, "code": code, "detail": detail, "est": est, "now": now})
                 if state != TaskState.PENDING_RESOURCES or pending_code != code:
                     events.append(
                         {
@@ -262,20 +273,9 @@ class TaskStore(TaskReads):
                         }
                     )
             if changes:
-                conn.execute(
-                    tasks.update()
-                    .where(tasks.c.task_id == sa.bindparam("tid"), tasks.c.state == sa.bindparam("old"))
-                    .values(
-                        state=TaskState.PENDING_RESOURCES.value,
-                        pending_code=sa.bindparam("code"),
-                        pending_reason=sa.bindparam("detail"),
-                        estimated_start=sa.bindparam("est"),
-                        updated_at=now,
-                    ),
-                    changes,
-                )
+                conn.execute(_PARK, changes)
             if events:
-                conn.execute(task_events.insert(), events)
+                conn.execute(_INSERT_EVENT, events)
             return sum(1 for c in changes if c["old"] == TaskState.QUEUED)
 
     def set_priority(self, task_id: str, priority: int, now: float, by: str) -> bool:
