@@ -22,8 +22,9 @@ on) over a fresh database, then:
    served like `argus server`), then against Argus, from the same load generator on the same
    machine; it prints both throughputs, their ratio and Argus's p99 (targets: >= 0.25 x bare,
    p99 < 100 ms), and each server's CPU time per answered request (from /proc: all its threads,
-   user + system) with the cores 0.25 x bare would take at Argus's cost. Its target is measured
-   alone, on a fresh database (`--samples 0 --duration 0 --flood-seconds 0`); after the other
+   user + system) with the cores 0.25 x bare would take at Argus's cost, and how busy the
+   machine's cores were meanwhile and by whom (API, scheduler, load generator, the rest). Its
+   target is measured alone, on a fresh database (`--samples 0 --duration 0 --flood-seconds 0`); after the other
    phases their tasks still wait (it says how many).
    `--profile FILE` records the Argus server with py-spy meanwhile (GIL-holding samples,
    collapsed stacks), `--profile-scheduler FILE` its scheduler process.
@@ -335,6 +336,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """Seconds the machine's cores have been busy and in all, so far (from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
 def accept_phase(
     port: int | list[int],
     workdir: Path,
@@ -373,11 +382,13 @@ def accept_phase(
                 )
             )
     c0, s0 = sum(map(cpu_seconds, pids)), cpu_seconds(scheduler_pid) if scheduler_pid else 0.0
+    g0, (busy0, all0) = time.process_time(), machine_busy()
     a_tally, a_elapsed, _ = asyncio.run(
         load(ports, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None)
     )
     a_cpu = sum(map(cpu_seconds, pids)) - c0
     s_cpu = cpu_seconds(scheduler_pid) - s0 if scheduler_pid else 0.0
+    g_cpu, (busy1, all1) = time.process_time() - g0, machine_busy()
     for profiler in profilers:
         profiler.wait(timeout=60)
     bare_rate = len(b_tally.lat["submit"]) / b_elapsed
@@ -405,6 +416,13 @@ def accept_phase(
     )
     if scheduler_pid:
         print(f"  (not counted above: the scheduler's own process, {s_cpu / a_elapsed:.2f} core(s))")
+    cores = os.cpu_count() or 1
+    busy = (busy1 - busy0) / (all1 - all0) * cores if all1 > all0 else 0.0
+    other = busy - (a_cpu + s_cpu + g_cpu) / a_elapsed
+    print(
+        f"  machine: {busy:.2f} of {cores} cores busy: API {a_cpu / a_elapsed:.2f}, scheduler {s_cpu / a_elapsed:.2f}, "
+        f"load generator {g_cpu / a_elapsed:.2f}, the rest (Ray, the database, other processes) {other:.2f}"
+    )
     if a_tally.errors:
         print("  first error:", a_tally.errors[0])
     return not a_tally.errors
