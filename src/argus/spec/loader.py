@@ -21,17 +21,48 @@ from pydantic import BaseModel, ValidationError
 from argus.spec.errors import Problem, SpecError, problems_from_validation
 
 M = TypeVar("M", bound=BaseModel)
-# libyaml's safe loader when PyYAML was built with it: ten times faster than the pure one.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_DEPTH = 32
+MAX_SCALAR_CHARS = 4300  # a typed scalar (int, float, ...): PyYAML's base-60 ints take quadratic time
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _STR, _SEQ, _MAP = (f"tag:yaml.org,2002:{t}" for t in ("str", "seq", "map"))
-# The safe loader's constructors of the plain scalars other than str (none of them recurses).
-_SCALARS = {
-    tag: yaml.SafeLoader.yaml_constructors[tag]
-    for tag in (f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "timestamp", "binary"))
-}
+_SCALAR_TAGS = [f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "timestamp", "binary")]
+
+
+def _checked(construct: Any) -> Any:
+    """A scalar constructor whose refusal is a YAML error at the value: PyYAML's own raise
+    ValueError, KeyError, IndexError... (`2024-02-30`, `!!bool maybe`, `!!int ''`)."""
+
+    def build(loader: Any, node: yaml.ScalarNode) -> Any:
+        kind = node.tag.rsplit(":", 1)[-1]
+        if len(node.value) > MAX_SCALAR_CHARS:
+            why = f"{kind} value of more than {MAX_SCALAR_CHARS} characters"
+            raise yaml.constructor.ConstructorError(None, None, why, node.start_mark)
+        try:
+            return construct(loader, node)
+        except yaml.YAMLError:
+            raise
+        except Exception:
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown!r} is not a valid {kind}", node.start_mark
+            ) from None
+
+    return build
+
+
+def loader_class(base: type) -> type:
+    """`base` (a safe loader) whose typed scalars are checked (`_checked`)."""
+    checked = type(f"Checked{base.__name__}", (base,), {})
+    for tag in _SCALAR_TAGS:
+        checked.add_constructor(tag, _checked(base.yaml_constructors[tag]))  # type: ignore[attr-defined]
+    return checked
+
+
+# libyaml's safe loader when PyYAML was built with it: ten times faster than the pure one.
+_LOADER = loader_class(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+# The constructors of the plain scalars other than str (none of them recurses).
+_SCALARS = {tag: _LOADER.yaml_constructors[tag] for tag in _SCALAR_TAGS}  # type: ignore[attr-defined]
 
 
 class _Unusual(Exception):
@@ -93,7 +124,7 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
 
     Raises:
         SpecError: the text is not YAML, a scalar is not of its type (`2024-02-30`,
-            `!!bool maybe`), or the top level is not a mapping.
+            `!!bool maybe`) or too long, or the top level is not a mapping.
     """
     try:
         data, unusual = _load(text)
@@ -104,8 +135,6 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(source, [Problem("<yaml>", f"{where}{problem}")]) from None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a scalar of its tag's type
-        raise SpecError(source, [Problem("<yaml>", f"a value cannot be read: {exc}")]) from None
     if data is None:
         data = {}
     problem = tree_problem(data) if unusual else None
