@@ -84,13 +84,13 @@ _DUE_QUEUED = (
     sa.select(*_WAITING_COLUMNS)
     .where(tasks.c.state == TaskState.QUEUED.value)
     .order_by(tasks.c.seq)
-    .limit(sa.bindparam("limit"))
+    .limit(sa.bindparam("limit", type_=sa.Integer))
 )
 _DUE_PENDING = (
     sa.select(*_WAITING_COLUMNS)
     .where(tasks.c.state == TaskState.PENDING_RESOURCES.value, tasks.c.next_run_at <= sa.bindparam("now"))
     .order_by(tasks.c.seq)
-    .limit(sa.bindparam("limit"))
+    .limit(sa.bindparam("limit", type_=sa.Integer))
 )
 _IN_STATES = (
     sa.select(*TASK_COLUMNS).where(tasks.c.state.in_(sa.bindparam("states", expanding=True))).order_by(tasks.c.seq)

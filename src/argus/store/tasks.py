@@ -44,7 +44,8 @@ _WAITING_NOW = frozenset({TaskState.QUEUED.value, _PENDING})
 _WAIT_ROWS = sa.select(
     tasks.c.task_id, tasks.c.state, tasks.c.pending_code, tasks.c.pending_reason, tasks.c.estimated_start
 ).where(tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
-_WAIT_ROWS_LOCKED = _WAIT_ROWS.with_for_update()
+# PostgreSQL finds them by id either way; its state filter keeps rows no longer waiting unlocked.
+_WAIT_ROWS_LOCKED = _WAIT_ROWS.where(tasks.c.state.in_(sorted(_WAITING_NOW))).with_for_update()
 _PARK = (
     tasks.update()
     .where(tasks.c.task_id == sa.bindparam("tid"), tasks.c.state == sa.bindparam("old"))
