@@ -1,8 +1,9 @@
 """Reading YAML inputs into models, with `${shared_root}` expansion.
 
-Owns YAML parsing (syntax errors become a `Problem` with the line; a plain document of
-mappings, lists and scalars is built straight from libyaml's nodes, anything else by PyYAML's
-safe constructor, with the same result), the expansion of
+Owns YAML parsing (syntax errors, and values not of their tag's type such as `2024-02-30`,
+become a `Problem` with the line; a plain document of mappings, lists and scalars is built
+straight from libyaml's nodes, anything else by PyYAML's safe constructor, with the same
+result), the expansion of
 `${shared_root}` inside string values (seed 000 §3), and `parse_model`, the one way a YAML
 mapping becomes a validated model. Only names in the given mapping are expanded; anything else
 (`${PYTHONPATH}`, Hydra interpolations) is left as written.

@@ -1,7 +1,7 @@
 """Accepted tasks' inserts, grouped: many requests' rows in one transaction (group commit).
 
 Owns `NewTask` (one accepted task's row), `insert_tasks` (rows and their `accepted` events in
-one transaction, by the driver's `executemany` on statements compiled once per dialect: a third
+one transaction, by the driver's `executemany` on statements compiled once per driver: a third
 of the cost of SQLAlchemy's per-statement path at the batch sizes seen under load) and
 `InsertBatcher`. A request hands its row to
 `InsertBatcher.insert` (async) and awaits it; one writer thread takes every row queued
