@@ -21,12 +21,12 @@ def job_root(shared_root: str, submission_id: str, user: str | None = None) -> P
     """The job's own directory; every artifact of the job is below it."""
     if not submission_id or "/" in submission_id or submission_id in (".", ".."):
         raise ValueError(f"invalid submission id {submission_id!r}")
-    root = PurePosixPath(shared_root)
     if user is not None and not _USER_RE.fullmatch(user):
         raise ValueError(f"invalid user id {user!r}")
+    # One path built from all its parts (each `/` parses the whole path again; per submission).
     if user is None:
-        return root / "jobs" / submission_id
-    return root / "users" / user / "jobs" / submission_id
+        return PurePosixPath(shared_root, "jobs", submission_id)
+    return PurePosixPath(shared_root, "users", user, "jobs", submission_id)
 
 
 def checkpoints_dir(root: PurePosixPath) -> PurePosixPath:
