@@ -182,3 +182,34 @@ def test_the_scheduler_reads_of_the_queue_give_each_task_as_its_whole_row_would(
     # New and due: the QUEUED one, and the retry only once its time has come.
     assert [w.job.id for w in store.due(1500.0)] == ["t-a"]
     assert [w.job.id for w in store.due(2000.0)] == ["t-a", "t-c"]
+
+
+def test_the_rows_a_pass_parks_are_read_by_their_id_and_only_waiting_ones_change(tmp_path: Path):
+    """SQLite, asked for `task_id IN (...) AND state IN (...)`, chose the state index and read
+    every waiting task on each pass; `record_waits` reads by id, and a row that stopped waiting
+    meanwhile is left alone."""
+    from argus.store import tasks as task_store
+
+    db = open_database(f"sqlite:///{tmp_path / 'plan.sqlite3'}")
+    try:
+        store = TaskStore(db)
+        insert_tasks(db, [row(n) for n in range(3)])
+        # As many ids as a pass parks under a burst: with 40, SQLite preferred the state index.
+        bound = task_store._WAIT_ROWS.params(ids=[f"t-{n:05d}" for n in range(40)])
+        sql = str(bound.compile(db.read, compile_kwargs={"literal_binds": True}))
+        with db.read.connect() as conn:
+            plan = " ".join(r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).all())
+        assert "sqlite_autoindex_tasks" in plan and "state" not in plan, plan
+        with db.write.begin() as conn:
+            conn.execute(sa.update(tasks_table).where(tasks_table.c.task_id == "t-00001").values(state="CANCELED"))
+        waits = [(f"t-0000{n}", "Resources", "too big", None) for n in range(3)]
+        assert store.record_waits(waits, 2000.0) == 2
+        assert [store.get(f"t-0000{n}").state.value for n in range(3)] == [
+            "PENDING_RESOURCES",
+            "CANCELED",
+            "PENDING_RESOURCES",
+        ]
+        assert store.events("t-00001")[-1].to_state == "QUEUED"  # no wait recorded on the cancelled task
+    finally:
+        store.inserts.close()
+        db.dispose()
