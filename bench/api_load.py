@@ -33,9 +33,8 @@ The per-user submission rate is off unless `--rate-per-user` sets it; `--set SEC
 sets any other server setting (e.g. `scheduler.enabled=false`). The server runs its scheduler
 in a child process, as shipped (`scheduler.own_process`), whose CPU is printed apart;
 `--set scheduler.own_process=false` measures the scheduler as a thread of the server instead.
-`--api-processes N` measures what more API processes would give: N - 1 more `argus server`
-processes on the same database (no scheduler, so their tasks are nudged by nothing and parked
-at the full passes), the accept phase's clients spread over all N, their CPU summed.
+`--api-processes N` runs the server with `service.api_processes: N` (one listening socket served
+by N processes); the API CPU printed is theirs summed.
 
 Usage:
     python bench/api_load.py --db sqlite
@@ -428,6 +427,22 @@ def accept_phase(
     return not a_tally.errors
 
 
+def api_processes(server_pid: int, n: int, timeout_s: float = 60.0) -> list[int]:
+    """The server's API processes: itself and the `n` - 1 it starts (`argus.service.api_processes`)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        others = [
+            c.pid
+            for c in psutil.Process(server_pid).children()
+            if "argus.service.api_processes" in " ".join(c.cmdline())
+        ]
+        if len(others) >= n - 1 or time.monotonic() > deadline:
+            return [server_pid, *others]
+        time.sleep(0.2)
+
+
 def pct(xs: list[float], p: float) -> float:
     if not xs:
         return 0.0
@@ -512,7 +527,7 @@ def main() -> int:
         "--api-processes",
         type=int,
         default=1,
-        help="accept phase: this many `argus server` processes on one database (the others with no scheduler)",
+        help="service.api_processes: the server's API processes (their CPU is summed)",
     )
     ap.add_argument("--submitters", "--clients", type=int, default=64, help="clients posting TaskSpecs")
     ap.add_argument("--readers", type=int, default=16, help="clients reading (healthz, list, one task)")
@@ -541,11 +556,11 @@ def main() -> int:
     gcs = free_port(6500)
     cluster, _ = local.up(str(workdir), workers=2, gpus_per_worker=4, gcs_port=gcs, dashboard_port=free_port(8500))
     proc = None
-    extra: list[subprocess.Popen] = []
     try:
         sandbox = prepare(workdir)
         port = free_port(18600)
-        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, args.set)
+        settings = [*args.set, f"service.api_processes={args.api_processes}"]
+        proc = start_server(cluster, workdir, db_url, port, args.rate_per_user, settings)
         base = f"http://127.0.0.1:{port}"
         admin = ArgusClient(base, ADMIN)
         child = admin.health()["scheduler"]["process"]
@@ -562,15 +577,9 @@ def main() -> int:
         spec = task_yaml(sandbox, "ppo", n_gpus_per_node=64)  # fits no node: parked by the scheduler
         task_ids = {t: ArgusClient(base, t).submit(spec)["task_id"] for t in tokens}  # warms the check cache
         ports = [port]
-        for k in range(1, args.api_processes):  # more API processes on the same database, no scheduler
-            ports.append(free_port(port + 10 * k))
-            api = ["scheduler.enabled=false"]
-            extra.append(
-                start_server(cluster, workdir, db_url, ports[-1], args.rate_per_user, args.set + api, f"api{k}")
-            )
-            ArgusClient(f"http://127.0.0.1:{ports[-1]}", tokens[0]).submit(spec)  # its own check cache
-        if extra:
-            print(f"accept phase: {len(ports)} API processes (the others run no scheduler), clients spread over them")
+        api_pids = api_processes(proc.pid, args.api_processes)
+        if len(api_pids) > 1:
+            print(f"accept phase: {len(api_pids)} API processes (service.api_processes) on one socket")
         errors = 0
         if args.samples:
             accept_to_submit(client, sandbox, args.samples)
@@ -587,7 +596,7 @@ def main() -> int:
                 workdir,
                 tokens,
                 spec,
-                [proc.pid, *(p.pid for p in extra)],
+                api_pids,
                 args,
                 admin.health()["scheduler"]["process"]["pid"] if child else None,
             )
@@ -596,10 +605,9 @@ def main() -> int:
         print(f"scheduler: {parked} of {len(queue['pending'])} of bench0's waiting tasks parked in PENDING_RESOURCES")
         return 0 if not errors else 1
     finally:
-        for server in [*extra, proc]:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
         local.down(str(workdir))
         shutil.rmtree(workdir, ignore_errors=True)
         if schema:

@@ -61,13 +61,17 @@ class ServiceSettings(StrictModel):
     # A reward function's check at submit: the whole check (its job's start included).
     reward_check_timeout_s: float = Field(default=90.0, gt=0)
     # The web console (`/ui`): how long a login lasts, and the environment variable holding the
-    # key its session cookies are signed with (unset: a random key per server process, so
+    # key its session cookies are signed with (unset: a random key per server start, so
     # console logins end when the server restarts).
     ui_session_ttl_h: float = Field(default=12.0, gt=0)
     ui_session_key_env: str = "ARGUS_UI_SESSION_KEY"
     # The console's cookies carry `Secure`: true, false, or null (when the request came over https;
     # set true behind a TLS proxy that uvicorn is not told about).
     ui_cookie_secure: bool | None = None
+    # Processes that serve the API (`argus.service.api_processes`): one listening socket, each
+    # connection taken by whichever is free; the rate limit, token revocation, console logins and
+    # request metrics are shared. More than one needs `scheduler.own_process`.
+    api_processes: int = Field(default=1, ge=1, le=32)
 
 
 class SchedulerSettings(StrictModel):
@@ -271,7 +275,19 @@ def parse_settings(
             for section in ("service", "nodes"):
                 if isinstance(raw.get(section), dict):
                     raw[section] = expand_vars(raw[section], {"shared_root": root})
-    return parse_model(ArgusSettings, raw, source)
+    settings = parse_model(ArgusSettings, raw, source)
+    if settings.service.api_processes > 1 and settings.scheduler.enabled and not settings.scheduler.own_process:
+        raise SpecError(
+            source,
+            [
+                Problem(
+                    "service.api_processes",
+                    "more than 1 needs scheduler.own_process: true (the other API processes "
+                    "cannot reach a scheduler that runs as a thread of the first)",
+                )
+            ],
+        )
+    return settings
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> ArgusSettings:

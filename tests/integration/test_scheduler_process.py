@@ -21,7 +21,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from argus.cluster.procs import pid_alive
-from argus.service import scheduler_process
+from argus.service import children
 from argus.service.app import create_app
 from argus.service.scheduler_process import SchedulerChild
 from argus.settings import parse_settings
@@ -54,8 +54,8 @@ def settings(tmp_path):
 
 @pytest.fixture
 def fast_restarts(monkeypatch):
-    monkeypatch.setattr(scheduler_process, "RESTART_MIN_S", 0.05)
-    monkeypatch.setattr(scheduler_process, "RESTART_MAX_S", 0.2)
+    monkeypatch.setattr(children, "RESTART_MIN_S", 0.05)
+    monkeypatch.setattr(children, "RESTART_MAX_S", 0.2)
 
 
 def test_the_child_gets_the_settings_on_stdin_and_no_admin_keys_and_is_started_again(settings, fast_restarts):
@@ -105,7 +105,7 @@ def test_a_child_that_cannot_be_started_is_tried_again_and_the_watch_goes_on(set
 
 
 def test_a_child_that_ignores_sigterm_is_killed_when_the_server_stops(settings, monkeypatch):
-    monkeypatch.setattr(scheduler_process, "STOP_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(SchedulerChild, "stop_timeout_s", 0.5)
 
     class Stubborn(StandIn):
         program = (
@@ -139,7 +139,7 @@ class ReportsThenExits(StandIn):
 
 
 def test_healthz_and_metrics_say_so_while_the_scheduler_process_is_down(settings, monkeypatch):
-    monkeypatch.setattr(scheduler_process, "RESTART_MIN_S", 60.0)  # down for a minute once it exits
+    monkeypatch.setattr(children, "RESTART_MIN_S", 60.0)  # down for a minute once it exits
     child = ReportsThenExits(settings, environ={"PATH": os.environ["PATH"]})
     app = create_app(
         settings,

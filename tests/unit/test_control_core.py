@@ -230,6 +230,50 @@ def test_a_token_looked_up_while_its_user_is_disabled_is_not_remembered():
     assert exc.value.status == 401
 
 
+def test_a_forget_in_one_api_process_drops_the_memory_of_the_others(tmp_path):
+    from argus.service.auth import Authenticator
+    from argus.service.shared_state import SharedState
+
+    class Users:
+        lookups = 0
+
+        def user_for_token(self, token):
+            self.lookups += 1
+            return "alice"
+
+    users = Users()
+    with SharedState.create(tmp_path / "state") as one, SharedState.open(tmp_path / "state") as two:
+        a = Authenticator(users, admin_token=None, ttl_s=60, shared=one)
+        b = Authenticator(users, admin_token=None, ttl_s=60, shared=two)
+        assert [a.identify("Bearer tok").user_id for _ in range(3)] == ["alice"] * 3
+        assert users.lookups == 1  # remembered
+        b.forget()
+        assert a.identify("Bearer tok").user_id == "alice" and users.lookups == 2  # asked again
+        assert a.identify("Bearer tok").user_id == "alice" and users.lookups == 2  # and remembered
+
+
+def test_a_lookup_that_raced_a_forget_in_another_process_is_not_remembered(tmp_path):
+    from argus.service.auth import Authenticator
+    from argus.service.shared_state import SharedState
+
+    class Users:
+        lookups = 0
+
+        def user_for_token(self, token):
+            self.lookups += 1
+            if self.lookups == 1:  # another process disables alice while this lookup is on its way
+                other.forget()
+            return "alice"
+
+    users = Users()
+    with SharedState.create(tmp_path / "state") as one, SharedState.open(tmp_path / "state") as two:
+        auth = Authenticator(users, admin_token=None, ttl_s=60, shared=one)
+        other = Authenticator(users, admin_token=None, ttl_s=60, shared=two)
+        auth.identify("Bearer tok")
+        auth.identify("Bearer tok")
+        assert users.lookups == 2  # the first answer was not kept
+
+
 def test_durations_parse_and_refuse_clearly():
     from argus.domain.durations import format_duration, parse_duration
 

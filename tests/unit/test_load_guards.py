@@ -1,6 +1,7 @@
 """The guards that keep the API answering under load: the fair check pool and the per-user
 submission rate (argus.service.checks, argus.service.ratelimit). Pure: a thread executor and a
-fake check stand in for the worker processes, the rate's clock is a counter."""
+fake check stand in for the worker processes, the rate's clock is a counter (the shared buckets
+of several API processes: tests/unit/test_shared_state.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from argus.service.checks import CheckBacklog, CheckPool
 from argus.service.ratelimit import RateLimited, RateLimiter
+from argus.service.shared_state import SharedState
 from argus.testing import FakeClock
 
 
@@ -174,6 +176,20 @@ def test_past_the_rate_take_raises_429_naming_the_limit():
 def test_no_rate_means_no_limit():
     rate = RateLimiter(None, 1, FakeClock(100.0))
     assert all(rate.wait_s("alice") == 0.0 for _ in range(1000))
+
+
+def test_two_limiters_over_one_shared_file_share_one_budget(tmp_path):
+    clock = FakeClock(100.0)
+    with SharedState.create(tmp_path / "state") as one, SharedState.open(tmp_path / "state") as two:
+        a, b = RateLimiter(0.5, 3, clock, shared=one), RateLimiter(0.5, 3, clock, shared=two)
+        assert [a.wait_s("alice"), b.wait_s("alice"), a.wait_s("alice")] == [0.0, 0.0, 0.0]
+        assert b.wait_s("alice") == pytest.approx(2.0)  # the burst is spent, whichever took it
+        with pytest.raises(RateLimited):
+            a.take("alice")
+        assert b.wait_s("bob") == 0.0
+        clock.advance(2.0)
+        b.take("alice")
+        assert a.wait_s("alice") == pytest.approx(2.0)
 
 
 def _never_ends(stop: threading.Event) -> list:

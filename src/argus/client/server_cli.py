@@ -50,7 +50,8 @@ def server(
     host: str | None = typer.Option(None, "--host", help="overrides service.host"),
     port: int | None = typer.Option(None, "--port", help="overrides service.port"),
 ) -> None:
-    """Run the API in this process and the scheduler in a child of it (foreground)."""
+    """Run the API in this process (and `service.api_processes` - 1 more) and the scheduler in a
+    child of it (foreground)."""
     import uvicorn
 
     private_umask()
@@ -83,6 +84,16 @@ def server(
         from argus.service.scheduler_process import SchedulerChild
 
         child = SchedulerChild(settings)
+    if settings.service.api_processes > 1:
+        from argus.service.api_processes import listen, serve
+
+        try:
+            sock = listen(service.host, service.port)
+        except OSError as exc:  # the address is taken or not ours
+            err.print(f"[bold red]error:[/] cannot listen on {service.host}:{service.port}: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        serve(settings, child, sock)
+        return
     app = create_app(settings, scheduler_child=child)
     # What start-up made (modules, the app) lives as long as the process: frozen, it is left out
     # of every later collection, so a full collection under load scans only what requests and

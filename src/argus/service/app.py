@@ -25,9 +25,11 @@ from argus.cluster.jobs import RayJobTool
 from argus.cluster.reward_check import RayRewardChecker
 from argus.ports import Clock, ClusterView, Drainer, GpuStats, JobTool, RewardChecker, SSHRunner
 from argus.scheduler.gpu_sampler import GpuSampler
+from argus.scheduler.link import NudgeSender, StatusReader
 from argus.scheduler.loop import Scheduler
 from argus.scheduler.node_reconciler import NodeReconciler
 from argus.service import errors
+from argus.service.api_processes import ProcessLink
 from argus.service.auth import Authenticator
 from argus.service.background import Background
 from argus.service.code_service import CodeService
@@ -36,7 +38,7 @@ from argus.service.metrics import ApiMetrics, Metrics
 from argus.service.metrics_collect import ArgusCollector, RayProbe
 from argus.service.middleware import BodyLimit
 from argus.service.node_service import NodeService
-from argus.service.ratelimit import RateLimited
+from argus.service.ratelimit import RateLimited, RateLimiter
 from argus.service.routes import code as code_routes
 from argus.service.routes import health as health_routes
 from argus.service.routes import metrics as metrics_routes
@@ -49,6 +51,7 @@ from argus.service.scheduler_process import SchedulerChild, build_scheduler
 from argus.service.secret_service import SecretService
 from argus.service.task_inputs import TaskInputs
 from argus.service.task_service import TaskService
+from argus.service.to_primary import ToPrimary
 from argus.service.ui import app as ui
 from argus.service.ui.sessions import ConsoleSessions
 from argus.service.usage_service import UsageService
@@ -85,15 +88,30 @@ def _default_ssh(settings: ArgusSettings) -> SSHRunner:
     return SSHConnector(settings.nodes.key_dir, settings.nodes.ssh_connect_timeout_s)
 
 
-def _fair_share(child: SchedulerChild, scheduler: Scheduler) -> Callable[[], dict[str, float]]:
+def _fair_share(status: StatusReader, scheduler: Scheduler) -> Callable[[], dict[str, float]]:
     """The fair share the scheduler process's last full pass ordered by (computed here until it
     has reported one)."""
 
     def now() -> dict[str, float]:
-        reported = child.health.last_fair_share
+        reported = status.last_fair_share
         return reported if reported is not None else scheduler.fair_share_now()
 
     return now
+
+
+def _scheduler_link(
+    child: SchedulerChild | None, scheduler: Scheduler, processes: ProcessLink | None
+) -> tuple[Callable[..., None], Callable[[], dict[str, float]]]:
+    """How the API nudges the scheduler and reads the fair share it ordered by: in this process,
+    through the child it runs, or (an API process other than the first) through the scheduler
+    process's run directory (nudges dropped when there is none: the scheduler is off)."""
+    if child is not None:
+        return child.nudge, _fair_share(child.health, scheduler)
+    if processes is None or processes.primary:
+        return scheduler.nudge, scheduler.fair_share_now
+    if processes.scheduler_dir is None:
+        return (lambda sync=False: None), scheduler.fair_share_now
+    return NudgeSender(processes.scheduler_dir), _fair_share(StatusReader(processes.scheduler_dir), scheduler)
 
 
 def _install(app: FastAPI, max_body_bytes: int, code_max_bytes: int) -> None:
@@ -127,6 +145,7 @@ def create_app(
     rewards: RewardChecker | None = None,
     gpu_stats: GpuStats | None = None,
     scheduler_child: SchedulerChild | None = None,
+    processes: ProcessLink | None = None,
 ) -> FastAPI:
     """Build the app; the database is migrated here, the loops start with the app.
 
@@ -146,8 +165,15 @@ def create_app(
             threads (`argus server` with `scheduler.own_process`): it is started and stopped with
             the app, nudged through its socket, and `/healthz` and `/metrics` show what it
             reports. The app's own `Scheduler` then only answers the API's reads of capacity.
+        processes: this is one of several API processes (`argus.service.api_processes`): the
+            rate limit and the token memory are shared with the others; the first one sums their
+            request metrics; the others run no loops and no checkpoints, nudge the scheduler
+            process through its socket, and forward the node routes, `/healthz` and `/metrics`
+            to the first.
     """
-    own_db = db is None
+    secondary = processes is not None and not processes.primary
+    shared = processes.shared if processes is not None else None
+    own_db = db is None and not secondary
     db = db or open_database(settings.db_url, autocheckpoint=False, wal_max_bytes=settings.service.sqlite_wal_max_bytes)
     store, users = TaskStore(db), UserStore(db)
     jobs = jobs or RayJobTool(settings.ray)
@@ -155,7 +181,12 @@ def create_app(
     code_store, secret_store = CodeStore(db), SecretStore(db, settings.secrets_key(environ))
     run = settings.scheduler.enabled if run_scheduler is None else run_scheduler
     child = scheduler_child if run else None
-    metrics = Metrics(settings.admin_token(environ), settings.metrics_token(environ), scheduler=child is None)
+    metrics = Metrics(
+        settings.admin_token(environ),
+        settings.metrics_token(environ),
+        scheduler=child is None and not secondary,
+        other_processes=processes.other_requests if processes is not None and processes.primary else None,
+    )
     scheduler = build_scheduler(settings, db, jobs, snapshots, clock, metrics.scheduler, environ)
     reconciler = NodeReconciler(
         settings,
@@ -205,7 +236,7 @@ def create_app(
     state.scheduler_child = background.child
     state.scheduler_health = background.child.health if background.child else scheduler
     state.node_reconciler, state.nodes_reconciling = reconciler, background.run_nodes
-    state.auth = Authenticator(users, settings.admin_token(environ))
+    state.auth = Authenticator(users, settings.admin_token(environ), shared=shared)
     state.users = UserService(users, state.auth, clock)
     state.console = ConsoleSessions(
         UiSessionStore(db),
@@ -228,15 +259,18 @@ def create_app(
         settings.service.reward_check_timeout_s,
         resolve=ResolveCache(),
     )
+    nudge, fair_share = _scheduler_link(background.child, scheduler, processes)
+    svc = settings.service
     state.tasks = TaskService(
         settings,
         store,
         jobs,
-        background.child.nudge if background.child else scheduler.nudge,
+        nudge,
         clock,
         pool_capacity=scheduler.pool_capacity,
         inputs=inputs,
-        fair_share=scheduler.fair_share_now if background.child is None else _fair_share(background.child, scheduler),
+        fair_share=fair_share,
+        rate=RateLimiter(svc.submit_rate_per_s, svc.submit_burst, shared=shared),
     )
     _install(app, settings.service.max_body_bytes, settings.service.code_max_bytes)
     # Metrics: the scrape-time collector in the app's own registry; every request counted.
@@ -247,4 +281,7 @@ def create_app(
         metrics.registry.register(background.child)  # whether it runs, and its pass metrics
     state.metrics, state.snapshots = metrics, snapshots
     app.add_middleware(ApiMetrics, metrics=metrics.requests)
+    if secondary:
+        assert processes is not None
+        app.add_middleware(ToPrimary, socket_path=processes.primary_socket)
     return app

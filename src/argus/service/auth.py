@@ -5,6 +5,8 @@ constant time; user tokens are looked up by their SHA-256 joined with the user's
 (which also revokes their tokens) takes effect at once. The short memory of token -> user is
 dropped by every change to a user made through this server (`Authenticator.forget`), and a
 lookup that raced such a change is never remembered, so a revoked token is never served from it.
+With several API processes the forgetting is shared: `forget` also bumps the generation of the
+`SharedState`, and each process drops its memory when it sees that generation move.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from argus.domain.users import ADMIN
 from argus.service.errors import APIError
 from argus.store.users import UserStore
+
+if TYPE_CHECKING:
+    from argus.service.shared_state import SharedState
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,8 @@ class Authenticator:
 
     The memory is dropped whenever a user is disabled through this server (`forget`), so a
     disabled user's next request is refused; the TTL bounds how long a change made to the
-    database behind the server's back goes unnoticed.
+    database behind the server's back goes unnoticed. With `shared`, a `forget` in any of the
+    server's API processes drops the memory of all of them before their next lookup.
     """
 
     def __init__(
@@ -45,6 +52,7 @@ class Authenticator:
         admin_token: str | None,
         ttl_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedState | None = None,
     ):
         self.users = users
         self.admin_token = admin_token
@@ -52,18 +60,33 @@ class Authenticator:
         self.clock = clock
         self._known: dict[str, tuple[str, float]] = {}
         self._generation = 0  # bumped by forget(): a lookup that began before is not kept
+        self.shared = shared
+        self._shared_seen = shared.generation() if shared is not None else 0
 
     def forget(self) -> None:
         self._generation += 1
         self._known.clear()
+        if self.shared is not None:
+            self.shared.bump()
+
+    def _sync(self) -> None:
+        """Forget here too when another process forgot (the shared generation moved)."""
+        if self.shared is not None:
+            seen = self.shared.generation()
+            if seen != self._shared_seen:
+                self._shared_seen = seen
+                self._generation += 1
+                self._known.clear()
 
     def _user(self, token: str) -> str | None:
+        self._sync()
         hit = self._known.get(token)
         now = self.clock()
         if hit is not None and hit[1] > now:
             return hit[0]
         generation = self._generation
         user = self.users.user_for_token(token)
+        self._sync()
         if user is not None and generation == self._generation:
             if len(self._known) > 10_000:
                 self._known.clear()

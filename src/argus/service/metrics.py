@@ -5,7 +5,8 @@ the scrape-time `argus.service.metrics_collect.ArgusCollector` in it), `Schedule
 scheduler's `SchedulerObserver`: `argus_scheduler_pass_seconds`,
 `argus_scheduler_admissions_total`), `ApiMetrics` (a pure ASGI middleware:
 `argus_api_requests_total{route,method,code}`, `argus_api_request_seconds{route}`, the route
-being the matched route's template, "other" when none matched; `/metrics` scrapes count too) and
+being the matched route's template, "other" when none matched; `/metrics` scrapes count too;
+summed over the server's API processes by `SummedRequests`) and
 `metrics_reader`, the check of `/metrics` and the Ray targets: the admin token or the metrics
 token (`service.metrics_token_env`), compared in constant time; none -> 401, a user's -> 403.
 """
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
+from argus.scheduler.link import metric_samples
 from argus.service.errors import APIError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -110,15 +113,69 @@ class ApiMetrics:
             self.metrics.observe(template, method if method in _METHODS else "other", code, time.perf_counter() - t0)
 
 
+Samples = list  # `argus.scheduler.link.metric_samples`: [[name, type, help, [[sample, labels, value]]]]
+
+
+class SummedRequests:
+    """A Prometheus collector: this process's request metrics plus those the other API
+    processes last wrote (`others`), summed per sample and labels. A `_created` sample keeps the
+    earliest; a family or label set only another process has is added as it is."""
+
+    def __init__(self, own: CollectorRegistry, others: Callable[[], list[Samples]]):
+        self.own, self.others = own, others
+
+    def collect(self) -> Iterator[Metric]:
+        theirs = self.others()
+        if not theirs:
+            yield from self.own.collect()
+            return
+        meta: dict[str, tuple[str, str]] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for samples in [metric_samples(self.own), *theirs]:
+            for family in samples:
+                _add(meta, values, family)
+        for name, (kind, doc) in meta.items():
+            out = Metric(name, doc, kind)
+            for (sample, labels), value in values[name].items():
+                out.add_sample(sample, dict(labels), value)
+            yield out
+
+
+def _add(meta: dict, values: dict, family: list) -> None:
+    name, kind, doc, samples = family
+    meta.setdefault(name, (kind, doc))
+    into = values.setdefault(name, {})
+    for sample, labels, value in samples:
+        key = (sample, tuple(sorted(labels.items())))
+        if key not in into:
+            into[key] = value
+        elif sample.endswith("_created"):
+            into[key] = min(into[key], value)
+        else:
+            into[key] += value
+
+
 class Metrics:
     """The app's registry and its feeds (the scrape-time collector is registered by the wiring)."""
 
-    def __init__(self, admin_token: str | None, metrics_token: str | None, scheduler: bool = True):
+    def __init__(
+        self,
+        admin_token: str | None,
+        metrics_token: str | None,
+        scheduler: bool = True,
+        other_processes: Callable[[], list[Samples]] | None = None,
+    ):
         """`scheduler`: the scheduler runs in this process (else its process's metrics are
-        served here by the collector that reads them, `argus.scheduler.link.StatusReader`)."""
+        served here by the collector that reads them, `argus.scheduler.link.StatusReader`).
+        `other_processes`: the request metrics the server's other API processes last wrote,
+        summed with this one's on `/metrics`."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.scheduler = SchedulerMetrics(self.registry) if scheduler else None
-        self.requests = RequestMetrics(self.registry)
+        # The request metrics have a registry of their own, so that an API process can write
+        # them out (`argus.service.api_processes`) and the first one can sum them.
+        self.request_registry = CollectorRegistry(auto_describe=False)
+        self.requests = RequestMetrics(self.request_registry)
+        self.registry.register(SummedRequests(self.request_registry, other_processes or list))
         self._tokens = [t.encode() for t in (admin_token, metrics_token) if t]
 
     def may_read(self, token: str) -> bool:

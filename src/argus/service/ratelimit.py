@@ -4,6 +4,10 @@ Owns the buckets (`service.submit_rate_per_s` tokens a second, up to `service.su
 saved) and the answer past the rate: `RateLimited`, which the app turns into a 429 with a
 `Retry-After` header and an error body naming the limit. Pure bookkeeping: the clock is passed
 in, nothing here does I/O. The admin is not limited (the routes do not ask for it).
+
+The bucket arithmetic is `refill` and `spend`, here only: a `RateLimiter` given a
+`SharedState` keeps its buckets there instead (one budget across the server's API processes),
+and `argus.service.shared_state` does its sums with these same functions.
 """
 
 from __future__ import annotations
@@ -12,9 +16,33 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from argus.service.errors import APIError
 from argus.spec.errors import Problem
+
+if TYPE_CHECKING:
+    from argus.service.shared_state import SharedState
+
+
+def refill(tokens: float, at: float, now: float, rate_per_s: float, burst: int) -> float:
+    """The tokens at `now` of a bucket that held `tokens` at `at`: `rate_per_s` more a second,
+    at most `burst`."""
+    return min(float(burst), tokens + (now - at) * rate_per_s)
+
+
+def spend(tokens: float, at: float, now: float, rate_per_s: float, burst: int) -> tuple[float, float, float]:
+    """Take one token of a bucket that held `tokens` at `at` (a new bucket is `(burst, now)`).
+
+    Returns:
+        `(tokens, at)` to keep, and the wait: 0.0 when a token was taken, else the seconds until
+        one is there (none is taken).
+    """
+    now = max(now, at)  # a clock read a hair before another thread's (or process's) write
+    tokens = refill(tokens, at, now, rate_per_s, burst)
+    if tokens >= 1.0:
+        return tokens - 1.0, now, 0.0
+    return tokens, now, (1.0 - tokens) / rate_per_s
 
 
 class RateLimited(APIError):
@@ -38,6 +66,8 @@ class RateLimiter:
         burst: the bucket's size (what a user may send at once after a pause).
         clock: monotonic seconds.
         max_users: buckets kept; full buckets are dropped first when there are more.
+        shared: keep the buckets there instead, shared with the server's other API processes
+            (`clock` must then be the system-wide `time.monotonic`, as by default).
     """
 
     def __init__(
@@ -46,11 +76,13 @@ class RateLimiter:
         burst: int,
         clock: Callable[[], float] = time.monotonic,
         max_users: int = 100_000,
+        shared: SharedState | None = None,
     ):
         self.rate_per_s = rate_per_s
         self.burst = max(1, burst)
         self.clock = clock
         self.max_users = max_users
+        self.shared = shared
         self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, at)
         self._lock = threading.Lock()
 
@@ -63,19 +95,19 @@ class RateLimiter:
         if self.rate_per_s is None:
             return 0.0
         now = self.clock()
+        if self.shared is not None:
+            return self.shared.take_token(user, self.rate_per_s, self.burst, now)
         with self._lock:
             tokens, at = self._buckets.get(user, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate_per_s)
-            if tokens >= 1.0:
-                self._buckets[user] = (tokens - 1.0, now)
-                if len(self._buckets) > self.max_users:
-                    self._prune(now)
-                return 0.0
-            self._buckets[user] = (tokens, now)
-            return (1.0 - tokens) / self.rate_per_s
+            tokens, at, wait = spend(tokens, at, now, self.rate_per_s, self.burst)
+            self._buckets[user] = (tokens, at)
+            if wait == 0.0 and len(self._buckets) > self.max_users:
+                self._prune(now)
+            return wait
 
     def _prune(self, now: float) -> None:
-        full = [u for u, (t, at) in self._buckets.items() if t + (now - at) * (self.rate_per_s or 0) >= self.burst]
+        rate = self.rate_per_s or 0.0
+        full = [u for u, (t, at) in self._buckets.items() if refill(t, at, now, rate, self.burst) >= self.burst]
         for u in full:
             del self._buckets[u]
         if len(self._buckets) > self.max_users:  # still too many: forget the oldest

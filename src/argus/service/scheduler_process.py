@@ -7,12 +7,11 @@ for behind the lock.
 
 Owns:
 
-- `SchedulerChild`, in the API process: makes a private run directory (mode 0700), starts the
-  child (`python -m argus.service.scheduler_process`) in a session of its own (a terminal's
-  Ctrl-C goes to the server, which stops it), hands it the settings on its standard input (no
-  copy of them on disk) and an environment without the admin, metrics and console keys, starts
-  it again when it exits or cannot be started (after 1 s, doubling to at most 30 s while it keeps
-  failing), and stops it with the server (SIGTERM, then SIGKILL after `STOP_TIMEOUT_S`). Its
+- `SchedulerChild`, in the API process: makes a private run directory (mode 0700) and runs the
+  child (`python -m argus.service.scheduler_process`) as an `argus.service.children.Supervised`
+  (settings on its standard input, started again when it exits, stopped with the server: SIGTERM,
+  then SIGKILL after `STOP_TIMEOUT_S`) with an environment without the admin, metrics and console
+  keys. Its
   `nudge` and `health` are `argus.scheduler.link`'s sender and reader; as a Prometheus
   collector it serves `argus_scheduler_process_up`, `argus_scheduler_process_restarts_total`
   and the child's own pass metrics.
@@ -31,12 +30,10 @@ Owns:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,8 +52,9 @@ from argus.scheduler.gpu_sampler import GpuSampler
 from argus.scheduler.link import NudgeListener, NudgeSender, StatusReader, StatusWriter, metric_samples
 from argus.scheduler.loop import Scheduler
 from argus.scheduler.secrets import JobSecrets
+from argus.service.children import Supervised, die_with_parent
 from argus.service.metrics import SchedulerMetrics
-from argus.settings import ArgusSettings, dump_settings, parse_settings
+from argus.settings import ArgusSettings, parse_settings
 from argus.store.code import CodeStore
 from argus.store.db import Database, connect
 from argus.store.secrets import SecretStore
@@ -66,9 +64,6 @@ log = logging.getLogger("argus.service")
 
 STOP_TIMEOUT_S = 40.0  # the child's own joins (JOIN_S in all, then 5 s) end well within it
 JOIN_S = 20.0
-RESTART_MIN_S, RESTART_MAX_S = 1.0, 30.0
-STEADY_S = 60.0  # a child that ran this long before it exited is restarted after RESTART_MIN_S
-PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -95,34 +90,21 @@ def build_scheduler(
     )
 
 
-class SchedulerChild:
+class SchedulerChild(Supervised):
     """The scheduler process of one server (see the module docstring)."""
 
+    name = "scheduler process"
+    stop_timeout_s = STOP_TIMEOUT_S
+
     def __init__(self, settings: ArgusSettings, environ: Mapping[str, str] | None = None):
-        self.settings = settings
         env = dict(os.environ if environ is None else environ)
         svc = settings.service
         for name in (svc.admin_token_env, svc.metrics_token_env, svc.ui_session_key_env):
             env.pop(name, None)  # the scheduler needs none of them (the secrets key it does)
-        self.environ = env
+        super().__init__(settings, env)
         self.run_dir = Path(tempfile.mkdtemp(prefix="argus-scheduler-"))  # 0700
         self.nudge = NudgeSender(self.run_dir)
         self.health = StatusReader(self.run_dir)
-        self.restarts = 0
-        self.last_exit: int | None = None
-        self._proc: subprocess.Popen | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._watch: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     def command(self) -> list[str]:
         return [
@@ -136,94 +118,12 @@ class SchedulerChild:
             str(os.getpid()),
         ]
 
-    def _spawn(self) -> subprocess.Popen | None:
-        """Start a child and hand it the settings; None when it could not be started."""
+    def exited(self) -> None:
         self.health.forget()
-        try:
-            proc = subprocess.Popen(self.command(), env=self.environ, start_new_session=True, stdin=subprocess.PIPE)
-        except OSError as exc:
-            log.error("the scheduler process could not be started: %s", exc)
-            return None
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(dump_settings(self.settings).encode())
-        except OSError:  # it died before reading them: it is started again
-            pass
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        return proc
-
-    def start(self) -> None:
-        if self._watch is not None:
-            raise RuntimeError("the scheduler process was started already")
-        with self._lock:
-            self._proc = self._spawn()
-        self._watch = threading.Thread(target=self._supervise, name="argus-scheduler-child", daemon=True)
-        self._watch.start()
-
-    def _supervise(self) -> None:
-        delay = RESTART_MIN_S
-        while not self._stop.is_set():
-            try:
-                delay = self._watch_once(delay)
-            except Exception:  # the watch outlives any one failure (a child outlives its starter)
-                log.exception("the scheduler process's supervision failed; it goes on")
-                self._stop.wait(RESTART_MIN_S)
-
-    def _watch_once(self, delay: float) -> float:
-        """Wait for the child to exit, then start another after `delay`; the next delay."""
-        proc, started = self._proc, time.monotonic()
-        if proc is not None:
-            while proc.poll() is None:
-                if self._stop.wait(0.5):
-                    return delay
-            if self._stop.is_set():
-                return delay
-            self.last_exit = proc.returncode
-            self.health.forget()  # what the dead one said is not served while none runs
-            if time.monotonic() - started >= STEADY_S:
-                delay = RESTART_MIN_S
-            log.error(
-                "the scheduler process (pid %d) exited with %s; starting it again in %.0f s",
-                proc.pid,
-                proc.returncode,
-                delay,
-            )
-        if self._stop.wait(delay):
-            return delay
-        with self._lock:
-            if not self._stop.is_set():
-                self._proc = self._spawn()
-                self.restarts += 1
-        return min(delay * 2, RESTART_MAX_S)
-
-    def signal_stop(self) -> None:
-        """Ask the child to stop (SIGTERM) and start it no more; `stop()` waits for it."""
-        with self._lock:
-            self._stop.set()
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
 
     def stop(self) -> None:
         """Stop the child (SIGKILL after STOP_TIMEOUT_S) and remove the run directory."""
-        self.signal_stop()
-        proc = self._proc
-        if proc is not None:
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log.warning("the scheduler process (pid %d) did not stop in %.0f s: killed", proc.pid, STOP_TIMEOUT_S)
-                proc.kill()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    log.error("the scheduler process (pid %d) does not die (uninterruptible I/O?)", proc.pid)
-        if self._watch is not None:
-            self._watch.join(timeout=5)
+        super().stop()
         self.nudge.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -236,15 +136,6 @@ class SchedulerChild:
             self.restarts,
         )
         yield from self.health.collect()
-
-
-def _die_with_parent(parent: int) -> bool:
-    """Ask Linux for SIGTERM when the parent dies; whether the parent is still there."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the pid check in `run_child` still ends it
-        pass
-    return os.getppid() == parent
 
 
 class _Stop(BaseException):
@@ -275,7 +166,7 @@ def run_child(run_dir: Path, parent: int, settings_text: str) -> int:
     Raises:
         _Stop: a stop signal came before its loops started (nothing to wind down).
     """
-    if not _die_with_parent(parent):  # (settings from a server that died while writing them: unused)
+    if not die_with_parent(parent):  # (settings from a server that died while writing them: unused)
         return 0
     settings = parse_settings(yaml.safe_load(settings_text) or {}, "the server's settings", environ={})
     # The server has migrated the database already.

@@ -7,9 +7,11 @@ timeout. Writes go through their own engine whose transactions start with `BEGIN
 read-then-write transaction holds the write lock from its first statement and two writers never
 deadlock on a lock upgrade. The write engine holds a single connection, so writers in this
 process queue on the pool (woken at once) instead of in SQLite's busy handler (which sleeps and
-polls, and made tail latency seconds long under 32 concurrent writers). Another process's writer
-(the server's scheduler process) still meets this one in the busy handler: its transactions are
-few and short (a pass's updates), so that wait stays short. PostgreSQL uses one pooled
+polls, and made tail latency seconds long under 32 concurrent writers). Writers in other
+processes (the server's scheduler process, its other API processes, the CLI's admin commands)
+queue the same way on an OS lock beside the database file (`<db>.write-lock`, `flock`), which
+the write connection holds from checkout to checkin: the kernel wakes the next waiter as soon as
+it is released, where SQLite's busy handler would sleep 1 to 100 ms between tries. PostgreSQL uses one pooled
 engine for both, at READ COMMITTED, with
 `SELECT … FOR UPDATE` where a transition reads before it writes.
 
@@ -22,8 +24,11 @@ restarts.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +58,7 @@ class Database:
     read: sa.Engine
     write: sa.Engine
     wal_max_bytes: int = WAL_MAX_BYTES
+    write_lock: WriteLock | None = None  # SQLite on a file: held by the write connection
 
     @property
     def is_sqlite(self) -> bool:
@@ -125,6 +131,8 @@ class Database:
         self.read.dispose()
         if self.write is not self.read:
             self.write.dispose()
+        if self.write_lock is not None:
+            self.write_lock.close()
 
 
 def _sqlite3(raw: sa.PoolProxiedConnection) -> sqlite3.Connection:
@@ -138,6 +146,62 @@ def _sqlite3(raw: sa.PoolProxiedConnection) -> sqlite3.Connection:
     if conn is None:
         raise sa.exc.InvalidRequestError("the pooled SQLite connection was invalidated")
     return conn
+
+
+class WriteLock:
+    """The OS lock that a process's SQLite write connection holds while it is checked out.
+
+    `flock` on a file of its own beside the database: exclusive between processes (and between
+    two `Database`s of one process, each with its own descriptor), released by the kernel when
+    its holder dies. Within one `Database` the write pool's single connection already serialises
+    the threads, so one descriptor serves them all.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd = -1  # opened at the first acquire (again after `close`)
+        self._held = False
+        self._guard = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._guard:
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._fd
+        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL
+        with self._guard:
+            self._held = True
+
+    def release(self) -> None:
+        with self._guard:
+            if not self._held:
+                return
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Release and close the descriptor (an engine used after `Database.dispose` opens it
+        again)."""
+        self.release()
+        with self._guard:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _write_lock(engine: sa.Engine, path: str) -> WriteLock:
+    """Hold `path`'s `WriteLock` while `engine`'s (one) connection is checked out."""
+    lock = WriteLock(path)
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(_dbapi_conn, _record, _proxy):
+        lock.acquire()
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, _record):
+        lock.release()
+
+    return lock
 
 
 def _sqlite_engine(
@@ -183,13 +247,13 @@ def connect(url: str, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_
     """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
+        write = _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint, wal_max_bytes=wal_max_bytes)
+        lock = None
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            lock = _write_lock(write, path + ".write-lock")
         return Database(
-            url,
-            _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes),
-            _sqlite_engine(url, "BEGIN IMMEDIATE", 1, autocheckpoint=autocheckpoint, wal_max_bytes=wal_max_bytes),
-            wal_max_bytes,
+            url, _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes), write, wal_max_bytes, lock
         )
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     return Database(url, engine, engine)
