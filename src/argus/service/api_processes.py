@@ -236,6 +236,8 @@ def run_worker(fd: int, run_dir: Path, parent: int, scheduler_dir: Path | None, 
             writer.write()  # its last counts
         except OSError:
             pass
+        if os.getppid() != parent:  # the server was killed: nobody else removes what it made
+            shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 
@@ -252,4 +254,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from argus.service import api_processes  # the module's own classes, not __main__'s copies
+
+    sys.exit(api_processes.main())

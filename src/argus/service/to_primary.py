@@ -79,7 +79,7 @@ class ToPrimary:
             await error_response(503, reason)(scope, receive, send)
             return
         try:
-            out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
+            out = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP]
             await send({"type": "http.response.start", "status": response.status_code, "headers": out})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
