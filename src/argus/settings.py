@@ -85,6 +85,10 @@ class SchedulerSettings(StrictModel):
     interval_s: float = Field(default=2.0, gt=0)
     # Passes that nudges start are at least this far apart (bursts are served together).
     min_tick_gap_s: float = Field(default=0.05, ge=0)
+    # Full passes (sync with Ray, plan the whole queue) take at most this share of a core: one
+    # that took d seconds is followed by the next after max(interval_s, d / full_pass_share).
+    # It matters only when a queue of tens of thousands makes a full pass long; null: no bound.
+    full_pass_share: float | None = Field(default=0.1, gt=0, le=1)
     retry_interval_s: float = Field(default=30.0, ge=0)
     # None: bounded by GPUs only (the seeds' v2.0 default was 1).
     max_running_tasks: int | None = Field(default=None, ge=1)

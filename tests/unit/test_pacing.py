@@ -127,3 +127,34 @@ def test_stop_set_during_a_pass_ends_the_loop_after_it():
 @pytest.mark.parametrize("gap,expected", [(0.0, 0.0), (5.0, 5.0), (120.0, INTERVAL)])
 def test_the_gap_is_at_most_the_interval(gap, expected):
     assert pacer(gap=gap).min_gap_s == expected
+
+
+def test_full_passes_are_spaced_by_their_cost_with_a_full_share():
+    mono = FakeClock(1000.0)
+    p = Pacer("test pass", 2.0, full_share=0.1, clock=FakeClock(NOW), monotonic=mono)
+    seen: list[bool] = []
+
+    def tick(now: float, full: bool) -> None:
+        seen.append(full)
+        if full:
+            mono.advance(0.5)  # a full pass over a long queue takes half a second
+
+    p.one_pass(tick, lambda e: None)  # full: 0.5 s, so the next is due 5 s after it started
+    assert p.full_spacing_s == 5.0
+    for _ in range(5):
+        mono.advance(1.0)  # wake-ups before then are light
+        p.one_pass(tick, lambda e: None)
+    assert seen == [True, False, False, False, False, True]  # at 0, then 1.5, 2.5, 3.5, 4.5 and 5.5 s
+    p.nudge(full=True)  # a nudge that asks for a full pass still gets one at once
+    p.one_pass(tick, lambda e: None)
+    assert seen[-1] is True
+
+
+def test_a_cheap_full_pass_keeps_the_interval_and_no_share_means_no_spacing():
+    mono = FakeClock(1000.0)
+    p = Pacer("test pass", 2.0, full_share=0.1, clock=FakeClock(NOW), monotonic=mono)
+    p.one_pass(lambda now, full: mono.advance(0.01), lambda e: None)
+    assert p.full_spacing_s == 2.0 * 0.9  # 0.01 / 0.1 = 0.1 s: the interval's own spacing stands
+    q = Pacer("test pass", 2.0, clock=FakeClock(NOW), monotonic=mono)
+    q.one_pass(lambda now, full: mono.advance(30.0), lambda e: None)
+    assert q.full_spacing_s == 2.0 * 0.9

@@ -11,8 +11,8 @@ submission id `<task_id>--a<NN>`. Invariants:
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from datetime import datetime
 from enum import StrEnum
 
@@ -90,9 +90,10 @@ def new_task_id(user_id: str, workload: str, now: datetime, suffix: str | None =
         user_id: the owner (already checked; it has no '-', so the id splits unambiguously).
         workload: ppo, grpo or sft.
         now: the acceptance time (UTC), passed in.
-        suffix: 4 hex characters; random when None.
+        suffix: 4 hex characters; random when None (a taken id is drawn again by the caller, so
+            it needs no secret randomness: `random`, not an `os.urandom` system call per task).
     """
-    tail = suffix if suffix is not None else secrets.token_hex(2)
+    tail = suffix if suffix is not None else f"{random.getrandbits(16):04x}"
     return f"mvp2-{user_id}-{workload}-{now:%Y%m%d-%H%M%S}-{tail}"
 
 

@@ -109,7 +109,14 @@ class Scheduler:
         # A nudged pass admits only; a full pass (sync, archive, admit) every `interval_s`, or
         # when a nudge asks for one. Nudges within `min_tick_gap_s` of a pass share the next.
         cfg = settings.scheduler
-        self._pacer = Pacer("scheduler tick", cfg.interval_s, min_gap_s=cfg.min_tick_gap_s, clock=clock, log=log)
+        self._pacer = Pacer(
+            "scheduler tick",
+            cfg.interval_s,
+            min_gap_s=cfg.min_tick_gap_s,
+            full_share=cfg.full_pass_share,
+            clock=clock,
+            log=log,
+        )
         self._lock = threading.Lock()
 
     # -- pacing ---------------------------------------------------------------------------

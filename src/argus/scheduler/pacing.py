@@ -8,6 +8,10 @@ Owns `Pacer`, which a loop holds and whose `run(stop, tick, failed)` is the loop
   full pass started within `full_every_s` (90 % of the interval by default, so that the
   interval's own wake-ups are full), or when a nudge asked for one (`nudge(full=True)`); every
   other (nudged) pass is light. A loop that has only one kind of pass ignores `full`;
+- with `full_share`, full passes are spaced by their cost: the next one is not due before
+  `duration / full_share` has passed since the last one started, so that passes whose cost
+  grows with a long queue take at most that share of a core (like Slurm's backfill interval;
+  a full pass asked for by a nudge still runs at once);
 - a pass that raises is logged and handed to `failed` (the loop records it, e.g. as its
   `last_error`), and the loop goes on: the loop outlives any one bad pass. A failed full pass
   is retried at the interval, not at once;
@@ -43,6 +47,7 @@ class Pacer:
         *,
         min_gap_s: float = 0.0,
         full_every_s: float | None = None,
+        full_share: float | None = None,
         clock: Clock = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
@@ -55,6 +60,7 @@ class Pacer:
                 (at most the interval).
             full_every_s: a pass is full when none was within this long (default: 90 % of the
                 interval).
+            full_share: at most this share of the time goes to full passes (None: no bound).
             clock: the `now` handed to each pass.
             monotonic: how elapsed time is measured (a fake in tests).
             log: where failed passes are logged.
@@ -67,8 +73,10 @@ class Pacer:
         self.monotonic = monotonic
         self.log = log or logging.getLogger("argus.loops")
         self._wake = threading.Event()
+        self.full_share = full_share
         self._full_wanted = False
         self._last_full = float("-inf")
+        self._full_spacing = self.full_every_s  # grows with the last full pass's duration
 
     def nudge(self, full: bool = False) -> None:
         """Ask for a pass soon; `full`: it must be a full pass."""
@@ -94,7 +102,7 @@ class Pacer:
         """Run one pass now, full or light as due; returns when it started (`monotonic`)."""
         self._wake.clear()
         started = self.monotonic()
-        full = self._full_wanted or started - self._last_full >= self.full_every_s
+        full = self._full_wanted or started - self._last_full >= self._full_spacing
         if full:
             self._full_wanted = False
             self._last_full = started  # a failed full pass is retried at the interval, not at once
@@ -103,4 +111,11 @@ class Pacer:
         except Exception as exc:  # the loop must outlive any one bad pass
             failed(f"{type(exc).__name__}: {exc}")
             self.log.exception("%s failed", self.name)
+        if full and self.full_share:
+            self._full_spacing = max(self.full_every_s, (self.monotonic() - started) / self.full_share)
         return started
+
+    @property
+    def full_spacing_s(self) -> float:
+        """How long after a full pass the next one is due (not counting nudges that ask for one)."""
+        return self._full_spacing

@@ -122,6 +122,7 @@ def _install(app: FastAPI, max_body_bytes: int, code_max_bytes: int) -> None:
     async def _rate_limited(_: Request, exc: RateLimited) -> Any:
         return error_response(429, exc.message, exc.problems, {"Retry-After": exc.retry_after})
 
+    app.router.routes.insert(0, task_routes.plain_submit_route())  # ahead of the routers: see there
     for routes in (task_routes, user_routes, node_routes, secret_routes, code_routes, health_routes, usage_routes):
         app.include_router(routes.router)
     app.include_router(metrics_routes.router)
