@@ -212,6 +212,27 @@ def test_both_processes_answer_submissions_and_metrics_sum_them(run):
     assert requests_total(run.metrics_text(), TASKS, "POST", 201) == before[0] + len(created)
 
 
+def test_a_burst_of_new_keep_alive_connections_is_spread_over_both_processes(run):
+    """32 connections opened at once, as a client pool does: each process gets some of them (its
+    own socket, `SO_REUSEPORT`). On one shared socket the process that woke first could take
+    nearly all of them, and keep them for as long as they live."""
+    _, user = run.new_user("pool")
+    me = "/api/v2/me"
+    before = counts(run, me, "GET", 200)
+    clients = [httpx.Client(base_url=run.url, timeout=30) for _ in range(32)]
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            for _ in range(3):  # the same 32 connections, three requests each
+                got = list(pool.map(lambda c: c.get(me, headers=user), clients))
+                assert [r.status_code for r in got] == [200] * 32
+    finally:
+        for c in clients:
+            c.close()
+    child, primary = split(run, me, "GET", 200, before, 96)
+    assert child % 3 == 0 and primary % 3 == 0  # a connection stays with the process that took it
+    assert child >= 3 and primary >= 3, (child, primary)
+
+
 def test_the_per_user_submission_rate_is_one_budget_across_the_processes(run):
     spec = run.spec()
     spread = False

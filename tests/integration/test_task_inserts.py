@@ -213,3 +213,34 @@ def test_the_rows_a_pass_parks_are_read_by_their_id_and_only_waiting_ones_change
     finally:
         store.inserts.close()
         db.dispose()
+
+
+def test_sqlite_inserts_many_rows_in_multi_row_statements_and_a_taken_id_still_fails_the_batch(tmp_path, monkeypatch):
+    from argus.store import task_inserts
+
+    monkeypatch.setattr(task_inserts, "_SQLITE_MAX_PARAMS", 40)  # 2 task rows (15 columns) a statement
+    db = open_database(f"sqlite:///{tmp_path}/a.sqlite3")
+    store = TaskStore(db)
+    try:
+        statements = []
+        raw = db.write.raw_connection()
+        sqlite = raw.driver_connection
+        raw.close()
+        sqlite.set_trace_callback(statements.append)
+        insert_tasks(db, [row(n) for n in range(7)])
+        sqlite.set_trace_callback(None)
+        inserts = [s for s in statements if s.startswith("INSERT INTO tasks ")]
+        assert len(inserts) == 4  # 2 + 2 + 2 + 1 rows
+        assert [s.count("), (") + 1 for s in inserts] == [2, 2, 2, 1]
+        assert [t.task_id for t in sorted(store.in_states(["QUEUED"]), key=lambda t: t.task_id)] == [
+            f"t-{n:05d}" for n in range(7)
+        ]
+        with db.read.connect() as conn:
+            events = conn.execute(sa.text("SELECT task_id, reason FROM task_events ORDER BY task_id")).all()
+        assert events == [(f"t-{n:05d}", "accepted") for n in range(7)]
+        with pytest.raises(sa.exc.IntegrityError):  # t-00006 is taken: nothing of this batch is kept
+            insert_tasks(db, [row(7), row(6), row(8)])
+        assert len(store.in_states(["QUEUED"])) == 7
+    finally:
+        store.inserts.close()
+        db.dispose()

@@ -1,10 +1,13 @@
 """Several API processes for one server (`service.api_processes` > 1).
 
 One interpreter serves a burst of submissions at about one core: its lock, not the machine, sets
-the ceiling. With `service.api_processes: N`, `argus server` binds the listening socket itself
-and serves it from N processes: itself (the first) and N - 1 children it starts with the socket
-inherited, each an `argus.service.children.Supervised` (started again when it dies). The kernel
-hands each new connection to whichever process accepts it first.
+the ceiling. With `service.api_processes: N`, `argus server` binds N listening sockets to its
+address itself, all with `SO_REUSEPORT`, serves the first and starts N - 1 children, each with
+one of the others inherited (an `argus.service.children.Supervised`, started again when it dies,
+on the same socket: what waited in its backlog meanwhile is served then). The kernel spreads new
+connections over the sockets by a hash of their addresses: with one shared socket, whichever
+process woke first took a burst of new connections, and one process could end up with nearly
+all of a client pool's keep-alive connections.
 
 What they share lives in a private run directory (mode 0700) the first process makes:
 
@@ -108,10 +111,12 @@ class RequestsWriter:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """The server's listening socket, inheritable by its children."""
+    """A listening socket of the server (`SO_REUSEPORT`: the others bind the same port),
+    inheritable by its children."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -174,8 +179,8 @@ def _freeze() -> None:
 
 
 def serve(settings: ArgusSettings, child: SchedulerChild | None, sock: socket.socket) -> None:
-    """The first API process: start the others on `sock` (from `listen`), serve until stopped,
-    stop them."""
+    """The first API process: serve `sock` (from `listen`), start the others on sockets of their
+    own bound to the same address, serve until stopped, stop them."""
     from argus.service.app import create_app
 
     svc = settings.service
@@ -185,12 +190,14 @@ def serve(settings: ArgusSettings, child: SchedulerChild | None, sock: socket.so
     shared = SharedState.create(run_dir / SHARED_FILE)
     link = ProcessLink(run_dir, shared, primary=True, scheduler_dir=child.run_dir if child else None)
     workers: list[ApiProcess] = []
+    host, port = sock.getsockname()[:2]  # the port `listen` got (when asked for any)
+    theirs = [listen(host, port) for _ in range(svc.api_processes - 1)]
     try:
         app = create_app(settings, scheduler_child=child, processes=link)
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         unix.bind(str(link.primary_socket))
         unix.listen(BACKLOG)
-        workers = [ApiProcess(settings, sock, link) for _ in range(svc.api_processes - 1)]
+        workers = [ApiProcess(settings, own, link) for own in theirs]
         _freeze()
         for worker in workers:
             worker.start()
@@ -200,7 +207,8 @@ def serve(settings: ArgusSettings, child: SchedulerChild | None, sock: socket.so
             worker.signal_stop()
         for worker in workers:
             worker.stop()
-        sock.close()
+        for one in (sock, *theirs):
+            one.close()
         shared.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
