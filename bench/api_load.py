@@ -33,8 +33,8 @@ The per-user submission rate is off unless `--rate-per-user` sets it; `--set SEC
 sets any other server setting (e.g. `scheduler.enabled=false`). The server runs its scheduler
 in a child process, as shipped (`scheduler.own_process`), whose CPU is printed apart;
 `--set scheduler.own_process=false` measures the scheduler as a thread of the server instead.
-`--api-processes N` runs the server with `service.api_processes: N` (one listening socket served
-by N processes); the API CPU printed is theirs summed.
+`--api-processes N` runs the server with `service.api_processes: N` (N processes, a socket
+each on the one address); the API CPU printed is theirs summed.
 
 Usage:
     python bench/api_load.py --db sqlite

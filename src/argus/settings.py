@@ -68,9 +68,10 @@ class ServiceSettings(StrictModel):
     # The console's cookies carry `Secure`: true, false, or null (when the request came over https;
     # set true behind a TLS proxy that uvicorn is not told about).
     ui_cookie_secure: bool | None = None
-    # Processes that serve the API (`argus.service.api_processes`): one listening socket, each
-    # connection taken by whichever is free; the rate limit, token revocation, console logins and
-    # request metrics are shared. More than one needs `scheduler.own_process`.
+    # Processes that serve the API (`argus.service.api_processes`): one address, a socket each
+    # (SO_REUSEPORT: the kernel spreads new connections over them); the rate limit, token
+    # revocation, console logins and request metrics are shared. More than one needs
+    # `scheduler.own_process`.
     api_processes: int = Field(default=1, ge=1, le=32)
 
 
@@ -86,8 +87,9 @@ class SchedulerSettings(StrictModel):
     # Passes that nudges start are at least this far apart (bursts are served together).
     min_tick_gap_s: float = Field(default=0.05, ge=0)
     # Full passes (sync with Ray, plan the whole queue) take at most this share of a core: one
-    # that took d seconds is followed by the next after max(interval_s, d / full_pass_share).
-    # It matters only when a queue of tens of thousands makes a full pass long; null: no bound.
+    # that took c seconds of CPU (waits on Ray not counted) is followed by the next after
+    # c / full_pass_share instead of interval_s, at most 5 intervals later. It matters only when
+    # a queue of tens of thousands makes a full pass long; null: no bound.
     full_pass_share: float | None = Field(default=0.1, gt=0, le=1)
     retry_interval_s: float = Field(default=30.0, ge=0)
     # None: bounded by GPUs only (the seeds' v2.0 default was 1).

@@ -337,7 +337,13 @@ def test_a_killed_child_api_process_is_started_again(run):
     old_file = run_dir_of(old.pid) / f"requests-{old.pid}.json"
     until("the child's file", old_file.exists, 5)
     total_before = requests_total(run.metrics_text(), TASKS, "POST", 201)
+    _, headers = run.new_user("down")
     os.kill(old.pid, signal.SIGKILL)
+    # While it is down (started again after a second, then its start-up), new connections are
+    # all answered at once: its socket was closed when it died, so none waits in its backlog.
+    time.sleep(0.8)
+    for _ in range(20):
+        assert httpx.get(f"{run.url}/api/v2/me", headers=headers, timeout=1.5).status_code == 200
     new = until(
         "a new child API process",
         lambda: [p for p in children_running(run.pid, API_MODULE) if p.pid != old.pid],

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from argus.scheduler.pacing import Pacer
+from argus.scheduler.pacing import FULL_SPACING_MAX, Pacer
 from argus.testing import FakeClock
 
 INTERVAL = 60.0  # never waited out here: every wake-up is a nudge or stop
@@ -129,15 +129,16 @@ def test_the_gap_is_at_most_the_interval(gap, expected):
     assert pacer(gap=gap).min_gap_s == expected
 
 
-def test_full_passes_are_spaced_by_their_cost_with_a_full_share():
-    mono = FakeClock(1000.0)
-    p = Pacer("test pass", 2.0, full_share=0.1, clock=FakeClock(NOW), monotonic=mono)
+def test_full_passes_are_spaced_by_their_cpu_with_a_full_share():
+    mono, cpu = FakeClock(1000.0), FakeClock(0.0)
+    p = Pacer("test pass", 2.0, full_share=0.1, clock=FakeClock(NOW), monotonic=mono, cpu=cpu)
     seen: list[bool] = []
 
     def tick(now: float, full: bool) -> None:
         seen.append(full)
         if full:
-            mono.advance(0.5)  # a full pass over a long queue takes half a second
+            mono.advance(0.5)  # a full pass over a long queue takes half a second of CPU
+            cpu.advance(0.5)
 
     p.one_pass(tick, lambda e: None)  # full: 0.5 s, so the next is due 5 s after it started
     assert p.full_spacing_s == 5.0
@@ -150,11 +151,14 @@ def test_full_passes_are_spaced_by_their_cost_with_a_full_share():
     assert seen[-1] is True
 
 
-def test_a_cheap_full_pass_keeps_the_interval_and_no_share_means_no_spacing():
-    mono = FakeClock(1000.0)
-    p = Pacer("test pass", 2.0, full_share=0.1, clock=FakeClock(NOW), monotonic=mono)
-    p.one_pass(lambda now, full: mono.advance(0.01), lambda e: None)
-    assert p.full_spacing_s == 2.0 * 0.9  # 0.01 / 0.1 = 0.1 s: the interval's own spacing stands
-    q = Pacer("test pass", 2.0, clock=FakeClock(NOW), monotonic=mono)
-    q.one_pass(lambda now, full: mono.advance(30.0), lambda e: None)
-    assert q.full_spacing_s == 2.0 * 0.9
+def test_waits_do_not_count_a_cheap_pass_keeps_the_interval_and_the_spacing_is_capped():
+    mono, cpu = FakeClock(1000.0), FakeClock(0.0)
+    p = Pacer("test pass", 2.0, full_share=0.1, clock=FakeClock(NOW), monotonic=mono, cpu=cpu)
+    p.one_pass(lambda now, full: (mono.advance(30.0), cpu.advance(0.01)), lambda e: None)
+    assert p.full_spacing_s == 2.0 * 0.9  # 30 s waiting on Ray, 0.01 s of CPU: the interval stands
+    mono.advance(2.0)
+    p.one_pass(lambda now, full: cpu.advance(60.0), lambda e: None)  # full again: the interval came
+    assert p.full_spacing_s == FULL_SPACING_MAX * 2.0  # a minute of CPU: still a sync every 10 s
+    q = Pacer("test pass", 2.0, clock=FakeClock(NOW), monotonic=mono, cpu=cpu)
+    q.one_pass(lambda now, full: cpu.advance(30.0), lambda e: None)
+    assert q.full_spacing_s == 2.0 * 0.9  # no share: no spacing

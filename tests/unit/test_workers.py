@@ -47,13 +47,24 @@ def test_at_most_n_calls_run_at_once_and_a_cancelled_caller_is_skipped():
             running -= 1
         return x
 
+    errors: list[dict] = []
+
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
         assert await asyncio.gather(*[workers.run(slow, i) for i in range(8)]) == list(range(8))
         gone = asyncio.ensure_future(workers.run(slow, 99))
         await asyncio.sleep(0)
         gone.cancel()  # its request went away: the result is dropped, nothing raises
         assert await workers.run(slow, 7) == 7
+        await asyncio.sleep(0.05)  # the dropped result's callback has run by now
 
     asyncio.run(main())
     assert peak == 2
+    assert errors == []  # setting a cancelled future's result would be an InvalidStateError here
     workers.shutdown()
+
+    async def after() -> None:
+        with pytest.raises(RuntimeError, match="shut down"):
+            await workers.run(slow, 1)
+
+    asyncio.run(after())

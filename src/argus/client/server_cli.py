@@ -79,19 +79,23 @@ def server(
             "users' secrets are disabled (tasks that name secrets are refused)"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    child = None
-    if settings.scheduler.enabled and settings.scheduler.own_process:
-        from argus.service.scheduler_process import SchedulerChild
-
-        child = SchedulerChild(settings)
+    sock = None
     if settings.service.api_processes > 1:
-        from argus.service.api_processes import listen, serve
+        from argus.service.api_processes import listen
 
         try:
             sock = listen(service.host, service.port)
         except OSError as exc:  # the address is taken or not ours
             err.print(f"[bold red]error:[/] cannot listen on {service.host}:{service.port}: {escape(str(exc))}")
             raise typer.Exit(1) from None
+    child = None
+    if settings.scheduler.enabled and settings.scheduler.own_process:
+        from argus.service.scheduler_process import SchedulerChild
+
+        child = SchedulerChild(settings)
+    if sock is not None:
+        from argus.service.api_processes import serve
+
         serve(settings, child, sock)
         return
     app = create_app(settings, scheduler_child=child)

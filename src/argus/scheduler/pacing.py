@@ -8,10 +8,11 @@ Owns `Pacer`, which a loop holds and whose `run(stop, tick, failed)` is the loop
   full pass started within `full_every_s` (90 % of the interval by default, so that the
   interval's own wake-ups are full), or when a nudge asked for one (`nudge(full=True)`); every
   other (nudged) pass is light. A loop that has only one kind of pass ignores `full`;
-- with `full_share`, full passes are spaced by their cost: the next one is not due before
-  `duration / full_share` has passed since the last one started, so that passes whose cost
-  grows with a long queue take at most that share of a core (like Slurm's backfill interval;
-  a full pass asked for by a nudge still runs at once);
+- with `full_share`, full passes are spaced by their CPU: one that took `c` seconds of its
+  thread's CPU time is followed by the next after `c / full_share` rather than `full_every_s`
+  (never more than `FULL_SPACING_MAX` intervals), so that passes whose CPU grows with a long
+  queue take at most that share of a core (like Slurm's backfill interval). Waits on Ray are
+  not CPU and do not count; a full pass asked for by a nudge still runs at once;
 - a pass that raises is logged and handed to `failed` (the loop records it, e.g. as its
   `last_error`), and the loop goes on: the loop outlives any one bad pass. A failed full pass
   is retried at the interval, not at once;
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from argus.ports import Clock
 
 FULL_EVERY = 0.9  # of the interval: a wake-up at the interval always runs a full pass
+FULL_SPACING_MAX = 5  # intervals: full passes (the sync with Ray: time limits, ended jobs) at least this often
 
 Tick = Callable[[float, bool], None]
 
@@ -50,6 +52,7 @@ class Pacer:
         full_share: float | None = None,
         clock: Clock = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        cpu: Callable[[], float] = time.thread_time,
         log: logging.Logger | None = None,
     ):
         """
@@ -60,9 +63,10 @@ class Pacer:
                 (at most the interval).
             full_every_s: a pass is full when none was within this long (default: 90 % of the
                 interval).
-            full_share: at most this share of the time goes to full passes (None: no bound).
+            full_share: at most this share of a core goes to full passes (None: no bound).
             clock: the `now` handed to each pass.
             monotonic: how elapsed time is measured (a fake in tests).
+            cpu: the CPU time of the thread that runs the passes (a fake in tests).
             log: where failed passes are logged.
         """
         self.name = name
@@ -71,6 +75,7 @@ class Pacer:
         self.full_every_s = interval_s * FULL_EVERY if full_every_s is None else full_every_s
         self.clock = clock
         self.monotonic = monotonic
+        self.cpu = cpu
         self.log = log or logging.getLogger("argus.loops")
         self._wake = threading.Event()
         self.full_share = full_share
@@ -106,13 +111,15 @@ class Pacer:
         if full:
             self._full_wanted = False
             self._last_full = started  # a failed full pass is retried at the interval, not at once
+        cpu = self.cpu()
         try:
             tick(self.clock(), full)
         except Exception as exc:  # the loop must outlive any one bad pass
             failed(f"{type(exc).__name__}: {exc}")
             self.log.exception("%s failed", self.name)
         if full and self.full_share:
-            self._full_spacing = max(self.full_every_s, (self.monotonic() - started) / self.full_share)
+            spacing = (self.cpu() - cpu) / self.full_share
+            self._full_spacing = min(max(self.full_every_s, spacing), FULL_SPACING_MAX * self.interval_s)
         return started
 
     @property

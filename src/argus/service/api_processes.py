@@ -2,12 +2,12 @@
 
 One interpreter serves a burst of submissions at about one core: its lock, not the machine, sets
 the ceiling. With `service.api_processes: N`, `argus server` binds N listening sockets to its
-address itself, all with `SO_REUSEPORT`, serves the first and starts N - 1 children, each with
-one of the others inherited (an `argus.service.children.Supervised`, started again when it dies,
-on the same socket: what waited in its backlog meanwhile is served then). The kernel spreads new
-connections over the sockets by a hash of their addresses: with one shared socket, whichever
-process woke first took a burst of new connections, and one process could end up with nearly
-all of a client pool's keep-alive connections.
+address itself, all with `SO_REUSEPORT` (the first is bound without it before, so an address in
+use is refused, never shared), serves the first and starts N - 1 children, each with one of the
+others inherited (an `argus.service.children.Supervised`, started again on a fresh socket when it
+dies). The kernel spreads new connections over the sockets by a hash of their addresses: with
+one shared socket, whichever process woke first took a burst of new connections, and one
+process could end up with nearly all of a client pool's keep-alive connections.
 
 What they share lives in a private run directory (mode 0700) the first process makes:
 
@@ -40,6 +40,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -110,35 +111,84 @@ class RequestsWriter:
                 return
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket of the server (`SO_REUSEPORT`: the others bind the same port),
-    inheritable by its children."""
+def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart beside TIME_WAIT sockets
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
         sock.close()
         raise
+    return sock
+
+
+def listen(host: str, port: int, first: bool = True) -> socket.socket:
+    """A listening socket of the server, with `SO_REUSEPORT` so that its other API processes
+    bind the same port.
+
+    Args:
+        first: the server's first socket: the port is first bound without `SO_REUSEPORT`, so that
+            an address another server (or another `argus server` of the same user) listens on
+            is refused as taken, never shared.
+    Raises:
+        OSError: the address is taken or cannot be bound.
+    """
+    if first:
+        probe = _socket(host, port, reuse_port=False)
+        port = probe.getsockname()[1]  # the one the kernel picked, when asked for any
+        probe.close()
+    sock = _socket(host, port, reuse_port=True)
     sock.listen(BACKLOG)
-    sock.set_inheritable(True)
     return sock
 
 
 class ApiProcess(Supervised):
-    """One API process besides the first, serving the inherited socket."""
+    """One API process besides the first, serving a socket of its own that it inherits.
+
+    When it dies, its socket is closed, and another is bound just before it is started again:
+    a socket nobody accepts on would keep its share of new connections waiting (the kernel
+    hashes them to it all the same) for as long as the restart takes; closed, the connections in
+    its backlog are reset and new ones go to the other processes. (Those that come to a new one
+    during its child's start-up wait for it, a second or two.)
+    """
 
     name = "API process"
     stop_timeout_s = 30.0
 
-    def __init__(self, settings: ArgusSettings, sock: socket.socket, link: ProcessLink):
-        super().__init__(settings, os.environ, pass_fds=(sock.fileno(),))
-        self.fd, self.link = sock.fileno(), link
+    def __init__(self, settings: ArgusSettings, address: tuple[str, int], link: ProcessLink):
+        self.address, self.link = address, link
+        self.sock: socket.socket | None = listen(*address, first=False)
+        self._served = False  # a child was started on `sock`
+        super().__init__(settings, os.environ)
+
+    def _spawn(self) -> subprocess.Popen | None:
+        self.exited()
+        if self.sock is None:  # bound just before its child starts (which accepts at once)
+            self.sock = listen(*self.address, first=False)
+        self.pass_fds = (self.sock.fileno(),)
+        proc = super()._spawn()
+        self._served = True
+        if proc is None:  # not started: nobody would accept on it until the next try
+            self.exited()
+        return proc
+
+    def exited(self) -> None:
+        if self._served and self.sock is not None:  # its child is gone: out of the kernel's spread
+            self.sock.close()
+            self.sock = None
+        self._served = False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-P", "-m", "argus.service.api_processes", "--fd", str(self.fd)]
+        assert self.sock is not None
+        cmd = [sys.executable, "-P", "-m", "argus.service.api_processes", "--fd", str(self.sock.fileno())]
         cmd += ["--run-dir", str(self.link.run_dir), "--parent", str(os.getpid())]
         if self.link.scheduler_dir is not None:
             cmd += ["--scheduler-dir", str(self.link.scheduler_dir)]
@@ -161,14 +211,16 @@ def _stopped(*_: object) -> None:
     raise _Stopped
 
 
-def _run(app: object, settings: ArgusSettings, sockets: list[socket.socket]) -> None:
+def _run(app: object, settings: ArgusSettings, sockets: list[socket.socket]) -> bool:
     """Serve `app` on `sockets` until SIGTERM or SIGINT, then return (uvicorn's own shutdown
-    first: requests in flight are answered)."""
+    first: requests in flight are answered); whether it started (False: its start-up failed)."""
     signal.signal(signal.SIGTERM, _stopped)
+    server = _uvicorn_server(app, settings)
     try:
-        _uvicorn_server(app, settings).run(sockets=sockets)
+        server.run(sockets=sockets)
     except (_Stopped, KeyboardInterrupt):
         pass
+    return bool(server.started)
 
 
 def _freeze() -> None:
@@ -190,25 +242,25 @@ def serve(settings: ArgusSettings, child: SchedulerChild | None, sock: socket.so
     shared = SharedState.create(run_dir / SHARED_FILE)
     link = ProcessLink(run_dir, shared, primary=True, scheduler_dir=child.run_dir if child else None)
     workers: list[ApiProcess] = []
-    host, port = sock.getsockname()[:2]  # the port `listen` got (when asked for any)
-    theirs = [listen(host, port) for _ in range(svc.api_processes - 1)]
+    address = sock.getsockname()[:2]  # the port `listen` got (when asked for any)
     try:
         app = create_app(settings, scheduler_child=child, processes=link)
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         unix.bind(str(link.primary_socket))
         unix.listen(BACKLOG)
-        workers = [ApiProcess(settings, own, link) for own in theirs]
+        workers = [ApiProcess(settings, address, link) for _ in range(svc.api_processes - 1)]
         _freeze()
         for worker in workers:
             worker.start()
-        _run(app, settings, [sock, unix])
+        if not _run(app, settings, [sock, unix]):
+            raise SystemExit(3)  # its start-up failed (said in the log), as `uvicorn.run` exits
     finally:
         for worker in workers:
             worker.signal_stop()
         for worker in workers:
             worker.stop()
-        for one in (sock, *theirs):
-            one.close()
+            worker.close()
+        sock.close()
         shared.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -237,7 +289,8 @@ def run_worker(fd: int, run_dir: Path, parent: int, scheduler_dir: Path | None, 
     threading.Thread(target=_watch_parent, args=(parent,), name="argus-parent-watch", daemon=True).start()
     _freeze()
     try:
-        _run(app, settings, [sock])
+        if not _run(app, settings, [sock]):
+            return 3  # its start-up failed (said in the log): the server starts it again
     finally:
         stop.set()
         try:

@@ -93,7 +93,7 @@ class TaskService(TaskBoard):
             or CheckPool(
                 svc.check_workers,
                 max_queued=svc.check_queue_per_user,
-                scrub_env=[svc.admin_token_env, svc.secrets_key_env, svc.metrics_token_env],
+                scrub_env=[svc.admin_token_env, svc.secrets_key_env, svc.metrics_token_env, svc.ui_session_key_env],
             )
         )
         self.rate = rate or RateLimiter(svc.submit_rate_per_s, svc.submit_burst)

@@ -57,6 +57,7 @@ class Workers:
         self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []  # started at the first call
         self._lock = threading.Lock()
+        self._closed = False
 
     def _start(self) -> None:
         with self._lock:
@@ -66,7 +67,13 @@ class Workers:
                 self._threads.append(thread)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` on a worker thread; what it returns, or raises, comes back here."""
+        """`fn(*args)` on a worker thread; what it returns, or raises, comes back here.
+
+        Raises:
+            RuntimeError: after `shutdown` (no thread would run it).
+        """
+        if self._closed:
+            raise RuntimeError(f"{self.name}: the threads were shut down")
         if len(self._threads) < self.n:
             self._start()
         loop = asyncio.get_running_loop()
@@ -93,6 +100,6 @@ class Workers:
     def shutdown(self) -> None:
         """Let the threads end once the calls queued before this one have run."""
         with self._lock:
-            self.n = 0  # none is started after this
+            self._closed = True
             for _ in self._threads:
                 self._queue.put(None)

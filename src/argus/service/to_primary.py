@@ -29,7 +29,10 @@ TIMEOUT_S = 300.0  # a node's bring-up answers at once; a scrape or a drain take
 
 
 def primary_only(path: str) -> bool:
-    """Whether `path` is served by the first API process only."""
+    """Whether `path` is served by the first API process only (a path with `.` or `..` segments
+    never is: the forward would resolve them, and here no route matches it)."""
+    if "/." in path:
+        return False
     return any(path == prefix or path.startswith(prefix + "/") for prefix in PRIMARY_PATHS)
 
 

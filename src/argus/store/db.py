@@ -8,11 +8,11 @@ read-then-write transaction holds the write lock from its first statement and tw
 deadlock on a lock upgrade. The write engine holds a single connection, so writers in this
 process queue on the pool (woken at once) instead of in SQLite's busy handler (which sleeps and
 polls, and made tail latency seconds long under 32 concurrent writers). Writers in other
-processes (the server's scheduler process, its other API processes, the CLI's admin commands)
-queue the same way on an OS lock beside the database file (`<db>.write-lock`, `flock`), which
-the write connection holds from checkout to checkin: the kernel wakes the next waiter as soon as
-it is released, where SQLite's busy handler would sleep 1 to 100 ms between tries. PostgreSQL uses one pooled
-engine for both, at READ COMMITTED, with
+processes (the server's scheduler process, its other API processes) queue the same way on an OS
+lock beside the database file (`<db>.write-lock`, `flock`), which the write connection holds
+from checkout to checkin: the kernel wakes the next waiter as soon as it is released, where
+SQLite's busy handler would sleep 1 to 100 ms between tries. The wait for it has no bound (a
+holder that dies releases it). PostgreSQL uses one pooled engine for both, at READ COMMITTED, with
 `SELECT … FOR UPDATE` where a transition reads before it writes.
 
 The SQLite write-ahead log stays bounded: `Database.checkpoint` (run by the server every second)

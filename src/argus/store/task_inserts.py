@@ -104,9 +104,8 @@ def _params(rows: list[dict], order: tuple[str, ...] | None) -> list:
     return [tuple(r[k] for k in order) for r in rows] if order is not None else rows
 
 
-# SQLite: the most bound parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER: 999 before
-# 3.32, 32766 since).
-_SQLITE_MAX_PARAMS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# SQLite: at most this many bound parameters in one statement (besides the connection's own limit).
+_SQLITE_MAX_PARAMS = 32766
 _multi: dict[tuple[str, int], str] = {}
 
 
@@ -117,7 +116,8 @@ def _sqlite_rows(cursor: Any, sql: str, params: list[tuple]) -> None:
     each time it gets it back from a busy thread may cost up to a switch interval (5 ms): a
     5-row insert beside one busy thread held the lock 42 ms by `executemany`, 14 ms by one
     statement a table."""
-    per = max(1, _SQLITE_MAX_PARAMS // len(params[0]))
+    limit = min(_SQLITE_MAX_PARAMS, cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    per = max(1, limit // len(params[0]))
     head, _, values = sql.partition(" VALUES ")
     for at in range(0, len(params), per):
         chunk = params[at : at + per]
