@@ -230,6 +230,7 @@ def test_to_primary_forwards_the_request_and_its_answer_over_the_socket(tmp_path
         answer = b'{"nodes": []}'
         writer.write(
             b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nX-From: primary\r\n"
+            b"Date: Mon, 30 Nov 2026 23:00:00 GMT\r\nServer: uvicorn\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer)
         )
         await writer.drain()
@@ -276,6 +277,7 @@ def test_to_primary_forwards_the_request_and_its_answer_over_the_socket(tmp_path
     assert sent[0]["status"] == 400
     headers = {k.lower(): v for k, v in sent[0]["headers"]}
     assert headers[b"x-from"] == b"primary" and b"connection" not in headers
+    assert b"date" not in headers and b"server" not in headers  # this process's server adds its own
     assert b"".join(m.get("body", b"") for m in sent[1:]) == b'{"nodes": []}'
     assert sent[-1]["more_body"] is False
 

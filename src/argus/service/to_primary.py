@@ -25,6 +25,8 @@ PRIMARY_PATHS = ("/healthz", "/metrics", "/api/v2/nodes", "/ui/nodes")
 _HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
+# This process's server writes its own `date` and `server` headers: the first one's are dropped.
+_NOT_PASSED_BACK = _HOP | {b"date", b"server"}
 TIMEOUT_S = 300.0  # a node's bring-up answers at once; a scrape or a drain takes seconds at most
 
 
@@ -82,7 +84,7 @@ class ToPrimary:
             await error_response(503, reason)(scope, receive, send)
             return
         try:
-            out = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP]
+            out = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _NOT_PASSED_BACK]
             await send({"type": "http.response.start", "status": response.status_code, "headers": out})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
