@@ -1,13 +1,13 @@
 """Several API processes for one server (`service.api_processes` > 1).
 
 One interpreter serves a burst of submissions at about one core: its lock, not the machine, sets
-the ceiling. With `service.api_processes: N`, `argus server` binds N listening sockets to its
-address itself, all with `SO_REUSEPORT` (the first is bound without it before, so an address in
-use is refused, never shared), serves the first and starts N - 1 children, each with one of the
-others inherited (an `argus.service.children.Supervised`, started again on a fresh socket when it
-dies). The kernel spreads new connections over the sockets by a hash of their addresses: with
-one shared socket, whichever process woke first took a burst of new connections, and one
-process could end up with nearly all of a client pool's keep-alive connections.
+the ceiling. With `service.api_processes: N`, N processes serve one address, each on a listening
+socket of its own, all with `SO_REUSEPORT`: `argus server` binds the first (once without it
+before, so an address in use is refused, never shared) and starts N - 1 children (each an
+`argus.service.children.Supervised`, started again when it dies), each of which binds its own
+once its app is built. The kernel spreads new connections over the sockets by a hash of their
+addresses: with one shared socket, whichever process woke first took a burst of new connections,
+and one process could end up with nearly all of a client pool's keep-alive connections.
 
 What they share lives in a private run directory (mode 0700) the first process makes:
 
@@ -40,7 +40,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -146,49 +145,21 @@ def listen(host: str, port: int, first: bool = True) -> socket.socket:
 
 
 class ApiProcess(Supervised):
-    """One API process besides the first, serving a socket of its own that it inherits.
-
-    When it dies, its socket is closed, and another is bound just before it is started again:
-    a socket nobody accepts on would keep its share of new connections waiting (the kernel
-    hashes them to it all the same) for as long as the restart takes; closed, the connections in
-    its backlog are reset and new ones go to the other processes. (Those that come to a new one
-    during its child's start-up wait for it, a second or two.)
-    """
+    """One API process besides the first. It binds a socket of its own to the server's address
+    once its app is built, just before it serves: no socket is ever in the kernel's spread
+    without a process accepting on it (a child that dies takes its socket with it, and the
+    connections in its backlog are reset)."""
 
     name = "API process"
     stop_timeout_s = 30.0
 
     def __init__(self, settings: ArgusSettings, address: tuple[str, int], link: ProcessLink):
-        self.address, self.link = address, link
-        self.sock: socket.socket | None = listen(*address, first=False)
-        self._served = False  # a child was started on `sock`
         super().__init__(settings, os.environ)
-
-    def _spawn(self) -> subprocess.Popen | None:
-        self.exited()
-        if self.sock is None:  # bound just before its child starts (which accepts at once)
-            self.sock = listen(*self.address, first=False)
-        self.pass_fds = (self.sock.fileno(),)
-        proc = super()._spawn()
-        self._served = True
-        if proc is None:  # not started: nobody would accept on it until the next try
-            self.exited()
-        return proc
-
-    def exited(self) -> None:
-        if self._served and self.sock is not None:  # its child is gone: out of the kernel's spread
-            self.sock.close()
-            self.sock = None
-        self._served = False
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        self.address, self.link = address, link
 
     def command(self) -> list[str]:
-        assert self.sock is not None
-        cmd = [sys.executable, "-P", "-m", "argus.service.api_processes", "--fd", str(self.sock.fileno())]
+        host, port = self.address
+        cmd = [sys.executable, "-P", "-m", "argus.service.api_processes", "--host", host, "--port", str(port)]
         cmd += ["--run-dir", str(self.link.run_dir), "--parent", str(os.getpid())]
         if self.link.scheduler_dir is not None:
             cmd += ["--scheduler-dir", str(self.link.scheduler_dir)]
@@ -259,7 +230,6 @@ def serve(settings: ArgusSettings, child: SchedulerChild | None, sock: socket.so
             worker.signal_stop()
         for worker in workers:
             worker.stop()
-            worker.close()
         sock.close()
         shared.close()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -273,8 +243,10 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_worker(fd: int, run_dir: Path, parent: int, scheduler_dir: Path | None, settings_text: str) -> int:
-    """An API process other than the first: serve the inherited socket until stopped."""
+def run_worker(
+    address: tuple[str, int], run_dir: Path, parent: int, scheduler_dir: Path | None, settings_text: str
+) -> int:
+    """An API process other than the first: serve a socket of its own until stopped."""
     from argus.service.app import create_app
 
     if not die_with_parent(parent):
@@ -282,12 +254,12 @@ def run_worker(fd: int, run_dir: Path, parent: int, scheduler_dir: Path | None, 
     settings = parse_settings(yaml.safe_load(settings_text) or {}, "the server's settings", environ={})
     link = ProcessLink(run_dir, SharedState.open(run_dir / SHARED_FILE), primary=False, scheduler_dir=scheduler_dir)
     app = create_app(settings, processes=link, run_scheduler=False, run_nodes=False)
-    sock = socket.socket(fileno=fd)
     stop = threading.Event()
     writer = RequestsWriter(run_dir, app.state.metrics.request_registry)
     threading.Thread(target=writer.run, args=(stop,), name="argus-requests-writer", daemon=True).start()
     threading.Thread(target=_watch_parent, args=(parent,), name="argus-parent-watch", daemon=True).start()
     _freeze()
+    sock = listen(*address, first=False)  # only now: it accepts from the first connection on
     try:
         if not _run(app, settings, [sock]):
             return 3  # its start-up failed (said in the log): the server starts it again
@@ -304,14 +276,15 @@ def run_worker(fd: int, run_dir: Path, parent: int, scheduler_dir: Path | None, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="An API process of an `argus server` (started by it).")
-    parser.add_argument("--fd", required=True, type=int)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--parent", required=True, type=int)
     parser.add_argument("--scheduler-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per forwarded request
-    return run_worker(args.fd, args.run_dir, args.parent, args.scheduler_dir, sys.stdin.read())
+    return run_worker((args.host, args.port), args.run_dir, args.parent, args.scheduler_dir, sys.stdin.read())
 
 
 if __name__ == "__main__":
