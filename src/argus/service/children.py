@@ -3,7 +3,7 @@
 Owns `Supervised`, what every child of `argus server` shares (the scheduler process,
 `argus.service.scheduler_process`, and the extra API processes, `argus.service.api_processes`):
 it starts `command()` in a session of its own (a terminal's Ctrl-C goes to the server, which
-stops it) with the given environment and file descriptors, hands it the settings on its standard
+stops it) with the given environment, hands it the settings on its standard
 input (no copy of them on disk), starts it again when it exits or cannot be started (after 1 s,
 doubling to at most 30 s while it keeps failing; back to 1 s once one ran `STEADY_S`), and stops
 it with the server (SIGTERM, then SIGKILL after `stop_timeout_s`). The child's own side (its
@@ -19,7 +19,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from argus.settings import ArgusSettings, dump_settings
 
@@ -48,10 +48,9 @@ class Supervised:
     name = "child"
     stop_timeout_s = 40.0
 
-    def __init__(self, settings: ArgusSettings, environ: Mapping[str, str], pass_fds: Sequence[int] = ()):
+    def __init__(self, settings: ArgusSettings, environ: Mapping[str, str]):
         self.settings = settings
         self.environ = dict(environ)
-        self.pass_fds = tuple(pass_fds)
         self.restarts = 0
         self.last_exit: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -83,7 +82,6 @@ class Supervised:
                 env=self.environ,
                 start_new_session=True,
                 stdin=subprocess.PIPE,
-                pass_fds=self.pass_fds,
             )
         except OSError as exc:
             log.error("the %s could not be started: %s", self.name, exc)
