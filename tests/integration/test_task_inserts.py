@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from api_support import open_backend
 
 from argus.domain.scheduling import Job
-from argus.store.db import open_database
+from argus.store.db import Database, open_database
 from argus.store.schema import tasks as tasks_table
 from argus.store.task_inserts import InsertBatcher, NewTask, insert_tasks
 from argus.store.tasks import TaskStore
@@ -219,6 +219,7 @@ def test_sqlite_inserts_many_rows_in_multi_row_statements_and_a_taken_id_still_f
     from argus.store import task_inserts
 
     monkeypatch.setattr(task_inserts, "_SQLITE_MAX_PARAMS", 40)  # 2 task rows (15 columns) a statement
+    monkeypatch.setattr(Database, "direct", lambda self: None)  # the sqlite3 module's path
     db = open_database(f"sqlite:///{tmp_path}/a.sqlite3")
     store = TaskStore(db)
     try:

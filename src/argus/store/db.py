@@ -24,19 +24,22 @@ restarts.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
 from argus.store.fairpool import FairQueuePool
+from argus.store.sqlite_direct import DirectConnection, DirectError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -59,6 +62,9 @@ class Database:
     write: sa.Engine
     wal_max_bytes: int = WAL_MAX_BYTES
     write_lock: WriteLock | None = None  # SQLite on a file: held by the write connection
+    pragmas: tuple[str, ...] = ()  # SQLite: what each connection sets (`name=value`)
+    _direct: Any = field(default=None, repr=False)  # None: not opened yet; False: not available
+    _direct_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -127,10 +133,30 @@ class Database:
             log.debug("WAL truncation deferred: a reader or writer was busy")
         return not busy
 
+    def direct(self) -> DirectConnection | None:
+        """SQLite on a file: the connection whose transactions run in one call that keeps the
+        interpreter lock (`sqlite_direct`), opened at the first call; None elsewhere, or where it
+        cannot be used. Run it only while holding the write engine's connection."""
+        if self.write_lock is None:
+            return None
+        with self._direct_guard:
+            if self._direct is None:
+                path = sa.engine.make_url(self.url).database or ""
+                try:
+                    self._direct = DirectConnection.open(path, self.pragmas) or False
+                except DirectError:
+                    log.warning("SQLite's direct connection could not be opened", exc_info=True)
+                    self._direct = False
+            return self._direct or None
+
     def dispose(self) -> None:
         self.read.dispose()
         if self.write is not self.read:
             self.write.dispose()
+        with self._direct_guard:
+            direct, self._direct = self._direct, None
+        if direct:
+            direct.close()
         if self.write_lock is not None:
             self.write_lock.close()
 
@@ -168,7 +194,11 @@ class WriteLock:
             if self._fd < 0:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fd = self._fd
-        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL
+        # First without waiting and without letting go of the interpreter lock: once the lock
+        # is held, every other process's writers wait for as long as this thread takes to get
+        # the interpreter back from a busy one (up to a switch interval).
+        if _flock_held(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) != 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the interpreter lock
         with self._guard:
             self._held = True
 
@@ -177,7 +207,8 @@ class WriteLock:
             if not self._held:
                 return
             self._held = False
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if _flock_held(self._fd, fcntl.LOCK_UN) != 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Release and close the descriptor (an engine used after `Database.dispose` opens it
@@ -187,6 +218,27 @@ class WriteLock:
             fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+def _libc_flock() -> Any:
+    """libc's `flock` called without letting go of the interpreter lock (`ctypes.PyDLL`), for
+    the calls that never block; None where it cannot be found."""
+    try:
+        flock = ctypes.PyDLL(None, use_errno=True).flock
+    except (OSError, AttributeError):
+        return None
+    flock.argtypes = [ctypes.c_int, ctypes.c_int]
+    flock.restype = ctypes.c_int
+    return flock
+
+
+_LIBC_FLOCK = _libc_flock()
+
+
+def _flock_held(fd: int, operation: int) -> int:
+    """`flock(fd, operation)` keeping the interpreter lock: 0 when done, else -1 (refused,
+    or not available here: the caller then calls `fcntl.flock`)."""
+    return -1 if _LIBC_FLOCK is None else int(_LIBC_FLOCK(fd, operation))
 
 
 def _write_lock(engine: sa.Engine, path: str) -> WriteLock:
@@ -202,6 +254,16 @@ def _write_lock(engine: sa.Engine, path: str) -> WriteLock:
         lock.release()
 
     return lock
+
+
+def _pragmas(autocheckpoint: bool, wal_max_bytes: int) -> tuple[str, ...]:
+    """What each SQLite connection sets, besides WAL mode (which the file keeps)."""
+    return (
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        f"journal_size_limit={int(wal_max_bytes)}",
+        *(() if autocheckpoint else ("wal_autocheckpoint=0",)),
+    )
 
 
 def _sqlite_engine(
@@ -221,12 +283,9 @@ def _sqlite_engine(
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA journal_size_limit={int(wal_max_bytes)}")
-        if not autocheckpoint:
-            cur.execute("PRAGMA wal_autocheckpoint=0")
+        for pragma in _pragmas(autocheckpoint, wal_max_bytes):
+            cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -252,9 +311,8 @@ def connect(url: str, autocheckpoint: bool = True, wal_max_bytes: int = WAL_MAX_
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             lock = _write_lock(write, path + ".write-lock")
-        return Database(
-            url, _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes), write, wal_max_bytes, lock
-        )
+        read = _sqlite_engine(url, "BEGIN", READ_POOL, wal_max_bytes=wal_max_bytes)
+        return Database(url, read, write, wal_max_bytes, lock, _pragmas(autocheckpoint, wal_max_bytes))
     engine = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     return Database(url, engine, engine)
 

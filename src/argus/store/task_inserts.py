@@ -20,6 +20,7 @@ one call on that loop: a batch wakes each loop once, not once per row.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import sqlite3
@@ -34,6 +35,7 @@ import sqlalchemy as sa
 from argus.domain.task import TaskState
 from argus.store.db import Database
 from argus.store.schema import task_events, tasks
+from argus.store.sqlite_direct import SQLITE_CONSTRAINT, DirectError, integrity_error, sql_rows
 
 log = logging.getLogger("argus.store")
 _QUEUED = TaskState.QUEUED.value
@@ -132,12 +134,66 @@ def _executemany(cursor: Any, sql: str, params: list) -> None:
     cursor.executemany(sql, params)
 
 
+@functools.cache
+def _heads(quote: Any) -> tuple[str, str]:
+    """`INSERT INTO … VALUES ` of the tasks and of their events, `quote` quoting names."""
+    task, event = (
+        f"INSERT INTO {quote(t.name)} ({', '.join(quote(c) for c in cols)}) VALUES "
+        for t, cols in ((tasks, _TASK_COLUMNS), (task_events, _EVENT_COLUMNS))
+    )
+    return task, event
+
+
+def _direct_script(rows: Sequence[NewTask], quote: Any) -> bytes | None:
+    """The whole transaction as one script for `DirectConnection.run` (None: a value that
+    `sql_rows` cannot write, or text that is not UTF-8)."""
+    heads = _heads(quote)
+    task_rows = sql_rows([tuple(r.row().values()) for r in rows])
+    event_rows = sql_rows([tuple(r.event().values()) for r in rows])
+    if task_rows is None or event_rows is None:
+        return None
+    try:
+        return f"BEGIN IMMEDIATE;{heads[0]}{task_rows};{heads[1]}{event_rows};COMMIT".encode()
+    except UnicodeEncodeError:  # a lone surrogate: let the sqlite3 module say so
+        return None
+
+
+def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
+    """SQLite: insert `rows` through the database's `DirectConnection` (one call that keeps the
+    interpreter lock) while holding the write engine's connection. Returns False when nothing
+    was stored and the usual path must run: no direct connection, a value it cannot carry, or
+    any failure but a constraint.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a task id is taken (nothing of `rows` is stored).
+    """
+    direct = db.direct()
+    if direct is None:
+        return False
+    script = _direct_script(rows, db.write.dialect.identifier_preparer.quote)
+    if script is None:
+        return False
+    raw = db.write.raw_connection()  # this process's turn, and the lock across processes
+    try:
+        direct.run(script)
+    except DirectError as exc:
+        if exc.code != SQLITE_CONSTRAINT:
+            log.warning("a direct SQLite insert failed (%s); inserting the usual way", exc)
+            return False
+        raise sa.exc.DBAPIError.instance("INSERT INTO tasks", None, integrity_error(str(exc)), sqlite3.Error) from exc
+    finally:
+        raw.close()
+    return True
+
+
 def insert_tasks(db: Database, rows: Sequence[NewTask]) -> None:
     """Insert `rows` as QUEUED tasks with their first events, all in one transaction.
 
     Raises:
         sqlalchemy.exc.IntegrityError: a task id is taken (nothing of `rows` is stored).
     """
+    if db.write_lock is not None and _insert_direct(db, rows):
+        return
     with db.write.begin() as conn:
         dialect = conn.dialect
         key = (dialect.name, dialect.driver)  # each driver has its own parameter style

@@ -1,0 +1,225 @@
+"""SQLite transactions run in one C call that keeps the interpreter lock.
+
+Owns `DirectConnection`: a second connection to a SQLite database file, opened through the very
+libsqlite3 that Python's `sqlite3` module has loaded, whose `run(script)` runs a whole
+transaction (`BEGIN IMMEDIATE; …; COMMIT`) in one `sqlite3_exec` call made through
+`ctypes.PyDLL`, so without letting go of the interpreter lock. Python's `sqlite3` lets go of it
+around every statement; while the database's write lock is held (every other process's writers
+waiting) and another thread of the process is running Python, getting it back costs up to a
+switch interval (5 ms) each time: under load an insert of a tenth of a millisecond of SQLite
+held the write lock 1.6 to 2 ms. Through `run` the process's other threads wait that tenth of a
+millisecond instead, and no other process waits on them.
+
+Also owns `sql_rows`: rows as the literal rows of a multi-row `VALUES`, written so that SQLite
+stores exactly what binding them through the sqlite3 module would (binding each value through
+ctypes would cost a call a value).
+
+The caller holds the write engine's connection while it calls `run`: that is the process's turn
+and the lock across processes (`db.WriteLock`), so this connection meets no other writer. Its
+busy timeout is 0, so a writer that does not take that lock (the sqlite3 shell) makes `run` fail
+at once with SQLITE_BUSY rather than stall the process; the caller then writes the usual way.
+
+`DirectConnection.open` gives None where this cannot be done safely: the `sqlite3` module's
+library is not a shared object that this process has mapped (a statically linked build would
+mean two copies of SQLite in one process, which break each other's POSIX locks), or the path is not a plain file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import sqlite3
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger("argus.store")
+
+SQLITE_OK = 0
+SQLITE_BUSY = 5
+SQLITE_CONSTRAINT = 19
+_OPEN_READWRITE = 0x2
+_MIN_VERSION = 3_008_008  # multi-row VALUES free of the compound-select limit
+_INT64 = (-(2**63), 2**63)
+_EXACT = 2**53  # integers up to this are exact in a double
+_MAX_DENOMINATOR = 2**62  # still an exact integer literal, and a double
+
+
+class DirectError(Exception):
+    """`run` failed; the transaction was rolled back.
+
+    Attributes:
+        code: SQLite's primary result code (SQLITE_CONSTRAINT, SQLITE_BUSY, …).
+    """
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _library_path() -> str | None:
+    """The file of the libsqlite3 that `sqlite3` uses, when it is a shared object mapped into
+    this process (Linux: from /proc/self/maps); None otherwise."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if "/libsqlite3" in path and path.startswith("/"):
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+_lib: Any = None
+_lib_guard = threading.Lock()
+
+
+def _load() -> Any:
+    """The shared libsqlite3 through `ctypes.PyDLL` (calls keep the interpreter lock), with the
+    signatures used here; None when it cannot be used (see the module docstring)."""
+    global _lib
+    with _lib_guard:
+        if _lib is None:
+            _lib = False
+            path = _library_path()
+            if path is None:
+                log.info("SQLite's library is not a shared object here: inserts use the sqlite3 module")
+                return None
+            lib = ctypes.PyDLL(path)
+            lib.sqlite3_libversion_number.restype = ctypes.c_int
+            if lib.sqlite3_libversion_number() < _MIN_VERSION or lib.sqlite3_threadsafe() == 0:
+                return None
+            vp, cp = ctypes.c_void_p, ctypes.c_char_p
+            lib.sqlite3_open_v2.argtypes = [cp, ctypes.POINTER(vp), ctypes.c_int, cp]
+            lib.sqlite3_open_v2.restype = ctypes.c_int
+            lib.sqlite3_exec.argtypes = [vp, cp, vp, vp, ctypes.POINTER(vp)]
+            lib.sqlite3_exec.restype = ctypes.c_int
+            lib.sqlite3_free.argtypes = [vp]
+            lib.sqlite3_free.restype = None
+            lib.sqlite3_get_autocommit.argtypes = [vp]
+            lib.sqlite3_get_autocommit.restype = ctypes.c_int
+            lib.sqlite3_close_v2.argtypes = [vp]
+            lib.sqlite3_close_v2.restype = ctypes.c_int
+            lib.sqlite3_errmsg.argtypes = [vp]
+            lib.sqlite3_errmsg.restype = cp
+            _lib = lib
+        return _lib or None
+
+
+class DirectConnection:
+    """One SQLite connection whose transactions run in a single call holding the interpreter
+    lock. Thread-safe (one `run` at a time)."""
+
+    def __init__(self, lib: Any, handle: ctypes.c_void_p, path: str):
+        self._lib = lib
+        self._handle: ctypes.c_void_p | None = handle
+        self.path = path
+        self._guard = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str, pragmas: Sequence[str] = ()) -> DirectConnection | None:
+        """Open `path` (it must exist) and run `pragmas` (each `name=value`) on it; busy timeout
+        0. None where this module cannot be used (see its docstring).
+
+        Raises:
+            DirectError: SQLite could not open the file.
+        """
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        lib = _load()
+        if lib is None:
+            return None
+        handle = ctypes.c_void_p()
+        rc = lib.sqlite3_open_v2(path.encode(), ctypes.byref(handle), _OPEN_READWRITE, None)
+        if rc != SQLITE_OK:
+            message = (lib.sqlite3_errmsg(handle) or b"").decode(errors="replace") if handle else ""
+            lib.sqlite3_close_v2(handle)
+            raise DirectError(rc, f"cannot open {path}: {message or rc}")
+        conn = cls(lib, handle, path)
+        try:
+            conn.run(";".join([f"PRAGMA {p}" for p in (*pragmas, "busy_timeout=0")]).encode())
+        except DirectError:
+            conn.close()
+            raise
+        return conn
+
+    def run(self, script: bytes) -> None:
+        """Run `script` (UTF-8 SQL, `;`-separated) in one call. When a statement fails, the
+        ones after it do not run and an open transaction is rolled back.
+
+        Raises:
+            DirectError: a statement failed (its code and SQLite's message).
+        """
+        with self._guard:
+            if self._handle is None:
+                raise DirectError(21, "the connection is closed")  # SQLITE_MISUSE
+            error = ctypes.c_void_p()
+            rc = self._lib.sqlite3_exec(self._handle, script, None, None, ctypes.byref(error))
+            if rc == SQLITE_OK:
+                return
+            message = ctypes.string_at(error.value).decode(errors="replace") if error.value else str(rc)
+            self._lib.sqlite3_free(error)
+            if not self._lib.sqlite3_get_autocommit(self._handle):
+                self._lib.sqlite3_exec(self._handle, b"ROLLBACK", None, None, None)
+            raise DirectError(rc & 0xFF, message)
+
+    def close(self) -> None:
+        with self._guard:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            self._lib.sqlite3_close_v2(handle)
+
+
+def sql_rows(rows: Sequence[Sequence[Any]]) -> str | None:
+    """`rows` as the literal rows of a `VALUES` clause, `(…),(…)`, each value as SQLite stores
+    the same value bound by the sqlite3 module; None when one cannot be written so.
+
+    A string is quoted with its quotes doubled, the only escape SQLite's string literals have; one
+    with a NUL is refused (SQLite's literal would end there). A float is written as the exact
+    quotient of two integers (`(m.0/2**k)`, both exact in a double, so the division is exact):
+    SQLite's decimal parser is not correctly rounded, and `repr` read back by it missed about one
+    float in a thousand. Refused: floats that are not finite or need a larger power of two, ints
+    out of 64 bits, and any type but str, int, float, bool and None.
+    """
+    out = []
+    for row in rows:
+        values = []
+        for value in row:
+            kind = type(value)
+            if kind is str:
+                if "\x00" in value:
+                    return None
+                values.append("'" + value.replace("'", "''") + "'")
+            elif kind is bool:
+                values.append("1" if value else "0")
+            elif kind is int:
+                if not _INT64[0] <= value < _INT64[1]:
+                    return None
+                values.append(str(value))
+            elif kind is float:
+                literal = _float(value)
+                if literal is None:
+                    return None
+                values.append(literal)
+            elif value is None:
+                values.append("NULL")
+            else:
+                return None
+        out.append("(" + ",".join(values) + ")")
+    return ",".join(out)
+
+
+def _float(value: float) -> str | None:
+    if not math.isfinite(value):
+        return None
+    numerator, denominator = value.as_integer_ratio()  # denominator: a power of two
+    if abs(numerator) >= _EXACT or denominator > _MAX_DENOMINATOR:
+        return None
+    return f"{numerator}.0" if denominator == 1 else f"({numerator}.0/{denominator})"
+
+
+def integrity_error(message: str) -> sqlite3.IntegrityError:
+    """The `sqlite3` module's exception for a constraint that `run` reported."""
+    return sqlite3.IntegrityError(message)
