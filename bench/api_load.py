@@ -18,9 +18,11 @@ on) over a fresh database, then:
    uncached spec at a time; it prints the other user's latency next to the same submit without
    the flood;
 4. accept (`--accept-seconds`, 0 skips it): ACCEPT_CLIENTS clients post TaskSpec YAML for
-   ACCEPT_SECONDS, first against a bare FastAPI endpoint answering 201 (`bench/bare_server.py`,
-   served like `argus server`), then against Argus, from the same load generator on the same
-   machine; it prints both throughputs, their ratio and Argus's p99 (targets: >= 0.25 x bare,
+   ACCEPT_SECONDS against a bare FastAPI endpoint answering 201 (`bench/bare_server.py`, served
+   like `argus server`) and as long against Argus, from the same load generator on the same
+   machine, the two alternating in `--accept-rounds` rounds (4: bare 5 s, Argus 5 s, four times),
+   so that a change in the machine's speed during the phase reaches both sides alike; it prints
+   both throughputs, their ratio (and each round's) and Argus's p99 (targets: >= 0.25 x bare,
    p99 < 100 ms), and each server's CPU time per answered request (from /proc: all its threads,
    user + system) with the cores 0.25 x bare would take at Argus's cost, and how busy the
    machine's cores were meanwhile and by whom (API, scheduler, load generator, the rest). Its
@@ -162,6 +164,13 @@ class Tally:
         self.lat: dict[str, list[float]] = defaultdict(list)
         self.limited: dict[str, int] = defaultdict(int)
         self.errors: list[str] = []
+
+    def merge(self, other: Tally) -> None:
+        for kind, xs in other.lat.items():
+            self.lat[kind].extend(xs)
+        for kind, n in other.limited.items():
+            self.limited[kind] += n
+        self.errors.extend(other.errors)
 
     def report(self, kinds: list[str], elapsed: float) -> None:
         for kind in kinds:
@@ -360,39 +369,50 @@ def accept_phase(
     pids = server_pid if isinstance(server_pid, list) else [server_pid]
     bare_port = free_port(ports[0] + 100)
     bare = start_bare(bare_port, workdir)
-    try:
-        c0 = cpu_seconds(bare.pid)
-        b_tally, b_elapsed, _ = asyncio.run(
-            load(bare_port, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None)
-        )
-        b_cpu = cpu_seconds(bare.pid) - c0
-    finally:
-        bare.terminate()
-        bare.wait(timeout=30)
     profilers = []
     for out, pid in ((args.profile, pids[0]), (args.profile_scheduler, scheduler_pid)):
         if out and pid:
             spy = str(Path(sys.executable).with_name("py-spy"))
-            duration = str(int(args.accept_seconds))
+            duration = str(int(2 * args.accept_seconds))  # Argus idles while the bare rounds run
             command = [spy, "record", "--gil", "-r", "100", "-d", duration, "-f", "raw", "-o", str(out)]
             profilers.append(
                 subprocess.Popen(
                     [*command, "-p", str(pid), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
                 )
             )
-    c0, s0 = sum(map(cpu_seconds, pids)), cpu_seconds(scheduler_pid) if scheduler_pid else 0.0
-    g0, (busy0, all0) = time.process_time(), machine_busy()
-    a_tally, a_elapsed, _ = asyncio.run(
-        load(ports, tokens, spec, {}, args.accept_clients, 0, args.accept_seconds, None)
-    )
-    a_cpu = sum(map(cpu_seconds, pids)) - c0
-    s_cpu = cpu_seconds(scheduler_pid) - s0 if scheduler_pid else 0.0
-    g_cpu, (busy1, all1) = time.process_time() - g0, machine_busy()
+    b_tally, a_tally, b_elapsed, a_elapsed = Tally(), Tally(), 0.0, 0.0
+    b_cpu = a_cpu = s_cpu = g_cpu = busy = every = 0.0
+    rounds: list[tuple[float, float]] = []  # each round's bare and Argus rates
+    each = args.accept_seconds / args.accept_rounds
+    try:
+        for _ in range(args.accept_rounds):  # alternated, so that both see the machine as it is
+            c0 = cpu_seconds(bare.pid)
+            tally, elapsed, _ = asyncio.run(load(bare_port, tokens, spec, {}, args.accept_clients, 0, each, None))
+            b_cpu += cpu_seconds(bare.pid) - c0
+            b_tally.merge(tally)
+            b_elapsed += elapsed
+            round_bare = len(tally.lat["submit"]) / elapsed
+            c0, s0 = sum(map(cpu_seconds, pids)), cpu_seconds(scheduler_pid) if scheduler_pid else 0.0
+            g0, (busy0, all0) = time.process_time(), machine_busy()
+            tally, elapsed, _ = asyncio.run(load(ports, tokens, spec, {}, args.accept_clients, 0, each, None))
+            a_cpu += sum(map(cpu_seconds, pids)) - c0
+            s_cpu += cpu_seconds(scheduler_pid) - s0 if scheduler_pid else 0.0
+            busy1, all1 = machine_busy()
+            g_cpu, busy, every = g_cpu + time.process_time() - g0, busy + busy1 - busy0, every + all1 - all0
+            a_tally.merge(tally)
+            a_elapsed += elapsed
+            rounds.append((round_bare, len(tally.lat["submit"]) / elapsed))
+    finally:
+        bare.terminate()
+        bare.wait(timeout=30)
     for profiler in profilers:
         profiler.wait(timeout=60)
     bare_rate = len(b_tally.lat["submit"]) / b_elapsed
     argus_rate = len(a_tally.lat["submit"]) / a_elapsed
-    print(f"accept: {args.accept_clients} clients post TaskSpecs for {args.accept_seconds:.0f} s to each")
+    print(
+        f"accept: {args.accept_clients} clients post TaskSpecs for {args.accept_seconds:.0f} s to each, "
+        f"in {args.accept_rounds} alternated round(s) of {each:.0f} s"
+    )
     for name, tally, elapsed in (("bare 201", b_tally, b_elapsed), ("argus", a_tally, a_elapsed)):
         xs = tally.lat["submit"]
         print(
@@ -405,6 +425,9 @@ def accept_phase(
         f"  ratio argus / bare = {ratio:.3f}  (target >= 0.25: {'yes' if ratio >= 0.25 else 'NO'}); "
         f"argus p99 {p99:.1f} ms (target < 100 ms: {'yes' if p99 < 100 else 'NO'})"
     )
+    if len(rounds) > 1:
+        each_round = "; ".join(f"{b:.0f} / {a:.0f} = {a / b if b else 0:.3f}" for b, a in rounds)
+        print(f"  each round, bare / argus per second: {each_round}")
     # CPU per answered request: what each costs the server, whatever else shares the cores.
     b_ms = b_cpu * 1000 / max(1, len(b_tally.lat["submit"]))
     a_ms = a_cpu * 1000 / max(1, len(a_tally.lat["submit"]))
@@ -416,7 +439,7 @@ def accept_phase(
     if scheduler_pid:
         print(f"  (not counted above: the scheduler's own process, {s_cpu / a_elapsed:.2f} core(s))")
     cores = os.cpu_count() or 1
-    busy = (busy1 - busy0) / (all1 - all0) * cores if all1 > all0 else 0.0
+    busy = busy / every * cores if every > 0 else 0.0
     other = busy - (a_cpu + s_cpu + g_cpu) / a_elapsed
     print(
         f"  machine: {busy:.2f} of {cores} cores busy: API {a_cpu / a_elapsed:.2f}, scheduler {s_cpu / a_elapsed:.2f}, "
@@ -515,6 +538,9 @@ def main() -> int:
     )
     ap.add_argument("--accept-clients", type=int, default=32, help="clients of the accept phase")
     ap.add_argument("--accept-seconds", type=float, default=20.0, help="each side of the accept phase (0 skips it)")
+    ap.add_argument(
+        "--accept-rounds", type=int, default=4, help="the accept phase's sides alternate in this many rounds each"
+    )
     ap.add_argument("--profile", type=Path, help="py-spy the server during the accept phase into FILE")
     ap.add_argument("--profile-scheduler", type=Path, help="py-spy the scheduler process meanwhile into FILE")
     ap.add_argument(

@@ -6,9 +6,13 @@ whatever it cannot carry or a busy database falls back to the usual path with no
 
 from __future__ import annotations
 
+import ctypes
 import random
 import sqlite3
 import struct
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -142,6 +146,23 @@ def test_a_busy_database_fails_at_once_instead_of_stalling_the_process(tmp_path:
         plain.close()
 
 
+def test_it_calls_the_very_sqlite_that_the_sqlite3_module_calls():
+    lib = sqlite_direct._load()
+    assert lib is not None
+    lib.sqlite3_libversion.restype = ctypes.c_char_p
+    assert lib.sqlite3_libversion().decode() == sqlite3.sqlite_version
+    address = ctypes.cast(lib.sqlite3_exec, ctypes.c_void_p).value
+    assert address is not None
+    owners = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split()
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high:
+            owners.append(rest[-1])
+    assert len(owners) == 1 and "/libsqlite3" in owners[0], owners  # here: the shared library _sqlite3 links
+    assert isinstance(lib, ctypes.PyDLL)  # its calls keep the interpreter lock
+
+
 def test_it_is_not_used_where_it_cannot_be(tmp_path: Path, monkeypatch):
     assert DirectConnection.open(":memory:") is None
     assert DirectConnection.open(f"file:{tmp_path}/u.db?mode=rwc") is None
@@ -149,7 +170,7 @@ def test_it_is_not_used_where_it_cannot_be(tmp_path: Path, monkeypatch):
         DirectConnection.open(str(tmp_path / "no" / "such.db"))
     sqlite3.connect(tmp_path / "s.db").close()
     monkeypatch.setattr(sqlite_direct, "_lib", None)
-    monkeypatch.setattr(sqlite_direct, "_library_path", lambda: None)  # e.g. a statically linked sqlite3
+    monkeypatch.setattr(sqlite_direct, "_module_library", lambda: None)  # e.g. a static copy, not exported
     assert DirectConnection.open(str(tmp_path / "s.db")) is None
 
 
@@ -255,4 +276,42 @@ def test_a_busy_database_falls_back_to_the_usual_path_and_waits_its_turn(db, mon
         shell.close()
     assert len(scripts) == 2
     assert "inserting the usual way" in caplog.text
+    assert [r[0] for r in _stored(db)] == ["t-00000", "t-00001", "t-00002"]
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from argus.store.db import connect
+
+    db = connect(sys.argv[1])
+    with db.write.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE held (a)")
+        print("held", flush=True)
+        time.sleep(float(sys.argv[2]))
+    print("committed", flush=True)
+    db.dispose()
+    """
+)
+
+
+def test_a_direct_insert_waits_for_another_process_that_holds_the_write_lock(db, monkeypatch, caplog):
+    scripts = _spy(monkeypatch)
+    insert_tasks(db, [row(0)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, db.url, "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held", proc.stderr.read() if proc.stderr else ""
+        started = time.monotonic()
+        insert_tasks(db, [row(1), row(2)])  # on the OS lock, not SQLITE_BUSY and the usual path
+        waited = time.monotonic() - started
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert waited >= 0.25, waited
+    assert len(scripts) == 2 and "usual way" not in caplog.text
     assert [r[0] for r in _stored(db)] == ["t-00000", "t-00001", "t-00002"]

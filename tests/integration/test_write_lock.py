@@ -205,3 +205,31 @@ def test_an_in_memory_database_has_no_lock_file():
         assert db.write_lock is None
     finally:
         db.dispose()
+
+
+def test_a_deferred_checkout_leaves_the_lock_to_its_caller(db_path, db_a):
+    """`WriteLock.deferred`: the connection is this thread's (the process's turn), and the OS lock
+    is taken only around the caller's own write."""
+    lock = db_a.write_lock
+    assert lock is not None
+    with lock.deferred():
+        raw = db_a.write.raw_connection()
+    try:
+        assert lock_is_free(db_path)
+        lock.acquire()
+        assert not lock_is_free(db_path)
+        lock.release()
+        assert lock_is_free(db_path)
+        other: list[list[str]] = []
+        thread = threading.Thread(target=lambda: other.append(insert(db_a, "other thread")))
+        thread.start()
+        thread.join(0.3)
+        assert thread.is_alive() and other == []  # this process's other writers wait for the connection
+    finally:
+        raw.close()
+    thread.join(10)
+    assert other == [[]]
+    assert lock_is_free(db_path)  # the checkin after a deferred checkout released nothing twice
+    assert insert(db_a, "after") == ["other thread"]
+    with db_a.write.begin():
+        assert not lock_is_free(db_path)  # checkouts outside `deferred` take it as before

@@ -24,12 +24,14 @@ restarts.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +182,9 @@ class WriteLock:
     `flock` on a file of its own beside the database: exclusive between processes (and between
     two `Database`s of one process, each with its own descriptor), released by the kernel when
     its holder dies. Within one `Database` the write pool's single connection already serialises
-    the threads, so one descriptor serves them all.
+    the threads, so one descriptor serves them all. A thread inside `deferred` checks the
+    connection out without the lock and takes it itself around the one call that writes
+    (`task_inserts`), so that no Python runs while other processes wait for it.
     """
 
     def __init__(self, path: str):
@@ -188,6 +192,20 @@ class WriteLock:
         self._fd = -1  # opened at the first acquire (again after `close`)
         self._held = False
         self._guard = threading.Lock()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Checkouts on this thread meanwhile do not acquire the lock (the caller does)."""
+        self._local.deferred = True
+        try:
+            yield
+        finally:
+            self._local.deferred = False
+
+    def acquire_on_checkout(self) -> None:
+        if not getattr(self._local, "deferred", False):
+            self.acquire()
 
     def acquire(self) -> None:
         with self._guard:
@@ -247,7 +265,7 @@ def _write_lock(engine: sa.Engine, path: str) -> WriteLock:
 
     @sa.event.listens_for(engine, "checkout")
     def _on_checkout(_dbapi_conn, _record, _proxy):
-        lock.acquire()
+        lock.acquire_on_checkout()
 
     @sa.event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_conn, _record):

@@ -19,13 +19,15 @@ and the lock across processes (`db.WriteLock`), so this connection meets no othe
 busy timeout is 0, so a writer that does not take that lock (the sqlite3 shell) makes `run` fail
 at once with SQLITE_BUSY rather than stall the process; the caller then writes the usual way.
 
-`DirectConnection.open` gives None where this cannot be done safely: the `sqlite3` module's
-library is not a shared object that this process has mapped (a statically linked build would
-mean two copies of SQLite in one process, which break each other's POSIX locks), or the path is not a plain file.
+`DirectConnection.open` gives None where this cannot be done safely: the functions cannot be
+found through the `sqlite3` module's own extension (the lookup starts there so that it reaches
+the very copy of SQLite the module uses: two copies in one process break each other's POSIX
+locks), SQLite is older than 3.8.8, or the path is not a plain file.
 """
 
 from __future__ import annotations
 
+import _sqlite3
 import ctypes
 import logging
 import math
@@ -58,18 +60,16 @@ class DirectError(Exception):
         self.code = code
 
 
-def _library_path() -> str | None:
-    """The file of the libsqlite3 that `sqlite3` uses, when it is a shared object mapped into
-    this process (Linux: from /proc/self/maps); None otherwise."""
+def _module_library() -> Any:
+    """The SQLite that the `sqlite3` module itself calls, through `ctypes.PyDLL`: looked up from
+    the module's own extension, so symbols resolve as its own calls do (the very library it
+    linked, or its own copy when that copy's symbols are exported). None when they cannot be."""
     try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                path = line.rstrip("\n").split(maxsplit=5)[-1]
-                if "/libsqlite3" in path and path.startswith("/"):
-                    return path
-    except OSError:
+        lib = ctypes.PyDLL(_sqlite3.__file__)
+        lib.sqlite3_exec  # noqa: B018 - found, or AttributeError
+    except (OSError, AttributeError):
         return None
-    return None
+    return lib
 
 
 _lib: Any = None
@@ -83,11 +83,10 @@ def _load() -> Any:
     with _lib_guard:
         if _lib is None:
             _lib = False
-            path = _library_path()
-            if path is None:
-                log.info("SQLite's library is not a shared object here: inserts use the sqlite3 module")
+            lib = _module_library()
+            if lib is None:
+                log.info("the sqlite3 module's SQLite cannot be reached through ctypes: inserts use the module")
                 return None
-            lib = ctypes.PyDLL(path)
             lib.sqlite3_libversion_number.restype = ctypes.c_int
             if lib.sqlite3_libversion_number() < _MIN_VERSION or lib.sqlite3_threadsafe() == 0:
                 return None

@@ -173,9 +173,16 @@ def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
     script = _direct_script(rows, db.write.dialect.identifier_preparer.quote)
     if script is None:
         return False
-    raw = db.write.raw_connection()  # this process's turn, and the lock across processes
+    lock = db.write_lock
+    assert lock is not None  # SQLite on a file, as `direct` says
+    with lock.deferred():
+        raw = db.write.raw_connection()  # this process's turn; the lock across processes below
     try:
-        direct.run(script)
+        lock.acquire()
+        try:
+            direct.run(script)  # nothing but this one call while other processes wait
+        finally:
+            lock.release()
     except DirectError as exc:
         if exc.code != SQLITE_CONSTRAINT:
             log.warning("a direct SQLite insert failed (%s); inserting the usual way", exc)
