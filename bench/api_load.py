@@ -539,7 +539,10 @@ def main() -> int:
     ap.add_argument("--accept-clients", type=int, default=32, help="clients of the accept phase")
     ap.add_argument("--accept-seconds", type=float, default=20.0, help="each side of the accept phase (0 skips it)")
     ap.add_argument(
-        "--accept-rounds", type=int, default=4, help="the accept phase's sides alternate in this many rounds each"
+        "--accept-rounds",
+        type=lambda v: max(1, int(v)),
+        default=4,
+        help="the accept phase's sides alternate in this many rounds each (at least 1)",
     )
     ap.add_argument("--profile", type=Path, help="py-spy the server during the accept phase into FILE")
     ap.add_argument("--profile-scheduler", type=Path, help="py-spy the scheduler process meanwhile into FILE")

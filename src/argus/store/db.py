@@ -10,7 +10,8 @@ process queue on the pool (woken at once) instead of in SQLite's busy handler (w
 polls, and made tail latency seconds long under 32 concurrent writers). Writers in other
 processes (the server's scheduler process, its other API processes) queue the same way on an OS
 lock beside the database file (`<db>.write-lock`, `flock`), which the write connection holds
-from checkout to checkin: the kernel wakes the next waiter as soon as it is released, where
+from checkout to checkin (a group commit of accepted tasks, checked out `WriteLock.deferred`,
+holds it around its one `sqlite_direct` call alone): the kernel wakes the next waiter as soon as it is released, where
 SQLite's busy handler would sleep 1 to 100 ms between tries. The wait for it has no bound (a
 holder that dies releases it). PostgreSQL uses one pooled engine for both, at READ COMMITTED, with
 `SELECT … FOR UPDATE` where a transition reads before it writes.
@@ -41,7 +42,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 
 from argus.store.fairpool import FairQueuePool
-from argus.store.sqlite_direct import DirectConnection, DirectError
+from argus.store.sqlite_direct import DirectConnection
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -137,8 +138,9 @@ class Database:
 
     def direct(self) -> DirectConnection | None:
         """SQLite on a file: the connection whose transactions run in one call that keeps the
-        interpreter lock (`sqlite_direct`), opened at the first call; None elsewhere, or where it
-        cannot be used. Run it only while holding the write engine's connection."""
+        interpreter lock (`sqlite_direct`), opened at the first call; None elsewhere, where it
+        cannot be used, or once `drop_direct` was called. Run it only while holding the write
+        engine's connection."""
         if self.write_lock is None:
             return None
         with self._direct_guard:
@@ -146,17 +148,26 @@ class Database:
                 path = sa.engine.make_url(self.url).database or ""
                 try:
                     self._direct = DirectConnection.open(path, self.pragmas) or False
-                except DirectError:
+                except Exception:
                     log.warning("SQLite's direct connection could not be opened", exc_info=True)
                     self._direct = False
             return self._direct or None
+
+    def drop_direct(self, reason: str) -> None:
+        """Close the direct connection for good (this `Database` writes the usual way from now
+        on): it failed in a way that another try would repeat."""
+        with self._direct_guard:
+            direct, self._direct = self._direct, False
+        if direct:
+            log.warning("SQLite's direct connection is closed (%s); writes go the usual way", reason)
+            direct.close()
 
     def dispose(self) -> None:
         self.read.dispose()
         if self.write is not self.read:
             self.write.dispose()
-        with self._direct_guard:
-            direct, self._direct = self._direct, None
+        with self._direct_guard:  # opened again at the next use, unless it was dropped
+            direct, self._direct = self._direct, (None if self._direct is not False else False)
         if direct:
             direct.close()
         if self.write_lock is not None:
@@ -197,11 +208,12 @@ class WriteLock:
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
         """Checkouts on this thread meanwhile do not acquire the lock (the caller does)."""
+        before = getattr(self._local, "deferred", False)
         self._local.deferred = True
         try:
             yield
         finally:
-            self._local.deferred = False
+            self._local.deferred = before
 
     def acquire_on_checkout(self) -> None:
         if not getattr(self._local, "deferred", False):

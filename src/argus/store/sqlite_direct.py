@@ -8,21 +8,22 @@ around every statement; while the database's write lock is held (every other pro
 waiting) and another thread of the process is running Python, getting it back costs up to a
 switch interval (5 ms) each time: under load an insert of a tenth of a millisecond of SQLite
 held the write lock 1.6 to 2 ms. Through `run` the process's other threads wait that tenth of a
-millisecond instead, and no other process waits on them.
+millisecond instead (a script is kept to `MAX_SCRIPT_ROWS` rows and `MAX_SCRIPT_CHARS` of text,
+about a millisecond at most), and no other process waits on them.
 
 Also owns `sql_rows`: rows as the literal rows of a multi-row `VALUES`, written so that SQLite
 stores exactly what binding them through the sqlite3 module would (binding each value through
 ctypes would cost a call a value).
 
-The caller holds the write engine's connection while it calls `run`: that is the process's turn
-and the lock across processes (`db.WriteLock`), so this connection meets no other writer. Its
-busy timeout is 0, so a writer that does not take that lock (the sqlite3 shell) makes `run` fail
+The caller holds the write engine's connection while it calls `run` (the process's turn), and
+the lock across processes (`db.WriteLock`) around the call alone, so this connection meets no
+other writer. Its busy timeout is 0, so a writer that does not take that lock (the sqlite3 shell) makes `run` fail
 at once with SQLITE_BUSY rather than stall the process; the caller then writes the usual way.
 
 `DirectConnection.open` gives None where this cannot be done safely: the functions cannot be
 found through the `sqlite3` module's own extension (the lookup starts there so that it reaches
 the very copy of SQLite the module uses: two copies in one process break each other's POSIX
-locks), SQLite is older than 3.8.8, or the path is not a plain file.
+locks), SQLite is older than 3.8.8, or the path is `:memory:` or a `file:` URI.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import _sqlite3
 import ctypes
 import logging
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -46,6 +48,10 @@ _MIN_VERSION = 3_008_008  # multi-row VALUES free of the compound-select limit
 _INT64 = (-(2**63), 2**63)
 _EXACT = 2**53  # integers up to this are exact in a double
 _MAX_DENOMINATOR = 2**62  # still an exact integer literal, and a double
+# The most text of values in one script, and the most rows (about 20 µs of SQLite each) in one
+# script: the call holds the interpreter lock throughout.
+MAX_SCRIPT_CHARS = 256 * 1024
+MAX_SCRIPT_ROWS = 64
 
 
 class DirectError(Exception):
@@ -131,7 +137,7 @@ class DirectConnection:
         if lib is None:
             return None
         handle = ctypes.c_void_p()
-        rc = lib.sqlite3_open_v2(path.encode(), ctypes.byref(handle), _OPEN_READWRITE, None)
+        rc = lib.sqlite3_open_v2(os.fsencode(path), ctypes.byref(handle), _OPEN_READWRITE, None)
         if rc != SQLITE_OK:
             message = (lib.sqlite3_errmsg(handle) or b"").decode(errors="replace") if handle else ""
             lib.sqlite3_close_v2(handle)
@@ -146,7 +152,8 @@ class DirectConnection:
 
     def run(self, script: bytes) -> None:
         """Run `script` (UTF-8 SQL, `;`-separated) in one call. When a statement fails, the
-        ones after it do not run and an open transaction is rolled back.
+        ones after it do not run and an open transaction is rolled back; when even that fails,
+        the connection is closed (which ends the transaction) and later calls fail.
 
         Raises:
             DirectError: a statement failed (its code and SQLite's message).
@@ -162,6 +169,10 @@ class DirectConnection:
             self._lib.sqlite3_free(error)
             if not self._lib.sqlite3_get_autocommit(self._handle):
                 self._lib.sqlite3_exec(self._handle, b"ROLLBACK", None, None, None)
+                if not self._lib.sqlite3_get_autocommit(self._handle):  # SQLite's write lock must go
+                    handle, self._handle = self._handle, None
+                    self._lib.sqlite3_close_v2(handle)
+                    message += "; the rollback failed too, and the connection is closed"
             raise DirectError(rc & 0xFF, message)
 
     def close(self) -> None:
@@ -171,24 +182,35 @@ class DirectConnection:
             self._lib.sqlite3_close_v2(handle)
 
 
-def sql_rows(rows: Sequence[Sequence[Any]]) -> str | None:
+def sql_rows(
+    rows: Sequence[Sequence[Any]], max_chars: int = MAX_SCRIPT_CHARS, max_rows: int = MAX_SCRIPT_ROWS
+) -> str | None:
     """`rows` as the literal rows of a `VALUES` clause, `(…),(…)`, each value as SQLite stores
-    the same value bound by the sqlite3 module; None when one cannot be written so.
+    the same value bound by the sqlite3 module; None when one cannot be written so, or when there
+    are more than `max_rows` rows or `max_chars` of text (a script that big would hold the
+    interpreter lock for milliseconds: such batches are better written the usual way).
 
     A string is quoted with its quotes doubled, the only escape SQLite's string literals have; one
     with a NUL is refused (SQLite's literal would end there). A float is written as the exact
     quotient of two integers (`(m.0/2**k)`, both exact in a double, so the division is exact):
     SQLite's decimal parser is not correctly rounded, and `repr` read back by it missed about one
-    float in a thousand. Refused: floats that are not finite or need a larger power of two, ints
-    out of 64 bits, and any type but str, int, float, bool and None.
+    float in 10,000 of ordinary magnitudes (SQLite 3.40), more among extreme ones. Refused: floats
+    that are not finite, -0.0 (its literal would lose the sign), floats that need a larger power
+    of two, ints out of 64 bits, and any type but str, int, float, bool and None.
     """
+    if len(rows) > max_rows:
+        return None
     out = []
+    size = 0
     for row in rows:
         values = []
         for value in row:
             kind = type(value)
             if kind is str:
                 if "\x00" in value:
+                    return None
+                size += len(value)
+                if size > max_chars:
                     return None
                 values.append("'" + value.replace("'", "''") + "'")
             elif kind is bool:
@@ -211,7 +233,7 @@ def sql_rows(rows: Sequence[Sequence[Any]]) -> str | None:
 
 
 def _float(value: float) -> str | None:
-    if not math.isfinite(value):
+    if not math.isfinite(value) or (value == 0.0 and math.copysign(1.0, value) < 0):
         return None
     numerator, denominator = value.as_integer_ratio()  # denominator: a power of two
     if abs(numerator) >= _EXACT or denominator > _MAX_DENOMINATOR:

@@ -3,8 +3,10 @@
 Owns `NewTask` (one accepted task's row), `insert_tasks` (rows and their `accepted` events in
 one transaction, by statements compiled once per driver, run by the driver itself: a third
 of the cost of SQLAlchemy's per-statement path at the batch sizes seen under load; multi-row
-`INSERT`s on SQLite, `executemany` elsewhere) and
-`InsertBatcher`. A request hands its row to
+`INSERT`s on SQLite, `executemany` elsewhere; on a SQLite file, batches of up to 64 rows are one
+`sqlite_direct` script instead, run in one call that keeps the interpreter lock, with the OS
+write lock taken around that call alone, and anything that script cannot carry goes the usual
+way) and `InsertBatcher`. A request hands its row to
 `InsertBatcher.insert` (async) and awaits it; one writer thread takes every row queued
 meanwhile, up to `max_batch`, and inserts them together. Under a burst the cost of a
 transaction (the write connection's turn, `BEGIN IMMEDIATE`, `COMMIT`, the WAL append) is then
@@ -20,7 +22,6 @@ one call on that loop: a batch wakes each loop once, not once per row.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import queue
 import sqlite3
@@ -35,7 +36,7 @@ import sqlalchemy as sa
 from argus.domain.task import TaskState
 from argus.store.db import Database
 from argus.store.schema import task_events, tasks
-from argus.store.sqlite_direct import SQLITE_CONSTRAINT, DirectError, integrity_error, sql_rows
+from argus.store.sqlite_direct import SQLITE_BUSY, SQLITE_CONSTRAINT, DirectError, integrity_error, sql_rows
 
 log = logging.getLogger("argus.store")
 _QUEUED = TaskState.QUEUED.value
@@ -134,20 +135,19 @@ def _executemany(cursor: Any, sql: str, params: list) -> None:
     cursor.executemany(sql, params)
 
 
-@functools.cache
-def _heads(quote: Any) -> tuple[str, str]:
-    """`INSERT INTO … VALUES ` of the tasks and of their events, `quote` quoting names."""
-    task, event = (
-        f"INSERT INTO {quote(t.name)} ({', '.join(quote(c) for c in cols)}) VALUES "
-        for t, cols in ((tasks, _TASK_COLUMNS), (task_events, _EVENT_COLUMNS))
-    )
-    return task, event
+_heads: dict[str, tuple[str, str]] = {}  # by dialect: `INSERT INTO … VALUES ` of tasks, of events
 
 
 def _direct_script(rows: Sequence[NewTask], quote: Any) -> bytes | None:
     """The whole transaction as one script for `DirectConnection.run` (None: a value that
     `sql_rows` cannot write, or text that is not UTF-8)."""
-    heads = _heads(quote)
+    heads = _heads.get("sqlite")
+    if heads is None:
+        task, event = (
+            f"INSERT INTO {quote(t.name)} ({', '.join(quote(c) for c in cols)}) VALUES "
+            for t, cols in ((tasks, _TASK_COLUMNS), (task_events, _EVENT_COLUMNS))
+        )
+        heads = _heads["sqlite"] = (task, event)
     task_rows = sql_rows([tuple(r.row().values()) for r in rows])
     event_rows = sql_rows([tuple(r.event().values()) for r in rows])
     if task_rows is None or event_rows is None:
@@ -161,8 +161,9 @@ def _direct_script(rows: Sequence[NewTask], quote: Any) -> bytes | None:
 def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
     """SQLite: insert `rows` through the database's `DirectConnection` (one call that keeps the
     interpreter lock) while holding the write engine's connection. Returns False when nothing
-    was stored and the usual path must run: no direct connection, a value it cannot carry, or
-    any failure but a constraint.
+    was stored and the usual path must run: no direct connection, a batch or value it cannot
+    carry, a busy database, or any other failure but a constraint (which also closes the direct
+    connection for good, since another try would fail alike).
 
     Raises:
         sqlalchemy.exc.IntegrityError: a task id is taken (nothing of `rows` is stored).
@@ -184,8 +185,11 @@ def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
         finally:
             lock.release()
     except DirectError as exc:
+        if exc.code == SQLITE_BUSY:  # a writer that takes no OS lock: the usual path waits for it
+            log.warning("a direct SQLite insert found the database busy (%s); inserting the usual way", exc)
+            return False
         if exc.code != SQLITE_CONSTRAINT:
-            log.warning("a direct SQLite insert failed (%s); inserting the usual way", exc)
+            db.drop_direct(str(exc))
             return False
         raise sa.exc.DBAPIError.instance("INSERT INTO tasks", None, integrity_error(str(exc)), sqlite3.Error) from exc
     finally:
