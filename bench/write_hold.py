@@ -60,7 +60,7 @@ def measure(db: Database, busy: int, inserts: int, rows: int, first: int) -> tup
     for t in threads:
         t.start()
     whole: list[float] = []
-    type(lock).acquire, type(lock).release = timed_acquire, timed_release  # type: ignore[method-assign]
+    type(lock).acquire, type(lock).release = timed_acquire, timed_release
     try:
         for i in range(inserts):
             batch = [
@@ -71,7 +71,7 @@ def measure(db: Database, busy: int, inserts: int, rows: int, first: int) -> tup
             insert_tasks(db, batch)
             whole.append(time.perf_counter() - t0)
     finally:
-        type(lock).acquire, type(lock).release = acquire, release  # type: ignore[method-assign]
+        type(lock).acquire, type(lock).release = acquire, release
         stop.set()
         for t in threads:
             t.join()
@@ -98,9 +98,9 @@ def main() -> None:
             for busy in (0, 1, 3):
                 for path in ("sqlite3 module", "direct"):
                     if path == "sqlite3 module":
-                        db_module.Database.direct = lambda self: None  # type: ignore[method-assign]
+                        db_module.Database.direct = lambda self: None
                     else:
-                        db_module.Database.direct = direct  # type: ignore[method-assign]
+                        db_module.Database.direct = direct
                     holds, whole = measure(db, busy, args.inserts, args.rows, first)
                     first += args.inserts * args.rows
                     print(
@@ -108,7 +108,7 @@ def main() -> None:
                         f"{ms(whole, 0.9):>10}   (mean hold {statistics.fmean(holds) * 1000:.2f})"
                     )
         finally:
-            db_module.Database.direct = direct  # type: ignore[method-assign]
+            db_module.Database.direct = direct
             db.dispose()
 
 
