@@ -381,14 +381,19 @@ def accept_phase(
                 )
             )
     b_tally, a_tally, b_elapsed, a_elapsed = Tally(), Tally(), 0.0, 0.0
-    b_cpu = a_cpu = s_cpu = g_cpu = busy = every = 0.0
+    b_cpu = a_cpu = s_cpu = g_cpu = busy = every = idle_argus = 0.0
+
+    def argus_cpu() -> float:  # Argus's processes (API and scheduler), all threads
+        return sum(map(cpu_seconds, pids)) + (cpu_seconds(scheduler_pid) if scheduler_pid else 0.0)
+
     rounds: list[tuple[float, float]] = []  # each round's bare and Argus rates
     each = args.accept_seconds / args.accept_rounds
     try:
         for _ in range(args.accept_rounds):  # alternated, so that both see the machine as it is
-            c0 = cpu_seconds(bare.pid)
+            c0, idle0 = cpu_seconds(bare.pid), argus_cpu()
             tally, elapsed, _ = asyncio.run(load(bare_port, tokens, spec, {}, args.accept_clients, 0, each, None))
             b_cpu += cpu_seconds(bare.pid) - c0
+            idle_argus += argus_cpu() - idle0
             b_tally.merge(tally)
             b_elapsed += elapsed
             round_bare = len(tally.lat["submit"]) / elapsed
@@ -428,6 +433,10 @@ def accept_phase(
     if len(rounds) > 1:
         each_round = "; ".join(f"{b:.0f} / {a:.0f} = {a / b if b else 0:.3f}" for b, a in rounds)
         print(f"  each round, bare / argus per second: {each_round}")
+        print(
+            f"  Argus's own background while the bare rounds ran (scheduler passes, checkpoints): "
+            f"{idle_argus / b_elapsed:.2f} core(s)"
+        )
     # CPU per answered request: what each costs the server, whatever else shares the cores.
     b_ms = b_cpu * 1000 / max(1, len(b_tally.lat["submit"]))
     a_ms = a_cpu * 1000 / max(1, len(a_tally.lat["submit"]))
