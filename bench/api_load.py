@@ -21,7 +21,8 @@ on) over a fresh database, then:
    ACCEPT_SECONDS against a bare FastAPI endpoint answering 201 (`bench/bare_server.py`, served
    like `argus server`) and as long against Argus, from the same load generator on the same
    machine, the two alternating in `--accept-rounds` rounds (4: bare 5 s, Argus 5 s, four times),
-   so that a change in the machine's speed during the phase reaches both sides alike; it prints
+   so that a change in the machine's speed during the phase reaches both sides alike (before each
+   bare round it waits, up to 5 s, for Argus's processes to go quiet); it prints
    both throughputs, their ratio (and each round's) and Argus's p99 (targets: >= 0.25 x bare,
    p99 < 100 ms), and each server's CPU time per answered request (from /proc: all its threads,
    user + system) with the cores 0.25 x bare would take at Argus's cost, and how busy the
@@ -59,6 +60,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -352,6 +354,19 @@ def machine_busy() -> tuple[float, float]:
     return (sum(values) - idle) / tick, sum(values) / tick
 
 
+SETTLE_MAX_S = 5.0  # the longest wait for Argus to go quiet before a bare round
+
+
+def settle(cpu: Callable[[], float], quiet: float = 0.1, window_s: float = 0.5) -> None:
+    """Wait (at most SETTLE_MAX_S) until `cpu()` grows by less than `quiet` core over a window."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    while time.monotonic() < deadline:
+        c0 = cpu()
+        time.sleep(window_s)
+        if (cpu() - c0) / window_s < quiet:
+            return
+
+
 def accept_phase(
     port: int | list[int],
     workdir: Path,
@@ -373,7 +388,8 @@ def accept_phase(
     for out, pid in ((args.profile, pids[0]), (args.profile_scheduler, scheduler_pid)):
         if out and pid:
             spy = str(Path(sys.executable).with_name("py-spy"))
-            duration = str(int(2 * args.accept_seconds))  # Argus idles while the bare rounds run
+            # Argus idles while the bare rounds run; each round may first wait for it to settle.
+            duration = str(int(2 * args.accept_seconds + args.accept_rounds * (SETTLE_MAX_S + 1) + 5))
             command = [spy, "record", "--gil", "-r", "100", "-d", duration, "-f", "raw", "-o", str(out)]
             profilers.append(
                 subprocess.Popen(
@@ -390,6 +406,7 @@ def accept_phase(
     each = args.accept_seconds / args.accept_rounds
     try:
         for _ in range(args.accept_rounds):  # alternated, so that both see the machine as it is
+            settle(argus_cpu)  # the scheduler done with the last round's tasks
             c0, idle0 = cpu_seconds(bare.pid), argus_cpu()
             tally, elapsed, _ = asyncio.run(load(bare_port, tokens, spec, {}, args.accept_clients, 0, each, None))
             b_cpu += cpu_seconds(bare.pid) - c0
@@ -431,10 +448,10 @@ def accept_phase(
         f"argus p99 {p99:.1f} ms (target < 100 ms: {'yes' if p99 < 100 else 'NO'})"
     )
     if len(rounds) > 1:
-        each_round = "; ".join(f"{b:.0f} / {a:.0f} = {a / b if b else 0:.3f}" for b, a in rounds)
-        print(f"  each round, bare / argus per second: {each_round}")
+        each_round = "; ".join(f"{a:.0f} / {b:.0f} = {a / b if b else 0:.3f}" for b, a in rounds)
+        print(f"  each round, argus / bare per second: {each_round}")
         print(
-            f"  Argus's own background while the bare rounds ran (scheduler passes, checkpoints): "
+            f"  Argus's own background while the bare rounds ran (after settling: scheduler passes, checkpoints): "
             f"{idle_argus / b_elapsed:.2f} core(s)"
         )
     # CPU per answered request: what each costs the server, whatever else shares the cores.

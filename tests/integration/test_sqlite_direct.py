@@ -91,6 +91,7 @@ def test_values_come_back_as_the_sqlite3_module_stores_them(tmp_path: Path):
         "nul\x00inside",
         float("inf"),
         float("nan"),
+        -0.0,
         2**63,
         -(2**63) - 1,
         2.0**-1070,
@@ -365,3 +366,59 @@ def test_a_failure_that_would_repeat_closes_the_direct_connection_for_good(db, m
     insert_tasks(db, [row(2)])
     assert [r[0] for r in _stored(db)] == ["t-00000", "t-00001", "t-00002"]
     assert _lock_is_free(db)
+
+
+class _FailingRollback:
+    """The real library, except that ROLLBACK fails (and leaves the transaction open)."""
+
+    def __init__(self, lib):
+        self._real = lib
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def sqlite3_exec(self, handle, script, *rest):
+        return 1 if script == b"ROLLBACK" else self._real.sqlite3_exec(handle, script, *rest)
+
+
+def test_a_failed_rollback_closes_the_connection_and_so_ends_its_transaction(tmp_path: Path):
+    path = str(tmp_path / "f.db")
+    plain = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    plain.execute("PRAGMA journal_mode=WAL")
+    plain.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    plain.execute("INSERT INTO t VALUES ('taken')")
+    direct = DirectConnection.open(path)
+    assert direct is not None
+    direct._lib = _FailingRollback(direct._lib)
+    with pytest.raises(DirectError, match="the rollback failed too"):
+        direct.run(b"BEGIN IMMEDIATE;INSERT INTO t VALUES ('new');INSERT INTO t VALUES ('taken');COMMIT")
+    with pytest.raises(DirectError, match="closed"):
+        direct.run(b"SELECT 1")
+    plain.execute("INSERT INTO t VALUES ('after')")  # SQLite's write lock went with the connection
+    assert plain.execute("SELECT k FROM t ORDER BY k").fetchall() == [("after",), ("taken",)]
+    plain.close()
+
+
+def test_any_error_while_opening_it_means_the_usual_path(db, monkeypatch):
+    def broken(path, pragmas=()):
+        raise OSError("no such library")
+
+    monkeypatch.setattr(DirectConnection, "open", broken)
+    assert db.direct() is None
+    insert_tasks(db, [row(1)])
+    assert [r[0] for r in _stored(db)] == ["t-00001"]
+
+
+def test_a_connection_closed_by_dispose_meanwhile_is_not_dropped_for_good(db, monkeypatch):
+    stale = db.direct()
+    assert stale is not None
+    db.dispose()  # closes it; the next use opens another
+    with monkeypatch.context() as m:
+        m.setattr(type(db), "direct", lambda self: stale)  # a writer that took it just before
+        insert_tasks(db, [row(1)])  # "closed": the usual path, nothing dropped
+    fresh = db.direct()
+    assert fresh is not None and fresh is not stale
+    scripts = _spy(monkeypatch)
+    insert_tasks(db, [row(2)])
+    assert len(scripts) == 1
+    assert [r[0] for r in _stored(db)] == ["t-00001", "t-00002"]

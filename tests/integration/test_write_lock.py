@@ -233,3 +233,21 @@ def test_a_deferred_checkout_leaves_the_lock_to_its_caller(db_path, db_a):
     assert insert(db_a, "after") == ["other thread"]
     with db_a.write.begin():
         assert not lock_is_free(db_path)  # checkouts outside `deferred` take it as before
+
+
+def test_deferred_nests(db_path, db_a):
+    lock = db_a.write_lock
+    assert lock is not None
+    with lock.deferred():
+        with lock.deferred():
+            pass
+        raw = db_a.write.raw_connection()  # still deferred after the inner one ended
+        try:
+            assert lock_is_free(db_path)
+        finally:
+            raw.close()
+    raw = db_a.write.raw_connection()
+    try:
+        assert not lock_is_free(db_path)
+    finally:
+        raw.close()

@@ -153,11 +153,14 @@ class Database:
                     self._direct = False
             return self._direct or None
 
-    def drop_direct(self, reason: str) -> None:
-        """Close the direct connection for good (this `Database` writes the usual way from now
-        on): it failed in a way that another try would repeat."""
+    def drop_direct(self, direct: DirectConnection, reason: str) -> None:
+        """Close `direct` for good (this `Database` writes the usual way from now on): it failed
+        in a way that another try would repeat. A no-op when `direct` is no longer the one in use
+        (`dispose` closed it meanwhile)."""
         with self._direct_guard:
-            direct, self._direct = self._direct, False
+            if self._direct is not direct:
+                return
+            self._direct = False
         if direct:
             log.warning("SQLite's direct connection is closed (%s); writes go the usual way", reason)
             direct.close()
@@ -195,7 +198,8 @@ class WriteLock:
     its holder dies. Within one `Database` the write pool's single connection already serialises
     the threads, so one descriptor serves them all. A thread inside `deferred` checks the
     connection out without the lock and takes it itself around the one call that writes
-    (`task_inserts`), so that no Python runs while other processes wait for it.
+    (`task_inserts`), so that little Python runs while other processes wait for it (when the lock
+    was taken, the thread still gets the interpreter back holding it).
     """
 
     def __init__(self, path: str):

@@ -9,7 +9,9 @@ waiting) and another thread of the process is running Python, getting it back co
 switch interval (5 ms) each time: under load an insert of a tenth of a millisecond of SQLite
 held the write lock 1.6 to 2 ms. Through `run` the process's other threads wait that tenth of a
 millisecond instead (a script is kept to `MAX_SCRIPT_ROWS` rows and `MAX_SCRIPT_CHARS` of text,
-about a millisecond at most), and no other process waits on them.
+about a millisecond, unless the connection checkpoints at its commit: `wal_autocheckpoint`, off
+in the server), and other processes' writers no longer wait on those hand-overs (they still do
+when this thread found the lock taken: it gets the interpreter back holding it).
 
 Also owns `sql_rows`: rows as the literal rows of a multi-row `VALUES`, written so that SQLite
 stores exactly what binding them through the sqlite3 module would (binding each value through
@@ -17,8 +19,9 @@ ctypes would cost a call a value).
 
 The caller holds the write engine's connection while it calls `run` (the process's turn), and
 the lock across processes (`db.WriteLock`) around the call alone, so this connection meets no
-other writer. Its busy timeout is 0, so a writer that does not take that lock (the sqlite3 shell) makes `run` fail
-at once with SQLITE_BUSY rather than stall the process; the caller then writes the usual way.
+other writer. Its busy timeout is 0, so a writer that does not take that lock (the sqlite3
+shell) makes `run` fail at once with SQLITE_BUSY rather than stall the process; the caller then
+writes the usual way.
 
 `DirectConnection.open` gives None where this cannot be done safely: the functions cannot be
 found through the `sqlite3` module's own extension (the lookup starts there so that it reaches
@@ -43,6 +46,7 @@ log = logging.getLogger("argus.store")
 SQLITE_OK = 0
 SQLITE_BUSY = 5
 SQLITE_CONSTRAINT = 19
+SQLITE_MISUSE = 21
 _OPEN_READWRITE = 0x2
 _MIN_VERSION = 3_008_008  # multi-row VALUES free of the compound-select limit
 _INT64 = (-(2**63), 2**63)
@@ -52,6 +56,7 @@ _MAX_DENOMINATOR = 2**62  # still an exact integer literal, and a double
 # script: the call holds the interpreter lock throughout.
 MAX_SCRIPT_CHARS = 256 * 1024
 MAX_SCRIPT_ROWS = 64
+MAX_SCRIPT_BYTES = 1024 * 1024  # the encoded script (quotes doubled, UTF-8)
 
 
 class DirectError(Exception):
@@ -160,7 +165,7 @@ class DirectConnection:
         """
         with self._guard:
             if self._handle is None:
-                raise DirectError(21, "the connection is closed")  # SQLITE_MISUSE
+                raise DirectError(SQLITE_MISUSE, "the connection is closed")
             error = ctypes.c_void_p()
             rc = self._lib.sqlite3_exec(self._handle, script, None, None, ctypes.byref(error))
             if rc == SQLITE_OK:

@@ -36,7 +36,15 @@ import sqlalchemy as sa
 from argus.domain.task import TaskState
 from argus.store.db import Database
 from argus.store.schema import task_events, tasks
-from argus.store.sqlite_direct import SQLITE_BUSY, SQLITE_CONSTRAINT, DirectError, integrity_error, sql_rows
+from argus.store.sqlite_direct import (
+    MAX_SCRIPT_BYTES,
+    SQLITE_BUSY,
+    SQLITE_CONSTRAINT,
+    SQLITE_MISUSE,
+    DirectError,
+    integrity_error,
+    sql_rows,
+)
 
 log = logging.getLogger("argus.store")
 _QUEUED = TaskState.QUEUED.value
@@ -139,8 +147,9 @@ _heads: dict[str, tuple[str, str]] = {}  # by dialect: `INSERT INTO … VALUES `
 
 
 def _direct_script(rows: Sequence[NewTask], quote: Any) -> bytes | None:
-    """The whole transaction as one script for `DirectConnection.run` (None: a value that
-    `sql_rows` cannot write, or text that is not UTF-8)."""
+    """The whole transaction as one script for `DirectConnection.run`. None: more rows or text
+    than one call should carry (`sql_rows`' limits, then `MAX_SCRIPT_BYTES` of the encoded
+    script), a value `sql_rows` cannot write exactly, or text that is not UTF-8."""
     heads = _heads.get("sqlite")
     if heads is None:
         task, event = (
@@ -153,17 +162,19 @@ def _direct_script(rows: Sequence[NewTask], quote: Any) -> bytes | None:
     if task_rows is None or event_rows is None:
         return None
     try:
-        return f"BEGIN IMMEDIATE;{heads[0]}{task_rows};{heads[1]}{event_rows};COMMIT".encode()
+        script = f"BEGIN IMMEDIATE;{heads[0]}{task_rows};{heads[1]}{event_rows};COMMIT".encode()
     except UnicodeEncodeError:  # a lone surrogate: let the sqlite3 module say so
         return None
+    return script if len(script) <= MAX_SCRIPT_BYTES else None  # doubled quotes, multi-byte text
 
 
 def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
     """SQLite: insert `rows` through the database's `DirectConnection` (one call that keeps the
     interpreter lock) while holding the write engine's connection. Returns False when nothing
     was stored and the usual path must run: no direct connection, a batch or value it cannot
-    carry, a busy database, or any other failure but a constraint (which also closes the direct
-    connection for good, since another try would fail alike).
+    carry, a busy database, a direct connection closed meanwhile, or any other failure but a
+    constraint (which also closes the direct connection for good: another try would likely fail
+    alike, and a transient one only costs the speed of this path).
 
     Raises:
         sqlalchemy.exc.IntegrityError: a task id is taken (nothing of `rows` is stored).
@@ -185,11 +196,11 @@ def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
         finally:
             lock.release()
     except DirectError as exc:
-        if exc.code == SQLITE_BUSY:  # a writer that takes no OS lock: the usual path waits for it
+        if exc.code in (SQLITE_BUSY, SQLITE_MISUSE):  # a writer without the OS lock; closed meanwhile
             log.warning("a direct SQLite insert found the database busy (%s); inserting the usual way", exc)
             return False
         if exc.code != SQLITE_CONSTRAINT:
-            db.drop_direct(str(exc))
+            db.drop_direct(direct, str(exc))
             return False
         raise sa.exc.DBAPIError.instance("INSERT INTO tasks", None, integrity_error(str(exc)), sqlite3.Error) from exc
     finally:
