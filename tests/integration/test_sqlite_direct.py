@@ -342,7 +342,7 @@ def test_a_direct_insert_waits_for_another_process_that_holds_the_write_lock(db,
 def test_batches_too_big_for_one_call_go_the_usual_way(db, monkeypatch):
     scripts = _spy(monkeypatch)
     big = "x: '" + "y" * 100_000 + "'\n"
-    insert_tasks(db, [row(n, big) for n in range(3)])  # over MAX_SCRIPT_CHARS of text
+    insert_tasks(db, [row(n, big) for n in range(3)])  # over MAX_SCRIPT_BYTES
     insert_tasks(db, [row(n) for n in range(3, 3 + sqlite_direct.MAX_SCRIPT_ROWS + 1)])  # one row too many
     assert scripts == []
     insert_tasks(db, [row(n) for n in range(100, 100 + sqlite_direct.MAX_SCRIPT_ROWS)])

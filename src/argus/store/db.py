@@ -8,13 +8,14 @@ read-then-write transaction holds the write lock from its first statement and tw
 deadlock on a lock upgrade. The write engine holds a single connection, so writers in this
 process queue on the pool (woken at once) instead of in SQLite's busy handler (which sleeps and
 polls, and made tail latency seconds long under 32 concurrent writers). Writers in other
-processes (the server's scheduler process, its other API processes) queue the same way on an OS
-lock beside the database file (`<db>.write-lock`, `flock`), which the write connection holds
-from checkout to checkin (a group commit of accepted tasks, checked out `WriteLock.deferred`,
-holds it around its one `sqlite_direct` call alone): the kernel wakes the next waiter as soon as it is released, where
-SQLite's busy handler would sleep 1 to 100 ms between tries. The wait for it has no bound (a
-holder that dies releases it). PostgreSQL uses one pooled engine for both, at READ COMMITTED, with
-`SELECT … FOR UPDATE` where a transition reads before it writes.
+processes (the server's scheduler process, its other API processes, the CLI's admin commands)
+queue the same way on an OS lock beside the database file (`<db>.write-lock`, `flock`), which
+the write connection holds from checkout to checkin (a group commit of accepted tasks, checked
+out `WriteLock.deferred`, holds it around its one `sqlite_direct` call alone): the kernel wakes
+the next waiter as soon as it is released, where SQLite's busy handler would sleep 1 to 100 ms
+between tries. The wait for it has no bound (a holder that dies releases it). PostgreSQL uses one
+pooled engine for both, at READ COMMITTED, with `SELECT … FOR UPDATE` where a transition reads
+before it writes.
 
 The SQLite write-ahead log stays bounded: `Database.checkpoint` (run by the server every second)
 copies it into the database file, and once the log file is over `wal_max_bytes` it checkpoints
@@ -169,8 +170,10 @@ class Database:
         self.read.dispose()
         if self.write is not self.read:
             self.write.dispose()
-        with self._direct_guard:  # opened again at the next use, unless it was dropped
-            direct, self._direct = self._direct, (None if self._direct is not False else False)
+        with self._direct_guard:
+            direct = self._direct
+            if direct:  # opened again at the next use (a dropped one stays dropped)
+                self._direct = None
         if direct:
             direct.close()
         if self.write_lock is not None:

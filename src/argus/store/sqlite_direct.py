@@ -8,7 +8,7 @@ around every statement; while the database's write lock is held (every other pro
 waiting) and another thread of the process is running Python, getting it back costs up to a
 switch interval (5 ms) each time: under load an insert of a tenth of a millisecond of SQLite
 held the write lock 1.6 to 2 ms. Through `run` the process's other threads wait that tenth of a
-millisecond instead (a script is kept to `MAX_SCRIPT_ROWS` rows and `MAX_SCRIPT_CHARS` of text,
+millisecond instead (a script is kept to `MAX_SCRIPT_ROWS` rows and `MAX_SCRIPT_BYTES`,
 about a millisecond, unless the connection checkpoints at its commit: `wal_autocheckpoint`, off
 in the server), and other processes' writers no longer wait on those hand-overs (they still do
 when this thread found the lock taken: it gets the interpreter back holding it).
@@ -52,11 +52,10 @@ _MIN_VERSION = 3_008_008  # multi-row VALUES free of the compound-select limit
 _INT64 = (-(2**63), 2**63)
 _EXACT = 2**53  # integers up to this are exact in a double
 _MAX_DENOMINATOR = 2**62  # still an exact integer literal, and a double
-# The most text of values in one script, and the most rows (about 20 µs of SQLite each) in one
-# script: the call holds the interpreter lock throughout.
-MAX_SCRIPT_CHARS = 256 * 1024
+# The most rows (about 20 µs of SQLite each) and bytes of one script: the call holds the
+# interpreter lock throughout.
 MAX_SCRIPT_ROWS = 64
-MAX_SCRIPT_BYTES = 1024 * 1024  # the encoded script (quotes doubled, UTF-8)
+MAX_SCRIPT_BYTES = 256 * 1024
 
 
 class DirectError(Exception):
@@ -188,11 +187,12 @@ class DirectConnection:
 
 
 def sql_rows(
-    rows: Sequence[Sequence[Any]], max_chars: int = MAX_SCRIPT_CHARS, max_rows: int = MAX_SCRIPT_ROWS
+    rows: Sequence[Sequence[Any]], max_chars: int = MAX_SCRIPT_BYTES, max_rows: int = MAX_SCRIPT_ROWS
 ) -> str | None:
     """`rows` as the literal rows of a `VALUES` clause, `(…),(…)`, each value as SQLite stores
     the same value bound by the sqlite3 module; None when one cannot be written so, or when there
-    are more than `max_rows` rows or `max_chars` of text (a script that big would hold the
+    are more than `max_rows` rows or `max_chars` characters of strings (a cheap first bound on
+    the script's size, checked exactly once it is encoded; a script that big would hold the
     interpreter lock for milliseconds: such batches are better written the usual way).
 
     A string is quoted with its quotes doubled, the only escape SQLite's string literals have; one

@@ -143,26 +143,31 @@ def _executemany(cursor: Any, sql: str, params: list) -> None:
     cursor.executemany(sql, params)
 
 
-_heads: dict[str, tuple[str, str]] = {}  # by dialect: `INSERT INTO … VALUES ` of tasks, of events
-
-
-def _direct_script(rows: Sequence[NewTask], quote: Any) -> bytes | None:
-    """The whole transaction as one script for `DirectConnection.run`. None: more rows or text
-    than one call should carry (`sql_rows`' limits, then `MAX_SCRIPT_BYTES` of the encoded
-    script), a value `sql_rows` cannot write exactly, or text that is not UTF-8."""
-    heads = _heads.get("sqlite")
-    if heads is None:
-        task, event = (
-            f"INSERT INTO {quote(t.name)} ({', '.join(quote(c) for c in cols)}) VALUES "
-            for t, cols in ((tasks, _TASK_COLUMNS), (task_events, _EVENT_COLUMNS))
+def _statements(dialect: sa.Dialect) -> tuple[tuple[str, tuple[str, ...] | None], tuple[str, tuple[str, ...] | None]]:
+    """The INSERTs of tasks and of their events for `dialect`'s driver, compiled once."""
+    key = (dialect.name, dialect.driver)  # each driver has its own parameter style
+    if key not in _compiled:
+        _compiled[key] = (
+            _statement(tasks, _TASK_COLUMNS, dialect),
+            _statement(task_events, _EVENT_COLUMNS, dialect),
         )
-        heads = _heads["sqlite"] = (task, event)
-    task_rows = sql_rows([tuple(r.row().values()) for r in rows])
-    event_rows = sql_rows([tuple(r.event().values()) for r in rows])
+    return _compiled[key]
+
+
+def _direct_script(rows: Sequence[NewTask], dialect: sa.Dialect) -> bytes | None:
+    """The whole transaction as one script for `DirectConnection.run`: the compiled INSERTs with
+    literal rows. None: more rows or bytes than one call should carry (`MAX_SCRIPT_ROWS`,
+    `MAX_SCRIPT_BYTES`), a value `sql_rows` cannot write exactly, or text that is not UTF-8."""
+    (task_sql, task_order), (event_sql, event_order) = _statements(dialect)
+    if task_order is None or event_order is None:  # a driver that takes names: not SQLite's
+        return None
+    task_rows = sql_rows(_params([r.row() for r in rows], task_order))
+    event_rows = sql_rows(_params([r.event() for r in rows], event_order))
     if task_rows is None or event_rows is None:
         return None
+    task_head, event_head = task_sql.partition(" VALUES ")[0], event_sql.partition(" VALUES ")[0]
     try:
-        script = f"BEGIN IMMEDIATE;{heads[0]}{task_rows};{heads[1]}{event_rows};COMMIT".encode()
+        script = f"BEGIN IMMEDIATE;{task_head} VALUES {task_rows};{event_head} VALUES {event_rows};COMMIT".encode()
     except UnicodeEncodeError:  # a lone surrogate: let the sqlite3 module say so
         return None
     return script if len(script) <= MAX_SCRIPT_BYTES else None  # doubled quotes, multi-byte text
@@ -182,7 +187,7 @@ def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
     direct = db.direct()
     if direct is None:
         return False
-    script = _direct_script(rows, db.write.dialect.identifier_preparer.quote)
+    script = _direct_script(rows, db.write.dialect)
     if script is None:
         return False
     lock = db.write_lock
@@ -197,7 +202,7 @@ def _insert_direct(db: Database, rows: Sequence[NewTask]) -> bool:
             lock.release()
     except DirectError as exc:
         if exc.code in (SQLITE_BUSY, SQLITE_MISUSE):  # a writer without the OS lock; closed meanwhile
-            log.warning("a direct SQLite insert found the database busy (%s); inserting the usual way", exc)
+            log.warning("a direct SQLite insert could not run (%s); inserting the usual way", exc)
             return False
         if exc.code != SQLITE_CONSTRAINT:
             db.drop_direct(direct, str(exc))
@@ -214,19 +219,13 @@ def insert_tasks(db: Database, rows: Sequence[NewTask]) -> None:
     Raises:
         sqlalchemy.exc.IntegrityError: a task id is taken (nothing of `rows` is stored).
     """
-    if db.write_lock is not None and _insert_direct(db, rows):
+    if _insert_direct(db, rows):
         return
     with db.write.begin() as conn:
         dialect = conn.dialect
-        key = (dialect.name, dialect.driver)  # each driver has its own parameter style
-        if key not in _compiled:
-            _compiled[key] = (
-                _statement(tasks, _TASK_COLUMNS, dialect),
-                _statement(task_events, _EVENT_COLUMNS, dialect),
-            )
-        (task_sql, task_order), (event_sql, event_order) = _compiled[key]
+        (task_sql, task_order), (event_sql, event_order) = _statements(dialect)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        write = _sqlite_rows if key[0] == "sqlite" and task_order is not None else _executemany
+        write = _sqlite_rows if dialect.name == "sqlite" and task_order is not None else _executemany
         sql, params = task_sql, _params([r.row() for r in rows], task_order)
         try:
             write(cursor, sql, params)
