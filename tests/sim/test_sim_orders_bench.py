@@ -1,0 +1,95 @@
+"""`bench/sim_orders.py`: its variant orders on hand-worked queues, and one replay per variant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+import argus.domain.scheduling as scheduling
+from argus.domain import ordering
+from argus.domain.scheduling import Job
+from argus.sim.cases import Case
+from argus.sim.trace import TraceJob
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("sim_orders")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _queue() -> list[Job]:
+    # At now = 1000: "small" (1 GPU, limit 1500) waited 1000 s, "big" (8 GPUs, limit 1000) 900 s.
+    return [
+        Job("small", "u1", 1, 1.0, 0.0, 1500.0),
+        Job("big", "u2", 1, 8.0, 100.0, 1000.0),
+    ]
+
+
+def test_default_is_the_shipped_order(bench):
+    assert bench.make_order("default") is ordering.order
+
+
+@pytest.mark.parametrize(
+    ("variant", "first"),
+    [
+        # rate 2 for both: big 8 x max(0, 1000 - 1800) = 0, small max(0, 1500 - 2000) = 0; oldest first
+        ("default", "small"),
+        ("fair-1.25", "small"),
+        # area: small 1500 < big 8000
+        ("area", "small"),
+        # big asks the most GPUs: rate 2, score 0; small rate 0.5: 1500 - 500 = 1000
+        ("largest-2-0.5", "big"),
+        # small's rate 0.5 + 1.5 x 1/8 = 0.6875: 1500 - 687.5 > 0; big's rate 2: 0
+        ("share-2-0.5", "big"),
+        # small's rate 1.5 + 0.5 x 1/8 = 1.5625: max(0, 1500 - 1562.5) = 0, older than big
+        ("share-2-1.5", "small"),
+    ],
+)
+def test_variant_orders_a_hand_worked_queue(bench, variant, first):
+    got = bench.make_order(variant)(_queue(), "default", None, 1000.0, None)
+    assert [j.id for j in got][0] == first
+
+
+def test_fifo_and_easy_keep_submission_order(bench):
+    got = bench.make_order("area")(list(reversed(_queue())), "easy", None, 1000.0, None)
+    assert [j.id for j in got] == ["small", "big"]
+
+
+@pytest.mark.parametrize("name", ["nope", "largest-2", "area-1", "share-a-b", "fair"])
+def test_unknown_variant_is_refused(bench, name):
+    with pytest.raises(SystemExit, match="--variants"):
+        bench.make_order(name)
+
+
+def test_replay_plans_with_the_variant_order(bench, monkeypatch):
+    # Two 1-GPU jobs on one 1-GPU node: the second waits for the first.
+    jobs = [TraceJob("a", 0.0, 3600.0, 1, "u1"), TraceJob("b", 10.0, 600.0, 1, "u2")]
+    case = Case("t", 0.7, "2x", 1, 1, 1.0, jobs, 2.0, None)
+    calls: list[tuple[str, str]] = []
+
+    real = bench.make_order
+
+    def spy(variant):
+        inner = real(variant)
+
+        def order(queue, policy, *args):
+            calls.append((variant, policy))
+            return inner(queue, policy, *args)
+
+        return order
+
+    monkeypatch.setattr(scheduling, "order", scheduling.order)  # restored after the test
+    monkeypatch.setattr(bench, "make_order", spy)
+    label, policy, variant, m = bench._replay((case, "default", "area"))
+    assert (label, policy, variant) == ("t load 0.7 limits 2x", "default", "area")
+    assert calls and set(calls) == {("area", "default")}
+    assert m.avg_wait_s == pytest.approx((0 + 3590) / 2)
