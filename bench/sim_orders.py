@@ -19,7 +19,10 @@ first, as in `default`):
 - area: GPUs x limit, no ageing, no fair share (shortest area first);
 - largest-A-B: rate A for the jobs that ask the most GPUs among those waiting, B for the rest;
 - share-A-B: rate B + (A - B) x GPUs / the most GPUs asked among those waiting;
-- fair-F: default with the fair-share weight bounded by F instead of 2.
+- fair-F: default with the fair-share weight bounded by F instead of 2;
+- qage-K-P: no ageing by the job's own limit; a job is overdue once waited x nodes^P >= K x the
+  mean wait of the jobs waiting now (a scale taken from the queue, not from the job), else its
+  fair-share-weighted area.
 
 Usage:
     python bench/sim_orders.py                                # every variant, about 20 min on 2 cores
@@ -47,16 +50,13 @@ VARIANTS = (
     "default",
     "area",
     "largest-2-0.5",
-    "largest-2-0.25",
-    "largest-2-0.1",
-    "largest-3-0.25",
-    "largest-4-0.5",
-    "share-2-0.5",
+    "largest-1-0.25",
+    "largest-0.5-0.1",
     "share-2-0.25",
-    "share-2-0.1",
-    "share-3-0.25",
-    "share-1.5-0.25",
+    "share-1-0.1",
     "fair-1.25",
+    "qage-2-0",
+    "qage-3-1",
 )
 OrderFn = Callable[..., list[Job]]
 
@@ -78,7 +78,7 @@ def make_order(variant: str) -> OrderFn:
         nums = [float(p) for p in params.split("-")] if params else []
     except ValueError:
         nums = []
-    if kind not in ("area", "largest", "share", "fair") or len(nums) != {"area": 0, "fair": 1}.get(kind, 2):
+    if kind not in ("area", "largest", "share", "fair", "qage") or len(nums) != {"area": 0, "fair": 1}.get(kind, 2):
         raise SystemExit(f"--variants: {variant!r} is not a variant (see the module docstring)")
 
     def order(
@@ -93,17 +93,21 @@ def make_order(variant: str) -> OrderFn:
         t = now if now is not None else max((j.submitted_at for j in jobs), default=0.0)
         weights = _weights(usage, nums[0] if kind == "fair" else ordering.FAIR_MAX)
         most = max((j.gpus for j in jobs), default=1.0)
+        mean_wait = sum(max(0.0, t - j.submitted_at) for j in jobs) / max(1, len(jobs))
 
         def score(j: Job) -> float:
+            waited = max(0.0, t - j.submitted_at)
             if kind == "area":
                 return j.gpus * j.time_limit_s
+            if kind == "qage":
+                overdue = waited > 0 and waited * j.nnodes ** nums[1] >= nums[0] * mean_wait
+                return 0.0 if overdue else j.gpus * j.time_limit_s * weights.get(j.user, 1.0)
             if kind == "fair":
                 rate = ordering.AGE_RATE
             elif kind == "largest":
                 rate = nums[0] if j.gpus >= most else nums[1]
             else:
                 rate = nums[1] + (nums[0] - nums[1]) * j.gpus / most
-            waited = max(0.0, t - j.submitted_at)
             return j.gpus * max(0.0, j.time_limit_s * weights.get(j.user, 1.0) - rate * waited * j.nnodes)
 
         return sorted(jobs, key=lambda j: (-j.priority, j.id != keep, score(j), j.submitted_at, j.id))

@@ -59,6 +59,24 @@ def test_variant_orders_a_hand_worked_queue(bench, variant, first):
     assert [j.id for j in got][0] == first
 
 
+@pytest.mark.parametrize(
+    ("variant", "first"),
+    [
+        # mean wait (1000 + 900) / 2 = 950. K = 1: small waited 1000 >= 950, big 900 x 2 nodes >= 950:
+        # both overdue, oldest first
+        ("qage-1-1", "small"),
+        # K = 1.2 (1140): small 1000 is not overdue (area 1500), big 1800 is: big first
+        ("qage-1.2-1", "big"),
+        # P = 0: big 900 < 1140 is not overdue either; areas 1500 < 8000
+        ("qage-1.2-0", "small"),
+    ],
+)
+def test_queue_age_variant(bench, variant, first):
+    queue = [Job("small", "u1", 1, 1.0, 0.0, 1500.0), Job("big", "u2", 2, 4.0, 100.0, 1000.0)]
+    got = bench.make_order(variant)(queue, "default", None, 1000.0, None)
+    assert [j.id for j in got][0] == first
+
+
 def test_fifo_and_easy_keep_submission_order(bench):
     got = bench.make_order("area")(list(reversed(_queue())), "easy", None, 1000.0, None)
     assert [j.id for j in got] == ["small", "big"]
