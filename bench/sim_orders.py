@@ -17,6 +17,9 @@ first, as in `default`):
 
 - default: the shipped order (rate 2 for every job, fair-share weight 1..2);
 - area: GPUs x limit, no ageing, no fair share (shortest area first);
+- cap-R: rate R for every job, without the node factor;
+- guard-R-K: cap-R, and a job on more than one node is also overdue once it has waited K x the
+  mean wait of the jobs waiting now;
 - largest-A-B: rate A for the jobs that ask the most GPUs among those waiting, B for the rest;
 - share-A-B: rate B + (A - B) x GPUs / the most GPUs asked among those waiting;
 - fair-F: default with the fair-share weight bounded by F instead of 2;
@@ -49,14 +52,14 @@ from argus.sim.cases import Case
 VARIANTS = (
     "default",
     "area",
+    "cap-1",
+    "guard-1-2",
+    "guard-1.5-2",
     "largest-2-0.5",
-    "largest-1-0.25",
     "largest-0.5-0.1",
     "share-2-0.25",
-    "share-1-0.1",
     "fair-1.25",
     "qage-2-0",
-    "qage-3-1",
 )
 OrderFn = Callable[..., list[Job]]
 
@@ -78,7 +81,8 @@ def make_order(variant: str) -> OrderFn:
         nums = [float(p) for p in params.split("-")] if params else []
     except ValueError:
         nums = []
-    if kind not in ("area", "largest", "share", "fair", "qage") or len(nums) != {"area": 0, "fair": 1}.get(kind, 2):
+    arity = {"area": 0, "fair": 1, "cap": 1}.get(kind, 2)
+    if kind not in ("area", "cap", "guard", "largest", "share", "fair", "qage") or len(nums) != arity:
         raise SystemExit(f"--variants: {variant!r} is not a variant (see the module docstring)")
 
     def order(
@@ -102,13 +106,18 @@ def make_order(variant: str) -> OrderFn:
             if kind == "qage":
                 overdue = waited > 0 and waited * j.nnodes ** nums[1] >= nums[0] * mean_wait
                 return 0.0 if overdue else j.gpus * j.time_limit_s * weights.get(j.user, 1.0)
-            if kind == "fair":
+            nodes = j.nnodes
+            if kind in ("cap", "guard"):
+                if kind == "guard" and j.nnodes > 1 and waited > 0 and waited >= nums[1] * mean_wait:
+                    return 0.0
+                rate, nodes = nums[0], 1
+            elif kind == "fair":
                 rate = ordering.AGE_RATE
             elif kind == "largest":
                 rate = nums[0] if j.gpus >= most else nums[1]
             else:
                 rate = nums[1] + (nums[0] - nums[1]) * j.gpus / most
-            return j.gpus * max(0.0, j.time_limit_s * weights.get(j.user, 1.0) - rate * waited * j.nnodes)
+            return j.gpus * max(0.0, j.time_limit_s * weights.get(j.user, 1.0) - rate * waited * nodes)
 
         return sorted(jobs, key=lambda j: (-j.priority, j.id != keep, score(j), j.submitted_at, j.id))
 

@@ -69,9 +69,15 @@ def test_variant_orders_a_hand_worked_queue(bench, variant, first):
         ("qage-1.2-1", "big"),
         # P = 0: big 900 < 1140 is not overdue either; areas 1500 < 8000
         ("qage-1.2-0", "small"),
+        # cap-1 ignores nodes: small max(0, 1500 - 1000) = 500 < big 8 x max(0, 1000 - 900) = 800
+        ("cap-1", "small"),
+        # guard-1-0.9: big (2 nodes) waited 900 >= 0.9 x 950: overdue, first; small is not (500)
+        ("guard-1-0.9", "big"),
+        # guard-1-1: 900 < 950, so as cap-1
+        ("guard-1-1", "small"),
     ],
 )
-def test_queue_age_variant(bench, variant, first):
+def test_queue_wait_variants(bench, variant, first):
     queue = [Job("small", "u1", 1, 1.0, 0.0, 1500.0), Job("big", "u2", 2, 4.0, 100.0, 1000.0)]
     got = bench.make_order(variant)(queue, "default", None, 1000.0, None)
     assert [j.id for j in got][0] == first
@@ -82,7 +88,7 @@ def test_fifo_and_easy_keep_submission_order(bench):
     assert [j.id for j in got] == ["small", "big"]
 
 
-@pytest.mark.parametrize("name", ["nope", "largest-2", "area-1", "share-a-b", "fair"])
+@pytest.mark.parametrize("name", ["nope", "largest-2", "area-1", "share-a-b", "fair", "cap-1-2", "guard-1"])
 def test_unknown_variant_is_refused(bench, name):
     with pytest.raises(SystemExit, match="--variants"):
         bench.make_order(name)
