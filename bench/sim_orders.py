@@ -7,9 +7,9 @@ variant it prints the per-case default / fifo ratio, marks the cases that miss T
 easy's, "E") or T3 (largest jobs' worst wait > 1.1 x fifo's, "L"), and the three targets.
 
 Then the envelope: for each case, the lowest default / fifo among the variants that meet T1 and
-T3 in that case, and the geometric mean of those over the cases where one does. No single order
-reaches the envelope (each case's best comes from a different variant); a T2 target above it is
-out of reach of every order listed here.
+T3 in that case, and the geometric mean of those over the cases where one does: what one order
+would reach if it were as good as the best listed one in every case at once. A T2 target below
+it is out of reach of every order listed here; one above it may still be missed by each of them.
 
 Variants (rate: seconds of weighted limit that each second waited, per node, takes off, as
 `argus.domain.ordering.AGE_RATE`; a job whose score reaches 0 is overdue, overdue jobs oldest
@@ -144,13 +144,13 @@ def _targets(case: Case, d: Metrics, base: dict[str, Metrics]) -> tuple[float, b
 def report(cases: list[Case], variants: list[str], got: dict[str, dict[str, Metrics]]) -> None:
     """Print the per-case table, each variant's targets and the envelope."""
     print("default / fifo avg wait per case; E: misses T1 (> easy's avg), L: misses T3 (> 1.1 x fifo's largest worst)")
-    print("case".ljust(24) + "".join(v.rjust(15) for v in variants))
+    print("case".ljust(24) + "".join(v.rjust(17) for v in variants))
     best: dict[str, tuple[float, str]] = {}
     for c in cases:
         cells = []
         for v in variants:
             r2, ok1, ok3 = _targets(c, got[c.label][v], got[c.label])
-            cells.append(f"{r2:.3f}{'' if ok1 else 'E'}{'' if ok3 else 'L'}".rjust(15))
+            cells.append(f"{r2:.3f}{'' if ok1 else 'E'}{'' if ok3 else 'L'}".rjust(17))
             if ok1 and ok3 and (c.label not in best or r2 < best[c.label][0]):
                 best[c.label] = (r2, v)
         print(f"{c.trace} {c.load:g} {c.limit_kind}".ljust(24) + "".join(cells))
