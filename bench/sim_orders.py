@@ -64,14 +64,6 @@ VARIANTS = (
 OrderFn = Callable[..., list[Job]]
 
 
-def _weights(usage: Mapping[str, float] | None, bound: float) -> dict[str, float]:
-    use = usage or {}
-    mean = (sum(use.values()) / len(use)) if use else 0.0
-    if mean <= 0:
-        return {}
-    return {u: 1.0 + (bound - 1.0) * (1.0 - 0.5 ** (h / mean)) for u, h in use.items()}
-
-
 def make_order(variant: str) -> OrderFn:
     """The order function `plan()` uses for `default` under `variant` (fifo and easy unchanged)."""
     if variant == "default":
@@ -95,7 +87,10 @@ def make_order(variant: str) -> OrderFn:
         if policy != "default":
             return ordering.order(jobs, policy, usage, now, keep)
         t = now if now is not None else max((j.submitted_at for j in jobs), default=0.0)
-        weights = _weights(usage, nums[0] if kind == "fair" else ordering.FAIR_MAX)
+        weights = ordering.fair_weights(usage)
+        if kind == "fair":  # the same curve, bounded by F instead of FAIR_MAX
+            scale = (nums[0] - 1.0) / (ordering.FAIR_MAX - 1.0)
+            weights = {u: 1.0 + (w - 1.0) * scale for u, w in weights.items()}
         most = max((j.gpus for j in jobs), default=1.0)
         mean_wait = sum(max(0.0, t - j.submitted_at) for j in jobs) / max(1, len(jobs))
 

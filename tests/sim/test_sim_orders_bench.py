@@ -117,3 +117,12 @@ def test_replay_plans_with_the_variant_order(bench, monkeypatch):
     assert (label, policy, variant) == ("t load 0.7 limits 2x", "default", "area")
     assert calls and set(calls) == {("area", "default")}
     assert m.avg_wait_s == pytest.approx((0 + 3590) / 2)
+
+
+@pytest.mark.parametrize(("variant", "first"), [("default", "b"), ("fair-1.25", "a"), ("fair-1", "a")])
+def test_fair_bound_scales_the_weights(bench, variant, first):
+    # usage u1 3, u2 1 (mean 2): default weights 1 + (1 - 0.5 ** 1.5) = 1.646 and 1 + (1 - 0.5 ** 0.5) = 1.293,
+    # so a scores 1646 > b's 1552; bounded by 1.25 they are 1.162 and 1.073: 1162 < 1288.
+    queue = [Job("a", "u1", 1, 1.0, 0.0, 1000.0), Job("b", "u2", 1, 1.0, 0.0, 1200.0)]
+    got = bench.make_order(variant)(queue, "default", {"u1": 3.0, "u2": 1.0}, 0.0, None)
+    assert [j.id for j in got][0] == first
