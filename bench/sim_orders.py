@@ -8,8 +8,8 @@ easy's, "E") or T3 (largest jobs' worst wait > 1.1 x fifo's, "L"), and the three
 
 Then the envelope: for each case, the lowest default / fifo among the variants that meet T1 and
 T3 in that case, and the geometric mean of those over the cases where one does: what one order
-would reach if it were as good as the best listed one in every case at once. A T2 target below
-it is out of reach of every order listed here; one above it may still be missed by each of them.
+would reach if it were as good as the best listed one in every case at once. No order listed here
+meets T1 and T3 in every case with a T2 below it; one above it may still be missed by each.
 
 Variants (rate: seconds of weighted limit that each second waited, per node, takes off, as
 `argus.domain.ordering.AGE_RATE`; a job whose score reaches 0 is overdue, overdue jobs oldest
@@ -28,7 +28,7 @@ first, as in `default`):
   fair-share-weighted area.
 
 Usage:
-    python bench/sim_orders.py                                # every variant, about 20 min on 2 cores
+    python bench/sim_orders.py                                # every variant, about 14 min on 2 cores
     python bench/sim_orders.py --variants default,share-2-0.25 --only cluster10
 """
 

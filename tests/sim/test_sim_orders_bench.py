@@ -116,6 +116,7 @@ def test_replay_plans_with_the_variant_order(bench, monkeypatch):
     label, policy, variant, m = bench._replay((case, "default", "area"))
     assert (label, policy, variant) == ("t load 0.7 limits 2x", "default", "area")
     assert calls and set(calls) == {("area", "default")}
+    # Only one job ever waits, so any order gives this average: a check that the replay ran.
     assert m.avg_wait_s == pytest.approx((0 + 3590) / 2)
 
 
@@ -126,3 +127,31 @@ def test_fair_bound_scales_the_weights(bench, variant, first):
     queue = [Job("a", "u1", 1, 1.0, 0.0, 1000.0), Job("b", "u2", 1, 1.0, 0.0, 1200.0)]
     got = bench.make_order(variant)(queue, "default", {"u1": 3.0, "u2": 1.0}, 0.0, None)
     assert [j.id for j in got][0] == first
+
+
+def test_area_ignores_waiting_where_the_shipped_order_does_not(bench):
+    # "old" (8 GPUs, limit 1000) waited 1000 s: overdue under default (8 x max(0, 1000 - 2000) = 0),
+    # so it goes first there; by area alone "new" (1 GPU, limit 100, just submitted) is first.
+    queue = [Job("old", "u1", 1, 8.0, 0.0, 1000.0), Job("new", "u2", 1, 1.0, 1000.0, 100.0)]
+    assert [j.id for j in bench.make_order("default")(queue, "default", None, 1000.0, None)] == ["old", "new"]
+    assert [j.id for j in bench.make_order("area")(queue, "default", None, 1000.0, None)] == ["new", "old"]
+
+
+def test_fair_2_is_the_shipped_order_with_priority_and_keep(bench):
+    # fair-2 keeps the shipped curve and rate, so it must order exactly as `ordering.order`,
+    # priority first and the kept reservation next.
+    queue = [
+        Job("a", "u1", 1, 1.0, 0.0, 5000.0),
+        Job("b", "u2", 2, 8.0, 50.0, 3000.0),
+        Job("c", "u3", 1, 4.0, 100.0, 800.0, priority=900),
+        Job("d", "u1", 1, 2.0, 150.0, 2000.0),
+        Job("e", "u2", 1, 1.0, 200.0, 300.0),
+    ]
+    usage = {"u1": 5.0, "u2": 1.0, "u3": 0.5}
+    for keep in (None, "b", "d"):
+        want = [j.id for j in ordering.order(queue, "default", usage, 400.0, keep)]
+        got = [j.id for j in bench.make_order("fair-2")(queue, "default", usage, 400.0, keep)]
+        assert got == want
+        assert want[0] == "c"  # priority 900 first
+        if keep:
+            assert want[1] == keep
