@@ -11,9 +11,9 @@ T3 in that case, and the geometric mean of those over the cases where one does: 
 would reach if it were as good as the best listed one in every case at once. No order listed here
 meets T1 and T3 in every case with a T2 below it; one above it may still be missed by each.
 
-Variants (rate: seconds of weighted limit that each second waited, per node, takes off, as
-`argus.domain.ordering.AGE_RATE`; a job whose score reaches 0 is overdue, overdue jobs oldest
-first, as in `default`):
+Variants (rate: seconds of weighted limit that each second waited takes off, times the job's node
+count unless said otherwise, as `argus.domain.ordering.AGE_RATE`; a job whose score reaches 0 is
+overdue, overdue jobs oldest first, as in `default`):
 
 - default: the shipped order (rate 2 for every job, fair-share weight 1..2);
 - area: GPUs x limit, no ageing, no fair share (shortest area first);
