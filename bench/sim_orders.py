@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from sim_traces import DEFAULT_TRACES, _ratio, load_cases
+from sim_traces import DEFAULT_TRACES, case_verdict, geo_mean, load_cases
 
 import argus.domain.scheduling as scheduling
 from argus.domain import ordering
@@ -128,43 +128,37 @@ def _replay(task: tuple[Case, str, str]) -> tuple[str, str, str, Metrics]:
     return case.label, policy, variant, r.metrics
 
 
-def _targets(case: Case, d: Metrics, base: dict[str, Metrics]) -> tuple[float, bool, bool]:
-    """default / fifo avg wait, and whether T1 and T3 hold in this case."""
-    e, f = base["easy"], base["fifo"]
-    ok1 = d.avg_wait_s <= e.avg_wait_s
-    ok3 = d.largest_jobs_max_wait_s <= 1.1 * f.largest_jobs_max_wait_s
-    return _ratio(d.avg_wait_s, f.avg_wait_s), ok1, ok3
-
-
 def report(cases: list[Case], variants: list[str], got: dict[str, dict[str, Metrics]]) -> None:
     """Print the per-case table, each variant's targets and the envelope."""
+    verdict = {
+        (c.label, v): case_verdict(got[c.label][v], got[c.label]["easy"], got[c.label]["fifo"])
+        for c in cases
+        for v in variants
+    }
     print("default / fifo avg wait per case; E: misses T1 (> easy's avg), L: misses T3 (> 1.1 x fifo's largest worst)")
     print("case".ljust(24) + "".join(v.rjust(17) for v in variants))
     best: dict[str, tuple[float, str]] = {}
     for c in cases:
         cells = []
         for v in variants:
-            r2, ok1, ok3 = _targets(c, got[c.label][v], got[c.label])
-            cells.append(f"{r2:.3f}{'' if ok1 else 'E'}{'' if ok3 else 'L'}".rjust(17))
-            if ok1 and ok3 and (c.label not in best or r2 < best[c.label][0]):
-                best[c.label] = (r2, v)
+            x = verdict[c.label, v]
+            cells.append(f"{x.d_fifo:.3f}{'' if x.t1 else 'E'}{'' if x.t3 else 'L'}".rjust(17))
+            if x.t1 and x.t3 and (c.label not in best or x.d_fifo < best[c.label][0]):
+                best[c.label] = (x.d_fifo, v)
         print(f"{c.trace} {c.load:g} {c.limit_kind}".ljust(24) + "".join(cells))
     print("\nvariant".ljust(17) + "T1 misses (worst d/easy)   T2 geo-mean d/fifo   T3 misses (worst d/fifo)")
     for v in variants:
-        rows = [(c, got[c.label][v], got[c.label]) for c in cases]
-        r1 = [_ratio(d.avg_wait_s, b["easy"].avg_wait_s) for _, d, b in rows]
-        r3 = [_ratio(d.largest_jobs_max_wait_s, b["fifo"].largest_jobs_max_wait_s) for _, d, b in rows]
-        gm = math.exp(sum(math.log(max(_targets(c, d, b)[0], 1e-9)) for c, d, b in rows) / len(rows))
-        miss1 = sum(not _targets(c, d, b)[1] for c, d, b in rows)
-        miss3 = sum(not _targets(c, d, b)[2] for c, d, b in rows)
-        print(f"{v:16s} {miss1:3d} ({max(r1):.2f}){'':15s}{gm:.3f}{'':15s}{miss3:3d} ({max(r3):.2f})")
+        xs = [verdict[c.label, v] for c in cases]
+        miss1, miss3 = sum(not x.t1 for x in xs), sum(not x.t3 for x in xs)
+        worst1, worst3 = max(x.d_easy for x in xs), max(x.largest_d_fifo for x in xs)
+        gm = geo_mean([x.d_fifo for x in xs])
+        print(f"{v:16s} {miss1:3d} ({worst1:.2f}){'':15s}{gm:.3f}{'':15s}{miss3:3d} ({worst3:.2f})")
     print("\nEnvelope: per case, the lowest default / fifo among the variants that meet T1 and T3 there")
     for c in cases:
-        r, v = best.get(c.label, (math.nan, "none meets both"))
-        print(f"  {c.trace} {c.load:g} {c.limit_kind:4s}  {r:.3f}  {v}")
-    logs = [math.log(max(r, 1e-9)) for r, _ in best.values()]
-    gm = math.exp(sum(logs) / len(logs)) if logs else math.nan
-    print(f"  geometric mean over the {len(logs)} of {len(cases)} cases where one does: {gm:.3f} (T2 asks <= 0.35)")
+        r, name = best.get(c.label, (math.nan, "none meets both"))
+        print(f"  {c.trace} {c.load:g} {c.limit_kind:4s}  {r:.3f}  {name}")
+    gm = geo_mean([r for r, _ in best.values()])
+    print(f"  geometric mean over the {len(best)} of {len(cases)} cases where one does: {gm:.3f} (T2 asks <= 0.35)")
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import multiprocessing
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from argus.domain.admission import Capacity, Demand
@@ -138,24 +139,44 @@ def _ratio(a: float, b: float) -> float:
     return a / b
 
 
+@dataclass(frozen=True)
+class CaseVerdict:
+    """default against easy and fifo in one case: the three ratios and the two per-case targets."""
+
+    d_easy: float  # avg wait, default / easy
+    d_fifo: float  # avg wait, default / fifo (T2's term)
+    largest_d_fifo: float  # the largest jobs' worst wait, default / fifo
+    t1: bool  # avg wait <= easy's
+    t3: bool  # largest jobs' worst wait <= 1.1 x fifo's
+
+
+def case_verdict(d: Metrics, easy: Metrics, fifo: Metrics) -> CaseVerdict:
+    """T1 and T3 in one case, with the ratios they come from."""
+    return CaseVerdict(
+        _ratio(d.avg_wait_s, easy.avg_wait_s),
+        _ratio(d.avg_wait_s, fifo.avg_wait_s),
+        _ratio(d.largest_jobs_max_wait_s, fifo.largest_jobs_max_wait_s),
+        d.avg_wait_s <= easy.avg_wait_s,
+        d.largest_jobs_max_wait_s <= 1.1 * fifo.largest_jobs_max_wait_s,
+    )
+
+
+def geo_mean(values: list[float]) -> float:
+    """The geometric mean (T2), NaN for none; values are floored at 1e-9."""
+    return math.exp(sum(math.log(max(v, 1e-9)) for v in values) / len(values)) if values else math.nan
+
+
 def verdicts(cases: list[Case], got: dict[str, dict[str, tuple[Metrics, float]]]) -> None:
     """Print the per-case ratios and whether default meets the three targets."""
     print("\nPer case: default / easy avg wait (T1 <= 1), default / fifo avg wait, largest default / fifo (T3 <= 1.1)")
-    t1 = t3 = True
-    logs = []
-    for c in cases:
-        d, e, f = (got[c.label][p][0] for p in ("default", "easy", "fifo"))
-        r1 = _ratio(d.avg_wait_s, e.avg_wait_s)
-        r2 = _ratio(d.avg_wait_s, f.avg_wait_s)
-        r3 = _ratio(d.largest_jobs_max_wait_s, f.largest_jobs_max_wait_s)
-        ok1, ok3 = d.avg_wait_s <= e.avg_wait_s, d.largest_jobs_max_wait_s <= 1.1 * f.largest_jobs_max_wait_s
-        t1, t3 = t1 and ok1, t3 and ok3
-        logs.append(math.log(max(r2, 1e-9)))
+    found = [(c, case_verdict(*(got[c.label][p][0] for p in ("default", "easy", "fifo")))) for c in cases]
+    for c, v in found:
         print(
-            f"  {c.trace:10s} load {c.load:g} {c.limit_kind:4s}  d/easy {r1:6.3f}{'' if ok1 else ' NO'}"
-            f"   d/fifo {r2:6.3f}   largest d/fifo {r3:6.3f}{'' if ok3 else ' NO'}"
+            f"  {c.trace:10s} load {c.load:g} {c.limit_kind:4s}  d/easy {v.d_easy:6.3f}{'' if v.t1 else ' NO'}"
+            f"   d/fifo {v.d_fifo:6.3f}   largest d/fifo {v.largest_d_fifo:6.3f}{'' if v.t3 else ' NO'}"
         )
-    gm = math.exp(sum(logs) / len(logs)) if logs else math.nan
+    t1, t3 = all(v.t1 for _, v in found), all(v.t3 for _, v in found)
+    gm = geo_mean([v.d_fifo for _, v in found])
     print("\nTargets for default:")
     print(f"  T1 avg wait <= easy's in every case:             {'yes' if t1 else 'NO'}")
     print(f"  T2 geometric mean of default / fifo <= 0.35:     {'yes' if gm <= 0.35 else 'NO'} ({gm:.3f})")
